@@ -1,0 +1,1 @@
+"""streamgnn stream side: events, the decayed graph store, Kafka ingest."""

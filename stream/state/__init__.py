@@ -1,0 +1,1 @@
+"""Durable state: the time-decayed graph store in RocksDB."""
