@@ -1,0 +1,22 @@
+"""The one exception hierarchy of streamgnn.
+
+Every error the package raises on purpose derives from :class:`StreamGNNError`, so a
+caller can tell ours from a library's. A bad *event* is not an exception: it is data
+(a :class:`stream.events.Rejection`) routed to the dead-letter topic.
+"""
+
+
+class StreamGNNError(Exception):
+    """Base class of every error streamgnn raises on purpose."""
+
+
+class ConfigError(StreamGNNError, ValueError):
+    """A setting has a value outside its valid range; the message names it."""
+
+
+class StoreError(StreamGNNError):
+    """The graph store cannot be opened or is not a streamgnn store."""
+
+
+class DeadLetterError(StreamGNNError):
+    """A rejected record could not be written to the dead-letter topic."""

@@ -1,0 +1,172 @@
+"""Interaction events: parse and validate one Kafka record against the contract.
+
+A record is either an :class:`Interaction` or a :class:`Rejection`; errors are data,
+never exceptions, so a hostile record cannot stop the worker. The contract is in
+DESIGN.md ("Input: interaction events").
+
+>>> v = EventValidator(EventSettings())
+>>> v.parse(b"u1", b'{"user_id": "u1", "item_id": 7, "event_type": "click", "ts": 1000}')
+Interaction(user_id='u1', item_id='7', event_type='click', ts=1000, weight=1.0, event_id=None)
+>>> v.parse(b"u1", b'{"user_id": "u1", "item_id": 7, "event_type": "click", "ts": true}')
+Rejection(reason='bad_timestamp', detail='ts must be an integer (epoch ms), got bool')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from stream.settings import EventSettings
+
+REJECTION_REASONS = (
+    "null_key",
+    "key_mismatch",
+    "null_value",
+    "too_large",
+    "bad_encoding",
+    "bad_json",
+    "not_object",
+    "missing_field",
+    "bad_id",
+    "unknown_event_type",
+    "bad_timestamp",
+    "bad_weight",
+    "bad_event_id",
+)
+"""Every reason a record can be rejected for; stable, used as a metric label."""
+
+_REQUIRED = ("user_id", "item_id", "event_type", "ts")
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One valid event. Ids are canonical strings (an integer id ``7`` becomes ``"7"``)."""
+
+    user_id: str
+    item_id: str
+    event_type: str
+    ts: int
+    weight: float = 1.0
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record was refused: ``reason`` is one of :data:`REJECTION_REASONS`."""
+
+    reason: str
+    detail: str
+
+
+class _Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.rejection = Rejection(reason, detail)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Invalid("bad_json", f"non-finite number {name} is not allowed")
+
+
+class EventValidator:
+    """Turns raw ``(key, value)`` bytes into an :class:`Interaction` or a :class:`Rejection`."""
+
+    def __init__(self, settings: EventSettings) -> None:
+        self._settings = settings
+        self._event_types = frozenset(settings.behaviours)
+        self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+    def parse(self, key: bytes | None, value: bytes | None) -> Interaction | Rejection:
+        """Validate one record; never raises for any input bytes."""
+        try:
+            return self._parse(key, value)
+        except _Invalid as invalid:
+            return invalid.rejection
+
+    def _parse(self, key: bytes | None, value: bytes | None) -> Interaction:
+        s = self._settings
+        if value is None:
+            raise _Invalid("null_value", "record has no value")
+        if len(value) > s.max_event_bytes:
+            raise _Invalid("too_large", f"value is {len(value)} bytes, limit {s.max_event_bytes}")
+        if key is None:
+            raise _Invalid("null_key", "record has no key; the key must be the user id")
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Invalid("bad_encoding", f"value is not UTF-8: {exc.reason}") from None
+        try:
+            obj = self._decoder.decode(text)
+        except RecursionError:
+            raise _Invalid("bad_json", "JSON nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, int digit limit
+            raise _Invalid("bad_json", f"invalid JSON: {exc}"[:200]) from None
+        if not isinstance(obj, dict):
+            raise _Invalid("not_object", f"value must be a JSON object, got {type(obj).__name__}")
+        missing = [name for name in _REQUIRED if name not in obj]
+        if missing:
+            raise _Invalid("missing_field", f"missing required field(s) {', '.join(missing)}")
+        user_id = self._node_id("user_id", obj["user_id"])
+        item_id = self._node_id("item_id", obj["item_id"])
+        if key != user_id.encode("utf-8"):
+            raise _Invalid("key_mismatch", "record key must equal user_id")
+        event_type = obj["event_type"]
+        if not isinstance(event_type, str) or event_type not in self._event_types:
+            raise _Invalid("unknown_event_type", f"unknown event_type {_short(event_type)}")
+        return Interaction(
+            user_id=user_id,
+            item_id=item_id,
+            event_type=event_type,
+            ts=self._timestamp(obj["ts"]),
+            weight=self._weight(obj.get("weight", 1.0)),
+            event_id=self._event_id(obj.get("event_id")),
+        )
+
+    def _node_id(self, field: str, raw: object) -> str:
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise _Invalid("bad_id", f"{field} must be a string or integer, got {type(raw).__name__}")
+        text = raw if isinstance(raw, str) else str(raw)
+        self._check_text(field, text, "bad_id")
+        return text
+
+    def _check_text(self, field: str, text: str, reason: str) -> None:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise _Invalid(reason, f"{field} is not valid Unicode (lone surrogate)") from None
+        if not 1 <= size <= self._settings.max_id_bytes:
+            raise _Invalid(reason, f"{field} must be 1..{self._settings.max_id_bytes} bytes, got {size}")
+
+    def _timestamp(self, raw: object) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise _Invalid("bad_timestamp", f"ts must be an integer (epoch ms), got {type(raw).__name__}")
+        s = self._settings
+        if not s.min_ts_ms <= raw <= s.max_ts_ms:
+            raise _Invalid("bad_timestamp", f"ts {_short(raw)} outside [{s.min_ts_ms}, {s.max_ts_ms}]")
+        return raw
+
+    def _weight(self, raw: object) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise _Invalid("bad_weight", f"weight must be a number, got {type(raw).__name__}")
+        try:
+            weight = float(raw)
+        except OverflowError:
+            raise _Invalid("bad_weight", "weight is too large") from None
+        if not (math.isfinite(weight) and 0.0 <= weight <= self._settings.max_weight):
+            raise _Invalid("bad_weight", f"weight {weight!r} outside [0, {self._settings.max_weight}]")
+        return weight
+
+    def _event_id(self, raw: object) -> str | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise _Invalid("bad_event_id", f"event_id must be a string, got {type(raw).__name__}")
+        self._check_text("event_id", raw, "bad_event_id")
+        return raw
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

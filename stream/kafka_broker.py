@@ -1,0 +1,494 @@
+"""A local Apache Kafka node (KRaft, broker + controller in one JVM) on 127.0.0.1.
+
+There is no Docker engine or packaged broker on the machines this project runs on, so the
+node runs from Kafka's own jars: ``ensure_kafka_jars`` resolves them once from Maven Central
+into a cache, and ``LocalKafkaBroker`` formats its log dir once, starts ``kafka.Kafka``,
+waits until a client metadata call succeeds and stops the JVM by PID. The test suite and
+local runs use it; ``docker-compose.yml`` describes the same node for container hosts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from stream.errors import StreamGNNError
+
+KAFKA_VERSION = "3.9.1"
+
+_DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
+_POM = _DEPLOY_DIR / "pom.xml"
+_LOG4J = _DEPLOY_DIR / "log4j.properties"
+# Pinned: Maven 3.8's default dependency plugin is old and varies with the Maven version.
+_COPY_DEPENDENCIES = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
+_COMPLETE_MARKER = ".streamgnn-complete"
+_HOST = "127.0.0.1"
+_TAIL_LINES = 40
+_MVN_TIMEOUT_S = 900.0
+
+
+class BrokerError(StreamGNNError, RuntimeError):
+    """The local Kafka node (or the jars it runs from) could not be provided."""
+
+
+def ensure_kafka_jars(cache_dir: Path | None = None) -> Path:
+    """Return a folder holding Kafka's runtime jars, resolving them with Maven if needed.
+
+    The default folder is ``$STREAMGNN_KAFKA_LIBS`` or
+    ``${XDG_CACHE_HOME:-~/.cache}/streamgnn/kafka-<version>/libs``. Once a completion marker
+    is there the call is offline; jars are resolved into a sibling temp dir and renamed into
+    place, so an interrupted download never leaves a half cache behind.
+    """
+    libs = cache_dir if cache_dir is not None else _default_jars_dir()
+    if (libs / _COMPLETE_MARKER).is_file():
+        return libs
+    if libs.is_dir() and any(libs.iterdir()):
+        raise BrokerError(
+            f"{libs} exists but has no {_COMPLETE_MARKER} marker; delete it to re-resolve the jars"
+        )
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("mvn not found on PATH: install Maven 3.8+ to fetch the Kafka jars")
+    _java_executable()  # mvn needs a JDK too; fail with the clearer message
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{libs.name}-staging-", dir=libs.parent))
+    try:
+        resolved = _resolve_with_maven(mvn, staging)
+        (resolved / _COMPLETE_MARKER).write_text(f"kafka {KAFKA_VERSION}\n")
+        _publish(resolved, libs)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return libs
+
+
+def _default_jars_dir() -> Path:
+    override = os.environ.get("STREAMGNN_KAFKA_LIBS")
+    if override:
+        return Path(override).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "streamgnn" / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def _resolve_with_maven(mvn: str, staging: Path) -> Path:
+    if not _POM.is_file():
+        raise BrokerError(f"Kafka pom not found at {_POM}")
+    # A copy of the pom keeps mvn from writing anything next to the repo's one.
+    pom = staging / "pom.xml"
+    shutil.copyfile(_POM, pom)
+    out = staging / "libs"
+    command = [
+        mvn,
+        "-B",
+        "-q",
+        "-Dstyle.color=never",
+        "-f",
+        str(pom),
+        _COPY_DEPENDENCIES,
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={out}",
+    ]
+    try:
+        result = subprocess.run(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=_MVN_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BrokerError(
+            f"mvn did not resolve the Kafka jars within {_MVN_TIMEOUT_S:.0f}s"
+        ) from exc
+    if result.returncode != 0 or not any(out.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        raise BrokerError(
+            f"mvn could not resolve Kafka {KAFKA_VERSION} jars (exit {result.returncode}):\n"
+            + _tail(result.stdout)
+        )
+    return out
+
+
+def _publish(resolved: Path, libs: Path) -> None:
+    try:
+        if libs.is_dir():
+            libs.rmdir()  # empty (checked by the caller), so a plain rename can replace it
+        resolved.rename(libs)
+    except OSError as exc:
+        if (libs / _COMPLETE_MARKER).is_file():
+            return  # another process published the same jars first
+        raise BrokerError(f"could not move resolved jars into {libs}: {exc}") from exc
+
+
+def _java_executable() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("java not found: install a JDK 17+ or set JAVA_HOME")
+    return java
+
+
+class LocalKafkaBroker:
+    """One Kafka node, broker and controller, listening on 127.0.0.1 only.
+
+    Args:
+        data_dir: folder for ``server.properties``, the broker log and the Kafka log dir.
+            Reusing it after ``kill()`` or ``stop()`` keeps topics, records and cluster id.
+        port: client (PLAINTEXT) port; a free ephemeral port when ``None``.
+        controller_port: KRaft controller port; a free ephemeral port when ``None``.
+        extra_properties: ``server.properties`` entries that override the defaults.
+
+    Ports are fixed at construction, so a restarted node has the same bootstrap address.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        controller_port: int | None = None,
+        extra_properties: Mapping[str, str] | None = None,
+    ) -> None:
+        for name, value in (("port", port), ("controller_port", controller_port)):
+            if value is not None and not 0 < value < 65536:
+                raise ValueError(f"{name} must be in 1..65535, got {value!r}")
+        if port is not None and port == controller_port:
+            raise ValueError(f"port and controller_port must differ, both are {port}")
+        explicit = (port, controller_port)
+        spare = [p for p in _free_ports(2) if p not in explicit] if None in explicit else []
+        self._port = port if port is not None else spare.pop(0)
+        self._controller_port = controller_port if controller_port is not None else spare.pop(0)
+        self._data_dir = Path(data_dir).resolve()
+        self._extra_properties = dict(extra_properties or {})
+        self._process: subprocess.Popen[bytes] | None = None
+        self._finalizer: weakref.finalize[..., LocalKafkaBroker] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{_HOST}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def controller_port(self) -> int:
+        return self._controller_port
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    @property
+    def log_path(self) -> Path:
+        """The broker JVM's stdout/stderr, appended to across restarts."""
+        return self._data_dir / "broker.log"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running JVM, ``None`` when the node is not running."""
+        return self._process.pid if self._process is not None and self.is_running() else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def server_properties(self) -> dict[str, str]:
+        """The ``server.properties`` this node starts with (defaults, then overrides)."""
+        client, controller = self.bootstrap_servers, f"{_HOST}:{self._controller_port}"
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{controller}",
+            "listeners": f"PLAINTEXT://{client},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{client}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self._data_dir / "logs"),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            # Tests send multi-megabyte payloads.
+            "message.max.bytes": "8388608",
+            "replica.fetch.max.bytes": "8388608",
+            # One node: internal topics cannot have more replicas; few partitions load fast.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Tests use consumer session timeouts well below the 6 s default minimum.
+            "group.min.session.timeout.ms": "1000",
+            # A killed node's old registration blocks its restart until the broker session
+            # expires (9 s by default); heartbeats are local, so a shorter session is safe.
+            "broker.session.timeout.ms": "4000",
+            "broker.heartbeat.interval.ms": "500",
+            # log.flush.* stay at their defaults: acked records sit in the page cache, which
+            # survives a killed JVM (not a machine crash).
+        }
+        properties.update(self._extra_properties)
+        return properties
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Format the log dir if new, start the JVM and wait until clients get metadata.
+
+        A no-op when already running. Raises ``BrokerError`` with the broker log's tail
+        when the JVM exits early or is not ready within ``timeout_s`` (it is killed then).
+        """
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        if self.is_running():
+            return
+        self._detach()  # forget a JVM that exited on its own
+        jars = ensure_kafka_jars()
+        java = _java_executable()
+        if not _LOG4J.is_file():
+            raise BrokerError(f"Kafka log4j config not found at {_LOG4J}")
+        deadline = time.monotonic() + timeout_s
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._data_dir / "server.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in self.server_properties().items()))
+        classpath = ["-cp", str(jars / "*"), f"-Dlog4j.configuration={_LOG4J.as_uri()}"]
+        if not (self._data_dir / "logs" / "meta.properties").is_file():
+            self._format_storage([java, *classpath], config, timeout_s)
+        heap = ["-Xms256m", "-Xmx512m"]
+        command = [*_parent_death_prefix(), java, *heap, *classpath, "kafka.Kafka", str(config)]
+        with self.log_path.open("ab") as log:
+            log.write(f"--- starting kafka.Kafka at {time.strftime('%F %T')} ---\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._data_dir,  # hs_err crash files land here, not in the caller's cwd
+                start_new_session=True,  # its own process group: signalled as one, not by ^C
+            )
+        # Stops the JVM when this object is collected or the interpreter exits normally.
+        self._finalizer = weakref.finalize(self, _terminate, self._process)
+        self._wait_until_ready(deadline, timeout_s)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM); SIGKILL if still alive after ``timeout_s``."""
+        if timeout_s < 0:
+            raise ValueError(f"timeout_s must not be negative, got {timeout_s!r}")
+        if self._process is not None:
+            _terminate(self._process, timeout_s)
+        self._detach()
+
+    def kill(self) -> None:
+        """SIGKILL the JVM now (a crash, for fault tests) and wait until it is gone."""
+        if self._process is not None:
+            _signal_group(self._process, signal.SIGKILL)
+            self._process.wait()
+        self._detach()
+
+    def create_topics(
+        self, names_partitions: Mapping[str, int], configs: Mapping[str, str] | None = None
+    ) -> None:
+        """Create topics (replication factor 1) and wait until every partition has a leader.
+
+        Topics that already exist are left as they are.
+        """
+        for name, partitions in names_partitions.items():
+            if not name:
+                raise ValueError("topic names must be non-empty")
+            if partitions < 1:
+                raise ValueError(f"topic {name!r} needs at least 1 partition, got {partitions!r}")
+        if not names_partitions:
+            return
+        if not self.is_running():
+            raise BrokerError(
+                f"cannot create topics: the broker at {self.bootstrap_servers} is down"
+            )
+        request = {
+            name: {"num_partitions": n, "replication_factor": 1, "configs": dict(configs or {})}
+            for name, n in names_partitions.items()
+        }
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, client_id="streamgnn-admin"
+        )
+        try:
+            response = admin.create_topics(request, raise_errors=False)
+            failed = {
+                topic["name"]: topic["error_message"] or topic["error_code"]
+                for topic in response["topics"]
+                if topic["error_code"] not in (0, TopicAlreadyExistsError.errno)
+            }
+            if failed:
+                raise BrokerError(f"could not create topics: {failed}")
+            admin.wait_for_topics(list(names_partitions), timeout_ms=30_000)
+        finally:
+            admin.close()
+
+    def log_tail(self, lines: int = _TAIL_LINES) -> str:
+        """The last ``lines`` lines of the broker log ('' when there is none yet)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return _tail(text, lines)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalKafkaBroker({self.bootstrap_servers}, pid={self.pid}, {self._data_dir})"
+
+    def _format_storage(self, jvm: list[str], config: Path, timeout_s: float) -> None:
+        # StorageTool calls System.exit, hence its own JVM. With static
+        # controller.quorum.voters it must be formatted without --standalone.
+        command = [
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            _new_cluster_id(),
+            "--config",
+            str(config),
+        ]
+        try:
+            result = subprocess.run(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=self._data_dir,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError(f"StorageTool format did not finish within {timeout_s}s") from exc
+        with self.log_path.open("ab") as log:
+            log.write(result.stdout)
+        if result.returncode != 0:
+            raise BrokerError(
+                f"StorageTool format failed (exit {result.returncode}):\n"
+                + _tail(result.stdout.decode(errors="replace"))
+            )
+
+    def _wait_until_ready(self, deadline: float, timeout_s: float) -> None:
+        process = self._process
+        if process is None:
+            raise BrokerError("the broker process was not started")
+        while True:
+            returncode = process.poll()
+            if returncode is not None:
+                self._detach()
+                raise BrokerError(
+                    f"Kafka exited with {returncode} before it was ready; "
+                    f"tail of {self.log_path}:\n{self.log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise BrokerError(
+                    f"Kafka was not ready at {self.bootstrap_servers} within {timeout_s}s; "
+                    f"tail of {self.log_path}:\n{self.log_tail()}"
+                )
+            if self._serves_metadata(min(remaining, 5.0)):
+                return
+            time.sleep(0.2)
+
+    def _serves_metadata(self, timeout_s: float) -> bool:
+        timeout_ms = max(int(timeout_s * 1000), 100)
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id="streamgnn-readiness",
+                bootstrap_timeout_ms=timeout_ms,
+                request_timeout_ms=timeout_ms,
+                reconnect_backoff_max_ms=500,
+            )
+        except (KafkaError, OSError):
+            return False
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+
+    def _detach(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._finalizer = None
+        self._process = None
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    # The JVM leads its own process group (start_new_session), so the group id is its PID.
+    # Only signal while it is unreaped: a reaped PID may already belong to someone else.
+    if process.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _parent_death_prefix() -> list[str]:
+    """``setpriv --pdeathsig TERM`` so the JVM stops when this Python process dies hard.
+
+    The death signal fires when the *thread* that spawned the child exits, so it is only
+    used from the main thread. Without setpriv the finalizer is the only safety net.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"]
+
+
+def _free_ports(count: int) -> list[int]:
+    # All sockets stay bound until every port is read, so the ports are distinct.
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((_HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def _new_cluster_id() -> str:
+    # Kafka's base64 UUID form; one starting with "-" would read as a CLI flag.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])

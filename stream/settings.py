@@ -1,0 +1,232 @@
+"""One frozen, validated settings object; environment variables are read here only.
+
+Settings come in sub-sections (:class:`KafkaSettings`, :class:`StoreSettings`,
+:class:`EventSettings`). :data:`OPTIONS` lists every option once with its environment
+twin, so the command line, ``--help`` and the environment can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from stream.errors import ConfigError
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How one event type weighs in the graph: weight ``beta``, decay ``half_life_ms``."""
+
+    beta: float
+    half_life_ms: int
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ConfigError(f"behaviour beta must be finite and > 0, got {self.beta!r}")
+        if self.half_life_ms <= 0:
+            raise ConfigError(f"behaviour half_life_ms must be > 0, got {self.half_life_ms!r}")
+
+
+DEFAULT_BEHAVIOURS: Mapping[str, Behaviour] = MappingProxyType(
+    {
+        "view": Behaviour(0.5, 1 * DAY_MS),
+        "click": Behaviour(1.0, 3 * DAY_MS),
+        "favorite": Behaviour(2.0, 30 * DAY_MS),
+        "cart": Behaviour(3.0, 7 * DAY_MS),
+        "purchase": Behaviour(5.0, 60 * DAY_MS),
+        "rating": Behaviour(1.0, 60 * DAY_MS),
+        "follow": Behaviour(1.0, 180 * DAY_MS),
+    }
+)
+
+# Event types whose item_id names another user (a social edge).
+SOCIAL_EVENT_TYPES = frozenset({"follow"})
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """The event contract (DESIGN.md, "Input"): what counts as a valid interaction."""
+
+    behaviours: Mapping[str, Behaviour] = field(default_factory=lambda: DEFAULT_BEHAVIOURS)
+    max_id_bytes: int = 256
+    max_event_bytes: int = 65_536
+    min_ts_ms: int = 0
+    max_ts_ms: int = 32_503_680_000_000  # 3000-01-01: later is a unit mistake, not a time
+    max_weight: float = 1e6
+    dedup_window_ms: int = 1 * DAY_MS
+
+    def __post_init__(self) -> None:
+        if not self.behaviours:
+            raise ConfigError("at least one behaviour (event type) must be configured")
+        if len(self.behaviours) > 255:
+            raise ConfigError(f"at most 255 behaviours, got {len(self.behaviours)}")
+        for name in self.behaviours:
+            if not name or len(name.encode()) > 64:
+                raise ConfigError(f"behaviour names must be 1..64 bytes, got {name!r}")
+        _positive("max_id_bytes", self.max_id_bytes)
+        _positive("max_event_bytes", self.max_event_bytes)
+        _positive("dedup_window_ms", self.dedup_window_ms)
+        if not 0 <= self.min_ts_ms < self.max_ts_ms:
+            raise ConfigError(f"need 0 <= min_ts_ms < max_ts_ms, got {self.min_ts_ms}, {self.max_ts_ms}")
+        if not (math.isfinite(self.max_weight) and self.max_weight > 0):
+            raise ConfigError(f"max_weight must be finite and > 0, got {self.max_weight!r}")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the graph lives and when an edge is weak enough to prune."""
+
+    path: Path = Path("var/graph")
+    epsilon: float = 1e-3
+    sync_writes: bool = False  # fsync each batch: survives power loss, not just a crash
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ConfigError(f"store epsilon must be finite and > 0, got {self.epsilon!r}")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Brokers, topics and the consumer group."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    interactions_topic: str = "interactions"
+    dlq_topic: str = "interactions.dlq"
+    group_id: str = "streamgnn"
+    instance_id: str | None = None  # static membership: a restart rejoins without a rebalance wait
+    max_batch_records: int = 5_000
+    session_timeout_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("bootstrap_servers", "interactions_topic", "dlq_topic", "group_id"):
+            if not getattr(self, name):
+                raise ConfigError(f"kafka {name} must not be empty")
+        if self.interactions_topic == self.dlq_topic:
+            raise ConfigError(f"dlq_topic must differ from interactions_topic ({self.dlq_topic!r})")
+        _positive("max_batch_records", self.max_batch_records)
+        _positive("session_timeout_ms", self.session_timeout_ms)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a streamgnn process is configured with."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    events: EventSettings = field(default_factory=EventSettings)
+    metrics_address: str = "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the command line and the environment see it."""
+
+    flag: str
+    env: str
+    section: str
+    name: str
+    help: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--bootstrap-servers", "STREAMGNN_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers",
+           "Kafka brokers, host:port[,host:port]"),
+    Option("--interactions-topic", "STREAMGNN_INTERACTIONS_TOPIC", "kafka", "interactions_topic",
+           "topic of interaction events"),
+    Option("--dlq-topic", "STREAMGNN_DLQ_TOPIC", "kafka", "dlq_topic",
+           "dead-letter topic for rejected events"),
+    Option("--group-id", "STREAMGNN_GROUP_ID", "kafka", "group_id", "consumer group"),
+    Option("--instance-id", "STREAMGNN_INSTANCE_ID", "kafka", "instance_id",
+           "static group membership id (one per worker)"),
+    Option("--max-batch-records", "STREAMGNN_MAX_BATCH_RECORDS", "kafka", "max_batch_records",
+           "records applied per store write batch at most"),
+    Option("--session-timeout-ms", "STREAMGNN_SESSION_TIMEOUT_MS", "kafka", "session_timeout_ms",
+           "consumer group session timeout"),
+    Option("--store-path", "STREAMGNN_STORE_PATH", "store", "path", "RocksDB directory"),
+    Option("--epsilon", "STREAMGNN_EPSILON", "store", "epsilon",
+           "edges whose decayed weight falls below this are pruned"),
+    Option("--sync-writes", "STREAMGNN_SYNC_WRITES", "store", "sync_writes",
+           "fsync every store batch (true/false)"),
+    Option("--behaviours", "STREAMGNN_BEHAVIOURS", "events", "behaviours",
+           'JSON {"click": {"beta": 1, "half_life_ms": 259200000}, ...}'),
+    Option("--dedup-window-ms", "STREAMGNN_DEDUP_WINDOW_MS", "events", "dedup_window_ms",
+           "event-time window in which a repeated event_id is applied once"),
+    Option("--max-event-bytes", "STREAMGNN_MAX_EVENT_BYTES", "events", "max_event_bytes",
+           "larger records are dead-lettered unparsed"),
+    Option("--metrics-address", "STREAMGNN_METRICS_ADDRESS", "", "metrics_address",
+           "host:port of the Prometheus /metrics endpoint"),
+)
+
+
+def load_settings(
+    values: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from option values (by ``Option.name``) over the environment.
+
+    An explicit value wins over its environment twin, which wins over the default.
+
+    >>> s = load_settings({"group_id": "g1"}, {"STREAMGNN_EPSILON": "0.01"})
+    >>> (s.kafka.group_id, s.store.epsilon)
+    ('g1', 0.01)
+    """
+    values = values or {}
+    environ = environ or {}
+    sections: dict[str, dict[str, object]] = {"kafka": {}, "store": {}, "events": {}, "": {}}
+    defaults = Settings()
+    for option in OPTIONS:
+        raw = values.get(option.name)
+        if raw is None:
+            raw = environ.get(option.env)
+        if raw is None:
+            continue
+        target = getattr(defaults, option.section) if option.section else defaults
+        sections[option.section][option.name] = _coerce(option, raw, getattr(target, option.name))
+    return Settings(
+        kafka=KafkaSettings(**sections["kafka"]),  # type: ignore[arg-type]
+        store=StoreSettings(**sections["store"]),  # type: ignore[arg-type]
+        events=EventSettings(**sections["events"]),  # type: ignore[arg-type]
+        **sections[""],  # type: ignore[arg-type]
+    )
+
+
+def _coerce(option: Option, raw: str, default: object) -> object:
+    try:
+        if option.name == "behaviours":
+            return parse_behaviours(raw)
+        if isinstance(default, bool):
+            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"true", "1", "yes"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{option.flag} / {option.env}: invalid value {raw!r}") from exc
+
+
+def parse_behaviours(raw: str) -> Mapping[str, Behaviour]:
+    """Parse ``{"name": {"beta": float, "half_life_ms": int}}`` into behaviours."""
+    try:
+        spec = json.loads(raw)
+        behaviours = {
+            str(name): Behaviour(float(b["beta"]), int(b["half_life_ms"])) for name, b in spec.items()
+        }
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"invalid behaviours JSON {raw!r}: {exc}") from exc
+    return MappingProxyType(behaviours)
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")

@@ -1,0 +1,435 @@
+"""The time-decayed, relation-typed user–item graph, durable in RocksDB.
+
+One :class:`DecayedGraphStore` owns one RocksDB directory (``rocksdict`` in raw bytes
+mode; nothing is ever pickled). :meth:`DecayedGraphStore.apply` writes a batch of
+events *and* the source offsets they came from in one atomic ``WriteBatch``, so after
+any crash the store's offsets say exactly which events it holds.
+
+Why the result is the same whatever the batching (and so bit for bit across crashes):
+
+* "now" for an event is its partition's watermark (the newest event time seen in that
+  partition, stored with the offset). It depends only on the partition's own order.
+* An edge is only ever written from its user's partition (the topic is keyed by user),
+  so its events always merge in the same order.
+* Pruning is one rule, :func:`stream.state.decay.is_dead` at the partition watermark,
+  applied lazily when an event touches an edge and in bulk after each batch. Watermarks
+  only grow, so both give the same answer whenever they run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+from stream.errors import StoreError
+from stream.events import Interaction
+from stream.settings import SOCIAL_EVENT_TYPES, Behaviour
+from stream.state import keys as k
+from stream.state.decay import DecayedWeight, expiry_time, is_dead, merge, weight_at
+
+FORMAT = b"streamgnn-graph-v1"
+_META_FORMAT = k.META + b"format"
+_META_BEHAVIOURS = k.META + b"behaviours"
+_META_COUNTS = k.META + b"counts"
+
+
+@dataclass(frozen=True)
+class PartitionBatch:
+    """Valid events of one source partition, in offset order, and the next offset to read."""
+
+    partition: int
+    next_offset: int
+    interactions: Sequence[Interaction]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: int
+    duplicates: int
+    pruned: int
+
+
+@dataclass(frozen=True)
+class GraphCounts:
+    nodes: int
+    edges: int
+    pruned_total: int
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A stored edge; ``state`` is ``(w_ref, t_ref)``, see :mod:`stream.state.decay`."""
+
+    src_kind: bytes
+    src_id: str
+    relation: str
+    dst_kind: bytes
+    dst_id: str
+    state: DecayedWeight
+
+
+@dataclass(frozen=True)
+class _Relation:
+    code: int
+    beta: float
+    half_life_ms: int
+    dst_kind: bytes
+
+
+class DecayedGraphStore:
+    """Durable decayed graph plus the source positions it has applied.
+
+    Args:
+        path: RocksDB directory (created if missing).
+        behaviours: event type → weight and half-life. Fixed for the store's life: a
+            store opened with other behaviours is refused, since stored weights would
+            silently change meaning.
+        epsilon: edges whose decayed weight falls below this are pruned.
+        dedup_window_ms: a repeated ``event_id`` is ignored while the partition
+            watermark is within this many ms of the first copy's event time.
+        sync_writes: fsync each batch (survive power loss, not only a crash).
+        read_only: open for reading beside a live writer (secondary-free read-only).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        behaviours: Mapping[str, Behaviour],
+        epsilon: float = 1e-3,
+        dedup_window_ms: int = 86_400_000,
+        sync_writes: bool = False,
+        read_only: bool = False,
+    ) -> None:
+        self._epsilon = epsilon
+        self._dedup_window_ms = dedup_window_ms
+        names = sorted(behaviours)
+        self._relations = {
+            name: _Relation(
+                code,
+                behaviours[name].beta,
+                behaviours[name].half_life_ms,
+                k.USER if name in SOCIAL_EVENT_TYPES else k.ITEM,
+            )
+            for code, name in enumerate(names)
+        }
+        self._relation_names = names
+        self._half_lives = [behaviours[name].half_life_ms for name in names]
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        access = AccessType.read_only() if read_only else AccessType.read_write()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self._db = Rdict(str(path), options, access_type=access)
+        except Exception as exc:  # rocksdict raises plain Exception (lock held, corrupt)
+            raise StoreError(f"cannot open graph store at {path}: {exc}") from exc
+        self._write_options = WriteOptions()
+        self._write_options.sync = sync_writes
+        self._check_format(behaviours, read_only)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def _check_format(self, behaviours: Mapping[str, Behaviour], read_only: bool) -> None:
+        wanted = json.dumps(
+            {n: [b.beta, b.half_life_ms] for n, b in sorted(behaviours.items())}
+        ).encode()
+        fmt = self._db.get(_META_FORMAT)
+        if fmt is None:
+            if read_only or any(True for _ in self._db.keys()):
+                raise StoreError(f"{self._db.path()} is not a streamgnn graph store")
+            batch = WriteBatch(raw_mode=True)
+            batch.put(_META_FORMAT, FORMAT)
+            batch.put(_META_BEHAVIOURS, wanted)
+            batch.put(_META_COUNTS, k.COUNTS_VALUE.pack(0, 0, 0))
+            self._db.write(batch, self._write_options)
+            return
+        if fmt != FORMAT:
+            raise StoreError(f"store format {fmt!r} is not {FORMAT!r}")
+        stored = self._db.get(_META_BEHAVIOURS)
+        if stored != wanted:
+            raise StoreError(
+                f"store was built with behaviours {stored!r}, configuration says {wanted!r}; "
+                "changing half-lives or weights needs a fresh store (replay the topic)"
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> DecayedGraphStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- positions ----------------------------------------------------------------
+
+    def position(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """``(next_offset, watermark)`` applied for a source partition, or None if never."""
+        raw = self._db.get(k.offset_key(topic, partition))
+        if raw is None:
+            return None
+        next_offset, watermark = k.POSITION_VALUE.unpack(raw)
+        return int(next_offset), int(watermark)
+
+    def positions(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """Every source partition's ``(next_offset, watermark)``."""
+        out = {}
+        for key, value in self._scan(k.OFFSET):
+            next_offset, watermark = k.POSITION_VALUE.unpack(value)
+            out[k.split_offset_key(key)] = (int(next_offset), int(watermark))
+        return out
+
+    def watermark(self) -> int | None:
+        """Stream time: the newest event time applied in any partition."""
+        marks = [wm for _, wm in self.positions().values() if wm >= 0]
+        return max(marks) if marks else None
+
+    # -- the write path -----------------------------------------------------------
+
+    def apply(self, topic: str, batches: Sequence[PartitionBatch]) -> ApplyResult:
+        """Apply events and record offsets in one atomic write, then prune.
+
+        Pruning is written separately: it is a pure function of the state and the
+        stored watermarks, so a crash before it only delays it.
+        """
+        update = _BatchUpdate(self._db)
+        counts = self.counts()
+        nodes, edges, pruned_total = counts.nodes, counts.edges, counts.pruned_total
+        applied = duplicates = pruned = 0
+        for part in batches:
+            pos = self.position(topic, part.partition)
+            watermark = pos[1] if pos else -1
+            for event in part.interactions:
+                watermark = max(watermark, event.ts)
+                if event.event_id is not None and update.is_duplicate(
+                    part.partition, event, watermark, self._dedup_window_ms
+                ):
+                    duplicates += 1
+                    continue
+                dn, de, dp = self._apply_event(update, part.partition, event, watermark)
+                nodes, edges, pruned = nodes + dn, edges + de, pruned + dp
+                applied += 1
+            update.put(
+                k.offset_key(topic, part.partition),
+                k.POSITION_VALUE.pack(part.next_offset, watermark),
+            )
+        update.put(_META_COUNTS, k.COUNTS_VALUE.pack(nodes, edges, pruned_total + pruned))
+        self._db.write(update.to_write_batch(), self._write_options)
+        pruned += self.prune(topic, [b.partition for b in batches])
+        return ApplyResult(applied, duplicates, pruned)
+
+    def _apply_event(
+        self, update: _BatchUpdate, partition: int, event: Interaction, now: int
+    ) -> tuple[int, int, int]:
+        """Merge one event into its edge; returns (Δnodes, Δedges, pruned)."""
+        rel = self._relations[event.event_type]
+        src = k.node_key(k.USER, event.user_id)
+        dst = k.node_key(rel.dst_kind, event.item_id)
+        suffix = k.edge_suffix(src, rel.code, dst)
+        edge_key = k.EDGE + suffix
+        old_raw = update.get(edge_key)
+        base: DecayedWeight | None = None
+        pruned = 0
+        if old_raw is not None:
+            w_ref, t_ref, old_part = k.EDGE_VALUE.unpack(old_raw)
+            old = (w_ref, t_ref)
+            update.delete(k.expiry_key(old_part, self._expiry(old, rel), suffix))
+            if is_dead(old, now, rel.half_life_ms, self._epsilon):
+                pruned = 1  # lazily: the same rule the bulk pass applies
+            else:
+                base = old
+        new = merge(base or (0.0, event.ts), rel.beta * event.weight, event.ts, rel.half_life_ms)
+        if is_dead(new, now, rel.half_life_ms, self._epsilon):
+            if old_raw is None:
+                return 0, 0, 0  # a late event that had decayed away before it arrived
+            dn = update.remove_edge(suffix)
+            return dn, -1, pruned
+        update.put(edge_key, k.EDGE_VALUE.pack(new[0], new[1], partition))
+        update.put(k.expiry_key(partition, self._expiry(new, rel), suffix), b"")
+        if old_raw is not None:
+            return 0, 0, pruned
+        update.put(k.REVERSE + k.reverse_suffix(suffix), b"")
+        dn = update.bump_degree(src, 1) + update.bump_degree(dst, 1)
+        return dn, 1, pruned
+
+    def _expiry(self, state: DecayedWeight, rel: _Relation) -> int:
+        return expiry_time(state, rel.half_life_ms, self._epsilon)
+
+    def prune(self, topic: str, partitions: Sequence[int]) -> int:
+        """Delete edges below epsilon and expired duplicate-filter entries; returns edges pruned."""
+        update = _BatchUpdate(self._db)
+        pruned = dnodes = 0
+        for partition in partitions:
+            pos = self.position(topic, partition)
+            if pos is None:
+                continue
+            now = pos[1]
+            for key, _ in self._scan(k.partition_prefix(k.EXPIRY, partition)):
+                if k.time_in_index_key(key) >= now:
+                    break
+                suffix = key[13:]
+                raw = update.get(k.EDGE + suffix)
+                if raw is None:  # stale index entry; should not happen, but harmless
+                    update.delete(key)
+                    continue
+                w_ref, t_ref, _ = k.EDGE_VALUE.unpack(raw)
+                half_life = self._half_lives[k.split_edge_suffix(suffix)[1]]
+                if is_dead((w_ref, t_ref), now, half_life, self._epsilon):
+                    update.delete(key)
+                    dnodes += update.remove_edge(suffix)
+                    pruned += 1
+            horizon = now - self._dedup_window_ms
+            for key, _ in self._scan(k.partition_prefix(k.DEDUP_EXPIRY, partition)):
+                if k.time_in_index_key(key) >= horizon:
+                    break
+                update.delete(key)
+                update.delete(k.dedup_key(partition, key[13:]))
+        if update.empty:
+            return 0
+        counts = self.counts()
+        update.put(
+            _META_COUNTS,
+            k.COUNTS_VALUE.pack(
+                counts.nodes + dnodes, counts.edges - pruned, counts.pruned_total + pruned
+            ),
+        )
+        self._db.write(update.to_write_batch(), self._write_options)
+        return pruned
+
+    # -- the read path (never writes) -----------------------------------------------
+
+    def counts(self) -> GraphCounts:
+        raw = self._db.get(_META_COUNTS)
+        nodes, edges, pruned = k.COUNTS_VALUE.unpack(raw) if raw else (0, 0, 0)
+        return GraphCounts(int(nodes), int(edges), int(pruned))
+
+    def edges(self) -> Iterator[Edge]:
+        """Every edge, in key order."""
+        yield from self._edges_from(k.EDGE)
+
+    def out_edges(self, kind: bytes, node_id: str) -> Iterator[Edge]:
+        """Edges whose source is the node (a user's items and followees)."""
+        yield from self._edges_from(k.EDGE + k.node_key(kind, node_id))
+
+    def in_edges(self, kind: bytes, node_id: str) -> Iterator[Edge]:
+        """Edges whose destination is the node (an item's users, a user's followers)."""
+        for key, _ in self._scan(k.REVERSE + k.node_key(kind, node_id)):
+            dst, rel, src = k.split_edge_suffix(key[1:])
+            raw = self._db.get(k.EDGE + k.edge_suffix(k.node_key(*src), rel, k.node_key(*dst)))
+            if raw is not None:
+                yield self._edge(src, rel, dst, raw)
+
+    def edge_weight(self, user_id: str, item_id: str, event_type: str, now: int) -> float:
+        """Decayed weight of one edge at event time ``now`` (0.0 when absent)."""
+        rel = self._relations[event_type]
+        suffix = k.edge_suffix(
+            k.node_key(k.USER, user_id), rel.code, k.node_key(rel.dst_kind, item_id)
+        )
+        raw = self._db.get(k.EDGE + suffix)
+        if raw is None:
+            return 0.0
+        w_ref, t_ref, _ = k.EDGE_VALUE.unpack(raw)
+        return weight_at((w_ref, t_ref), now, rel.half_life_ms)
+
+    def degree(self, kind: bytes, node_id: str) -> int:
+        raw = self._db.get(k.NODE + k.node_key(kind, node_id))
+        return int(k.DEGREE_VALUE.unpack(raw)[0]) if raw else 0
+
+    def digest(self) -> str:
+        """SHA-256 over every key and value: equal digests mean identical stores."""
+        h = hashlib.sha256()
+        for key, value in self._scan(b""):
+            h.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+        return h.hexdigest()
+
+    def _edges_from(self, prefix: bytes) -> Iterator[Edge]:
+        for key, value in self._scan(prefix):
+            src, rel, dst = k.split_edge_suffix(key[1:])
+            yield self._edge(src, rel, dst, value)
+
+    def _edge(
+        self, src: tuple[bytes, str], rel: int, dst: tuple[bytes, str], raw: bytes
+    ) -> Edge:
+        w_ref, t_ref, _ = k.EDGE_VALUE.unpack(raw)
+        return Edge(src[0], src[1], self._relation_names[rel], dst[0], dst[1], (w_ref, t_ref))
+
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self._db.iter()
+        it.seek(prefix)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                return
+            yield key, it.value()
+            it.next()
+
+
+class _BatchUpdate:
+    """Pending writes over the live store: reads see them, one WriteBatch commits them."""
+
+    def __init__(self, db: Rdict) -> None:
+        self._db = db
+        self._pending: dict[bytes, bytes | None] = {}
+
+    @property
+    def empty(self) -> bool:
+        return not self._pending
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._pending:
+            return self._pending[key]
+        value: bytes | None = self._db.get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._pending[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._pending[key] = None
+
+    def bump_degree(self, node: bytes, delta: int) -> int:
+        """Change a node's degree; returns +1 if the node appeared, -1 if it expired."""
+        key = k.NODE + node
+        raw = self.get(key)
+        before = k.DEGREE_VALUE.unpack(raw)[0] if raw else 0
+        after = before + delta
+        if after <= 0:
+            self.delete(key)
+        else:
+            self.put(key, k.DEGREE_VALUE.pack(after))
+        return (after > 0) - (before > 0)
+
+    def remove_edge(self, suffix: bytes) -> int:
+        """Delete an edge and its reverse entry; returns the change in node count."""
+        self.delete(k.EDGE + suffix)
+        self.delete(k.REVERSE + k.reverse_suffix(suffix))
+        src, _, dst = k.split_edge_suffix(suffix)
+        return self.bump_degree(k.node_key(*src), -1) + self.bump_degree(k.node_key(*dst), -1)
+
+    def is_duplicate(self, partition: int, event: Interaction, now: int, window_ms: int) -> bool:
+        """Check and record an event id; an entry past the window counts as absent."""
+        assert event.event_id is not None  # caller checks; keeps mypy narrow
+        eid = event.event_id.encode("utf-8")
+        key = k.dedup_key(partition, eid)
+        raw = self.get(key)
+        if raw is not None:
+            (seen_ts,) = k.TIME_VALUE.unpack(raw)
+            if seen_ts >= now - window_ms:
+                return True
+            self.delete(k.dedup_expiry_key(partition, max(0, seen_ts), eid))
+        self.put(key, k.TIME_VALUE.pack(event.ts))
+        self.put(k.dedup_expiry_key(partition, event.ts, eid), b"")
+        return False
+
+    def to_write_batch(self) -> WriteBatch:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in self._pending.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        return batch

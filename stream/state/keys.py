@@ -1,0 +1,108 @@
+"""Byte layout of the graph store's RocksDB keys and values.
+
+Every key starts with one tag byte, so each kind of record is a contiguous, prefix-
+scannable range. Node ids are length-prefixed, so an id may hold any byte (even NUL)
+and one node's prefix never matches another's.
+
+=====  =======================================================  ===========================
+tag    key                                                      value
+=====  =======================================================  ===========================
+``F``  node(src) · relation · node(dst)  (the edge record)      ``<dqI`` w_ref, t_ref, part
+``R``  node(dst) · relation · node(src)  (reverse adjacency)    empty
+``N``  node                                                     ``<I`` degree
+``X``  partition · expiry time · edge suffix (pruning index)    empty
+``D``  partition · event id  (duplicate filter)                 ``<q`` event time
+``Y``  partition · event time · event id  (its expiry index)    empty
+``O``  topic · NUL · partition  (source position)               ``<qq`` next offset, watermark
+``M``  name  (store metadata and counters)                      varies
+=====  =======================================================  ===========================
+
+>>> k = edge_suffix(node_key(USER, "u1"), 3, node_key(ITEM, "i9"))
+>>> split_edge_suffix(k)
+((b'u', 'u1'), 3, (b'i', 'i9'))
+"""
+
+import struct
+
+USER = b"u"
+ITEM = b"i"
+
+EDGE = b"F"
+REVERSE = b"R"
+NODE = b"N"
+EXPIRY = b"X"
+DEDUP = b"D"
+DEDUP_EXPIRY = b"Y"
+OFFSET = b"O"
+META = b"M"
+
+EDGE_VALUE = struct.Struct("<dqI")
+DEGREE_VALUE = struct.Struct("<I")
+TIME_VALUE = struct.Struct("<q")
+POSITION_VALUE = struct.Struct("<qq")
+COUNTS_VALUE = struct.Struct("<qqq")
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+def node_key(kind: bytes, node_id: str) -> bytes:
+    """``kind · len(id) · id``: a node's identity inside every other key."""
+    raw = node_id.encode("utf-8")
+    return kind + _U16.pack(len(raw)) + raw
+
+
+def _split_node(buf: bytes, pos: int) -> tuple[tuple[bytes, str], int]:
+    kind = buf[pos : pos + 1]
+    (size,) = _U16.unpack_from(buf, pos + 1)
+    start = pos + 3
+    return (kind, buf[start : start + size].decode("utf-8")), start + size
+
+
+def edge_suffix(src: bytes, relation: int, dst: bytes) -> bytes:
+    return src + bytes((relation,)) + dst
+
+
+def split_edge_suffix(suffix: bytes) -> tuple[tuple[bytes, str], int, tuple[bytes, str]]:
+    """Inverse of :func:`edge_suffix`: ``((kind, id), relation, (kind, id))``."""
+    src, pos = _split_node(suffix, 0)
+    dst, _ = _split_node(suffix, pos + 1)
+    return src, suffix[pos], dst
+
+
+def reverse_suffix(suffix: bytes) -> bytes:
+    """The same edge keyed from its destination side."""
+    (_, _), pos = _split_node(suffix, 0)
+    return suffix[pos + 1 :] + suffix[pos : pos + 1] + suffix[:pos]
+
+
+def partition_prefix(tag: bytes, partition: int) -> bytes:
+    return tag + _U32.pack(partition)
+
+
+def expiry_key(partition: int, expires_at: int, suffix: bytes) -> bytes:
+    return partition_prefix(EXPIRY, partition) + _U64.pack(expires_at) + suffix
+
+
+def dedup_key(partition: int, event_id: bytes) -> bytes:
+    return partition_prefix(DEDUP, partition) + event_id
+
+
+def dedup_expiry_key(partition: int, ts: int, event_id: bytes) -> bytes:
+    return partition_prefix(DEDUP_EXPIRY, partition) + _U64.pack(ts) + event_id
+
+
+def time_in_index_key(key: bytes) -> int:
+    """The big-endian time right after ``tag · partition`` in an X or Y key."""
+    (t,) = _U64.unpack_from(key, 5)
+    return int(t)
+
+
+def offset_key(topic: str, partition: int) -> bytes:
+    return OFFSET + topic.encode("utf-8") + b"\x00" + _U32.pack(partition)
+
+
+def split_offset_key(key: bytes) -> tuple[str, int]:
+    topic, _, part = key[1:].partition(b"\x00")
+    return topic.decode("utf-8"), int(_U32.unpack(part)[0])
