@@ -126,7 +126,9 @@ class EventValidator:
 
     def _node_id(self, field: str, raw: object) -> str:
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            raise _Invalid("bad_id", f"{field} must be a string or integer, got {type(raw).__name__}")
+            raise _Invalid(
+                "bad_id", f"{field} must be a string or integer, got {type(raw).__name__}"
+            )
         text = raw if isinstance(raw, str) else str(raw)
         self._check_text(field, text, "bad_id")
         return text
@@ -137,14 +139,20 @@ class EventValidator:
         except UnicodeEncodeError:
             raise _Invalid(reason, f"{field} is not valid Unicode (lone surrogate)") from None
         if not 1 <= size <= self._settings.max_id_bytes:
-            raise _Invalid(reason, f"{field} must be 1..{self._settings.max_id_bytes} bytes, got {size}")
+            raise _Invalid(
+                reason, f"{field} must be 1..{self._settings.max_id_bytes} bytes, got {size}"
+            )
 
     def _timestamp(self, raw: object) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise _Invalid("bad_timestamp", f"ts must be an integer (epoch ms), got {type(raw).__name__}")
+            raise _Invalid(
+                "bad_timestamp", f"ts must be an integer (epoch ms), got {type(raw).__name__}"
+            )
         s = self._settings
         if not s.min_ts_ms <= raw <= s.max_ts_ms:
-            raise _Invalid("bad_timestamp", f"ts {_short(raw)} outside [{s.min_ts_ms}, {s.max_ts_ms}]")
+            raise _Invalid(
+                "bad_timestamp", f"ts {_short(raw)} outside [{s.min_ts_ms}, {s.max_ts_ms}]"
+            )
         return raw
 
     def _weight(self, raw: object) -> float:
@@ -155,7 +163,9 @@ class EventValidator:
         except OverflowError:
             raise _Invalid("bad_weight", "weight is too large") from None
         if not (math.isfinite(weight) and 0.0 <= weight <= self._settings.max_weight):
-            raise _Invalid("bad_weight", f"weight {weight!r} outside [0, {self._settings.max_weight}]")
+            raise _Invalid(
+                "bad_weight", f"weight {weight!r} outside [0, {self._settings.max_weight}]"
+            )
         return weight
 
     def _event_id(self, raw: object) -> str | None:

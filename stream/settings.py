@@ -73,7 +73,9 @@ class EventSettings:
         _positive("max_event_bytes", self.max_event_bytes)
         _positive("dedup_window_ms", self.dedup_window_ms)
         if not 0 <= self.min_ts_ms < self.max_ts_ms:
-            raise ConfigError(f"need 0 <= min_ts_ms < max_ts_ms, got {self.min_ts_ms}, {self.max_ts_ms}")
+            raise ConfigError(
+                f"need 0 <= min_ts_ms < max_ts_ms, got {self.min_ts_ms}, {self.max_ts_ms}"
+            )
         if not (math.isfinite(self.max_weight) and self.max_weight > 0):
             raise ConfigError(f"max_weight must be finite and > 0, got {self.max_weight!r}")
 
@@ -135,32 +137,92 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("--bootstrap-servers", "STREAMGNN_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers",
-           "Kafka brokers, host:port[,host:port]"),
-    Option("--interactions-topic", "STREAMGNN_INTERACTIONS_TOPIC", "kafka", "interactions_topic",
-           "topic of interaction events"),
-    Option("--dlq-topic", "STREAMGNN_DLQ_TOPIC", "kafka", "dlq_topic",
-           "dead-letter topic for rejected events"),
+    Option(
+        "--bootstrap-servers",
+        "STREAMGNN_BOOTSTRAP_SERVERS",
+        "kafka",
+        "bootstrap_servers",
+        "Kafka brokers, host:port[,host:port]",
+    ),
+    Option(
+        "--interactions-topic",
+        "STREAMGNN_INTERACTIONS_TOPIC",
+        "kafka",
+        "interactions_topic",
+        "topic of interaction events",
+    ),
+    Option(
+        "--dlq-topic",
+        "STREAMGNN_DLQ_TOPIC",
+        "kafka",
+        "dlq_topic",
+        "dead-letter topic for rejected events",
+    ),
     Option("--group-id", "STREAMGNN_GROUP_ID", "kafka", "group_id", "consumer group"),
-    Option("--instance-id", "STREAMGNN_INSTANCE_ID", "kafka", "instance_id",
-           "static group membership id (one per worker)"),
-    Option("--max-batch-records", "STREAMGNN_MAX_BATCH_RECORDS", "kafka", "max_batch_records",
-           "records applied per store write batch at most"),
-    Option("--session-timeout-ms", "STREAMGNN_SESSION_TIMEOUT_MS", "kafka", "session_timeout_ms",
-           "consumer group session timeout"),
+    Option(
+        "--instance-id",
+        "STREAMGNN_INSTANCE_ID",
+        "kafka",
+        "instance_id",
+        "static group membership id (one per worker)",
+    ),
+    Option(
+        "--max-batch-records",
+        "STREAMGNN_MAX_BATCH_RECORDS",
+        "kafka",
+        "max_batch_records",
+        "records applied per store write batch at most",
+    ),
+    Option(
+        "--session-timeout-ms",
+        "STREAMGNN_SESSION_TIMEOUT_MS",
+        "kafka",
+        "session_timeout_ms",
+        "consumer group session timeout",
+    ),
     Option("--store-path", "STREAMGNN_STORE_PATH", "store", "path", "RocksDB directory"),
-    Option("--epsilon", "STREAMGNN_EPSILON", "store", "epsilon",
-           "edges whose decayed weight falls below this are pruned"),
-    Option("--sync-writes", "STREAMGNN_SYNC_WRITES", "store", "sync_writes",
-           "fsync every store batch (true/false)"),
-    Option("--behaviours", "STREAMGNN_BEHAVIOURS", "events", "behaviours",
-           'JSON {"click": {"beta": 1, "half_life_ms": 259200000}, ...}'),
-    Option("--dedup-window-ms", "STREAMGNN_DEDUP_WINDOW_MS", "events", "dedup_window_ms",
-           "event-time window in which a repeated event_id is applied once"),
-    Option("--max-event-bytes", "STREAMGNN_MAX_EVENT_BYTES", "events", "max_event_bytes",
-           "larger records are dead-lettered unparsed"),
-    Option("--metrics-address", "STREAMGNN_METRICS_ADDRESS", "", "metrics_address",
-           "host:port of the Prometheus /metrics endpoint"),
+    Option(
+        "--epsilon",
+        "STREAMGNN_EPSILON",
+        "store",
+        "epsilon",
+        "edges whose decayed weight falls below this are pruned",
+    ),
+    Option(
+        "--sync-writes",
+        "STREAMGNN_SYNC_WRITES",
+        "store",
+        "sync_writes",
+        "fsync every store batch (true/false)",
+    ),
+    Option(
+        "--behaviours",
+        "STREAMGNN_BEHAVIOURS",
+        "events",
+        "behaviours",
+        'JSON {"click": {"beta": 1, "half_life_ms": 259200000}, ...}',
+    ),
+    Option(
+        "--dedup-window-ms",
+        "STREAMGNN_DEDUP_WINDOW_MS",
+        "events",
+        "dedup_window_ms",
+        "event-time window in which a repeated event_id is applied once",
+    ),
+    Option(
+        "--max-event-bytes",
+        "STREAMGNN_MAX_EVENT_BYTES",
+        "events",
+        "max_event_bytes",
+        "larger records are dead-lettered unparsed",
+    ),
+    Option(
+        "--metrics-address",
+        "STREAMGNN_METRICS_ADDRESS",
+        "",
+        "metrics_address",
+        "host:port of the Prometheus /metrics endpoint",
+    ),
 )
 
 
@@ -220,7 +282,8 @@ def parse_behaviours(raw: str) -> Mapping[str, Behaviour]:
     try:
         spec = json.loads(raw)
         behaviours = {
-            str(name): Behaviour(float(b["beta"]), int(b["half_life_ms"])) for name, b in spec.items()
+            str(name): Behaviour(float(b["beta"]), int(b["half_life_ms"]))
+            for name, b in spec.items()
         }
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(f"invalid behaviours JSON {raw!r}: {exc}") from exc

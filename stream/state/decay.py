@@ -1,6 +1,6 @@
 """Exponential time decay of edge weights, in event time.
 
-An edge's weight at time ``t`` is ``w(t) = Σ βₖ·wₖ·2^(−(t − tₖ)/h)`` over the events
+An edge's weight at time ``t`` is ``w(t) = Σ βₖ·wₖ·2^(-(t - tₖ)/h)`` over the events
 ``k`` that touched it, with ``h`` the relation's half-life. The sum is kept as a pair
 ``(w_ref, t_ref)`` meaning "weight ``w_ref`` at time ``t_ref``", with ``t_ref`` the newest
 event time seen. Every term is scaled *down* to that reference, so nothing overflows, an
@@ -36,7 +36,7 @@ def weight_at(state: DecayedWeight, now: int, half_life_ms: int) -> float:
     w_ref, t_ref = state
     if now <= t_ref:
         return w_ref
-    return w_ref * 2.0 ** (-(now - t_ref) / half_life_ms)
+    return float(w_ref * 2.0 ** (-(now - t_ref) / half_life_ms))
 
 
 def is_dead(state: DecayedWeight, now: int, half_life_ms: int, epsilon: float) -> bool:

@@ -1,4 +1,4 @@
-"""The time-decayed, relation-typed user–item graph, durable in RocksDB.
+"""The time-decayed, relation-typed user-item graph, durable in RocksDB.
 
 One :class:`DecayedGraphStore` owns one RocksDB directory (``rocksdict`` in raw bytes
 mode; nothing is ever pickled). :meth:`DecayedGraphStore.apply` writes a batch of
@@ -139,7 +139,7 @@ class DecayedGraphStore:
         ).encode()
         fmt = self._db.get(_META_FORMAT)
         if fmt is None:
-            if read_only or any(True for _ in self._db.keys()):
+            if read_only or any(True for _ in self._scan(b"")):
                 raise StoreError(f"{self._db.path()} is not a streamgnn graph store")
             batch = WriteBatch(raw_mode=True)
             batch.put(_META_FORMAT, FORMAT)
@@ -351,9 +351,7 @@ class DecayedGraphStore:
             src, rel, dst = k.split_edge_suffix(key[1:])
             yield self._edge(src, rel, dst, value)
 
-    def _edge(
-        self, src: tuple[bytes, str], rel: int, dst: tuple[bytes, str], raw: bytes
-    ) -> Edge:
+    def _edge(self, src: tuple[bytes, str], rel: int, dst: tuple[bytes, str], raw: bytes) -> Edge:
         w_ref, t_ref, _ = k.EDGE_VALUE.unpack(raw)
         return Edge(src[0], src[1], self._relation_names[rel], dst[0], dst[1], (w_ref, t_ref))
 

@@ -1,0 +1,30 @@
+# streamgnn — `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help test lint demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy strict on stream/ and models/
+	$(VENV)/bin/ruff check stream models tests
+	$(VENV)/bin/ruff format --check stream models tests
+	$(VENV)/bin/mypy
+
+test: lint ## set up everything (venv, package, Kafka jars) and run the whole suite
+	$(PY) -c 'from stream.kafka_broker import ensure_kafka_jars; print(ensure_kafka_jars())'
+	$(PY) -m pytest -q -p no:cacheprovider
+
+demo: $(STAMP) ## start a local Kafka broker and show the ingest path (see README)
+	$(PY) -m stream.demo
+
+clean: ## remove the virtual environment and local state
+	rm -rf $(VENV) var

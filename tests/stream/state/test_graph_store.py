@@ -1,0 +1,140 @@
+"""Invariants of the decayed graph store: order independence, reference formula, pruning."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.events import Interaction
+from stream.settings import Behaviour
+from stream.state.graph_store import DecayedGraphStore, PartitionBatch
+
+BEHAVIOURS = {"click": Behaviour(1.0, 5_000), "purchase": Behaviour(5.0, 50_000)}
+
+events = st.lists(
+    st.builds(
+        Interaction,
+        user_id=st.sampled_from(["u1", "u2", "u\x00"]),
+        item_id=st.sampled_from(["i1", "i2", "i3"]),
+        event_type=st.sampled_from(sorted(BEHAVIOURS)),
+        ts=st.integers(0, 100_000),
+        weight=st.floats(0.0, 10.0),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _store(epsilon: float) -> DecayedGraphStore:
+    return DecayedGraphStore(Path(tempfile.mkdtemp()) / "g", BEHAVIOURS, epsilon=epsilon)
+
+
+def _reference(evs: list[Interaction], now: int) -> dict[tuple[str, str, str], float]:
+    """Plain-Python w(t) = sum of beta*w*2^(-(t - t_k)/h), straight from DESIGN.md."""
+    out: dict[tuple[str, str, str], float] = {}
+    for e in evs:
+        b = BEHAVIOURS[e.event_type]
+        key = (e.user_id, e.item_id, e.event_type)
+        out[key] = out.get(key, 0.0) + b.beta * e.weight * 2.0 ** (-(now - e.ts) / b.half_life_ms)
+    return out
+
+
+def _weights(store: DecayedGraphStore, now: int) -> dict[tuple[str, str, str], float]:
+    return {
+        (e.src_id, e.dst_id, e.relation): store.edge_weight(e.src_id, e.dst_id, e.relation, now)
+        for e in store.edges()
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(evs=events, order=st.randoms(use_true_random=False), cut=st.integers(1, 40))
+def test_any_order_and_batching_gives_reference_weights(evs, order, cut) -> None:
+    now = max(e.ts for e in evs)
+    shuffled = list(evs)
+    order.shuffle(shuffled)
+    a, b = _store(1e-300), _store(1e-300)
+    a.apply("t", [PartitionBatch(0, len(evs), evs)])
+    b.apply("t", [PartitionBatch(0, cut, shuffled[:cut])])
+    b.apply("t", [PartitionBatch(0, len(evs), shuffled[cut:])])
+    expected = {key: w for key, w in _reference(evs, now).items() if w >= 1e-300}
+    for store in (a, b):
+        got = _weights(store, now)
+        assert got.keys() == expected.keys()
+        for key, w in expected.items():
+            assert math.isclose(got[key], w, rel_tol=1e-9, abs_tol=1e-12)
+        store.close()
+
+
+def _pruned_reference(evs: list[Interaction], epsilon: float) -> dict[tuple[str, str, str], float]:
+    """Event by event, in plain Python: the watermark moves, an edge that fell below
+    epsilon by then is dropped before the event's term is added, then all are pruned."""
+    terms: dict[tuple[str, str, str], list[Interaction]] = {}
+    now = -1
+    for e in evs:
+        now = max(now, e.ts)
+        key = (e.user_id, e.item_id, e.event_type)
+        if key in terms and _reference(terms[key], now)[key] < epsilon:
+            del terms[key]
+        terms.setdefault(key, []).append(e)
+        for k in list(terms):
+            if _reference(terms[k], now)[k] < epsilon:
+                del terms[k]
+    return {k: _reference(v, now)[k] for k, v in terms.items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(evs=events, epsilon=st.floats(1e-3, 2.0))
+def test_pruning_keeps_every_edge_above_epsilon_and_counts_match(evs, epsilon) -> None:
+    store = _store(epsilon)
+    for i, e in enumerate(evs):  # one event per batch: the most prune passes
+        store.apply("t", [PartitionBatch(0, i + 1, [e])])
+    now = store.watermark()
+    assert now == max(e.ts for e in evs)
+    weights = _weights(store, now)
+    expected = _pruned_reference(evs, epsilon)
+    for key, w in expected.items():
+        if w >= epsilon * (1 + 1e-9):
+            assert key in weights, f"edge {key} with weight {w} >= {epsilon} was pruned"
+            assert math.isclose(weights[key], w, rel_tol=1e-9)
+    assert all(w >= epsilon * (1 - 1e-9) for w in weights.values())
+    counts = store.counts()
+    assert counts.edges == len(weights)
+    nodes = {("u", u) for u, _, _ in weights} | {("i", i) for _, i, _ in weights}
+    assert counts.nodes == len(nodes)
+    for kind, node in nodes:
+        side = store.out_edges if kind == "u" else store.in_edges
+        assert store.degree(kind.encode(), node) == sum(1 for _ in side(kind.encode(), node))
+    store.close()
+
+
+def test_offsets_and_watermark_are_stored_with_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "g"
+    with DecayedGraphStore(path, BEHAVIOURS) as store:
+        store.apply("t", [PartitionBatch(3, 17, [Interaction("u", "i", "click", 99)])])
+    with DecayedGraphStore(path, BEHAVIOURS) as store:
+        assert store.position("t", 3) == (17, 99)
+        assert store.position("t", 0) is None
+
+
+def test_duplicate_event_ids_apply_once_within_window(tmp_path: Path) -> None:
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS, dedup_window_ms=1_000) as store:
+        dup = Interaction("u", "i", "click", 10, 1.0, "e1")
+        r = store.apply("t", [PartitionBatch(0, 2, [dup, dup])])
+        assert (r.applied, r.duplicates) == (1, 1)
+        late = Interaction("u", "i2", "click", 5_000, 1.0, "x")
+        r = store.apply("t", [PartitionBatch(0, 4, [late, dup])])  # window has passed
+        assert (r.applied, r.duplicates) == (2, 0)
+
+
+def test_changed_behaviours_are_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from stream.errors import StoreError
+
+    DecayedGraphStore(tmp_path / "g", BEHAVIOURS).close()
+    with pytest.raises(StoreError, match="behaviours"):
+        DecayedGraphStore(tmp_path / "g", {"click": Behaviour(1.0, 1)})

@@ -1,0 +1,84 @@
+"""The ingest loop against the real broker: bad records dead-lettered, exactly-once resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from stream.ingest import IngestLoop
+from stream.kafka_broker import LocalKafkaBroker
+from stream.settings import KafkaSettings, Settings, StoreSettings
+from stream.state.graph_store import DecayedGraphStore
+
+pytestmark = pytest.mark.integration
+
+
+def _event(user: int, item: int, ts: int) -> tuple[bytes, bytes]:
+    body = {"user_id": f"u{user}", "item_id": f"i{item}", "event_type": "click", "ts": ts}
+    return f"u{user}".encode(), json.dumps(body).encode()
+
+
+def _drain(loop: IngestLoop) -> None:
+    idle = 0
+    while idle < 3:
+        idle = idle + 1 if loop.poll_once(timeout_ms=300) == 0 else 0
+
+
+def test_bad_records_go_to_dlq_and_a_restart_applies_nothing_twice(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("interactions", partitions=2)
+    dlq = topic_factory("dlq", partitions=1)
+    settings = Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=kafka_broker.bootstrap_servers,
+            interactions_topic=source,
+            dlq_topic=dlq,
+            group_id=f"g-{source}",
+            max_batch_records=50,
+        ),
+        store=StoreSettings(path=tmp_path / "g"),
+    )
+    good = [_event(u, i, 1_000 + u * 10 + i) for u in range(20) for i in range(10)]
+    bad = [(b"u1", b"{oops"), (None, b"{}"), (b"u2", b'{"user_id":"u2","item_id":1}')]
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    for key, value in good[:100] + bad + good[100:]:
+        producer.send(source, key=key, value=value)
+    producer.flush()
+
+    def run(limit_polls: int | None) -> None:
+        with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+            loop = IngestLoop(settings, store)
+            if limit_polls is None:
+                _drain(loop)
+            else:
+                for _ in range(limit_polls):
+                    loop.poll_once(timeout_ms=300)
+            loop.close()
+
+    run(limit_polls=2)  # stop part way, then resume from the store's offsets
+    run(limit_polls=None)
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        assert store.counts().edges == len(good)
+        now = store.watermark()
+        assert now is not None
+        for _, value in good:
+            e = json.loads(value)
+            w = store.edge_weight(e["user_id"], e["item_id"], "click", e["ts"])
+            assert w == pytest.approx(1.0), f"{e} applied {w} times"
+    consumer = KafkaConsumer(
+        dlq,
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3_000,
+    )
+    letters = list(consumer)
+    consumer.close()
+    assert sorted(r.value for r in letters) == sorted(v for _, v in bad)
+    for r in letters:
+        headers = dict(r.headers)
+        assert headers["dlq.source.topic"] == source.encode()
+        assert headers["dlq.reason"] in {b"bad_json", b"null_key", b"missing_field"}
