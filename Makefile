@@ -24,7 +24,7 @@ test: lint ## set up everything (venv, package, Kafka jars) and run the whole su
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP) ## start a local Kafka broker and show the ingest path (see README)
-	$(PY) -m stream.demo
+	$(VENV)/bin/streamgnn demo
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var
