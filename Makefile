@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo clean
+.PHONY: help test lint demo bench-ingest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: lint ## set up everything (venv, package, Kafka jars) and run the whole su
 
 demo: $(STAMP) ## start a local Kafka broker and show the ingest path (see README)
 	$(VENV)/bin/streamgnn demo
+
+bench-ingest: $(STAMP) ## measure consume vs ingest rate; writes bench/results/ingest.json
+	$(PY) bench/ingest.py
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var
