@@ -20,3 +20,7 @@ class StoreError(StreamGNNError):
 
 class DeadLetterError(StreamGNNError):
     """A rejected record could not be written to the dead-letter topic."""
+
+
+class BrokerError(StreamGNNError, RuntimeError):
+    """The local Kafka node (or the jars it runs from) could not be provided."""

@@ -29,7 +29,7 @@ from typing import Self
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from stream.errors import StreamGNNError
+from stream.errors import BrokerError
 
 KAFKA_VERSION = "3.9.1"
 
@@ -42,10 +42,6 @@ _COMPLETE_MARKER = ".streamgnn-complete"
 _HOST = "127.0.0.1"
 _TAIL_LINES = 40
 _MVN_TIMEOUT_S = 900.0
-
-
-class BrokerError(StreamGNNError, RuntimeError):
-    """The local Kafka node (or the jars it runs from) could not be provided."""
 
 
 def ensure_kafka_jars(cache_dir: Path | None = None) -> Path:

@@ -206,7 +206,7 @@ class DecayedGraphStore:
             for event in part.interactions:
                 watermark = max(watermark, event.ts)
                 if event.event_id is not None and update.is_duplicate(
-                    part.partition, event, watermark, self._dedup_window_ms
+                    part.partition, event.event_id, event.ts, watermark, self._dedup_window_ms
                 ):
                     duplicates += 1
                     continue
@@ -408,10 +408,11 @@ class _BatchUpdate:
         src, _, dst = k.split_edge_suffix(suffix)
         return self.bump_degree(k.node_key(*src), -1) + self.bump_degree(k.node_key(*dst), -1)
 
-    def is_duplicate(self, partition: int, event: Interaction, now: int, window_ms: int) -> bool:
+    def is_duplicate(
+        self, partition: int, event_id: str, ts: int, now: int, window_ms: int
+    ) -> bool:
         """Check and record an event id; an entry past the window counts as absent."""
-        assert event.event_id is not None  # caller checks; keeps mypy narrow
-        eid = event.event_id.encode("utf-8")
+        eid = event_id.encode("utf-8")
         key = k.dedup_key(partition, eid)
         raw = self.get(key)
         if raw is not None:
@@ -419,8 +420,8 @@ class _BatchUpdate:
             if seen_ts >= now - window_ms:
                 return True
             self.delete(k.dedup_expiry_key(partition, max(0, seen_ts), eid))
-        self.put(key, k.TIME_VALUE.pack(event.ts))
-        self.put(k.dedup_expiry_key(partition, event.ts, eid), b"")
+        self.put(key, k.TIME_VALUE.pack(ts))
+        self.put(k.dedup_expiry_key(partition, ts, eid), b"")
         return False
 
     def to_write_batch(self) -> WriteBatch:
