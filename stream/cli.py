@@ -1,20 +1,33 @@
-"""The ``streamgnn`` command. Sub-commands arrive with the worker; ``demo`` is here now."""
+"""The ``streamgnn`` command: one sub-command per module listed in :data:`COMMANDS`.
+
+Each command module defines ``add_command(commands)``, which adds its sub-parser and
+sets ``run`` (a function of the parsed arguments returning the exit status).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
-from stream import demo
+COMMANDS: tuple[str, ...] = ("stream.demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamgnn",
+        description="Interaction events in, fresh graph-neural-network embeddings out.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        importlib.import_module(module).add_command(commands)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="streamgnn", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="local broker, MovieLens replay, ingest, summary")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        demo.main()
-    return 0
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ repo), otherwise a small synthetic stream; a few hostile records show the DLQ pa
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import tempfile
@@ -53,7 +54,12 @@ def _events() -> list[tuple[bytes, bytes]]:
     return out
 
 
-def main() -> None:
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("demo", help="local broker, MovieLens replay, ingest, summary")
+    parser.set_defaults(run=lambda args: main())
+
+
+def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, LocalKafkaBroker(Path(tmp) / "kafka") as broker:
         settings = Settings(
             kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
@@ -88,7 +94,8 @@ def main() -> None:
             f"rejections by reason {loop.totals.rejected}"
         )
         store.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

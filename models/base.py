@@ -1,0 +1,172 @@
+"""The encoder contract every streamgnn model follows.
+
+Graph data travels in *row space*: external user and item ids are mapped to dense rows by
+:class:`models.ids.IdRegistry` (users and items have separate row spaces). An encoder
+sees two things:
+
+- :class:`EdgeBatch`: the new edges of one micro-batch (who did what to which item, when,
+  and the decayed weight of that edge after the event);
+- :class:`BipartiteGraph`: a snapshot of the decayed user-item graph, relation-typed.
+
+The verbs (after River's online contract and PyG's streaming models):
+
+- ``forward(graph, users, items)``: L2-normalised vectors for the given rows,
+  differentiable; the trainer calls it to compute a loss.
+- ``embed(graph, users, items)``: the same vectors with no gradient and no side effect
+  (a read never creates a node and never moves streaming state).
+- ``observe(batch)``: absorb new edges into streaming state that is not learnt by
+  gradient (a TGN memory, a neighbour cache). Gradient steps are the trainer's job.
+- ``grow(num_users, num_items)``: make room for rows the id registry has handed out.
+- ``reset_parameters()`` / ``reset_state()``: re-initialise weights / streaming state.
+
+Everything needed to resume lives in ``state_dict()`` (registered parameters and buffers);
+no per-node Python dict lives outside it. Tables grow in chunks so the registry can hand
+out rows without a reallocation per new id.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from stream.errors import ConfigError
+
+GROW_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class EdgeBatch:
+    """New edges of one micro-batch, all tensors of length ``E`` on one device."""
+
+    users: Tensor  # int64 user rows
+    items: Tensor  # int64 item rows
+    relations: Tensor  # int64 relation index (position of the event type in the behaviours)
+    weights: Tensor  # float32 decayed weight of the edge right after the event
+    times: Tensor  # int64 event time, ms since the epoch
+
+    def __len__(self) -> int:
+        return int(self.users.numel())
+
+    def to(self, device: torch.device | str) -> EdgeBatch:
+        return EdgeBatch(*(t.to(device) for t in self._tensors()))
+
+    def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return (self.users, self.items, self.relations, self.weights, self.times)
+
+
+@dataclass(frozen=True)
+class BipartiteGraph:
+    """Decayed, relation-typed user-item graph in row space (one entry per stored edge).
+
+    ``weights`` are the decayed weights at the snapshot's ``now`` (the store watermark);
+    ``times`` are each edge's last event time.
+    """
+
+    num_users: int
+    num_items: int
+    users: Tensor  # int64 [E]
+    items: Tensor  # int64 [E]
+    relations: Tensor  # int64 [E]
+    weights: Tensor  # float32 [E]
+    times: Tensor  # int64 [E]
+    now: int
+
+    def __post_init__(self) -> None:
+        sizes = {t.numel() for t in (self.users, self.items, self.relations, self.weights)}
+        if len(sizes) > 1:
+            raise ValueError(f"graph edge tensors differ in length: {sorted(sizes)}")
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.users.numel())
+
+    def to(self, device: torch.device | str) -> BipartiteGraph:
+        return BipartiteGraph(
+            self.num_users,
+            self.num_items,
+            self.users.to(device),
+            self.items.to(device),
+            self.relations.to(device),
+            self.weights.to(device),
+            self.times.to(device),
+            self.now,
+        )
+
+
+class Encoder(torch.nn.Module, abc.ABC):
+    """Base class of every encoder; see the module docstring for the contract.
+
+    Args:
+        num_relations: number of relation (event) types; relation ``r`` is the ``r``-th
+            configured behaviour.
+        dim: embedding dimension.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, num_relations: int, dim: int = 64) -> None:
+        super().__init__()
+        if num_relations <= 0:
+            raise ConfigError(f"num_relations must be > 0, got {num_relations!r}")
+        if dim <= 0:
+            raise ConfigError(f"embedding dim must be > 0, got {dim!r}")
+        self.num_relations = num_relations
+        self.dim = dim
+
+    @property
+    @abc.abstractmethod
+    def num_users(self) -> int:
+        """User rows the tables currently hold (capacity, not live users)."""
+
+    @property
+    @abc.abstractmethod
+    def num_items(self) -> int:
+        """Item rows the tables currently hold."""
+
+    @abc.abstractmethod
+    def grow(self, num_users: int, num_items: int) -> None:
+        """Ensure room for at least these many rows; new rows are freshly initialised.
+
+        Grow in multiples of :data:`GROW_CHUNK`; never shrink; keep existing rows intact.
+        """
+
+    @abc.abstractmethod
+    def forward(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """L2-normalised ``(user_vectors [U, dim], item_vectors [I, dim])`` for these rows."""
+
+    def observe(self, batch: EdgeBatch) -> None:
+        """Absorb new edges into non-gradient streaming state; stateless encoders ignore it."""
+        del batch
+
+    @abc.abstractmethod
+    def reset_parameters(self) -> None:
+        """Re-initialise every learnt parameter."""
+
+    def reset_state(self) -> None:
+        """Forget streaming state (memories, caches); stateless encoders have none."""
+
+    @torch.no_grad()
+    def embed(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward`` without gradient or side effects, in eval mode; restores the mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            user_vectors, item_vectors = self(graph, users, items)
+        finally:
+            self.train(was_training)
+        return user_vectors, item_vectors
+
+
+def grown_size(needed: int, current: int) -> int:
+    """Capacity to grow to: ``needed`` rounded up to a :data:`GROW_CHUNK` multiple.
+
+    >>> grown_size(1, 0), grown_size(1025, 1024), grown_size(10, 2048)
+    (1024, 2048, 2048)
+    """
+    if needed <= current:
+        return current
+    return -(-needed // GROW_CHUNK) * GROW_CHUNK
