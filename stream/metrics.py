@@ -1,0 +1,115 @@
+"""Prometheus metrics of one streamgnn process (prefix ``streamgnn_``).
+
+All metrics live in a :class:`PipelineMetrics` built on an explicit registry, so tests
+and several workers in one process never share global state. No label ever carries a
+user or item id: labels are bounded sets (rejection reason, partition, entity kind).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from stream.errors import ConfigError
+
+# Freshness spans a fast path (tens of ms) to a stalled trainer (minutes).
+FRESHNESS_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class PipelineMetrics:
+    """Every metric the worker exports, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "streamgnn_events_consumed", "Records read from the interactions topic", registry=r
+        )
+        self.events_applied = Counter(
+            "streamgnn_events_applied", "Events applied to the graph store", registry=r
+        )
+        self.events_duplicate = Counter(
+            "streamgnn_events_duplicate",
+            "Events skipped as repeats of an event_id within the dedup window",
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "streamgnn_events_rejected",
+            "Records dead-lettered, by rejection reason",
+            ["reason"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "streamgnn_consumer_lag",
+            "Records between the store position and the partition end",
+            ["partition"],
+            registry=r,
+        )
+        self.graph_nodes = Gauge("streamgnn_graph_nodes", "Live nodes in the graph", registry=r)
+        self.graph_edges = Gauge("streamgnn_graph_edges", "Live edges in the graph", registry=r)
+        self.edges_pruned = Counter(
+            "streamgnn_edges_pruned", "Edges pruned below epsilon", registry=r
+        )
+        self.train_steps = Counter("streamgnn_train_steps", "Optimiser steps taken", registry=r)
+        self.train_step_seconds = Histogram(
+            "streamgnn_train_step_seconds",
+            "Wall time of one training micro-batch",
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.train_loss = Gauge("streamgnn_train_loss", "Loss of the latest step", registry=r)
+        self.train_backlog = Gauge(
+            "streamgnn_train_backlog_events",
+            "Applied events waiting for the trainer (coalesced)",
+            registry=r,
+        )
+        self.ids_evicted = Counter(
+            "streamgnn_ids_evicted", "Node ids evicted from the id registry", ["kind"], registry=r
+        )
+        self.ids_refused = Counter(
+            "streamgnn_ids_refused",
+            "Node ids refused because the id registry is full",
+            ["kind"],
+            registry=r,
+        )
+        self.vectors_published = Counter(
+            "streamgnn_vectors_published", "Embedding records published", ["kind"], registry=r
+        )
+        self.model_version = Gauge(
+            "streamgnn_model_version", "Version of the model last published", registry=r
+        )
+        self.freshness = Histogram(
+            "streamgnn_freshness_seconds",
+            "Publish time minus append time, for every event a published vector reflects",
+            buckets=FRESHNESS_BUCKETS,
+            registry=r,
+        )
+        self.staleness = Gauge(
+            "streamgnn_staleness_seconds",
+            "Now minus the newest event time reflected in published vectors",
+            registry=r,
+        )
+
+
+def serve_metrics(metrics: PipelineMetrics, address: str) -> None:
+    """Serve ``/metrics`` for ``metrics`` on ``host:port`` (port 0 is refused: unscrapeable)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) == 0:
+        raise ConfigError(f"metrics address must be host:port, got {address!r}")
+    start_http_server(int(port), addr=host, registry=metrics.registry)
