@@ -17,6 +17,8 @@ The verbs (after River's online contract and PyG's streaming models):
 - ``observe(batch)``: absorb new edges into streaming state that is not learnt by
   gradient (a TGN memory, a neighbour cache). Gradient steps are the trainer's job.
 - ``grow(num_users, num_items)``: make room for rows the id registry has handed out.
+- ``reset_rows(users, items)``: re-initialise rows the registry evicted and will hand to
+  new ids, parameters and streaming state alike (a new id never inherits a stranger's).
 - ``reset_parameters()`` / ``reset_state()``: re-initialise weights / streaming state.
 
 Everything needed to resume lives in ``state_dict()`` (registered parameters and buffers);
@@ -133,6 +135,10 @@ class Encoder(torch.nn.Module, abc.ABC):
 
         Grow in multiples of :data:`GROW_CHUNK`; never shrink; keep existing rows intact.
         """
+
+    @abc.abstractmethod
+    def reset_rows(self, users: Tensor, items: Tensor) -> None:
+        """Re-initialise these user and item rows (parameters and streaming state)."""
 
     @abc.abstractmethod
     def forward(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
