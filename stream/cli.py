@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-COMMANDS: tuple[str, ...] = ("stream.demo",)
+COMMANDS: tuple[str, ...] = (
+    "stream.worker",
+    "stream.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ repo), otherwise a small synthetic stream; a few hostile records show the DLQ pa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from stream.ingest import IngestLoop
+from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka_broker import LocalKafkaBroker
 from stream.settings import KafkaSettings, Settings, StoreSettings
 from stream.state.graph_store import DecayedGraphStore
@@ -72,29 +73,35 @@ def main() -> int:
             producer.send("interactions", key=key, value=value)
         producer.flush()
         print(f"produced {len(events)} events to interactions (4 partitions)")
-        store = DecayedGraphStore(
+        with DecayedGraphStore(
             settings.store.path, settings.events.behaviours, settings.store.epsilon
-        )
-        loop = IngestLoop(settings, store)
-        start = time.monotonic()
-        idle = 0
-        while idle < 3:
-            idle = idle + 1 if loop.poll_once() == 0 else 0
-            t, rejected = loop.totals, sum(loop.totals.rejected.values())
+        ) as store:
+            start = time.monotonic()
+            totals = asyncio.run(_ingest(settings, store, len(events)))
+            elapsed = time.monotonic() - start
+            c = store.counts()
+            print(
+                f"\nin {elapsed:.1f} s: graph has {c.nodes} nodes, {c.edges} edges; "
+                f"rejections by reason {totals.rejected}"
+            )
+    return 0
+
+
+async def _ingest(settings: Settings, store: DecayedGraphStore, expected: int) -> IngestTotals:
+    worker = IngestWorker(settings, store)
+    await worker.start()
+    try:
+        while worker.totals.consumed < expected:
+            await worker.step()
+            t, rejected = worker.totals, sum(worker.totals.rejected.values())
             print(
                 f"\rconsumed {t.consumed}  applied {t.applied}  rejected {rejected}",
                 end="",
                 flush=True,
             )
-        elapsed = time.monotonic() - start
-        loop.close()
-        c = store.counts()
-        print(
-            f"\nin {elapsed:.1f} s: graph has {c.nodes} nodes, {c.edges} edges; "
-            f"rejections by reason {loop.totals.rejected}"
-        )
-        store.close()
-    return 0
+    finally:
+        await worker.stop()
+    return worker.totals
 
 
 if __name__ == "__main__":

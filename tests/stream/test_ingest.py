@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream.ingest import IngestLoop
+from stream.ingest import IngestWorker
 from stream.kafka_broker import LocalKafkaBroker
 from stream.settings import KafkaSettings, Settings, StoreSettings
 from stream.state.graph_store import DecayedGraphStore
@@ -21,10 +22,19 @@ def _event(user: int, item: int, ts: int) -> tuple[bytes, bytes]:
     return f"u{user}".encode(), json.dumps(body).encode()
 
 
-def _drain(loop: IngestLoop) -> None:
-    idle = 0
-    while idle < 3:
-        idle = idle + 1 if loop.poll_once(timeout_ms=300) == 0 else 0
+async def _ingest(settings: Settings, limit_steps: int | None) -> None:
+    """Step a worker until idle (or ``limit_steps`` fetches), then stop it."""
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        worker = IngestWorker(settings, store)
+        await worker.start()
+        try:
+            steps = idle = 0
+            while idle < 6 and (limit_steps is None or steps < limit_steps):
+                consumed = await worker.step(timeout_ms=500)
+                steps += consumed > 0
+                idle = 0 if consumed else idle + 1
+        finally:
+            await worker.stop()
 
 
 def test_bad_records_go_to_dlq_and_a_restart_applies_nothing_twice(
@@ -49,18 +59,8 @@ def test_bad_records_go_to_dlq_and_a_restart_applies_nothing_twice(
         producer.send(source, key=key, value=value)
     producer.flush()
 
-    def run(limit_polls: int | None) -> None:
-        with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
-            loop = IngestLoop(settings, store)
-            if limit_polls is None:
-                _drain(loop)
-            else:
-                for _ in range(limit_polls):
-                    loop.poll_once(timeout_ms=300)
-            loop.close()
-
-    run(limit_polls=2)  # stop part way, then resume from the store's offsets
-    run(limit_polls=None)
+    asyncio.run(_ingest(settings, limit_steps=2))  # stop part way, resume from the store
+    asyncio.run(_ingest(settings, limit_steps=None))
     with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
         assert store.counts().edges == len(good)
         now = store.watermark()

@@ -1,0 +1,91 @@
+"""``streamgnn worker``: the long-running process (ingest into the graph store).
+
+Wiring only: settings come from :func:`stream.settings.load_settings` (flags over their
+environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT drain the
+batch in flight and exit 0, and any unhandled error exits non-zero so an orchestrator
+restarts the worker (which then resumes from the store's offsets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from stream.ingest import IngestTotals, IngestWorker
+from stream.metrics import PipelineMetrics, serve_metrics
+from stream.settings import OPTIONS, Settings, load_settings
+from stream.state.graph_store import DecayedGraphStore
+
+log = logging.getLogger("streamgnn.worker")
+
+
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, metrics: PipelineMetrics | None = None
+) -> IngestTotals:
+    """Run until ``stop`` is set; returns what was ingested."""
+    metrics = metrics if metrics is not None else PipelineMetrics()
+    store = DecayedGraphStore(
+        settings.store.path,
+        settings.events.behaviours,
+        settings.store.epsilon,
+        dedup_window_ms=settings.events.dedup_window_ms,
+        sync_writes=settings.store.sync_writes,
+    )
+    try:
+        ingest = IngestWorker(settings, store, metrics)
+        await ingest.start()
+        log.info("worker consuming %s", settings.kafka.interactions_topic)
+        try:
+            await ingest.run(stop)
+        finally:
+            await ingest.stop()
+        return ingest.totals
+    finally:
+        store.close()
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, each showing its environment twin."""
+    for option in OPTIONS:
+        parser.add_argument(
+            option.flag, dest=option.name, metavar="VALUE", help=f"{option.help} [{option.env}]"
+        )
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "worker",
+        help="consume interactions into the graph store (until SIGTERM)",
+        description="Every option falls back to its environment variable, then a default.",
+    )
+    add_options(parser)
+    parser.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    values = {option.name: getattr(args, option.name, None) for option in OPTIONS}
+    settings = load_settings(values, os.environ)
+    metrics = PipelineMetrics()
+    serve_metrics(metrics, settings.metrics_address)
+    totals = asyncio.run(_serve(settings, metrics))
+    log.info("stopped: %s", totals)
+    return 0
+
+
+async def _serve(settings: Settings, metrics: PipelineMetrics) -> IngestTotals:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return await run_worker(settings, stop, metrics)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m stream.worker")
+    add_options(parser)
+    sys.exit(main(parser.parse_args()))
