@@ -19,7 +19,8 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy strict on stream/ and mode
 	$(VENV)/bin/ruff format --check stream models tests
 	$(VENV)/bin/mypy
 
-test: lint ## set up everything (venv, package, Kafka jars) and run the whole suite
+test: lint ## set up everything (venv, package, Kafka jars, Prometheus) and run the whole suite
+	bash .ci/ensure_prometheus.sh
 	$(PY) -c 'from stream.kafka_broker import ensure_kafka_jars; print(ensure_kafka_jars())'
 	$(PY) -m pytest -q -p no:cacheprovider
 

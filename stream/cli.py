@@ -12,6 +12,7 @@ import importlib
 COMMANDS: tuple[str, ...] = (
     "stream.worker",
     "stream.demo",
+    "stream.publish.command",
 )
 
 

@@ -24,3 +24,19 @@ class DeadLetterError(StreamGNNError):
 
 class BrokerError(StreamGNNError, RuntimeError):
     """The local Kafka node (or the jars it runs from) could not be provided."""
+
+
+class CheckpointError(StreamGNNError):
+    """A checkpoint file is torn, foreign or unreadable; the message says which and why."""
+
+
+class SchemaError(StreamGNNError, ValueError):
+    """An embedding record does not follow the wire schema (schema/embedding.v1.schema.json)."""
+
+
+class PublishError(StreamGNNError):
+    """Embedding records could not be published (not acked, or the topics are unusable)."""
+
+
+class VersionRegressionError(PublishError, ValueError):
+    """A publish asked for a model version below one that may already be on the topics."""

@@ -1,8 +1,9 @@
 """One frozen, validated settings object; environment variables are read here only.
 
 Settings come in sub-sections (:class:`KafkaSettings`, :class:`StoreSettings`,
-:class:`EventSettings`). :data:`OPTIONS` lists every option once with its environment
-twin, so the command line, ``--help`` and the environment can never disagree.
+:class:`EventSettings`, :class:`PublishSettings`). :data:`OPTIONS` lists every option once
+with its environment twin, so the command line, ``--help`` and the environment can never
+disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from stream.errors import ConfigError
+from stream.publish.schema import ENCODINGS
 
 DAY_MS = 86_400_000
 
@@ -116,12 +118,53 @@ class KafkaSettings:
 
 
 @dataclass(frozen=True)
+class PublishSettings:
+    """The embedding topics (DESIGN.md, "Output") and how vectors are published to them.
+
+    ``change_threshold`` is applied by the trainer (``stream.publish.drift.changed_rows``):
+    a vector is re-published when it moved more than this (L2) since it was last published.
+    ``ledger_path`` holds the highest model version that may be on the topics, so a
+    restarted publisher never goes below it (see ``stream.publish.ledger``).
+    """
+
+    user_topic: str = "user-embeddings"
+    item_topic: str = "item-embeddings"
+    vector_encoding: str = "json"
+    topic_partitions: int = 1
+    topic_replication_factor: int = 1
+    ledger_path: Path = Path("var/publish/versions.json")
+    change_threshold: float = 1e-3
+    flush_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.user_topic or not self.item_topic:
+            raise ConfigError("embedding topic names must not be empty")
+        if self.user_topic == self.item_topic:
+            raise ConfigError(f"user and item embedding topics must differ ({self.user_topic!r})")
+        if self.vector_encoding not in ENCODINGS:
+            raise ConfigError(
+                f"vector_encoding must be one of {ENCODINGS}, got {self.vector_encoding!r}"
+            )
+        _positive("topic_partitions", self.topic_partitions)
+        _positive("topic_replication_factor", self.topic_replication_factor)
+        if not (math.isfinite(self.change_threshold) and self.change_threshold >= 0):
+            raise ConfigError(
+                f"change_threshold must be finite and >= 0, got {self.change_threshold!r}"
+            )
+        if not (math.isfinite(self.flush_timeout_s) and self.flush_timeout_s > 0):
+            raise ConfigError(
+                f"flush_timeout_s must be finite and > 0, got {self.flush_timeout_s!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a streamgnn process is configured with."""
 
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
     metrics_address: str = "127.0.0.1:9464"
 
 
@@ -217,6 +260,55 @@ OPTIONS: tuple[Option, ...] = (
         "larger records are dead-lettered unparsed",
     ),
     Option(
+        "--user-embeddings-topic",
+        "STREAMGNN_USER_EMBEDDINGS_TOPIC",
+        "publish",
+        "user_topic",
+        "compacted topic of user vectors (created if missing)",
+    ),
+    Option(
+        "--item-embeddings-topic",
+        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC",
+        "publish",
+        "item_topic",
+        "compacted topic of item vectors (created if missing)",
+    ),
+    Option(
+        "--vector-encoding",
+        "STREAMGNN_VECTOR_ENCODING",
+        "publish",
+        "vector_encoding",
+        "json (float list) or f32le-base64 (compact little-endian float32)",
+    ),
+    Option(
+        "--embedding-partitions",
+        "STREAMGNN_EMBEDDING_PARTITIONS",
+        "publish",
+        "topic_partitions",
+        "partitions of each embedding topic when the app creates it",
+    ),
+    Option(
+        "--embedding-replication-factor",
+        "STREAMGNN_EMBEDDING_REPLICATION_FACTOR",
+        "publish",
+        "topic_replication_factor",
+        "replication factor of each embedding topic when the app creates it",
+    ),
+    Option(
+        "--version-ledger",
+        "STREAMGNN_VERSION_LEDGER",
+        "publish",
+        "ledger_path",
+        "file holding the highest model version that may be published (keep it durable)",
+    ),
+    Option(
+        "--publish-threshold",
+        "STREAMGNN_PUBLISH_THRESHOLD",
+        "publish",
+        "change_threshold",
+        "re-publish a vector once it moved more than this (L2) since its last publish",
+    ),
+    Option(
         "--metrics-address",
         "STREAMGNN_METRICS_ADDRESS",
         "",
@@ -240,7 +332,13 @@ def load_settings(
     """
     values = values or {}
     environ = environ or {}
-    sections: dict[str, dict[str, object]] = {"kafka": {}, "store": {}, "events": {}, "": {}}
+    sections: dict[str, dict[str, object]] = {
+        "kafka": {},
+        "store": {},
+        "events": {},
+        "publish": {},
+        "": {},
+    }
     defaults = Settings()
     for option in OPTIONS:
         raw = values.get(option.name)
@@ -254,6 +352,7 @@ def load_settings(
         kafka=KafkaSettings(**sections["kafka"]),  # type: ignore[arg-type]
         store=StoreSettings(**sections["store"]),  # type: ignore[arg-type]
         events=EventSettings(**sections["events"]),  # type: ignore[arg-type]
+        publish=PublishSettings(**sections["publish"]),  # type: ignore[arg-type]
         **sections[""],  # type: ignore[arg-type]
     )
 

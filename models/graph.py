@@ -1,0 +1,340 @@
+"""The trainer's in-memory mirror of the decayed user-item graph.
+
+:class:`GraphMirror` is loaded once from :meth:`DecayedGraphStore.edges` and then kept in
+step with the store from the micro-batches the worker applies, never by rescanning RocksDB:
+an update costs O(batch) Python and a snapshot costs O(edges) vectorised tensor work.
+
+It applies the store's own rules (:mod:`stream.state.decay`, called with the same
+arguments in the same order, so a single-partition replay gives the very same floats):
+
+* relation ``r`` is the ``r``-th behaviour in sorted order, the store's relation code;
+* an event merges ``beta * weight`` into its edge's ``(w_ref, t_ref)``; an edge already
+  below epsilon at the event's watermark is forgotten first, and a late event whose edge
+  decayed away before it arrived adds nothing (the store's lazy pruning);
+* a snapshot decays every weight to the watermark and prunes edges below epsilon (the
+  store's bulk pruning).
+
+Where it may differ from the store, on purpose:
+
+* ``follow`` (social, user -> user) edges are skipped: this is the bipartite user-item
+  graph the encoders learn from.
+* One watermark (the newest event time seen) stands in for the store's per-partition
+  watermarks. With several partitions an edge can be forgotten here slightly before the
+  store prunes it; a restart reloads the exact store.
+* Duplicate ``event_id`` s are filtered by the store, not here: pass only events the store
+  applied, or a duplicate counts twice in the mirror until the next reload.
+* Rows the id registry evicts lose their edges (:meth:`GraphMirror.drop_rows`), and events
+  whose id was refused (row ``-1``) are not mirrored.
+
+>>> from stream.events import Interaction
+>>> from stream.settings import Behaviour
+>>> m = GraphMirror({"click": Behaviour(1.0, 1_000)}, epsilon=0.1)
+>>> batch = m.apply([Interaction("u", "i", "click", 1_000)], torch.tensor([0]), torch.tensor([0]))
+>>> batch.weights.tolist(), m.watermark
+([1.0], 1000)
+>>> _ = m.apply([Interaction("u", "j", "click", 3_000)], torch.tensor([0]), torch.tensor([1]))
+>>> g = m.snapshot(num_users=1, num_items=2)
+>>> g.items.tolist(), g.weights.tolist()       # item 0 decayed two half-lives
+([0, 1], [0.25, 1.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.base import BipartiteGraph, EdgeBatch
+from stream.errors import ConfigError
+from stream.events import Interaction
+from stream.settings import SOCIAL_EVENT_TYPES, Behaviour
+from stream.state.decay import DecayedWeight, is_dead, merge
+from stream.state.graph_store import DecayedGraphStore
+from stream.state.keys import ITEM, USER
+
+_EdgeKey = tuple[int, int, int]  # (user row, item row, relation)
+
+
+@dataclass(frozen=True)
+class StoredEdge:
+    """A user -> item edge read from the store, by external id."""
+
+    user_id: str
+    item_id: str
+    relation: str
+    state: DecayedWeight
+
+
+def store_user_item_edges(store: DecayedGraphStore) -> Iterator[StoredEdge]:
+    """The store's user -> item edges (one full scan; ``follow`` edges are skipped)."""
+    for edge in store.edges():
+        if edge.src_kind == USER and edge.dst_kind == ITEM:
+            yield StoredEdge(edge.src_id, edge.dst_id, edge.relation, edge.state)
+
+
+class GraphMirror:
+    """Decayed, relation-typed user-item edges in row space, held in tensors.
+
+    Args:
+        behaviours: the store's behaviours (event type -> weight and half-life).
+        epsilon: the store's pruning threshold.
+    """
+
+    def __init__(self, behaviours: Mapping[str, Behaviour], epsilon: float) -> None:
+        if not behaviours:
+            raise ConfigError("the graph mirror needs at least one behaviour")
+        if not epsilon > 0:
+            raise ConfigError(f"epsilon must be > 0, got {epsilon!r}")
+        self.relation_names: tuple[str, ...] = tuple(sorted(behaviours))
+        self.epsilon = float(epsilon)
+        self._code = {name: r for r, name in enumerate(self.relation_names)}
+        self._beta = [behaviours[n].beta for n in self.relation_names]
+        self._half_life = [behaviours[n].half_life_ms for n in self.relation_names]
+        self._half_life_t = torch.tensor(self._half_life, dtype=torch.float64)
+        self._index: dict[_EdgeKey, int] = {}
+        self._free: list[int] = []
+        self._used = 0  # slots ever handed out; free ones are listed in _free
+        self._users = torch.zeros(0, dtype=torch.long)
+        self._items = torch.zeros(0, dtype=torch.long)
+        self._relations = torch.zeros(0, dtype=torch.long)
+        self._w_ref = torch.zeros(0, dtype=torch.float64)
+        self._t_ref = torch.zeros(0, dtype=torch.long)
+        self._alive = torch.zeros(0, dtype=torch.bool)
+        self.watermark: int | None = None
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relation_names)
+
+    @property
+    def num_edges(self) -> int:
+        """Edges held (some may have decayed below epsilon since the last snapshot)."""
+        return len(self._index)
+
+    def relation(self, event_type: str) -> int:
+        """The relation index of an event type (the store's relation code)."""
+        try:
+            return self._code[event_type]
+        except KeyError:
+            raise ValueError(f"unknown event type {event_type!r}") from None
+
+    def is_social(self, event_type: str) -> bool:
+        return event_type in SOCIAL_EVENT_TYPES
+
+    # -- writes -----------------------------------------------------------------------
+
+    def load_edges(self, edges: Sequence[StoredEdge], users: Tensor, items: Tensor) -> None:
+        """Put stored edges (state as stored) at these rows; ``-1`` rows are skipped."""
+        states: dict[_EdgeKey, DecayedWeight | None] = {}
+        for edge, u, i in zip(edges, users.tolist(), items.tolist(), strict=True):
+            if u >= 0 and i >= 0:
+                states[(u, i, self.relation(edge.relation))] = edge.state
+                t_ref = edge.state[1]
+                self.watermark = t_ref if self.watermark is None else max(self.watermark, t_ref)
+        self._write(states)
+
+    def advance(self, now: int) -> None:
+        """Move the watermark forward (e.g. to the store's watermark after a load)."""
+        self.watermark = now if self.watermark is None else max(self.watermark, now)
+
+    def apply(self, interactions: Sequence[Interaction], users: Tensor, items: Tensor) -> EdgeBatch:
+        """Merge events (rows from the id registry) into the mirror, in order.
+
+        Returns the :class:`EdgeBatch` of the events that left an edge: skipped are social
+        events, events with a ``-1`` row and late events that decayed away on arrival.
+        ``weights`` is the edge's ``w_ref`` right after the event.
+        """
+        if not len(interactions) == users.numel() == items.numel():
+            raise ValueError(
+                f"{len(interactions)} interactions but {users.numel()} user rows "
+                f"and {items.numel()} item rows"
+            )
+        current = self._gather(interactions, users.tolist(), items.tolist())
+        out_u: list[int] = []
+        out_i: list[int] = []
+        out_r: list[int] = []
+        out_w: list[float] = []
+        out_t: list[int] = []
+        wm = self.watermark
+        for event, u, i in zip(interactions, users.tolist(), items.tolist(), strict=True):
+            wm = event.ts if wm is None else max(wm, event.ts)  # every event moves stream time
+            if u < 0 or i < 0 or event.event_type in SOCIAL_EVENT_TYPES:
+                continue
+            r = self._code[event.event_type]
+            h = self._half_life[r]
+            key = (u, i, r)
+            old = current[key]
+            base = old if old is not None and not is_dead(old, wm, h, self.epsilon) else None
+            new = merge(base or (0.0, event.ts), self._beta[r] * event.weight, event.ts, h)
+            if is_dead(new, wm, h, self.epsilon):
+                current[key] = None
+                continue
+            current[key] = new
+            out_u.append(u)
+            out_i.append(i)
+            out_r.append(r)
+            out_w.append(new[0])
+            out_t.append(event.ts)
+        self.watermark = wm
+        self._write(current)
+        return EdgeBatch(
+            torch.tensor(out_u, dtype=torch.long),
+            torch.tensor(out_i, dtype=torch.long),
+            torch.tensor(out_r, dtype=torch.long),
+            torch.tensor(out_w, dtype=torch.float32),
+            torch.tensor(out_t, dtype=torch.long),
+        )
+
+    def _gather(
+        self, interactions: Sequence[Interaction], users: list[int], items: list[int]
+    ) -> dict[_EdgeKey, DecayedWeight | None]:
+        """Current state of every edge the events touch, read with one tensor gather."""
+        current: dict[_EdgeKey, DecayedWeight | None] = {}
+        slots: list[int] = []
+        keys: list[_EdgeKey] = []
+        for event, u, i in zip(interactions, users, items, strict=True):
+            if u < 0 or i < 0 or event.event_type in SOCIAL_EVENT_TYPES:
+                continue
+            key = (u, i, self.relation(event.event_type))
+            if key in current:
+                continue
+            current[key] = None
+            slot = self._index.get(key)
+            if slot is not None:
+                keys.append(key)
+                slots.append(slot)
+        if slots:
+            at = torch.tensor(slots, dtype=torch.long)
+            for key, w, t in zip(
+                keys, self._w_ref[at].tolist(), self._t_ref[at].tolist(), strict=True
+            ):
+                current[key] = (w, t)
+        return current
+
+    def _write(self, states: Mapping[_EdgeKey, DecayedWeight | None]) -> None:
+        """Store edge states; ``None`` removes the edge."""
+        slots: list[int] = []
+        rows: tuple[list[int], ...] = ([], [], [], [])
+        w_refs: list[float] = []
+        for key, state in states.items():
+            slot = self._index.get(key)
+            if state is None:
+                if slot is not None:
+                    self._release(key, slot)
+                continue
+            if slot is None:
+                slot = self._allocate(key)
+            slots.append(slot)
+            for column, value in zip(rows, (*key, state[1]), strict=True):
+                column.append(value)
+            w_refs.append(state[0])
+        if not slots:
+            return
+        at = torch.tensor(slots, dtype=torch.long)
+        self._users[at] = torch.tensor(rows[0], dtype=torch.long)
+        self._items[at] = torch.tensor(rows[1], dtype=torch.long)
+        self._relations[at] = torch.tensor(rows[2], dtype=torch.long)
+        self._t_ref[at] = torch.tensor(rows[3], dtype=torch.long)
+        self._w_ref[at] = torch.tensor(w_refs, dtype=torch.float64)
+        self._alive[at] = True
+
+    def _allocate(self, key: _EdgeKey) -> int:
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = self._used
+            self._used += 1
+            if slot >= self._alive.numel():
+                self._grow(max(1024, 2 * self._alive.numel()))
+        self._index[key] = slot
+        return slot
+
+    def _release(self, key: _EdgeKey, slot: int) -> None:
+        del self._index[key]
+        self._free.append(slot)
+        self._alive[slot] = False
+
+    def _grow(self, capacity: int) -> None:
+        def grown(t: Tensor) -> Tensor:
+            return torch.cat([t, t.new_zeros(capacity - t.numel())])
+
+        self._users, self._items = grown(self._users), grown(self._items)
+        self._relations, self._t_ref = grown(self._relations), grown(self._t_ref)
+        self._w_ref, self._alive = grown(self._w_ref), grown(self._alive)
+
+    def drop_rows(self, users: Tensor, items: Tensor) -> int:
+        """Forget every edge of these (evicted) rows; returns how many edges went."""
+        if users.numel() == 0 and items.numel() == 0:
+            return 0
+        n = self._used
+        hit = self._alive[:n] & (
+            torch.isin(self._users[:n], users.cpu()) | torch.isin(self._items[:n], items.cpu())
+        )
+        slots = hit.nonzero().flatten()
+        self._forget(slots)
+        return int(slots.numel())
+
+    def _forget(self, slots: Tensor) -> None:
+        for slot, u, i, r in zip(
+            slots.tolist(),
+            self._users[slots].tolist(),
+            self._items[slots].tolist(),
+            self._relations[slots].tolist(),
+            strict=True,
+        ):
+            self._release((u, i, r), slot)
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def snapshot(
+        self, num_users: int | None = None, num_items: int | None = None, prune: bool = True
+    ) -> BipartiteGraph:
+        """Edges decayed to the watermark, below-epsilon ones left out, in canonical order.
+
+        The order (by user, item, relation) depends only on the edge set, so two mirrors
+        holding the same edges give the same snapshot however they were built. ``prune``
+        also forgets the dead edges (each is forgotten once, so the cost is amortised);
+        a read path passes ``prune=False`` and changes nothing.
+        """
+        n = self._used
+        now = self.watermark if self.watermark is not None else 0
+        weights = self._decayed(now, n)
+        alive = self._alive[:n]
+        live = alive & (weights >= self.epsilon)
+        if prune:
+            self._forget((alive & ~live).nonzero().flatten())
+        slots = live.nonzero().flatten()
+        users, items = self._users[slots], self._items[slots]
+        relations = self._relations[slots]
+        if slots.numel():
+            item_span = int(items.max()) + 1
+            order = torch.argsort((users * item_span + items) * self.num_relations + relations)
+            slots, users, items, relations = (
+                slots[order],
+                users[order],
+                items[order],
+                relations[order],
+            )
+        max_user = int(users.max()) + 1 if users.numel() else 0
+        max_item = int(items.max()) + 1 if items.numel() else 0
+        if num_users is not None and num_users < max_user:
+            raise ValueError(f"num_users {num_users} < highest user row + 1 ({max_user})")
+        if num_items is not None and num_items < max_item:
+            raise ValueError(f"num_items {num_items} < highest item row + 1 ({max_item})")
+        return BipartiteGraph(
+            num_users if num_users is not None else max_user,
+            num_items if num_items is not None else max_item,
+            users,
+            items,
+            relations,
+            weights[slots].to(torch.float32),
+            self._t_ref[slots],
+            now,
+        )
+
+    def _decayed(self, now: int, n: int) -> Tensor:
+        """``weight_at`` for the first ``n`` slots, vectorised (float64, as the store)."""
+        age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
+        return self._w_ref[:n] * torch.exp2(-age / self._half_life_t[self._relations[:n]])

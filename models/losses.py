@@ -1,0 +1,76 @@
+"""Ranking losses on L2-normalised vectors: BPR and InfoNCE.
+
+Scores are dot products, so on unit vectors they are cosines in ``[-1, 1]``.
+
+* BPR (Rendle et al., https://arxiv.org/abs/1205.2618):
+  ``L = mean(-log sigmoid(s(u, i⁺) - s(u, i⁻)))`` over every (positive, negative) pair.
+* InfoNCE (van den Oord et al., https://arxiv.org/abs/1807.03748):
+  ``L = mean(-log softmax([s⁺, s⁻₁ … s⁻ₙ] / τ)[0])``; with ``negatives=None`` the other
+  rows' positives in the batch are the negatives (in-batch, ``n = B - 1``).
+
+When every score is equal the InfoNCE loss is ``log(1 + n)`` and BPR is ``log 2``:
+
+>>> import math, torch
+>>> u = torch.nn.functional.normalize(torch.ones(4, 3), dim=-1)
+>>> round(info_nce_loss(u, u, u[:, None].expand(4, 5, 3), 0.2).item(), 5) == round(math.log(6), 5)
+True
+>>> round(bpr_loss(u, u, u).item(), 5) == round(math.log(2), 5)
+True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _negative_scores(user: Tensor, neg: Tensor) -> Tensor:
+    """``[B, n]`` scores of ``[B, d]`` users against ``[B, d]`` or ``[B, n, d]`` negatives."""
+    if neg.dim() == 2:
+        neg = neg.unsqueeze(1)
+    if neg.dim() != 3 or neg.shape[0] != user.shape[0] or neg.shape[2] != user.shape[1]:
+        raise ValueError(
+            f"negatives of shape {tuple(neg.shape)} do not fit users {tuple(user.shape)}"
+        )
+    return torch.einsum("bd,bnd->bn", user, neg)
+
+
+def bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    """Bayesian personalised ranking loss (mean over batch and negatives).
+
+    Args:
+        user: ``[B, d]`` user vectors.
+        pos: ``[B, d]`` vectors of each user's positive item.
+        neg: ``[B, d]`` or ``[B, n, d]`` negative item vectors.
+    """
+    if user.shape != pos.shape:
+        raise ValueError(f"user {tuple(user.shape)} and pos {tuple(pos.shape)} shapes differ")
+    pos_score = (user * pos).sum(-1, keepdim=True).float()
+    neg_score = _negative_scores(user, neg).float()
+    return F.softplus(neg_score - pos_score).mean()  # -log sigmoid(x) = softplus(-x)
+
+
+def info_nce_loss(
+    user: Tensor, pos: Tensor, negatives: Tensor | None, temperature: float = 0.2
+) -> Tensor:
+    """InfoNCE (sampled softmax) loss; ``negatives=None`` uses in-batch negatives.
+
+    Args:
+        user: ``[B, d]`` user vectors.
+        pos: ``[B, d]`` vectors of each user's positive item.
+        negatives: ``[B, d]`` or ``[B, n, d]`` negatives, or None for in-batch.
+        temperature: softmax temperature ``τ > 0``.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if user.shape != pos.shape:
+        raise ValueError(f"user {tuple(user.shape)} and pos {tuple(pos.shape)} shapes differ")
+    if negatives is None:
+        logits = (user @ pos.T).float() / temperature  # row b's positive is column b
+        target = torch.arange(user.shape[0], device=user.device)
+        return F.cross_entropy(logits, target)
+    pos_score = (user * pos).sum(-1, keepdim=True)
+    logits = torch.cat([pos_score, _negative_scores(user, negatives)], dim=1).float()
+    target = torch.zeros(user.shape[0], dtype=torch.long, device=user.device)
+    return F.cross_entropy(logits / temperature, target)

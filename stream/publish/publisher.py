@@ -1,0 +1,343 @@
+"""Publish changed node vectors to the compacted embedding topics.
+
+Who does what (the split with the trainer):
+
+- The **trainer** decides *which* vectors to publish. After a step it knows the rows the
+  step touched, and it keeps the last published vector of every row in a tensor beside
+  its embedding table (row-indexed, checkpointed, bounded by the id registry's capacity;
+  no per-id Python dict). ``stream.publish.drift.changed_rows`` picks the rows that moved
+  more than ``PublishSettings.change_threshold``; the trainer passes only those.
+- The **publisher** decides *how*: it encodes the records (``stream.publish.schema``),
+  keeps ``model_version`` monotone per key across crashes (``stream.publish.ledger``),
+  sends with an idempotent producer (``acks="all"``) and returns only once every record
+  is acknowledged, so the caller may count the source offsets the vectors cover as done.
+  It keeps no per-id state.
+
+The producer is kafka-python's synchronous ``KafkaProducer``; ``publish`` blocks until
+the acks. The asyncio worker calls it from its trainer thread (or with
+``await asyncio.to_thread(publisher.publish, ...)``): the trainer already runs off the
+event loop because a GPU step would block it, a blocking call makes "returns only after
+every ack" obvious, and the same object works in tests and tools without an event loop.
+kafka-python's producer is thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from stream.errors import PublishError, SchemaError, VersionRegressionError
+from stream.metrics import PipelineMetrics
+from stream.publish.ledger import VersionLedger, scan_max_model_version
+from stream.publish.schema import (
+    NODE_KINDS,
+    EmbeddingRecord,
+    Encoding,
+    NodeKind,
+    check_node_id,
+    encode_record,
+)
+from stream.settings import PublishSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeVectors:
+    """The vectors of one kind of node to publish, one row per id.
+
+    Args:
+        kind: ``"user"`` or ``"item"``.
+        ids: external node ids, one per row.
+        vectors: ``[len(ids), dim]`` array or tensor (any device; copied to CPU float32).
+        event_time_ms: the newest event time each row reflects: one int per row, or one
+            int for all rows.
+    """
+
+    kind: NodeKind
+    ids: Sequence[str]
+    vectors: Any  # an array-like or a torch.Tensor
+    event_time_ms: int | Sequence[int] | npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What one :meth:`EmbeddingPublisher.publish` call put on the topics (all acked)."""
+
+    model_version: int
+    published: Mapping[NodeKind, int] = field(default_factory=dict)
+    publish_time_ms: int = 0
+    acked_time_ms: int = 0
+
+
+def ensure_embedding_topics(
+    bootstrap_servers: str, settings: PublishSettings, timeout_s: float = 30.0
+) -> None:
+    """Create the user and item topics as compacted if missing; refuse non-compacted ones."""
+    topics = (settings.user_topic, settings.item_topic)
+    request = {
+        name: {
+            "num_partitions": settings.topic_partitions,
+            "replication_factor": settings.topic_replication_factor,
+            "configs": {"cleanup.policy": "compact"},
+        }
+        for name in topics
+    }
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers,
+            client_id="streamgnn-publisher-admin",
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+    except KafkaError as exc:
+        raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+    try:
+        response = admin.create_topics(request, raise_errors=False)
+        failed = {
+            topic["name"]: topic["error_message"] or topic["error_code"]
+            for topic in response["topics"]
+            if topic["error_code"] not in (0, TopicAlreadyExistsError.errno)
+        }
+        if failed:
+            raise PublishError(f"could not create embedding topics: {failed}")
+        admin.wait_for_topics(list(topics), timeout_ms=int(timeout_s * 1000))
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, name, {"cleanup.policy": None})
+            for name in topics
+        ]
+        described = admin.describe_configs(resources, config_filter="all")
+        for name in topics:
+            policy = _config_value(described, name, "cleanup.policy")
+            if policy is None or "compact" not in policy.split(","):
+                raise PublishError(
+                    f"topic {name!r} has cleanup.policy={policy!r}; embedding topics must be "
+                    "compacted (cleanup.policy=compact)"
+                )
+    except KafkaError as exc:
+        raise PublishError(f"cannot set up embedding topics {topics}: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def _config_value(described: Mapping[str, Any], topic: str, key: str) -> str | None:
+    # {"topic": {name: {key: {"value": ..., ...}}}}
+    entry = described.get("topic", {}).get(topic, {}).get(key)
+    value = entry.get("value") if isinstance(entry, Mapping) else None
+    return None if value is None else str(value)
+
+
+class EmbeddingPublisher:
+    """Publishes node vectors with monotone model versions; each call returns once acked.
+
+    Args:
+        bootstrap_servers: Kafka brokers.
+        settings: topics, encoding, ledger path, flush timeout.
+        metrics: receives freshness, staleness, model version and vectors published.
+        clock: wall clock in seconds (tests may pass a fake one).
+        create_topics: create (or check) the compacted topics on construction.
+
+    ``min_version`` is the smallest model version the next ``publish`` may use. After a
+    restart it is one above anything that may already be on the topics, so a trainer
+    restored from an older checkpoint continues at
+    ``max(checkpoint_version + 1, publisher.min_version)``.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        settings: PublishSettings | None = None,
+        metrics: PipelineMetrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        create_topics: bool = True,
+    ) -> None:
+        self._settings = settings if settings is not None else PublishSettings()
+        self._metrics = metrics if metrics is not None else PipelineMetrics()
+        self._clock = clock
+        self._topics: dict[NodeKind, str] = {
+            "user": self._settings.user_topic,
+            "item": self._settings.item_topic,
+        }
+        if create_topics:
+            ensure_embedding_topics(bootstrap_servers, self._settings)
+        self._ledger = VersionLedger(self._settings.ledger_path)
+        if self._ledger.reserved is None:
+            found = scan_max_model_version(bootstrap_servers, list(self._topics.values()))
+            if found is not None:
+                log.warning(
+                    "no version ledger at %s; recovered version floor %d from the topics",
+                    self._ledger.path,
+                    found,
+                )
+                self._ledger.reserve(found)
+        reserved = self._ledger.reserved
+        self._min_version = 0 if reserved is None else reserved + 1
+        self._newest_event_ms: int | None = None
+        self._metrics.staleness.set_function(self._staleness_seconds)
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap_servers,
+                client_id="streamgnn-embedding-publisher",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_request_size=8 * 1024 * 1024,
+            )
+        except KafkaError as exc:
+            raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+
+    @property
+    def min_version(self) -> int:
+        """The smallest ``model_version`` the next :meth:`publish` accepts."""
+        return self._min_version
+
+    @property
+    def encoding(self) -> Encoding:
+        return self._settings.vector_encoding  # type: ignore[return-value]  # validated
+
+    def publish(
+        self,
+        batches: Iterable[NodeVectors],
+        *,
+        model_version: int,
+        append_times_ms: npt.ArrayLike = (),
+    ) -> PublishResult:
+        """Publish ``batches`` at ``model_version``; return once every record is acked.
+
+        ``append_times_ms`` are the Kafka append timestamps (ms) of the interaction events
+        the published vectors reflect, each event once: every one is observed in the
+        freshness histogram as ack time minus append time.
+
+        Raises:
+            VersionRegressionError: ``model_version < min_version``; nothing is sent.
+            SchemaError: a row does not fit the wire schema; nothing is sent.
+            PublishError: a record was not acked; publish again (same version is fine).
+        """
+        if isinstance(model_version, bool) or not isinstance(model_version, int):
+            raise ValueError(f"model_version must be an int, got {model_version!r}")
+        if model_version < self._min_version:
+            raise VersionRegressionError(
+                f"model_version {model_version} is below the floor {self._min_version}: a "
+                "version at or above it may already be published"
+            )
+        appended = np.asarray(append_times_ms, dtype=np.int64).reshape(-1)
+        publish_time_ms = int(self._clock() * 1000)
+        staged = self._stage(batches, model_version, publish_time_ms)
+        # Reserve before the first send: the ledger is always >= what the topics hold.
+        self._ledger.reserve(model_version)
+        self._min_version = model_version
+        try:
+            futures = [
+                self._producer.send(
+                    self._topics[kind], key=key, value=value, timestamp_ms=publish_time_ms
+                )
+                for kind, key, value in staged.records
+            ]
+            self._producer.flush(timeout=self._settings.flush_timeout_s)
+        except KafkaError as exc:
+            raise PublishError(f"embedding records not acked: {exc}") from exc
+        failures = [f.exception for f in futures if not f.succeeded()]
+        if failures:
+            raise PublishError(
+                f"{len(failures)} of {len(futures)} embedding records were not acked: "
+                f"{failures[0]!r}"
+            )
+        acked_time_ms = int(self._clock() * 1000)
+        self._record_metrics(staged, model_version, appended, acked_time_ms)
+        return PublishResult(model_version, dict(staged.counts), publish_time_ms, acked_time_ms)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush what is pending and close the producer."""
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _stage(
+        self, batches: Iterable[NodeVectors], model_version: int, publish_time_ms: int
+    ) -> _Staged:
+        staged = _Staged()
+        for batch in batches:
+            if batch.kind not in NODE_KINDS:
+                raise SchemaError(f"kind must be one of {NODE_KINDS}, got {batch.kind!r}")
+            ids = list(batch.ids)
+            matrix = _as_matrix(batch.vectors, len(ids))
+            try:
+                times = np.broadcast_to(np.asarray(batch.event_time_ms, np.int64), (len(ids),))
+            except ValueError as exc:
+                raise SchemaError(f"event_time_ms must be one int or one per id: {exc}") from exc
+            for node_id, vector, event_ms in zip(ids, matrix, times.tolist(), strict=True):
+                record = EmbeddingRecord(
+                    batch.kind,
+                    check_node_id(node_id),
+                    model_version,
+                    vector,
+                    int(event_ms),
+                    publish_time_ms,
+                )
+                staged.records.append(
+                    (batch.kind, record.key, encode_record(record, self.encoding))
+                )
+                staged.counts[batch.kind] = staged.counts.get(batch.kind, 0) + 1
+                if staged.newest_event_ms is None or event_ms > staged.newest_event_ms:
+                    staged.newest_event_ms = int(event_ms)
+        return staged
+
+    def _record_metrics(
+        self,
+        staged: _Staged,
+        model_version: int,
+        appended: npt.NDArray[np.int64],
+        acked_time_ms: int,
+    ) -> None:
+        m = self._metrics
+        for kind, count in staged.counts.items():
+            m.vectors_published.labels(kind=kind).inc(count)
+        if staged.records:
+            m.model_version.set(model_version)
+        for seconds in np.maximum(acked_time_ms - appended, 0).tolist():
+            m.freshness.observe(seconds / 1000.0)
+        if staged.newest_event_ms is not None and (
+            self._newest_event_ms is None or staged.newest_event_ms > self._newest_event_ms
+        ):
+            self._newest_event_ms = staged.newest_event_ms
+
+    def _staleness_seconds(self) -> float:
+        if self._newest_event_ms is None:
+            return float("nan")  # nothing published yet: no age to report
+        return max(self._clock() - self._newest_event_ms / 1000.0, 0.0)
+
+
+@dataclass
+class _Staged:
+    records: list[tuple[NodeKind, bytes, bytes]] = field(default_factory=list)
+    counts: dict[NodeKind, int] = field(default_factory=dict)
+    newest_event_ms: int | None = None
+
+
+def _as_matrix(vectors: Any, rows: int) -> npt.NDArray[np.float32]:
+    detach = getattr(vectors, "detach", None)
+    if callable(detach):  # a torch tensor, possibly on a GPU or requiring grad
+        vectors = detach().to("cpu").float().numpy()
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != rows:
+        raise SchemaError(f"vectors must have shape [{rows}, dim], got {matrix.shape}")
+    return matrix

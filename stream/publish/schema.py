@@ -1,0 +1,226 @@
+"""Wire format of the embedding topics, version 1 (``schema/embedding.v1.schema.json``).
+
+One record per node: key = node id as UTF-8, value = one compact UTF-8 JSON object with
+the fields in a fixed order, so the same record always encodes to the same bytes::
+
+    {"schema_version":1,"kind":"user","id":"u42","model_version":7,"dim":4,
+     "encoding":"json","vector":[0.5,-0.5,0.25,0.625],
+     "event_time_ms":1700000000000,"publish_time_ms":1700000000250}
+
+With ``encoding: "f32le-base64"`` the vector travels as ``vector_b64`` instead: base64 of
+``dim`` little-endian IEEE-754 float32 values, about a third of the JSON size. Either way
+the decoded vector is the same float32 array.
+
+>>> import numpy as np
+>>> record = EmbeddingRecord("item", "i7", 3, np.array([1.0, -2.0], np.float32), 10, 20)
+>>> encode_record(record, "f32le-base64")
+b'{"schema_version":1,"kind":"item","id":"i7","model_version":3,"dim":2,"encoding":"f32le-base64","vector_b64":"AACAPwAAAMA=","event_time_ms":10,"publish_time_ms":20}'
+>>> decode_record(encode_record(record)).vector.tolist()
+[1.0, -2.0]
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeGuard, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from stream.errors import SchemaError
+
+SCHEMA_VERSION: Final = 1
+NodeKind = Literal["user", "item"]
+Encoding = Literal["json", "f32le-base64"]
+NODE_KINDS: Final[tuple[NodeKind, ...]] = get_args(NodeKind)
+ENCODINGS: Final[tuple[Encoding, ...]] = get_args(Encoding)
+MAX_ID_BYTES: Final = 256
+MAX_DIM: Final = 65_536
+
+_FIELDS: Final = frozenset(
+    {
+        "schema_version",
+        "kind",
+        "id",
+        "model_version",
+        "dim",
+        "encoding",
+        "vector",
+        "vector_b64",
+        "event_time_ms",
+        "publish_time_ms",
+    }
+)
+_LE_F32: Final = np.dtype("<f4")
+
+Vector = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingRecord:
+    """One node's vector as it travels on an embedding topic.
+
+    Args:
+        kind: ``"user"`` or ``"item"``; picks the topic.
+        id: external node id (the record key), 1..256 bytes as UTF-8.
+        model_version: version of the model that computed ``vector``; never decreases
+            for a key.
+        vector: 1-D finite values; stored as a read-only float32 copy.
+        event_time_ms: event time of the newest interaction the vector reflects.
+        publish_time_ms: wall-clock time the record was handed to Kafka.
+    """
+
+    kind: NodeKind
+    id: str
+    model_version: int
+    vector: Vector
+    event_time_ms: int
+    publish_time_ms: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in NODE_KINDS:
+            raise SchemaError(f"kind must be one of {NODE_KINDS}, got {self.kind!r}")
+        check_node_id(self.id)
+        for name in ("model_version", "event_time_ms", "publish_time_ms"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise SchemaError(f"{name} must be an integer >= 0, got {value!r}")
+        vector = np.array(self.vector, dtype=np.float32)  # a copy the caller cannot mutate
+        if vector.ndim != 1 or not 1 <= vector.size <= MAX_DIM:
+            raise SchemaError(
+                f"vector must be 1-D with 1..{MAX_DIM} values, got shape {vector.shape}"
+            )
+        if not np.isfinite(vector).all():
+            raise SchemaError(f"vector of {self.kind} {self.id!r} has non-finite values")
+        vector.flags.writeable = False
+        object.__setattr__(self, "vector", vector)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vector.size)
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka record key: the node id as UTF-8."""
+        return self.id.encode()
+
+
+def check_node_id(node_id: object) -> str:
+    """Return ``node_id`` if it is a non-empty string of at most 256 UTF-8 bytes."""
+    if not isinstance(node_id, str) or not 1 <= len(node_id.encode()) <= MAX_ID_BYTES:
+        raise SchemaError(f"id must be a string of 1..{MAX_ID_BYTES} UTF-8 bytes, got {node_id!r}")
+    return node_id
+
+
+def encode_record(record: EmbeddingRecord, encoding: Encoding = "json") -> bytes:
+    """The record's value bytes: compact JSON, fields in schema order, deterministic."""
+    if encoding == "json":
+        body = f'"vector":[{",".join(float32_decimals(record.vector))}]'
+    elif encoding == "f32le-base64":
+        raw = record.vector.astype(_LE_F32, copy=False).tobytes()
+        body = f'"vector_b64":"{base64.b64encode(raw).decode("ascii")}"'
+    else:
+        raise SchemaError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    text = (
+        f'{{"schema_version":{SCHEMA_VERSION},"kind":"{record.kind}",'
+        f'"id":{json.dumps(record.id, ensure_ascii=False)},'
+        f'"model_version":{record.model_version},"dim":{record.dim},'
+        f'"encoding":"{encoding}",{body},'
+        f'"event_time_ms":{record.event_time_ms},"publish_time_ms":{record.publish_time_ms}}}'
+    )
+    return text.encode()
+
+
+def float32_decimals(vector: Vector) -> list[str]:
+    """Each value as the shortest decimal that reads back to the same float32.
+
+    Read back either directly as float32 or as a float64 then rounded to float32 (what a
+    JSON parser and a cast do); a value for which the two could disagree is written with
+    nine significant digits instead, which is exact both ways.
+
+    >>> float32_decimals(np.array([0.1, 1e-8, -1.5, 1 / 3], np.float32))
+    ['0.1', '1e-08', '-1.5', '0.33333334']
+    """
+    values = np.asarray(vector, dtype=np.float32)
+    texts = [repr(float(text)) for text in values.astype(str)]
+    back = np.array([float(text) for text in texts], dtype=np.float64).astype(np.float32)
+    for i in np.flatnonzero(back != values):
+        texts[i] = repr(float(f"{float(values[i]):.9g}"))
+    return texts
+
+
+def decode_record(
+    value: bytes | bytearray | memoryview, kind: NodeKind | None = None
+) -> EmbeddingRecord:
+    """Parse a record value; raise :class:`SchemaError` naming the first broken rule.
+
+    ``kind``, when given, is the kind the topic carries: a record of the other kind is
+    refused (it was published to the wrong topic).
+    """
+    try:
+        obj = json.loads(bytes(value))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SchemaError(f"value is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise SchemaError(f"value must be a JSON object, got {type(obj).__name__}")
+    if obj.get("schema_version") != SCHEMA_VERSION or not _is_int(obj.get("schema_version")):
+        raise SchemaError(f"unsupported schema_version {obj.get('schema_version')!r}")
+    unknown = set(obj) - _FIELDS
+    if unknown:
+        raise SchemaError(f"unknown fields {sorted(unknown)}")
+    if kind is not None and obj.get("kind") != kind:
+        raise SchemaError(f"expected a {kind} record, got kind {obj.get('kind')!r}")
+    dim = obj.get("dim")
+    if not _is_int(dim) or not 1 <= dim <= MAX_DIM:
+        raise SchemaError(f"dim must be an integer in 1..{MAX_DIM}, got {dim!r}")
+    vector = _decode_vector(obj, dim)
+    try:
+        return EmbeddingRecord(
+            kind=obj.get("kind"),  # type: ignore[arg-type]  # checked in __post_init__
+            id=obj.get("id"),  # type: ignore[arg-type]
+            model_version=obj.get("model_version"),  # type: ignore[arg-type]
+            vector=vector,
+            event_time_ms=obj.get("event_time_ms"),  # type: ignore[arg-type]
+            publish_time_ms=obj.get("publish_time_ms"),  # type: ignore[arg-type]
+        )
+    except TypeError as exc:
+        raise SchemaError(f"malformed record: {exc}") from exc
+
+
+def _decode_vector(obj: dict[str, Any], dim: int) -> Vector:
+    encoding = obj.get("encoding")
+    if encoding == "json":
+        if "vector_b64" in obj:
+            raise SchemaError('encoding "json" carries "vector", not "vector_b64"')
+        values = obj.get("vector")
+        if not isinstance(values, list) or len(values) != dim:
+            raise SchemaError(f"vector must be a list of dim={dim} numbers")
+        if not all(_is_number(v) for v in values):
+            raise SchemaError("vector must hold finite numbers only")
+        return np.array(values, dtype=np.float64).astype(np.float32)
+    if encoding == "f32le-base64":
+        if "vector" in obj:
+            raise SchemaError('encoding "f32le-base64" carries "vector_b64", not "vector"')
+        text = obj.get("vector_b64")
+        if not isinstance(text, str):
+            raise SchemaError("vector_b64 must be a base64 string")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise SchemaError(f"vector_b64 is not valid base64: {exc}") from exc
+        if len(raw) != 4 * dim:
+            raise SchemaError(f"vector_b64 holds {len(raw)} bytes, dim={dim} needs {4 * dim}")
+        return np.frombuffer(raw, dtype=_LE_F32).astype(np.float32)
+    raise SchemaError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,1 @@
+"""Scenario drivers shared by the integration tests and the benchmarks."""

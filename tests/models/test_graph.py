@@ -1,0 +1,160 @@
+"""GraphMirror: kept in step with the durable store from micro-batches alone."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.graph import GraphMirror, store_user_item_edges
+from models.ids import IdRegistry
+from stream.events import Interaction
+from stream.settings import Behaviour
+from stream.state.graph_store import DecayedGraphStore, PartitionBatch
+from stream.state.keys import ITEM
+
+BEHAVIOURS = {
+    "click": Behaviour(1.0, 2_000),
+    "purchase": Behaviour(5.0, 10_000),
+    "view": Behaviour(0.5, 500),
+    "follow": Behaviour(1.0, 10_000),
+}
+EPSILON = 0.05
+
+
+def synthetic_stream(seed: int, n: int) -> list[Interaction]:
+    """Mostly increasing times with late events and long gaps (so edges decay and die)."""
+    rng = random.Random(seed)
+    t, out = 10_000, []
+    for _ in range(n):
+        t += rng.choice([0, 50, 200, 1_000, 8_000])
+        ts = t - rng.choice([0, 0, 0, 300, 3_000])  # some late, out-of-order events
+        event_type = rng.choice(["click", "click", "purchase", "view", "follow"])
+        item = f"u{rng.randrange(6)}" if event_type == "follow" else f"i{rng.randrange(8)}"
+        weight = rng.choice([1.0, 1.0, 0.5, 3.0])
+        out.append(Interaction(f"u{rng.randrange(6)}", item, event_type, ts, weight))
+    return out
+
+
+def mirror_apply(mirror: GraphMirror, reg: IdRegistry, events: list[Interaction]) -> None:
+    now = max(e.ts for e in events)
+    users = reg.assign("user", [e.user_id for e in events], now)
+    items = reg.assign("item", [e.item_id for e in events], now)
+    mirror.apply(events, users, items)
+
+
+def as_edges(mirror: GraphMirror, reg: IdRegistry) -> dict[tuple[str, str, str], float]:
+    g = mirror.snapshot()
+    return {
+        (u, i, mirror.relation_names[r]): w
+        for u, i, r, w in zip(
+            reg.ids("user", g.users),
+            reg.ids("item", g.items),
+            g.relations.tolist(),
+            g.weights.tolist(),
+            strict=True,
+        )
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mirror_matches_the_store_after_the_same_batches(tmp_path: Path, seed: int) -> None:
+    events = synthetic_stream(seed, 300)
+    mirror, reg = GraphMirror(BEHAVIOURS, EPSILON), IdRegistry()
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS, epsilon=EPSILON) as store:
+        offset = 0
+        for start in range(0, len(events), 37):
+            chunk = events[start : start + 37]
+            offset += len(chunk)
+            store.apply("t", [PartitionBatch(0, offset, chunk)])
+            mirror_apply(mirror, reg, chunk)
+            now = store.watermark()
+            assert now is not None and mirror.watermark == now
+            expected = {
+                (e.src_id, e.dst_id, e.relation): store.edge_weight(
+                    e.src_id, e.dst_id, e.relation, now
+                )
+                for e in store.edges()
+                if e.dst_kind == ITEM
+            }
+            got = as_edges(mirror, reg)
+            assert got.keys() == expected.keys()
+            for key, weight in got.items():
+                assert weight == pytest.approx(expected[key], rel=1e-6)
+        assert any(e.relation == "follow" for e in store.edges())  # skipped, on purpose
+        assert store.counts().pruned_total > 0  # the stream did exercise pruning
+
+
+def test_mirror_loaded_from_the_store_equals_the_incremental_one(tmp_path: Path) -> None:
+    events = synthetic_stream(5, 200)
+    mirror, reg = GraphMirror(BEHAVIOURS, EPSILON), IdRegistry()
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS, epsilon=EPSILON) as store:
+        store.apply("t", [PartitionBatch(0, len(events), events)])
+        mirror_apply(mirror, reg, events)
+        stored = list(store_user_item_edges(store))
+        watermark = store.watermark()
+    loaded = GraphMirror(BEHAVIOURS, EPSILON)
+    loaded.load_edges(
+        stored,
+        reg.rows("user", [e.user_id for e in stored]),
+        reg.rows("item", [e.item_id for e in stored]),
+    )
+    assert watermark is not None
+    loaded.advance(watermark)
+    a, b = mirror.snapshot(), loaded.snapshot()
+    for name in ("users", "items", "relations", "weights", "times"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name  # canonical order
+    assert a.now == b.now
+
+
+def test_edge_batch_holds_the_mirrored_events_and_skips_the_rest() -> None:
+    mirror = GraphMirror(BEHAVIOURS, EPSILON)
+    events = [
+        Interaction("a", "x", "click", 1_000),
+        Interaction("a", "b", "follow", 1_000),  # social: not in the bipartite graph
+        Interaction("b", "y", "purchase", 1_000),  # refused id (row -1) below
+        Interaction("a", "x", "click", 1_000),
+    ]
+    batch = mirror.apply(events, torch.tensor([0, 0, -1, 0]), torch.tensor([0, 1, 1, 0]))
+    assert batch.users.tolist() == [0, 0] and batch.items.tolist() == [0, 0]
+    assert batch.weights.tolist() == [1.0, 2.0]  # w_ref right after each event
+    assert mirror.num_edges == 1
+
+
+def test_drop_rows_forgets_every_edge_of_an_evicted_row() -> None:
+    mirror = GraphMirror(BEHAVIOURS, EPSILON)
+    events = [Interaction(u, i, "click", 1_000) for u in "ab" for i in "xyz"]
+    users = torch.tensor([0, 0, 0, 1, 1, 1])
+    items = torch.tensor([0, 1, 2, 0, 1, 2])
+    mirror.apply(events, users, items)
+    assert mirror.drop_rows(torch.tensor([0]), torch.tensor([2])) == 4
+    g = mirror.snapshot()
+    assert g.users.tolist() == [1, 1] and g.items.tolist() == [0, 1]
+    # a new owner of row 0 starts from nothing
+    mirror.apply([Interaction("c", "x", "click", 1_000)], torch.tensor([0]), torch.tensor([0]))
+    assert mirror.snapshot().weights.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_snapshot_without_prune_changes_nothing() -> None:
+    mirror = GraphMirror(BEHAVIOURS, EPSILON)
+    mirror.apply([Interaction("a", "x", "view", 0)], torch.tensor([0]), torch.tensor([0]))
+    mirror.advance(100_000)  # the view edge is long dead
+    assert mirror.snapshot(prune=False).num_edges == 0
+    assert mirror.num_edges == 1
+    mirror.snapshot()
+    assert mirror.num_edges == 0
+
+
+def test_validation() -> None:
+    with pytest.raises(ValueError, match="epsilon"):
+        GraphMirror(BEHAVIOURS, 0.0)
+    mirror = GraphMirror(BEHAVIOURS, EPSILON)
+    with pytest.raises(ValueError, match="'share'"):
+        mirror.apply([Interaction("a", "x", "share", 0)], torch.tensor([0]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="1 interactions but 2 user rows"):
+        mirror.apply([Interaction("a", "x", "click", 0)], torch.tensor([0, 1]), torch.tensor([0]))
+    mirror.apply([Interaction("a", "x", "click", 0)], torch.tensor([3]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="num_users 2"):
+        mirror.snapshot(num_users=2)

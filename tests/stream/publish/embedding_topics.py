@@ -1,0 +1,57 @@
+"""Test helpers for the embedding topics: unique settings, and reading a topic to its end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+from stream.settings import PublishSettings
+
+
+def unique_settings(ledger_dir: Path, **overrides: Any) -> PublishSettings:
+    """Fresh topic names (the app creates them) and a ledger under ``ledger_dir``."""
+    tag = uuid.uuid4().hex[:12]
+    values: dict[str, Any] = {
+        "user_topic": f"user-embeddings-{tag}",
+        "item_topic": f"item-embeddings-{tag}",
+        "ledger_path": ledger_dir / "versions.json",
+        "flush_timeout_s": 30.0,
+    }
+    values.update(overrides)
+    return PublishSettings(**values)
+
+
+def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` from the beginning to its end as of now, in log order
+    per partition (partitions one after another)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        by_partition: dict[int, list[Any]] = {tp.partition: [] for tp in partitions}
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end in {timeout_s}s")
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                by_partition[tp.partition].extend(records)
+        return [r for p in sorted(by_partition) for r in by_partition[p]]
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()

@@ -1,0 +1,184 @@
+"""EmbeddingPublisher against the real broker: topics, acks, versions, metrics, restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from embedding_topics import end_offsets, read_topic, unique_settings
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from stream.errors import PublishError, SchemaError, VersionRegressionError
+from stream.kafka_broker import LocalKafkaBroker
+from stream.metrics import PipelineMetrics
+from stream.publish.publisher import EmbeddingPublisher, NodeVectors
+from stream.publish.schema import decode_record
+
+pytestmark = pytest.mark.integration
+
+NOW_S = 1_700_000_100.0  # a fixed wall clock: metrics become exactly derivable
+
+
+def _vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def _sample(metrics: PipelineMetrics, name: str, labels: dict[str, str] | None = None) -> float:
+    value = metrics.registry.get_sample_value(name, labels or {})
+    assert value is not None, name
+    return value
+
+
+def test_publish_creates_compacted_topics_and_returns_only_when_all_records_are_readable(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path, topic_partitions=3)
+    users, items = _vectors(40, 8, 1), _vectors(25, 8, 2)
+    user_ids = [f"u{i}" for i in range(40)]
+    item_ids = [f"item-{i}" for i in range(25)]
+    with EmbeddingPublisher(bootstrap, settings) as publisher:
+        result = publisher.publish(
+            [
+                NodeVectors("user", user_ids, users, event_time_ms=list(range(40))),
+                NodeVectors("item", item_ids, torch.tensor(items, requires_grad=True), 99),
+            ],
+            model_version=0,
+        )
+        assert result.published == {"user": 40, "item": 25}
+        # Acked means readable: a reader starting now finds every record.
+        user_records = read_topic(bootstrap, settings.user_topic)
+        item_records = read_topic(bootstrap, settings.item_topic)
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        for topic in (settings.user_topic, settings.item_topic):
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None})],
+                config_filter="all",
+            )
+            assert described["topic"][topic]["cleanup.policy"]["value"] == "compact"
+            assert len(admin.describe_topics([topic])[0]["partitions"]) == 3
+    finally:
+        admin.close()
+
+    for records, ids, vectors, kind in (
+        (user_records, user_ids, users, "user"),
+        (item_records, item_ids, items, "item"),
+    ):
+        assert sorted(r.key.decode() for r in records) == sorted(ids)
+        for r in records:
+            decoded = decode_record(r.value, kind=kind)  # type: ignore[arg-type]
+            assert r.key == decoded.key
+            assert r.timestamp == decoded.publish_time_ms == result.publish_time_ms
+            assert decoded.vector.tobytes() == vectors[ids.index(decoded.id)].tobytes()
+    event_times = {
+        decode_record(r.value).id: decode_record(r.value).event_time_ms for r in user_records
+    }
+    assert event_times == {f"u{i}": i for i in range(40)}
+
+
+def test_metrics_follow_from_what_was_published(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    metrics = PipelineMetrics()
+    settings = unique_settings(tmp_path, vector_encoding="f32le-base64")
+    appended = [int(NOW_S * 1000) - d for d in (50, 400, 2_000, 70_000, 0)]
+    newest_event_ms = int(NOW_S * 1000) - 30_000
+    with EmbeddingPublisher(
+        kafka_broker.bootstrap_servers, settings, metrics, clock=lambda: NOW_S
+    ) as publisher:
+        assert np.isnan(_sample(metrics, "streamgnn_staleness_seconds"))
+        publisher.publish(
+            [
+                NodeVectors("user", ["a", "b", "c"], _vectors(3, 4, 0), newest_event_ms - 5),
+                NodeVectors("item", ["x"], _vectors(1, 4, 1), newest_event_ms),
+            ],
+            model_version=12,
+            append_times_ms=appended,
+        )
+    assert _sample(metrics, "streamgnn_vectors_published_total", {"kind": "user"}) == 3
+    assert _sample(metrics, "streamgnn_vectors_published_total", {"kind": "item"}) == 1
+    assert _sample(metrics, "streamgnn_model_version") == 12
+    assert _sample(metrics, "streamgnn_freshness_seconds_count") == len(appended)
+    expected_sum = sum(NOW_S * 1000 - a for a in appended) / 1000
+    assert _sample(metrics, "streamgnn_freshness_seconds_sum") == pytest.approx(expected_sum)
+    assert _sample(metrics, "streamgnn_staleness_seconds") == pytest.approx(
+        NOW_S - newest_event_ms / 1000
+    )
+    # Each event lands in the histogram's buckets where its age says.
+    for bound in (0.1, 1.0, 60.0):
+        within = sum((NOW_S * 1000 - a) / 1000 <= bound for a in appended)
+        assert _sample(metrics, "streamgnn_freshness_seconds_bucket", {"le": str(bound)}) == within
+
+
+def test_versions_never_go_back_within_a_run_or_across_a_restart(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path)
+    one = [NodeVectors("user", ["u1"], _vectors(1, 4, 0), 1)]
+    with EmbeddingPublisher(bootstrap, settings) as publisher:
+        assert publisher.min_version == 0
+        publisher.publish(one, model_version=5)
+        publisher.publish(one, model_version=5)  # same version again: allowed (a retry)
+        before = end_offsets(bootstrap, settings.user_topic)
+        with pytest.raises(VersionRegressionError):
+            publisher.publish(one, model_version=4)
+        assert end_offsets(bootstrap, settings.user_topic) == before  # nothing was sent
+        assert publisher.min_version == 5
+    with EmbeddingPublisher(bootstrap, settings) as restarted:
+        # Version 5 may be half-published: a restart continues strictly above it.
+        assert restarted.min_version == 6
+        with pytest.raises(VersionRegressionError):
+            restarted.publish(one, model_version=5)
+        restarted.publish(one, model_version=6)
+
+
+def test_a_lost_ledger_is_recovered_from_the_topics(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path)
+    with EmbeddingPublisher(bootstrap, settings) as publisher:
+        publisher.publish([NodeVectors("item", ["i1"], _vectors(1, 4, 0), 1)], model_version=3)
+        publisher.publish([NodeVectors("user", ["u1"], _vectors(1, 4, 0), 1)], model_version=8)
+    settings.ledger_path.unlink()
+    with EmbeddingPublisher(bootstrap, settings) as publisher:
+        assert publisher.min_version == 9
+    assert settings.ledger_path.exists()
+
+
+def test_an_unpublishable_batch_sends_nothing_and_reserves_nothing(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path)
+    bad = _vectors(3, 4, 0)
+    bad[2, 1] = np.nan
+    with EmbeddingPublisher(bootstrap, settings) as publisher:
+        for batch in (
+            NodeVectors("user", ["a", "b", "c"], bad, 0),
+            NodeVectors("user", ["a", "b"], _vectors(3, 4, 0), 0),  # 2 ids, 3 rows
+            NodeVectors("user", ["a", ""], _vectors(2, 4, 0), 0),
+            NodeVectors("user", ["a", "b"], _vectors(2, 4, 0), [1, 2, 3]),  # 3 event times
+            NodeVectors("user", ["a"], _vectors(1, 4, 0), -1),  # a negative event time
+            NodeVectors("shop", ["a"], _vectors(1, 4, 0), 0),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(SchemaError):
+                publisher.publish([batch], model_version=7)
+        assert publisher.min_version == 0
+    assert not settings.ledger_path.exists()
+    assert sum(end_offsets(bootstrap, settings.user_topic).values()) == 0
+
+
+def test_an_existing_topic_that_is_not_compacted_is_refused(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    settings = unique_settings(tmp_path)
+    kafka_broker.create_topics({settings.item_topic: 1}, {"cleanup.policy": "delete"})
+    with pytest.raises(PublishError, match="compact"):
+        EmbeddingPublisher(kafka_broker.bootstrap_servers, settings)
