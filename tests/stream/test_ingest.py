@@ -11,6 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from stream.ingest import IngestWorker
 from stream.kafka_broker import LocalKafkaBroker
+from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings, Settings, StoreSettings
 from stream.state.graph_store import DecayedGraphStore
 
@@ -22,10 +23,10 @@ def _event(user: int, item: int, ts: int) -> tuple[bytes, bytes]:
     return f"u{user}".encode(), json.dumps(body).encode()
 
 
-async def _ingest(settings: Settings, limit_steps: int | None) -> None:
+async def _ingest(settings: Settings, limit_steps: int | None, metrics: PipelineMetrics) -> None:
     """Step a worker until idle (or ``limit_steps`` fetches), then stop it."""
     with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
-        worker = IngestWorker(settings, store)
+        worker = IngestWorker(settings, store, metrics)
         await worker.start()
         try:
             steps = idle = 0
@@ -59,8 +60,15 @@ def test_bad_records_go_to_dlq_and_a_restart_applies_nothing_twice(
         producer.send(source, key=key, value=value)
     producer.flush()
 
-    asyncio.run(_ingest(settings, limit_steps=2))  # stop part way, resume from the store
-    asyncio.run(_ingest(settings, limit_steps=None))
+    metrics = PipelineMetrics()
+    asyncio.run(_ingest(settings, 2, metrics))  # stop part way, resume from the store
+    asyncio.run(_ingest(settings, None, metrics))
+    sample = metrics.registry.get_sample_value
+    assert sample("streamgnn_events_applied_total") == len(good)
+    assert sample("streamgnn_events_consumed_total") == len(good) + len(bad)
+    rejected = [s for m in metrics.registry.collect() for s in m.samples]
+    assert sum(s.value for s in rejected if s.name == "streamgnn_events_rejected_total") == len(bad)
+    assert sample("streamgnn_graph_edges") == len(good)
     with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
         assert store.counts().edges == len(good)
         now = store.watermark()
