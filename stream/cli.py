@@ -13,6 +13,7 @@ COMMANDS: tuple[str, ...] = (
     "stream.worker",
     "stream.demo",
     "stream.publish.command",
+    "stream.evaluation.command",
 )
 
 

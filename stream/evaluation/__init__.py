@@ -1,0 +1,1 @@
+"""Prequential ("test, then train") evaluation of the live pipeline; ``streamgnn eval``."""

@@ -1,0 +1,195 @@
+"""The methods compared by ``streamgnn eval``, each kept current on the same stream.
+
+- ``popularity``: an item's score is the sum of its edges' decayed weights, read from the
+  same :class:`~stream.state.graph_store.DecayedGraphStore` before each chunk.
+- ``static``: the trainer fitted once on the warm-up graph, never updated.
+- ``incremental``: the same warm-up model, then :meth:`IncrementalTrainer.learn` on every
+  micro-batch the store applies: the live worker's code path.
+- ``retrain``: a fresh trainer fitted from scratch on the whole graph before each chunk
+  (the quality ceiling, at a much higher cost).
+
+Model methods score by the dot product of the published (L2-normalised) vectors, which
+is what a downstream ranker does with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from models.trainer import IncrementalTrainer, TrainerSettings
+from stream.errors import ConfigError
+from stream.evaluation.popularity import DecayedPopularity
+from stream.evaluation.prequential import Method, empty_scores, score_matrix
+from stream.events import Interaction
+from stream.settings import Behaviour
+from stream.state.graph_store import DecayedGraphStore
+
+METHODS = ("popularity", "static", "incremental", "retrain")
+
+
+@dataclass(frozen=True)
+class TrainerRecipe:
+    """How the model methods build and fit a trainer."""
+
+    settings: TrainerSettings
+    behaviours: dict[str, Behaviour]
+    epsilon: float
+    epochs: int
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs!r}")
+
+    def fitted(self, store: DecayedGraphStore) -> IncrementalTrainer:
+        """A fresh trainer fitted from scratch on the store's graph."""
+        trainer = IncrementalTrainer(self.settings, self.behaviours, self.epsilon)
+        trainer.bootstrap(store)
+        trainer.fit(self.epochs)
+        return trainer
+
+    def resumed(self, store: DecayedGraphStore, state: Mapping[str, Any]) -> IncrementalTrainer:
+        """A trainer resumed from another's state, as the worker resumes from a checkpoint."""
+        trainer = IncrementalTrainer(self.settings, self.behaviours, self.epsilon)
+        trainer.load_state_dict(state)
+        trainer.bootstrap(store)
+        return trainer
+
+
+class _TrainerMethod(Method):
+    def __init__(self, recipe: TrainerRecipe) -> None:
+        self.recipe = recipe
+        self.trainer: IncrementalTrainer | None = None
+
+    def scores(self, users: Sequence[str], items: Sequence[str]) -> Tensor:
+        if self.trainer is None:
+            return empty_scores(len(users), len(items))
+        return trainer_scores(self.trainer, users, items)
+
+
+class StaticModel(_TrainerMethod):
+    name = "static"
+    updates = False
+
+    def start(self, store: DecayedGraphStore) -> None:
+        self.trainer = self.recipe.fitted(store)
+
+
+class IncrementalModel(_TrainerMethod):
+    """Starts from the warm-up model (shared with ``static`` when both run), then learns."""
+
+    name = "incremental"
+
+    def __init__(
+        self, recipe: TrainerRecipe, warm_start: Callable[[], IncrementalTrainer | None]
+    ) -> None:
+        super().__init__(recipe)
+        self._warm_start = warm_start
+
+    def start(self, store: DecayedGraphStore) -> None:
+        warm = self._warm_start()
+        if warm is None:
+            self.trainer = self.recipe.fitted(store)
+        else:
+            self.trainer = self.recipe.resumed(store, warm.state_dict())
+
+    def learn(self, store: DecayedGraphStore, batch: Sequence[Interaction]) -> None:
+        if self.trainer is not None:
+            self.trainer.learn(batch)
+
+
+class FullRetrain(_TrainerMethod):
+    name = "retrain"
+
+    def start(self, store: DecayedGraphStore) -> None:
+        """Nothing to do: :meth:`prepare` fits from scratch before every chunk."""
+
+    def prepare(self, store: DecayedGraphStore) -> None:
+        self.trainer = None
+        self.trainer = self.recipe.fitted(store)
+
+
+def trainer_scores(
+    trainer: IncrementalTrainer, users: Sequence[str], items: Sequence[str]
+) -> Tensor:
+    """Dot products of the trainer's vectors; ``-inf`` for items it has no vector for."""
+    user_vectors = trainer.vectors("user", list(users))
+    item_vectors = trainer.vectors("item", list(items))
+    known = item_vectors.norm(dim=1) > 0  # unknown ids get a zero row
+    return score_matrix(user_vectors, item_vectors, known)
+
+
+def trainer_settings(encoder: str, seed: int, overrides: Sequence[str] = ()) -> TrainerSettings:
+    """:class:`TrainerSettings` from ``KEY=VALUE`` strings (typed like the field's default).
+
+    The error names the bad key or value and lists the valid keys.
+    """
+    fields = {f.name: f for f in dataclasses.fields(TrainerSettings)}
+    defaults = TrainerSettings()
+    values: dict[str, object] = {"encoder": encoder, "seed": seed}
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ConfigError(
+                f"--trainer {text!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}"
+            )
+        values[key] = _coerce(key, raw.strip(), getattr(defaults, key))
+    return TrainerSettings(**values)  # type: ignore[arg-type]
+
+
+def _coerce(key: str, raw: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"true", "1", "yes"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if default is None and raw.lower() in {"none", "null", ""}:
+            return None
+        if default is None:
+            for kind in (int, float):
+                try:
+                    return kind(raw)
+                except ValueError:
+                    pass
+        return raw
+    except ValueError:
+        raise ConfigError(f"--trainer {key}: invalid value {raw!r}") from None
+
+
+def _warm_model(static: StaticModel | None) -> Callable[[], IncrementalTrainer | None]:
+    """The static method's warm-up model, when it runs before ``incremental``."""
+    return lambda: static.trainer if static is not None else None
+
+
+def build_methods(
+    names: Sequence[str], recipe: TrainerRecipe | None, behaviours: dict[str, Behaviour]
+) -> list[Method]:
+    """The methods named, in the order given; the error lists the valid names."""
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise ConfigError(f"unknown method(s) {unknown or names}; valid: {', '.join(METHODS)}")
+    out: list[Method] = []
+    static: StaticModel | None = None
+    for name in names:
+        if name == "popularity":
+            out.append(DecayedPopularity(behaviours))
+            continue
+        if recipe is None:
+            raise ConfigError(f"method {name!r} needs a trainer recipe")
+        if name == "static":
+            static = StaticModel(recipe)
+            out.append(static)
+        elif name == "incremental":
+            out.append(IncrementalModel(recipe, _warm_model(static)))
+        else:
+            out.append(FullRetrain(recipe))
+    return out

@@ -1,0 +1,81 @@
+"""``streamgnn eval`` end to end on a tiny file: table, JSON report, plot."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from stream.cli import main
+from stream.errors import ConfigError
+from stream.evaluation.command import parse_duration
+
+TINY_TRAINER = ["--trainer", "dim=8", "--trainer", "batch_size=64", "--trainer", "layers=1"]
+
+
+def _log(tmp_path: Path) -> Path:
+    """Two taste groups of users, each preferring its own items; timestamps in seconds."""
+    rng = random.Random(0)
+    lines = ["ts;who;what;stars"]
+    for t in range(600):
+        user = rng.randrange(30)
+        group = user % 2
+        item = 2 * rng.randrange(15) + group
+        lines.append(f"{1_600_000_000 + t * 60};u{user};i{item};{rng.randint(1, 5)}")
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_eval_writes_json_and_plot_and_prints_a_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, figure = tmp_path / "out" / "r.json", tmp_path / "out" / "r.png"
+    argv = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--user-col", "who"]
+    argv += ["--item-col", "what", "--time-col", "0", "--weight-col", "stars"]
+    argv += ["--chunks", "3", "--epochs", "2", "--micro-batch", "50", "--no-progress"]
+    argv += [*TINY_TRAINER, "--json", str(report), "--plot", str(figure)]
+    assert main(argv) == 0
+    document = json.loads(report.read_text())
+    assert document["encoder"] == "lightgcn"
+    assert document["dataset"]["events"] == 600 and document["dataset"]["time_unit"] == "s"
+    assert {"machine", "date", "chunks", "protocol", "trainer"} <= document.keys()
+    assert list(document["methods"]) == ["popularity", "static", "incremental", "retrain"]
+    for method in document["methods"].values():
+        assert {"recall@20", "ndcg@20", "mrr", "seconds", "per_chunk"} <= method.keys()
+        assert len(method["per_chunk"]) == 3
+        assert all(0.0 <= c["recall@20"] <= 1.0 for c in method["per_chunk"])
+    # the same queries for every method
+    assert len({m["queries"] for m in document["methods"].values()}) == 1
+    assert document["methods"]["static"]["seconds"] == 0.0  # never updated after warm-up
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert "recall@20" in out and "incremental" in out
+
+
+def test_eval_popularity_only_by_duration(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    argv = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--user-col", "who"]
+    argv += ["--item-col", "what", "--time-col", "ts", "--methods", "popularity"]
+    argv += ["--chunk-duration", "1h", "--no-progress", "--json", str(report)]
+    assert main(argv) == 0
+    document = json.loads(report.read_text())
+    assert list(document["methods"]) == ["popularity"]
+    chunks = document["chunks"]
+    assert all(c["end_ts"] - c["start_ts"] < 3_600_000 for c in chunks)
+    assert sum(c["events"] for c in chunks) + document["warmup_events"] == 600
+
+
+def test_bad_options_are_named(tmp_path: Path) -> None:
+    data = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--no-progress"]
+    with pytest.raises(ConfigError, match="'nearest'"):
+        main([*data, "--methods", "nearest"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        main([*data, "--trainer", "colour=red"])
+    with pytest.raises(ConfigError, match="--user-col"):
+        main([*data, "--methods", "popularity"])
+    with pytest.raises(ConfigError, match="chunk-duration"):
+        parse_duration("soon")
+    assert parse_duration("2w") == 14 * 86_400_000

@@ -1,0 +1,124 @@
+"""Reading interaction files: both layouts, column choice, bad and duplicate rows, time units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.errors import ConfigError
+from stream.evaluation.data import (
+    MOVIELENS,
+    TableFormat,
+    guess_time_unit,
+    parse_column,
+    read_interactions,
+    table_format,
+)
+
+
+def _write(tmp_path: Path, text: str, name: str = "log.txt") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_movielens_rows_become_rating_events_in_ms_sorted_by_time(tmp_path: Path) -> None:
+    path = _write(tmp_path, "196\t242\t3\t881250949\n186\t302\t4\t881250000\n")
+    loaded = read_interactions(path, table_format("movielens"))
+    assert [(e.user_id, e.item_id, e.ts, e.weight) for e in loaded.interactions] == [
+        ("186", "302", 881_250_000_000, 4.0),
+        ("196", "242", 881_250_949_000, 3.0),
+    ]
+    assert {e.event_type for e in loaded.interactions} == {"rating"}
+    assert loaded.time_unit == "s" and not loaded.time_unit_guessed
+
+
+def test_movielens_double_colon_variant(tmp_path: Path) -> None:
+    path = _write(tmp_path, "1::1193::5::978300760\n1::661::3::978302109\n")
+    loaded = read_interactions(path, MOVIELENS)
+    assert [e.item_id for e in loaded.interactions] == ["1193", "661"]
+
+
+def test_csv_columns_by_name_by_index_and_default_names(tmp_path: Path) -> None:
+    text = "when,who,what,stars\n1700000000000,u1,i1,2.5\n1700000000001,u2,i2,4\n"
+    path = _write(tmp_path, text)
+    by_name = read_interactions(
+        path, TableFormat(user_col="who", item_col="what", time_col="when", weight_col="stars")
+    )
+    by_index = read_interactions(
+        path, TableFormat(user_col=1, item_col=2, time_col=0, weight_col=parse_column("3"))
+    )
+    assert by_name.interactions == by_index.interactions
+    assert [e.weight for e in by_name.interactions] == [2.5, 4.0]
+    assert by_name.time_unit == "ms" and by_name.time_unit_guessed
+    ml25m = _write(tmp_path, "userId,movieId,rating,timestamp\n1,296,5.0,1147880044\n", "r.csv")
+    (event,) = read_interactions(ml25m, TableFormat(event_type="rating")).interactions
+    assert (event.user_id, event.item_id, event.ts, event.weight) == ("1", "296", 1147880044000, 1)
+
+
+def test_csv_without_header_and_other_separator(tmp_path: Path) -> None:
+    path = _write(tmp_path, "u1;i1;5\nu2;i2;6\n")
+    loaded = read_interactions(path, TableFormat(sep=";", header=False))
+    assert [(e.user_id, e.item_id, e.ts) for e in loaded.interactions] == [
+        ("u1", "i1", 5000),
+        ("u2", "i2", 6000),
+    ]
+    with pytest.raises(ConfigError, match="'who' is not a column"):
+        read_interactions(path, TableFormat(sep=";", header=False, user_col="who"))
+
+
+def test_duplicate_and_bad_rows_are_counted_not_fatal(tmp_path: Path) -> None:
+    text = (
+        "user_id,item_id,ts,w\n"
+        "a,x,1000,1\n"
+        "a,x,1000,1\n"  # exact duplicate
+        "a,x,1000,2\n"  # same event, other weight: not an exact duplicate
+        "b,y,soon,1\n"  # bad timestamp
+        "b,y,1001,-1\n"  # negative weight
+        "b,y,1002,nan\n"  # not finite
+        "c,,1003,1\n"  # empty item id
+        "d\n"  # too few fields
+        "\n"  # blank lines are not rows
+        "e,z,1004,1\n"
+    )
+    loaded = read_interactions(_write(tmp_path, text), TableFormat(weight_col="w"))
+    assert loaded.rows == 9 and loaded.duplicates == 1
+    assert dict(loaded.bad_rows) == {
+        "bad_timestamp": 1,
+        "bad_weight": 2,
+        "bad_id": 1,
+        "missing_field": 1,
+    }
+    assert len(loaded.interactions) + loaded.duplicates + sum(loaded.bad_rows.values()) == 9
+    assert loaded.bad_examples[0].startswith("line 5: bad_timestamp")
+    assert "1 exact duplicates" in loaded.summary()
+
+
+def test_sort_is_stable_for_equal_times(tmp_path: Path) -> None:
+    rows = "".join(f"u{i},i{i},{7 if i % 2 else 3}\n" for i in range(10))
+    loaded = read_interactions(_write(tmp_path, rows), TableFormat(header=False))
+    times = [e.ts for e in loaded.interactions]
+    assert times == sorted(times)
+    assert [e.user_id for e in loaded.interactions] == [
+        f"u{i}" for i in (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+    ]
+
+
+def test_time_unit_guess_and_override(tmp_path: Path) -> None:
+    assert guess_time_unit([0, 99_999_999_999]) == "s"
+    assert guess_time_unit([100_000_000_000]) == "ms"
+    path = _write(tmp_path, "a,x,1700000000\n")
+    as_ms = read_interactions(path, TableFormat(header=False, time_unit="ms"))
+    assert as_ms.interactions[0].ts == 1_700_000_000 and not as_ms.time_unit_guessed
+
+
+def test_bad_options_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'fortnights'"):
+        TableFormat(time_unit="fortnights")
+    with pytest.raises(ConfigError, match="'parquet'"):
+        table_format("parquet")
+    with pytest.raises(ConfigError, match="'teleport'"):
+        read_interactions(_write(tmp_path, "a,b,1\n"), TableFormat(event_type="teleport"))
+    with pytest.raises(ConfigError, match="--user-col"):
+        read_interactions(_write(tmp_path, "who,item_id,ts\na,b,1\n"), TableFormat())
