@@ -24,18 +24,16 @@ from torch import Tensor
 from torch_geometric.nn import GATConv  # type: ignore[import-untyped, unused-ignore]
 from torch_geometric.nn.inits import reset  # type: ignore[import-untyped, unused-ignore]
 
-from models.base import BipartiteGraph, Encoder, grown_size
+from models.base import BipartiteGraph
 from models.sage import (
+    IdTableEncoder,
     check_positive,
-    check_reset_rows,
     check_rows,
     expand_hops,
-    grown_parameter,
     node_rows,
     row_edges,
     smallest_k_per_group,
 )
-from stream.errors import ConfigError
 
 
 class RelationAttentionLayer(torch.nn.Module):
@@ -86,7 +84,7 @@ class RelationAttentionLayer(torch.nn.Module):
         return root + (weight * stacked).sum(0)
 
 
-class MultiBehaviourGATEncoder(Encoder):
+class MultiBehaviourGATEncoder(IdTableEncoder):
     """Relation-aware attention, one relation per behaviour, over decayed edge weights.
 
     Args:
@@ -110,45 +108,17 @@ class MultiBehaviourGATEncoder(Encoder):
         num_neighbors: int = 20,
         init_std: float = 0.1,
     ) -> None:
-        super().__init__(num_relations, dim)
+        super().__init__(num_relations, dim, init_std=init_std)
         check_positive(num_layers=num_layers, heads=heads, num_neighbors=num_neighbors)
-        if not init_std > 0:
-            raise ConfigError(f"init_std must be > 0, got {init_std!r}")
         self.num_layers = num_layers
         self.num_neighbors = num_neighbors
-        self.init_std = init_std
-        self.user_emb = torch.nn.Parameter(torch.empty(0, dim))
-        self.item_emb = torch.nn.Parameter(torch.empty(0, dim))
         self.layers = torch.nn.ModuleList(
             RelationAttentionLayer(num_relations, dim, heads) for _ in range(num_layers)
         )
         self.reset_parameters()
 
-    @property
-    def num_users(self) -> int:
-        return int(self.user_emb.shape[0])
-
-    @property
-    def num_items(self) -> int:
-        return int(self.item_emb.shape[0])
-
-    def grow(self, num_users: int, num_items: int) -> None:
-        users, items = grown_size(num_users, self.num_users), grown_size(num_items, self.num_items)
-        if users > self.num_users:
-            self.user_emb = grown_parameter(self.user_emb, users, self.init_std)
-        if items > self.num_items:
-            self.item_emb = grown_parameter(self.item_emb, items, self.init_std)
-
-    def reset_rows(self, users: Tensor, items: Tensor) -> None:
-        check_reset_rows(self, users, items)
-        with torch.no_grad():
-            for table, rows in ((self.user_emb, users), (self.item_emb, items)):
-                fresh = torch.empty(rows.numel(), self.dim, device=table.device)
-                table[rows.to(table.device)] = torch.nn.init.normal_(fresh, std=self.init_std)
-
     def reset_parameters(self) -> None:
-        torch.nn.init.normal_(self.user_emb, std=self.init_std)
-        torch.nn.init.normal_(self.item_emb, std=self.init_std)
+        self.reset_tables()
         reset(self.layers)
 
     def forward(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:

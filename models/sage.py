@@ -216,30 +216,16 @@ def check_reset_rows(encoder: Encoder, users: Tensor, items: Tensor) -> None:
 # --- encoders ------------------------------------------------------------------------------
 
 
-class _InductiveEncoder(Encoder):
-    """GraphSAGE-style stack; subclasses choose the neighbourhood and ``g``."""
+class IdTableEncoder(Encoder):
+    """An encoder with learnt user and item id tables (``N(0, init_std^2)``), grown in chunks."""
 
-    def __init__(
-        self,
-        num_relations: int,
-        dim: int,
-        *,
-        num_layers: int,
-        num_neighbors: int,
-        init_std: float,
-        seed: int,
-    ) -> None:
+    def __init__(self, num_relations: int, dim: int, *, init_std: float) -> None:
         super().__init__(num_relations, dim)
-        check_positive(num_layers=num_layers, num_neighbors=num_neighbors)
         if not init_std > 0:
             raise ConfigError(f"init_std must be > 0, got {init_std!r}")
-        self.num_layers = num_layers
-        self.num_neighbors = num_neighbors
         self.init_std = init_std
-        self.seed = seed
         self.user_emb = torch.nn.Parameter(torch.empty(0, dim))
         self.item_emb = torch.nn.Parameter(torch.empty(0, dim))
-        self.convs = torch.nn.ModuleList(GraphConv(dim, dim, aggr="add") for _ in range(num_layers))
 
     @property
     def num_users(self) -> int:
@@ -263,9 +249,33 @@ class _InductiveEncoder(Encoder):
                 fresh = torch.empty(rows.numel(), self.dim, device=table.device)
                 table[rows.to(table.device)] = torch.nn.init.normal_(fresh, std=self.init_std)
 
-    def reset_parameters(self) -> None:
+    def reset_tables(self) -> None:
         torch.nn.init.normal_(self.user_emb, std=self.init_std)
         torch.nn.init.normal_(self.item_emb, std=self.init_std)
+
+
+class _InductiveEncoder(IdTableEncoder):
+    """GraphSAGE-style stack; subclasses choose the neighbourhood and ``g``."""
+
+    def __init__(
+        self,
+        num_relations: int,
+        dim: int,
+        *,
+        num_layers: int,
+        num_neighbors: int,
+        init_std: float,
+        seed: int,
+    ) -> None:
+        super().__init__(num_relations, dim, init_std=init_std)
+        check_positive(num_layers=num_layers, num_neighbors=num_neighbors)
+        self.num_layers = num_layers
+        self.num_neighbors = num_neighbors
+        self.seed = seed
+        self.convs = torch.nn.ModuleList(GraphConv(dim, dim, aggr="add") for _ in range(num_layers))
+
+    def reset_parameters(self) -> None:
+        self.reset_tables()
         reset(self.convs)
 
     def forward(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:

@@ -36,19 +36,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import TransformerConv  # type: ignore[import-untyped, unused-ignore]
 
-from models.base import BipartiteGraph, EdgeBatch, Encoder, grown_size
+from models.base import BipartiteGraph, EdgeBatch
 from models.sage import (
+    IdTableEncoder,
     check_positive,
-    check_reset_rows,
     check_rows,
     expand_hops,
     grown_buffer,
-    grown_parameter,
     node_rows,
     row_edges,
     smallest_k_per_group,
 )
-from stream.errors import ConfigError
 
 
 class CosineTimeEncoding(torch.nn.Module):
@@ -120,7 +118,7 @@ class MemoryTable(torch.nn.Module):
             getattr(self, name).fill_(fill)
 
 
-class TGNEncoder(Encoder):
+class TGNEncoder(IdTableEncoder):
     """TGN-style encoder: GRU node memory plus graph attention over recent neighbours.
 
     Args:
@@ -148,7 +146,7 @@ class TGNEncoder(Encoder):
         num_neighbors: int = 10,
         init_std: float = 0.1,
     ) -> None:
-        super().__init__(num_relations, dim)
+        super().__init__(num_relations, dim, init_std=init_std)
         memory_dim = dim if memory_dim is None else memory_dim
         check_positive(
             memory_dim=memory_dim,
@@ -157,12 +155,7 @@ class TGNEncoder(Encoder):
             heads=heads,
             num_neighbors=num_neighbors,
         )
-        if not init_std > 0:
-            raise ConfigError(f"init_std must be > 0, got {init_std!r}")
         self.num_neighbors = num_neighbors
-        self.init_std = init_std
-        self.user_emb = torch.nn.Parameter(torch.empty(0, dim))
-        self.item_emb = torch.nn.Parameter(torch.empty(0, dim))
         self.user_state = MemoryTable(memory_dim)
         self.item_state = MemoryTable(memory_dim)
         self.relation_emb = torch.nn.Embedding(num_relations, relation_dim)
@@ -174,38 +167,18 @@ class TGNEncoder(Encoder):
         )
         self.reset_parameters()
 
-    @property
-    def num_users(self) -> int:
-        return int(self.user_emb.shape[0])
-
-    @property
-    def num_items(self) -> int:
-        return int(self.item_emb.shape[0])
-
     def grow(self, num_users: int, num_items: int) -> None:
-        users, items = grown_size(num_users, self.num_users), grown_size(num_items, self.num_items)
-        if users > self.num_users:
-            self.user_emb = grown_parameter(self.user_emb, users, self.init_std)
-            self.user_state.grow(users)
-        if items > self.num_items:
-            self.item_emb = grown_parameter(self.item_emb, items, self.init_std)
-            self.item_state.grow(items)
+        super().grow(num_users, num_items)
+        self.user_state.grow(self.num_users)
+        self.item_state.grow(self.num_items)
 
     def reset_rows(self, users: Tensor, items: Tensor) -> None:
-        check_reset_rows(self, users, items)
-        with torch.no_grad():
-            for table, state, rows in (
-                (self.user_emb, self.user_state, users),
-                (self.item_emb, self.item_state, items),
-            ):
-                rows = rows.to(table.device)
-                fresh = torch.empty(rows.numel(), self.dim, device=table.device)
-                table[rows] = torch.nn.init.normal_(fresh, std=self.init_std)
-                state.reset_rows(rows)
+        super().reset_rows(users, items)
+        self.user_state.reset_rows(users.to(self.user_emb.device))
+        self.item_state.reset_rows(items.to(self.item_emb.device))
 
     def reset_parameters(self) -> None:
-        torch.nn.init.normal_(self.user_emb, std=self.init_std)
-        torch.nn.init.normal_(self.item_emb, std=self.init_std)
+        self.reset_tables()
         self.relation_emb.reset_parameters()
         self.time_enc.reset_parameters()
         self.gru.reset_parameters()
