@@ -46,7 +46,7 @@ class EdgeBatch:
 
     users: Tensor  # int64 user rows
     items: Tensor  # int64 item rows
-    relations: Tensor  # int64 relation index (position of the event type in the behaviours)
+    relations: Tensor  # int64 relation index: the event type's position in sorted(behaviours)
     weights: Tensor  # float32 decayed weight of the edge right after the event
     times: Tensor  # int64 event time, ms since the epoch
 
