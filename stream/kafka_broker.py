@@ -168,7 +168,7 @@ class LocalKafkaBroker:
         if port is not None and port == controller_port:
             raise ValueError(f"port and controller_port must differ, both are {port}")
         explicit = (port, controller_port)
-        spare = [p for p in _free_ports(2) if p not in explicit] if None in explicit else []
+        spare = [p for p in free_ports(2) if p not in explicit] if None in explicit else []
         self._port = port if port is not None else spare.pop(0)
         self._controller_port = controller_port if controller_port is not None else spare.pop(0)
         self._data_dir = Path(data_dir).resolve()
@@ -469,7 +469,7 @@ def _parent_death_prefix() -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--"]
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     # All sockets stay bound until every port is read, so the ports are distinct.
     with ExitStack() as stack:
         sockets = [stack.enter_context(socket.socket()) for _ in range(count)]

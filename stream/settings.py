@@ -357,21 +357,32 @@ def load_settings(
     )
 
 
+def coerce_value(raw: str, default: object) -> object:
+    """``raw`` parsed as the type of ``default`` (bool, int, float, Path or str).
+
+    Raises ``ValueError`` when it does not parse.
+
+    >>> coerce_value("yes", False), coerce_value("3", 0), coerce_value("0.5", 1.0)
+    (True, 3, 0.5)
+    """
+    if isinstance(default, bool):
+        if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+            raise ValueError(raw)
+        return raw.lower() in {"true", "1", "yes"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
+
+
 def _coerce(option: Option, raw: str, default: object) -> object:
     try:
         if option.name == "behaviours":
             return parse_behaviours(raw)
-        if isinstance(default, bool):
-            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(raw)
-            return raw.lower() in {"true", "1", "yes"}
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, Path):
-            return Path(raw)
-        return raw
+        return coerce_value(raw, default)
     except ValueError as exc:
         raise ConfigError(f"{option.flag} / {option.env}: invalid value {raw!r}") from exc
 

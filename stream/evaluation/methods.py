@@ -26,7 +26,7 @@ from stream.errors import ConfigError
 from stream.evaluation.popularity import DecayedPopularity
 from stream.evaluation.prequential import Method, empty_scores, score_matrix
 from stream.events import Interaction
-from stream.settings import Behaviour
+from stream.settings import Behaviour, coerce_value
 from stream.state.graph_store import DecayedGraphStore
 
 METHODS = ("popularity", "static", "incremental", "retrain")
@@ -144,14 +144,6 @@ def trainer_settings(encoder: str, seed: int, overrides: Sequence[str] = ()) -> 
 
 def _coerce(key: str, raw: str, default: object) -> object:
     try:
-        if isinstance(default, bool):
-            if raw.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(raw)
-            return raw.lower() in {"true", "1", "yes"}
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
         if default is None and raw.lower() in {"none", "null", ""}:
             return None
         if default is None:
@@ -160,7 +152,8 @@ def _coerce(key: str, raw: str, default: object) -> object:
                     return kind(raw)
                 except ValueError:
                     pass
-        return raw
+            return raw
+        return coerce_value(raw, default)
     except ValueError:
         raise ConfigError(f"--trainer {key}: invalid value {raw!r}") from None
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from stream.kafka_broker import LocalKafkaBroker
+from stream.kafka_broker import LocalKafkaBroker, free_ports
 from stream.settings import DEFAULT_BEHAVIOURS
 from stream.state.graph_store import DecayedGraphStore
 
@@ -77,15 +77,6 @@ def produce(bootstrap: str, topic: str, count: int) -> None:
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
 
 
 class WorkerProcess:
@@ -191,7 +182,7 @@ def run_crash_scenario(
         "STREAMGNN_SESSION_TIMEOUT_MS": "6000",
         "STREAMGNN_MAX_BATCH_RECORDS": str(max_batch_records),
         "STREAMGNN_STORE_PATH": str(store_path),
-        "STREAMGNN_METRICS_ADDRESS": f"127.0.0.1:{_free_port()}",
+        "STREAMGNN_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
     }
     worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
     progress = GroupProgress(broker.bootstrap_servers, group, topic)
@@ -247,11 +238,3 @@ def _count_applications(store_path: Path, report: CrashReport) -> None:
             report.duplicated += max(times - 1, 0)
         report.digest = store.digest()
     report.lost = report.sent - seen
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +32,13 @@ from deploy_files import (
     rule_exprs,
 )
 
+from stream.kafka_broker import free_ports
 from stream.metrics import PipelineMetrics, serve_metrics
 
 SCRAPE_S = 1
 RATE_WINDOW = "30s"  # stands in for Grafana's $__rate_interval
 READY_TIMEOUT_S = 30
 DATA_TIMEOUT_S = 60
-
-
-def _free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _feed(metrics: PipelineMetrics, stop: threading.Event) -> None:
@@ -82,7 +73,7 @@ def _feed(metrics: PipelineMetrics, stop: threading.Event) -> None:
 @pytest.fixture(scope="module")
 def metrics_address() -> Iterator[str]:
     metrics = PipelineMetrics()
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     address = f"127.0.0.1:{port}"
     serve_metrics(metrics, address)  # a daemon thread for the rest of the session
     stop = threading.Event()
@@ -108,7 +99,7 @@ def prometheus(metrics_address: str, tmp_path_factory: pytest.TempPathFactory) -
     """A Prometheus on 127.0.0.1 with deploy/'s config, retargeted; its base URL."""
     binary = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
-    port, dead_port = _free_ports(2)  # nothing listens on dead_port: a target that is down
+    port, dead_port = free_ports(2)  # nothing listens on dead_port: a target that is down
     config = load_yaml(PROMETHEUS_CONFIG)
     config["global"].update(scrape_interval=f"{SCRAPE_S}s", evaluation_interval=f"{SCRAPE_S}s")
     config["rule_files"] = [
