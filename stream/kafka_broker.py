@@ -27,9 +27,10 @@ from types import TracebackType
 from typing import Self
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
 from stream.errors import BrokerError
+from stream.topics import create_missing_topics
 
 KAFKA_VERSION = "3.9.1"
 
@@ -322,15 +323,9 @@ class LocalKafkaBroker:
             bootstrap_servers=self.bootstrap_servers, client_id="streamgnn-admin"
         )
         try:
-            response = admin.create_topics(request, raise_errors=False)
-            failed = {
-                topic["name"]: topic["error_message"] or topic["error_code"]
-                for topic in response["topics"]
-                if topic["error_code"] not in (0, TopicAlreadyExistsError.errno)
-            }
+            failed = create_missing_topics(admin, request, timeout_ms=30_000)
             if failed:
                 raise BrokerError(f"could not create topics: {failed}")
-            admin.wait_for_topics(list(names_partitions), timeout_ms=30_000)
         finally:
             admin.close()
 

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
 from stream.errors import PublishError, SchemaError, VersionRegressionError
 from stream.metrics import PipelineMetrics
@@ -48,6 +48,7 @@ from stream.publish.schema import (
     encode_record,
 )
 from stream.settings import PublishSettings
+from stream.topics import create_missing_topics
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +103,9 @@ def ensure_embedding_topics(
     except KafkaError as exc:
         raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
     try:
-        response = admin.create_topics(request, raise_errors=False)
-        failed = {
-            topic["name"]: topic["error_message"] or topic["error_code"]
-            for topic in response["topics"]
-            if topic["error_code"] not in (0, TopicAlreadyExistsError.errno)
-        }
+        failed = create_missing_topics(admin, request, timeout_ms=int(timeout_s * 1000))
         if failed:
             raise PublishError(f"could not create embedding topics: {failed}")
-        admin.wait_for_topics(list(topics), timeout_ms=int(timeout_s * 1000))
         resources = [
             ConfigResource(ConfigResourceType.TOPIC, name, {"cleanup.policy": None})
             for name in topics
