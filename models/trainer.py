@@ -118,6 +118,9 @@ class TrainReport:
     evicted_items: int = 0
     refused_users: int = 0
     refused_items: int = 0
+    # Newest event time (ms) of each changed id's own events, aligned with changed_*.
+    changed_user_event_ms: list[int] = field(default_factory=list)
+    changed_item_event_ms: list[int] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,6 +186,8 @@ class IncrementalTrainer:
         # have been reported at all since their id took the row.
         self._reported = {k: torch.zeros(0, settings.dim, device=self.device) for k in KINDS}
         self._published = {k: torch.zeros(0, dtype=torch.bool, device=self.device) for k in KINDS}
+        # Per row: the newest event time among the row's own events (0: none yet).
+        self._event_ms = {k: torch.zeros(0, dtype=torch.long) for k in KINDS}
         self._latest: dict[str, Tensor] | None = None  # vectors after the last learn/fit
 
     def _build_encoder(self) -> Encoder:
@@ -215,6 +220,8 @@ class IncrementalTrainer:
                 items = self._rows_or_assign("item", [e.item_id for e in chunk], now)
                 self._absorb_evictions()
                 self.mirror.load_edges(chunk, users, items)
+                times = torch.tensor([e.state[1] for e in chunk], dtype=torch.long)
+                self._note_event_times(users, items, times)
             watermark = store.watermark()
             if watermark is not None:
                 self.mirror.advance(watermark)
@@ -244,6 +251,7 @@ class IncrementalTrainer:
                 users = self.registry.assign("user", [e.user_id for e in events], now)
                 items = self.registry.assign("item", [e.item_id for e in events], now)
                 self._absorb_evictions()
+                self._note_event_times(users, items, torch.tensor([e.ts for e in events]))
                 batch = self.mirror.apply(events, users, items)
                 self.encoder.observe(batch.to(self.device))
             graph = self._graph()
@@ -276,6 +284,30 @@ class IncrementalTrainer:
                 evicted_items=after["item"].evicted - before["item"].evicted,
                 refused_users=after["user"].refused - before["user"].refused,
                 refused_items=after["item"].refused - before["item"].refused,
+                changed_user_event_ms=self._event_times("user", changed["user"]),
+                changed_item_event_ms=self._event_times("item", changed["item"]),
+            )
+
+    def refresh(self) -> TrainReport:
+        """Re-embed without training and report what moved (e.g. after a restart, when the
+        store holds edges the checkpoint never trained on); bumps ``model_version``."""
+        with self._lock:
+            start = time.perf_counter()
+            changed = self._refresh(self._graph())
+            self.model_version += 1
+            return TrainReport(
+                events=0,
+                edges=0,
+                replayed=0,
+                steps=0,
+                loss=math.nan,
+                seconds=time.perf_counter() - start,
+                changed_users=changed["user"],
+                changed_items=changed["item"],
+                model_version=self.model_version,
+                watermark=self.mirror.watermark,
+                changed_user_event_ms=self._event_times("user", changed["user"]),
+                changed_item_event_ms=self._event_times("item", changed["item"]),
             )
 
     def fit(self, epochs: int) -> TrainReport:
@@ -315,6 +347,17 @@ class IncrementalTrainer:
                 watermark=self.mirror.watermark,
             )
 
+    def _note_event_times(self, users: Tensor, items: Tensor, times: Tensor) -> None:
+        """Raise each row's newest own event time (refused ids, row -1, are skipped)."""
+        self._grow()
+        for kind, rows in (("user", users), ("item", items)):
+            known = rows >= 0
+            self._event_ms[kind].scatter_reduce_(0, rows[known].cpu(), times[known], "amax")
+
+    def _event_times(self, kind: str, ids: Sequence[str]) -> list[int]:
+        rows = self.registry.rows(kind, ids)
+        return self._event_ms[kind][rows.clamp(min=0)].tolist() if len(ids) else []
+
     def _graph(self, prune: bool = True) -> BipartiteGraph:
         return self.mirror.snapshot(self.encoder.num_users, self.encoder.num_items, prune=prune).to(
             self.device
@@ -332,6 +375,7 @@ class IncrementalTrainer:
         # its first moment has decayed to ~0 and no gradient history carries over.
         for kind, rows in (("user", users), ("item", items)):
             self._published[kind][rows.to(self.device)] = False
+            self._event_ms[kind][rows] = 0
 
     def _grow(self) -> None:
         users, items = self.registry.size("user"), self.registry.size("item")
@@ -339,6 +383,10 @@ class IncrementalTrainer:
             self.encoder.grow(users, items)
             self._carry_optimizer()
         for kind, size in (("user", self.encoder.num_users), ("item", self.encoder.num_items)):
+            missing = size - self._event_ms[kind].numel()
+            if missing > 0:
+                times = self._event_ms[kind]
+                self._event_ms[kind] = torch.cat([times, times.new_zeros(missing)])
             extra = size - self._published[kind].numel()
             if extra > 0:
                 reported = self._reported[kind]
@@ -541,6 +589,7 @@ class IncrementalTrainer:
                 "model_version": self.model_version,
                 "reported": _detached_cpu(self._reported),
                 "published": _detached_cpu(self._published),
+                "event_ms": _detached_cpu(self._event_ms),
             }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -562,6 +611,11 @@ class IncrementalTrainer:
             self.model_version = int(state["model_version"])
             self._reported = {k: state["reported"][k].to(self.device) for k in KINDS}
             self._published = {k: state["published"][k].to(self.device) for k in KINDS}
+            event_ms = state.get("event_ms") or {}
+            self._event_ms = {
+                k: event_ms[k].clone() if k in event_ms else torch.zeros(0, dtype=torch.long)
+                for k in KINDS
+            }
             self.mirror = GraphMirror(self.behaviours, self.epsilon)
             self._latest = None
             self._grow()

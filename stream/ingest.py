@@ -70,6 +70,8 @@ class IngestWorker:
         metrics: where counts go; a private registry when omitted.
         on_applied: called after each store write with what it applied; must not block
             (the trainer's queue).
+        has_room: asked before each fetch; while it returns False the assigned partitions
+            are paused (backpressure from the trainer's bounded backlog).
     """
 
     def __init__(
@@ -78,11 +80,13 @@ class IngestWorker:
         store: DecayedGraphStore,
         metrics: PipelineMetrics | None = None,
         on_applied: OnApplied | None = None,
+        has_room: Callable[[], bool] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._metrics = metrics if metrics is not None else PipelineMetrics()
         self._on_applied = on_applied
+        self._has_room = has_room
         self._validator = EventValidator(settings.events)
         self._lock = asyncio.Lock()
         kafka = settings.kafka
@@ -105,6 +109,10 @@ class IngestWorker:
         )
         self.totals = IngestTotals()
 
+    @property
+    def topic(self) -> str:
+        return self._topic
+
     async def start(self) -> None:
         await self._dlq.start()
         await self._consumer.start()
@@ -124,6 +132,13 @@ class IngestWorker:
 
     async def step(self, timeout_ms: int = 500) -> int:
         """Fetch, dead-letter, apply one batch; returns the records it consumed."""
+        if self._has_room is not None:
+            if not self._has_room():
+                self._consumer.pause(*self._consumer.assignment())
+                await asyncio.sleep(0.02)
+                return 0
+            if self._consumer.paused():
+                self._consumer.resume(*self._consumer.paused())
         fetched = await self._consumer.getmany(
             timeout_ms=timeout_ms, max_records=self._settings.kafka.max_batch_records
         )

@@ -1,9 +1,9 @@
 """One frozen, validated settings object; environment variables are read here only.
 
 Settings come in sub-sections (:class:`KafkaSettings`, :class:`StoreSettings`,
-:class:`EventSettings`, :class:`PublishSettings`). :data:`OPTIONS` lists every option once
-with its environment twin, so the command line, ``--help`` and the environment can never
-disagree.
+:class:`EventSettings`, :class:`PublishSettings`, :class:`TrainingSettings`).
+:data:`OPTIONS` lists every option once with its environment twin, so the command line,
+``--help`` and the environment can never disagree.
 """
 
 from __future__ import annotations
@@ -158,6 +158,43 @@ class PublishSettings:
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    """How the worker trains and checkpoints (the model itself: ``models.trainer``).
+
+    Ingestion never waits on a training step: applied events queue in a backlog that the
+    trainer thread takes whole (micro-batches coalesce when it falls behind). Only when
+    the backlog holds ``max_backlog_events`` does the worker pause fetching, so memory
+    stays bounded and the excess waits in Kafka, visible as consumer lag.
+    """
+
+    enabled: bool = True
+    encoder: str = "lightgcn"
+    dim: int = 64
+    layers: int = 2
+    device: str = "auto"
+    steps_per_batch: int = 1
+    max_backlog_events: int = 100_000
+    max_users: int = 1_000_000
+    max_items: int = 1_000_000
+    id_ttl_ms: int = 30 * DAY_MS
+    checkpoint_dir: Path = Path("var/checkpoints")
+    checkpoint_interval_s: float = 60.0
+    checkpoints_kept: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "steps_per_batch", "max_backlog_events", "max_users", "max_items"):
+            _positive(name, getattr(self, name))
+        _positive("id_ttl_ms", self.id_ttl_ms)
+        _positive("checkpoints_kept", self.checkpoints_kept)
+        if self.layers < 0:
+            raise ConfigError(f"layers must be >= 0, got {self.layers!r}")
+        if not (math.isfinite(self.checkpoint_interval_s) and self.checkpoint_interval_s > 0):
+            raise ConfigError(
+                f"checkpoint_interval_s must be finite and > 0, got {self.checkpoint_interval_s!r}"
+            )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a streamgnn process is configured with."""
 
@@ -165,6 +202,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     events: EventSettings = field(default_factory=EventSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
     metrics_address: str = "127.0.0.1:9464"
 
 
@@ -309,6 +347,72 @@ OPTIONS: tuple[Option, ...] = (
         "re-publish a vector once it moved more than this (L2) since its last publish",
     ),
     Option(
+        "--train",
+        "STREAMGNN_TRAIN",
+        "training",
+        "enabled",
+        "train and publish embeddings (false: ingest into the store only)",
+    ),
+    Option(
+        "--encoder",
+        "STREAMGNN_ENCODER",
+        "training",
+        "encoder",
+        "lightgcn, tgn, sage, pinsage or mbgat",
+    ),
+    Option("--dim", "STREAMGNN_DIM", "training", "dim", "embedding dimension"),
+    Option("--layers", "STREAMGNN_LAYERS", "training", "layers", "propagation layers"),
+    Option("--device", "STREAMGNN_DEVICE", "training", "device", "auto, cpu or cuda[:n]"),
+    Option(
+        "--steps-per-batch",
+        "STREAMGNN_STEPS_PER_BATCH",
+        "training",
+        "steps_per_batch",
+        "passes over each (coalesced) micro-batch",
+    ),
+    Option(
+        "--max-backlog-events",
+        "STREAMGNN_MAX_BACKLOG_EVENTS",
+        "training",
+        "max_backlog_events",
+        "applied events waiting for the trainer before fetching pauses (backpressure)",
+    ),
+    Option(
+        "--max-users",
+        "STREAMGNN_MAX_USERS",
+        "training",
+        "max_users",
+        "user rows at most; beyond it expired ids are evicted, else new ones refused",
+    ),
+    Option(
+        "--max-items",
+        "STREAMGNN_MAX_ITEMS",
+        "training",
+        "max_items",
+        "item rows at most (same policy as users)",
+    ),
+    Option(
+        "--id-ttl-ms",
+        "STREAMGNN_ID_TTL_MS",
+        "training",
+        "id_ttl_ms",
+        "event time after which an unseen id may be evicted",
+    ),
+    Option(
+        "--checkpoint-dir",
+        "STREAMGNN_CHECKPOINT_DIR",
+        "training",
+        "checkpoint_dir",
+        "directory of trainer checkpoints (loaded on start)",
+    ),
+    Option(
+        "--checkpoint-interval-s",
+        "STREAMGNN_CHECKPOINT_INTERVAL_S",
+        "training",
+        "checkpoint_interval_s",
+        "seconds between checkpoints (one is also written on SIGTERM)",
+    ),
+    Option(
         "--metrics-address",
         "STREAMGNN_METRICS_ADDRESS",
         "",
@@ -337,6 +441,7 @@ def load_settings(
         "store": {},
         "events": {},
         "publish": {},
+        "training": {},
         "": {},
     }
     defaults = Settings()
@@ -353,6 +458,7 @@ def load_settings(
         store=StoreSettings(**sections["store"]),  # type: ignore[arg-type]
         events=EventSettings(**sections["events"]),  # type: ignore[arg-type]
         publish=PublishSettings(**sections["publish"]),  # type: ignore[arg-type]
+        training=TrainingSettings(**sections["training"]),  # type: ignore[arg-type]
         **sections[""],  # type: ignore[arg-type]
     )
 

@@ -1,4 +1,8 @@
-"""``streamgnn worker``: the long-running process (ingest into the graph store).
+"""``streamgnn worker``: the long-running process (ingest, store, train, publish).
+
+One process: the asyncio ingest loop applies events to the graph store, and a trainer
+thread (:mod:`stream.training`) fine-tunes on them and publishes the vectors that moved;
+``--train false`` runs the ingest half alone.
 
 Wiring only: settings come from :func:`stream.settings.load_settings` (flags over their
 environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT drain the
@@ -17,8 +21,10 @@ import sys
 
 from stream.ingest import IngestTotals, IngestWorker
 from stream.metrics import PipelineMetrics, serve_metrics
+from stream.publish.publisher import EmbeddingPublisher
 from stream.settings import OPTIONS, Settings, load_settings
 from stream.state.graph_store import DecayedGraphStore
+from stream.training import TrainingLoop
 
 log = logging.getLogger("streamgnn.worker")
 
@@ -36,16 +42,46 @@ async def run_worker(
         sync_writes=settings.store.sync_writes,
     )
     try:
-        ingest = IngestWorker(settings, store, metrics)
-        await ingest.start()
-        log.info("worker consuming %s", settings.kafka.interactions_topic)
+        if not settings.training.enabled:
+            ingest = IngestWorker(settings, store, metrics)
+            await _ingest(ingest, stop)
+            return ingest.totals
+        loop = asyncio.get_running_loop()
+        publisher = await asyncio.to_thread(
+            EmbeddingPublisher, settings.kafka.bootstrap_servers, settings.publish, metrics
+        )
         try:
-            await ingest.run(stop)
+            training = TrainingLoop(
+                settings,
+                store,
+                publisher,
+                metrics,
+                on_failure=lambda exc: loop.call_soon_threadsafe(stop.set),
+            )
+            await asyncio.to_thread(training.start)
+            ingest = IngestWorker(
+                settings, store, metrics, training.on_applied, has_room=training.has_room
+            )
+            try:
+                await _ingest(ingest, stop)
+            finally:
+                await asyncio.to_thread(training.stop)
+            if training.failure is not None:
+                raise training.failure
+            return ingest.totals
         finally:
-            await ingest.stop()
-        return ingest.totals
+            publisher.close()
     finally:
         store.close()
+
+
+async def _ingest(ingest: IngestWorker, stop: asyncio.Event) -> None:
+    await ingest.start()
+    log.info("worker consuming %s", ingest.topic)
+    try:
+        await ingest.run(stop)
+    finally:
+        await ingest.stop()
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

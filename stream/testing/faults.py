@@ -182,6 +182,7 @@ def run_crash_scenario(
         "STREAMGNN_SESSION_TIMEOUT_MS": "6000",
         "STREAMGNN_MAX_BATCH_RECORDS": str(max_batch_records),
         "STREAMGNN_STORE_PATH": str(store_path),
+        "STREAMGNN_TRAIN": "false",  # the ingest half: exactly-once into the store
         "STREAMGNN_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
     }
     worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
