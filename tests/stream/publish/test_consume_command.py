@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embedding_topics import unique_settings
 from kafka import KafkaProducer
 
 from stream.cli import main
@@ -15,6 +14,7 @@ from stream.kafka_broker import LocalKafkaBroker
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import EmbeddingRecord, encode_record
 from stream.settings import PublishSettings
+from stream.testing.embedding_topics import unique_settings
 
 pytestmark = pytest.mark.integration
 

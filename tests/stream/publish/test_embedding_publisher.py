@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from embedding_topics import end_offsets, read_topic, unique_settings
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
@@ -16,6 +15,7 @@ from stream.kafka_broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import decode_record
+from stream.testing.embedding_topics import end_offsets, read_topic, unique_settings
 
 pytestmark = pytest.mark.integration
 
