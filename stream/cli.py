@@ -14,6 +14,7 @@ COMMANDS: tuple[str, ...] = (
     "stream.demo",
     "stream.publish.command",
     "stream.evaluation.command",
+    "stream.produce.command",
 )
 
 

@@ -24,6 +24,7 @@ from stream.errors import ConfigError
 from stream.evaluation.data import (
     FORMATS,
     TIME_UNITS,
+    TableFormat,
     parse_column,
     read_interactions,
     table_format,
@@ -63,20 +64,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Test-then-train over a timestamped interaction log, through the live "
         "graph store and trainer. Prints a table; optionally writes JSON and a PNG.",
     )
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, required=True, help="interaction file")
-    data.add_argument("--format", choices=FORMATS, default="csv", help="file layout (csv)")
-    data.add_argument("--sep", help="csv field separator (,)")
-    data.add_argument(
-        "--header", action=argparse.BooleanOptionalAction, default=None, help="csv header row"
-    )
-    for column, what in (("user", "user id"), ("item", "item id"), ("time", "timestamp")):
-        data.add_argument(
-            f"--{column}-col", help=f"csv column of the {what}: name or 0-based index"
-        )
-    data.add_argument("--weight-col", help="csv column of the weight (default: weight 1)")
-    data.add_argument("--time-unit", choices=sorted(TIME_UNITS), help="guessed when absent")
-    data.add_argument("--event-type", help="csv event type of every row (click)")
+    data = add_data_options(parser, required=True)
     data.add_argument("--behaviours", help="graph behaviours JSON (default: the worker's)")
     data.add_argument("--epsilon", type=float, default=1e-3, help="store pruning threshold")
 
@@ -107,17 +95,38 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(run=main)
 
 
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    began = time.perf_counter()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_NAMES]
-    if unknown or not methods:
-        raise ConfigError(
-            f"--methods: unknown {unknown or methods}; valid: {', '.join(METHOD_NAMES)}"
+def add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> argparse._ArgumentGroup:
+    """The interaction-file flags (``--data``, ``--format``, the csv layout) in a group.
+
+    Shared by ``streamgnn eval`` and ``streamgnn produce`` so that both read a file the
+    same way; :func:`data_format` turns the parsed flags into a ``TableFormat``.
+    """
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=Path, required=required, help="interaction file")
+    data.add_argument("--format", choices=FORMATS, default="csv", help="file layout (csv)")
+    data.add_argument("--sep", help="csv field separator (,)")
+    data.add_argument(
+        "--header", action=argparse.BooleanOptionalAction, default=None, help="csv header row"
+    )
+    for column, what in (("user", "user id"), ("item", "item id"), ("time", "timestamp")):
+        data.add_argument(
+            f"--{column}-col", help=f"csv column of the {what}: name or 0-based index"
         )
-    behaviours = parse_behaviours(args.behaviours) if args.behaviours else DEFAULT_BEHAVIOURS
-    fmt = table_format(
+    data.add_argument("--weight-col", help="csv column of the weight (default: weight 1)")
+    data.add_argument("--time-unit", choices=sorted(TIME_UNITS), help="guessed when absent")
+    data.add_argument("--event-type", help="csv event type of every row (click)")
+    return data
+
+
+def data_format(args: argparse.Namespace) -> TableFormat:
+    """The :class:`TableFormat` the flags of :func:`add_data_options` ask for."""
+    if args.format == "movielens" and any(
+        v is not None for v in (args.sep, args.header, args.user_col, args.weight_col)
+    ):
+        raise ConfigError(
+            "--format movielens has a fixed layout; the csv options need --format csv"
+        )
+    return table_format(
         args.format,
         sep=args.sep,
         header=args.header,
@@ -128,12 +137,19 @@ def main(args: argparse.Namespace) -> int:
         time_unit=args.time_unit,
         event_type=args.event_type,
     )
-    if args.format == "movielens" and any(
-        v is not None for v in (args.sep, args.header, args.user_col, args.weight_col)
-    ):
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    began = time.perf_counter()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown or not methods:
         raise ConfigError(
-            "--format movielens has a fixed layout; the csv options need --format csv"
+            f"--methods: unknown {unknown or methods}; valid: {', '.join(METHOD_NAMES)}"
         )
+    behaviours = parse_behaviours(args.behaviours) if args.behaviours else DEFAULT_BEHAVIOURS
+    fmt = data_format(args)
     from stream.evaluation.methods import TrainerRecipe, build_methods, trainer_settings
 
     recipe = TrainerRecipe(

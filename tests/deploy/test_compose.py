@@ -188,7 +188,7 @@ def _commands() -> dict[str, str]:
     return found
 
 
-_PENDING = {"produce": "`streamgnn produce` (the demo producer) is not written yet"}
+_PENDING: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

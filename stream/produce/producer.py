@@ -1,0 +1,233 @@
+"""Send interaction events to a topic at a target rate, or as fast as possible.
+
+:func:`produce` is the library entry point (``streamgnn produce`` and the benchmarks call
+it); :class:`InteractionProducer` is the Kafka side: kafka-python's ``KafkaProducer``,
+idempotent with ``acks=all`` so a retried batch is never written twice, lingering a few
+milliseconds so that events travel in batches. Each event is encoded once (compact JSON,
+key = the user id) and handed over without a flush; one flush at the end waits for every
+acknowledgement.
+
+Pacing follows an absolute schedule: event ``k`` (from 0) is due ``k / rate`` seconds after
+the start, and is never sent before. A sleep that oversleeps, or a slow send, does not
+shift the later events: they are already due and go out back to back until the schedule
+is met again, so the achieved rate does not drift below the target.
+
+>>> class Recorder:
+...     def __init__(self): self.sent = []
+...     def send(self, key, value): self.sent.append((key, value))
+...     def flush(self): pass
+>>> sink = Recorder()
+>>> events = [{"user_id": "u1", "item_id": "i9", "event_type": "view", "ts": 5}]
+>>> produce(events, sink).sent, sink.sent
+(1, [(b'u1', b'{"user_id":"u1","item_id":"i9","event_type":"view","ts":5}')])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from stream.errors import ConfigError, StreamGNNError
+
+SendHook = Callable[[Mapping[str, object], int], None]
+"""Called after each send with the event and the wall-clock send time in epoch ms."""
+
+_MAX_SLEEP_S = 0.1  # sleep in slices so that a stop request is seen promptly
+_BAR_EVERY = 256  # progress-bar updates are batched: tqdm per event would cost more than a send
+
+
+class EventSink(Protocol):
+    """Where encoded events go: :class:`InteractionProducer`, or a recorder in tests."""
+
+    def send(self, key: bytes, value: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProduceReport:
+    """What :func:`produce` did: events sent (and acknowledged), and over how long."""
+
+    sent: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Achieved events per second, including the final flush."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+class InteractionProducer:
+    """An idempotent, ``acks=all`` Kafka producer of encoded events to one topic.
+
+    Delivery failures are counted by a callback instead of waiting on each send;
+    :meth:`flush` raises :class:`~stream.errors.StreamGNNError` if any event was not
+    acknowledged, so a lost event is never silent.
+    """
+
+    def __init__(
+        self, bootstrap_servers: str, topic: str, *, linger_ms: int = 5, **config: Any
+    ) -> None:
+        if not topic:
+            raise ConfigError("topic must not be empty")
+        if linger_ms < 0:
+            raise ConfigError(f"linger_ms must be >= 0, got {linger_ms!r}")
+        self.topic = topic
+        self.failed = 0
+        self._first_error: BaseException | None = None
+        options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": "streamgnn-produce",
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "batch_size": 256 * 1024,
+            **config,
+        }
+        try:
+            self._producer = KafkaProducer(**options)
+        except KafkaError as exc:
+            raise StreamGNNError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+
+    def send(self, key: bytes, value: bytes) -> None:
+        self._producer.send(self.topic, key=key, value=value).add_errback(self._on_error)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every event sent so far is acknowledged (or failed)."""
+        self._producer.flush(timeout=timeout_s)
+        if self.failed:
+            raise StreamGNNError(
+                f"{self.failed} events to {self.topic!r} were not acknowledged; "
+                f"first error: {self._first_error!r}"
+            )
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def __enter__(self) -> InteractionProducer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _on_error(self, error: BaseException) -> None:
+        self.failed += 1
+        if self._first_error is None:
+            self._first_error = error
+
+
+def encode_event(event: Mapping[str, object]) -> tuple[bytes, bytes]:
+    """``(key, value)``: the user id in UTF-8, and the event as compact JSON.
+
+    >>> encode_event({"user_id": 7, "item_id": "x", "event_type": "click", "ts": 1})
+    (b'7', b'{"user_id":7,"item_id":"x","event_type":"click","ts":1}')
+    """
+    key = str(event["user_id"]).encode()
+    return key, json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def produce(
+    events: Iterable[Mapping[str, object]],
+    sink: EventSink,
+    *,
+    rate: float = 0.0,
+    count: int | None = None,
+    duration_s: float | None = None,
+    stop: threading.Event | None = None,
+    progress: bool = False,
+    total: int | None = None,
+    on_send: SendHook | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ProduceReport:
+    """Send ``events`` to ``sink`` until they run out or a limit is reached, then flush.
+
+    Args:
+        events: event dicts; the next one is taken only when it is due, so an event whose
+            ``ts`` is read from the wall clock as it is taken carries its send time.
+        sink: where encoded events go (:class:`InteractionProducer`).
+        rate: events per second on an absolute schedule; 0 sends as fast as possible.
+        count: send at most this many events (None: no limit).
+        duration_s: stop once this many seconds have passed (None: no limit).
+        stop: stop early once this is set (e.g. by a SIGTERM handler).
+        progress: show a tqdm progress bar on stderr.
+        total: the bar's total when known (defaults to ``count``).
+        on_send: called after each send with the event and its send time (epoch ms).
+        clock, sleep: monotonic seconds and a sleep; replaced in tests of the schedule.
+    """
+    if not (math.isfinite(rate) and rate >= 0):
+        raise ConfigError(f"rate must be finite and >= 0 events/s, got {rate!r}")
+    if count is not None and count < 0:
+        raise ConfigError(f"count must be >= 0, got {count!r}")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s >= 0):
+        raise ConfigError(f"duration_s must be finite and >= 0, got {duration_s!r}")
+    bar = _progress_bar(progress, total if total is not None else count)
+    source = iter(events)
+    start = clock()
+    deadline = math.inf if duration_s is None else start + duration_s
+    limit = math.inf if count is None else count
+    interval = 1.0 / rate if rate else 0.0
+    sent = 0
+    try:
+        while sent < limit and not (stop is not None and stop.is_set()):
+            due = start + sent * interval
+            if due >= deadline or not _wait_until(due, deadline, stop, clock, sleep):
+                break
+            try:
+                event = next(source)
+            except StopIteration:
+                break
+            sink.send(*encode_event(event))
+            if on_send is not None:
+                on_send(event, time.time_ns() // 1_000_000)
+            sent += 1
+            if bar is not None and sent % _BAR_EVERY == 0:
+                bar.update(_BAR_EVERY)
+        sink.flush()
+    finally:
+        if bar is not None:
+            bar.update(sent - bar.n)
+            bar.close()
+    return ProduceReport(sent, clock() - start)
+
+
+def _wait_until(
+    due: float,
+    deadline: float,
+    stop: threading.Event | None,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> bool:
+    """Sleep until ``due``; False when the deadline passed or a stop came first."""
+    while True:
+        now = clock()
+        if now >= deadline:
+            return False
+        if now >= due:
+            return True
+        if stop is not None and stop.is_set():
+            return False
+        sleep(min(due - now, _MAX_SLEEP_S))
+
+
+def _progress_bar(enabled: bool, total: int | None) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="ev", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
