@@ -44,6 +44,7 @@ SendHook = Callable[[Mapping[str, object], int], None]
 
 _MAX_SLEEP_S = 0.1  # sleep in slices so that a stop request is seen promptly
 _BAR_EVERY = 256  # progress-bar updates are batched: tqdm per event would cost more than a send
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once, not per event
 
 
 class EventSink(Protocol):
@@ -138,7 +139,7 @@ def encode_event(event: Mapping[str, object]) -> tuple[bytes, bytes]:
     (b'7', b'{"user_id":7,"item_id":"x","event_type":"click","ts":1}')
     """
     key = str(event["user_id"]).encode()
-    return key, json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return key, _JSON.encode(event).encode()
 
 
 def produce(

@@ -103,18 +103,32 @@ def test_a_finite_source_ends_the_run_and_is_flushed() -> None:
     assert sink.records == [encode_event(e) for e in events]
 
 
-def test_a_stop_request_ends_the_run_promptly() -> None:
+def test_a_stop_request_ends_the_run_without_waiting_for_the_next_slot() -> None:
+    fake = FakeTime()
     stop = threading.Event()
-    sink = RecordingSink()
+    sink = RecordingSink(fake)
 
     def on_send(event: object, sent_ms: int) -> None:
         if len(sink.records) == 10:
             stop.set()
 
-    report = produce(_events(), sink, rate=5.0, stop=stop, on_send=on_send)
+    report = produce(
+        _events(), sink, rate=5.0, stop=stop, on_send=on_send, clock=fake.clock, sleep=fake.sleep
+    )
     assert report.sent == 10 and sink.flushes == 1
-    # Without the stop the 11th event would only be due at 2 s; stopping does not wait.
-    assert report.seconds < 2.0 + 1.0
+    assert report.seconds == pytest.approx(9 / 5.0)  # the 10th send; the 11th was due at 2 s
+
+
+def test_a_stop_from_another_thread_interrupts_a_long_wait() -> None:
+    stop = threading.Event()
+    timer = threading.Timer(0.2, stop.set)
+    timer.start()
+    try:
+        report = produce(_events(), RecordingSink(), rate=0.05, stop=stop)  # 2nd event at 20 s
+    finally:
+        timer.cancel()
+    assert report.sent == 1
+    assert report.seconds < 10.0
 
 
 def test_the_hook_sees_each_event_with_its_wall_clock_send_time() -> None:
