@@ -56,6 +56,15 @@ class TrainerSettings:
     layers: int = 2
     lr: float = 0.05
     steps_per_batch: int = 2  # passes over each micro-batch's positives
+    # Optimiser steps per learn call at most (0: no cap). A live worker whose backlog
+    # coalesced into a large batch trains on a random subset of its positives instead of
+    # falling further behind; every event still enters the graph and the vectors.
+    max_steps_per_batch: int = 0
+    # Rows reported per call for drift alone (moved past publish_threshold with no new
+    # event of their own), largest moves first; 0: no cap. The rest stay pending and are
+    # reported by later calls, so one step's drift never floods the embedding topics.
+    # Rows with new events are always reported.
+    max_drift_reports: int = 0
     replay_ratio: float = 1.0  # replayed older edges per new edge
     negatives: str = "uniform"
     num_negatives: int = 16
@@ -83,6 +92,9 @@ class TrainerSettings:
         for name in ("dim", "layers", "steps_per_batch", "num_negatives", "hard_pool"):
             if getattr(self, name) <= 0 and not (name == "layers" and self.layers == 0):
                 raise ConfigError(f"trainer {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_steps_per_batch", "max_drift_reports"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("batch_size", "max_users", "max_items", "id_ttl_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"trainer {name} must be > 0, got {getattr(self, name)!r}")
@@ -266,7 +278,10 @@ class IncrementalTrainer:
             loss, steps = self._train(
                 graph, pos_users, pos_items, self.settings.steps_per_batch, generator
             )
-            changed = self._refresh(graph) if steps or len(batch) else {k: [] for k in KINDS}
+            touched = {"user": batch.users, "item": batch.items}
+            changed = (
+                self._refresh(graph, touched) if steps or len(batch) else {k: [] for k in KINDS}
+            )
             self.model_version += 1
             after = {k: self.registry.counts(k) for k in KINDS}
             return TrainReport(
@@ -434,9 +449,12 @@ class IncrementalTrainer:
             return math.nan, 0
         self.encoder.train()
         losses: list[Tensor] = []
+        cap = s.max_steps_per_batch or math.inf
         for _ in range(passes):
             order = torch.randperm(pos_users.numel(), generator=generator).to(self.device)
             for chunk in torch.split(order, s.batch_size):
+                if len(losses) >= cap:
+                    break
                 users, items = pos_users[chunk], pos_items[chunk]
                 losses.append(self._step(graph, users, items, num_items, generator))
         return float(torch.stack(losses).mean()), len(losses)
@@ -493,8 +511,12 @@ class IncrementalTrainer:
             user_vec, item_vec = self.encoder.embed(graph, users, items)
         return {"user": user_vec.float(), "item": item_vec.float()}
 
-    def _refresh(self, graph: BipartiteGraph) -> dict[str, list[str]]:
-        """Re-embed every live row and report those that moved past the threshold.
+    def _refresh(
+        self, graph: BipartiteGraph, touched: Mapping[str, Tensor] | None = None
+    ) -> dict[str, list[str]]:
+        """Re-embed every live row and report those that moved past the threshold, and
+        always the ``touched`` rows (those with new events: their vectors must be
+        republished to reflect them, however little they moved).
 
         Re-embedding everything (one propagation, the cost of one training forward) is the
         simplest exact rule: Adam's momentum moves rows that got no gradient this step,
@@ -506,8 +528,17 @@ class IncrementalTrainer:
         for kind, vectors in self._latest.items():
             n = vectors.shape[0]
             reported, published = self._reported[kind][:n], self._published[kind][:n]
-            moved = (vectors - reported).norm(dim=1) > self.settings.publish_threshold
-            rows = (moved | ~published).nonzero().flatten()
+            distance = (vectors - reported).norm(dim=1)
+            distance[~published] = math.inf  # never reported: first in line
+            report = distance > self.settings.publish_threshold
+            cap = self.settings.max_drift_reports
+            if cap and int(report.sum()) > cap:
+                keep = distance.topk(cap).indices
+                report = torch.zeros_like(report)
+                report[keep] = True
+            if touched is not None and touched[kind].numel():
+                report[touched[kind].to(self.device)] = True
+            rows = report.nonzero().flatten()
             reported[rows] = vectors[rows]
             published[rows] = True
             changed[kind] = self.registry.ids(kind, rows.cpu())

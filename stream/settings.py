@@ -121,8 +121,9 @@ class KafkaSettings:
 class PublishSettings:
     """The embedding topics (DESIGN.md, "Output") and how vectors are published to them.
 
-    ``change_threshold`` is applied by the trainer (``stream.publish.drift.changed_rows``):
-    a vector is re-published when it moved more than this (L2) since it was last published.
+    ``change_threshold`` is applied by the trainer: a vector is re-published when it moved
+    more than this (L2) since it was last published; a vector whose node had new events in
+    the step is always published, so it reflects them however little it moved.
     ``ledger_path`` holds the highest model version that may be on the topics, so a
     restarted publisher never goes below it (see ``stream.publish.ledger``).
     """
@@ -133,7 +134,7 @@ class PublishSettings:
     topic_partitions: int = 1
     topic_replication_factor: int = 1
     ledger_path: Path = Path("var/publish/versions.json")
-    change_threshold: float = 1e-3
+    change_threshold: float = 0.05  # L2 on unit vectors: cosine 0.99875
     flush_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -173,6 +174,8 @@ class TrainingSettings:
     layers: int = 2
     device: str = "auto"
     steps_per_batch: int = 1
+    max_steps_per_batch: int = 1
+    max_drift_reports: int = 2_000
     max_backlog_events: int = 100_000
     max_users: int = 1_000_000
     max_items: int = 1_000_000
@@ -186,6 +189,9 @@ class TrainingSettings:
             _positive(name, getattr(self, name))
         _positive("id_ttl_ms", self.id_ttl_ms)
         _positive("checkpoints_kept", self.checkpoints_kept)
+        for name in ("max_steps_per_batch", "max_drift_reports"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.layers < 0:
             raise ConfigError(f"layers must be >= 0, got {self.layers!r}")
         if not (math.isfinite(self.checkpoint_interval_s) and self.checkpoint_interval_s > 0):
@@ -369,6 +375,20 @@ OPTIONS: tuple[Option, ...] = (
         "training",
         "steps_per_batch",
         "passes over each (coalesced) micro-batch",
+    ),
+    Option(
+        "--max-steps-per-batch",
+        "STREAMGNN_MAX_STEPS_PER_BATCH",
+        "training",
+        "max_steps_per_batch",
+        "optimiser steps per (coalesced) micro-batch at most; 0: no cap",
+    ),
+    Option(
+        "--max-drift-reports",
+        "STREAMGNN_MAX_DRIFT_REPORTS",
+        "training",
+        "max_drift_reports",
+        "vectors re-published per step for drift alone (largest first; 0: all)",
     ),
     Option(
         "--max-backlog-events",

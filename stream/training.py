@@ -108,6 +108,8 @@ def trainer_settings(settings: Settings) -> TrainerSettings:
         layers=t.layers,
         device=t.device,
         steps_per_batch=t.steps_per_batch,
+        max_steps_per_batch=t.max_steps_per_batch,
+        max_drift_reports=t.max_drift_reports,
         max_users=t.max_users,
         max_items=t.max_items,
         id_ttl_ms=t.id_ttl_ms,

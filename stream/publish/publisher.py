@@ -186,6 +186,7 @@ class EmbeddingPublisher:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
+                batch_size=1024 * 1024,  # a step publishes thousands of ~1 KB records at once
                 max_request_size=8 * 1024 * 1024,
             )
         except KafkaError as exc:

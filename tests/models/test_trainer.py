@@ -207,3 +207,29 @@ def test_cuda_with_mixed_precision_learns() -> None:
 def test_settings_are_validated(change: dict[str, object], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         TrainerSettings(**change)  # type: ignore[arg-type]
+
+
+def test_live_options_bound_steps_and_drift_but_always_report_new_events() -> None:
+    """A coalesced batch trains at most max_steps_per_batch steps; drift alone reports at
+    most max_drift_reports rows; every row with a new event is reported, with the newest
+    event time of its own events."""
+    settings = dataclasses.replace(
+        SMALL, batch_size=8, max_steps_per_batch=2, max_drift_reports=1, publish_threshold=0.0
+    )
+    trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+    trainer.learn(block_stream(0, 120))
+    late = block_stream(1, 30, t0=9_000_000)[:5]
+    report = trainer.learn(late)
+    assert report.steps == 2  # 10 positives (5 new + 5 replayed) would take 2 steps anyway
+    big = trainer.learn(block_stream(2, 200, t0=20_000_000))
+    assert big.steps == 2  # 400 positives in steps of 8: capped
+    touched_users = {e.user_id for e in late}
+    touched_items = {e.item_id for e in late}
+    assert touched_users <= set(report.changed_users)
+    assert touched_items <= set(report.changed_items)
+    assert len(set(report.changed_users) - touched_users) <= 1  # the drift budget
+    assert len(set(report.changed_items) - touched_items) <= 1
+    newest = {u: max(e.ts for e in late if e.user_id == u) for u in touched_users}
+    times = dict(zip(report.changed_users, report.changed_user_event_ms, strict=True))
+    for user, ts in newest.items():
+        assert times[user] == ts
