@@ -13,12 +13,15 @@ Who does what (the split with the trainer):
   is acknowledged, so the caller may count the source offsets the vectors cover as done.
   It keeps no per-id state.
 
-The producer is kafka-python's synchronous ``KafkaProducer``; ``publish`` blocks until
-the acks. The asyncio worker calls it from its trainer thread (or with
-``await asyncio.to_thread(publisher.publish, ...)``): the trainer already runs off the
-event loop because a GPU step would block it, a blocking call makes "returns only after
-every ack" obvious, and the same object works in tests and tools without an event loop.
-kafka-python's producer is thread-safe.
+The producer is librdkafka's (``confluent_kafka.Producer``), used synchronously:
+``publish`` queues every record and blocks in ``flush`` until each delivery report came
+back. A step publishes thousands of records at once, and librdkafka queues one in about
+a microsecond in C where kafka-python's pure-Python ``send`` took tens of microseconds
+under the GIL that the trainer and the ingest loop share (measured by
+bench/freshness.py). The asyncio worker calls it from its trainer thread: the trainer
+already runs off the event loop because a step would block it, a blocking call makes
+"returns only after every ack" obvious, and the same object works in tests and tools
+without an event loop. Admin calls and the ledger's topic scan stay on kafka-python.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from kafka import KafkaAdminClient, KafkaProducer
+from confluent_kafka import KafkaException, Producer
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
@@ -180,17 +184,22 @@ class EmbeddingPublisher:
         self._newest_event_ms: int | None = None
         self._metrics.staleness.set_function(self._staleness_seconds)
         try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers,
-                client_id="streamgnn-embedding-publisher",
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                batch_size=1024 * 1024,  # a step publishes thousands of ~1 KB records at once
-                max_request_size=8 * 1024 * 1024,
+            self._producer = Producer(
+                {
+                    "bootstrap.servers": bootstrap_servers,
+                    "client.id": "streamgnn-embedding-publisher",
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "message.max.bytes": 8 * 1024 * 1024,
+                    "queue.buffering.max.messages": 1_000_000,
+                    "logger": log,
+                }
             )
-        except KafkaError as exc:
-            raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+        except KafkaException as exc:
+            raise PublishError(
+                f"cannot configure the producer for {bootstrap_servers}: {exc}"
+            ) from exc
 
     @property
     def min_version(self) -> int:
@@ -232,29 +241,51 @@ class EmbeddingPublisher:
         # Reserve before the first send: the ledger is always >= what the topics hold.
         self._ledger.reserve(model_version)
         self._min_version = model_version
-        try:
-            futures = [
-                self._producer.send(
-                    self._topics[kind], key=key, value=value, timestamp_ms=publish_time_ms
-                )
-                for kind, key, value in staged.records
-            ]
-            self._producer.flush(timeout=self._settings.flush_timeout_s)
-        except KafkaError as exc:
-            raise PublishError(f"embedding records not acked: {exc}") from exc
-        failures = [f.exception for f in futures if not f.succeeded()]
+        failures: list[object] = []
+
+        def delivered(error: object, _message: object) -> None:
+            if error is not None:
+                failures.append(error)
+
+        for kind, key, value in staged.records:
+            self._produce(self._topics[kind], key, value, publish_time_ms, delivered)
+        unacked = self._producer.flush(self._settings.flush_timeout_s)
+        if unacked:
+            raise PublishError(
+                f"{unacked} of {len(staged.records)} embedding records not acked within "
+                f"{self._settings.flush_timeout_s} s"
+            )
         if failures:
             raise PublishError(
-                f"{len(failures)} of {len(futures)} embedding records were not acked: "
+                f"{len(failures)} of {len(staged.records)} embedding records were not acked: "
                 f"{failures[0]!r}"
             )
         acked_time_ms = int(self._clock() * 1000)
         self._record_metrics(staged, model_version, appended, acked_time_ms)
         return PublishResult(model_version, dict(staged.counts), publish_time_ms, acked_time_ms)
 
+    def _produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        timestamp_ms: int,
+        on_delivery: Callable[[object, object], None],
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=on_delivery
+                )
+                return
+            except BufferError:  # the local queue is full: serve delivery reports, retry
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise PublishError(f"embedding record not queued: {exc}") from exc
+
     def close(self, timeout_s: float = 30.0) -> None:
-        """Flush what is pending and close the producer."""
-        self._producer.close(timeout=timeout_s)
+        """Flush what is pending (librdkafka closes the producer when it is collected)."""
+        self._producer.flush(timeout_s)
 
     def __enter__(self) -> Self:
         return self
