@@ -30,5 +30,8 @@ demo: $(STAMP) ## start a local Kafka broker and show the ingest path (see READM
 bench-ingest: $(STAMP) ## measure consume vs ingest rate; writes bench/results/ingest.json
 	$(PY) bench/ingest.py
 
+bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
+	$(PY) bench/incremental_vs_retrain.py
+
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var
