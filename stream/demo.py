@@ -1,108 +1,182 @@
-"""``make demo``: a local broker, a stream of events, the ingest loop, a summary.
+"""``streamgnn demo``: the whole pipeline on this machine, with a live summary.
 
-Replays MovieLens 100K ratings from ../shared when present (never copied into the
-repo), otherwise a small synthetic stream; a few hostile records show the DLQ path.
+Starts a local Kafka broker, then ``streamgnn worker`` (ingest, store, train, publish) and
+``streamgnn produce`` (the synthetic stream, or a file with ``--data``) as child
+processes, exactly as they run in production. Every ``--every-s`` it prints the events the
+worker applied per second, freshness p50/p99 (from the worker's own histogram), the model
+version, and a sample user's top-k items from the embedding topics as the stream changes
+them. After ``--duration-s`` (or Ctrl-C) the producer stops, the worker trains what is
+left, drains, checkpoints and exits, and the broker stops. Everything lives in a temp
+directory that is removed at the end; logs are printed if a process fails.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import random
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-from kafka import KafkaProducer
+from stream.evaluation.data import FORMATS
+from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.metrics import histogram_quantile, scrape_metrics, serves_metrics, total
+from stream.publish.consumer import EmbeddingTable
 
-from stream.ingest import IngestTotals, IngestWorker
-from stream.kafka_broker import LocalKafkaBroker
-from stream.settings import KafkaSettings, Settings, StoreSettings
-from stream.state.graph_store import DecayedGraphStore
-
-MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
-
-
-def _events() -> list[tuple[bytes, bytes]]:
-    rows: list[dict[str, object]] = []
-    if MOVIELENS.exists():
-        for line in MOVIELENS.read_text().splitlines():
-            user, item, rating, ts = line.split("\t")
-            rows.append(
-                {
-                    "user_id": user,
-                    "item_id": item,
-                    "event_type": "rating",
-                    "ts": int(ts) * 1000,
-                    "weight": float(rating),
-                }
-            )
-    else:
-        rng = random.Random(7)
-        for i in range(20_000):
-            rows.append(
-                {
-                    "user_id": f"u{int(rng.paretovariate(1.2)) % 500}",
-                    "item_id": f"i{rng.randrange(2000)}",
-                    "event_type": rng.choice(["click", "favorite", "purchase"]),
-                    "ts": 1_700_000_000_000 + i,
-                }
-            )
-    rows.sort(key=lambda r: int(str(r["ts"])))
-    out = [(str(r["user_id"]).encode(), json.dumps(r).encode()) for r in rows]
-    out += [(b"x", b"{not json"), (b"u1", b'{"user_id": "u1"}'), (b"u1", b"[1, 2]")]
-    return out
+_TOPICS = {"interactions": 2, "interactions.dlq": 1}
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("demo", help="local broker, MovieLens replay, ingest, summary")
-    parser.set_defaults(run=lambda args: main())
+    parser = commands.add_parser(
+        "demo",
+        help="broker, worker and producer on this machine, with a live summary",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    parser.add_argument("--data", type=Path, help="replay this file, not the synthetic stream")
+    parser.add_argument("--format", choices=FORMATS, default="csv", help="--data layout (csv)")
+    parser.add_argument("--rate", type=float, default=500.0, help="events/s offered (500)")
+    parser.add_argument("--duration-s", type=float, default=60.0, help="seconds to run (60)")
+    parser.add_argument("--user", help="whose top-k to show (default: the busiest user)")
+    parser.add_argument("--k", type=int, default=5, help="items in the top-k (5)")
+    parser.add_argument("--every-s", type=float, default=2.0, help="summary interval (2)")
+    parser.set_defaults(run=main)
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp, LocalKafkaBroker(Path(tmp) / "kafka") as broker:
-        settings = Settings(
-            kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers),
-            store=StoreSettings(path=Path(tmp) / "graph"),
+class Demo:
+    """The broker's address and the two child processes of one demo run."""
+
+    def __init__(self, broker: LocalKafkaBroker, workdir: Path, args: argparse.Namespace):
+        self.workdir = workdir
+        self.metrics = f"127.0.0.1:{free_ports(1)[0]}"
+        env = {
+            **os.environ,
+            "STREAMGNN_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "STREAMGNN_STORE_PATH": str(workdir / "graph"),
+            "STREAMGNN_CHECKPOINT_DIR": str(workdir / "checkpoints"),
+            "STREAMGNN_VERSION_LEDGER": str(workdir / "versions.json"),
+            "STREAMGNN_METRICS_ADDRESS": self.metrics,
+            "STREAMGNN_DIM": os.environ.get("STREAMGNN_DIM", "32"),
+        }
+        self.worker = _spawn(["worker"], env, workdir / "worker.log")
+        produce = ["produce", "--rate", str(args.rate), "--no-progress"]
+        if args.data is not None:
+            produce += ["--data", str(args.data), "--format", args.format]
+        self._produce_args, self._env = produce, env
+        self.producer: subprocess.Popen[bytes] | None = None
+
+    def start_producer(self) -> None:
+        self.producer = _spawn(self._produce_args, self._env, self.workdir / "produce.log")
+
+    def stop(self) -> int:
+        """Stop the producer, let the worker drain, stop it; the worker's exit status."""
+        for process in (self.producer, self.worker):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        return self.worker.returncode
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name} (last lines)\n" + "\n".join(path.read_text().splitlines()[-15:])
+            for path in sorted(self.workdir.glob("*.log"))
         )
-        broker.create_topics({"interactions": 4, "interactions.dlq": 4})
-        events = _events()
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
-        for key, value in events:
-            producer.send("interactions", key=key, value=value)
-        producer.flush()
-        print(f"produced {len(events)} events to interactions (4 partitions)")
-        with DecayedGraphStore(
-            settings.store.path, settings.events.behaviours, settings.store.epsilon
-        ) as store:
-            start = time.monotonic()
-            totals = asyncio.run(_ingest(settings, store, len(events)))
-            elapsed = time.monotonic() - start
-            c = store.counts()
-            print(
-                f"\nin {elapsed:.1f} s: graph has {c.nodes} nodes, {c.edges} edges; "
-                f"rejections by reason {totals.rejected}"
-            )
-    return 0
 
 
-async def _ingest(settings: Settings, store: DecayedGraphStore, expected: int) -> IngestTotals:
-    worker = IngestWorker(settings, store)
-    await worker.start()
-    try:
-        while worker.totals.consumed < expected:
-            await worker.step()
-            t, rejected = worker.totals, sum(worker.totals.rejected.values())
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops them in order
+        )
+
+
+def main(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="streamgnn-demo-") as tmp:
+        workdir = Path(tmp)
+        print("starting a local Kafka broker ...", flush=True)
+        with LocalKafkaBroker(workdir / "kafka") as broker:
+            broker.create_topics(dict(_TOPICS))
+            demo = Demo(broker, workdir, args)
+            status = 1
+            try:
+                _wait_for_worker(demo)
+                demo.start_producer()
+                print(f"worker and producer running; metrics on http://{demo.metrics}/metrics")
+                _summarise(demo, broker.bootstrap_servers, args)
+            except KeyboardInterrupt:
+                print("\nstopping ...")
+            finally:
+                status = demo.stop()
+                print(f"stopped (worker exit status {status})")
+                if status != 0:
+                    print(f"the worker exited with status {status}\n{demo.logs()}")
+            return 0 if status == 0 else 1
+
+
+def _wait_for_worker(demo: Demo, timeout_s: float = 180.0) -> None:
+    """Until the worker serves metrics and has created the embedding topics."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if demo.worker.poll() is not None:
+            raise RuntimeError(f"the worker exited during start-up\n{demo.logs()}")
+        if serves_metrics(demo.metrics) and "streamgnn_staleness_seconds" in scrape_metrics(
+            demo.metrics
+        ):
+            return  # the publisher exists, so its topics do
+        time.sleep(0.5)
+    raise TimeoutError(f"the worker did not start within {timeout_s:.0f} s\n{demo.logs()}")
+
+
+def _summarise(demo: Demo, bootstrap: str, args: argparse.Namespace) -> None:
+    start = last_time = time.monotonic()
+    last_applied = 0.0
+    busiest: Counter[str] = Counter()
+    user: str | None = args.user
+    with EmbeddingTable(bootstrap, from_beginning=True) as table:
+        while time.monotonic() - start < args.duration_s:
+            if demo.worker.poll() is not None:
+                raise RuntimeError(f"the worker exited\n{demo.logs()}")
+            deadline = time.monotonic() + args.every_s
+            while time.monotonic() < deadline:
+                for update in table.poll(timeout_ms=200):
+                    if update.kind == "user":
+                        busiest[update.id] += 1
+            user = user or (busiest.most_common(1)[0][0] if busiest else None)
+            samples = scrape_metrics(demo.metrics)
+            now, applied = time.monotonic(), total(samples, "streamgnn_events_applied_total")
+            rate = (applied - last_applied) / (now - last_time)
+            last_time, last_applied = now, applied
             print(
-                f"\rconsumed {t.consumed}  applied {t.applied}  rejected {rejected}",
-                end="",
+                f"t={now - start:5.0f}s  applied {applied:9.0f} ({rate:6.0f}/s)  "
+                f"{_freshness(samples)}  model v{total(samples, 'streamgnn_model_version'):.0f}"
+                f"  {_top_k(table, user, args.k)}",
                 flush=True,
             )
-    finally:
-        await worker.stop()
-    return worker.totals
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _freshness(samples: dict[str, float]) -> str:
+    p50, p99 = (histogram_quantile(q, samples, "streamgnn_freshness_seconds") for q in (0.5, 0.99))
+    if p50 is None or p99 is None:
+        return "freshness p50 -      p99 -     "
+    return f"freshness p50 {p50:5.2f}s p99 {p99:5.2f}s"
+
+
+def _top_k(table: EmbeddingTable, user: str | None, k: int) -> str:
+    if user is None:
+        return "(no user vector yet)"
+    try:
+        items = table.top_k(user, k)
+    except KeyError:
+        return f"{user}: (no vector yet)"
+    return f"{user} top-{k}: " + " ".join(item for item, _ in items)

@@ -7,7 +7,12 @@ user or item id: labels are bounded sets (rejection reason, partition, entity ki
 
 from __future__ import annotations
 
+import math
+import urllib.request
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream.errors import ConfigError
 
@@ -113,3 +118,69 @@ def serve_metrics(metrics: PipelineMetrics, address: str) -> None:
     if not sep or not host or not port.isdigit() or int(port) == 0:
         raise ConfigError(f"metrics address must be host:port, got {address!r}")
     start_http_server(int(port), addr=host, registry=metrics.registry)
+
+
+def scrape_metrics(address: str, timeout_s: float = 5.0) -> dict[str, float]:
+    """One scrape of a ``/metrics`` endpoint: ``{'name{label="v",...}': value}``.
+
+    Label sets are sorted by name; a sample without labels is keyed by its name alone.
+    """
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout_s) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def serves_metrics(address: str) -> bool:
+    """Whether ``address`` answers a scrape now (e.g. a worker that finished starting)."""
+    try:
+        scrape_metrics(address)
+    except OSError:
+        return False
+    return True
+
+
+def total(samples: Mapping[str, float], name: str) -> float:
+    """The sum of ``name`` over all its label sets (0 when absent).
+
+    >>> total({'lag{partition="0"}': 3.0, 'lag{partition="1"}': 4.0, "lagging": 9.0}, "lag")
+    7.0
+    """
+    return sum(v for key, v in samples.items() if key == name or key.startswith(name + "{"))
+
+
+def histogram_quantile(q: float, samples: Mapping[str, float], name: str) -> float | None:
+    """Prometheus' ``histogram_quantile`` over one scrape of histogram ``name``.
+
+    Linear interpolation inside the bucket that holds the quantile, as Prometheus does;
+    None before the first observation. A quantile in the ``+Inf`` bucket is reported as
+    the largest finite bound.
+
+    >>> s = {'h_bucket{le="1.0"}': 50.0, 'h_bucket{le="2.0"}': 100.0, 'h_bucket{le="+Inf"}': 100.0}
+    >>> histogram_quantile(0.5, s, "h"), histogram_quantile(0.75, s, "h")
+    (1.0, 1.5)
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q!r}")
+    prefix = f'{name}_bucket{{le="'
+    buckets = sorted(
+        (float(key[len(prefix) : key.index('"', len(prefix))]), count)
+        for key, count in samples.items()
+        if key.startswith(prefix)
+    )
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound
