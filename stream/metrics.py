@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.errors import ConfigError
+from stream.events import REJECTION_REASONS
 
 # Freshness spans a fast path (tens of ms) to a stalled trainer (minutes).
 FRESHNESS_BUCKETS = (
@@ -110,6 +111,13 @@ class PipelineMetrics:
             "Now minus the newest event time reflected in published vectors",
             registry=r,
         )
+        # Every bounded label value exists from the start at 0, so rate() sees the first
+        # increment and panels show 0 rather than no data.
+        for reason in REJECTION_REASONS:
+            self.events_rejected.labels(reason=reason)
+        for kind in ("user", "item"):
+            for counter in (self.ids_evicted, self.ids_refused, self.vectors_published):
+                counter.labels(kind=kind)
 
 
 def serve_metrics(metrics: PipelineMetrics, address: str) -> None:
