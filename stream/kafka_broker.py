@@ -152,6 +152,10 @@ class LocalKafkaBroker:
         port: client (PLAINTEXT) port; a free ephemeral port when ``None``.
         controller_port: KRaft controller port; a free ephemeral port when ``None``.
         extra_properties: ``server.properties`` entries that override the defaults.
+        advertised_port: the client port the node tells clients to connect to; ``port``
+            when ``None``. Point it at a loopback TCP proxy (``stream.testing.proxy``) and
+            every connection after bootstrap goes through the proxy, so a fault test can
+            cut the network between a client and the node.
 
     Ports are fixed at construction, so a restarted node has the same bootstrap address.
     """
@@ -162,8 +166,10 @@ class LocalKafkaBroker:
         port: int | None = None,
         controller_port: int | None = None,
         extra_properties: Mapping[str, str] | None = None,
+        advertised_port: int | None = None,
     ) -> None:
-        for name, value in (("port", port), ("controller_port", controller_port)):
+        ports = (("port", port), ("controller_port", controller_port))
+        for name, value in (*ports, ("advertised_port", advertised_port)):
             if value is not None and not 0 < value < 65536:
                 raise ValueError(f"{name} must be in 1..65535, got {value!r}")
         if port is not None and port == controller_port:
@@ -172,6 +178,11 @@ class LocalKafkaBroker:
         spare = [p for p in free_ports(2) if p not in explicit] if None in explicit else []
         self._port = port if port is not None else spare.pop(0)
         self._controller_port = controller_port if controller_port is not None else spare.pop(0)
+        self._advertised_port = advertised_port if advertised_port is not None else self._port
+        if self._advertised_port == self._controller_port:
+            raise ValueError(
+                f"advertised_port must differ from controller_port ({advertised_port})"
+            )
         self._data_dir = Path(data_dir).resolve()
         self._extra_properties = dict(extra_properties or {})
         self._process: subprocess.Popen[bytes] | None = None
@@ -180,6 +191,11 @@ class LocalKafkaBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"{_HOST}:{self._port}"
+
+    @property
+    def advertised_servers(self) -> str:
+        """The address the node advertises to clients (the proxy's, when one is set)."""
+        return f"{_HOST}:{self._advertised_port}"
 
     @property
     def port(self) -> int:
@@ -214,7 +230,7 @@ class LocalKafkaBroker:
             "node.id": "1",
             "controller.quorum.voters": f"1@{controller}",
             "listeners": f"PLAINTEXT://{client},CONTROLLER://{controller}",
-            "advertised.listeners": f"PLAINTEXT://{client}",
+            "advertised.listeners": f"PLAINTEXT://{self.advertised_servers}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",

@@ -6,6 +6,10 @@ process, kills things mid-stream, restarts them, waits until the store holds eve
 partition's end offset, and reports sent / applied / lost / duplicated plus the recovery
 time of each kill. The reference is a run with no crash over the same topic, compared by
 store digest.
+
+Kinds of fault: a worker SIGKILL from outside (lands anywhere), a worker SIGKILL right
+after a store write (:mod:`stream.testing.crashing_worker`), a broker SIGKILL + restart,
+and a network cut between the worker and the broker (:func:`run_proxy_cut_scenario`).
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import KafkaProducer
 
 from stream.kafka_broker import LocalKafkaBroker, free_ports
 from stream.settings import DEFAULT_BEHAVIOURS
 from stream.state.graph_store import DecayedGraphStore
+from stream.testing.embedding_log import PublishWatch
+from stream.testing.progress import GroupProgress, MetricsProgress, Progress, StoreCompletion
+from stream.testing.proxy import TcpProxy
 
 EVENT_TYPES = ("click", "favorite", "purchase")
 _PRIMES = (997, 1009)  # (seq % 997, seq % 1009) is unique for seq < 997 * 1009
@@ -44,6 +50,10 @@ class CrashReport:
     duplicated: int = 0
     recovery_s: list[float] = field(default_factory=list)
     digest: str = ""
+    positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset stored
+    kills_ms: list[int] = field(default_factory=list)  # wall clock of each kill
+    restarts_ms: list[int] = field(default_factory=list)  # wall clock of each worker restart
+    details: dict[str, object] = field(default_factory=dict)  # scenario-specific figures
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -53,6 +63,7 @@ class CrashReport:
             "lost": self.lost,
             "duplicated": self.duplicated,
             "recovery_s": [round(r, 3) for r in self.recovery_s],
+            **self.details,
         }
 
 
@@ -80,17 +91,31 @@ def produce(bootstrap: str, topic: str, count: int) -> None:
 
 
 class WorkerProcess:
-    """``python -m stream.worker`` as a child process, configured by environment."""
+    """``python -m stream.worker`` as a child process, configured by environment.
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    With ``kill_trigger`` it runs as :mod:`stream.testing.crashing_worker`, which SIGKILLs
+    itself right after the store write that reaches the position that file holds.
+    """
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, kill_trigger: Path | None = None
+    ) -> None:
         self._env = {**os.environ, **env}
         self._log_path = log_path
+        self._command = [sys.executable, "-m", "stream.worker"]
+        if kill_trigger is not None:
+            self._command = [
+                sys.executable,
+                "-m",
+                "stream.testing.crashing_worker",
+                str(kill_trigger),
+            ]
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self._log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "stream.worker"],
+                self._command,
                 env=self._env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -112,27 +137,11 @@ class WorkerProcess:
     def exit_status(self) -> int | None:
         return None if self._process is None else self._process.poll()
 
-
-class GroupProgress:
-    """Events the worker has stored, read from its informational group commits."""
-
-    def __init__(self, bootstrap: str, group_id: str, topic: str) -> None:
-        # A consumer that never subscribes only reads the group's commits; it never joins.
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
-        )
-        partitions = self._consumer.partitions_for_topic(topic) or set()
-        self._partitions = [TopicPartition(topic, p) for p in sorted(partitions)]
-
-    def committed(self) -> int:
-        try:
-            offsets = [self._consumer.committed(tp) for tp in self._partitions]
-        except KafkaError:  # broker restarting: no progress to report yet
-            return -1
-        return sum(offset or 0 for offset in offsets)
-
-    def close(self) -> None:
-        self._consumer.close()
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("worker was never started")
+        return self._process.pid
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
@@ -153,6 +162,24 @@ def prepare_topic(broker: LocalKafkaBroker, events: int, partitions: int = 4) ->
     return topic
 
 
+def worker_env(
+    bootstrap: str, topic: str, group: str, store_path: Path, max_batch_records: int
+) -> dict[str, str]:
+    """The ingest-only worker environment every scenario starts from."""
+    return {
+        "STREAMGNN_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMGNN_INTERACTIONS_TOPIC": topic,
+        "STREAMGNN_DLQ_TOPIC": f"{topic}.dlq",
+        "STREAMGNN_GROUP_ID": group,
+        "STREAMGNN_INSTANCE_ID": "worker-1",
+        "STREAMGNN_SESSION_TIMEOUT_MS": "6000",
+        "STREAMGNN_MAX_BATCH_RECORDS": str(max_batch_records),
+        "STREAMGNN_STORE_PATH": str(store_path),
+        "STREAMGNN_TRAIN": "false",  # the ingest half: exactly-once into the store
+        "STREAMGNN_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
+    }
+
+
 def run_crash_scenario(
     broker: LocalKafkaBroker,
     topic: str,
@@ -164,49 +191,72 @@ def run_crash_scenario(
     seed: int = 0,
     max_batch_records: int = 2_000,
     timeout_s: float = 300.0,
+    store_write_kills: int = 0,
+    env: Mapping[str, str] | None = None,
+    published_topics: Sequence[str] = (),
 ) -> CrashReport:
     """Stream ``topic`` (``events`` events) through a worker SIGKILLed ``worker_kills`` times
-    and a broker SIGKILLed ``broker_kills`` times at random points; report what the store
-    holds. With no kills this is the reference run.
+    at random points and ``store_write_kills`` times right after a store write, and a
+    broker SIGKILLed ``broker_kills`` times; report what the store holds. With no kills
+    this is the reference run.
+
+    Store-write kills come first; each is armed by stored position (see
+    :mod:`stream.testing.crashing_worker`), so it always lands mid-stream.
+
+    ``env`` overrides the worker's environment (e.g. training on). With
+    ``published_topics``, each restarted worker must publish on them before the next
+    kill; the seconds from each kill to its first record are ``first_publish_s``.
     """
     rng = random.Random(seed)
     tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
     group = f"group-{tag}"
     store_path = workdir / f"store-{tag}"
-    env = {
-        "STREAMGNN_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "STREAMGNN_INTERACTIONS_TOPIC": topic,
-        "STREAMGNN_DLQ_TOPIC": f"{topic}.dlq",
-        "STREAMGNN_GROUP_ID": group,
-        "STREAMGNN_INSTANCE_ID": "worker-1",
-        "STREAMGNN_SESSION_TIMEOUT_MS": "6000",
-        "STREAMGNN_MAX_BATCH_RECORDS": str(max_batch_records),
-        "STREAMGNN_STORE_PATH": str(store_path),
-        "STREAMGNN_TRAIN": "false",  # the ingest half: exactly-once into the store
-        "STREAMGNN_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
-    }
-    worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
+    trigger = workdir / f"kill-after-write-{tag}"
+    worker = WorkerProcess(
+        worker_env(broker.bootstrap_servers, topic, group, store_path, max_batch_records)
+        | dict(env or {}),
+        workdir / f"worker-{tag}.log",
+        kill_trigger=trigger if store_write_kills else None,
+    )
     progress = GroupProgress(broker.bootstrap_servers, group, topic)
+    complete = StoreCompletion(store_path, topic, events)
+    watch = PublishWatch(broker.bootstrap_servers, published_topics) if published_topics else None
     report = CrashReport(name=name, sent=events)
-    kinds = ["worker"] * worker_kills + ["broker"] * broker_kills
-    rng.shuffle(kinds)
+    first_publish_s: list[float] = []
+    # Store-write kills take the earliest points: each is armed before its worker starts.
+    others = ["worker"] * worker_kills + ["broker"] * broker_kills
+    rng.shuffle(others)
+    kinds = ["store-write"] * store_write_kills + others
     thresholds = sorted(rng.uniform(0.1, 0.8) * events for _ in kinds)
+    plan = list(zip(kinds, thresholds, strict=True))
     try:
+        _arm(trigger, plan)
         worker.start()
-        for kind, threshold in zip(kinds, thresholds, strict=True):
-            wait_for(partial(_reached, progress, threshold), timeout_s, "progress")
-            time.sleep(rng.uniform(0.0, 0.2))  # land anywhere within a batch
-            at_kill = progress.committed()
-            killed_at = time.monotonic()
-            if kind == "worker":
-                worker.kill()
-                worker.start()
+        for done, (kind, threshold) in enumerate(plan, start=1):
+            if kind == "store-write":
+                _await_store_write_kill(worker, complete, timeout_s, workdir)
             else:
+                wait_for(partial(_reached, progress, threshold), timeout_s, "progress")
+                time.sleep(rng.uniform(0.0, 0.2))  # land anywhere within a batch
+            at_kill = progress.committed()  # read again below once the worker is dead
+            killed_at = time.monotonic()
+            report.kills_ms.append(time.time_ns() // 1_000_000)
+            if kind == "broker":
                 broker.kill()
                 broker.start()
-            wait_for(partial(_resumed, progress, at_kill, events), timeout_s, "recovery")
+            else:
+                worker.kill()  # a no-op when it killed itself
+                at_kill = max(at_kill, progress.committed())  # a commit it sent while dying
+                _arm(trigger, plan[done:])
+                report.restarts_ms.append(time.time_ns() // 1_000_000)
+                worker.start()
+            wait_for(partial(_resumed, progress, at_kill, complete), timeout_s, "recovery")
             report.recovery_s.append(time.monotonic() - killed_at)  # restart included
-        wait_for(lambda: progress.committed() >= events, timeout_s, "the end of the stream")
+            if watch is not None and kind != "broker":
+                since = report.restarts_ms[-1]
+                wait_for(partial(watch.published_since, since), timeout_s, "a publish")
+                first_publish_s.append(time.monotonic() - killed_at)
+        wait_for(complete, timeout_s, "the end of the stream")
         status = worker.terminate()
         if status != 0:
             raise RuntimeError(f"worker exited {status} on SIGTERM; see its log in {workdir}")
@@ -214,21 +264,132 @@ def run_crash_scenario(
         if worker.exit_status() is None:
             worker.kill()
         progress.close()
-    _count_applications(store_path, report)
+        if watch is not None:
+            watch.close()
+    if watch is not None:
+        report.details["first_publish_s"] = [round(s, 3) for s in first_publish_s]
+    _count_applications(store_path, topic, report)
     return report
 
 
-def _resumed(progress: GroupProgress, at_kill: int, events: int) -> bool:
-    """Progress past the kill point (or the stream was already done when it died)."""
-    committed = progress.committed()
-    return committed > at_kill or committed >= events
+def _arm(trigger: Path, plan: Sequence[tuple[str, float]]) -> None:
+    """Before a worker starts: arm its self-kill if the next kill is a store-write one."""
+    trigger.unlink(missing_ok=True)
+    if plan and plan[0][0] == "store-write":
+        trigger.write_text(str(int(plan[0][1])))
 
 
-def _reached(progress: GroupProgress, threshold: float) -> bool:
+def _await_store_write_kill(
+    worker: WorkerProcess, complete: StoreCompletion, timeout_s: float, workdir: Path
+) -> None:
+    """Wait until the armed worker killed itself; fail if it exited otherwise or the stream
+    ended first (the kill would never come)."""
+    wait_for(
+        lambda: worker.exit_status() is not None or complete(),
+        timeout_s,
+        "the worker to die after a store write",
+    )
+    status = worker.exit_status()
+    if status is None:
+        raise RuntimeError("the stream ended before the armed store-write kill")
+    if status != -signal.SIGKILL:
+        raise RuntimeError(f"worker exited {status} instead of its SIGKILL; see {workdir}")
+
+
+def run_proxy_cut_scenario(
+    broker: LocalKafkaBroker,
+    proxy: TcpProxy,
+    topic: str,
+    events: int,
+    workdir: Path,
+    name: str = "proxy-cut",
+    cut_s: float = 30.0,
+    seed: int = 0,
+    max_batch_records: int = 2_000,
+    timeout_s: float = 300.0,
+) -> CrashReport:
+    """Stream ``topic`` through a worker whose every connection to ``broker`` runs through
+    ``proxy`` (bootstrap included), cut the proxy for ``cut_s`` mid-stream, restore it.
+
+    The worker must stay up through the cut. ``recovery_s`` is restore to the next applied
+    event; ``cut_to_progress_s`` is the same from the start of the cut. Progress is read
+    from the worker's metrics, not from Kafka, so the reading itself is not cut.
+    Raises ``RuntimeError`` when the cut did not stall the stream (it ended, or the
+    worker was still applying prefetched records when the cut ended): the figures would
+    say nothing then.
+    """
+    rng = random.Random(seed)
+    tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
+    store_path = workdir / f"store-{tag}"
+    env = worker_env(proxy.address, topic, f"group-{tag}", store_path, max_batch_records)
+    worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
+    progress = MetricsProgress(env["STREAMGNN_METRICS_ADDRESS"])
+    report = CrashReport(name=name, sent=events)
+    try:
+        worker.start()
+        threshold = rng.uniform(0.1, 0.4) * events
+        wait_for(partial(_reached, progress, threshold), timeout_s, "progress")
+        at_cut = progress.committed()
+        cut_at = time.monotonic()
+        report.kills_ms.append(time.time_ns() // 1_000_000)
+        proxy.cut()
+        last_change = _hold_cut(worker, progress, cut_at + cut_s, workdir)
+        at_restore = progress.committed()
+        if at_restore >= events or time.monotonic() - last_change < _STALL_S:
+            raise RuntimeError(
+                f"the cut did not stall the stream ({at_restore} of {events} applied, last "
+                f"progress {time.monotonic() - last_change:.1f} s before the restore): "
+                "send more events"
+            )
+        proxy.restore()
+        restored_at = time.monotonic()
+        wait_for(lambda: progress.committed() > at_restore, timeout_s, "recovery")
+        report.recovery_s.append(time.monotonic() - restored_at)
+        report.details.update(
+            cut_s=cut_s,
+            cut_to_progress_s=[round(time.monotonic() - cut_at, 3)],
+            applied_during_cut=at_restore - at_cut,
+            connections_refused_during_cut=proxy.refused,
+        )
+        wait_for(lambda: progress.committed() >= events, timeout_s, "the end of the stream")
+        status = worker.terminate()
+        if status != 0:
+            raise RuntimeError(f"worker exited {status} on SIGTERM; see its log in {workdir}")
+    finally:
+        proxy.restore()
+        if worker.exit_status() is None:
+            worker.kill()
+    _count_applications(store_path, topic, report)
+    return report
+
+
+_STALL_S = 3.0  # no progress for this long before the restore: the cut has bitten
+
+
+def _hold_cut(worker: WorkerProcess, progress: Progress, until: float, workdir: Path) -> float:
+    """Wait out the cut, checking the worker stays up; returns when progress last moved."""
+    last, last_change = progress.committed(), time.monotonic()
+    while time.monotonic() < until:
+        status = worker.exit_status()
+        if status is not None:
+            raise RuntimeError(f"worker exited {status} during the network cut; see {workdir}")
+        now = progress.committed()
+        if now != last:
+            last, last_change = now, time.monotonic()
+        time.sleep(0.2)
+    return last_change
+
+
+def _resumed(progress: Progress, at_kill: int, complete: Callable[[], bool]) -> bool:
+    """Progress past the kill point (or the whole stream was stored when it died)."""
+    return progress.committed() > at_kill or complete()
+
+
+def _reached(progress: Progress, threshold: float) -> bool:
     return progress.committed() >= threshold
 
 
-def _count_applications(store_path: Path, report: CrashReport) -> None:
+def _count_applications(store_path: Path, topic: str, report: CrashReport) -> None:
     """Each event owns an edge, so ``w_ref / beta`` is how often it was applied."""
     seen = 0
     with DecayedGraphStore(store_path, DEFAULT_BEHAVIOURS, read_only=True) as store:
@@ -238,4 +399,9 @@ def _count_applications(store_path: Path, report: CrashReport) -> None:
             report.applied += times
             report.duplicated += max(times - 1, 0)
         report.digest = store.digest()
+        report.positions = {
+            partition: offset
+            for (stored_topic, partition), (offset, _) in store.positions().items()
+            if stored_topic == topic
+        }
     report.lost = report.sent - seen

@@ -1,0 +1,101 @@
+"""Worker SIGKILLs with training and publishing on: the store stays exactly-once and the
+embedding topics never regress.
+
+:func:`run_training_crash_scenario` is :func:`stream.testing.faults.run_crash_scenario`
+with the trainer switched on (small ``dim``, frequent checkpoints, private embedding
+topics, checkpoint folder and version ledger), then reads what the kills left behind:
+both embedding topics from the beginning, and the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.checkpoint import CheckpointStore
+from stream.kafka_broker import LocalKafkaBroker
+from stream.testing.embedding_log import published_between, read_published, version_regressions
+from stream.testing.faults import CrashReport, run_crash_scenario
+
+
+@dataclass
+class TrainingCrashReport:
+    """The store's figures (``crash``) and what the publishing half left on the topics.
+
+    ``published_after_restart[k]``: records the ``k``-th restarted worker published
+    before the next kill (or the end of the run). ``checkpoint_offsets``: the source
+    offsets the newest checkpoint trained through (``None`` when none loads).
+    """
+
+    crash: CrashReport
+    records: int = 0
+    regressions: list[str] = field(default_factory=list)
+    published_after_restart: list[int] = field(default_factory=list)
+    checkpoint_offsets: dict[int, int] | None = None
+
+
+def run_training_crash_scenario(
+    broker: LocalKafkaBroker,
+    topic: str,
+    events: int,
+    workdir: Path,
+    name: str = "worker-sigkill-training",
+    worker_kills: int = 2,
+    store_write_kills: int = 1,
+    seed: int = 0,
+    dim: int = 16,
+    checkpoint_interval_s: float = 2.0,
+    max_batch_records: int = 500,
+    timeout_s: float = 300.0,
+) -> TrainingCrashReport:
+    """Kill a training worker ``worker_kills`` times at random and ``store_write_kills``
+    times right after a store write; every restarted worker must publish again."""
+    tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
+    checkpoints = workdir / f"checkpoints-{tag}"
+    topics = [f"{topic}.user-embeddings", f"{topic}.item-embeddings"]
+    env = {
+        "STREAMGNN_TRAIN": "true",
+        "STREAMGNN_DIM": str(dim),
+        "STREAMGNN_CHECKPOINT_DIR": str(checkpoints),
+        "STREAMGNN_CHECKPOINT_INTERVAL_S": str(checkpoint_interval_s),
+        "STREAMGNN_USER_EMBEDDINGS_TOPIC": topics[0],
+        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": topics[1],
+        "STREAMGNN_VERSION_LEDGER": str(workdir / f"ledger-{tag}" / "versions.json"),
+    }
+    crash = run_crash_scenario(
+        broker,
+        topic,
+        events,
+        workdir,
+        name,
+        worker_kills=worker_kills,
+        seed=seed,
+        max_batch_records=max_batch_records,
+        timeout_s=timeout_s,
+        store_write_kills=store_write_kills,
+        env=env,
+        published_topics=topics,
+    )
+    log = read_published(broker.bootstrap_servers, topics)
+    ends = [*crash.kills_ms, time.time_ns() // 1_000_000 + 1][1:]
+    windows = list(zip(crash.restarts_ms, ends, strict=True))
+    report = TrainingCrashReport(
+        crash,
+        records=len(log),
+        regressions=version_regressions(log),
+        published_after_restart=published_between(log, windows),
+    )
+    crash.details.update(
+        published=len(log),
+        published_after_restart=report.published_after_restart,
+        version_regressions=len(report.regressions),
+    )
+    payload = CheckpointStore(checkpoints).load_latest()
+    if payload is not None:
+        report.checkpoint_offsets = {
+            int(key.rpartition(":")[2]): int(offset)
+            for key, offset in payload["offsets"].items()
+            if key.rpartition(":")[0] == topic
+        }
+    return report
