@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest clean
+.PHONY: help test lint demo bench-ingest bench-faults clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ demo: $(STAMP) ## start a local Kafka broker and show the ingest path (see READM
 
 bench-ingest: $(STAMP) ## measure consume vs ingest rate; writes bench/results/ingest.json
 	$(PY) bench/ingest.py
+
+bench-faults: $(STAMP) ## worker/broker kills, 30 s network cut, checkpoint kills; writes bench/results/faults.json
+	$(PY) bench/faults.py
 
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
 	$(PY) bench/incremental_vs_retrain.py
