@@ -258,13 +258,20 @@ class IngestWorker:
             log.info("informational offset commit skipped: %s", exc)
 
     async def _seek_to_store(self, assigned: set[TopicPartition]) -> None:
+        stored: dict[TopicPartition, int] = {}
         for tp in sorted(assigned):
             position = self._store.position(tp.topic, tp.partition)
             if position is None:
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, position[0])
+                stored[tp] = position[0]
             log.info("partition %s resumes at %s", tp, position[0] if position else "beginning")
+        if stored:  # a crash between a store write and its commit left the commit behind
+            try:
+                await self._consumer.commit(stored)
+            except KafkaError as exc:
+                log.info("informational offset commit on assignment skipped: %s", exc)
 
 
 class _StoreOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
