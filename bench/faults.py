@@ -8,11 +8,13 @@ Runs the scenarios of stream/testing/ against real Kafka brokers started here:
   every 2 s), compared with an ingest-only run without crashes;
 - the broker SIGKILLed and restarted mid-stream (20,000 events);
 - the network between worker and broker cut for 30 s through a loopback TCP proxy;
-- 20 checkpoint writers SIGKILLed mid-save.
+- 20 checkpoint writers SIGKILLed mid-save;
+- a flood of 1,000,000 new user ids into a training worker capped at 20,000 user rows.
 
 Writes bench/results/faults.json: {"device", "date", "command", "notes", "tests": [{name,
 sent, applied, lost, duplicated, recovery_s: [...], ...scenario details}]}.
-Run: make bench-faults (.venv/bin/python bench/faults.py)
+Run: make bench-faults (.venv/bin/python bench/faults.py); ``--only NAME ...`` re-runs
+some scenarios and keeps the other entries of the existing file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -37,6 +40,7 @@ from stream.testing.faults import (
     run_crash_scenario,
     run_proxy_cut_scenario,
 )
+from stream.testing.id_flood import run_id_flood
 from stream.testing.proxy import proxied_broker
 from stream.testing.training_faults import run_training_crash_scenario
 
@@ -50,8 +54,16 @@ NOTES = (
     "of the cut); checkpoint-sigkill: sent = saves interrupted, applied = rounds after which "
     "the newest checkpoint loaded and verified, lost = rounds after which it did not, "
     "duplicated = torn files that loaded, recovery_s = load_latest time after each kill. "
-    "first_publish_s: kill to the first vector a restarted training worker published."
+    "first_publish_s: kill to the first vector a restarted training worker published. "
+    "id-flood: recovery_s is empty (no fault); users_refused/evicted from the worker's "
+    "metrics, rss_mid_mb/rss_end_mb the worker's RSS at half and at the end of the flood."
 )
+
+
+class Report(Protocol):
+    name: str
+
+    def as_json(self) -> dict[str, object]: ...
 
 
 @dataclass(frozen=True)
@@ -116,12 +128,17 @@ def checkpoint_kill(bench: Bench) -> CrashReport:
 
 
 # One entry per scenario, in this order; add new scenarios (e.g. "id-flood") here.
-SCENARIOS: list[Callable[[Bench], CrashReport]] = [
+def id_flood(bench: Bench) -> Report:
+    return run_id_flood(bench.broker, bench.workdir, ids=1_000_000, max_users=20_000)
+
+
+SCENARIOS: list[Callable[[Bench], Report]] = [
     worker_kill_ingest,
     worker_kill_training,
     broker_kill,
     proxy_cut,
     checkpoint_kill,
+    id_flood,
 ]
 
 
@@ -133,13 +150,19 @@ def _compared(bench: Bench, topic: str, events: int, report: CrashReport) -> Cra
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    tests = []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="function names to run")
+    args = parser.parse_args()
+    chosen = [s for s in SCENARIOS if args.only is None or s.__name__ in args.only]
+    kept = json.loads(RESULTS.read_text())["tests"] if args.only and RESULTS.exists() else []
+    tests: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp, LocalKafkaBroker(Path(tmp) / "kafka") as broker:
-        for scenario in SCENARIOS:
+        for scenario in chosen:
             report = scenario(Bench(broker, Path(tmp)))
             tests.append(report.as_json())
             print(json.dumps(tests[-1]), flush=True)
+    names = {t["name"] for t in tests}
+    tests = [t for t in kept if t["name"] not in names] + tests
     result = {
         "device": f"{platform.machine()}, {psutil.cpu_count()} cores, "
         f"{psutil.virtual_memory().total // 2**30} GiB, Python {platform.python_version()}",

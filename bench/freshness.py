@@ -28,19 +28,20 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
 from kafka import KafkaConsumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.metrics import scrape_metrics, serves_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
+from stream.settings import SOCIAL_EVENT_TYPES
 from stream.testing.faults import WorkerProcess, wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
@@ -107,17 +108,6 @@ class PeakRss(threading.Thread):
         self.join(5)
 
 
-def scrape(address: str) -> dict[str, float]:
-    """Sum of each sample name over its labels, from the worker's /metrics."""
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = defaultdict(float)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] += sample.value
-    return totals
-
-
 def run_load(
     broker: LocalKafkaBroker,
     offered: int,
@@ -147,25 +137,26 @@ def run_load(
     }
     worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
     worker.start()
-    wait_for(lambda: _answers(metrics_address), 120, "the worker's metrics endpoint")
-    wait_for(lambda: "streamgnn_staleness_seconds" in scrape(metrics_address), 120, "publisher")
+    wait_for(lambda: serves_metrics(metrics_address), 120, "the worker's metrics endpoint")
+    wait_for(
+        lambda: "streamgnn_staleness_seconds" in scrape_metrics(metrics_address), 120, "publisher"
+    )
     follower = EmbeddingFollower(broker.bootstrap_servers, f"user-emb-{tag}")
     follower.start()
-    assert worker._process is not None  # started above
-    rss = PeakRss(worker._process.pid)
+    rss = PeakRss(worker.pid)
     rss.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
     stream = SyntheticStream(SyntheticConfig(late_share=0.0, seed=offered))
-    before = scrape(metrics_address)
+    before = scrape_metrics(metrics_address)
     with InteractionProducer(broker.bootstrap_servers, topic) as producer:
         report = produce(
             stream.events(wall_clock_ms),
             producer,
             rate=offered,
             duration_s=duration_s,
-            on_send=lambda e, ms: sent.append((str(e["user_id"]), int(str(e["ts"])), ms)),
+            on_send=lambda e, ms: _record(sent, e, ms),
         )
-    after = scrape(metrics_address)
+    after = scrape_metrics(metrics_address)
     window = report.seconds
     deadline = time.monotonic() + drain_s
     while time.monotonic() < deadline:
@@ -173,7 +164,7 @@ def run_load(
         if follower.reflected_at(last_user, last_ts) is not None:
             break
         time.sleep(0.2)
-    end = scrape(metrics_address)
+    end = scrape_metrics(metrics_address)
     status = worker.terminate(timeout_s=300)
     follower.stop()
     rss.stop()
@@ -185,16 +176,19 @@ def run_load(
         else:
             freshness.append(max(at - send_ms, 0) / 1000.0)
     q = np.quantile(np.array(freshness), [0.5, 0.9, 0.99]) if freshness else [None] * 3
-    applied = after["streamgnn_events_applied_total"] - before["streamgnn_events_applied_total"]
-    trained = (
-        after["streamgnn_freshness_seconds_count"] - before["streamgnn_freshness_seconds_count"]
-    )
+
+    def grew(name: str) -> float:
+        return total(after, name) - total(before, name)
+
+    applied = grew("streamgnn_events_applied_total")
+    trained = grew("streamgnn_freshness_seconds_count")
     return {
         "offered_per_s": offered,
         "vector_encoding": encoding,
         "achieved_offer_per_s": round(report.rate, 1),
         "duration_s": round(window, 1),
         "sent": report.sent,
+        "measured": len(sent),  # user-item events; follows are not in any user vector
         "sustained_per_s": round(applied / window, 1),
         "trained_per_s": round(trained / window, 1),
         "p50": _round(q[0]),
@@ -204,31 +198,22 @@ def run_load(
         "reflected": len(freshness),
         "not_reflected_after_drain": missing,
         "drain_s": drain_s,
-        "lag_end": int(after["streamgnn_consumer_lag"]),
-        "train_backlog_end": int(after["streamgnn_train_backlog_events"]),
+        "lag_end": int(total(after, "streamgnn_consumer_lag")),
+        "train_backlog_end": int(total(after, "streamgnn_train_backlog_events")),
         "peak_rss_mb": round(rss.peak / 2**20, 1),
-        "train_steps": int(end["streamgnn_train_steps_total"]),
-        "model_version_end": int(end["streamgnn_model_version"]),
+        "train_steps": int(total(end, "streamgnn_train_steps_total")),
+        "model_version_end": int(total(end, "streamgnn_model_version")),
         "user_records_published": follower.records,
-        "vectors_published_per_s": round(
-            (
-                after["streamgnn_vectors_published_total"]
-                - before["streamgnn_vectors_published_total"]
-            )
-            / window,
-            1,
-        ),
-        "graph_edges_end": int(end["streamgnn_graph_edges"]),
+        "vectors_published_per_s": round(grew("streamgnn_vectors_published_total") / window, 1),
+        "graph_edges_end": int(total(end, "streamgnn_graph_edges")),
         "worker_exit_status": status,
     }
 
 
-def _answers(address: str) -> bool:
-    try:
-        scrape(address)
-    except OSError:
-        return False
-    return True
+def _record(sent: list[tuple[str, int, int]], event: Mapping[str, object], send_ms: int) -> None:
+    """Keep user-item events: a ``follow`` is a social edge no user vector reflects."""
+    if event["event_type"] not in SOCIAL_EVENT_TYPES:
+        sent.append((str(event["user_id"]), int(str(event["ts"])), send_ms))
 
 
 def _round(value: float | None) -> float | None:

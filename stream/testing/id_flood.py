@@ -1,0 +1,142 @@
+"""A flood of new user ids through a training worker: memory plateaus, ids are refused.
+
+Every event of the flood comes from a user never seen before. The id registry holds at
+most ``max_users`` user rows; none of the flood's ids expires within the flood (their
+event times are milliseconds apart, the TTL is days), so past the cap every new id is
+refused by policy and counted in ``streamgnn_ids_refused_total{kind="user"}``. The store
+still applies every event (it is on disk and prunes by decay, not by count).
+
+What the scenario checks and reports: sent / applied / lost / duplicated from the store
+(each event owns one edge), the registry's refusals and evictions from the worker's
+metrics, and the worker's resident memory sampled through the flood: its peak, and its
+growth over the second half of the flood, when the tables are already full.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.metrics import scrape_metrics, serves_metrics, total
+from stream.produce.producer import InteractionProducer, produce
+from stream.settings import DEFAULT_BEHAVIOURS
+from stream.state.graph_store import DecayedGraphStore
+from stream.state.keys import USER
+from stream.testing.faults import WorkerProcess, wait_for
+
+FLOOD_ITEMS = 1_000
+
+
+@dataclass
+class FloodReport:
+    name: str
+    sent: int
+    applied: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    recovery_s: list[float] = field(default_factory=list)  # no fault to recover from
+    max_users: int = 0
+    users_refused: int = 0
+    users_evicted: int = 0
+    users_live: int = 0
+    peak_rss_mb: float = 0.0
+    rss_mid_mb: float = 0.0  # when half the flood was applied
+    rss_end_mb: float = 0.0
+    memory_cap_mb: float = 0.0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {k: round(v, 1) if isinstance(v, float) else v for k, v in vars(self).items()}
+
+
+def flood_events(count: int, start_ts: int = 1_700_000_000_000) -> Iterator[dict[str, object]]:
+    """``count`` events, each from a new user ``flood-<n>``, on a small set of items."""
+    return (
+        {
+            "user_id": f"flood-{n}",
+            "item_id": f"i{n % FLOOD_ITEMS}",
+            "event_type": "click",
+            "ts": start_ts + n,
+        }
+        for n in range(count)
+    )
+
+
+def run_id_flood(
+    broker: LocalKafkaBroker,
+    workdir: Path,
+    ids: int = 1_000_000,
+    max_users: int = 20_000,
+    memory_cap_mb: float = 2_048.0,
+    timeout_s: float = 1_800.0,
+) -> FloodReport:
+    """Flood a fresh training worker with ``ids`` new user ids; see the module docstring."""
+    tag = f"flood-{time.time_ns() % 10**9}"
+    topic = f"{tag}-interactions"
+    broker.create_topics({topic: 2, f"{topic}.dlq": 1})
+    with InteractionProducer(broker.bootstrap_servers, topic, linger_ms=20) as producer:
+        produce(flood_events(ids), producer)
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    env = {
+        "STREAMGNN_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "STREAMGNN_INTERACTIONS_TOPIC": topic,
+        "STREAMGNN_DLQ_TOPIC": f"{topic}.dlq",
+        "STREAMGNN_GROUP_ID": f"g-{tag}",
+        "STREAMGNN_STORE_PATH": str(workdir / f"store-{tag}"),
+        "STREAMGNN_CHECKPOINT_DIR": str(workdir / f"ckpt-{tag}"),
+        "STREAMGNN_VERSION_LEDGER": str(workdir / f"ledger-{tag}.json"),
+        "STREAMGNN_USER_EMBEDDINGS_TOPIC": f"{tag}-user-emb",
+        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": f"{tag}-item-emb",
+        "STREAMGNN_METRICS_ADDRESS": address,
+        "STREAMGNN_TRAIN": "true",
+        "STREAMGNN_DIM": "16",
+        "STREAMGNN_MAX_USERS": str(max_users),
+        "STREAMGNN_VECTOR_ENCODING": "f32le-base64",
+    }
+    report = FloodReport(
+        name="id-flood", sent=ids, max_users=max_users, memory_cap_mb=memory_cap_mb
+    )
+    worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
+    start = time.monotonic()
+    worker.start()
+    samples: list[tuple[float, float]] = []  # (applied, rss MB)
+    try:
+        wait_for(lambda: serves_metrics(address), 120, "the worker's metrics endpoint")
+        process = psutil.Process(worker.pid)
+
+        def trained() -> float:
+            totals = scrape_metrics(address)
+            rss = process.memory_info().rss / 2**20
+            samples.append((total(totals, "streamgnn_events_applied_total"), rss))
+            return total(totals, "streamgnn_freshness_seconds_count")
+
+        wait_for(lambda: trained() >= ids, timeout_s, "the flood to be trained on")
+        totals = scrape_metrics(address)
+        report.users_refused = int(totals['streamgnn_ids_refused_total{kind="user"}'])
+        report.users_evicted = int(totals['streamgnn_ids_evicted_total{kind="user"}'])
+        report.seconds = time.monotonic() - start
+        status = worker.terminate(timeout_s=300)
+        if status != 0:
+            raise RuntimeError(f"worker exited {status} on SIGTERM; see its log in {workdir}")
+    finally:
+        if worker.exit_status() is None:
+            worker.kill()
+    report.peak_rss_mb = max(rss for _, rss in samples)
+    report.rss_mid_mb = next(rss for applied, rss in samples if applied >= ids / 2)
+    report.rss_end_mb = samples[-1][1]
+    with DecayedGraphStore(workdir / f"store-{tag}", DEFAULT_BEHAVIOURS, read_only=True) as s:
+        seen = 0
+        for edge in s.edges():
+            if edge.src_kind == USER:
+                seen += 1
+                times = round(edge.state[0] / DEFAULT_BEHAVIOURS[edge.relation].beta)
+                report.applied += times
+                report.duplicated += max(times - 1, 0)
+    report.lost = ids - seen
+    report.users_live = min(max_users, ids - report.users_refused)
+    return report
