@@ -17,6 +17,10 @@ whose entry for a (user, item) pair is the sum over relations of the decayed edg
 (each optionally times a learnt per-relation scale ``exp(s_r)``). No feature transform,
 no non-linearity, no self loop; an isolated row keeps ``α₀ e^{(0)}``.
 
+Each layer is one CSR sparse product with ``\\tilde A`` (:class:`NormalisedAdjacency`,
+built once per forward): several times faster than PyG's gather-multiply-scatter on a CPU,
+and fewer kernel launches on a GPU (one sparse product instead of gather, multiply, scatter).
+
 Row ``r`` of either table is initialised from a generator seeded by
 ``(seed, kind, r // GROW_CHUNK)``: a row's initial value depends on nothing but the seed
 and its place, so growing, :meth:`LightGCNEncoder.reset_rows` and
@@ -36,13 +40,12 @@ and its place, so growing, :meth:`LightGCNEncoder.reset_rows` and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.nn import LGConv  # type: ignore[import-untyped, unused-ignore]
-from torch_geometric.nn.conv.gcn_conv import (  # type: ignore[import-untyped, unused-ignore]
-    gcn_norm,
-)
 
 from models.base import GROW_CHUNK, BipartiteGraph, Encoder, grown_size
 from stream.errors import ConfigError
@@ -86,8 +89,6 @@ class LightGCNEncoder(Encoder):
         self.relation_log_scale = (
             torch.nn.Parameter(torch.zeros(num_relations)) if relation_scale else None
         )
-        # LGConv holds no weights; the normalisation is done once per forward, below.
-        self.convs = torch.nn.ModuleList(LGConv(normalize=False) for _ in range(num_layers))
         self.reset_parameters()
 
     @property
@@ -159,20 +160,126 @@ class LightGCNEncoder(Encoder):
         x = torch.cat([self.user_emb, self.item_emb])
         out = x
         if self.num_layers and graph.num_edges:
-            weight = graph.weights.to(x.dtype)
-            if self.relation_log_scale is not None:
-                weight = weight * self.relation_log_scale.exp()[graph.relations]
-            src, dst = graph.users, graph.items + n_users
-            edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
-            # Parallel edges (one per relation) add up in the scatter and in the degree,
-            # which is the same as summing the relations' weights per (user, item) pair.
-            edge_index, norm = gcn_norm(
-                edge_index, torch.cat([weight, weight]), n_users + n_items, add_self_loops=False
+            adjacency = NormalisedAdjacency.build(
+                graph, n_users, n_items, self.relation_log_scale, x.dtype
             )
             total = x
-            for conv in self.convs:
-                x = conv(x, edge_index, norm)
+            for _ in range(self.num_layers):
+                x = adjacency @ x
                 total = total + x
             out = total / (self.num_layers + 1)
         out = F.normalize(out.float(), dim=-1)
         return out[users], out[items + n_users]
+
+
+@dataclass(frozen=True)
+class NormalisedAdjacency:
+    """``D^-1/2 A D^-1/2`` of the symmetric user-item graph (users first, then items).
+
+    When no gradient has to reach the relation scales (none learnt, or no grad mode) it is
+    one CSR matrix with the normalisation folded into its values: a layer is one sparse
+    product. Otherwise it keeps one CSR block of raw summed weights per relation, with the
+    scales and ``D^-1/2`` as dense factors, ``D^-1/2 Σ_r exp(s_r) A_r D^-1/2 x``, so autograd
+    reaches ``s_r`` through dense products only (a gradient with respect to sparse values
+    would cost a sampled dense product). Parallel edges of a (user, item) pair add up.
+
+    >>> g = BipartiteGraph(1, 2, torch.tensor([0, 0]), torch.tensor([0, 1]),
+    ...                    torch.tensor([0, 0]), torch.tensor([1.0, 3.0]), torch.zeros(2), 0)
+    >>> (NormalisedAdjacency.build(g, 1, 2, None, torch.float) @ torch.eye(3)).to_dense()
+    tensor([[0.0000, 0.5000, 0.8660],
+            [0.5000, 0.0000, 0.0000],
+            [0.8660, 0.0000, 0.0000]])
+    """
+
+    blocks: tuple[Tensor, ...]  # symmetric sparse CSR [N, N], no gradient
+    scales: Tensor | None  # one factor per block (with gradient), or None: one block
+    inv_sqrt_degree: Tensor | None  # [N, 1] when not folded into the blocks
+
+    @classmethod
+    def build(
+        cls,
+        graph: BipartiteGraph,
+        num_users: int,
+        num_items: int,
+        log_scale: Tensor | None,
+        dtype: torch.dtype,
+    ) -> NormalisedAdjacency:
+        """The adjacency of ``graph`` over tables of ``num_users`` + ``num_items`` rows.
+
+        ``log_scale`` holds the per-relation ``s_r`` (``None``: every scale is 1); values
+        are of ``dtype``.
+        """
+        num_nodes = num_users + num_items
+        weights = graph.weights.to(dtype)
+        users, items = graph.users, graph.items + num_users
+        if log_scale is not None:
+            scales = log_scale.exp()
+            weights = weights * scales[graph.relations]
+        degree = weights.new_zeros(num_nodes).index_add(
+            0, torch.cat([users, items]), torch.cat([weights, weights])
+        )
+        positive = degree > 0
+        inv_sqrt = torch.where(positive, torch.where(positive, degree, 1.0).rsqrt(), 0.0)
+        if log_scale is None or not (log_scale.requires_grad and torch.is_grad_enabled()):
+            block = _symmetric_csr(users, items, weights.detach(), num_nodes, inv_sqrt.detach())
+            return cls((block,), None, None)
+        present = torch.unique(graph.relations, sorted=True).tolist()
+        blocks = []
+        for relation in present:
+            mine = graph.relations == relation
+            raw = graph.weights[mine].to(dtype)
+            blocks.append(_symmetric_csr(users[mine], items[mine], raw, num_nodes, None))
+        return cls(tuple(blocks), scales[present], inv_sqrt[:, None])
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        h = x if self.inv_sqrt_degree is None else x * self.inv_sqrt_degree
+        parts = [_SymmetricSparseProduct.apply(block, h) for block in self.blocks]
+        out: Tensor = parts[0]
+        if self.scales is not None:
+            out = out * self.scales[0]
+            for scale, part in zip(self.scales[1:], parts[1:], strict=True):
+                out = out + scale * part
+        return out if self.inv_sqrt_degree is None else out * self.inv_sqrt_degree
+
+
+def _symmetric_csr(
+    users: Tensor, items: Tensor, weights: Tensor, num_nodes: int, inv_sqrt: Tensor | None
+) -> Tensor:
+    """CSR of the (node, node) matrix with ``w`` at (user, item) and (item, user), summed.
+
+    ``items`` are already offset into node space; with ``inv_sqrt`` each value is
+    ``inv_sqrt[row] * w * inv_sqrt[col]``. Indices are int32 where they fit: the CPU
+    product (MKL) would otherwise convert them on every call.
+    """
+    rows = torch.cat([users, items])
+    key, slot = torch.unique(
+        rows * num_nodes + torch.cat([items, users]), sorted=True, return_inverse=True
+    )
+    values = weights.new_zeros(key.numel()).index_add(0, slot, torch.cat([weights, weights]))
+    row, col = key.div(num_nodes, rounding_mode="floor"), key.remainder(num_nodes)
+    if inv_sqrt is not None:
+        values = inv_sqrt[row] * values * inv_sqrt[col]
+    index = torch.int32 if max(num_nodes, key.numel()) < 2**31 else torch.int64
+    crow = torch.zeros(num_nodes + 1, dtype=index, device=key.device)
+    crow[1:] = torch.bincount(row, minlength=num_nodes).cumsum(0)
+    return torch.sparse_csr_tensor(
+        crow, col.to(index), values, (num_nodes, num_nodes), check_invariants=False
+    )
+
+
+class _SymmetricSparseProduct(torch.autograd.Function):
+    """``A @ x`` for a constant symmetric sparse ``A``: the backward is ``A @ grad`` again.
+
+    Autograd's own backward multiplies by ``A.T`` (a CSC matrix), which costs a conversion
+    per layer on the CPU.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, matrix: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(matrix)
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
+        (matrix,) = ctx.saved_tensors
+        return None, matrix @ grad

@@ -1,14 +1,23 @@
-"""LightGCN: the propagation rule against a dense reference, growth and resets."""
+"""LightGCN: the propagation rule against dense and PyG references, growth and resets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch_geometric.nn import LGConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from models.base import GROW_CHUNK, BipartiteGraph
 from models.lightgcn import LightGCNEncoder
 from stream.errors import ConfigError
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
 
 
 def make_graph(
@@ -45,6 +54,108 @@ def dense_reference(enc: LightGCNEncoder, g: BipartiteGraph) -> torch.Tensor:
         layer = norm @ layer
         total = total + layer
     return F.normalize(total / (enc.num_layers + 1), dim=-1)
+
+
+def pyg_reference(enc: LightGCNEncoder, g: BipartiteGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gather-scatter forward this encoder used before (gcn_norm + LGConv), all rows."""
+    n_users = enc.num_users
+    x = torch.cat([enc.user_emb, enc.item_emb])
+    out = x
+    if enc.num_layers and g.num_edges:
+        weight = g.weights.to(x.dtype)
+        if enc.relation_log_scale is not None:
+            weight = weight * enc.relation_log_scale.exp()[g.relations]
+        src, dst = g.users, g.items + n_users
+        edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
+        edge_index, norm = gcn_norm(
+            edge_index, torch.cat([weight, weight]), x.shape[0], add_self_loops=False
+        )
+        conv, total = LGConv(normalize=False), x
+        for _ in range(enc.num_layers):
+            x = conv(x, edge_index, norm)
+            total = total + x
+        out = total / (enc.num_layers + 1)
+    out = F.normalize(out, dim=-1)
+    return out[:n_users], out[n_users:]
+
+
+def random_graph(num_edges: int, num_relations: int, device: str) -> BipartiteGraph:
+    """Users 0..6 and items 0..4 of a grown table (the other rows isolated), with parallel
+    edges of several relations and repeated (user, item, relation) triples."""
+    gen = torch.Generator().manual_seed(num_edges)
+    users = torch.randint(0, 7, (num_edges,), generator=gen)
+    items = torch.randint(0, 5, (num_edges,), generator=gen)
+    relations = torch.randint(0, num_relations, (num_edges,), generator=gen)
+    users, items, relations = (torch.cat([t, t[:3]]) for t in (users, items, relations))
+    n = users.numel()
+    weights = torch.rand(n, generator=gen) * 2 + 0.05
+    return BipartiteGraph(
+        9, 6, users, items, relations, weights, torch.zeros(n, dtype=torch.long), 0
+    ).to(device)
+
+
+def empty_graph(device: str) -> BipartiteGraph:
+    none = torch.zeros(0, dtype=torch.long)
+    return BipartiteGraph(9, 6, none, none, none, torch.zeros(0), none, 0).to(device)
+
+
+def gradients(
+    enc: LightGCNEncoder, outputs: tuple[torch.Tensor, torch.Tensor]
+) -> list[torch.Tensor]:
+    """Gradients of a fixed random projection of the outputs, for every parameter (0: unused)."""
+    out = torch.cat(outputs)
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.device)
+    params = list(enc.parameters())
+    loss = (out * probe).sum()
+    return list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("relation_scale", [False, True])
+@pytest.mark.parametrize("graph", ["parallel relations", "single relation", "no edges"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_sparse_product_matches_the_pyg_path(
+    graph: str, relation_scale: bool, layers: int, device: str
+) -> None:
+    enc = LightGCNEncoder(num_relations=3, dim=8, num_layers=layers, relation_scale=relation_scale)
+    enc.grow(9, 6)
+    enc.to(device)
+    if enc.relation_log_scale is not None:
+        with torch.no_grad():
+            enc.relation_log_scale.copy_(torch.tensor([0.3, -0.7, 1.1]))
+    g = {
+        "parallel relations": lambda: random_graph(40, 3, device),
+        "single relation": lambda: random_graph(25, 1, device),
+        "no edges": lambda: empty_graph(device),
+    }[graph]()
+    users = torch.arange(enc.num_users, device=device)
+    items = torch.arange(enc.num_items, device=device)
+    new, old = enc(g, users, items), pyg_reference(enc, g)
+    for a, b in zip(new, old, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(gradients(enc, new), gradients(enc, old), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    isolated = enc.num_users - 7  # rows 7.. never appear: they keep their own direction
+    assert torch.allclose(new[0][-isolated:], F.normalize(enc.user_emb[-isolated:], dim=-1))
+    for a, b in zip(enc.embed(g, users, items), old, strict=True):  # the no-grad path too
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_zero_weight_edges_give_finite_gradients() -> None:
+    """A node whose only edges decayed to 0 has degree 0: no NaN may reach the scales."""
+    enc = LightGCNEncoder(num_relations=2, dim=4, relation_scale=True)
+    enc.grow(3, 3)
+    g = make_graph(relations=[0, 1, 0, 1, 0, 1], weights=[1.0, 0.0, 0.0, 0.0, 2.0, 0.5])
+    grads = gradients(enc, enc(g, torch.arange(3), torch.arange(3)))
+    assert all(bool(torch.isfinite(grad).all()) for grad in grads)
+
+
+def test_state_dict_keys_are_unchanged() -> None:
+    """Checkpoints hold encoder.state_dict(): the propagation rewrite keeps its keys."""
+    plain = LightGCNEncoder(num_relations=2, num_layers=3)
+    scaled = LightGCNEncoder(num_relations=2, relation_scale=True)
+    assert set(plain.state_dict()) == {"seed", "user_emb", "item_emb"}
+    assert set(scaled.state_dict()) == {"seed", "user_emb", "item_emb", "relation_log_scale"}
 
 
 @pytest.mark.parametrize("layers", [0, 1, 3])
