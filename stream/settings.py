@@ -175,7 +175,7 @@ class TrainingSettings:
     device: str = "auto"
     steps_per_batch: int = 1
     max_steps_per_batch: int = 1
-    max_drift_reports: int = 2_000
+    max_drift_reports: int = 500
     max_backlog_events: int = 100_000
     max_users: int = 1_000_000
     max_items: int = 1_000_000
