@@ -3,10 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-faults clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-retrain bench-faults clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy strict on stream/ and models/
-	$(VENV)/bin/ruff check stream models tests
-	$(VENV)/bin/ruff format --check stream models tests
+	$(VENV)/bin/ruff check stream models tests bench
+	$(VENV)/bin/ruff format --check stream models tests bench
 	$(VENV)/bin/mypy
 
 test: lint ## set up everything (venv, package, Kafka jars, Prometheus) and run the whole suite
@@ -24,13 +24,16 @@ test: lint ## set up everything (venv, package, Kafka jars, Prometheus) and run 
 	$(PY) -c 'from stream.kafka_broker import ensure_kafka_jars; print(ensure_kafka_jars())'
 	$(PY) -m pytest -q -p no:cacheprovider
 
-demo: $(STAMP) ## start a local Kafka broker and show the ingest path (see README)
+demo: $(STAMP) ## broker, worker and producer on this machine with a live summary (see README)
 	$(VENV)/bin/streamgnn demo
 
 bench-ingest: $(STAMP) ## measure consume vs ingest rate; writes bench/results/ingest.json
 	$(PY) bench/ingest.py
 
-bench-faults: $(STAMP) ## worker/broker kills, 30 s network cut, checkpoint kills; writes bench/results/faults.json
+bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s; writes bench/results/freshness.json
+	$(PY) bench/freshness.py
+
+bench-faults: $(STAMP) ## worker/broker kills, 30 s network cut, checkpoint kills, id flood; writes bench/results/faults.json
 	$(PY) bench/faults.py
 
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
