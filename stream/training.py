@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from models.checkpoint import CheckpointStore
 from models.trainer import IncrementalTrainer, TrainerSettings, TrainReport
 from stream.errors import PublishError
@@ -143,6 +145,8 @@ class TrainingLoop:
         self._metrics = metrics
         self._on_failure = on_failure
         t = settings.training
+        if t.torch_threads:
+            torch.set_num_threads(t.torch_threads)  # process-wide: only the trainer uses torch
         self.backlog = TrainingBacklog(t.max_backlog_events)
         self.checkpoints = CheckpointStore(t.checkpoint_dir, keep=t.checkpoints_kept)
         self.trainer = IncrementalTrainer(
