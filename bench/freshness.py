@@ -44,7 +44,7 @@ from stream.metrics import scrape_metrics, serves_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
 from stream.settings import SOCIAL_EVENT_TYPES
-from stream.testing.faults import WorkerProcess, wait_for
+from stream.testing.faults import WorkerProcess, training_env, wait_for, worker_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
 
@@ -123,19 +123,12 @@ def run_load(
     topic = f"fresh-{tag}"
     broker.create_topics({topic: 2, f"{topic}.dlq": 1})
     metrics_address = f"127.0.0.1:{free_ports(1)[0]}"
-    env = {
-        "STREAMGNN_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "STREAMGNN_INTERACTIONS_TOPIC": topic,
-        "STREAMGNN_DLQ_TOPIC": f"{topic}.dlq",
-        "STREAMGNN_GROUP_ID": f"g-{tag}",
-        "STREAMGNN_INSTANCE_ID": "bench-worker",
-        "STREAMGNN_STORE_PATH": str(workdir / f"store-{tag}"),
-        "STREAMGNN_CHECKPOINT_DIR": str(workdir / f"ckpt-{tag}"),
-        "STREAMGNN_VERSION_LEDGER": str(workdir / f"ledger-{tag}.json"),
-        "STREAMGNN_USER_EMBEDDINGS_TOPIC": f"user-emb-{tag}",
-        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": f"item-emb-{tag}",
+    store = workdir / f"store-{tag}"
+    env = {  # the worker's defaults but the topics, paths and encoding (dim 64, 1 thread)
+        **worker_env(broker.bootstrap_servers, topic, f"g-{tag}", store, 5_000),
+        **training_env(workdir, tag, dim=64),
+        "STREAMGNN_SESSION_TIMEOUT_MS": "10000",
         "STREAMGNN_METRICS_ADDRESS": metrics_address,
-        "STREAMGNN_TRAIN": "true",
         "STREAMGNN_VECTOR_ENCODING": encoding,
     }
     worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
@@ -144,7 +137,7 @@ def run_load(
     wait_for(
         lambda: "streamgnn_staleness_seconds" in scrape_metrics(metrics_address), 120, "publisher"
     )
-    follower = EmbeddingFollower(broker.bootstrap_servers, f"user-emb-{tag}")
+    follower = EmbeddingFollower(broker.bootstrap_servers, env["STREAMGNN_USER_EMBEDDINGS_TOPIC"])
     follower.start()
     rss = PeakRss(worker.pid)
     rss.start()

@@ -162,6 +162,19 @@ def prepare_topic(broker: LocalKafkaBroker, events: int, partitions: int = 4) ->
     return topic
 
 
+def training_env(workdir: Path, tag: str, dim: int = 16) -> dict[str, str]:
+    """What turns a :func:`worker_env` worker into a training one: its own checkpoint
+    folder, version ledger and embedding topics under ``tag``."""
+    return {
+        "STREAMGNN_TRAIN": "true",
+        "STREAMGNN_DIM": str(dim),
+        "STREAMGNN_CHECKPOINT_DIR": str(workdir / f"checkpoints-{tag}"),
+        "STREAMGNN_VERSION_LEDGER": str(workdir / f"ledger-{tag}" / "versions.json"),
+        "STREAMGNN_USER_EMBEDDINGS_TOPIC": f"{tag}.user-embeddings",
+        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": f"{tag}.item-embeddings",
+    }
+
+
 def worker_env(
     bootstrap: str, topic: str, group: str, store_path: Path, max_batch_records: int
 ) -> dict[str, str]:

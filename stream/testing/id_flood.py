@@ -27,7 +27,7 @@ from stream.produce.producer import InteractionProducer, produce
 from stream.settings import DEFAULT_BEHAVIOURS
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.keys import USER
-from stream.testing.faults import WorkerProcess, wait_for
+from stream.testing.faults import WorkerProcess, training_env, wait_for, worker_env
 
 FLOOD_ITEMS = 1_000
 
@@ -82,19 +82,11 @@ def run_id_flood(
     with InteractionProducer(broker.bootstrap_servers, topic, linger_ms=20) as producer:
         produce(flood_events(ids), producer)
     address = f"127.0.0.1:{free_ports(1)[0]}"
+    store = workdir / f"store-{tag}"
     env = {
-        "STREAMGNN_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "STREAMGNN_INTERACTIONS_TOPIC": topic,
-        "STREAMGNN_DLQ_TOPIC": f"{topic}.dlq",
-        "STREAMGNN_GROUP_ID": f"g-{tag}",
-        "STREAMGNN_STORE_PATH": str(workdir / f"store-{tag}"),
-        "STREAMGNN_CHECKPOINT_DIR": str(workdir / f"ckpt-{tag}"),
-        "STREAMGNN_VERSION_LEDGER": str(workdir / f"ledger-{tag}.json"),
-        "STREAMGNN_USER_EMBEDDINGS_TOPIC": f"{tag}-user-emb",
-        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": f"{tag}-item-emb",
+        **worker_env(broker.bootstrap_servers, topic, f"g-{tag}", store, 5_000),
+        **training_env(workdir, tag),
         "STREAMGNN_METRICS_ADDRESS": address,
-        "STREAMGNN_TRAIN": "true",
-        "STREAMGNN_DIM": "16",
         "STREAMGNN_MAX_USERS": str(max_users),
         "STREAMGNN_VECTOR_ENCODING": "f32le-base64",
     }
@@ -129,7 +121,7 @@ def run_id_flood(
     report.peak_rss_mb = max(rss for _, rss in samples)
     report.rss_mid_mb = next(rss for applied, rss in samples if applied >= ids / 2)
     report.rss_end_mb = samples[-1][1]
-    with DecayedGraphStore(workdir / f"store-{tag}", DEFAULT_BEHAVIOURS, read_only=True) as s:
+    with DecayedGraphStore(store, DEFAULT_BEHAVIOURS, read_only=True) as s:
         seen = 0
         for edge in s.edges():
             if edge.src_kind == USER:

@@ -16,7 +16,7 @@ from pathlib import Path
 from models.checkpoint import CheckpointStore
 from stream.kafka_broker import LocalKafkaBroker
 from stream.testing.embedding_log import published_between, read_published, version_regressions
-from stream.testing.faults import CrashReport, run_crash_scenario
+from stream.testing.faults import CrashReport, run_crash_scenario, training_env
 
 
 @dataclass
@@ -52,17 +52,12 @@ def run_training_crash_scenario(
     """Kill a training worker ``worker_kills`` times at random and ``store_write_kills``
     times right after a store write; every restarted worker must publish again."""
     tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
-    checkpoints = workdir / f"checkpoints-{tag}"
-    topics = [f"{topic}.user-embeddings", f"{topic}.item-embeddings"]
     env = {
-        "STREAMGNN_TRAIN": "true",
-        "STREAMGNN_DIM": str(dim),
-        "STREAMGNN_CHECKPOINT_DIR": str(checkpoints),
+        **training_env(workdir, tag, dim),
         "STREAMGNN_CHECKPOINT_INTERVAL_S": str(checkpoint_interval_s),
-        "STREAMGNN_USER_EMBEDDINGS_TOPIC": topics[0],
-        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": topics[1],
-        "STREAMGNN_VERSION_LEDGER": str(workdir / f"ledger-{tag}" / "versions.json"),
     }
+    checkpoints = Path(env["STREAMGNN_CHECKPOINT_DIR"])
+    topics = [env["STREAMGNN_USER_EMBEDDINGS_TOPIC"], env["STREAMGNN_ITEM_EMBEDDINGS_TOPIC"]]
     crash = run_crash_scenario(
         broker,
         topic,
