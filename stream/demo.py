@@ -24,7 +24,7 @@ from pathlib import Path
 
 from stream.evaluation.data import FORMATS
 from stream.kafka_broker import LocalKafkaBroker, free_ports
-from stream.metrics import histogram_quantile, scrape_metrics, serves_metrics, total
+from stream.metrics import histogram_quantile, owns_partitions, scrape_metrics, total
 from stream.publish.consumer import EmbeddingTable
 
 _TOPICS = {"interactions": 2, "interactions.dlq": 1}
@@ -125,15 +125,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _wait_for_worker(demo: Demo, timeout_s: float = 180.0) -> None:
-    """Until the worker serves metrics and has created the embedding topics."""
+    """Until the worker owns its partitions (its publisher made the embedding topics)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if demo.worker.poll() is not None:
             raise RuntimeError(f"the worker exited during start-up\n{demo.logs()}")
-        if serves_metrics(demo.metrics) and "streamgnn_staleness_seconds" in scrape_metrics(
-            demo.metrics
-        ):
-            return  # the publisher exists, so its topics do
+        if owns_partitions(demo.metrics):
+            return
         time.sleep(0.5)
     raise TimeoutError(f"the worker did not start within {timeout_s:.0f} s\n{demo.logs()}")
 

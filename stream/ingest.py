@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -257,6 +257,10 @@ class IngestWorker:
         except KafkaError as exc:  # a rebalance in progress; the store has the truth
             log.info("informational offset commit skipped: %s", exc)
 
+    def _count_assignment(self, revoked: Collection[TopicPartition] = ()) -> None:
+        owned = set(self._consumer.assignment()) - set(revoked)
+        self._metrics.assigned_partitions.set(len(owned))
+
     async def _seek_to_store(self, assigned: set[TopicPartition]) -> None:
         stored: dict[TopicPartition, int] = {}
         for tp in sorted(assigned):
@@ -281,6 +285,8 @@ class _StoreOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._worker._lock:  # wait for the batch in flight to land in the store
             pass
+        self._worker._count_assignment(revoked=revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._worker._seek_to_store(assigned)
+        self._worker._count_assignment()

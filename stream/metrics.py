@@ -67,6 +67,11 @@ class PipelineMetrics:
             ["partition"],
             registry=r,
         )
+        self.assigned_partitions = Gauge(
+            "streamgnn_assigned_partitions",
+            "Interactions partitions this worker owns now (0 until it joined its group)",
+            registry=r,
+        )
         self.graph_nodes = Gauge("streamgnn_graph_nodes", "Live nodes in the graph", registry=r)
         self.graph_edges = Gauge("streamgnn_graph_edges", "Live edges in the graph", registry=r)
         self.edges_pruned = Counter(
@@ -150,6 +155,15 @@ def serves_metrics(address: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def owns_partitions(address: str) -> bool:
+    """Whether the worker at ``address`` has joined its group and owns partitions: it then
+    consumes what is produced (its publisher and trainer start before its consumer)."""
+    try:
+        return total(scrape_metrics(address), "streamgnn_assigned_partitions") > 0
+    except OSError:
+        return False
 
 
 def total(samples: Mapping[str, float], name: str) -> float:
