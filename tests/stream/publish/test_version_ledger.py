@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from stream.errors import PublishError
-from stream.publish.drift import changed_rows
 from stream.publish.ledger import VersionLedger
 
 
@@ -38,21 +36,3 @@ def test_a_foreign_or_torn_ledger_is_refused(tmp_path: Path, content: str) -> No
 def test_reserve_refuses_non_versions(tmp_path: Path, version: object) -> None:
     with pytest.raises(ValueError):
         VersionLedger(tmp_path / "v.json").reserve(version)  # type: ignore[arg-type]
-
-
-def test_changed_rows_marks_moved_and_never_published_rows() -> None:
-    generator = torch.Generator().manual_seed(0)
-    current = torch.nn.functional.normalize(torch.randn(50, 8, generator=generator), dim=1)
-    published = current.clone()
-    moved = torch.arange(50) % 5 == 0
-    published[moved] += 0.2  # L2 move of 0.2 * sqrt(8)
-    fresh = torch.arange(50) % 7 == 3
-    published[fresh] = float("nan")
-    mask = changed_rows(current, published, threshold=0.1)
-    assert torch.equal(mask, moved | fresh)
-    assert torch.equal(changed_rows(current, published, threshold=1.0), fresh)
-
-
-def test_changed_rows_refuses_mismatched_shapes() -> None:
-    with pytest.raises(ValueError, match="one shape"):
-        changed_rows(torch.zeros(3, 2), torch.zeros(2, 2), 0.1)
