@@ -28,7 +28,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import psutil
 
@@ -58,12 +57,6 @@ NOTES = (
     "id-flood: recovery_s is empty (no fault); users_refused/evicted from the worker's "
     "metrics, rss_mid_mb/rss_end_mb the worker's RSS at half and at the end of the flood."
 )
-
-
-class Report(Protocol):
-    name: str
-
-    def as_json(self) -> dict[str, object]: ...
 
 
 @dataclass(frozen=True)
@@ -128,11 +121,11 @@ def checkpoint_kill(bench: Bench) -> CrashReport:
 
 
 # One entry per scenario, in this order; add new scenarios (e.g. "id-flood") here.
-def id_flood(bench: Bench) -> Report:
+def id_flood(bench: Bench) -> CrashReport:
     return run_id_flood(bench.broker, bench.workdir, ids=1_000_000, max_users=20_000)
 
 
-SCENARIOS: list[Callable[[Bench], Report]] = [
+SCENARIOS: list[Callable[[Bench], CrashReport]] = [
     worker_kill_ingest,
     worker_kill_training,
     broker_kill,

@@ -281,7 +281,7 @@ def run_crash_scenario(
             watch.close()
     if watch is not None:
         report.details["first_publish_s"] = [round(s, 3) for s in first_publish_s]
-    _count_applications(store_path, topic, report)
+    count_applications(store_path, topic, report)
     return report
 
 
@@ -372,7 +372,7 @@ def run_proxy_cut_scenario(
         proxy.restore()
         if worker.exit_status() is None:
             worker.kill()
-    _count_applications(store_path, topic, report)
+    count_applications(store_path, topic, report)
     return report
 
 
@@ -402,7 +402,7 @@ def _reached(progress: Progress, threshold: float) -> bool:
     return progress.committed() >= threshold
 
 
-def _count_applications(store_path: Path, topic: str, report: CrashReport) -> None:
+def count_applications(store_path: Path, topic: str, report: CrashReport) -> None:
     """Each event owns an edge, so ``w_ref / beta`` is how often it was applied."""
     seen = 0
     with DecayedGraphStore(store_path, DEFAULT_BEHAVIOURS, read_only=True) as store:

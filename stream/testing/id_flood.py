@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -24,34 +23,16 @@ import psutil
 from stream.kafka_broker import LocalKafkaBroker, free_ports
 from stream.metrics import scrape_metrics, serves_metrics, total
 from stream.produce.producer import InteractionProducer, produce
-from stream.settings import DEFAULT_BEHAVIOURS
-from stream.state.graph_store import DecayedGraphStore
-from stream.state.keys import USER
-from stream.testing.faults import WorkerProcess, training_env, wait_for, worker_env
+from stream.testing.faults import (
+    CrashReport,
+    WorkerProcess,
+    count_applications,
+    training_env,
+    wait_for,
+    worker_env,
+)
 
 FLOOD_ITEMS = 1_000
-
-
-@dataclass
-class FloodReport:
-    name: str
-    sent: int
-    applied: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    recovery_s: list[float] = field(default_factory=list)  # no fault to recover from
-    max_users: int = 0
-    users_refused: int = 0
-    users_evicted: int = 0
-    users_live: int = 0
-    peak_rss_mb: float = 0.0
-    rss_mid_mb: float = 0.0  # when half the flood was applied
-    rss_end_mb: float = 0.0
-    memory_cap_mb: float = 0.0
-    seconds: float = 0.0
-
-    def as_json(self) -> dict[str, object]:
-        return {k: round(v, 1) if isinstance(v, float) else v for k, v in vars(self).items()}
 
 
 def flood_events(count: int, start_ts: int = 1_700_000_000_000) -> Iterator[dict[str, object]]:
@@ -74,7 +55,7 @@ def run_id_flood(
     max_users: int = 20_000,
     memory_cap_mb: float = 2_048.0,
     timeout_s: float = 1_800.0,
-) -> FloodReport:
+) -> CrashReport:
     """Flood a fresh training worker with ``ids`` new user ids; see the module docstring."""
     tag = f"flood-{time.time_ns() % 10**9}"
     topic = f"{tag}-interactions"
@@ -90,9 +71,7 @@ def run_id_flood(
         "STREAMGNN_MAX_USERS": str(max_users),
         "STREAMGNN_VECTOR_ENCODING": "f32le-base64",
     }
-    report = FloodReport(
-        name="id-flood", sent=ids, max_users=max_users, memory_cap_mb=memory_cap_mb
-    )
+    report = CrashReport(name="id-flood", sent=ids)  # recovery_s stays empty: no fault
     worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
     start = time.monotonic()
     worker.start()
@@ -109,26 +88,25 @@ def run_id_flood(
 
         wait_for(lambda: trained() >= ids, timeout_s, "the flood to be trained on")
         totals = scrape_metrics(address)
-        report.users_refused = int(totals['streamgnn_ids_refused_total{kind="user"}'])
-        report.users_evicted = int(totals['streamgnn_ids_evicted_total{kind="user"}'])
-        report.seconds = time.monotonic() - start
+        refused = int(totals['streamgnn_ids_refused_total{kind="user"}'])
+        evicted = int(totals['streamgnn_ids_evicted_total{kind="user"}'])
+        seconds = time.monotonic() - start
         status = worker.terminate(timeout_s=300)
         if status != 0:
             raise RuntimeError(f"worker exited {status} on SIGTERM; see its log in {workdir}")
     finally:
         if worker.exit_status() is None:
             worker.kill()
-    report.peak_rss_mb = max(rss for _, rss in samples)
-    report.rss_mid_mb = next(rss for applied, rss in samples if applied >= ids / 2)
-    report.rss_end_mb = samples[-1][1]
-    with DecayedGraphStore(store, DEFAULT_BEHAVIOURS, read_only=True) as s:
-        seen = 0
-        for edge in s.edges():
-            if edge.src_kind == USER:
-                seen += 1
-                times = round(edge.state[0] / DEFAULT_BEHAVIOURS[edge.relation].beta)
-                report.applied += times
-                report.duplicated += max(times - 1, 0)
-    report.lost = ids - seen
-    report.users_live = min(max_users, ids - report.users_refused)
+    count_applications(store, topic, report)  # each flood event owns one edge
+    report.details = {
+        "max_users": max_users,
+        "users_refused": refused,
+        "users_evicted": evicted,
+        "users_live": min(max_users, ids - refused),
+        "peak_rss_mb": round(max(rss for _, rss in samples), 1),
+        "rss_mid_mb": round(next(rss for applied, rss in samples if applied >= ids / 2), 1),
+        "rss_end_mb": round(samples[-1][1], 1),
+        "memory_cap_mb": memory_cap_mb,
+        "seconds": round(seconds, 1),
+    }
     return report
