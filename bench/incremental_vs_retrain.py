@@ -49,12 +49,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from models.trainer import TrainerSettings, resolve_device
 from stream.evaluation.data import read_interactions, table_format
 from stream.evaluation.methods import FullRetrain, IncrementalModel, StaticModel, TrainerRecipe
 from stream.evaluation.metrics import METRICS
 from stream.evaluation.prequential import Method, ProtocolSettings, run_prequential, split_stream
 from stream.events import Interaction
+from stream.learn.device import resolve_device
+from stream.learn.settings import TrainerSettings
 from stream.settings import DEFAULT_BEHAVIOURS, Behaviour
 from stream.state.graph_store import DecayedGraphStore
 

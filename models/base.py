@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from stream.errors import ConfigError
+from models.errors import ModelConfigError
 
 GROW_CHUNK = 1024
 
@@ -113,9 +113,9 @@ class Encoder(torch.nn.Module, abc.ABC):
     def __init__(self, num_relations: int, dim: int = 64) -> None:
         super().__init__()
         if num_relations <= 0:
-            raise ConfigError(f"num_relations must be > 0, got {num_relations!r}")
+            raise ModelConfigError(f"num_relations must be > 0, got {num_relations!r}")
         if dim <= 0:
-            raise ConfigError(f"embedding dim must be > 0, got {dim!r}")
+            raise ModelConfigError(f"embedding dim must be > 0, got {dim!r}")
         self.num_relations = num_relations
         self.dim = dim
 

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from models.base import grown_size
-from stream.errors import ConfigError
+from models.errors import ModelConfigError
 
 KINDS = ("user", "item")
 DAY_MS = 86_400_000
@@ -86,9 +86,9 @@ class IdRegistry:
     ) -> None:
         for name, value in (("max_users", max_users), ("max_items", max_items)):
             if value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value!r}")
+                raise ModelConfigError(f"{name} must be > 0, got {value!r}")
         if ttl_ms <= 0:
-            raise ConfigError(f"id ttl_ms must be > 0, got {ttl_ms!r}")
+            raise ModelConfigError(f"id ttl_ms must be > 0, got {ttl_ms!r}")
         self.ttl_ms = ttl_ms
         self._tables = {"user": _Table(max_users), "item": _Table(max_items)}
         self._clock = -(2**62)
@@ -208,7 +208,7 @@ class IdRegistry:
             if not len(ids) == len(rows) == len(seen):
                 raise ValueError(f"{kind} registry state lists differ in length")
             if len(ids) > capacity:
-                raise ConfigError(
+                raise ModelConfigError(
                     f"checkpoint holds {len(ids)} {kind} ids, more than max {capacity}"
                 )
             if sorted(rows) != list(range(len(rows))) or len(set(ids)) != len(ids):

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.base import GROW_CHUNK, BipartiteGraph, Encoder, grown_size
-from stream.errors import ConfigError
+from models.errors import ModelConfigError
 
 _KIND_CODE = {"user": 1, "item": 2}
 
@@ -78,9 +78,9 @@ class LightGCNEncoder(Encoder):
     ) -> None:
         super().__init__(num_relations, dim)
         if num_layers < 0:
-            raise ConfigError(f"num_layers must be >= 0, got {num_layers!r}")
+            raise ModelConfigError(f"num_layers must be >= 0, got {num_layers!r}")
         if not init_std > 0:
-            raise ConfigError(f"init_std must be > 0, got {init_std!r}")
+            raise ModelConfigError(f"init_std must be > 0, got {init_std!r}")
         self.num_layers = num_layers
         self.init_std = init_std
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.long))

@@ -25,15 +25,9 @@ from torch_geometric.nn import GATConv  # type: ignore[import-untyped, unused-ig
 from torch_geometric.nn.inits import reset  # type: ignore[import-untyped, unused-ignore]
 
 from models.base import BipartiteGraph
-from models.sage import (
-    IdTableEncoder,
-    check_positive,
-    check_rows,
-    expand_hops,
-    node_rows,
-    row_edges,
-    smallest_k_per_group,
-)
+from models.errors import check_positive
+from models.id_tables import IdTableEncoder
+from models.row_space import check_rows, expand_hops, node_rows, row_edges, smallest_k_per_group
 
 
 class RelationAttentionLayer(torch.nn.Module):

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from models.base import Encoder
-from stream.errors import ConfigError
+from models.errors import ModelConfigError
 
 ENCODERS: Mapping[str, str] = MappingProxyType(
     {
@@ -23,7 +23,6 @@ ENCODERS: Mapping[str, str] = MappingProxyType(
         "mbgat": "models.mbgat:MultiBehaviourGATEncoder",
     }
 )
-DEFAULT_ENCODER = "lightgcn"
 
 
 def encoder_class(name: str) -> type[Encoder]:
@@ -39,7 +38,7 @@ def encoder_class(name: str) -> type[Encoder]:
         target = ENCODERS[name.lower()]
     except KeyError:
         valid = ", ".join(sorted(ENCODERS))
-        raise ConfigError(f"unknown encoder {name!r}; valid names: {valid}") from None
+        raise ModelConfigError(f"unknown encoder {name!r}; valid names: {valid}") from None
     module, _, cls = target.partition(":")
     found: type[Encoder] = getattr(importlib.import_module(module), cls)
     return found

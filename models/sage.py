@@ -27,14 +27,12 @@ node's neighbourhood depends on the graph and the seed only, never on which othe
 were asked for, and ``embed`` is deterministic and side-effect free. In training mode the
 seed is mixed with ``graph.now`` so successive steps see fresh samples.
 
-The module-level helpers (row-space edges, per-group top-k, hop expansion, table growth)
-are shared with :mod:`models.tgn` and :mod:`models.mbgat`.
+The row-space helpers (edges, per-group top-k, hop expansion) live in
+:mod:`models.row_space` and the id tables in :mod:`models.id_tables`, shared with
+:mod:`models.tgn` and :mod:`models.mbgat`; the stateless hash below is this module's own.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,103 +40,24 @@ from torch import Tensor
 from torch_geometric.nn import GraphConv  # type: ignore[import-untyped, unused-ignore]
 from torch_geometric.nn.inits import reset  # type: ignore[import-untyped, unused-ignore]
 
-from models.base import BipartiteGraph, Encoder, grown_size
-from stream.errors import ConfigError
+from models.base import BipartiteGraph
+from models.errors import check_positive
+from models.id_tables import IdTableEncoder
+from models.row_space import (
+    RowEdges,
+    check_rows,
+    expand_hops,
+    node_rows,
+    row_edges,
+    smallest_k_per_group,
+)
 
-# --- shared helpers ------------------------------------------------------------------------
+# splitmix64 constants, as signed int64 where tensors hold them
 
 _U64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # as signed int64
 _MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
 _MIX2 = 0x94D049BB133111EB - (1 << 64)
-
-
-class RowEdges(NamedTuple):
-    """Directed edges in one node space: users ``0..U-1``, items ``U..U+I-1``, both ways."""
-
-    src: Tensor
-    dst: Tensor
-    relations: Tensor
-    weights: Tensor
-    times: Tensor
-
-
-def check_rows(graph: BipartiteGraph, users: Tensor, items: Tensor, encoder: Encoder) -> None:
-    """Raise ``ValueError`` naming the first row or graph size outside the tables."""
-    if graph.num_users > encoder.num_users or graph.num_items > encoder.num_items:
-        raise ValueError(
-            f"graph has {graph.num_users} users / {graph.num_items} items but the encoder "
-            f"holds {encoder.num_users} / {encoder.num_items} rows; call grow() first"
-        )
-    for name, rows, size in (
-        ("user", users, encoder.num_users),
-        ("item", items, encoder.num_items),
-        ("graph user", graph.users, encoder.num_users),
-        ("graph item", graph.items, encoder.num_items),
-    ):
-        if rows.dtype != torch.int64 or rows.dim() != 1:
-            raise ValueError(
-                f"{name} rows must be a 1-D int64 tensor, got {rows.dtype} {rows.dim()}-D"
-            )
-        bad = rows[(rows < 0) | (rows >= size)]
-        if bad.numel():
-            raise ValueError(f"{name} row {int(bad[0])} is outside 0..{size - 1}")
-    bad_rel = graph.relations[(graph.relations < 0) | (graph.relations >= encoder.num_relations)]
-    if bad_rel.numel():
-        raise ValueError(f"relation {int(bad_rel[0])} is outside 0..{encoder.num_relations - 1}")
-
-
-def row_edges(graph: BipartiteGraph, num_users: int) -> RowEdges:
-    """The graph's edges in both directions, items offset by ``num_users`` (capacity)."""
-    users, items = graph.users, graph.items + num_users
-    return RowEdges(
-        torch.cat([users, items]),
-        torch.cat([items, users]),
-        graph.relations.repeat(2),
-        graph.weights.float().repeat(2),
-        graph.times.repeat(2),
-    )
-
-
-def smallest_k_per_group(group: Tensor, score: Tensor, k: int) -> Tensor:
-    """Positions of the ``k`` smallest scores within each group (ties: earlier position).
-
-    >>> smallest_k_per_group(torch.tensor([0, 1, 0, 0]), torch.tensor([3.0, 1.0, 1.0, 2.0]), 2)
-    tensor([2, 3, 1])
-    """
-    order = torch.argsort(score, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]
-    _, counts = torch.unique_consecutive(group[order], return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(order.numel(), device=order.device) - starts.repeat_interleave(counts)
-    return order[rank < k]
-
-
-def expand_hops(
-    targets: Tensor, num_nodes: int, hops: int, select: Callable[[Tensor], tuple[Tensor, ...]]
-) -> tuple[Tensor, ...]:
-    """Union of ``select(nodes)`` over ``hops`` rounds, each node's neighbourhood taken once.
-
-    ``select`` gets the sorted node ids whose in-edges are needed and returns edge columns,
-    source ids first; round ``h + 1`` asks for the sources found in round ``h``. ``hops``
-    rounds are what an ``hops``-layer network needs for the targets' outputs.
-    """
-    done = torch.zeros(num_nodes, dtype=torch.bool, device=targets.device)
-    frontier = torch.unique(targets)
-    parts = []
-    for _ in range(hops):
-        frontier = frontier[~done[frontier]]
-        done[frontier] = True
-        part = select(frontier)
-        parts.append(part)
-        frontier = torch.unique(part[0])
-    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
-
-
-def node_rows(nodes: Tensor, num_users: int, users: Tensor, items: Tensor) -> Tensor:
-    """Rows of ``users``/``items`` for sorted node ids (users first, then items)."""
-    split = int((nodes < num_users).sum())
-    return torch.cat([users[nodes[:split]], items[nodes[split:] - num_users]])
 
 
 def node_key(nodes: Tensor, num_users: int) -> Tensor:
@@ -182,76 +101,6 @@ def _mix64(x: Tensor) -> Tensor:
 def _shift_right(x: Tensor, bits: int) -> Tensor:
     """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
     return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def grown_parameter(param: torch.nn.Parameter, rows: int, std: float) -> torch.nn.Parameter:
-    """``param`` with rows appended up to ``rows``, the new ones ``N(0, std^2)``."""
-    extra = torch.empty(rows - param.shape[0], *param.shape[1:], device=param.device)
-    torch.nn.init.normal_(extra, std=std)
-    return torch.nn.Parameter(torch.cat([param.detach(), extra.to(param.dtype)]))
-
-
-def grown_buffer(buffer: Tensor, rows: int, fill: float) -> Tensor:
-    """``buffer`` with rows appended up to ``rows``, the new ones ``fill``."""
-    extra = buffer.new_full((rows - buffer.shape[0], *buffer.shape[1:]), fill)
-    return torch.cat([buffer, extra])
-
-
-def check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ConfigError(f"{name} must be > 0, got {value!r}")
-
-
-def check_reset_rows(encoder: Encoder, users: Tensor, items: Tensor) -> None:
-    for name, rows, size in (
-        ("user", users, encoder.num_users),
-        ("item", items, encoder.num_items),
-    ):
-        bad = rows[(rows < 0) | (rows >= size)]
-        if bad.numel():
-            raise ValueError(f"cannot reset {name} row {int(bad[0])}: outside 0..{size - 1}")
-
-
-# --- encoders ------------------------------------------------------------------------------
-
-
-class IdTableEncoder(Encoder):
-    """An encoder with learnt user and item id tables (``N(0, init_std^2)``), grown in chunks."""
-
-    def __init__(self, num_relations: int, dim: int, *, init_std: float) -> None:
-        super().__init__(num_relations, dim)
-        if not init_std > 0:
-            raise ConfigError(f"init_std must be > 0, got {init_std!r}")
-        self.init_std = init_std
-        self.user_emb = torch.nn.Parameter(torch.empty(0, dim))
-        self.item_emb = torch.nn.Parameter(torch.empty(0, dim))
-
-    @property
-    def num_users(self) -> int:
-        return int(self.user_emb.shape[0])
-
-    @property
-    def num_items(self) -> int:
-        return int(self.item_emb.shape[0])
-
-    def grow(self, num_users: int, num_items: int) -> None:
-        users, items = grown_size(num_users, self.num_users), grown_size(num_items, self.num_items)
-        if users > self.num_users:
-            self.user_emb = grown_parameter(self.user_emb, users, self.init_std)
-        if items > self.num_items:
-            self.item_emb = grown_parameter(self.item_emb, items, self.init_std)
-
-    def reset_rows(self, users: Tensor, items: Tensor) -> None:
-        check_reset_rows(self, users, items)
-        with torch.no_grad():
-            for table, rows in ((self.user_emb, users), (self.item_emb, items)):
-                fresh = torch.empty(rows.numel(), self.dim, device=table.device)
-                table[rows.to(table.device)] = torch.nn.init.normal_(fresh, std=self.init_std)
-
-    def reset_tables(self) -> None:
-        torch.nn.init.normal_(self.user_emb, std=self.init_std)
-        torch.nn.init.normal_(self.item_emb, std=self.init_std)
 
 
 class _InductiveEncoder(IdTableEncoder):

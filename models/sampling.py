@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph
-from stream.errors import ConfigError
+from models.errors import ModelConfigError
 
 NEGATIVE_SAMPLERS = ("uniform", "popularity", "in_batch", "hard")
 POPULARITY_EXPONENT = 0.75
@@ -39,7 +39,7 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 def check_sampler(name: str) -> str:
     """``name`` if it is a negative sampler; the error lists the valid names."""
     if name not in NEGATIVE_SAMPLERS:
-        raise ConfigError(
+        raise ModelConfigError(
             f"unknown negative sampler {name!r}; valid names: {', '.join(NEGATIVE_SAMPLERS)}"
         )
     return name

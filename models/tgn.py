@@ -37,16 +37,9 @@ from torch import Tensor
 from torch_geometric.nn import TransformerConv  # type: ignore[import-untyped, unused-ignore]
 
 from models.base import BipartiteGraph, EdgeBatch
-from models.sage import (
-    IdTableEncoder,
-    check_positive,
-    check_rows,
-    expand_hops,
-    grown_buffer,
-    node_rows,
-    row_edges,
-    smallest_k_per_group,
-)
+from models.errors import check_positive
+from models.id_tables import IdTableEncoder, grown_buffer
+from models.row_space import check_rows, expand_hops, node_rows, row_edges, smallest_k_per_group
 
 
 class CosineTimeEncoding(torch.nn.Module):

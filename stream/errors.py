@@ -3,7 +3,16 @@
 Every error the package raises on purpose derives from :class:`StreamGNNError`, so a
 caller can tell ours from a library's. A bad *event* is not an exception: it is data
 (a :class:`stream.events.Rejection`) routed to the dead-letter topic.
+
+The model library raises its own :class:`models.errors.ModelError` s (``models`` imports
+nothing of ``stream``); :func:`model_config_errors` turns its configuration errors into
+:class:`ConfigError` where streamgnn builds models from its settings.
 """
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from models.errors import ModelConfigError
 
 
 class StreamGNNError(Exception):
@@ -40,3 +49,22 @@ class PublishError(StreamGNNError):
 
 class VersionRegressionError(PublishError, ValueError):
     """A publish asked for a model version below one that may already be on the topics."""
+
+
+@contextmanager
+def model_config_errors() -> Iterator[None]:
+    """Raise the model library's configuration errors as :class:`ConfigError`.
+
+    ``models`` has its own exceptions (:mod:`models.errors`); this is the boundary where
+    streamgnn builds models from its settings, so a caller catches one hierarchy.
+
+    >>> with model_config_errors():
+    ...     raise ModelConfigError("dim must be > 0, got 0")
+    Traceback (most recent call last):
+    ...
+    stream.errors.ConfigError: dim must be > 0, got 0
+    """
+    try:
+        yield
+    except ModelConfigError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -160,7 +160,7 @@ class PublishSettings:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """How the worker trains and checkpoints (the model itself: ``models.trainer``).
+    """How the worker trains and checkpoints (the model itself: ``stream.learn.trainer``).
 
     Ingestion never waits on a training step: applied events queue in a backlog that the
     trainer thread takes whole (micro-batches coalesce when it falls behind). Only when

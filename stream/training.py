@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models.checkpoint import CheckpointStore
-from models.trainer import IncrementalTrainer, TrainerSettings, TrainReport
 from stream.errors import PublishError
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
+from stream.learn.checkpoint import CheckpointStore
+from stream.learn.report import TrainReport
+from stream.learn.settings import TrainerSettings
+from stream.learn.trainer import IncrementalTrainer
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.settings import Settings

@@ -21,11 +21,12 @@ from typing import Any
 
 from torch import Tensor
 
-from models.trainer import IncrementalTrainer, TrainerSettings
 from stream.errors import ConfigError
 from stream.evaluation.popularity import DecayedPopularity
 from stream.evaluation.prequential import Method, empty_scores, score_matrix
 from stream.events import Interaction
+from stream.learn.settings import TrainerSettings
+from stream.learn.trainer import IncrementalTrainer
 from stream.settings import Behaviour, coerce_value
 from stream.state.graph_store import DecayedGraphStore
 

@@ -14,7 +14,13 @@ update is O(1), and a late event lands exactly where it belongs:
 0.375
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DecayedWeight = tuple[float, int]
 """``(w_ref, t_ref)``: the weight at reference event time ``t_ref`` (epoch ms)."""
@@ -23,12 +29,27 @@ DecayedWeight = tuple[float, int]
 _MAX_TIME = 2**63 - 1
 
 
+@overload
+def decay_factor(age_ms: float, half_life_ms: float) -> float: ...
+@overload
+def decay_factor(age_ms: Tensor, half_life_ms: float | Tensor) -> Tensor: ...
+
+
+def decay_factor(age_ms: Any, half_life_ms: Any) -> Any:
+    """``2^(-age/h)``: how much of a weight is left ``age_ms`` after it was set.
+
+    The one decay rule: :func:`merge` and :func:`weight_at` use it on numbers, and the
+    trainer's graph mirror on tensors of ages (elementwise), so both decay alike.
+    """
+    return 2.0 ** (-age_ms / half_life_ms)
+
+
 def merge(state: DecayedWeight, amount: float, ts: int, half_life_ms: int) -> DecayedWeight:
     """Add ``amount`` at event time ``ts`` to a decayed weight; order does not matter."""
     w_ref, t_ref = state
     if ts >= t_ref:
-        return (w_ref * 2.0 ** (-(ts - t_ref) / half_life_ms) + amount, ts)
-    return (w_ref + amount * 2.0 ** (-(t_ref - ts) / half_life_ms), t_ref)
+        return (w_ref * decay_factor(ts - t_ref, half_life_ms) + amount, ts)
+    return (w_ref + amount * decay_factor(t_ref - ts, half_life_ms), t_ref)
 
 
 def weight_at(state: DecayedWeight, now: int, half_life_ms: int) -> float:
@@ -36,7 +57,7 @@ def weight_at(state: DecayedWeight, now: int, half_life_ms: int) -> float:
     w_ref, t_ref = state
     if now <= t_ref:
         return w_ref
-    return float(w_ref * 2.0 ** (-(now - t_ref) / half_life_ms))
+    return float(w_ref * decay_factor(now - t_ref, half_life_ms))
 
 
 def is_dead(state: DecayedWeight, now: int, half_life_ms: int, epsilon: float) -> bool:

@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from models.checkpoint import _HEADER, CheckpointStore, load_checkpoint
 from stream.errors import CheckpointError
+from stream.learn.checkpoint import _HEADER, CheckpointStore, load_checkpoint
 from stream.testing.faults import CrashReport
 
 _TEMP_PREFIX = ".tmp-"

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.checkpoint import CheckpointStore
 from stream.kafka_broker import LocalKafkaBroker
+from stream.learn.checkpoint import CheckpointStore
 from stream.testing.embedding_log import published_between, read_published, version_regressions
 from stream.testing.faults import CrashReport, run_crash_scenario, training_env
 

@@ -11,9 +11,9 @@ from types import ModuleType
 
 import pytest
 
-from models.trainer import TrainerSettings
 from stream.evaluation.prequential import ProtocolSettings, split_stream
 from stream.events import Interaction
+from stream.learn.settings import TrainerSettings
 from stream.settings import Behaviour
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "incremental_vs_retrain.py"

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from models.base import grown_size
+from models.errors import ModelConfigError
 from models.ids import IdRegistry
-from stream.errors import ConfigError
 
 
 def test_rows_are_dense_and_stable_per_kind() -> None:
@@ -85,9 +85,9 @@ def test_state_round_trips_through_json_and_behaves_the_same() -> None:
 
 
 def test_validation_names_the_bad_value() -> None:
-    with pytest.raises(ConfigError, match="max_users"):
+    with pytest.raises(ModelConfigError, match="max_users"):
         IdRegistry(max_users=0)
-    with pytest.raises(ConfigError, match="ttl_ms"):
+    with pytest.raises(ModelConfigError, match="ttl_ms"):
         IdRegistry(ttl_ms=0)
     reg = IdRegistry()
     with pytest.raises(ValueError, match="'movie'"):
@@ -96,5 +96,5 @@ def test_validation_names_the_bad_value() -> None:
         reg.ids("user", [0])
     big = IdRegistry(max_users=3)
     big.assign("user", ["a", "b", "c"], now_ms=0)
-    with pytest.raises(ConfigError, match="more than max 2"):
+    with pytest.raises(ModelConfigError, match="more than max 2"):
         IdRegistry(max_users=2).load_state_dict(big.state_dict())

@@ -9,8 +9,8 @@ from torch_geometric.nn import LGConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from models.base import GROW_CHUNK, BipartiteGraph
+from models.errors import ModelConfigError
 from models.lightgcn import LightGCNEncoder
-from stream.errors import ConfigError
 
 DEVICES = [
     "cpu",
@@ -227,5 +227,5 @@ def test_graph_larger_than_the_tables_is_refused() -> None:
     enc = LightGCNEncoder(num_relations=1, dim=4)
     with pytest.raises(ValueError, match="grow"):
         enc(make_graph(), torch.tensor([0]), torch.tensor([0]))
-    with pytest.raises(ConfigError, match="num_layers"):
+    with pytest.raises(ModelConfigError, match="num_layers"):
         LightGCNEncoder(num_relations=1, num_layers=-1)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from models.base import GROW_CHUNK, BipartiteGraph, Encoder
+from models.errors import ModelConfigError
 from models.mbgat import MultiBehaviourGATEncoder
 from models.resolver import encoder_resolver
-from stream.errors import ConfigError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 USERS, ITEMS = torch.arange(10), torch.arange(8)
@@ -51,7 +51,7 @@ def build(seed: int = 0, **kwargs: object) -> Encoder:
 
 def test_resolver_and_validation() -> None:
     assert type(encoder_resolver("mbgat", 3, dim=16)) is MultiBehaviourGATEncoder
-    with pytest.raises(ConfigError, match="num_layers must be > 0, got 0"):
+    with pytest.raises(ModelConfigError, match="num_layers must be > 0, got 0"):
         encoder_resolver("mbgat", 3, num_layers=0)
     with pytest.raises(ValueError, match=r"relation 3 is outside 0\.\.2"):
         build()(random_graph(relations=4, seed=1), USERS, ITEMS)

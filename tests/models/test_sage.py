@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from models.base import GROW_CHUNK, BipartiteGraph, Encoder
+from models.errors import ModelConfigError
 from models.resolver import encoder_resolver
-from models.sage import PinSAGEEncoder, SAGEEncoder, row_edges, smallest_k_per_group
-from stream.errors import ConfigError
+from models.row_space import row_edges, smallest_k_per_group
+from models.sage import PinSAGEEncoder, SAGEEncoder
 
 NAMES = ["sage", "pinsage"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -47,7 +48,7 @@ ALL_USERS, ALL_ITEMS = torch.arange(12), torch.arange(9)
 def test_resolver_builds_the_class_and_validates(name: str) -> None:
     expected = {"sage": SAGEEncoder, "pinsage": PinSAGEEncoder}[name]
     assert type(encoder_resolver(name, 3, dim=16)) is expected
-    with pytest.raises(ConfigError, match=r"num_neighbors.*-1"):
+    with pytest.raises(ModelConfigError, match=r"num_neighbors.*-1"):
         encoder_resolver(name, 3, dim=16, num_neighbors=-1)
     encoder = build(name)
     with pytest.raises(ValueError, match=f"user row {GROW_CHUNK}"):

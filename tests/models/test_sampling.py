@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models.base import BipartiteGraph
+from models.errors import ModelConfigError
 from models.sampling import (
     NEGATIVE_SAMPLERS,
     POPULARITY_EXPONENT,
@@ -13,7 +14,6 @@ from models.sampling import (
     sample_replay,
     weighted_draw,
 )
-from stream.errors import ConfigError
 
 
 def graph(
@@ -126,5 +126,5 @@ def test_weighted_draw_never_draws_zero_weights() -> None:
 
 
 def test_unknown_sampler_lists_the_valid_names() -> None:
-    with pytest.raises(ConfigError, match="uniform, popularity, in_batch, hard"):
+    with pytest.raises(ModelConfigError, match="uniform, popularity, in_batch, hard"):
         sample_negatives("nope", torch.zeros(1), torch.zeros(1), num_items=1, generator=gen())

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from models.base import GROW_CHUNK, BipartiteGraph, EdgeBatch, Encoder
+from models.errors import ModelConfigError
 from models.resolver import encoder_resolver
 from models.tgn import TGNEncoder
-from stream.errors import ConfigError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 USERS, ITEMS = torch.arange(10), torch.arange(8)
@@ -57,7 +57,7 @@ def same_state(encoder: Encoder, before: dict[str, torch.Tensor]) -> bool:
 
 def test_resolver_and_validation() -> None:
     assert type(encoder_resolver("tgn", 3, dim=16)) is TGNEncoder
-    with pytest.raises(ConfigError, match="heads must be > 0, got 0"):
+    with pytest.raises(ModelConfigError, match="heads must be > 0, got 0"):
         encoder_resolver("tgn", 3, heads=0)
     encoder = build()
     with pytest.raises(ValueError, match=f"batch item row {GROW_CHUNK}"):

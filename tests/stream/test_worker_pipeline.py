@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from models.checkpoint import CheckpointStore
 from stream.kafka_broker import LocalKafkaBroker
+from stream.learn.checkpoint import CheckpointStore
 from stream.metrics import PipelineMetrics
 from stream.publish.schema import EmbeddingRecord, decode_record
 from stream.settings import KafkaSettings, Settings, StoreSettings, TrainingSettings

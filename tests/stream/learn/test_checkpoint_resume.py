@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import CheckpointStore
-from models.trainer import IncrementalTrainer, TrainerSettings
 from stream.events import Interaction
+from stream.learn.checkpoint import CheckpointStore
+from stream.learn.settings import TrainerSettings
+from stream.learn.trainer import IncrementalTrainer
 from stream.settings import Behaviour
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.graph import GraphMirror, store_user_item_edges
 from models.ids import IdRegistry
 from stream.events import Interaction
+from stream.learn.graph_mirror import GraphMirror, store_user_item_edges
 from stream.settings import Behaviour
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 from stream.state.keys import ITEM

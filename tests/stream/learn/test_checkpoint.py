@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import (
+from stream.errors import CheckpointError, ConfigError
+from stream.learn.checkpoint import (
     _HEADER,
     FORMAT_VERSION,
     MAGIC,
     CheckpointStore,
     load_checkpoint,
 )
-from stream.errors import CheckpointError, ConfigError
 from stream.testing.checkpoint_faults import run_checkpoint_kill_scenario
 
 

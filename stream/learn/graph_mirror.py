@@ -50,7 +50,7 @@ from models.base import BipartiteGraph, EdgeBatch
 from stream.errors import ConfigError
 from stream.events import Interaction
 from stream.settings import SOCIAL_EVENT_TYPES, Behaviour
-from stream.state.decay import DecayedWeight, is_dead, merge
+from stream.state.decay import DecayedWeight, decay_factor, is_dead, merge
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.keys import ITEM, USER
 
@@ -119,9 +119,6 @@ class GraphMirror:
             return self._code[event_type]
         except KeyError:
             raise ValueError(f"unknown event type {event_type!r}") from None
-
-    def is_social(self, event_type: str) -> bool:
-        return event_type in SOCIAL_EVENT_TYPES
 
     # -- writes -----------------------------------------------------------------------
 
@@ -337,4 +334,4 @@ class GraphMirror:
     def _decayed(self, now: int, n: int) -> Tensor:
         """``weight_at`` for the first ``n`` slots, vectorised (float64, as the store)."""
         age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
-        return self._w_ref[:n] * torch.exp2(-age / self._half_life_t[self._relations[:n]])
+        return self._w_ref[:n] * decay_factor(age, self._half_life_t[self._relations[:n]])

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from models.base import grown_size
-from models.trainer import IncrementalTrainer, TrainerSettings
 from stream.errors import ConfigError
 from stream.events import Interaction
+from stream.learn.settings import TrainerSettings
+from stream.learn.trainer import IncrementalTrainer
 from stream.settings import Behaviour
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 
@@ -115,28 +116,11 @@ def test_reads_change_nothing() -> None:
     v = trainer.vectors("user", ["u0", "nobody"])
     assert v.shape == (2, SMALL.dim)
     assert float(v[0].norm()) == pytest.approx(1.0) and float(v[1].norm()) == 0.0
-    trainer.recommend(["u0", "nobody"], k=5)
     assert trainer.registry.state_dict() == before_registry
     assert trainer.mirror.num_edges == edges
     after = trainer.state_dict()
     for name, tensor in before["encoder"].items():
         assert torch.equal(tensor, after["encoder"][name])
-
-
-def test_recommend_ranks_unseen_items_and_skips_unknown_users() -> None:
-    trainer = IncrementalTrainer(SMALL, BEHAVIOURS, EPS)
-    events = block_stream(3, 60)
-    trainer.learn(events)
-    seen = {e.item_id for e in events if e.user_id == "u0"}
-    items, scores = trainer.recommend(["u0", "nobody"], k=50)
-    live_items = trainer.registry.live("item")
-    assert scores.shape == (2, live_items)
-    assert set(items[0]).isdisjoint(seen) and len(items[0]) == live_items - len(seen)
-    assert items[1] == [] and bool(torch.isinf(scores[1]).all())
-    finite = scores[0][torch.isfinite(scores[0])]
-    assert bool((finite[:-1] >= finite[1:]).all())
-    with_seen, _ = trainer.recommend(["u0"], k=50, exclude_seen=False)
-    assert set(with_seen[0]) >= seen
 
 
 def test_state_round_trip_resumes_with_identical_next_learn(tmp_path: Path) -> None:

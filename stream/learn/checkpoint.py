@@ -140,6 +140,17 @@ class CheckpointStore:
         return None
 
 
+def cpu_copy(obj: Any) -> Any:
+    """A deep copy of nested state with every tensor cloned to the CPU (a payload part)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, Mapping):
+        return {key: cpu_copy(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(cpu_copy(value) for value in obj)
+    return obj
+
+
 def load_checkpoint(path: Path) -> Payload:
     """Read and verify one checkpoint file; raises :class:`CheckpointError` if it is not good."""
     try:

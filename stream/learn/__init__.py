@@ -1,0 +1,1 @@
+"""The learning path: the incremental trainer, its graph mirror, policies and checkpoints."""

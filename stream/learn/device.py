@@ -1,0 +1,48 @@
+"""Where the trainer runs: the device, and mixed precision on CUDA."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from stream.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; an unavailable CUDA is refused."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+    return torch.device(name)
+
+
+class MixedPrecision:
+    """CUDA autocast (bf16 where supported, else fp16 with a gradient scaler); off elsewhere.
+
+    >>> amp = MixedPrecision(torch.device("cpu"), enabled=True)
+    >>> amp.dtype is None
+    True
+    """
+
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self.device = device
+        amp = enabled and device.type == "cuda"
+        bf16 = amp and torch.cuda.is_bf16_supported()
+        self.dtype = (torch.bfloat16 if bf16 else torch.float16) if amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward through the (scaled) loss and one optimiser step."""
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(self.scaler.scale(loss))
+        self.scaler.step(optimizer)
+        self.scaler.update()

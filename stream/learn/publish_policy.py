@@ -1,0 +1,114 @@
+"""Which rows a training step reports as changed, and what downstream was last given.
+
+After every step the trainer re-embeds all live rows and asks :class:`PublishPolicy`
+which to report (publish):
+
+* rows with new events of their own, always: their vectors must reflect those events,
+  however little they moved;
+* rows never reported since their id took the row;
+* rows that moved more than ``threshold`` (L2) since they were last reported; at most
+  ``max_drift`` of these per step, largest moves first (0: no cap), the rest stay
+  pending for later steps so one step's drift never floods the embedding topics.
+
+It also keeps, per row, the newest event time among the row's own events, which the
+publisher stamps on each record. Everything lives in tensors, so :meth:`state_dict` is
+the complete image a checkpoint needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from models.ids import KINDS
+
+
+class PublishPolicy:
+    """Per-kind reported vectors, reported flags and newest own event times, by row.
+
+    Args:
+        dim: vector width.
+        device: where the reported vectors live (event times stay on the CPU).
+        threshold: L2 move since the last report that counts as changed.
+        max_drift: rows reported per step for drift alone at most (0: no cap).
+    """
+
+    def __init__(self, dim: int, device: torch.device, threshold: float, max_drift: int) -> None:
+        self.device = device
+        self.threshold = threshold
+        self.max_drift = max_drift
+        self._reported = {k: torch.zeros(0, dim, device=device) for k in KINDS}
+        self._published = {k: torch.zeros(0, dtype=torch.bool, device=device) for k in KINDS}
+        self._event_ms = {k: torch.zeros(0, dtype=torch.long) for k in KINDS}
+
+    def grow(self, kind: str, size: int) -> None:
+        """Make room for ``size`` rows (new rows: never reported, no event yet)."""
+        missing = size - self._event_ms[kind].numel()
+        if missing > 0:
+            times = self._event_ms[kind]
+            self._event_ms[kind] = torch.cat([times, times.new_zeros(missing)])
+        extra = size - self._published[kind].numel()
+        if extra > 0:
+            reported = self._reported[kind]
+            self._reported[kind] = torch.cat(
+                [reported, reported.new_zeros(extra, reported.shape[1])]
+            )
+            self._published[kind] = torch.cat(
+                [self._published[kind], self._published[kind].new_zeros(extra)]
+            )
+
+    def forget(self, kind: str, rows: Tensor) -> None:
+        """Rows handed to new ids: never reported, no event yet."""
+        self._published[kind][rows.to(self.device)] = False
+        self._event_ms[kind][rows] = 0
+
+    def note_event_times(self, kind: str, rows: Tensor, times: Tensor) -> None:
+        """Raise each row's newest own event time (refused ids, row -1, are skipped)."""
+        known = rows >= 0
+        self._event_ms[kind].scatter_reduce_(0, rows[known].cpu(), times[known], "amax")
+
+    def event_times(self, kind: str, rows: Tensor) -> list[int]:
+        """Newest own event time (ms) of each row (0: none yet)."""
+        return self._event_ms[kind][rows.clamp(min=0)].tolist() if rows.numel() else []
+
+    def select(self, kind: str, vectors: Tensor, touched: Tensor | None = None) -> Tensor:
+        """Rows to report given the current ``vectors`` of every live row; marks them reported.
+
+        ``touched`` rows (with new events) are always reported.
+        """
+        n = vectors.shape[0]
+        reported, published = self._reported[kind][:n], self._published[kind][:n]
+        distance = (vectors - reported).norm(dim=1)
+        distance[~published] = math.inf  # never reported: first in line
+        report: Tensor = distance > self.threshold
+        if self.max_drift and int(report.sum()) > self.max_drift:
+            keep = distance.topk(self.max_drift).indices
+            report = torch.zeros_like(report)
+            report[keep] = True
+        if touched is not None and touched.numel():
+            report[touched.to(self.device)] = True
+        rows = report.nonzero().flatten()
+        reported[rows] = vectors[rows]
+        published[rows] = True
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "reported": self._reported,
+            "published": self._published,
+            "event_ms": self._event_ms,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume; a state without event times (older checkpoints) starts them at zero."""
+        self._reported = {k: state["reported"][k].to(self.device) for k in KINDS}
+        self._published = {k: state["published"][k].to(self.device) for k in KINDS}
+        event_ms = state.get("event_ms") or {}
+        self._event_ms = {
+            k: event_ms[k].clone() if k in event_ms else torch.zeros(0, dtype=torch.long)
+            for k in KINDS
+        }

@@ -1,0 +1,87 @@
+"""How the incremental trainer learns: one frozen, validated settings object."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from models.ids import DAY_MS
+from models.resolver import ENCODERS
+from models.sampling import check_sampler
+from stream.errors import ConfigError, model_config_errors
+
+LOSSES = ("bpr", "info_nce")
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """How the trainer learns; validated on construction (errors name the bad value).
+
+    The defaults (InfoNCE, 16 uniform negatives, lr 0.05, 4096 positives per step) are the
+    settings of the committed ML-100K prequential run (bench/results/eval-ml100k.json);
+    BPR with popularity negatives finished below decayed popularity there.
+    """
+
+    encoder: str = "lightgcn"
+    dim: int = 64
+    layers: int = 2
+    lr: float = 0.05
+    steps_per_batch: int = 2  # passes over each micro-batch's positives
+    # Optimiser steps per learn call at most (0: no cap). A live worker whose backlog
+    # coalesced into a large batch trains on a random subset of its positives instead of
+    # falling further behind; every event still enters the graph and the vectors.
+    max_steps_per_batch: int = 0
+    # Rows reported per call for drift alone (moved past publish_threshold with no new
+    # event of their own), largest moves first; 0: no cap. The rest stay pending and are
+    # reported by later calls, so one step's drift never floods the embedding topics.
+    # Rows with new events are always reported.
+    max_drift_reports: int = 0
+    replay_ratio: float = 1.0  # replayed older edges per new edge
+    negatives: str = "uniform"
+    num_negatives: int = 16
+    hard_pool: int = 32  # candidate pool per row for "hard" negatives
+    loss: str = "info_nce"
+    temperature: float = 0.2  # InfoNCE
+    batch_size: int = 4096  # positives per optimiser step
+    publish_threshold: float = 1e-3  # L2 move since last report that counts as changed
+    device: str = "auto"
+    mixed_precision: bool = True  # CUDA autocast (bf16 where supported, else fp16)
+    seed: int = 0
+    max_users: int = 1_000_000
+    max_items: int = 1_000_000
+    id_ttl_ms: int = 30 * DAY_MS
+    encoder_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(
+                f"unknown encoder {self.encoder!r}; valid names: {', '.join(sorted(ENCODERS))}"
+            )
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; valid names: {', '.join(LOSSES)}")
+        with model_config_errors():
+            check_sampler(self.negatives)
+        for name in ("dim", "layers", "steps_per_batch", "num_negatives", "hard_pool"):
+            if getattr(self, name) <= 0 and not (name == "layers" and self.layers == 0):
+                raise ConfigError(f"trainer {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("max_steps_per_batch", "max_drift_reports"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("batch_size", "max_users", "max_items", "id_ttl_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"trainer {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("lr", "temperature"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"trainer {name} must be finite and > 0, got {value!r}")
+        for name in ("replay_ratio", "publish_threshold"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"trainer {name} must be finite and >= 0, got {value!r}")
+        if self.hard_pool < self.num_negatives:
+            raise ConfigError(f"hard_pool {self.hard_pool} < num_negatives {self.num_negatives}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda[:n], got {self.device!r}")
