@@ -21,23 +21,23 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy strict on stream/ and mode
 
 test: lint ## set up everything (venv, package, Kafka jars, Prometheus) and run the whole suite
 	bash .ci/ensure_prometheus.sh
-	$(PY) -c 'from stream.kafka_broker import ensure_kafka_jars; print(ensure_kafka_jars())'
+	$(PY) -c 'from stream.local_broker.jars import ensure_kafka_jars; print(ensure_kafka_jars())'
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP) ## broker, worker and producer on this machine with a live summary (see README)
 	$(VENV)/bin/streamgnn demo
 
 bench-ingest: $(STAMP) ## measure consume vs ingest rate; writes bench/results/ingest.json
-	$(PY) bench/ingest.py
+	$(PY) -m bench.ingest
 
 bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s; writes bench/results/freshness.json
-	$(PY) bench/freshness.py
+	$(PY) -m bench.freshness
 
 bench-faults: $(STAMP) ## worker/broker kills, 30 s network cut, checkpoint kills, id flood; writes bench/results/faults.json
-	$(PY) bench/faults.py
+	$(PY) -m bench.faults
 
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
-	$(PY) bench/incremental_vs_retrain.py
+	$(PY) -m bench.incremental_vs_retrain
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var

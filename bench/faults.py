@@ -1,6 +1,6 @@
 """Fault benchmark: every crash scenario of the fault tests, with its figures.
 
-Runs the scenarios of stream/testing/ against real Kafka brokers started here:
+Runs the scenarios of tests/harness/ against real Kafka brokers started here:
 
 - worker SIGKILLed 3 times (twice at random, once right after a store write), ingest
   only, 100,000 events over 4 partitions; compared with a run without crashes;
@@ -13,7 +13,7 @@ Runs the scenarios of stream/testing/ against real Kafka brokers started here:
 
 Writes bench/results/faults.json: {"device", "date", "command", "notes", "tests": [{name,
 sent, applied, lost, duplicated, recovery_s: [...], ...scenario details}]}.
-Run: make bench-faults (.venv/bin/python bench/faults.py); ``--only NAME ...`` re-runs
+Run: make bench-faults (.venv/bin/python -m bench.faults); ``--only NAME ...`` re-runs
 some scenarios and keeps the other entries of the existing file.
 """
 
@@ -31,17 +31,17 @@ from pathlib import Path
 
 import psutil
 
-from stream.kafka_broker import LocalKafkaBroker
-from stream.testing.checkpoint_faults import run_checkpoint_kill_scenario
-from stream.testing.faults import (
+from stream.local_broker.broker import LocalKafkaBroker
+from tests.harness.checkpoint_faults import run_checkpoint_kill_scenario
+from tests.harness.faults import (
     CrashReport,
     prepare_topic,
     run_crash_scenario,
     run_proxy_cut_scenario,
 )
-from stream.testing.id_flood import run_id_flood
-from stream.testing.proxy import proxied_broker
-from stream.testing.training_faults import run_training_crash_scenario
+from tests.harness.id_flood import run_id_flood
+from tests.harness.proxy import proxied_broker
+from tests.harness.training_faults import run_training_crash_scenario
 
 RESULTS = Path(__file__).parent / "results" / "faults.json"
 

@@ -12,8 +12,8 @@ events wait for its group join, a start-up cost, not freshness. ``--warmup-s`` c
 the first seconds out of p50/p90/p99 (none by default); ``p99_by_10s_window`` shows
 whether the figure holds over the run.
 
-    .venv/bin/python bench/freshness.py                      # 2,000 and 10,000 events/s
-    .venv/bin/python bench/freshness.py --loads 2000 --duration-s 30
+    .venv/bin/python -m bench.freshness                      # 2,000 and 10,000 events/s
+    .venv/bin/python -m bench.freshness --loads 2000 --duration-s 30
 
 Writes bench/results/freshness.json: one entry per load under ``loads`` with
 ``offered_per_s``, ``sustained_per_s`` (events the worker applied per second during the
@@ -41,12 +41,12 @@ import psutil
 import torch
 from kafka import KafkaConsumer, TopicPartition
 
-from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
 from stream.settings import SOCIAL_EVENT_TYPES
-from stream.testing.faults import WorkerProcess, training_env, wait_for, worker_env
+from tests.harness.faults import WorkerProcess, training_env, wait_for, worker_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
 

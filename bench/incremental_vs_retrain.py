@@ -22,7 +22,7 @@ incremental method's; if no budget gets there, the one with the best Recall@20 (
 document says the quality was not matched). The ratio is retrain / incremental cost.
 
 Run: ``make bench-retrain`` or
-``.venv/bin/python bench/incremental_vs_retrain.py [--chunks 10] [--epochs 1,2,5,10,20,40]``
+``.venv/bin/python -m bench.incremental_vs_retrain [--chunks 10] [--epochs 1,2,5,10,20,40]``
 (about 10 minutes on 2 shared CPU cores); writes bench/results/incremental_vs_retrain.json.
 Torch runs on ``--threads`` 1 by default, so CPU seconds are the work done and wall
 seconds do not hinge on how many cores other jobs leave free.

@@ -1,9 +1,9 @@
 """Ingest benchmark: bare kafka-python consume rate vs validate+apply rate, same topic.
 
-Then the crash scenarios of the fault tests (stream/testing/faults.py): 100,000 events over
+Then the crash scenarios of the fault tests (tests/harness/faults.py): 100,000 events over
 4 partitions with the worker SIGKILLed 3 times, and a broker SIGKILL + restart mid-stream;
 events sent / applied / lost / duplicated and the recovery time of each kill.
-Writes bench/results/ingest.json. Run: make bench-ingest (.venv/bin/python bench/ingest.py)
+Writes bench/results/ingest.json. Run: make bench-ingest (.venv/bin/python -m bench.ingest)
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import psutil
 from kafka import KafkaConsumer, KafkaProducer
 
 from stream.ingest import IngestWorker
-from stream.kafka_broker import LocalKafkaBroker
+from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import KafkaSettings, Settings, StoreSettings
 from stream.state.graph_store import DecayedGraphStore
-from stream.testing.faults import prepare_topic, run_crash_scenario
+from tests.harness.faults import prepare_topic, run_crash_scenario
 
 RESULTS = Path(__file__).parent / "results" / "ingest.json"
 

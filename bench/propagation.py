@@ -10,8 +10,8 @@ propagation (``forward`` over every row, then ``backward`` of a fixed projection
 alternative it was chosen over. All include building the normalised adjacency, which
 happens once per call.
 
-    .venv/bin/python bench/propagation.py                    # 70k, 1M, 10M edges on the CPU
-    .venv/bin/python bench/propagation.py --device cuda      # on a GPU machine
+    .venv/bin/python -m bench.propagation                    # 70k, 1M, 10M edges on the CPU
+    .venv/bin/python -m bench.propagation --device cuda      # on a GPU machine
 
 Writes bench/results/propagation.json (``--out``): the device, and per size and path
 ``seconds`` (median call), ``seconds_min``, ``seconds_per_layer`` (median / layers) and

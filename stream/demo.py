@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from stream.evaluation.data import FORMATS
-from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import histogram_quantile, owns_partitions, scrape_metrics, total
 from stream.publish.consumer import EmbeddingTable
 

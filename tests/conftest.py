@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from stream.kafka_broker import BrokerError, LocalKafkaBroker
+from stream.errors import BrokerError
+from stream.local_broker.broker import LocalKafkaBroker
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,7 @@ from deploy_files import (
     rule_exprs,
 )
 
-from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.produce import (
     InteractionProducer,
     SimulatedClock,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.kafka_broker import LocalKafkaBroker
-from stream.testing.id_flood import run_id_flood
+from stream.local_broker.broker import LocalKafkaBroker
+from tests.harness.id_flood import run_id_flood
 
 pytestmark = pytest.mark.integration
 

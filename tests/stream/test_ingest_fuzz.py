@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream.events import EventValidator, Interaction
 from stream.ingest import IngestWorker
-from stream.kafka_broker import LocalKafkaBroker
+from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import EventSettings, KafkaSettings, Settings, StoreSettings
 from stream.state.graph_store import DecayedGraphStore
 

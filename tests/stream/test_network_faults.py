@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.testing.faults import prepare_topic, run_proxy_cut_scenario
-from stream.testing.proxy import proxied_broker
+from tests.harness.faults import prepare_topic, run_proxy_cut_scenario
+from tests.harness.proxy import proxied_broker
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.kafka_broker import LocalKafkaBroker
-from stream.testing.proxy import TcpProxy
+from stream.local_broker.broker import LocalKafkaBroker
+from tests.harness.proxy import TcpProxy
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.kafka_broker import LocalKafkaBroker
-from stream.testing.faults import prepare_topic, run_crash_scenario
-from stream.testing.training_faults import run_training_crash_scenario
+from stream.local_broker.broker import LocalKafkaBroker
+from tests.harness.faults import prepare_topic, run_crash_scenario
+from tests.harness.training_faults import run_training_crash_scenario
 
 pytestmark = pytest.mark.integration
 

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from stream.kafka_broker import LocalKafkaBroker
 from stream.learn.checkpoint import CheckpointStore
+from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.schema import EmbeddingRecord, decode_record
 from stream.settings import KafkaSettings, Settings, StoreSettings, TrainingSettings
-from stream.testing.embedding_topics import read_topic, unique_settings
 from stream.worker import run_worker
+from tests.harness.embedding_topics import read_topic, unique_settings
 
 pytestmark = pytest.mark.integration
 

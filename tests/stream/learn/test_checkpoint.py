@@ -18,7 +18,7 @@ from stream.learn.checkpoint import (
     CheckpointStore,
     load_checkpoint,
 )
-from stream.testing.checkpoint_faults import run_checkpoint_kill_scenario
+from tests.harness.checkpoint_faults import run_checkpoint_kill_scenario
 
 
 def _payload(version: int) -> dict[str, object]:
@@ -155,7 +155,7 @@ def test_foreign_files_are_refused_and_never_executed(tmp_path: Path) -> None:
 
 
 def test_sigkill_during_save_always_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
-    """20 writers, each SIGKILLed mid-save (stream/testing/checkpoint_faults.py)."""
+    """20 writers, each SIGKILLed mid-save (tests/harness/checkpoint_faults.py)."""
     report = run_checkpoint_kill_scenario(tmp_path / "ckpt", kills=20, keep=3)
 
     assert (report.sent, report.applied, report.lost) == (20, 20, 0)  # the last good one loads

@@ -19,7 +19,7 @@ from kafka import KafkaConsumer
 
 from stream.cli import main
 from stream.events import EventValidator, Interaction
-from stream.kafka_broker import LocalKafkaBroker
+from stream.local_broker.broker import LocalKafkaBroker
 from stream.produce import SimulatedClock, SyntheticConfig, SyntheticStream
 from stream.settings import EventSettings
 

@@ -10,11 +10,11 @@ import pytest
 from kafka import KafkaProducer
 
 from stream.cli import main
-from stream.kafka_broker import LocalKafkaBroker
+from stream.local_broker.broker import LocalKafkaBroker
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import EmbeddingRecord, encode_record
 from stream.settings import PublishSettings
-from stream.testing.embedding_topics import unique_settings
+from tests.harness.embedding_topics import unique_settings
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from stream.errors import PublishError, SchemaError, VersionRegressionError
-from stream.kafka_broker import LocalKafkaBroker
+from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import decode_record
-from stream.testing.embedding_topics import end_offsets, read_topic, unique_settings
+from tests.harness.embedding_topics import end_offsets, read_topic, unique_settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from publisher_child import KINDS, batch, node_id, vector
 
-from stream.kafka_broker import LocalKafkaBroker
+from stream.local_broker.broker import LocalKafkaBroker
 from stream.publish.consumer import LatestVectors
 from stream.publish.publisher import EmbeddingPublisher
 from stream.publish.schema import decode_record
-from stream.testing.embedding_topics import read_topic, unique_settings
+from tests.harness.embedding_topics import read_topic, unique_settings
 
 pytestmark = pytest.mark.integration
 

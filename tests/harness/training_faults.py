@@ -1,7 +1,7 @@
 """Worker SIGKILLs with training and publishing on: the store stays exactly-once and the
 embedding topics never regress.
 
-:func:`run_training_crash_scenario` is :func:`stream.testing.faults.run_crash_scenario`
+:func:`run_training_crash_scenario` is :func:`tests.harness.faults.run_crash_scenario`
 with the trainer switched on (small ``dim``, frequent checkpoints, private embedding
 topics, checkpoint folder and version ledger), then reads what the kills left behind:
 both embedding topics from the beginning, and the newest checkpoint.
@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream.kafka_broker import LocalKafkaBroker
 from stream.learn.checkpoint import CheckpointStore
-from stream.testing.embedding_log import published_between, read_published, version_regressions
-from stream.testing.faults import CrashReport, run_crash_scenario, training_env
+from stream.local_broker.broker import LocalKafkaBroker
+from tests.harness.embedding_log import published_between, read_published, version_regressions
+from tests.harness.faults import CrashReport, run_crash_scenario, training_env
 
 
 @dataclass

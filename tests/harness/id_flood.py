@@ -20,10 +20,10 @@ from pathlib import Path
 
 import psutil
 
-from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import scrape_metrics, serves_metrics, total
 from stream.produce.producer import InteractionProducer, produce
-from stream.testing.faults import (
+from tests.harness.faults import (
     CrashReport,
     WorkerProcess,
     count_applications,

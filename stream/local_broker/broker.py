@@ -1,10 +1,9 @@
 """A local Apache Kafka node (KRaft, broker + controller in one JVM) on 127.0.0.1.
 
-There is no Docker engine or packaged broker on the machines this project runs on, so the
-node runs from Kafka's own jars: ``ensure_kafka_jars`` resolves them once from Maven Central
-into a cache, and ``LocalKafkaBroker`` formats its log dir once, starts ``kafka.Kafka``,
-waits until a client metadata call succeeds and stops the JVM by PID. The test suite and
-local runs use it; ``docker-compose.yml`` describes the same node for container hosts.
+``LocalKafkaBroker`` formats its log dir once, starts ``kafka.Kafka`` from the jars
+:func:`stream.local_broker.jars.ensure_kafka_jars` provides, waits until a client metadata
+call succeeds and stops the JVM by PID. ``streamgnn demo`` runs on it, and so does the test
+suite; ``docker-compose.yml`` describes the same node for container hosts.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -30,117 +28,10 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from stream.errors import BrokerError
+from stream.local_broker.jars import LOG4J, TAIL_LINES, ensure_kafka_jars, java_executable, tail
 from stream.topics import create_missing_topics
 
-KAFKA_VERSION = "3.9.1"
-
-_DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "kafka"
-_POM = _DEPLOY_DIR / "pom.xml"
-_LOG4J = _DEPLOY_DIR / "log4j.properties"
-# Pinned: Maven 3.8's default dependency plugin is old and varies with the Maven version.
-_COPY_DEPENDENCIES = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
-_COMPLETE_MARKER = ".streamgnn-complete"
 _HOST = "127.0.0.1"
-_TAIL_LINES = 40
-_MVN_TIMEOUT_S = 900.0
-
-
-def ensure_kafka_jars(cache_dir: Path | None = None) -> Path:
-    """Return a folder holding Kafka's runtime jars, resolving them with Maven if needed.
-
-    The default folder is ``$STREAMGNN_KAFKA_LIBS`` or
-    ``${XDG_CACHE_HOME:-~/.cache}/streamgnn/kafka-<version>/libs``. Once a completion marker
-    is there the call is offline; jars are resolved into a sibling temp dir and renamed into
-    place, so an interrupted download never leaves a half cache behind.
-    """
-    libs = cache_dir if cache_dir is not None else _default_jars_dir()
-    if (libs / _COMPLETE_MARKER).is_file():
-        return libs
-    if libs.is_dir() and any(libs.iterdir()):
-        raise BrokerError(
-            f"{libs} exists but has no {_COMPLETE_MARKER} marker; delete it to re-resolve the jars"
-        )
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError("mvn not found on PATH: install Maven 3.8+ to fetch the Kafka jars")
-    _java_executable()  # mvn needs a JDK too; fail with the clearer message
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{libs.name}-staging-", dir=libs.parent))
-    try:
-        resolved = _resolve_with_maven(mvn, staging)
-        (resolved / _COMPLETE_MARKER).write_text(f"kafka {KAFKA_VERSION}\n")
-        _publish(resolved, libs)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return libs
-
-
-def _default_jars_dir() -> Path:
-    override = os.environ.get("STREAMGNN_KAFKA_LIBS")
-    if override:
-        return Path(override).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache_home) / "streamgnn" / f"kafka-{KAFKA_VERSION}" / "libs"
-
-
-def _resolve_with_maven(mvn: str, staging: Path) -> Path:
-    if not _POM.is_file():
-        raise BrokerError(f"Kafka pom not found at {_POM}")
-    # A copy of the pom keeps mvn from writing anything next to the repo's one.
-    pom = staging / "pom.xml"
-    shutil.copyfile(_POM, pom)
-    out = staging / "libs"
-    command = [
-        mvn,
-        "-B",
-        "-q",
-        "-Dstyle.color=never",
-        "-f",
-        str(pom),
-        _COPY_DEPENDENCIES,
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={out}",
-    ]
-    try:
-        result = subprocess.run(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=_MVN_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BrokerError(
-            f"mvn did not resolve the Kafka jars within {_MVN_TIMEOUT_S:.0f}s"
-        ) from exc
-    if result.returncode != 0 or not any(out.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-        raise BrokerError(
-            f"mvn could not resolve Kafka {KAFKA_VERSION} jars (exit {result.returncode}):\n"
-            + _tail(result.stdout)
-        )
-    return out
-
-
-def _publish(resolved: Path, libs: Path) -> None:
-    try:
-        if libs.is_dir():
-            libs.rmdir()  # empty (checked by the caller), so a plain rename can replace it
-        resolved.rename(libs)
-    except OSError as exc:
-        if (libs / _COMPLETE_MARKER).is_file():
-            return  # another process published the same jars first
-        raise BrokerError(f"could not move resolved jars into {libs}: {exc}") from exc
-
-
-def _java_executable() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").is_file():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        raise BrokerError("java not found: install a JDK 17+ or set JAVA_HOME")
-    return java
 
 
 class LocalKafkaBroker:
@@ -153,7 +44,7 @@ class LocalKafkaBroker:
         controller_port: KRaft controller port; a free ephemeral port when ``None``.
         extra_properties: ``server.properties`` entries that override the defaults.
         advertised_port: the client port the node tells clients to connect to; ``port``
-            when ``None``. Point it at a loopback TCP proxy (``stream.testing.proxy``) and
+            when ``None``. Point it at a loopback TCP proxy (``tests/harness/proxy.py``) and
             every connection after bootstrap goes through the proxy, so a fault test can
             cut the network between a client and the node.
 
@@ -271,14 +162,14 @@ class LocalKafkaBroker:
             return
         self._detach()  # forget a JVM that exited on its own
         jars = ensure_kafka_jars()
-        java = _java_executable()
-        if not _LOG4J.is_file():
-            raise BrokerError(f"Kafka log4j config not found at {_LOG4J}")
+        java = java_executable()
+        if not LOG4J.is_file():
+            raise BrokerError(f"Kafka log4j config not found at {LOG4J}")
         deadline = time.monotonic() + timeout_s
         self._data_dir.mkdir(parents=True, exist_ok=True)
         config = self._data_dir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in self.server_properties().items()))
-        classpath = ["-cp", str(jars / "*"), f"-Dlog4j.configuration={_LOG4J.as_uri()}"]
+        classpath = ["-cp", str(jars / "*"), f"-Dlog4j.configuration={LOG4J.as_uri()}"]
         if not (self._data_dir / "logs" / "meta.properties").is_file():
             self._format_storage([java, *classpath], config, timeout_s)
         heap = ["-Xms256m", "-Xmx512m"]
@@ -345,13 +236,13 @@ class LocalKafkaBroker:
         finally:
             admin.close()
 
-    def log_tail(self, lines: int = _TAIL_LINES) -> str:
+    def log_tail(self, lines: int = TAIL_LINES) -> str:
         """The last ``lines`` lines of the broker log ('' when there is none yet)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-        return _tail(text, lines)
+        return tail(text, lines)
 
     def __enter__(self) -> Self:
         self.start()
@@ -396,7 +287,7 @@ class LocalKafkaBroker:
         if result.returncode != 0:
             raise BrokerError(
                 f"StorageTool format failed (exit {result.returncode}):\n"
-                + _tail(result.stdout.decode(errors="replace"))
+                + tail(result.stdout.decode(errors="replace"))
             )
 
     def _wait_until_ready(self, deadline: float, timeout_s: float) -> None:
@@ -495,7 +386,3 @@ def _new_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, TopicPartition
 
 from stream.publish.schema import decode_record
-from stream.testing.embedding_topics import read_topic
+from tests.harness.embedding_topics import read_topic
 
 
 @dataclass(frozen=True)

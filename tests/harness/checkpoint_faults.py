@@ -1,12 +1,12 @@
 """SIGKILL during checkpoint saves: the last good checkpoint always loads, a torn file never.
 
-A zygote process (this module run as ``python -m stream.testing.checkpoint_faults DIR``)
+A zygote process (this module run as ``python -m tests.harness.checkpoint_faults DIR``)
 imports torch once and forks one writer per line it reads on stdin; each writer saves
 1-3 MiB checkpoints into ``DIR`` in a loop until the scenario SIGKILLs it: on even rounds
 while a temp file is being written, on odd rounds at a random time. After every kill the
 scenario loads the newest checkpoint, and tries to load any torn temp file directly.
 
-The figures, as a :class:`~stream.testing.faults.CrashReport` entry:
+The figures, as a :class:`~tests.harness.faults.CrashReport` entry:
 
 - ``sent``: saves interrupted (one SIGKILLed writer per round);
 - ``applied``: rounds after which the newest checkpoint loaded and its data matched the
@@ -37,10 +37,10 @@ import torch
 
 from stream.errors import CheckpointError
 from stream.learn.checkpoint import _HEADER, CheckpointStore, load_checkpoint
-from stream.testing.faults import CrashReport
+from tests.harness import REPO_ROOT
+from tests.harness.faults import CrashReport
 
 _TEMP_PREFIX = ".tmp-"
-_REPO = Path(__file__).resolve().parents[2]
 
 
 def run_checkpoint_kill_scenario(
@@ -55,8 +55,8 @@ def run_checkpoint_kill_scenario(
     if kills < 1:
         raise ValueError(f"kills must be >= 1, got {kills!r}")
     zygote = subprocess.Popen(
-        [sys.executable, "-m", "stream.testing.checkpoint_faults", str(directory), str(keep)],
-        cwd=_REPO,
+        [sys.executable, "-m", "tests.harness.checkpoint_faults", str(directory), str(keep)],
+        cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream.kafka_broker import BrokerError, LocalKafkaBroker, ensure_kafka_jars
+from stream.errors import BrokerError
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.local_broker.jars import ensure_kafka_jars
 
 _LARGE_PAYLOAD_BYTES = 3 * 1024 * 1024  # above Kafka's 1 MiB default, below our 8 MiB limit
 

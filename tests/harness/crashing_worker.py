@@ -1,4 +1,4 @@
-"""``python -m stream.testing.crashing_worker TRIGGER [worker options]``: the worker, able to
+"""``python -m tests.harness.crashing_worker TRIGGER [worker options]``: the worker, able to
 SIGKILL itself right after a store write.
 
 A SIGKILL sent from outside lands wherever the worker happens to be. The fault scenarios
@@ -53,7 +53,7 @@ def arm(trigger: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stream.testing.crashing_worker")
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.crashing_worker")
     parser.add_argument("trigger", type=Path, help="file holding the stored position to die at")
     worker.add_options(parser)
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ time of each kill. The reference is a run with no crash over the same topic, com
 store digest.
 
 Kinds of fault: a worker SIGKILL from outside (lands anywhere), a worker SIGKILL right
-after a store write (:mod:`stream.testing.crashing_worker`), a broker SIGKILL + restart,
+after a store write (:mod:`tests.harness.crashing_worker`), a broker SIGKILL + restart,
 and a network cut between the worker and the broker (:func:`run_proxy_cut_scenario`).
 """
 
@@ -28,12 +28,13 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from stream.kafka_broker import LocalKafkaBroker, free_ports
+from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.settings import DEFAULT_BEHAVIOURS
 from stream.state.graph_store import DecayedGraphStore
-from stream.testing.embedding_log import PublishWatch
-from stream.testing.progress import GroupProgress, MetricsProgress, Progress, StoreCompletion
-from stream.testing.proxy import TcpProxy
+from tests.harness import importable_env
+from tests.harness.embedding_log import PublishWatch
+from tests.harness.progress import GroupProgress, MetricsProgress, Progress, StoreCompletion
+from tests.harness.proxy import TcpProxy
 
 EVENT_TYPES = ("click", "favorite", "purchase")
 _PRIMES = (997, 1009)  # (seq % 997, seq % 1009) is unique for seq < 997 * 1009
@@ -93,21 +94,21 @@ def produce(bootstrap: str, topic: str, count: int) -> None:
 class WorkerProcess:
     """``python -m stream.worker`` as a child process, configured by environment.
 
-    With ``kill_trigger`` it runs as :mod:`stream.testing.crashing_worker`, which SIGKILLs
+    With ``kill_trigger`` it runs as :mod:`tests.harness.crashing_worker`, which SIGKILLs
     itself right after the store write that reaches the position that file holds.
     """
 
     def __init__(
         self, env: Mapping[str, str], log_path: Path, kill_trigger: Path | None = None
     ) -> None:
-        self._env = {**os.environ, **env}
+        self._env = importable_env({**os.environ, **env})
         self._log_path = log_path
         self._command = [sys.executable, "-m", "stream.worker"]
         if kill_trigger is not None:
             self._command = [
                 sys.executable,
                 "-m",
-                "stream.testing.crashing_worker",
+                "tests.harness.crashing_worker",
                 str(kill_trigger),
             ]
         self._process: subprocess.Popen[bytes] | None = None
@@ -214,7 +215,7 @@ def run_crash_scenario(
     this is the reference run.
 
     Store-write kills come first; each is armed by stored position (see
-    :mod:`stream.testing.crashing_worker`), so it always lands mid-stream.
+    :mod:`tests.harness.crashing_worker`), so it always lands mid-stream.
 
     ``env`` overrides the worker's environment (e.g. training on). With
     ``published_topics``, each restarted worker must publish on them before the next

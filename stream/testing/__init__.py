@@ -1,1 +1,0 @@
-"""Scenario drivers shared by the integration tests and the benchmarks."""
