@@ -41,11 +41,11 @@ import psutil
 import torch
 from kafka import KafkaConsumer, TopicPartition
 
+from stream.behaviours import SOCIAL_EVENT_TYPES
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
-from stream.settings import SOCIAL_EVENT_TYPES
 from tests.harness.faults import WorkerProcess, training_env, wait_for, worker_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"

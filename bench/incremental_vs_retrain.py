@@ -49,14 +49,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from stream.behaviours import DEFAULT_BEHAVIOURS, Behaviour
 from stream.evaluation.data import read_interactions, table_format
 from stream.evaluation.methods import FullRetrain, IncrementalModel, StaticModel, TrainerRecipe
 from stream.evaluation.metrics import METRICS
 from stream.evaluation.prequential import Method, ProtocolSettings, run_prequential, split_stream
 from stream.events import Interaction
 from stream.learn.device import resolve_device
-from stream.learn.settings import TrainerSettings
-from stream.settings import DEFAULT_BEHAVIOURS, Behaviour
+from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore
 
 ROOT = Path(__file__).resolve().parents[1]

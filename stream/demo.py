@@ -22,12 +22,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from stream.evaluation.data import FORMATS
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import histogram_quantile, owns_partitions, scrape_metrics, total
 from stream.publish.consumer import EmbeddingTable
+from stream.settings import DemoSettings, Settings, add_options, select, settings_from_args
 
 _TOPICS = {"interactions": 2, "interactions.dlq": 1}
+DEMO_OPTIONS = select("demo", "data")
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,20 +37,14 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="broker, worker and producer on this machine, with a live summary",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    parser.add_argument("--data", type=Path, help="replay this file, not the synthetic stream")
-    parser.add_argument("--format", choices=FORMATS, default="csv", help="--data layout (csv)")
-    parser.add_argument("--rate", type=float, default=500.0, help="events/s offered (500)")
-    parser.add_argument("--duration-s", type=float, default=60.0, help="seconds to run (60)")
-    parser.add_argument("--user", help="whose top-k to show (default: the busiest user)")
-    parser.add_argument("--k", type=int, default=5, help="items in the top-k (5)")
-    parser.add_argument("--every-s", type=float, default=2.0, help="summary interval (2)")
+    add_options(parser, DEMO_OPTIONS)
     parser.set_defaults(run=main)
 
 
 class Demo:
     """The broker's address and the two child processes of one demo run."""
 
-    def __init__(self, broker: LocalKafkaBroker, workdir: Path, args: argparse.Namespace):
+    def __init__(self, broker: LocalKafkaBroker, workdir: Path, settings: Settings):
         self.workdir = workdir
         self.metrics = f"127.0.0.1:{free_ports(1)[0]}"
         env = {
@@ -59,12 +54,12 @@ class Demo:
             "STREAMGNN_CHECKPOINT_DIR": str(workdir / "checkpoints"),
             "STREAMGNN_VERSION_LEDGER": str(workdir / "versions.json"),
             "STREAMGNN_METRICS_ADDRESS": self.metrics,
-            "STREAMGNN_DIM": os.environ.get("STREAMGNN_DIM", "32"),
+            "STREAMGNN_DIM": str(settings.demo.dim),
         }
         self.worker = _spawn(["worker"], env, workdir / "worker.log")
-        produce = ["produce", "--rate", str(args.rate), "--no-progress"]
-        if args.data is not None:
-            produce += ["--data", str(args.data), "--format", args.format]
+        produce = ["produce", "--rate", str(settings.demo.rate), "--no-progress"]
+        if settings.data.path is not None:
+            produce += _data_flags(settings)
         self._produce_args, self._env = produce, env
         self.producer: subprocess.Popen[bytes] | None = None
 
@@ -90,6 +85,20 @@ class Demo:
         )
 
 
+def _data_flags(settings: Settings) -> list[str]:
+    """The ``data`` options chosen here, as flags for ``streamgnn produce``."""
+    flags: list[str] = []
+    for option in select("data"):
+        value = getattr(settings.data, option.name)
+        if value is None:
+            continue
+        if option.kind == "toggle":
+            flags.append(option.flag if value else "--no-" + option.flag.removeprefix("--"))
+        else:
+            flags += [option.flag, str(value)]
+    return flags
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -102,18 +111,20 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 
 def main(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
     with tempfile.TemporaryDirectory(prefix="streamgnn-demo-") as tmp:
         workdir = Path(tmp)
         print("starting a local Kafka broker ...", flush=True)
-        with LocalKafkaBroker(workdir / "kafka") as broker:
+        jars = settings.demo.kafka_libs
+        with LocalKafkaBroker(workdir / "kafka", jars_dir=jars) as broker:
             broker.create_topics(dict(_TOPICS))
-            demo = Demo(broker, workdir, args)
+            demo = Demo(broker, workdir, settings)
             status = 1
             try:
                 _wait_for_worker(demo)
                 demo.start_producer()
                 print(f"worker and producer running; metrics on http://{demo.metrics}/metrics")
-                _summarise(demo, broker.bootstrap_servers, args)
+                _summarise(demo, broker.bootstrap_servers, settings.demo)
             except KeyboardInterrupt:
                 print("\nstopping ...")
             finally:
@@ -136,7 +147,7 @@ def _wait_for_worker(demo: Demo, timeout_s: float = 180.0) -> None:
     raise TimeoutError(f"the worker did not start within {timeout_s:.0f} s\n{demo.logs()}")
 
 
-def _summarise(demo: Demo, bootstrap: str, args: argparse.Namespace) -> None:
+def _summarise(demo: Demo, bootstrap: str, args: DemoSettings) -> None:
     start = last_time = time.monotonic()
     last_applied = 0.0
     busiest: Counter[str] = Counter()

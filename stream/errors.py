@@ -27,10 +27,6 @@ class StoreError(StreamGNNError):
     """The graph store cannot be opened or is not a streamgnn store."""
 
 
-class DeadLetterError(StreamGNNError):
-    """A rejected record could not be written to the dead-letter topic."""
-
-
 class BrokerError(StreamGNNError, RuntimeError):
     """The local Kafka node (or the jars it runs from) could not be provided."""
 

@@ -32,7 +32,6 @@ from stream.events import Interaction
 from stream.ingest import AppliedBatch
 from stream.learn.checkpoint import CheckpointStore
 from stream.learn.report import TrainReport
-from stream.learn.settings import TrainerSettings
 from stream.learn.trainer import IncrementalTrainer
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
@@ -103,24 +102,6 @@ class TrainingBacklog:
         return len(self) < self.max_events
 
 
-def trainer_settings(settings: Settings) -> TrainerSettings:
-    """The model settings the worker trains with (the rest keep the trainer's defaults)."""
-    t = settings.training
-    return TrainerSettings(
-        encoder=t.encoder,
-        dim=t.dim,
-        layers=t.layers,
-        device=t.device,
-        steps_per_batch=t.steps_per_batch,
-        max_steps_per_batch=t.max_steps_per_batch,
-        max_drift_reports=t.max_drift_reports,
-        max_users=t.max_users,
-        max_items=t.max_items,
-        id_ttl_ms=t.id_ttl_ms,
-        publish_threshold=settings.publish.change_threshold,
-    )
-
-
 class TrainingLoop:
     """Trains on applied events in its own thread and publishes what changed.
 
@@ -146,13 +127,13 @@ class TrainingLoop:
         self._publisher = publisher
         self._metrics = metrics
         self._on_failure = on_failure
-        t = settings.training
-        if t.torch_threads:
-            torch.set_num_threads(t.torch_threads)  # process-wide: only the trainer uses torch
-        self.backlog = TrainingBacklog(t.max_backlog_events)
-        self.checkpoints = CheckpointStore(t.checkpoint_dir, keep=t.checkpoints_kept)
+        w = settings.worker
+        if w.torch_threads:
+            torch.set_num_threads(w.torch_threads)  # process-wide: only the trainer uses torch
+        self.backlog = TrainingBacklog(w.max_backlog_events)
+        self.checkpoints = CheckpointStore(w.checkpoint_dir, keep=w.checkpoints_kept)
         self.trainer = IncrementalTrainer(
-            trainer_settings(settings), settings.events.behaviours, settings.store.epsilon
+            settings.training, settings.events.behaviours, settings.store.epsilon
         )
         self.trained_through: dict[int, int] = {}  # partition -> next offset trained
         self.failure: BaseException | None = None
@@ -232,7 +213,7 @@ class TrainingLoop:
                         return
                     continue
                 self._train(pending)
-                interval = self._settings.training.checkpoint_interval_s
+                interval = self._settings.worker.checkpoint_interval_s
                 if time.monotonic() - self._last_checkpoint >= interval:
                     self.checkpoint()
         except BaseException as exc:

@@ -4,8 +4,8 @@ One process: the asyncio ingest loop applies events to the graph store, and a tr
 thread (:mod:`stream.training`) fine-tunes on them and publishes the vectors that moved;
 ``--train false`` runs the ingest half alone.
 
-Wiring only: settings come from :func:`stream.settings.load_settings` (flags over their
-environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT drain the
+Wiring only: settings come from :func:`stream.settings.settings_from_args` (flags over
+their environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT drain the
 batch in flight and exit 0, and any unhandled error exits non-zero so an orchestrator
 restarts the worker (which then resumes from the store's offsets).
 """
@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 
 from stream.ingest import IngestTotals, IngestWorker
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.publish.publisher import EmbeddingPublisher
-from stream.settings import OPTIONS, Settings, load_settings
+from stream.settings import Settings, add_options, select, settings_from_args
 from stream.state.graph_store import DecayedGraphStore
 from stream.training import TrainingLoop
 
@@ -42,7 +41,7 @@ async def run_worker(
         sync_writes=settings.store.sync_writes,
     )
     try:
-        if not settings.training.enabled:
+        if not settings.worker.train:
             ingest = IngestWorker(settings, store, metrics)
             await _ingest(ingest, stop)
             return ingest.totals
@@ -84,12 +83,10 @@ async def _ingest(ingest: IngestWorker, stop: asyncio.Event) -> None:
         await ingest.stop()
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting, each showing its environment twin."""
-    for option in OPTIONS:
-        parser.add_argument(
-            option.flag, dest=option.name, metavar="VALUE", help=f"{option.help} [{option.env}]"
-        )
+# The worker's options: the pipeline's sections of the settings tree.
+WORKER_OPTIONS = select(
+    "metrics_address", "kafka", "store", "events", "publish", "training", "worker"
+)
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,14 +95,13 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="consume interactions into the graph store (until SIGTERM)",
         description="Every option falls back to its environment variable, then a default.",
     )
-    add_options(parser)
+    add_options(parser, WORKER_OPTIONS)
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    values = {option.name: getattr(args, option.name, None) for option in OPTIONS}
-    settings = load_settings(values, os.environ)
+    settings = settings_from_args(args)
     metrics = PipelineMetrics()
     serve_metrics(metrics, settings.metrics_address)
     totals = asyncio.run(_serve(settings, metrics))
@@ -123,5 +119,5 @@ async def _serve(settings: Settings, metrics: PipelineMetrics) -> IngestTotals:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m stream.worker")
-    add_options(parser)
+    add_options(parser, WORKER_OPTIONS)
     sys.exit(main(parser.parse_args()))

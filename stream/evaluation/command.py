@@ -5,6 +5,8 @@ Example (MovieLens 100K, read from beside the repository, never copied into it):
     streamgnn eval --data ../shared/data/ml-100k/u.data --format movielens \\
         --json bench/results/eval-ml100k.json --plot bench/results/eval-ml100k.png
 
+The model methods learn with the ``training`` section of the settings, the worker's own
+(flags such as ``--dim`` or ``--steps-per-batch`` change it, as they would the worker's).
 Model code is imported when the command runs, not when the parser is built.
 """
 
@@ -17,44 +19,21 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.errors import ConfigError
-from stream.evaluation.data import (
-    FORMATS,
-    TIME_UNITS,
-    TableFormat,
-    parse_column,
-    read_interactions,
-    table_format,
-)
+from stream.evaluation.data import data_format, read_interactions
 from stream.evaluation.prequential import ProtocolSettings, run_prequential
 from stream.evaluation.report import plot, result_document, table
-from stream.settings import DEFAULT_BEHAVIOURS, parse_behaviours
+from stream.settings import Settings, add_options, select, settings_from_args
 
-METHOD_NAMES = ("popularity", "static", "incremental", "retrain")
-_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+if TYPE_CHECKING:
+    from stream.evaluation.methods import TrainerRecipe
+
+# The graph (behaviours, epsilon), how the model learns, the protocol, the file.
+EVAL_OPTIONS = select("events.behaviours", "store.epsilon", "training", "eval", "data")
 
 log = logging.getLogger("streamgnn.eval")
-
-
-def parse_duration(text: str) -> int:
-    """``90s``, ``12h``, ``1d``, ``2w`` or plain milliseconds, as milliseconds.
-
-    >>> parse_duration("1d"), parse_duration("1500")
-    (86400000, 1500)
-    """
-    raw = text.strip().lower()
-    unit = next((u for u in ("ms", "s", "m", "h", "d", "w") if raw.endswith(u)), "ms")
-    number = raw[: -len(unit)] if raw.endswith(unit) else raw
-    try:
-        value = float(number) * _UNITS_MS[unit]
-    except ValueError:
-        raise ConfigError(f"--chunk-duration {text!r}: expected e.g. 12h, 1d, 2w, 3600s") from None
-    if not value > 0:
-        raise ConfigError(f"--chunk-duration must be > 0, got {text!r}")
-    return round(value)
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,125 +41,58 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "eval",
         help="prequential evaluation: popularity, static, incremental and full retrain",
         description="Test-then-train over a timestamped interaction log, through the live "
-        "graph store and trainer. Prints a table; optionally writes JSON and a PNG.",
+        "graph store and trainer, with the worker's training settings. Prints a table; "
+        "optionally writes JSON and a PNG. Options fall back to their environment "
+        "variable, then a default.",
     )
-    data = add_data_options(parser, required=True)
-    data.add_argument("--behaviours", help="graph behaviours JSON (default: the worker's)")
-    data.add_argument("--epsilon", type=float, default=1e-3, help="store pruning threshold")
-
-    proto = parser.add_argument_group("protocol")
-    proto.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma list")
-    proto.add_argument("--encoder", default="lightgcn", help="encoder name (lightgcn)")
-    proto.add_argument("--warmup", type=float, default=0.5, help="warm-up fraction (0.5)")
-    split = proto.add_mutually_exclusive_group()
-    split.add_argument("--chunks", type=int, default=10, help="equal-count chunks (10)")
-    split.add_argument("--chunk-duration", help="chunks by event time instead: 12h, 1d, 1w")
-    proto.add_argument(
-        "--micro-batch", type=int, default=1_000, help="events per store write and learn call"
-    )
-    proto.add_argument("--epochs", type=int, default=20, help="epochs of each full fit (20)")
-    proto.add_argument(
-        "--trainer",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a TrainerSettings field, e.g. --trainer dim=64 --trainer steps_per_batch=4",
-    )
-    proto.add_argument("--seed", type=int, default=0, help="model and tie-break seed")
-
-    out = parser.add_argument_group("output")
-    out.add_argument("--json", type=Path, help="write the JSON report here")
-    out.add_argument("--plot", type=Path, help="write a PNG of the metrics per chunk here")
-    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_options(parser, EVAL_OPTIONS)
     parser.set_defaults(run=main)
 
 
-def add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> argparse._ArgumentGroup:
-    """The interaction-file flags (``--data``, ``--format``, the csv layout) in a group.
+def recipe(settings: Settings) -> TrainerRecipe:
+    """How the model methods build and fit their trainers: the ``training`` section as is."""
+    from stream.evaluation.methods import TrainerRecipe
 
-    Shared by ``streamgnn eval`` and ``streamgnn produce`` so that both read a file the
-    same way; :func:`data_format` turns the parsed flags into a ``TableFormat``.
-    """
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, required=required, help="interaction file")
-    data.add_argument("--format", choices=FORMATS, default="csv", help="file layout (csv)")
-    data.add_argument("--sep", help="csv field separator (,)")
-    data.add_argument(
-        "--header", action=argparse.BooleanOptionalAction, default=None, help="csv header row"
-    )
-    for column, what in (("user", "user id"), ("item", "item id"), ("time", "timestamp")):
-        data.add_argument(
-            f"--{column}-col", help=f"csv column of the {what}: name or 0-based index"
-        )
-    data.add_argument("--weight-col", help="csv column of the weight (default: weight 1)")
-    data.add_argument("--time-unit", choices=sorted(TIME_UNITS), help="guessed when absent")
-    data.add_argument("--event-type", help="csv event type of every row (click)")
-    return data
-
-
-def data_format(args: argparse.Namespace) -> TableFormat:
-    """The :class:`TableFormat` the flags of :func:`add_data_options` ask for."""
-    if args.format == "movielens" and any(
-        v is not None for v in (args.sep, args.header, args.user_col, args.weight_col)
-    ):
-        raise ConfigError(
-            "--format movielens has a fixed layout; the csv options need --format csv"
-        )
-    return table_format(
-        args.format,
-        sep=args.sep,
-        header=args.header,
-        user_col=parse_column(args.user_col),
-        item_col=parse_column(args.item_col),
-        time_col=parse_column(args.time_col),
-        weight_col=parse_column(args.weight_col),
-        time_unit=args.time_unit,
-        event_type=args.event_type,
+    behaviours = dict(settings.events.behaviours)
+    return TrainerRecipe(
+        settings.training, behaviours, settings.store.epsilon, settings.eval.epochs
     )
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     began = time.perf_counter()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_NAMES]
-    if unknown or not methods:
-        raise ConfigError(
-            f"--methods: unknown {unknown or methods}; valid: {', '.join(METHOD_NAMES)}"
-        )
-    behaviours = parse_behaviours(args.behaviours) if args.behaviours else DEFAULT_BEHAVIOURS
-    fmt = data_format(args)
-    from stream.evaluation.methods import TrainerRecipe, build_methods, trainer_settings
+    settings = settings_from_args(args)
+    ev, data = settings.eval, settings.data
+    if data.path is None:
+        raise ConfigError("--data / STREAMGNN_DATA: the interaction file to evaluate on")
+    fmt = data_format(data)
+    from stream.evaluation.methods import build_methods
 
-    recipe = TrainerRecipe(
-        trainer_settings(args.encoder, args.seed, args.trainer),
-        dict(behaviours),
-        args.epsilon,
-        args.epochs,
-    )
-    loaded = read_interactions(args.data, fmt)
-    print(f"{args.data}: {loaded.summary()}", file=sys.stderr)
+    chosen_recipe = recipe(settings)
+    loaded = read_interactions(data.path, fmt)
+    print(f"{data.path}: {loaded.summary()}", file=sys.stderr)
     for example in loaded.bad_examples:
         print(f"  {example}", file=sys.stderr)
     protocol = ProtocolSettings(
-        warmup=args.warmup,
-        chunks=args.chunks,
-        chunk_duration_ms=parse_duration(args.chunk_duration) if args.chunk_duration else None,
-        micro_batch=args.micro_batch,
-        behaviours=behaviours,
-        epsilon=args.epsilon,
-        seed=args.seed,
+        warmup=ev.warmup,
+        chunks=ev.chunk_count,
+        chunk_duration_ms=ev.chunk_duration_ms,
+        micro_batch=ev.micro_batch,
+        behaviours=settings.events.behaviours,
+        epsilon=settings.store.epsilon,
+        seed=settings.training.seed,
     )
-    chosen = build_methods(methods, recipe, dict(behaviours))
-    with _progress_bar(not args.no_progress) as bar:
-        result = run_prequential(loaded.interactions, chosen, protocol, progress=bar)
+    methods = build_methods(ev.methods, chosen_recipe, dict(settings.events.behaviours))
+    with _progress_bar(not ev.no_progress) as bar:
+        result = run_prequential(loaded.interactions, methods, protocol, progress=bar)
     stream = loaded.interactions
     document = result_document(
         result,
         dataset={
-            "name": args.data.name if args.format == "csv" else f"{args.data.parent.name}",
-            "path": str(args.data),
-            "format": args.format,
+            "name": data.path.name if data.format == "csv" else f"{data.path.parent.name}",
+            "path": str(data.path),
+            "format": data.format,
             "rows": loaded.rows,
             "events": len(stream),
             "duplicates": loaded.duplicates,
@@ -189,28 +101,31 @@ def main(args: argparse.Namespace) -> int:
             "users": len({e.user_id for e in stream}),
             "items": len({e.item_id for e in stream}),
         },
-        encoder=args.encoder,
+        encoder=settings.training.encoder,
         protocol={
             "warmup": protocol.warmup,
             "chunks": protocol.chunks if protocol.chunk_duration_ms is None else None,
             "chunk_duration_ms": protocol.chunk_duration_ms,
             "micro_batch": protocol.micro_batch,
-            "epochs": args.epochs,
-            "seed": args.seed,
+            "epochs": ev.epochs,
+            "seed": settings.training.seed,
         },
         trainer=_jsonable(
-            {f.name: getattr(recipe.settings, f.name) for f in dataclasses.fields(recipe.settings)}
+            {
+                f.name: getattr(settings.training, f.name)
+                for f in dataclasses.fields(settings.training)
+            }
         ),
         wall_seconds=time.perf_counter() - began,
     )
     print(table(document))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
-    if args.plot:
-        plot(document, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+    if ev.json:
+        ev.json.parent.mkdir(parents=True, exist_ok=True)
+        ev.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"wrote {ev.json}", file=sys.stderr)
+    if ev.plot:
+        plot(document, ev.plot)
+        print(f"wrote {ev.plot}", file=sys.stderr)
     return 0
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from stream.errors import ConfigError
 from stream.events import EventValidator, Interaction, Rejection
-from stream.settings import EventSettings
+from stream.settings import DataSettings, EventSettings
 
 FORMATS = ("csv", "movielens")
 TIME_UNITS = {"s": 1000, "ms": 1}
@@ -123,11 +123,24 @@ def table_format(name: str, **options: object) -> TableFormat:
     raise ConfigError(f"unknown data format {name!r}; valid: {', '.join(FORMATS)}")
 
 
-def parse_column(text: str | None) -> Column:
-    """A column option as typed: digits are an index, anything else a name."""
-    if text is None or text == "":
-        return None
-    return int(text) if text.isdigit() else text
+def data_format(data: DataSettings) -> TableFormat:
+    """The :class:`TableFormat` the ``data`` section asks for (``eval``, ``produce``)."""
+    csv_only = (data.sep, data.header, data.user_col, data.weight_col)
+    if data.format == "movielens" and any(v is not None for v in csv_only):
+        raise ConfigError(
+            "--format movielens has a fixed layout; the csv options need --format csv"
+        )
+    return table_format(
+        data.format,
+        sep=data.sep,
+        header=data.header,
+        user_col=data.user_col,
+        item_col=data.item_col,
+        time_col=data.time_col,
+        weight_col=data.weight_col,
+        time_unit=data.time_unit,
+        event_type=data.event_type,
+    )
 
 
 def guess_time_unit(times: Sequence[float]) -> str:

@@ -14,23 +14,21 @@ is what a downstream ranker does with them.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
+from stream.behaviours import Behaviour
 from stream.errors import ConfigError
 from stream.evaluation.popularity import DecayedPopularity
 from stream.evaluation.prequential import Method, empty_scores, score_matrix
 from stream.events import Interaction
-from stream.learn.settings import TrainerSettings
 from stream.learn.trainer import IncrementalTrainer
-from stream.settings import Behaviour, coerce_value
+from stream.settings.commands import EVAL_METHODS
+from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore
-
-METHODS = ("popularity", "static", "incremental", "retrain")
 
 
 @dataclass(frozen=True)
@@ -124,41 +122,6 @@ def trainer_scores(
     return score_matrix(user_vectors, item_vectors, known)
 
 
-def trainer_settings(encoder: str, seed: int, overrides: Sequence[str] = ()) -> TrainerSettings:
-    """:class:`TrainerSettings` from ``KEY=VALUE`` strings (typed like the field's default).
-
-    The error names the bad key or value and lists the valid keys.
-    """
-    fields = {f.name: f for f in dataclasses.fields(TrainerSettings)}
-    defaults = TrainerSettings()
-    values: dict[str, object] = {"encoder": encoder, "seed": seed}
-    for text in overrides:
-        key, sep, raw = text.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise ConfigError(
-                f"--trainer {text!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}"
-            )
-        values[key] = _coerce(key, raw.strip(), getattr(defaults, key))
-    return TrainerSettings(**values)  # type: ignore[arg-type]
-
-
-def _coerce(key: str, raw: str, default: object) -> object:
-    try:
-        if default is None and raw.lower() in {"none", "null", ""}:
-            return None
-        if default is None:
-            for kind in (int, float):
-                try:
-                    return kind(raw)
-                except ValueError:
-                    pass
-            return raw
-        return coerce_value(raw, default)
-    except ValueError:
-        raise ConfigError(f"--trainer {key}: invalid value {raw!r}") from None
-
-
 def _warm_model(static: StaticModel | None) -> Callable[[], IncrementalTrainer | None]:
     """The static method's warm-up model, when it runs before ``incremental``."""
     return lambda: static.trainer if static is not None else None
@@ -168,9 +131,9 @@ def build_methods(
     names: Sequence[str], recipe: TrainerRecipe | None, behaviours: dict[str, Behaviour]
 ) -> list[Method]:
     """The methods named, in the order given; the error lists the valid names."""
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [n for n in names if n not in EVAL_METHODS]
     if unknown or not names:
-        raise ConfigError(f"unknown method(s) {unknown or names}; valid: {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method(s) {unknown or names}; valid: {', '.join(EVAL_METHODS)}")
     out: list[Method] = []
     static: StaticModel | None = None
     for name in names:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from stream.behaviours import Behaviour
 from stream.evaluation.prequential import Method
-from stream.settings import Behaviour
 from stream.state.decay import weight_at
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.keys import ITEM, USER

@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from stream.behaviours import DEFAULT_BEHAVIOURS, Behaviour
 from stream.errors import ConfigError
 from stream.evaluation.metrics import K, MetricTotals, TieBreak, query_metrics
 from stream.events import Interaction
-from stream.settings import DEFAULT_BEHAVIOURS, Behaviour
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 
 TOPIC = "eval"

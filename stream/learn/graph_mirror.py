@@ -27,7 +27,7 @@ Where it may differ from the store, on purpose:
   whose id was refused (row ``-1``) are not mirrored.
 
 >>> from stream.events import Interaction
->>> from stream.settings import Behaviour
+>>> from stream.behaviours import Behaviour
 >>> m = GraphMirror({"click": Behaviour(1.0, 1_000)}, epsilon=0.1)
 >>> batch = m.apply([Interaction("u", "i", "click", 1_000)], torch.tensor([0]), torch.tensor([0]))
 >>> batch.weights.tolist(), m.watermark
@@ -47,9 +47,9 @@ import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph, EdgeBatch
+from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import ConfigError
 from stream.events import Interaction
-from stream.settings import SOCIAL_EVENT_TYPES, Behaviour
 from stream.state.decay import DecayedWeight, decay_factor, is_dead, merge
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.keys import ITEM, USER

@@ -17,7 +17,7 @@ from models.base import BipartiteGraph, Encoder
 from models.losses import bpr_loss, info_nce_loss
 from models.sampling import sample_negatives
 from stream.learn.device import MixedPrecision
-from stream.learn.settings import TrainerSettings
+from stream.settings.training import TrainerSettings
 
 
 class Objective:

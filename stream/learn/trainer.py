@@ -28,6 +28,7 @@ from models.base import BipartiteGraph, EdgeBatch, Encoder
 from models.ids import KINDS, IdRegistry
 from models.resolver import encoder_class
 from models.sampling import sample_replay
+from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import ConfigError, model_config_errors
 from stream.events import Interaction
 from stream.learn.checkpoint import cpu_copy
@@ -37,8 +38,7 @@ from stream.learn.objective import Objective
 from stream.learn.optimiser import grown_adam
 from stream.learn.publish_policy import PublishPolicy
 from stream.learn.report import TrainReport
-from stream.learn.settings import TrainerSettings
-from stream.settings import SOCIAL_EVENT_TYPES, Behaviour
+from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore
 
 STATE_FORMAT = 1

@@ -47,6 +47,7 @@ class LocalKafkaBroker:
             when ``None``. Point it at a loopback TCP proxy (``tests/harness/proxy.py``) and
             every connection after bootstrap goes through the proxy, so a fault test can
             cut the network between a client and the node.
+        jars_dir: folder of Kafka's jars (:func:`ensure_kafka_jars`' default when ``None``).
 
     Ports are fixed at construction, so a restarted node has the same bootstrap address.
     """
@@ -58,6 +59,7 @@ class LocalKafkaBroker:
         controller_port: int | None = None,
         extra_properties: Mapping[str, str] | None = None,
         advertised_port: int | None = None,
+        jars_dir: Path | None = None,
     ) -> None:
         ports = (("port", port), ("controller_port", controller_port))
         for name, value in (*ports, ("advertised_port", advertised_port)):
@@ -76,6 +78,7 @@ class LocalKafkaBroker:
             )
         self._data_dir = Path(data_dir).resolve()
         self._extra_properties = dict(extra_properties or {})
+        self._jars_dir = jars_dir
         self._process: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[..., LocalKafkaBroker] | None = None
 
@@ -161,7 +164,7 @@ class LocalKafkaBroker:
         if self.is_running():
             return
         self._detach()  # forget a JVM that exited on its own
-        jars = ensure_kafka_jars()
+        jars = ensure_kafka_jars(self._jars_dir)
         java = java_executable()
         if not LOG4J.is_file():
             raise BrokerError(f"Kafka log4j config not found at {LOG4J}")

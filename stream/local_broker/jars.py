@@ -30,10 +30,10 @@ TAIL_LINES = 40
 def ensure_kafka_jars(cache_dir: Path | None = None) -> Path:
     """Return a folder holding Kafka's runtime jars, resolving them with Maven if needed.
 
-    The default folder is ``$STREAMGNN_KAFKA_LIBS`` or
-    ``${XDG_CACHE_HOME:-~/.cache}/streamgnn/kafka-<version>/libs``. Once a completion marker
-    is there the call is offline; jars are resolved into a sibling temp dir and renamed into
-    place, so an interrupted download never leaves a half cache behind.
+    The default folder is ``${XDG_CACHE_HOME:-~/.cache}/streamgnn/kafka-<version>/libs``
+    (``streamgnn demo --kafka-libs`` / ``STREAMGNN_KAFKA_LIBS`` chooses another). Once a
+    completion marker is there the call is offline; jars are resolved into a sibling temp
+    dir and renamed into place, so an interrupted download never leaves a half cache behind.
     """
     libs = cache_dir if cache_dir is not None else _default_jars_dir()
     if (libs / _COMPLETE_MARKER).is_file():
@@ -58,9 +58,6 @@ def ensure_kafka_jars(cache_dir: Path | None = None) -> Path:
 
 
 def _default_jars_dir() -> Path:
-    override = os.environ.get("STREAMGNN_KAFKA_LIBS")
-    if override:
-        return Path(override).expanduser()
     cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache_home) / "streamgnn" / f"kafka-{KAFKA_VERSION}" / "libs"
 

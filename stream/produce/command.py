@@ -12,7 +12,6 @@ exit 0. Wiring only: the work is in :mod:`stream.produce`.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -20,15 +19,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from stream.errors import ConfigError
-from stream.evaluation.command import add_data_options, data_format
-from stream.evaluation.data import read_interactions
+from stream.evaluation.data import data_format, read_interactions
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.replay import replay_events
-from stream.produce.settings import PRODUCE_OPTIONS, ProduceSettings, load_produce_settings
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
-from stream.settings import OPTIONS, load_settings
+from stream.settings import add_options, select, settings_from_args
 
-_KAFKA = ("bootstrap_servers", "interactions_topic")
+PRODUCE_OPTIONS = select("kafka.bootstrap_servers", "kafka.interactions_topic", "produce", "data")
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,50 +36,20 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "paced at --rate events/s. Options fall back to their environment variable, "
         "then a default.",
     )
-    kafka = parser.add_argument_group("kafka")
-    for option in OPTIONS:
-        if option.name in _KAFKA:
-            kafka.add_argument(
-                option.flag, dest=option.name, metavar="VALUE", help=f"{option.help} [{option.env}]"
-            )
-    run = parser.add_argument_group("stream")
-    run.add_argument(
-        "--synthetic", action="store_true", help="the synthetic stream (default without --data)"
-    )
-    defaults = ProduceSettings()
-    for option in PRODUCE_OPTIONS:
-        default = getattr(defaults, option.name)
-        if isinstance(default, bool):
-            run.add_argument(
-                option.flag,
-                dest=option.name,
-                action="store_const",
-                const="true",
-                help=f"{option.help} [{option.env}]",
-            )
-        else:
-            run.add_argument(
-                option.flag,
-                dest=option.name,
-                metavar="N",
-                help=f"{option.help} ({default}) [{option.env}]",
-            )
-    add_data_options(parser, required=False)
+    add_options(parser, PRODUCE_OPTIONS)
     parser.set_defaults(run=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = load_settings({name: getattr(args, name) for name in _KAFKA}, os.environ)
-    chosen = load_produce_settings(
-        {option.name: getattr(args, option.name) for option in PRODUCE_OPTIONS}, os.environ
-    )
-    if args.synthetic and args.data is not None:
+    settings = settings_from_args(args)
+    chosen, data = settings.produce, settings.data
+    if chosen.synthetic and data.path is not None:
         raise ConfigError("--synthetic and --data exclude each other; pass one")
     total: int | None = chosen.count or None
     events: Iterable[dict[str, object]]
-    if args.data is not None:
-        loaded = read_interactions(args.data, data_format(args))
-        print(f"{args.data}: {loaded.summary()}", file=sys.stderr)
+    if data.path is not None:
+        loaded = read_interactions(data.path, data_format(data))
+        print(f"{data.path}: {loaded.summary()}", file=sys.stderr)
         for example in loaded.bad_examples:
             print(f"  {example}", file=sys.stderr)
         events = replay_events(loaded.interactions)

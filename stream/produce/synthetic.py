@@ -39,8 +39,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
 from stream.errors import ConfigError
-from stream.settings import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
 
 Clock = Callable[[], int]
 """Returns "now" in epoch milliseconds; called once per event, when it is taken."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,9 +17,11 @@ from typing import TextIO
 from stream.errors import StreamGNNError
 from stream.publish.consumer import EmbeddingTable, TableUpdate
 from stream.publish.schema import float32_decimals
-from stream.settings import OPTIONS, load_settings
+from stream.settings import ConsumeSettings, add_options, select, settings_from_args
 
-_SETTINGS = ("bootstrap_servers", "user_topic", "item_topic")
+CONSUME_OPTIONS = select(
+    "kafka.bootstrap_servers", "publish.user_topic", "publish.item_topic", "consume"
+)
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,69 +31,49 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Keeps a local table of the latest vectors from the embedding topics. "
         "Options fall back to their environment variable, then a default.",
     )
-    for option in OPTIONS:
-        if option.name in _SETTINGS:
-            parser.add_argument(
-                option.flag, dest=option.name, metavar="VALUE", help=f"{option.help} [{option.env}]"
-            )
-    parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
-    parser.add_argument("--user", metavar="ID", help="read the whole table, print top-k items")
-    parser.add_argument("--k", type=int, default=10, help="items to print for --user (10)")
-    parser.add_argument(
-        "--from-beginning",
-        action="store_true",
-        help="follow from the beginning of the topics (default: only new updates)",
-    )
-    parser.add_argument(
-        "--max-seconds", type=float, metavar="S", help="stop after S seconds (default: never)"
-    )
+    add_options(parser, CONSUME_OPTIONS)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out if out is not None else sys.stdout
-    if args.k < 1:
-        print(f"--k must be >= 1, got {args.k}", file=sys.stderr)
-        return 2
-    if args.max_seconds is not None and args.max_seconds < 0:
-        print(f"--max-seconds must be >= 0, got {args.max_seconds}", file=sys.stderr)
-        return 2
     try:
-        settings = load_settings({name: getattr(args, name) for name in _SETTINGS}, os.environ)
+        settings = settings_from_args(args)
+        chosen = settings.consume
         table = EmbeddingTable(
             settings.kafka.bootstrap_servers,
             settings.publish.user_topic,
             settings.publish.item_topic,
-            from_beginning=args.from_beginning or args.user is not None,
+            from_beginning=chosen.from_beginning or chosen.user is not None,
         )
     except StreamGNNError as exc:
         print(f"streamgnn consume: {exc}", file=sys.stderr)
         return 2
     with table:
-        if args.user is not None:
-            return _answer_top_k(table, args, out)
-        return _follow(table, args, out)
+        if chosen.user is not None:
+            return _answer_top_k(table, chosen.user, chosen, out)
+        return _follow(table, chosen, out)
 
 
-def _answer_top_k(table: EmbeddingTable, args: argparse.Namespace, out: TextIO) -> int:
+def _answer_top_k(table: EmbeddingTable, user: str, args: ConsumeSettings, out: TextIO) -> int:
     table.catch_up(timeout_s=args.max_seconds if args.max_seconds else 60.0)
     try:
-        ranked = table.top_k(args.user, args.k)
+        ranked = table.top_k(user, args.k)
     except KeyError:
-        print(f"streamgnn consume: no vector for user {args.user!r}", file=sys.stderr)
+        print(f"streamgnn consume: no vector for user {user!r}", file=sys.stderr)
         return 1
     if not args.json:
         print(f"{'rank':>4}  {'item':<24} {'score':>10}", file=out)
     for rank, (item, score) in enumerate(ranked, start=1):
         if args.json:
-            line = {"user": args.user, "rank": rank, "item": item, "score": score}
+            line = {"user": user, "rank": rank, "item": item, "score": score}
             print(json.dumps(line, ensure_ascii=False), file=out)
         else:
             print(f"{rank:>4}  {item:<24} {score:>10.5f}", file=out)
     return 0
 
 
-def _follow(table: EmbeddingTable, args: argparse.Namespace, out: TextIO) -> int:
+def _follow(table: EmbeddingTable, args: ConsumeSettings, out: TextIO) -> int:
     show: Callable[[TableUpdate], str] = _json_line if args.json else _table_row
     if not args.json:
         print(_HEADER, file=out, flush=True)

@@ -5,7 +5,7 @@ Who does what (the split with the trainer):
 - The **trainer** decides *which* vectors to publish. It keeps the last published vector
   of every row in a tensor beside its embedding table (row-indexed, checkpointed, bounded
   by the id registry's capacity; no per-id Python dict) and reports the rows with new
-  events plus those that moved more than ``PublishSettings.change_threshold``
+  events plus those that moved more than ``TrainerSettings.publish_threshold``
   (``IncrementalTrainer._refresh``); only those are passed here.
 - The **publisher** decides *how*: it encodes the records (``stream.publish.schema``),
   keeps ``model_version`` monotone per key across crashes (``stream.publish.ledger``),

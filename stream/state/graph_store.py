@@ -26,9 +26,9 @@ from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
+from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import StoreError
 from stream.events import Interaction
-from stream.settings import SOCIAL_EVENT_TYPES, Behaviour
 from stream.state import keys as k
 from stream.state.decay import DecayedWeight, expiry_time, is_dead, merge, weight_at
 

@@ -11,10 +11,11 @@ from types import ModuleType
 
 import pytest
 
+from stream.behaviours import Behaviour
 from stream.evaluation.prequential import ProtocolSettings, split_stream
 from stream.events import Interaction
-from stream.learn.settings import TrainerSettings
-from stream.settings import Behaviour
+from stream.settings.training import TrainerSettings
+from tests.stream.learn.budgets import UNCAPPED
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "incremental_vs_retrain.py"
 BEHAVIOURS = {"click": Behaviour(1.0, 10_000_000)}
@@ -40,7 +41,7 @@ def _stream(events: int = 400, seed: int = 3) -> list[Interaction]:
 
 def _settings(bench: ModuleType, **overrides: object) -> object:
     values: dict[str, object] = {
-        "trainer": TrainerSettings(dim=8, device="cpu", batch_size=256),
+        "trainer": TrainerSettings(dim=8, device="cpu", batch_size=256, **UNCAPPED),  # type: ignore[arg-type]
         "epochs": (1, 2),
         "warmup_epochs": 1,
         "chunks": 2,

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stream import worker
+from stream.settings import add_options
 from stream.state.graph_store import DecayedGraphStore
 
 log = logging.getLogger("streamgnn.testing.crashing_worker")
@@ -55,7 +56,7 @@ def arm(trigger: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.harness.crashing_worker")
     parser.add_argument("trigger", type=Path, help="file holding the stored position to die at")
-    worker.add_options(parser)
+    add_options(parser, worker.WORKER_OPTIONS)
     args = parser.parse_args(argv)
     arm(args.trigger)
     return worker.main(args)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
+from stream.behaviours import DEFAULT_BEHAVIOURS
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
-from stream.settings import DEFAULT_BEHAVIOURS
 from stream.state.graph_store import DecayedGraphStore
 from tests.harness import importable_env
 from tests.harness.embedding_log import PublishWatch

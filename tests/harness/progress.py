@@ -17,8 +17,8 @@ from typing import Protocol
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from stream.behaviours import DEFAULT_BEHAVIOURS
 from stream.errors import StoreError
-from stream.settings import DEFAULT_BEHAVIOURS
 from stream.state.graph_store import DecayedGraphStore
 
 

@@ -22,7 +22,13 @@ from stream.learn.checkpoint import CheckpointStore
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.schema import EmbeddingRecord, decode_record
-from stream.settings import KafkaSettings, Settings, StoreSettings, TrainingSettings
+from stream.settings import (
+    KafkaSettings,
+    Settings,
+    StoreSettings,
+    TrainerSettings,
+    WorkerSettings,
+)
 from stream.worker import run_worker
 from tests.harness.embedding_topics import read_topic, unique_settings
 
@@ -85,7 +91,8 @@ def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
         ),
         store=StoreSettings(path=tmp_path / "graph"),
         publish=unique_settings(tmp_path / "ledger"),
-        training=TrainingSettings(dim=16, checkpoint_dir=tmp_path / "ckpt", device="cpu"),
+        training=TrainerSettings(dim=16, device="cpu"),
+        worker=WorkerSettings(checkpoint_dir=tmp_path / "ckpt"),
     )
     first = _events(1_500, start_ts=1_700_000_000_000)
     _send(bootstrap, source, first)
@@ -96,7 +103,7 @@ def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
     assert sample("streamgnn_freshness_seconds_count") == len(first)  # each event once
     assert (sample("streamgnn_train_steps_total") or 0) > 0
 
-    checkpoint = CheckpointStore(settings.training.checkpoint_dir).load_latest()
+    checkpoint = CheckpointStore(settings.worker.checkpoint_dir).load_latest()
     assert checkpoint is not None
     first_version = int(checkpoint["trainer"]["model_version"])
     assert sample("streamgnn_model_version") == first_version

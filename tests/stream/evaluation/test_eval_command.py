@@ -10,9 +10,9 @@ import pytest
 
 from stream.cli import main
 from stream.errors import ConfigError
-from stream.evaluation.command import parse_duration
+from stream.settings.values import parse_duration
 
-TINY_TRAINER = ["--trainer", "dim=8", "--trainer", "batch_size=64", "--trainer", "layers=1"]
+TINY_TRAINER = ["--dim", "8", "--batch-size", "64", "--layers", "1"]
 
 
 def _log(tmp_path: Path) -> Path:
@@ -72,10 +72,10 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
     data = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--no-progress"]
     with pytest.raises(ConfigError, match="'nearest'"):
         main([*data, "--methods", "nearest"])
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        main([*data, "--trainer", "colour=red"])
+    with pytest.raises(ConfigError, match="--dim / STREAMGNN_DIM"):
+        main([*data, "--dim", "red"])
     with pytest.raises(ConfigError, match="--user-col"):
         main([*data, "--methods", "popularity"])
     with pytest.raises(ConfigError, match="chunk-duration"):
-        parse_duration("soon")
+        main([*data, "--chunk-duration", "soon"])
     assert parse_duration("2w") == 14 * 86_400_000

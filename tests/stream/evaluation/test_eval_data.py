@@ -11,10 +11,10 @@ from stream.evaluation.data import (
     MOVIELENS,
     TableFormat,
     guess_time_unit,
-    parse_column,
     read_interactions,
     table_format,
 )
+from stream.settings.values import parse_column
 
 
 def _write(tmp_path: Path, text: str, name: str = "log.txt") -> Path:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from stream.behaviours import Behaviour
 from stream.errors import ConfigError
 from stream.evaluation.popularity import DecayedPopularity
 from stream.evaluation.prequential import (
@@ -19,7 +20,6 @@ from stream.evaluation.prequential import (
     split_stream,
 )
 from stream.events import Interaction
-from stream.settings import Behaviour
 from stream.state.graph_store import DecayedGraphStore
 
 BEHAVIOURS = {"click": Behaviour(1.0, 10_000_000)}

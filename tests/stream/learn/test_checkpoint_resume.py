@@ -10,15 +10,23 @@ from pathlib import Path
 
 import torch
 
+from stream.behaviours import Behaviour
 from stream.events import Interaction
 from stream.learn.checkpoint import CheckpointStore
-from stream.learn.settings import TrainerSettings
 from stream.learn.trainer import IncrementalTrainer
-from stream.settings import Behaviour
+from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
+from tests.stream.learn.budgets import UNCAPPED
 
 BEHAVIOURS = {"click": Behaviour(1.0, 3_600_000), "purchase": Behaviour(5.0, 36_000_000)}
-SETTINGS = TrainerSettings(dim=16, batch_size=128, seed=3, device="cpu", replay_ratio=1.0)
+SETTINGS = TrainerSettings(
+    dim=16,
+    batch_size=128,
+    seed=3,
+    device="cpu",
+    replay_ratio=1.0,
+    **UNCAPPED,  # type: ignore[arg-type]
+)
 EPSILON = 1e-3
 TOPIC = "interactions"
 WARM, BATCH, K = 400, 100, 8

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from models.ids import IdRegistry
+from stream.behaviours import Behaviour
 from stream.events import Interaction
 from stream.learn.graph_mirror import GraphMirror, store_user_item_edges
-from stream.settings import Behaviour
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 from stream.state.keys import ITEM
 

@@ -11,16 +11,23 @@ import pytest
 import torch
 
 from models.base import grown_size
+from stream.behaviours import Behaviour
 from stream.errors import ConfigError
 from stream.events import Interaction
-from stream.learn.settings import TrainerSettings
 from stream.learn.trainer import IncrementalTrainer
-from stream.settings import Behaviour
+from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
+from tests.stream.learn.budgets import UNCAPPED
 
 BEHAVIOURS = {"click": Behaviour(1.0, 86_400_000), "purchase": Behaviour(5.0, 864_000_000)}
 EPS = 1e-3
-SMALL = TrainerSettings(dim=16, batch_size=256, device="cpu", negatives="uniform")
+SMALL = TrainerSettings(
+    dim=16,
+    batch_size=256,
+    device="cpu",
+    negatives="uniform",
+    **UNCAPPED,  # type: ignore[arg-type]
+)
 
 
 def block_stream(seed: int, n: int, t0: int = 1_000_000) -> list[Interaction]:

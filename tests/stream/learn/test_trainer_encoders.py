@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from models.resolver import ENCODERS
+from stream.behaviours import Behaviour
 from stream.events import Interaction
-from stream.learn.settings import TrainerSettings
 from stream.learn.trainer import IncrementalTrainer
-from stream.settings import Behaviour
+from stream.settings.training import TrainerSettings
+from tests.stream.learn.budgets import UNCAPPED
 
 NAMES = sorted(ENCODERS)
 DEVICES = [
@@ -28,7 +29,11 @@ DIM = 8
 def test_trainer_reads_change_no_registry_entry_or_weight(name: str, device: str) -> None:
     behaviours = {"click": Behaviour(1.0, 10_000), "purchase": Behaviour(5.0, 100_000)}
     settings = dataclasses.replace(
-        TrainerSettings(), encoder=name, dim=DIM, batch_size=64, device=device
+        TrainerSettings(**UNCAPPED),  # type: ignore[arg-type]
+        encoder=name,
+        dim=DIM,
+        batch_size=64,
+        device=device,
     )
     trainer = IncrementalTrainer(settings, behaviours, 1e-3)
     events = [

@@ -9,8 +9,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream.behaviours import Behaviour
 from stream.events import Interaction
-from stream.settings import Behaviour
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 
 BEHAVIOURS = {"click": Behaviour(1.0, 5_000), "purchase": Behaviour(5.0, 50_000)}

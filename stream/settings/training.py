@@ -1,4 +1,8 @@
-"""How the incremental trainer learns: one frozen, validated settings object."""
+"""The ``training`` section: how the incremental trainer learns, in the worker and in eval.
+
+One set of defaults, the live worker's: ``streamgnn eval`` runs these too, so a quality
+figure is the deployed worker's figure.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from models.ids import DAY_MS
 from models.resolver import ENCODERS
 from models.sampling import check_sampler
+from stream.behaviours import DAY_MS
 from stream.errors import ConfigError, model_config_errors
 
 LOSSES = ("bpr", "info_nce")
@@ -20,25 +24,26 @@ LOSSES = ("bpr", "info_nce")
 class TrainerSettings:
     """How the trainer learns; validated on construction (errors name the bad value).
 
-    The defaults (InfoNCE, 16 uniform negatives, lr 0.05, 4096 positives per step) are the
-    settings of the committed ML-100K prequential run (bench/results/eval-ml100k.json);
-    BPR with popularity negatives finished below decayed popularity there.
+    The loss defaults (InfoNCE, 16 uniform negatives, lr 0.05, 4096 positives per step)
+    come from the ML-100K prequential runs (bench/results/eval-ml100k*.json record the
+    settings of each). The step budget is the live worker's: one pass and at most one
+    optimiser step per (coalesced) micro-batch, so training keeps up with the stream.
     """
 
     encoder: str = "lightgcn"
     dim: int = 64
     layers: int = 2
     lr: float = 0.05
-    steps_per_batch: int = 2  # passes over each micro-batch's positives
+    steps_per_batch: int = 1  # passes over each micro-batch's positives
     # Optimiser steps per learn call at most (0: no cap). A live worker whose backlog
     # coalesced into a large batch trains on a random subset of its positives instead of
     # falling further behind; every event still enters the graph and the vectors.
-    max_steps_per_batch: int = 0
+    max_steps_per_batch: int = 1
     # Rows reported per call for drift alone (moved past publish_threshold with no new
     # event of their own), largest moves first; 0: no cap. The rest stay pending and are
     # reported by later calls, so one step's drift never floods the embedding topics.
     # Rows with new events are always reported.
-    max_drift_reports: int = 0
+    max_drift_reports: int = 500
     replay_ratio: float = 1.0  # replayed older edges per new edge
     negatives: str = "uniform"
     num_negatives: int = 16
@@ -46,7 +51,9 @@ class TrainerSettings:
     loss: str = "info_nce"
     temperature: float = 0.2  # InfoNCE
     batch_size: int = 4096  # positives per optimiser step
-    publish_threshold: float = 1e-3  # L2 move since last report that counts as changed
+    # L2 move since the last report that counts as changed (on unit vectors, 0.05 is a
+    # cosine of 0.99875); a row with new events is reported however little it moved.
+    publish_threshold: float = 0.05
     device: str = "auto"
     mixed_precision: bool = True  # CUDA autocast (bf16 where supported, else fp16)
     seed: int = 0

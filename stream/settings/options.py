@@ -1,0 +1,276 @@
+"""Every option of the settings tree, once: its flag, its environment twin and its help.
+
+``--help`` shows each option's twin, and the loader reads exactly these names, so the
+command line, the help and the environment cannot disagree. An option's flag and twin
+derive from its field name (``max_users``: ``--max-users``, ``STREAMGNN_MAX_USERS``; a
+command section prefixes the twin, ``STREAMGNN_PRODUCE_RATE``) unless given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stream.behaviours import parse_behaviours
+from stream.settings.values import parse_column, parse_duration, parse_json_object, parse_names
+
+# Sections whose twins carry a prefix (they belong to one command).
+_PREFIX = {"produce": "PRODUCE_", "data": "DATA_", "eval": "EVAL_", "consume": "CONSUME_"}
+_PREFIX["demo"] = "DEMO_"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the command line and the environment see it.
+
+    ``kind``: ``value`` takes a value; ``switch`` is a bare flag meaning true;
+    ``toggle`` is ``--x`` / ``--no-x``. ``parse`` overrides the parser the field's type
+    implies (see :mod:`stream.settings.load`).
+    """
+
+    section: str  # "" for the root of the tree
+    name: str
+    flag: str
+    env: str
+    help: str
+    kind: str = "value"
+    parse: Callable[[str], object] | None = None
+
+    @property
+    def key(self) -> str:
+        """``section.name`` (the root's options: ``name``), how values are passed in."""
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination."""
+        return self.key.replace(".", "__")
+
+
+def _opt(
+    section: str,
+    name: str,
+    help: str,
+    *,
+    flag: str | None = None,
+    env: str | None = None,
+    kind: str = "value",
+    parse: Callable[[str], object] | None = None,
+) -> Option:
+    flag = flag or "--" + name.replace("_", "-")
+    env = env or f"STREAMGNN_{_PREFIX.get(section, '')}{name.upper()}"
+    return Option(section, name, flag, env, help, kind, parse)
+
+
+_COLUMN = "csv column of the {}: name or 0-based index"
+
+OPTIONS: tuple[Option, ...] = (
+    _opt("", "metrics_address", "host:port of the Prometheus /metrics endpoint"),
+    # kafka
+    _opt("kafka", "bootstrap_servers", "Kafka brokers, host:port[,host:port]"),
+    _opt("kafka", "interactions_topic", "topic of interaction events"),
+    _opt("kafka", "dlq_topic", "dead-letter topic for rejected events"),
+    _opt("kafka", "group_id", "consumer group"),
+    _opt("kafka", "instance_id", "static group membership id (one per worker)"),
+    _opt("kafka", "max_batch_records", "records applied per store write batch at most"),
+    _opt("kafka", "session_timeout_ms", "consumer group session timeout"),
+    # store
+    _opt("store", "path", "RocksDB directory", flag="--store-path", env="STREAMGNN_STORE_PATH"),
+    _opt("store", "epsilon", "edges whose decayed weight falls below this are pruned"),
+    _opt("store", "sync_writes", "fsync every store batch (true/false)"),
+    # events
+    _opt(
+        "events",
+        "behaviours",
+        'JSON {"click": {"beta": 1, "half_life_ms": 259200000}, ...}',
+        parse=parse_behaviours,
+    ),
+    _opt("events", "max_id_bytes", "longer user/item ids are dead-lettered"),
+    _opt("events", "max_event_bytes", "larger records are dead-lettered unparsed"),
+    _opt("events", "min_ts_ms", "earliest valid event time (epoch ms)"),
+    _opt("events", "max_ts_ms", "latest valid event time (epoch ms)"),
+    _opt("events", "max_weight", "largest valid event weight"),
+    _opt("events", "dedup_window_ms", "event-time window in which a repeated event_id counts once"),
+    # publish
+    _opt(
+        "publish",
+        "user_topic",
+        "compacted topic of user vectors (created if missing)",
+        flag="--user-embeddings-topic",
+        env="STREAMGNN_USER_EMBEDDINGS_TOPIC",
+    ),
+    _opt(
+        "publish",
+        "item_topic",
+        "compacted topic of item vectors (created if missing)",
+        flag="--item-embeddings-topic",
+        env="STREAMGNN_ITEM_EMBEDDINGS_TOPIC",
+    ),
+    _opt(
+        "publish",
+        "vector_encoding",
+        "json (float list) or f32le-base64 (compact little-endian float32)",
+    ),
+    _opt(
+        "publish",
+        "topic_partitions",
+        "partitions of each embedding topic when the app creates it",
+        flag="--embedding-partitions",
+        env="STREAMGNN_EMBEDDING_PARTITIONS",
+    ),
+    _opt(
+        "publish",
+        "topic_replication_factor",
+        "replication factor of each embedding topic when the app creates it",
+        flag="--embedding-replication-factor",
+        env="STREAMGNN_EMBEDDING_REPLICATION_FACTOR",
+    ),
+    _opt(
+        "publish",
+        "ledger_path",
+        "file holding the highest model version that may be published (keep it durable)",
+        flag="--version-ledger",
+        env="STREAMGNN_VERSION_LEDGER",
+    ),
+    _opt("publish", "flush_timeout_s", "seconds a publish waits for every ack before retrying"),
+    # training: how the model learns (the worker and eval alike)
+    _opt("training", "encoder", "lightgcn, tgn, sage, pinsage or mbgat"),
+    _opt("training", "dim", "embedding dimension"),
+    _opt("training", "layers", "propagation layers"),
+    _opt("training", "lr", "Adam learning rate"),
+    _opt("training", "steps_per_batch", "passes over each (coalesced) micro-batch"),
+    _opt(
+        "training",
+        "max_steps_per_batch",
+        "optimiser steps per (coalesced) micro-batch at most; 0: no cap",
+    ),
+    _opt(
+        "training",
+        "max_drift_reports",
+        "vectors re-published per step for drift alone (largest first; 0: all)",
+    ),
+    _opt("training", "replay_ratio", "replayed older edges per new edge"),
+    _opt("training", "negatives", "negative sampler: uniform, popularity, in_batch or hard"),
+    _opt("training", "num_negatives", "negatives per positive"),
+    _opt("training", "hard_pool", "candidate pool per row for hard negatives"),
+    _opt("training", "loss", "bpr or info_nce"),
+    _opt("training", "temperature", "InfoNCE temperature"),
+    _opt("training", "batch_size", "positives per optimiser step"),
+    _opt(
+        "training",
+        "publish_threshold",
+        "re-publish a vector once it moved more than this (L2) since its last publish",
+    ),
+    _opt("training", "device", "auto, cpu or cuda[:n]"),
+    _opt("training", "mixed_precision", "CUDA autocast, bf16 where supported (true/false)"),
+    _opt("training", "seed", "model seed (eval: also the tie-break seed)"),
+    _opt(
+        "training",
+        "max_users",
+        "user rows at most; beyond it expired ids are evicted, else new ones refused",
+    ),
+    _opt("training", "max_items", "item rows at most (same policy as users)"),
+    _opt("training", "id_ttl_ms", "event time after which an unseen id may be evicted"),
+    _opt(
+        "training",
+        "encoder_options",
+        'JSON of encoder arguments, e.g. {"num_neighbors": 10}',
+        parse=parse_json_object,
+    ),
+    # worker
+    _opt("worker", "train", "train and publish embeddings (false: ingest into the store only)"),
+    _opt("worker", "torch_threads", "intra-op threads of the trainer's torch kernels (0: all)"),
+    _opt(
+        "worker",
+        "max_backlog_events",
+        "applied events waiting for the trainer before fetching pauses (backpressure)",
+    ),
+    _opt("worker", "checkpoint_dir", "directory of trainer checkpoints (loaded on start)"),
+    _opt(
+        "worker",
+        "checkpoint_interval_s",
+        "seconds between checkpoints (one is also written on SIGTERM)",
+    ),
+    _opt("worker", "checkpoints_kept", "complete checkpoints kept (older ones deleted)"),
+    # produce
+    _opt("produce", "rate", "events per second; 0 sends as fast as possible"),
+    _opt("produce", "count", "stop after this many events; 0: no limit"),
+    _opt("produce", "duration_s", "stop after this many seconds; 0: no limit"),
+    _opt("produce", "seed", "synthetic stream seed (same seed, same events)"),
+    _opt("produce", "users", "synthetic established users (Zipf popularity)"),
+    _opt("produce", "items", "synthetic items (Zipf popularity, in taste clusters)"),
+    _opt("produce", "new_user_share", "synthetic share of events from a brand-new user"),
+    _opt("produce", "late_share", "synthetic share of events with ts before the clock (late)"),
+    _opt("produce", "no_progress", "no progress bar", kind="switch"),
+    _opt("produce", "synthetic", "the synthetic stream (default without --data)", kind="switch"),
+    # data: an interaction file and its layout
+    _opt("data", "path", "interaction file", flag="--data", env="STREAMGNN_DATA"),
+    _opt("data", "format", "file layout: csv or movielens"),
+    _opt("data", "sep", "csv field separator (,)"),
+    _opt("data", "header", "csv header row", kind="toggle"),
+    _opt("data", "user_col", _COLUMN.format("user id"), parse=parse_column),
+    _opt("data", "item_col", _COLUMN.format("item id"), parse=parse_column),
+    _opt("data", "time_col", _COLUMN.format("timestamp"), parse=parse_column),
+    _opt("data", "weight_col", "csv column of the weight (default: weight 1)", parse=parse_column),
+    _opt("data", "time_unit", "s or ms; guessed when absent"),
+    _opt("data", "event_type", "csv event type of every row (click)"),
+    # eval
+    _opt(
+        "eval",
+        "methods",
+        "comma list of popularity, static, incremental, retrain",
+        parse=parse_names,
+    ),
+    _opt("eval", "warmup", "warm-up fraction of the stream"),
+    _opt("eval", "chunks", "equal-count chunks (10 when --chunk-duration is not given)"),
+    _opt(
+        "eval",
+        "chunk_duration_ms",
+        "chunks by event time instead: 12h, 1d, 1w",
+        flag="--chunk-duration",
+        env="STREAMGNN_EVAL_CHUNK_DURATION",
+        parse=parse_duration,
+    ),
+    _opt("eval", "micro_batch", "events per store write and learn call"),
+    _opt("eval", "epochs", "epochs of each full fit"),
+    _opt("eval", "json", "write the JSON report here"),
+    _opt("eval", "plot", "write a PNG of the metrics per chunk here"),
+    _opt("eval", "no_progress", "no progress bar", kind="switch"),
+    # consume
+    _opt("consume", "json", "print JSON lines, not a table", kind="switch"),
+    _opt("consume", "user", "read the whole table, print this user's top-k items"),
+    _opt("consume", "k", "items to print for --user"),
+    _opt(
+        "consume",
+        "from_beginning",
+        "follow from the beginning of the topics (default: only new updates)",
+        kind="switch",
+    ),
+    _opt("consume", "max_seconds", "stop after this many seconds (default: never)"),
+    # demo
+    _opt("demo", "rate", "events/s offered"),
+    _opt("demo", "duration_s", "seconds to run"),
+    _opt("demo", "user", "whose top-k to show (default: the busiest user)"),
+    _opt("demo", "k", "items in the top-k"),
+    _opt("demo", "every_s", "summary interval in seconds"),
+    _opt("demo", "dim", "the demo worker's embedding dimension"),
+    _opt(
+        "demo",
+        "kafka_libs",
+        "folder of Kafka's jars (default: a per-user cache, filled with Maven once)",
+        env="STREAMGNN_KAFKA_LIBS",
+    ),
+)
+
+
+def select(*names: str) -> tuple[Option, ...]:
+    """The options a command takes: whole sections by name, single options by key.
+
+    >>> [o.flag for o in select("kafka.group_id", "metrics_address")]
+    ['--metrics-address', '--group-id']
+    """
+    sections = {o.section for o in OPTIONS}
+    unknown = [n for n in names if n not in sections and n not in {o.key for o in OPTIONS}]
+    if unknown:
+        raise ValueError(f"no such settings section or option: {unknown}")
+    return tuple(o for o in OPTIONS if o.section in names or o.key in names)

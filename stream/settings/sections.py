@@ -1,0 +1,185 @@
+"""The pipeline's sections of the settings tree: Kafka, store, events, publish, worker.
+
+Each section is a frozen dataclass validated on construction (a :class:`ConfigError`
+names the bad value). :class:`Settings` is the root of the one tree; the loader
+(:mod:`stream.settings.load`) fills it from flags and their environment twins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream.behaviours import DAY_MS, DEFAULT_BEHAVIOURS, Behaviour
+from stream.errors import ConfigError
+from stream.publish.schema import ENCODINGS
+from stream.settings.commands import (
+    ConsumeSettings,
+    DataSettings,
+    DemoSettings,
+    EvalSettings,
+    ProduceSettings,
+)
+from stream.settings.training import TrainerSettings
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """The event contract (DESIGN.md, "Input"): what counts as a valid interaction."""
+
+    behaviours: Mapping[str, Behaviour] = field(default_factory=lambda: DEFAULT_BEHAVIOURS)
+    max_id_bytes: int = 256
+    max_event_bytes: int = 65_536
+    min_ts_ms: int = 0
+    max_ts_ms: int = 32_503_680_000_000  # 3000-01-01: later is a unit mistake, not a time
+    max_weight: float = 1e6
+    dedup_window_ms: int = 1 * DAY_MS
+
+    def __post_init__(self) -> None:
+        if not self.behaviours:
+            raise ConfigError("at least one behaviour (event type) must be configured")
+        if len(self.behaviours) > 255:
+            raise ConfigError(f"at most 255 behaviours, got {len(self.behaviours)}")
+        for name in self.behaviours:
+            if not name or len(name.encode()) > 64:
+                raise ConfigError(f"behaviour names must be 1..64 bytes, got {name!r}")
+        _positive("max_id_bytes", self.max_id_bytes)
+        _positive("max_event_bytes", self.max_event_bytes)
+        _positive("dedup_window_ms", self.dedup_window_ms)
+        if not 0 <= self.min_ts_ms < self.max_ts_ms:
+            raise ConfigError(
+                f"need 0 <= min_ts_ms < max_ts_ms, got {self.min_ts_ms}, {self.max_ts_ms}"
+            )
+        if not (math.isfinite(self.max_weight) and self.max_weight > 0):
+            raise ConfigError(f"max_weight must be finite and > 0, got {self.max_weight!r}")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the graph lives and when an edge is weak enough to prune."""
+
+    path: Path = Path("var/graph")
+    epsilon: float = 1e-3
+    sync_writes: bool = False  # fsync each batch: survives power loss, not just a crash
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ConfigError(f"store epsilon must be finite and > 0, got {self.epsilon!r}")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Brokers, topics and the consumer group."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    interactions_topic: str = "interactions"
+    dlq_topic: str = "interactions.dlq"
+    group_id: str = "streamgnn"
+    instance_id: str | None = None  # static membership: a restart rejoins without a rebalance wait
+    max_batch_records: int = 5_000
+    session_timeout_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("bootstrap_servers", "interactions_topic", "dlq_topic", "group_id"):
+            if not getattr(self, name):
+                raise ConfigError(f"kafka {name} must not be empty")
+        if self.interactions_topic == self.dlq_topic:
+            raise ConfigError(f"dlq_topic must differ from interactions_topic ({self.dlq_topic!r})")
+        _positive("max_batch_records", self.max_batch_records)
+        _positive("session_timeout_ms", self.session_timeout_ms)
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """The embedding topics (DESIGN.md, "Output") and how vectors are published to them.
+
+    Which vectors are published after a step is the trainer's rule
+    (``TrainerSettings.publish_threshold``, :mod:`stream.learn.publish_policy`).
+    ``ledger_path`` holds the highest model version that may be on the topics, so a
+    restarted publisher never goes below it (see ``stream.publish.ledger``).
+    """
+
+    user_topic: str = "user-embeddings"
+    item_topic: str = "item-embeddings"
+    vector_encoding: str = "json"
+    topic_partitions: int = 1
+    topic_replication_factor: int = 1
+    ledger_path: Path = Path("var/publish/versions.json")
+    flush_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.user_topic or not self.item_topic:
+            raise ConfigError("embedding topic names must not be empty")
+        if self.user_topic == self.item_topic:
+            raise ConfigError(f"user and item embedding topics must differ ({self.user_topic!r})")
+        if self.vector_encoding not in ENCODINGS:
+            raise ConfigError(
+                f"vector_encoding must be one of {ENCODINGS}, got {self.vector_encoding!r}"
+            )
+        _positive("topic_partitions", self.topic_partitions)
+        _positive("topic_replication_factor", self.topic_replication_factor)
+        if not (math.isfinite(self.flush_timeout_s) and self.flush_timeout_s > 0):
+            raise ConfigError(
+                f"flush_timeout_s must be finite and > 0, got {self.flush_timeout_s!r}"
+            )
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The worker process around the trainer: on or off, threads, backpressure, checkpoints.
+
+    Ingestion never waits on a training step: applied events queue in a backlog that the
+    trainer thread takes whole (micro-batches coalesce when it falls behind). Only when
+    the backlog holds ``max_backlog_events`` does the worker pause fetching, so memory
+    stays bounded and the excess waits in Kafka, visible as consumer lag.
+    """
+
+    train: bool = True
+    # Intra-op threads of the trainer's torch kernels (0: torch's default, one per core).
+    # One by default: on a small machine the ingest loop, the Kafka clients and the broker
+    # share the cores, and an OpenMP team that loses one of its threads to them waits at
+    # every barrier (bench/results/freshness.json compares the two).
+    torch_threads: int = 1
+    max_backlog_events: int = 100_000
+    checkpoint_dir: Path = Path("var/checkpoints")
+    checkpoint_interval_s: float = 60.0
+    checkpoints_kept: int = 3
+
+    def __post_init__(self) -> None:
+        _positive("max_backlog_events", self.max_backlog_events)
+        _positive("checkpoints_kept", self.checkpoints_kept)
+        if self.torch_threads < 0:
+            raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads!r}")
+        if not (math.isfinite(self.checkpoint_interval_s) and self.checkpoint_interval_s > 0):
+            raise ConfigError(
+                f"checkpoint_interval_s must be finite and > 0, got {self.checkpoint_interval_s!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a streamgnn command is configured with: the root of the one tree.
+
+    ``training`` is how the model learns, for the worker and for ``streamgnn eval`` alike,
+    so an evaluation measures the deployed worker's settings.
+    """
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    events: EventSettings = field(default_factory=EventSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+    training: TrainerSettings = field(default_factory=TrainerSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    produce: ProduceSettings = field(default_factory=ProduceSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    consume: ConsumeSettings = field(default_factory=ConsumeSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    metrics_address: str = "127.0.0.1:9464"
+
+
+def _positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
