@@ -46,6 +46,7 @@ from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
+from stream.settings import KafkaSettings
 from tests.harness.faults import WorkerProcess, training_env, wait_for, worker_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
@@ -143,7 +144,7 @@ def run_load(
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
     stream = SyntheticStream(SyntheticConfig(late_share=0.0, seed=offered))
     before = scrape_metrics(metrics_address)
-    with InteractionProducer(broker.bootstrap_servers, topic) as producer:
+    with InteractionProducer(KafkaSettings(broker.bootstrap_servers), topic) as producer:
         report = produce(
             stream.events(wall_clock_ms),
             producer,

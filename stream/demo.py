@@ -25,7 +25,14 @@ from pathlib import Path
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import histogram_quantile, owns_partitions, scrape_metrics, total
 from stream.publish.consumer import EmbeddingTable
-from stream.settings import DemoSettings, Settings, add_options, select, settings_from_args
+from stream.settings import (
+    DemoSettings,
+    KafkaSettings,
+    Settings,
+    add_options,
+    select,
+    settings_from_args,
+)
 
 _TOPICS = {"interactions": 2, "interactions.dlq": 1}
 DEMO_OPTIONS = select("demo", "data")
@@ -152,7 +159,7 @@ def _summarise(demo: Demo, bootstrap: str, args: DemoSettings) -> None:
     last_applied = 0.0
     busiest: Counter[str] = Counter()
     user: str | None = args.user
-    with EmbeddingTable(bootstrap, from_beginning=True) as table:
+    with EmbeddingTable(KafkaSettings(bootstrap), from_beginning=True) as table:
         while time.monotonic() - start < args.duration_s:
             if demo.worker.poll() is not None:
                 raise RuntimeError(f"the worker exited\n{demo.logs()}")

@@ -25,11 +25,12 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from stream.events import EventValidator, Interaction, Rejection
+from stream.kafka.clients import aiokafka_consumer, aiokafka_producer
 from stream.metrics import PipelineMetrics
 from stream.settings import Settings
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
@@ -91,8 +92,8 @@ class IngestWorker:
         self._lock = asyncio.Lock()
         kafka = settings.kafka
         self._topic = kafka.interactions_topic
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
+        self._consumer = aiokafka_consumer(
+            kafka,
             group_id=kafka.group_id,
             group_instance_id=kafka.instance_id,
             enable_auto_commit=False,
@@ -101,8 +102,8 @@ class IngestWorker:
             heartbeat_interval_ms=max(100, kafka.session_timeout_ms // 4),
             max_poll_records=kafka.max_batch_records,
         )
-        self._dlq = AIOKafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers,
+        self._dlq = aiokafka_producer(
+            kafka,
             acks="all",
             enable_idempotence=True,
             max_request_size=DLQ_MAX_REQUEST_BYTES,

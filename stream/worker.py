@@ -47,7 +47,7 @@ async def run_worker(
             return ingest.totals
         loop = asyncio.get_running_loop()
         publisher = await asyncio.to_thread(
-            EmbeddingPublisher, settings.kafka.bootstrap_servers, settings.publish, metrics
+            EmbeddingPublisher, settings.kafka, settings.publish, metrics
         )
         try:
             training = TrainingLoop(

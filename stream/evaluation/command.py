@@ -25,6 +25,7 @@ from stream.errors import ConfigError
 from stream.evaluation.data import data_format, read_interactions
 from stream.evaluation.prequential import ProtocolSettings, run_prequential
 from stream.evaluation.report import plot, result_document, table
+from stream.progress import progress_bar
 from stream.settings import Settings, add_options, select, settings_from_args
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 class _progress_bar:
-    """A tqdm bar on stderr fed by the protocol's ``progress(done, total, what)``."""
+    """A progress bar on stderr fed by the protocol's ``progress(done, total, what)``."""
 
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
@@ -143,9 +144,10 @@ class _progress_bar:
         if not self._enabled:
             return
         if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
+            self._bar = progress_bar(True, total, "step")
+            if self._bar is None:
+                self._enabled = False
+                return
         self._bar.set_postfix_str(what, refresh=False)
         self._bar.update(done - self._bar.n)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from stream.errors import ConfigError
 from stream.evaluation.metrics import METRICS
 from stream.evaluation.prequential import PrequentialResult
 
@@ -84,8 +85,12 @@ def table(document: dict[str, Any]) -> str:
 
 def plot(document: dict[str, Any], path: Path) -> None:
     """A PNG with one panel per metric, one line per method, over the chunks."""
-    import matplotlib  # imported here: only ``--plot`` pays for it
-
+    try:  # imported here: only ``--plot`` pays for it, and needs the ``plot`` extra
+        import matplotlib
+    except ImportError as exc:
+        raise ConfigError(
+            "--plot needs matplotlib, which is not installed: pip install 'streamgnn[plot]'"
+        ) from exc
     matplotlib.use("Agg")
     from matplotlib import pyplot
 

@@ -24,12 +24,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from stream.errors import BrokerError
+from stream.kafka.clients import kafka_admin
+from stream.kafka.topics import create_missing_topics
 from stream.local_broker.jars import LOG4J, TAIL_LINES, ensure_kafka_jars, java_executable, tail
-from stream.topics import create_missing_topics
+from stream.settings import KafkaSettings
 
 _HOST = "127.0.0.1"
 
@@ -229,9 +230,7 @@ class LocalKafkaBroker:
             name: {"num_partitions": n, "replication_factor": 1, "configs": dict(configs or {})}
             for name, n in names_partitions.items()
         }
-        admin = KafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, client_id="streamgnn-admin"
-        )
+        admin = kafka_admin(KafkaSettings(self.bootstrap_servers), client_id="streamgnn-admin")
         try:
             failed = create_missing_topics(admin, request, timeout_ms=30_000)
             if failed:
@@ -319,8 +318,8 @@ class LocalKafkaBroker:
     def _serves_metadata(self, timeout_s: float) -> bool:
         timeout_ms = max(int(timeout_s * 1000), 100)
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap_servers,
+            admin = kafka_admin(
+                KafkaSettings(self.bootstrap_servers),
                 client_id="streamgnn-readiness",
                 bootstrap_timeout_ms=timeout_ms,
                 request_timeout_ms=timeout_ms,

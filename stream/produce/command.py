@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with (
         _stop_on_signals(stop),
-        InteractionProducer(settings.kafka.bootstrap_servers, topic) as sink,
+        InteractionProducer(settings.kafka, topic) as sink,
     ):
         report = produce(
             events,

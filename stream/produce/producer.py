@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,10 +33,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from stream.errors import ConfigError, StreamGNNError
+from stream.kafka.clients import kafka_producer
+from stream.progress import progress_bar
+from stream.settings import KafkaSettings
 
 SendHook = Callable[[Mapping[str, object], int], None]
 """Called after each send with the event and the wall-clock send time in epoch ms."""
@@ -77,7 +78,7 @@ class InteractionProducer:
     """
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, *, linger_ms: int = 5, **config: Any
+        self, kafka: KafkaSettings, topic: str, *, linger_ms: int = 5, **config: Any
     ) -> None:
         if not topic:
             raise ConfigError("topic must not be empty")
@@ -87,7 +88,6 @@ class InteractionProducer:
         self.failed = 0
         self._first_error: BaseException | None = None
         options: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers,
             "client_id": "streamgnn-produce",
             "acks": "all",
             "enable_idempotence": True,
@@ -96,9 +96,9 @@ class InteractionProducer:
             **config,
         }
         try:
-            self._producer = KafkaProducer(**options)
+            self._producer = kafka_producer(kafka, **options)
         except KafkaError as exc:
-            raise StreamGNNError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+            raise StreamGNNError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from exc
 
     def send(self, key: bytes, value: bytes) -> None:
         self._producer.send(self.topic, key=key, value=value).add_errback(self._on_error)
@@ -166,7 +166,7 @@ def produce(
         count: send at most this many events (None: no limit).
         duration_s: stop once this many seconds have passed (None: no limit).
         stop: stop early once this is set (e.g. by a SIGTERM handler).
-        progress: show a tqdm progress bar on stderr.
+        progress: show a progress bar on stderr (when tqdm is installed).
         total: the bar's total when known (defaults to ``count``).
         on_send: called after each send with the event and its send time (epoch ms).
         clock, sleep: monotonic seconds and a sleep; replaced in tests of the schedule.
@@ -177,7 +177,7 @@ def produce(
         raise ConfigError(f"count must be >= 0, got {count!r}")
     if duration_s is not None and not (math.isfinite(duration_s) and duration_s >= 0):
         raise ConfigError(f"duration_s must be finite and >= 0, got {duration_s!r}")
-    bar = _progress_bar(progress, total if total is not None else count)
+    bar = progress_bar(progress, total if total is not None else count, "ev", mininterval=0.5)
     source = iter(events)
     start = clock()
     deadline = math.inf if duration_s is None else start + duration_s
@@ -224,11 +224,3 @@ def _wait_until(
         if stop is not None and stop.is_set():
             return False
         sleep(min(due - now, _MAX_SLEEP_S))
-
-
-def _progress_bar(enabled: bool, total: int | None) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="ev", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)

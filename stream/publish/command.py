@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         settings = settings_from_args(args)
         chosen = settings.consume
         table = EmbeddingTable(
-            settings.kafka.bootstrap_servers,
+            settings.kafka,
             settings.publish.user_topic,
             settings.publish.item_topic,
             from_beginning=chosen.from_beginning or chosen.user is not None,

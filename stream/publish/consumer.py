@@ -28,10 +28,12 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from stream.errors import ConfigError, SchemaError
+from stream.kafka.clients import kafka_consumer
 from stream.publish.schema import EmbeddingRecord, NodeKind, decode_record
+from stream.settings import KafkaSettings
 
 Outcome = Literal["applied", "stale", "deleted", "invalid", "ignored"]
 
@@ -191,7 +193,7 @@ class EmbeddingTable:
     """Follows ``user-embeddings`` and ``item-embeddings`` into two :class:`LatestVectors`.
 
     Args:
-        bootstrap_servers: Kafka brokers.
+        kafka: the brokers (and how to connect to them).
         user_topic, item_topic: the embedding topics (they must exist).
         from_beginning: start at the beginning of both topics (the whole table); else
             at their current ends (only updates from now on).
@@ -202,7 +204,7 @@ class EmbeddingTable:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaSettings,
         user_topic: str = "user-embeddings",
         item_topic: str = "item-embeddings",
         *,
@@ -211,8 +213,8 @@ class EmbeddingTable:
         self.users = LatestVectors("user")
         self.items = LatestVectors("item")
         self._folds: dict[str, LatestVectors] = {user_topic: self.users, item_topic: self.items}
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self._consumer = kafka_consumer(
+            kafka,
             group_id=None,
             enable_auto_commit=False,
             client_id="streamgnn-embedding-table",

@@ -25,9 +25,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from stream.errors import PublishError
+from stream.kafka.clients import kafka_consumer
+from stream.settings import KafkaSettings
 
 _FORMAT = "streamgnn.version-ledger"
 
@@ -109,14 +111,14 @@ class VersionLedger:
 
 
 def scan_max_model_version(
-    bootstrap_servers: str, topics: Sequence[str], timeout_s: float = 120.0
+    kafka: KafkaSettings, topics: Sequence[str], timeout_s: float = 120.0
 ) -> int | None:
     """Highest ``model_version`` on ``topics`` (read once, beginning to end); ``None`` if none.
 
     Records that do not parse are ignored here: they cannot constrain the floor.
     """
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+    consumer = kafka_consumer(
+        kafka,
         group_id=None,
         enable_auto_commit=False,
         client_id="streamgnn-version-scan",

@@ -35,12 +35,13 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from confluent_kafka import KafkaException, Producer
-from kafka import KafkaAdminClient
+from confluent_kafka import KafkaException
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from stream.errors import PublishError, SchemaError, VersionRegressionError
+from stream.kafka.clients import confluent_producer, kafka_admin
+from stream.kafka.topics import create_missing_topics
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
 from stream.publish.schema import (
@@ -51,8 +52,7 @@ from stream.publish.schema import (
     check_node_id,
     encode_record,
 )
-from stream.settings import PublishSettings
-from stream.topics import create_missing_topics
+from stream.settings import KafkaSettings, PublishSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class PublishResult:
 
 
 def ensure_embedding_topics(
-    bootstrap_servers: str, settings: PublishSettings, timeout_s: float = 30.0
+    kafka: KafkaSettings, settings: PublishSettings, timeout_s: float = 30.0
 ) -> None:
     """Create the user and item topics as compacted if missing; refuse non-compacted ones."""
     topics = (settings.user_topic, settings.item_topic)
@@ -99,13 +99,13 @@ def ensure_embedding_topics(
         for name in topics
     }
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers,
+        admin = kafka_admin(
+            kafka,
             client_id="streamgnn-publisher-admin",
             request_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError as exc:
-        raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
+        raise PublishError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from exc
     try:
         failed = create_missing_topics(admin, request, timeout_ms=int(timeout_s * 1000))
         if failed:
@@ -139,7 +139,7 @@ class EmbeddingPublisher:
     """Publishes node vectors with monotone model versions; each call returns once acked.
 
     Args:
-        bootstrap_servers: Kafka brokers.
+        kafka: the brokers (and how to connect to them).
         settings: topics, encoding, ledger path, flush timeout.
         metrics: receives freshness, staleness, model version and vectors published.
         clock: wall clock in seconds (tests may pass a fake one).
@@ -153,7 +153,7 @@ class EmbeddingPublisher:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaSettings,
         settings: PublishSettings | None = None,
         metrics: PipelineMetrics | None = None,
         *,
@@ -168,10 +168,10 @@ class EmbeddingPublisher:
             "item": self._settings.item_topic,
         }
         if create_topics:
-            ensure_embedding_topics(bootstrap_servers, self._settings)
+            ensure_embedding_topics(kafka, self._settings)
         self._ledger = VersionLedger(self._settings.ledger_path)
         if self._ledger.reserved is None:
-            found = scan_max_model_version(bootstrap_servers, list(self._topics.values()))
+            found = scan_max_model_version(kafka, list(self._topics.values()))
             if found is not None:
                 log.warning(
                     "no version ledger at %s; recovered version floor %d from the topics",
@@ -184,9 +184,9 @@ class EmbeddingPublisher:
         self._newest_event_ms: int | None = None
         self._metrics.staleness.set_function(self._staleness_seconds)
         try:
-            self._producer = Producer(
+            self._producer = confluent_producer(
+                kafka,
                 {
-                    "bootstrap.servers": bootstrap_servers,
                     "client.id": "streamgnn-embedding-publisher",
                     "acks": "all",
                     "enable.idempotence": True,
@@ -194,11 +194,11 @@ class EmbeddingPublisher:
                     "message.max.bytes": 8 * 1024 * 1024,
                     "queue.buffering.max.messages": 1_000_000,
                     "logger": log,
-                }
+                },
             )
         except KafkaException as exc:
             raise PublishError(
-                f"cannot configure the producer for {bootstrap_servers}: {exc}"
+                f"cannot configure the producer for {kafka.bootstrap_servers}: {exc}"
             ) from exc
 
     @property

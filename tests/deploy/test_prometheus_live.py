@@ -56,6 +56,7 @@ from stream.produce import (
     SyntheticStream,
     produce,
 )
+from stream.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +124,7 @@ def _produce_stream(bootstrap: str, topic: str) -> Counter[str]:
     stream = SyntheticStream(SyntheticConfig(users=300, items=150, seed=4))
     start_ms = time.time_ns() // 1_000_000 - VALID_EVENTS * 1_000  # an hour of events
     rejected: Counter[str] = Counter()
-    with InteractionProducer(bootstrap, topic) as producer:
+    with InteractionProducer(KafkaSettings(bootstrap), topic) as producer:
         report = produce(
             stream.events(SimulatedClock(start_ms, step_ms=1_000)), producer, count=VALID_EVENTS
         )

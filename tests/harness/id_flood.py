@@ -23,6 +23,7 @@ import psutil
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import scrape_metrics, serves_metrics, total
 from stream.produce.producer import InteractionProducer, produce
+from stream.settings import KafkaSettings
 from tests.harness.faults import (
     CrashReport,
     WorkerProcess,
@@ -60,7 +61,9 @@ def run_id_flood(
     tag = f"flood-{time.time_ns() % 10**9}"
     topic = f"{tag}-interactions"
     broker.create_topics({topic: 2, f"{topic}.dlq": 1})
-    with InteractionProducer(broker.bootstrap_servers, topic, linger_ms=20) as producer:
+    with InteractionProducer(
+        KafkaSettings(broker.bootstrap_servers), topic, linger_ms=20
+    ) as producer:
         produce(flood_events(ids), producer)
     address = f"127.0.0.1:{free_ports(1)[0]}"
     store = workdir / f"store-{tag}"

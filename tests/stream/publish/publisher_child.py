@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
-from stream.settings import PublishSettings
+from stream.settings import KafkaSettings, PublishSettings
 
 KINDS = ("user", "item")
 CHUNK = 10
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
         ledger_path=Path(ledger),
         topic_partitions=3,
     )
-    with EmbeddingPublisher(bootstrap, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         for version in (1, 2, 3):
             batches = [batch(kind, range(keys), version, dim) for kind in KINDS]
             publisher.publish(batches, model_version=version)

@@ -13,7 +13,7 @@ from stream.cli import main
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import EmbeddingRecord, encode_record
-from stream.settings import PublishSettings
+from stream.settings import KafkaSettings, PublishSettings
 from tests.harness.embedding_topics import unique_settings
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ def published(
     rng = np.random.default_rng(3)
     users = rng.normal(size=(5, DIM)).astype(np.float32)
     items = rng.normal(size=(30, DIM)).astype(np.float32)
-    with EmbeddingPublisher(kafka_broker.bootstrap_servers, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(kafka_broker.bootstrap_servers), settings) as publisher:
         publisher.publish(
             [
                 NodeVectors("user", [f"u{i}" for i in range(5)], users, 10),

@@ -15,6 +15,7 @@ from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import decode_record
+from stream.settings import KafkaSettings
 from tests.harness.embedding_topics import end_offsets, read_topic, unique_settings
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def test_publish_creates_compacted_topics_and_returns_only_when_all_records_are_
     users, items = _vectors(40, 8, 1), _vectors(25, 8, 2)
     user_ids = [f"u{i}" for i in range(40)]
     item_ids = [f"item-{i}" for i in range(25)]
-    with EmbeddingPublisher(bootstrap, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         result = publisher.publish(
             [
                 NodeVectors("user", user_ids, users, event_time_ms=list(range(40))),
@@ -89,7 +90,7 @@ def test_metrics_follow_from_what_was_published(
     appended = [int(NOW_S * 1000) - d for d in (50, 400, 2_000, 70_000, 0)]
     newest_event_ms = int(NOW_S * 1000) - 30_000
     with EmbeddingPublisher(
-        kafka_broker.bootstrap_servers, settings, metrics, clock=lambda: NOW_S
+        KafkaSettings(kafka_broker.bootstrap_servers), settings, metrics, clock=lambda: NOW_S
     ) as publisher:
         assert np.isnan(_sample(metrics, "streamgnn_staleness_seconds"))
         publisher.publish(
@@ -121,7 +122,7 @@ def test_versions_never_go_back_within_a_run_or_across_a_restart(
     bootstrap = kafka_broker.bootstrap_servers
     settings = unique_settings(tmp_path)
     one = [NodeVectors("user", ["u1"], _vectors(1, 4, 0), 1)]
-    with EmbeddingPublisher(bootstrap, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         assert publisher.min_version == 0
         publisher.publish(one, model_version=5)
         publisher.publish(one, model_version=5)  # same version again: allowed (a retry)
@@ -130,7 +131,7 @@ def test_versions_never_go_back_within_a_run_or_across_a_restart(
             publisher.publish(one, model_version=4)
         assert end_offsets(bootstrap, settings.user_topic) == before  # nothing was sent
         assert publisher.min_version == 5
-    with EmbeddingPublisher(bootstrap, settings) as restarted:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as restarted:
         # Version 5 may be half-published: a restart continues strictly above it.
         assert restarted.min_version == 6
         with pytest.raises(VersionRegressionError):
@@ -143,11 +144,11 @@ def test_a_lost_ledger_is_recovered_from_the_topics(
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     settings = unique_settings(tmp_path)
-    with EmbeddingPublisher(bootstrap, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         publisher.publish([NodeVectors("item", ["i1"], _vectors(1, 4, 0), 1)], model_version=3)
         publisher.publish([NodeVectors("user", ["u1"], _vectors(1, 4, 0), 1)], model_version=8)
     settings.ledger_path.unlink()
-    with EmbeddingPublisher(bootstrap, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         assert publisher.min_version == 9
     assert settings.ledger_path.exists()
 
@@ -159,7 +160,7 @@ def test_an_unpublishable_batch_sends_nothing_and_reserves_nothing(
     settings = unique_settings(tmp_path)
     bad = _vectors(3, 4, 0)
     bad[2, 1] = np.nan
-    with EmbeddingPublisher(bootstrap, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         for batch in (
             NodeVectors("user", ["a", "b", "c"], bad, 0),
             NodeVectors("user", ["a", "b"], _vectors(3, 4, 0), 0),  # 2 ids, 3 rows
@@ -181,4 +182,4 @@ def test_an_existing_topic_that_is_not_compacted_is_refused(
     settings = unique_settings(tmp_path)
     kafka_broker.create_topics({settings.item_topic: 1}, {"cleanup.policy": "delete"})
     with pytest.raises(PublishError, match="compact"):
-        EmbeddingPublisher(kafka_broker.bootstrap_servers, settings)
+        EmbeddingPublisher(KafkaSettings(kafka_broker.bootstrap_servers), settings)

@@ -20,6 +20,7 @@ from stream.local_broker.broker import LocalKafkaBroker
 from stream.publish.consumer import LatestVectors
 from stream.publish.publisher import EmbeddingPublisher
 from stream.publish.schema import decode_record
+from stream.settings import KafkaSettings
 from tests.harness.embedding_topics import read_topic, unique_settings
 
 pytestmark = pytest.mark.integration
@@ -85,7 +86,7 @@ def test_sigkill_mid_publish_then_restart_never_regresses_a_version(
     }
 
     # The restarted trainer restores an older checkpoint; the publisher lifts its version.
-    with EmbeddingPublisher(bootstrap, settings) as publisher:
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         version = max(CHECKPOINT_VERSION + 1, publisher.min_version)
         assert version > 4  # version 4 may be half-published: it is below the floor
         publisher.publish(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from kafka import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
+
+if TYPE_CHECKING:  # built by stream.kafka.clients only
+    from kafka import KafkaAdminClient
 
 
 def create_missing_topics(

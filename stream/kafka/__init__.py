@@ -1,0 +1,1 @@
+"""Kafka plumbing: every client built in one place (``clients``), topic creation (``topics``)."""
