@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy strict on stream/ and models/
+lint: $(STAMP) ## ruff (lint + format check) and mypy strict on stream/, models/ and tests/harness/
 	$(VENV)/bin/ruff check stream models tests bench
 	$(VENV)/bin/ruff format --check stream models tests bench
 	$(VENV)/bin/mypy

@@ -47,7 +47,7 @@ from stream.metrics import owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
 from stream.settings import KafkaSettings
-from tests.harness.faults import WorkerProcess, training_env, wait_for, worker_env
+from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
 

@@ -18,8 +18,9 @@ whose entry for a (user, item) pair is the sum over relations of the decayed edg
 no non-linearity, no self loop; an isolated row keeps ``α₀ e^{(0)}``.
 
 Each layer is one CSR sparse product with ``\\tilde A`` (:class:`NormalisedAdjacency`,
-built once per forward): several times faster than PyG's gather-multiply-scatter on a CPU,
-and fewer kernel launches on a GPU (one sparse product instead of gather, multiply, scatter).
+built once per forward): faster than PyG's gather-multiply-scatter on a CPU
+(bench/results/propagation.json has the speed-ups), and fewer kernel launches on a GPU
+(one sparse product instead of gather, multiply, scatter).
 
 Row ``r`` of either table is initialised from a generator seeded by
 ``(seed, kind, r // GROW_CHUNK)``: a row's initial value depends on nothing but the seed

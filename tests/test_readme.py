@@ -14,3 +14,28 @@ def test_every_path_the_readme_names_exists() -> None:
     assert named, "the README names no repository paths: did the pattern break?"
     missing = sorted(p for p in named if "<" not in p and not (ROOT / p).exists())  # <x>: a pattern
     assert not missing, f"README names paths that do not exist: {missing}"
+
+
+def _layout_rows() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| `")]
+
+
+def test_the_layout_table_names_every_module() -> None:
+    rows = _layout_rows()
+    assert rows, "the README has no layout table"
+    modules = [
+        p.relative_to(ROOT)
+        for folder in ("stream", "models", "tests/harness")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        if p.name != "__init__.py"
+    ]
+
+    def named(module: Path) -> bool:
+        if any(f"`{module.as_posix()}`" in row for row in rows):
+            return True
+        folder = f"| `{module.parent.as_posix()}/`"
+        return any(row.startswith(folder) and f"`{module.name}`" in row for row in rows)
+
+    assert not [m.as_posix() for m in modules if not named(m)]

@@ -15,13 +15,13 @@ Who does what (the split with the trainer):
 
 The producer is librdkafka's (``confluent_kafka.Producer``), used synchronously:
 ``publish`` queues every record and blocks in ``flush`` until each delivery report came
-back. A step publishes thousands of records at once, and librdkafka queues one in about
-a microsecond in C where kafka-python's pure-Python ``send`` took tens of microseconds
-under the GIL that the trainer and the ingest loop share (measured by
-bench/freshness.py). The asyncio worker calls it from its trainer thread: the trainer
-already runs off the event loop because a step would block it, a blocking call makes
-"returns only after every ack" obvious, and the same object works in tests and tools
-without an event loop. Admin calls and the ledger's topic scan stay on kafka-python.
+back. A step publishes thousands of records at once, and librdkafka queues each in C,
+where kafka-python's pure-Python ``send`` holds the GIL that the trainer and the ingest
+loop share for far longer per record (bench/freshness.py showed it). The asyncio worker
+calls it from its trainer thread: the trainer already runs off the event loop because a
+step would block it, a blocking call makes "returns only after every ack" obvious, and
+the same object works in tests and tools without an event loop. Admin calls and the
+ledger's topic scan stay on kafka-python.
 """
 
 from __future__ import annotations

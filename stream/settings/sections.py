@@ -140,7 +140,7 @@ class WorkerSettings:
     # Intra-op threads of the trainer's torch kernels (0: torch's default, one per core).
     # One by default: on a small machine the ingest loop, the Kafka clients and the broker
     # share the cores, and an OpenMP team that loses one of its threads to them waits at
-    # every barrier (bench/results/freshness.json compares the two).
+    # every barrier (bench/results/torch-threads.json has the freshness figures).
     torch_threads: int = 1
     max_backlog_events: int = 100_000
     checkpoint_dir: Path = Path("var/checkpoints")

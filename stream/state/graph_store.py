@@ -30,6 +30,7 @@ from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import StoreError
 from stream.events import Interaction
 from stream.state import keys as k
+from stream.state.batch import BatchUpdate
 from stream.state.decay import DecayedWeight, expiry_time, is_dead, merge, weight_at
 
 FORMAT = b"streamgnn-graph-v1"
@@ -196,7 +197,7 @@ class DecayedGraphStore:
         Pruning is written separately: it is a pure function of the state and the
         stored watermarks, so a crash before it only delays it.
         """
-        update = _BatchUpdate(self._db)
+        update = BatchUpdate(self._db)
         counts = self.counts()
         nodes, edges, pruned_total = counts.nodes, counts.edges, counts.pruned_total
         applied = duplicates = pruned = 0
@@ -223,7 +224,7 @@ class DecayedGraphStore:
         return ApplyResult(applied, duplicates, pruned)
 
     def _apply_event(
-        self, update: _BatchUpdate, partition: int, event: Interaction, now: int
+        self, update: BatchUpdate, partition: int, event: Interaction, now: int
     ) -> tuple[int, int, int]:
         """Merge one event into its edge; returns (Δnodes, Δedges, pruned)."""
         rel = self._relations[event.event_type]
@@ -261,7 +262,7 @@ class DecayedGraphStore:
 
     def prune(self, topic: str, partitions: Sequence[int]) -> int:
         """Delete edges below epsilon and expired duplicate-filter entries; returns edges pruned."""
-        update = _BatchUpdate(self._db)
+        update = BatchUpdate(self._db)
         pruned = dnodes = 0
         for partition in partitions:
             pos = self.position(topic, partition)
@@ -364,71 +365,3 @@ class DecayedGraphStore:
                 return
             yield key, it.value()
             it.next()
-
-
-class _BatchUpdate:
-    """Pending writes over the live store: reads see them, one WriteBatch commits them."""
-
-    def __init__(self, db: Rdict) -> None:
-        self._db = db
-        self._pending: dict[bytes, bytes | None] = {}
-
-    @property
-    def empty(self) -> bool:
-        return not self._pending
-
-    def get(self, key: bytes) -> bytes | None:
-        if key in self._pending:
-            return self._pending[key]
-        value: bytes | None = self._db.get(key)
-        return value
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._pending[key] = value
-
-    def delete(self, key: bytes) -> None:
-        self._pending[key] = None
-
-    def bump_degree(self, node: bytes, delta: int) -> int:
-        """Change a node's degree; returns +1 if the node appeared, -1 if it expired."""
-        key = k.NODE + node
-        raw = self.get(key)
-        before = k.DEGREE_VALUE.unpack(raw)[0] if raw else 0
-        after = before + delta
-        if after <= 0:
-            self.delete(key)
-        else:
-            self.put(key, k.DEGREE_VALUE.pack(after))
-        return (after > 0) - (before > 0)
-
-    def remove_edge(self, suffix: bytes) -> int:
-        """Delete an edge and its reverse entry; returns the change in node count."""
-        self.delete(k.EDGE + suffix)
-        self.delete(k.REVERSE + k.reverse_suffix(suffix))
-        src, _, dst = k.split_edge_suffix(suffix)
-        return self.bump_degree(k.node_key(*src), -1) + self.bump_degree(k.node_key(*dst), -1)
-
-    def is_duplicate(
-        self, partition: int, event_id: str, ts: int, now: int, window_ms: int
-    ) -> bool:
-        """Check and record an event id; an entry past the window counts as absent."""
-        eid = event_id.encode("utf-8")
-        key = k.dedup_key(partition, eid)
-        raw = self.get(key)
-        if raw is not None:
-            (seen_ts,) = k.TIME_VALUE.unpack(raw)
-            if seen_ts >= now - window_ms:
-                return True
-            self.delete(k.dedup_expiry_key(partition, max(0, seen_ts), eid))
-        self.put(key, k.TIME_VALUE.pack(ts))
-        self.put(k.dedup_expiry_key(partition, ts, eid), b"")
-        return False
-
-    def to_write_batch(self) -> WriteBatch:
-        batch = WriteBatch(raw_mode=True)
-        for key, value in self._pending.items():
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        return batch

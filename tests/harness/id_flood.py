@@ -24,14 +24,8 @@ from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import scrape_metrics, serves_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.settings import KafkaSettings
-from tests.harness.faults import (
-    CrashReport,
-    WorkerProcess,
-    count_applications,
-    training_env,
-    wait_for,
-    worker_env,
-)
+from tests.harness.faults import CrashReport, count_applications
+from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 FLOOD_ITEMS = 1_000
 

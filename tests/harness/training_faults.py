@@ -16,7 +16,8 @@ from pathlib import Path
 from stream.learn.checkpoint import CheckpointStore
 from stream.local_broker.broker import LocalKafkaBroker
 from tests.harness.embedding_log import published_between, read_published, version_regressions
-from tests.harness.faults import CrashReport, run_crash_scenario, training_env
+from tests.harness.faults import CrashReport, run_crash_scenario
+from tests.harness.worker_process import training_env
 
 
 @dataclass

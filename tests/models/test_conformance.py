@@ -12,14 +12,9 @@ import torch
 from models.base import GROW_CHUNK, BipartiteGraph, EdgeBatch, Encoder
 from models.losses import bpr_loss
 from models.resolver import ENCODERS, encoder_resolver
+from tests.devices import DEVICES
 
 NAMES = sorted(ENCODERS)
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-    ),
-]
 NUM_RELATIONS = 3
 DIM = 8
 

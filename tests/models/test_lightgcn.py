@@ -11,13 +11,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from models.base import GROW_CHUNK, BipartiteGraph
 from models.errors import ModelConfigError
 from models.lightgcn import LightGCNEncoder
-
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-    ),
-]
+from tests.devices import DEVICES
 
 
 def make_graph(

@@ -12,15 +12,10 @@ from stream.behaviours import Behaviour
 from stream.events import Interaction
 from stream.learn.trainer import IncrementalTrainer
 from stream.settings.training import TrainerSettings
+from tests.devices import DEVICES
 from tests.stream.learn.budgets import UNCAPPED
 
 NAMES = sorted(ENCODERS)
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-    ),
-]
 DIM = 8
 
 

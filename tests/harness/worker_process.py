@@ -1,0 +1,114 @@
+"""The worker as a child process, configured by environment, as the scenarios run it.
+
+:class:`WorkerProcess` runs ``python -m stream.worker`` (or the self-killing
+:mod:`tests.harness.crashing_worker`); :func:`worker_env` and :func:`training_env` are the
+environments the scenarios and benchmarks start it with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from stream.local_broker.broker import free_ports
+from tests.harness import importable_env
+
+
+class WorkerProcess:
+    """``python -m stream.worker`` as a child process, configured by environment.
+
+    With ``kill_trigger`` it runs as :mod:`tests.harness.crashing_worker`, which SIGKILLs
+    itself right after the store write that reaches the position that file holds.
+    """
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, kill_trigger: Path | None = None
+    ) -> None:
+        self._env = importable_env({**os.environ, **env})
+        self._log_path = log_path
+        self._command = [sys.executable, "-m", "stream.worker"]
+        if kill_trigger is not None:
+            self._command = [
+                sys.executable,
+                "-m",
+                "tests.harness.crashing_worker",
+                str(kill_trigger),
+            ]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self._log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait()
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (drain and exit); returns the exit status."""
+        if self._process is None:
+            raise RuntimeError("worker was never started")
+        self._process.send_signal(signal.SIGTERM)
+        return self._process.wait(timeout=timeout_s)
+
+    def exit_status(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("worker was never started")
+        return self._process.pid
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Poll ``condition`` every 50 ms; returns the seconds it took, raises on timeout."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def training_env(workdir: Path, tag: str, dim: int = 16) -> dict[str, str]:
+    """What turns a :func:`worker_env` worker into a training one: its own checkpoint
+    folder, version ledger and embedding topics under ``tag``."""
+    return {
+        "STREAMGNN_TRAIN": "true",
+        "STREAMGNN_DIM": str(dim),
+        "STREAMGNN_CHECKPOINT_DIR": str(workdir / f"checkpoints-{tag}"),
+        "STREAMGNN_VERSION_LEDGER": str(workdir / f"ledger-{tag}" / "versions.json"),
+        "STREAMGNN_USER_EMBEDDINGS_TOPIC": f"{tag}.user-embeddings",
+        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": f"{tag}.item-embeddings",
+    }
+
+
+def worker_env(
+    bootstrap: str, topic: str, group: str, store_path: Path, max_batch_records: int
+) -> dict[str, str]:
+    """The ingest-only worker environment every scenario starts from."""
+    return {
+        "STREAMGNN_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMGNN_INTERACTIONS_TOPIC": topic,
+        "STREAMGNN_DLQ_TOPIC": f"{topic}.dlq",
+        "STREAMGNN_GROUP_ID": group,
+        "STREAMGNN_INSTANCE_ID": "worker-1",
+        "STREAMGNN_SESSION_TIMEOUT_MS": "6000",
+        "STREAMGNN_MAX_BATCH_RECORDS": str(max_batch_records),
+        "STREAMGNN_STORE_PATH": str(store_path),
+        "STREAMGNN_TRAIN": "false",  # the ingest half: exactly-once into the store
+        "STREAMGNN_METRICS_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}",
+    }
