@@ -30,6 +30,7 @@ from stream.errors import BrokerError
 from stream.kafka.clients import kafka_admin
 from stream.kafka.topics import create_missing_topics
 from stream.local_broker.jars import LOG4J, TAIL_LINES, ensure_kafka_jars, java_executable, tail
+from stream.local_broker.secured import SecuredListener, argument_file
 from stream.settings import KafkaSettings
 
 _HOST = "127.0.0.1"
@@ -49,6 +50,8 @@ class LocalKafkaBroker:
             every connection after bootstrap goes through the proxy, so a fault test can
             cut the network between a client and the node.
         jars_dir: folder of Kafka's jars (:func:`ensure_kafka_jars`' default when ``None``).
+        secured: a third, TLS listener (SASL_SSL with SCRAM users, or SSL) for clients
+            that must connect as to a secured cluster (:attr:`secured_servers`).
 
     Ports are fixed at construction, so a restarted node has the same bootstrap address.
     """
@@ -61,6 +64,7 @@ class LocalKafkaBroker:
         extra_properties: Mapping[str, str] | None = None,
         advertised_port: int | None = None,
         jars_dir: Path | None = None,
+        secured: SecuredListener | None = None,
     ) -> None:
         ports = (("port", port), ("controller_port", controller_port))
         for name, value in (*ports, ("advertised_port", advertised_port)):
@@ -68,10 +72,15 @@ class LocalKafkaBroker:
                 raise ValueError(f"{name} must be in 1..65535, got {value!r}")
         if port is not None and port == controller_port:
             raise ValueError(f"port and controller_port must differ, both are {port}")
-        explicit = (port, controller_port)
-        spare = [p for p in free_ports(2) if p not in explicit] if None in explicit else []
+        secured_port = secured.port if secured is not None else 0
+        explicit = (port, controller_port, secured_port)
+        spare = [p for p in free_ports(3) if p not in explicit] if None in explicit else []
         self._port = port if port is not None else spare.pop(0)
         self._controller_port = controller_port if controller_port is not None else spare.pop(0)
+        self._secured_port = secured_port if secured_port is not None else spare.pop(0)
+        self._secured = secured
+        if secured is not None and self._secured_port in (self._port, self._controller_port):
+            raise ValueError(f"the secured listener's port {secured_port} is already taken")
         self._advertised_port = advertised_port if advertised_port is not None else self._port
         if self._advertised_port == self._controller_port:
             raise ValueError(
@@ -91,6 +100,13 @@ class LocalKafkaBroker:
     def advertised_servers(self) -> str:
         """The address the node advertises to clients (the proxy's, when one is set)."""
         return f"{_HOST}:{self._advertised_port}"
+
+    @property
+    def secured_servers(self) -> str:
+        """The secured listener's address; ``BrokerError`` when the node has none."""
+        if self._secured is None:
+            raise BrokerError("this node has no secured listener (pass secured=...)")
+        return f"{_HOST}:{self._secured_port}"
 
     @property
     def port(self) -> int:
@@ -151,6 +167,12 @@ class LocalKafkaBroker:
             # log.flush.* stay at their defaults: acked records sit in the page cache, which
             # survives a killed JVM (not a machine crash).
         }
+        if self._secured is not None:
+            name, address = self._secured.listener_name, self.secured_servers
+            properties["listeners"] += f",{name}://{address}"
+            properties["advertised.listeners"] += f",{name}://{address}"
+            properties["listener.security.protocol.map"] += f",{name}:{name}"
+            properties.update(self._secured.server_properties(address))
         properties.update(self._extra_properties)
         return properties
 
@@ -172,6 +194,9 @@ class LocalKafkaBroker:
         deadline = time.monotonic() + timeout_s
         self._data_dir.mkdir(parents=True, exist_ok=True)
         config = self._data_dir / "server.properties"
+        # Owner-only: it holds the secured listener's store passwords.
+        config.touch(mode=0o600)
+        config.chmod(0o600)
         config.write_text("".join(f"{k}={v}\n" for k, v in self.server_properties().items()))
         classpath = ["-cp", str(jars / "*"), f"-Dlog4j.configuration={LOG4J.as_uri()}"]
         if not (self._data_dir / "logs" / "meta.properties").is_file():
@@ -263,25 +288,22 @@ class LocalKafkaBroker:
 
     def _format_storage(self, jvm: list[str], config: Path, timeout_s: float) -> None:
         # StorageTool calls System.exit, hence its own JVM. With static
-        # controller.quorum.voters it must be formatted without --standalone.
-        command = [
-            *jvm,
-            "kafka.tools.StorageTool",
-            "format",
-            "--cluster-id",
-            _new_cluster_id(),
-            "--config",
-            str(config),
-        ]
+        # controller.quorum.voters it must be formatted without --standalone. Its
+        # arguments (SCRAM passwords among them) go in an @argfile, out of ps's sight.
+        arguments = ["kafka.tools.StorageTool", "format", "--cluster-id", _new_cluster_id()]
+        arguments += ["--config", str(config)]
+        if self._secured is not None:
+            arguments += self._secured.format_arguments()
         try:
-            result = subprocess.run(
-                command,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=self._data_dir,
-                timeout=timeout_s,
-                check=False,
-            )
+            with argument_file(arguments, self._data_dir) as argfile:
+                result = subprocess.run(
+                    [*jvm, f"@{argfile}"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    cwd=self._data_dir,
+                    timeout=timeout_s,
+                    check=False,
+                )
         except subprocess.TimeoutExpired as exc:
             raise BrokerError(f"StorageTool format did not finish within {timeout_s}s") from exc
         with self.log_path.open("ab") as log:
