@@ -31,6 +31,10 @@ class BrokerError(StreamGNNError, RuntimeError):
     """The local Kafka node (or the jars it runs from) could not be provided."""
 
 
+class KafkaAccessError(StreamGNNError):
+    """A Kafka broker refused this client: a failed login or TLS handshake (never retried)."""
+
+
 class CheckpointError(StreamGNNError):
     """A checkpoint file is torn, foreign or unreadable; the message says which and why."""
 

@@ -12,6 +12,7 @@ import pytest
 
 from stream.errors import BrokerError
 from stream.local_broker.broker import LocalKafkaBroker
+from tests.harness.secured_cluster import SecuredCluster, start_secured_broker
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,24 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secured_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCluster]:
+    """A second node, started on first use, with a SASL_SSL listener and a SCRAM user."""
+    directory = tmp_path_factory.mktemp("secured-kafka")
+    try:
+        cluster = start_secured_broker(directory)
+    except BrokerError as exc:
+        failure = f"the secured Kafka broker did not start: {exc}"
+    else:
+        failure = ""
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.broker.stop()
 
 
 TopicFactory = Callable[..., str]

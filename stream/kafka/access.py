@@ -1,0 +1,161 @@
+"""One login before the clients start: a refused login or certificate is an error, not a retry.
+
+The client libraries treat a failed login like a network fault: librdkafka retries it for
+ever (reporting it only to an error callback), kafka-python 3.0 drops the broker's
+refusal when the broker closes the TLS connection right after it and waits out its whole
+bootstrap timeout, and aiokafka says only "Unable to bootstrap". So every command checks
+its access first (:func:`check_access`): one connection to a bootstrap server, the TLS
+handshake and the SASL exchange, within a bounded time. A refused login or an unverified
+certificate raises :class:`~stream.errors.KafkaAccessError` saying so (never with a
+password); a broker that cannot be reached is left to the clients' own retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from contextlib import suppress
+
+from aiokafka import errors as aiokafka_errors
+from aiokafka.conn import create_conn
+
+from stream.errors import ConfigError, KafkaAccessError
+from stream.kafka.security import KafkaSecurity, aiokafka_options
+
+logger = logging.getLogger(__name__)
+
+_AUTHENTICATION_ERRORS = (
+    aiokafka_errors.SaslAuthenticationFailed,
+    aiokafka_errors.AuthenticationFailedError,
+    aiokafka_errors.IllegalSaslStateError,
+)
+# A connection the broker accepted and then closed mid-handshake: a listener of another
+# protocol, or a client certificate it requires or refuses; tried again before it counts,
+# so a connection lost by accident does not stop a command.
+_CLOSED_TRIES = 3
+_CLOSED_PAUSE_S = 1.0
+
+
+class _Closed(Exception):
+    """The broker accepted the TCP connection and closed it during the handshake."""
+
+
+async def check_access(
+    bootstrap_servers: str, security: KafkaSecurity, timeout_s: float = 15.0
+) -> None:
+    """Connect and log in to the first bootstrap server that answers.
+
+    Raises :class:`KafkaAccessError` when a broker refused the login or the TLS
+    handshake. Returns once one accepted, or when none could be reached (refused, timed
+    out: the clients keep trying, as for any broker outage). With ``PLAINTEXT`` there is
+    nothing to check and nothing is connected.
+    """
+    if security.protocol == "PLAINTEXT":
+        return
+    options = aiokafka_options(security)
+    for host, port in _addresses(bootstrap_servers):
+        if await _try_server(host, port, security, options, timeout_s):
+            return
+
+
+async def _try_server(
+    host: str, port: int, security: KafkaSecurity, options: dict[str, object], timeout_s: float
+) -> bool:
+    """True once logged in; False when unreachable; raises when access is refused."""
+    for attempt in range(1, _CLOSED_TRIES + 1):
+        try:
+            await _log_in(host, port, options, timeout_s)
+            return True
+        except _Closed as exc:
+            if attempt == _CLOSED_TRIES:
+                raise KafkaAccessError(_closed_message(f"{host}:{port}", security)) from None
+            logger.info("access check: %s:%s closed the connection (%s)", host, port, exc)
+            await asyncio.sleep(_CLOSED_PAUSE_S)
+        except (TimeoutError, OSError) as exc:
+            logger.info("access check: %s:%s not reachable (%r)", host, port, exc)
+            return False
+    return False
+
+
+def check_access_blocking(
+    bootstrap_servers: str, security: KafkaSecurity, timeout_s: float = 15.0
+) -> None:
+    """:func:`check_access` for synchronous callers (outside any running event loop)."""
+    asyncio.run(check_access(bootstrap_servers, security, timeout_s))
+
+
+async def _log_in(host: str, port: int, options: dict[str, object], timeout_s: float) -> None:
+    where = f"{host}:{port}"
+    timeout_ms = max(int(timeout_s * 1000), 100)
+    try:
+        connection = await asyncio.wait_for(
+            create_conn(
+                host, port, client_id="streamgnn-access-check", request_timeout_ms=timeout_ms,
+                **options,
+            ),
+            timeout_s,
+        )  # fmt: skip
+    except _AUTHENTICATION_ERRORS as exc:
+        raise KafkaAccessError(
+            f"Kafka authentication failed at {where} ({_login(options)}): {_broker_message(exc)}; "
+            "check the SASL username and password"
+        ) from None
+    except aiokafka_errors.UnsupportedSaslMechanismError as exc:
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        raise KafkaAccessError(
+            f"Kafka authentication failed at {where}: the broker does not accept SASL "
+            f"mechanism {options.get('sasl_mechanism')} {detail}".rstrip()
+        ) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise KafkaAccessError(
+            f"TLS to {where} failed: the broker's certificate was not verified "
+            f"({exc.verify_message}); check the CA file"
+        ) from None
+    except ssl.SSLError as exc:
+        raise KafkaAccessError(f"TLS to {where} failed: {exc.reason or exc}") from None
+    except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError) as exc:
+        raise _Closed(repr(exc)) from None
+    except aiokafka_errors.KafkaConnectionError as exc:
+        if "closed" in str(exc).lower():
+            raise _Closed(str(exc)) from None
+        raise OSError(str(exc)) from None
+    connection.close()
+
+
+def _login(options: dict[str, object]) -> str:
+    return f"{options.get('sasl_mechanism')} as {options.get('sasl_plain_username')!r}"
+
+
+def _closed_message(where: str, security: KafkaSecurity) -> str:
+    text = (
+        f"{where} accepted the connection but closed it during the {security.protocol} "
+        f"handshake ({_CLOSED_TRIES} tries): is it a {security.protocol} listener?"
+    )
+    if security.uses_tls:
+        text += (
+            " Does it require a client certificate (mTLS)? Set the client certificate and key files"
+            if security.ssl_certfile is None
+            else " Does it refuse this client certificate?"
+        )
+    return text
+
+
+def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    addresses = []
+    for entry in bootstrap_servers.split(","):
+        text = entry.strip()
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"bootstrap server {text!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def _broker_message(exc: BaseException) -> str:
+    # aiokafka puts the broker's own error message in the exception's arguments.
+    with suppress(IndexError, TypeError):
+        message = exc.args[0]
+        if isinstance(message, str) and message:
+            return message
+    return type(exc).__name__

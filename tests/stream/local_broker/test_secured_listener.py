@@ -1,0 +1,213 @@
+"""The local node's SASL_SSL listener: SCRAM users from Kafka's own tooling, TLS, mTLS."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+from kafka import KafkaProducer
+
+from stream.errors import KafkaAccessError
+from stream.kafka.access import check_access_blocking
+from stream.kafka.secret import Secret
+from stream.kafka.security import (
+    KafkaSecurity,
+    aiokafka_options,
+    confluent_options,
+    kafka_python_options,
+)
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.local_broker.secured import SecuredListener
+from tests.harness.secured_cluster import SecuredCluster, start_secured_broker
+from tests.harness.tls import make_pki
+
+
+def _topic(cluster: SecuredCluster) -> str:
+    name = f"secured-{uuid.uuid4().hex[:12]}"
+    cluster.broker.create_topics({name: 1})  # through the PLAINTEXT listener
+    return name
+
+
+def _produce_with_every_producer(bootstrap: str, topic: str, security: KafkaSecurity) -> set[bytes]:
+    sent = {b"kafka-python", b"confluent"}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **kafka_python_options(security))
+    try:
+        producer.send(topic, b"kafka-python").get(timeout=30)
+    finally:
+        producer.close()
+    confluent = Producer({"bootstrap.servers": bootstrap, **confluent_options(security)})
+    confluent.produce(topic, b"confluent")
+    assert confluent.flush(30) == 0, "confluent-kafka did not deliver over SASL_SSL"
+    return sent
+
+
+async def _read_with_aiokafka(bootstrap: str, topic: str, security: KafkaSecurity, count: int):
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **aiokafka_options(security),
+    )
+    await consumer.start()
+    try:
+        values: set[bytes] = set()
+        deadline = time.monotonic() + 30
+        while len(values) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                values.update(r.value for r in records)
+        return values
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_the_scram_user_from_format_time_works_with_every_client_library(
+    secured_cluster: SecuredCluster, mechanism: str
+) -> None:
+    security = secured_cluster.security(mechanism)
+    bootstrap, topic = secured_cluster.bootstrap_servers, _topic(secured_cluster)
+    check_access_blocking(bootstrap, security)
+    sent = _produce_with_every_producer(bootstrap, topic, security)
+    assert asyncio.run(_read_with_aiokafka(bootstrap, topic, security, len(sent))) == sent
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("username", "password"), [("right", "wrong-password"), ("nobody", "any-password")]
+)
+def test_a_refused_login_is_an_authentication_error_at_once(
+    secured_cluster: SecuredCluster, username: str, password: str
+) -> None:
+    security = KafkaSecurity(
+        "SASL_SSL",
+        "SCRAM-SHA-256",
+        secured_cluster.username if username == "right" else username,
+        Secret(password),
+        ssl_cafile=secured_cluster.tls.ca_file,
+    )
+    started = time.monotonic()
+    with pytest.raises(KafkaAccessError, match="authentication failed") as caught:
+        check_access_blocking(secured_cluster.bootstrap_servers, security, timeout_s=10)
+    assert time.monotonic() - started < 10, "the refusal must not wait out a timeout"
+    assert password not in str(caught.value)
+
+
+@pytest.mark.integration
+def test_a_broker_certificate_from_another_ca_is_a_tls_error(
+    secured_cluster: SecuredCluster, tmp_path: Path
+) -> None:
+    stranger = make_pki(tmp_path / "other-ca")
+    security = KafkaSecurity(
+        "SASL_SSL",
+        "SCRAM-SHA-256",
+        secured_cluster.username,
+        Secret(secured_cluster.password),
+        ssl_cafile=stranger.ca_file,
+    )
+    with pytest.raises(KafkaAccessError, match="certificate was not verified"):
+        check_access_blocking(secured_cluster.bootstrap_servers, security, timeout_s=10)
+
+
+@pytest.mark.integration
+def test_a_user_added_through_the_admin_api_can_log_in(secured_cluster: SecuredCluster) -> None:
+    admin = AdminClient({"bootstrap.servers": secured_cluster.broker.bootstrap_servers})
+    password = uuid.uuid4().hex
+    upsert = UserScramCredentialUpsertion(
+        "late-user", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+    )
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(timeout=30)
+    security = KafkaSecurity(
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        "late-user",
+        Secret(password),
+        ssl_cafile=secured_cluster.tls.ca_file,
+    )
+    deadline = time.monotonic() + 30
+    while True:  # the credential reaches the listener once the broker applies the record
+        try:
+            check_access_blocking(secured_cluster.bootstrap_servers, security, timeout_s=10)
+            break
+        except KafkaAccessError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.integration
+def test_format_secrets_stay_out_of_argv_and_other_users_reach(
+    secured_cluster: SecuredCluster,
+) -> None:
+    data_dir = secured_cluster.broker.data_dir
+    assert not list(data_dir.glob(".format-*.args")), "the storage tool's argfile is left behind"
+    assert (data_dir / "server.properties").stat().st_mode & 0o077 == 0
+    pid = secured_cluster.broker.pid
+    assert pid is not None
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert secured_cluster.password.encode() not in argv
+    assert secured_cluster.tls.store_password.encode() not in argv
+
+
+@pytest.mark.integration
+def test_an_mtls_listener_refuses_clients_without_a_certificate(tmp_path: Path) -> None:
+    cluster = start_secured_broker(
+        tmp_path, client_auth="required", client_key_password="client-key-pw"
+    )
+    try:
+        bootstrap = cluster.bootstrap_servers
+        with pytest.raises(KafkaAccessError, match="client certificate"):
+            check_access_blocking(bootstrap, cluster.security(), timeout_s=10)
+        security = cluster.security(client_certificate=True)
+        check_access_blocking(bootstrap, security, timeout_s=10)
+        topic = _topic(cluster)
+        sent = _produce_with_every_producer(bootstrap, topic, security)
+        assert asyncio.run(_read_with_aiokafka(bootstrap, topic, security, len(sent))) == sent
+    finally:
+        cluster.broker.stop()
+
+
+def test_secured_listener_settings_are_validated(tmp_path: Path) -> None:
+    keystore = tmp_path / "ks.p12"
+    with pytest.raises(ValueError, match="needs a truststore"):
+        SecuredListener(keystore, "pw", client_auth="required")
+    with pytest.raises(ValueError, match="client_auth must be one of"):
+        SecuredListener(keystore, "pw", client_auth="always")
+    with pytest.raises(ValueError, match="the password of SCRAM user 'a'"):
+        SecuredListener(keystore, "pw", scram_users={"a": "has,comma"})
+    with pytest.raises(ValueError, match="need sasl=True"):
+        SecuredListener(keystore, "pw", sasl=False, scram_users={"a": "b"})
+    listener = SecuredListener(keystore, "store-pw", scram_users={"a": "user-pw"})
+    assert "store-pw" not in repr(listener) and "user-pw" not in repr(listener)
+
+
+def test_the_secured_listener_joins_the_node_configuration(tmp_path: Path) -> None:
+    listener = SecuredListener(tmp_path / "ks.p12", "pw", scram_users={"a": "b"})
+    broker = LocalKafkaBroker(tmp_path, secured=listener)
+    properties = broker.server_properties()
+    address = broker.secured_servers
+    assert f"SASL_SSL://{address}" in properties["listeners"].split(",")
+    assert f"SASL_SSL://{address}" in properties["advertised.listeners"].split(",")
+    assert "SASL_SSL:SASL_SSL" in properties["listener.security.protocol.map"].split(",")
+    assert properties["inter.broker.listener.name"] == "PLAINTEXT"
+    mechanisms = properties["listener.name.sasl_ssl.sasl.enabled.mechanisms"].split(",")
+    assert mechanisms == ["SCRAM-SHA-256", "SCRAM-SHA-512"]
+    for mechanism in mechanisms:
+        assert (
+            "ScramLoginModule"
+            in properties[f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config"]
+        )
+    assert len({broker.port, broker.controller_port, int(address.rpartition(":")[2])}) == 3
