@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+
+from stream.errors import KafkaAccessError
 
 COMMANDS: tuple[str, ...] = (
     "stream.worker",
@@ -32,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+    except KafkaAccessError as exc:  # a refused login: one clear line, not a traceback
+        print(f"streamgnn {args.command}: {exc}", file=sys.stderr)
+        return 2
     return status
 
 

@@ -36,6 +36,7 @@ from stream.settings import (
 
 _TOPICS = {"interactions": 2, "interactions.dlq": 1}
 DEMO_OPTIONS = select("demo", "data")
+_SECURITY_TWINS = frozenset(option.env for option in select("kafka.security"))
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,8 +55,10 @@ class Demo:
     def __init__(self, broker: LocalKafkaBroker, workdir: Path, settings: Settings):
         self.workdir = workdir
         self.metrics = f"127.0.0.1:{free_ports(1)[0]}"
+        # The local broker is PLAINTEXT: the caller's TLS/SASL settings are not for it.
+        inherited = {k: v for k, v in os.environ.items() if k not in _SECURITY_TWINS}
         env = {
-            **os.environ,
+            **inherited,
             "STREAMGNN_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "STREAMGNN_STORE_PATH": str(workdir / "graph"),
             "STREAMGNN_CHECKPOINT_DIR": str(workdir / "checkpoints"),

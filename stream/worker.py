@@ -19,6 +19,7 @@ import signal
 import sys
 
 from stream.ingest import IngestTotals, IngestWorker
+from stream.kafka.access import check_access
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.publish.publisher import EmbeddingPublisher
 from stream.settings import Settings, add_options, select, settings_from_args
@@ -31,7 +32,12 @@ log = logging.getLogger("streamgnn.worker")
 async def run_worker(
     settings: Settings, stop: asyncio.Event, metrics: PipelineMetrics | None = None
 ) -> IngestTotals:
-    """Run until ``stop`` is set; returns what was ingested."""
+    """Run until ``stop`` is set; returns what was ingested.
+
+    A refused login or TLS handshake raises :class:`~stream.errors.KafkaAccessError`
+    before anything is opened (the clients would retry it for ever).
+    """
+    await check_access(settings.kafka)
     metrics = metrics if metrics is not None else PipelineMetrics()
     store = DecayedGraphStore(
         settings.store.path,

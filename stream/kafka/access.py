@@ -18,10 +18,10 @@ import ssl
 from contextlib import suppress
 
 from aiokafka import errors as aiokafka_errors
-from aiokafka.conn import create_conn
 
 from stream.errors import ConfigError, KafkaAccessError
-from stream.kafka.security import KafkaSecurity, aiokafka_options
+from stream.kafka.clients import aiokafka_connection
+from stream.settings import KafkaSettings, SecuritySettings
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ class _Closed(Exception):
     """The broker accepted the TCP connection and closed it during the handshake."""
 
 
-async def check_access(
-    bootstrap_servers: str, security: KafkaSecurity, timeout_s: float = 15.0
-) -> None:
+async def check_access(kafka: KafkaSettings, timeout_s: float = 15.0) -> None:
     """Connect and log in to the first bootstrap server that answers.
 
     Raises :class:`KafkaAccessError` when a broker refused the login or the TLS
@@ -51,25 +49,27 @@ async def check_access(
     out: the clients keep trying, as for any broker outage). With ``PLAINTEXT`` there is
     nothing to check and nothing is connected.
     """
-    if security.protocol == "PLAINTEXT":
+    if kafka.security.security_protocol == "PLAINTEXT":
         return
-    options = aiokafka_options(security)
-    for host, port in _addresses(bootstrap_servers):
-        if await _try_server(host, port, security, options, timeout_s):
+    for host, port in _addresses(kafka.bootstrap_servers):
+        if await _try_server(kafka, host, port, timeout_s):
             return
 
 
-async def _try_server(
-    host: str, port: int, security: KafkaSecurity, options: dict[str, object], timeout_s: float
-) -> bool:
+def check_access_blocking(kafka: KafkaSettings, timeout_s: float = 15.0) -> None:
+    """:func:`check_access` for synchronous callers (outside any running event loop)."""
+    asyncio.run(check_access(kafka, timeout_s))
+
+
+async def _try_server(kafka: KafkaSettings, host: str, port: int, timeout_s: float) -> bool:
     """True once logged in; False when unreachable; raises when access is refused."""
     for attempt in range(1, _CLOSED_TRIES + 1):
         try:
-            await _log_in(host, port, options, timeout_s)
+            await _log_in(kafka, host, port, timeout_s)
             return True
         except _Closed as exc:
             if attempt == _CLOSED_TRIES:
-                raise KafkaAccessError(_closed_message(f"{host}:{port}", security)) from None
+                raise KafkaAccessError(_closed_message(f"{host}:{port}", kafka.security)) from None
             logger.info("access check: %s:%s closed the connection (%s)", host, port, exc)
             await asyncio.sleep(_CLOSED_PAUSE_S)
         except (TimeoutError, OSError) as exc:
@@ -78,34 +78,26 @@ async def _try_server(
     return False
 
 
-def check_access_blocking(
-    bootstrap_servers: str, security: KafkaSecurity, timeout_s: float = 15.0
-) -> None:
-    """:func:`check_access` for synchronous callers (outside any running event loop)."""
-    asyncio.run(check_access(bootstrap_servers, security, timeout_s))
-
-
-async def _log_in(host: str, port: int, options: dict[str, object], timeout_s: float) -> None:
-    where = f"{host}:{port}"
+async def _log_in(kafka: KafkaSettings, host: str, port: int, timeout_s: float) -> None:
+    where, security = f"{host}:{port}", kafka.security
     timeout_ms = max(int(timeout_s * 1000), 100)
     try:
         connection = await asyncio.wait_for(
-            create_conn(
-                host, port, client_id="streamgnn-access-check", request_timeout_ms=timeout_ms,
-                **options,
+            aiokafka_connection(
+                kafka, host, port, client_id="streamgnn-access-check", request_timeout_ms=timeout_ms
             ),
             timeout_s,
-        )  # fmt: skip
+        )
     except _AUTHENTICATION_ERRORS as exc:
         raise KafkaAccessError(
-            f"Kafka authentication failed at {where} ({_login(options)}): {_broker_message(exc)}; "
-            "check the SASL username and password"
+            f"Kafka authentication failed at {where} ({security.describe()}): "
+            f"{_broker_message(exc)}; check the SASL username and password"
         ) from None
     except aiokafka_errors.UnsupportedSaslMechanismError as exc:
         detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
         raise KafkaAccessError(
             f"Kafka authentication failed at {where}: the broker does not accept SASL "
-            f"mechanism {options.get('sasl_mechanism')} {detail}".rstrip()
+            f"mechanism {security.sasl_mechanism} {detail}".rstrip()
         ) from None
     except ssl.SSLCertVerificationError as exc:
         raise KafkaAccessError(
@@ -123,14 +115,11 @@ async def _log_in(host: str, port: int, options: dict[str, object], timeout_s: f
     connection.close()
 
 
-def _login(options: dict[str, object]) -> str:
-    return f"{options.get('sasl_mechanism')} as {options.get('sasl_plain_username')!r}"
-
-
-def _closed_message(where: str, security: KafkaSecurity) -> str:
+def _closed_message(where: str, security: SecuritySettings) -> str:
+    protocol = security.security_protocol
     text = (
-        f"{where} accepted the connection but closed it during the {security.protocol} "
-        f"handshake ({_CLOSED_TRIES} tries): is it a {security.protocol} listener?"
+        f"{where} accepted the connection but closed it during the {protocol} "
+        f"handshake ({_CLOSED_TRIES} tries): is it a {protocol} listener?"
     )
     if security.uses_tls:
         text += (

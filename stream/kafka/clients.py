@@ -3,9 +3,9 @@
 Three client libraries, one per job: aiokafka for the worker's ingest loop (consumer and
 dead-letter producer), confluent-kafka (librdkafka) for the embedding publisher, and
 kafka-python for the producer command, the embedding readers and the admin calls. Every
-builder starts from the connection settings all clients share (the brokers today; TLS
-and SASL are to be added in :func:`_common`, in each library's dialect), so no call site
-can forget them; call sites add only what is specific to their job.
+builder starts from the connection settings all clients share: the brokers and
+``kafka.security`` (TLS, SASL) in the library's dialect (:mod:`stream.kafka.security`),
+so no call site can forget them; call sites add only what is specific to their job.
 """
 
 from __future__ import annotations
@@ -13,30 +13,37 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.conn import AIOKafkaConnection, create_conn
 from confluent_kafka import Producer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from stream.kafka.security import aiokafka_options, confluent_options, kafka_python_options
 from stream.settings import KafkaSettings
 
 
 def _common(kafka: KafkaSettings) -> dict[str, Any]:
-    """What every kafka-python and aiokafka client is given (they share one dialect)."""
-    return {"bootstrap_servers": kafka.bootstrap_servers}
+    """What every kafka-python client is given."""
+    return {"bootstrap_servers": kafka.bootstrap_servers, **kafka_python_options(kafka.security)}
+
+
+def _common_aiokafka(kafka: KafkaSettings) -> dict[str, Any]:
+    """:func:`_common` for aiokafka (TLS as an ``ssl.SSLContext``)."""
+    return {"bootstrap_servers": kafka.bootstrap_servers, **aiokafka_options(kafka.security)}
 
 
 def _common_librdkafka(kafka: KafkaSettings) -> dict[str, Any]:
     """:func:`_common` in librdkafka's dotted dialect."""
-    return {"bootstrap.servers": kafka.bootstrap_servers}
+    return {"bootstrap.servers": kafka.bootstrap_servers, **confluent_options(kafka.security)}
 
 
 def aiokafka_consumer(kafka: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
     """The ingest loop's consumer (asyncio)."""
-    return AIOKafkaConsumer(**_common(kafka), **options)
+    return AIOKafkaConsumer(**_common_aiokafka(kafka), **options)
 
 
 def aiokafka_producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
     """The ingest loop's dead-letter producer (asyncio)."""
-    return AIOKafkaProducer(**_common(kafka), **options)
+    return AIOKafkaProducer(**_common_aiokafka(kafka), **options)
 
 
 def confluent_producer(kafka: KafkaSettings, config: dict[str, Any]) -> Producer:
@@ -57,3 +64,11 @@ def kafka_consumer(kafka: KafkaSettings, **options: Any) -> KafkaConsumer:
 def kafka_admin(kafka: KafkaSettings, **options: Any) -> KafkaAdminClient:
     """A kafka-python admin client (topic creation and checks)."""
     return KafkaAdminClient(**_common(kafka), **options)
+
+
+async def aiokafka_connection(
+    kafka: KafkaSettings, host: str, port: int, **options: Any
+) -> AIOKafkaConnection:
+    """One connected, logged-in connection to one broker (the access check's probe)."""
+    common = aiokafka_options(kafka.security)
+    return await create_conn(host, port, **common, **options)

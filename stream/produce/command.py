@@ -20,12 +20,15 @@ from contextlib import contextmanager
 
 from stream.errors import ConfigError
 from stream.evaluation.data import data_format, read_interactions
+from stream.kafka.access import check_access_blocking
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.replay import replay_events
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
 from stream.settings import add_options, select, settings_from_args
 
-PRODUCE_OPTIONS = select("kafka.bootstrap_servers", "kafka.interactions_topic", "produce", "data")
+PRODUCE_OPTIONS = select(
+    "kafka.bootstrap_servers", "kafka.interactions_topic", "kafka.security", "produce", "data"
+)
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,6 +67,7 @@ def main(args: argparse.Namespace) -> int:
         )
         events = SyntheticStream(config).events(wall_clock_ms)
     topic = settings.kafka.interactions_topic
+    check_access_blocking(settings.kafka)
     stop = threading.Event()
     with (
         _stop_on_signals(stop),

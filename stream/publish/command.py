@@ -15,12 +15,17 @@ from collections.abc import Callable
 from typing import TextIO
 
 from stream.errors import StreamGNNError
+from stream.kafka.access import check_access_blocking
 from stream.publish.consumer import EmbeddingTable, TableUpdate
 from stream.publish.schema import float32_decimals
 from stream.settings import ConsumeSettings, add_options, select, settings_from_args
 
 CONSUME_OPTIONS = select(
-    "kafka.bootstrap_servers", "publish.user_topic", "publish.item_topic", "consume"
+    "kafka.bootstrap_servers",
+    "kafka.security",
+    "publish.user_topic",
+    "publish.item_topic",
+    "consume",
 )
 
 
@@ -40,6 +45,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         settings = settings_from_args(args)
         chosen = settings.consume
+        check_access_blocking(settings.kafka)
         table = EmbeddingTable(
             settings.kafka,
             settings.publish.user_topic,

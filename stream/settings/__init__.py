@@ -2,7 +2,8 @@
 
 The tree (:class:`Settings`) has a section per concern: ``kafka``, ``store``, ``events``,
 ``publish``, ``training``, ``worker`` (the pipeline) and ``produce``, ``data``, ``eval``,
-``consume``, ``demo`` (the other commands). Every option is listed once in
+``consume``, ``demo`` (the other commands); ``kafka.security`` (TLS, SASL) is the
+``kafka`` section's sub-section, shared by every Kafka client. Every option is listed once in
 :data:`OPTIONS` with its environment twin; :func:`settings_from_args` is the only code
 that reads the environment, and every command takes its settings from it.
 """
@@ -16,6 +17,7 @@ from stream.settings.commands import (
 )
 from stream.settings.load import add_options, load_settings, settings_from_args
 from stream.settings.options import OPTIONS, Option, select
+from stream.settings.secret import Secret
 from stream.settings.sections import (
     EventSettings,
     KafkaSettings,
@@ -24,6 +26,7 @@ from stream.settings.sections import (
     StoreSettings,
     WorkerSettings,
 )
+from stream.settings.security import SecuritySettings
 from stream.settings.training import TrainerSettings
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "Option",
     "ProduceSettings",
     "PublishSettings",
+    "Secret",
+    "SecuritySettings",
     "Settings",
     "StoreSettings",
     "TrainerSettings",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -22,11 +23,19 @@ from stream.settings.options import OPTIONS, Option
 from stream.settings.sections import Settings
 from stream.settings.values import parse_bool
 
-_SECTIONS: dict[str, type[Any]] = {
-    f.name: typing.get_type_hints(Settings)[f.name]
-    for f in dataclasses.fields(Settings)
-    if dataclasses.is_dataclass(typing.get_type_hints(Settings)[f.name])
-}
+
+def _sections(owner: type[Any], prefix: str = "") -> dict[str, type[Any]]:
+    """Every section of the tree by dotted name, sub-sections (``kafka.security``) too."""
+    found: dict[str, type[Any]] = {}
+    hints = typing.get_type_hints(owner)
+    for f in dataclasses.fields(owner):
+        if dataclasses.is_dataclass(hints[f.name]):
+            found[prefix + f.name] = hints[f.name]
+            found.update(_sections(hints[f.name], f"{prefix}{f.name}."))
+    return found
+
+
+_SECTIONS = _sections(Settings)
 _SCALARS: dict[type[Any], Callable[[str], object]] = {
     bool: parse_bool,
     int: int,
@@ -60,8 +69,11 @@ def load_settings(
         if raw is None:
             continue
         chosen[option.section][option.name] = _parse(option, raw)
-    sections = {name: cls(**chosen[name]) for name, cls in _SECTIONS.items()}
-    return Settings(**sections, **chosen[""])  # type: ignore[arg-type]
+    built: dict[str, object] = {}
+    for name in sorted(_SECTIONS, key=lambda n: -n.count(".")):  # sub-sections first
+        parent, _, field_name = name.rpartition(".")
+        (chosen[parent] if parent else built)[field_name] = _SECTIONS[name](**chosen[name])
+    return Settings(**built, **chosen[""])  # type: ignore[arg-type]
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -79,13 +91,33 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
         group = groups.get(option.section)
         if group is None:
             group = groups[option.section] = parser.add_argument_group(option.section or "process")
-        section = getattr(defaults, option.section) if option.section else defaults
+        section = (
+            functools.reduce(getattr, option.section.split("."), defaults)
+            if option.section
+            else defaults
+        )
         default = getattr(section, option.name)
         if isinstance(default, tuple):
             default = ",".join(map(str, default))
         shown = "" if default is None or isinstance(default, Mapping) else f" ({default})"
         text = f"{option.help}{shown} [{option.env}]"
-        if option.kind == "switch":
+        if option.kind == "secret":  # no flag: listed with its twin in the group's text
+            listed = f"{option.help} [{option.env}]"
+            group.description = (
+                f"{group.description}; {listed}"
+                if group.description
+                else f"from the environment only, never a flag: {listed}"
+            )
+            refused = "--" + option.name.replace("_", "-")
+            group.add_argument(
+                refused,
+                action=_RefusedSecret,
+                nargs="?",
+                dest=f"refused__{option.dest}",
+                help=argparse.SUPPRESS,
+                twin=option.env,
+            )
+        elif option.kind == "switch":
             group.add_argument(
                 option.flag, dest=option.dest, action="store_const", const="true", help=text
             )
@@ -106,10 +138,36 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
     parser.set_defaults(settings_options=tuple(options))
 
 
+class _RefusedSecret(argparse.Action):
+    """``--sasl-password``: refused, never taken for a prefix of ``--sasl-password-file``.
+
+    A password on a command line shows in ``ps`` and the shell's history; the error names
+    where it belongs instead, and never repeats the value.
+    """
+
+    def __init__(self, *args: Any, twin: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.twin = twin
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{option_string} is not accepted (a password on the command line shows in ps "
+            f"and the shell history): set {self.twin} or use {option_string}-file"
+        )
+
+
 def _parse(option: Option, raw: str) -> object:
     try:
         return (option.parse or _parser_of(option))(raw)
     except ValueError as exc:
+        if option.kind == "secret":  # never echo a password, nor an error that quotes it
+            raise ConfigError(f"{option.env}: not a valid password (empty?)") from None
         raise ConfigError(f"{option.flag} / {option.env}: invalid value {raw!r}") from exc
 
 

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stream.behaviours import parse_behaviours
+from stream.settings.secret import Secret
 from stream.settings.values import parse_column, parse_duration, parse_json_object, parse_names
 
 # Sections whose twins carry a prefix (they belong to one command).
 _PREFIX = {"produce": "PRODUCE_", "data": "DATA_", "eval": "EVAL_", "consume": "CONSUME_"}
 _PREFIX["demo"] = "DEMO_"
+_PREFIX["kafka.security"] = "KAFKA_"  # STREAMGNN_KAFKA_SASL_PASSWORD, ...
 
 
 @dataclass(frozen=True)
@@ -24,11 +26,13 @@ class Option:
     """One setting as the command line and the environment see it.
 
     ``kind``: ``value`` takes a value; ``switch`` is a bare flag meaning true;
-    ``toggle`` is ``--x`` / ``--no-x``. ``parse`` overrides the parser the field's type
-    implies (see :mod:`stream.settings.load`).
+    ``toggle`` is ``--x`` / ``--no-x``; ``secret`` is read from its environment twin only
+    (no flag: a password on a command line is in ``ps`` and shell history) and never
+    echoed. ``parse`` overrides the parser the field's type implies (see
+    :mod:`stream.settings.load`).
     """
 
-    section: str  # "" for the root of the tree
+    section: str  # "" for the root of the tree; "kafka.security": a section's sub-section
     name: str
     flag: str
     env: str
@@ -57,7 +61,7 @@ def _opt(
     kind: str = "value",
     parse: Callable[[str], object] | None = None,
 ) -> Option:
-    flag = flag or "--" + name.replace("_", "-")
+    flag = "" if kind == "secret" else flag or "--" + name.replace("_", "-")
     env = env or f"STREAMGNN_{_PREFIX.get(section, '')}{name.upper()}"
     return Option(section, name, flag, env, help, kind, parse)
 
@@ -74,6 +78,23 @@ OPTIONS: tuple[Option, ...] = (
     _opt("kafka", "instance_id", "static group membership id (one per worker)"),
     _opt("kafka", "max_batch_records", "records applied per store write batch at most"),
     _opt("kafka", "session_timeout_ms", "consumer group session timeout"),
+    # kafka.security: how every Kafka client connects (TLS, SASL)
+    _opt("kafka.security", "security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    _opt("kafka.security", "sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+    _opt("kafka.security", "sasl_username", "SASL login"),
+    _opt("kafka.security", "sasl_password", "SASL password", kind="secret", parse=Secret),
+    _opt("kafka.security", "sasl_password_file", "file holding the SASL password"),
+    _opt("kafka.security", "ssl_cafile", "PEM CA file the brokers' certificates chain to"),
+    _opt("kafka.security", "ssl_certfile", "PEM client certificate (mTLS)"),
+    _opt("kafka.security", "ssl_keyfile", "PEM private key of the client certificate"),
+    _opt(
+        "kafka.security",
+        "ssl_key_password",
+        "password of an encrypted client key",
+        kind="secret",
+        parse=Secret,
+    ),
+    _opt("kafka.security", "ssl_key_password_file", "file holding the client key's password"),
     # store
     _opt("store", "path", "RocksDB directory", flag="--store-path", env="STREAMGNN_STORE_PATH"),
     _opt("store", "epsilon", "edges whose decayed weight falls below this are pruned"),
@@ -264,13 +285,20 @@ OPTIONS: tuple[Option, ...] = (
 
 
 def select(*names: str) -> tuple[Option, ...]:
-    """The options a command takes: whole sections by name, single options by key.
+    """The options a command takes: whole sections (with their sub-sections) by name,
+    single options by key.
 
     >>> [o.flag for o in select("kafka.group_id", "metrics_address")]
     ['--metrics-address', '--group-id']
+    >>> {o.section for o in select("kafka")} == {"kafka", "kafka.security"}
+    True
     """
     sections = {o.section for o in OPTIONS}
     unknown = [n for n in names if n not in sections and n not in {o.key for o in OPTIONS}]
     if unknown:
         raise ValueError(f"no such settings section or option: {unknown}")
-    return tuple(o for o in OPTIONS if o.section in names or o.key in names)
+    return tuple(o for o in OPTIONS if o.key in names or _within(o.section, names))
+
+
+def _within(section: str, names: tuple[str, ...]) -> bool:
+    return any(section == name or section.startswith(name + ".") for name in names)

@@ -22,6 +22,7 @@ from stream.settings.commands import (
     EvalSettings,
     ProduceSettings,
 )
+from stream.settings.security import SecuritySettings
 from stream.settings.training import TrainerSettings
 
 
@@ -71,7 +72,7 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    """Brokers, topics and the consumer group."""
+    """Brokers, topics, the consumer group, and how every client connects (``security``)."""
 
     bootstrap_servers: str = "127.0.0.1:19092"
     interactions_topic: str = "interactions"
@@ -80,6 +81,7 @@ class KafkaSettings:
     instance_id: str | None = None  # static membership: a restart rejoins without a rebalance wait
     max_batch_records: int = 5_000
     session_timeout_ms: int = 10_000
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def __post_init__(self) -> None:
         for name in ("bootstrap_servers", "interactions_topic", "dlq_topic", "group_id"):

@@ -2,8 +2,9 @@
 
 :func:`start_secured_broker` makes the TLS files (:mod:`tests.harness.tls`), creates one
 SCRAM user with the storage tool at format time and starts the node;
-:class:`SecuredCluster` then says how a client connects (:meth:`SecuredCluster.security`)
-and how a ``streamgnn`` command is configured to (:meth:`SecuredCluster.env`).
+:class:`SecuredCluster` then says how a client connects (:meth:`SecuredCluster.security`,
+:meth:`SecuredCluster.kafka`) and how a ``streamgnn`` command is configured to, through
+its environment twins only (:meth:`SecuredCluster.env`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream.kafka.secret import Secret
-from stream.kafka.security import KafkaSecurity
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.local_broker.secured import SecuredListener
+from stream.settings import KafkaSettings, Secret, SecuritySettings
 from tests.harness.tls import TlsFiles, make_pki
 
 USERNAME = "streamgnn-app"
@@ -40,10 +40,10 @@ class SecuredCluster:
         mechanism: str = "SCRAM-SHA-256",
         password: str | None = None,
         client_certificate: bool = False,
-    ) -> KafkaSecurity:
+    ) -> SecuritySettings:
         """How a client logs in (``password`` overrides the right one)."""
         key_password = self.tls.client_key_password if client_certificate else None
-        return KafkaSecurity(
+        return SecuritySettings(
             "SASL_SSL",
             mechanism,
             self.username,
@@ -53,6 +53,27 @@ class SecuredCluster:
             ssl_keyfile=self.tls.client_key if client_certificate else None,
             ssl_key_password=Secret(key_password) if key_password is not None else None,
         )
+
+    def kafka(
+        self,
+        mechanism: str = "SCRAM-SHA-256",
+        password: str | None = None,
+        client_certificate: bool = False,
+    ) -> KafkaSettings:
+        """Kafka settings for the secured listener (see :meth:`security`)."""
+        security = self.security(mechanism, password, client_certificate)
+        return KafkaSettings(self.bootstrap_servers, security=security)
+
+    def env(self, mechanism: str = "SCRAM-SHA-512", password: str | None = None) -> dict[str, str]:
+        """The environment twins that point a ``streamgnn`` command at the secured listener."""
+        return {
+            "STREAMGNN_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "STREAMGNN_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "STREAMGNN_KAFKA_SASL_MECHANISM": mechanism,
+            "STREAMGNN_KAFKA_SASL_USERNAME": self.username,
+            "STREAMGNN_KAFKA_SASL_PASSWORD": password if password is not None else self.password,
+            "STREAMGNN_KAFKA_SSL_CAFILE": str(self.tls.ca_file),
+        }
 
 
 def start_secured_broker(

@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 
 from stream.errors import ConfigError
-from stream.kafka.secret import Secret, read_secret_file
 from stream.kafka.security import (
-    PROTOCOLS,
-    KafkaSecurity,
     aiokafka_options,
     confluent_options,
     kafka_python_options,
     ssl_context,
 )
+from stream.settings.secret import Secret, read_secret_file
+from stream.settings.security import PROTOCOLS, SecuritySettings
 from tests.harness.tls import TlsFiles, make_pki
 
 PASSWORD = "pa55-Word_that-must-not-leak"
@@ -29,8 +28,8 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return make_pki(tmp_path_factory.mktemp("pki"), client_key_password=KEY_PASSWORD)
 
 
-def _full(tls: TlsFiles) -> KafkaSecurity:
-    return KafkaSecurity(
+def _full(tls: TlsFiles) -> SecuritySettings:
+    return SecuritySettings(
         "SASL_SSL",
         "SCRAM-SHA-256",
         "alice",
@@ -43,7 +42,7 @@ def _full(tls: TlsFiles) -> KafkaSecurity:
 
 
 def test_default_is_plaintext_and_every_library_gets_only_the_protocol() -> None:
-    security = KafkaSecurity()
+    security = SecuritySettings()
     assert aiokafka_options(security) == {"security_protocol": "PLAINTEXT"}
     assert kafka_python_options(security) == {"security_protocol": "PLAINTEXT"}
     assert confluent_options(security) == {"security.protocol": "PLAINTEXT"}
@@ -83,8 +82,8 @@ def test_sasl_ssl_with_client_certificate_maps_to_each_library(tls: TlsFiles) ->
 
 
 def test_ssl_without_ca_file_trusts_the_system_cas() -> None:
-    security = KafkaSecurity("ssl")
-    assert security.protocol == "SSL"
+    security = SecuritySettings("ssl")
+    assert security.security_protocol == "SSL"
     assert "ssl_cafile" not in kafka_python_options(security)
     assert "ssl.ca.location" not in confluent_options(security)
     context = aiokafka_options(security)["ssl_context"]
@@ -97,32 +96,39 @@ def test_ssl_without_ca_file_trusts_the_system_cas() -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"protocol": "TLS"}, "security protocol must be one of"),
-        ({"protocol": "SASL_SSL"}, "needs a SASL mechanism"),
-        ({"protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI"}, "SASL mechanism must be one of"),
-        ({"protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"}, "needs a SASL username"),
+        ({"security_protocol": "TLS"}, "security_protocol must be one of"),
+        ({"security_protocol": "SASL_SSL"}, "needs a sasl_mechanism"),
         (
-            {"protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "a"},
+            {"security_protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI"},
+            "sasl_mechanism must be one of",
+        ),
+        ({"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"}, "needs a sasl_username"),
+        (
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN",
+                "sasl_username": "a",
+            },
             "needs a SASL password",
         ),
-        ({"protocol": "SSL", "sasl_username": "alice"}, "has no SASL"),
-        ({"protocol": "PLAINTEXT", "sasl_password": Secret("x")}, "has no SASL"),
-        ({"protocol": "PLAINTEXT", "ssl_cafile": Path("/x")}, "has no TLS"),
-        ({"protocol": "SSL", "ssl_cafile": Path("/no/such/ca.pem")}, "does not exist"),
-        ({"protocol": "SSL", "ssl_certfile": Path("/no/cert.pem")}, "go together"),
-        ({"protocol": "SSL", "ssl_key_password": Secret("x")}, "without ssl_keyfile"),
-        ({"protocol": "SSL", "ssl_key_password": "plain str"}, "must be a Secret"),
+        ({"security_protocol": "SSL", "sasl_username": "alice"}, "has no SASL"),
+        ({"security_protocol": "PLAINTEXT", "sasl_password": Secret("x")}, "has no SASL"),
+        ({"security_protocol": "PLAINTEXT", "ssl_cafile": Path("/x")}, "has no TLS"),
+        ({"security_protocol": "SSL", "ssl_cafile": Path("/no/such/ca.pem")}, "does not exist"),
+        ({"security_protocol": "SSL", "ssl_certfile": Path("/no/cert.pem")}, "go together"),
+        ({"security_protocol": "SSL", "ssl_key_password": Secret("x")}, "without ssl_keyfile"),
+        ({"security_protocol": "SSL", "ssl_key_password": "plain str"}, "must be a Secret"),
     ],
 )
 def test_invalid_combinations_are_config_errors(arguments: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        KafkaSecurity(**arguments)
+        SecuritySettings(**arguments)
 
 
 def test_a_wrong_key_password_is_a_config_error_naming_the_files_not_the_password(
     tls: TlsFiles,
 ) -> None:
-    security = KafkaSecurity(
+    security = SecuritySettings(
         "SSL",
         ssl_cafile=tls.ca_file,
         ssl_certfile=tls.client_cert,
@@ -139,7 +145,7 @@ def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
     bogus = tmp_path / "ca.pem"
     bogus.write_text("not a certificate")
     with pytest.raises(ConfigError, match="not a usable PEM CA file"):
-        ssl_context(KafkaSecurity("SSL", ssl_cafile=bogus))
+        ssl_context(SecuritySettings("SSL", ssl_cafile=bogus))
 
 
 def test_passwords_never_print(tls: TlsFiles) -> None:
@@ -187,7 +193,7 @@ def test_password_file_errors_name_the_file_never_its_contents(tmp_path: Path) -
 def test_every_protocol_has_options_for_every_library(protocol: str, tls: TlsFiles) -> None:
     sasl = {"sasl_mechanism": "PLAIN", "sasl_username": "u", "sasl_password": Secret("p")}
     tls_files = {"ssl_cafile": tls.ca_file}
-    security = KafkaSecurity(
+    security = SecuritySettings(
         protocol,
         **(sasl if protocol.startswith("SASL") else {}),
         **(tls_files if protocol.endswith("SSL") else {}),
@@ -197,3 +203,22 @@ def test_every_protocol_has_options_for_every_library(protocol: str, tls: TlsFil
         assert ("sasl_plain_password" in options) == security.uses_sasl
     assert confluent_options(security)["security.protocol"] == protocol
     assert ("ssl_context" in aiokafka_options(security)) == security.uses_tls
+
+
+def test_a_password_file_is_read_when_a_client_is_built(tmp_path: Path) -> None:
+    path = tmp_path / "sasl-password"
+    path.write_text("first\n")
+    security = SecuritySettings("SASL_PLAINTEXT", "PLAIN", "u", sasl_password_file=path)
+    assert "first" not in repr(security)
+    assert kafka_python_options(security)["sasl_plain_password"] == "first"
+    path.write_text("rotated\n")
+    assert confluent_options(security)["sasl.password"] == "rotated"
+
+
+def test_a_password_and_its_file_exclude_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_text("x")
+    with pytest.raises(ConfigError, match="not both"):
+        SecuritySettings("SASL_SSL", "PLAIN", "u", Secret("y"), sasl_password_file=path)
+    with pytest.raises(ConfigError, match="cannot read the password file"):
+        SecuritySettings("SASL_SSL", "PLAIN", "u", sasl_password_file=tmp_path / "missing")

@@ -8,27 +8,19 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from confluent_kafka import Producer
 from confluent_kafka.admin import (
     AdminClient,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
-from kafka import KafkaProducer
 
 from stream.errors import KafkaAccessError
 from stream.kafka.access import check_access_blocking
-from stream.kafka.secret import Secret
-from stream.kafka.security import (
-    KafkaSecurity,
-    aiokafka_options,
-    confluent_options,
-    kafka_python_options,
-)
+from stream.kafka.clients import aiokafka_consumer, confluent_producer, kafka_producer
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.local_broker.secured import SecuredListener
+from stream.settings import KafkaSettings, Secret, SecuritySettings
 from tests.harness.secured_cluster import SecuredCluster, start_secured_broker
 from tests.harness.tls import make_pki
 
@@ -39,27 +31,22 @@ def _topic(cluster: SecuredCluster) -> str:
     return name
 
 
-def _produce_with_every_producer(bootstrap: str, topic: str, security: KafkaSecurity) -> set[bytes]:
-    sent = {b"kafka-python", b"confluent"}
-    producer = KafkaProducer(bootstrap_servers=bootstrap, **kafka_python_options(security))
+def _produce_with_every_producer(kafka: KafkaSettings, topic: str) -> set[bytes]:
+    """One record through each producer the product builds (kafka-python, librdkafka)."""
+    producer = kafka_producer(kafka)
     try:
         producer.send(topic, b"kafka-python").get(timeout=30)
     finally:
         producer.close()
-    confluent = Producer({"bootstrap.servers": bootstrap, **confluent_options(security)})
+    confluent = confluent_producer(kafka, {})
     confluent.produce(topic, b"confluent")
-    assert confluent.flush(30) == 0, "confluent-kafka did not deliver over SASL_SSL"
-    return sent
+    assert confluent.flush(30) == 0, "confluent-kafka did not deliver"
+    return {b"kafka-python", b"confluent"}
 
 
-async def _read_with_aiokafka(bootstrap: str, topic: str, security: KafkaSecurity, count: int):
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **aiokafka_options(security),
-    )
+async def _read_with_aiokafka(kafka: KafkaSettings, topic: str, count: int) -> set[bytes]:
+    consumer = aiokafka_consumer(kafka, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer.subscribe([topic])
     await consumer.start()
     try:
         values: set[bytes] = set()
@@ -77,11 +64,10 @@ async def _read_with_aiokafka(bootstrap: str, topic: str, security: KafkaSecurit
 def test_the_scram_user_from_format_time_works_with_every_client_library(
     secured_cluster: SecuredCluster, mechanism: str
 ) -> None:
-    security = secured_cluster.security(mechanism)
-    bootstrap, topic = secured_cluster.bootstrap_servers, _topic(secured_cluster)
-    check_access_blocking(bootstrap, security)
-    sent = _produce_with_every_producer(bootstrap, topic, security)
-    assert asyncio.run(_read_with_aiokafka(bootstrap, topic, security, len(sent))) == sent
+    kafka, topic = secured_cluster.kafka(mechanism), _topic(secured_cluster)
+    check_access_blocking(kafka)
+    sent = _produce_with_every_producer(kafka, topic)
+    assert asyncio.run(_read_with_aiokafka(kafka, topic, len(sent))) == sent
 
 
 @pytest.mark.integration
@@ -91,7 +77,7 @@ def test_the_scram_user_from_format_time_works_with_every_client_library(
 def test_a_refused_login_is_an_authentication_error_at_once(
     secured_cluster: SecuredCluster, username: str, password: str
 ) -> None:
-    security = KafkaSecurity(
+    security = SecuritySettings(
         "SASL_SSL",
         "SCRAM-SHA-256",
         secured_cluster.username if username == "right" else username,
@@ -100,7 +86,9 @@ def test_a_refused_login_is_an_authentication_error_at_once(
     )
     started = time.monotonic()
     with pytest.raises(KafkaAccessError, match="authentication failed") as caught:
-        check_access_blocking(secured_cluster.bootstrap_servers, security, timeout_s=10)
+        check_access_blocking(
+            KafkaSettings(secured_cluster.bootstrap_servers, security=security), timeout_s=10
+        )
     assert time.monotonic() - started < 10, "the refusal must not wait out a timeout"
     assert password not in str(caught.value)
 
@@ -110,7 +98,7 @@ def test_a_broker_certificate_from_another_ca_is_a_tls_error(
     secured_cluster: SecuredCluster, tmp_path: Path
 ) -> None:
     stranger = make_pki(tmp_path / "other-ca")
-    security = KafkaSecurity(
+    security = SecuritySettings(
         "SASL_SSL",
         "SCRAM-SHA-256",
         secured_cluster.username,
@@ -118,7 +106,9 @@ def test_a_broker_certificate_from_another_ca_is_a_tls_error(
         ssl_cafile=stranger.ca_file,
     )
     with pytest.raises(KafkaAccessError, match="certificate was not verified"):
-        check_access_blocking(secured_cluster.bootstrap_servers, security, timeout_s=10)
+        check_access_blocking(
+            KafkaSettings(secured_cluster.bootstrap_servers, security=security), timeout_s=10
+        )
 
 
 @pytest.mark.integration
@@ -130,7 +120,7 @@ def test_a_user_added_through_the_admin_api_can_log_in(secured_cluster: SecuredC
     )
     for future in admin.alter_user_scram_credentials([upsert]).values():
         future.result(timeout=30)
-    security = KafkaSecurity(
+    security = SecuritySettings(
         "SASL_SSL",
         "SCRAM-SHA-512",
         "late-user",
@@ -140,7 +130,9 @@ def test_a_user_added_through_the_admin_api_can_log_in(secured_cluster: SecuredC
     deadline = time.monotonic() + 30
     while True:  # the credential reaches the listener once the broker applies the record
         try:
-            check_access_blocking(secured_cluster.bootstrap_servers, security, timeout_s=10)
+            check_access_blocking(
+                KafkaSettings(secured_cluster.bootstrap_servers, security=security), timeout_s=10
+            )
             break
         except KafkaAccessError:
             if time.monotonic() > deadline:
@@ -168,14 +160,13 @@ def test_an_mtls_listener_refuses_clients_without_a_certificate(tmp_path: Path) 
         tmp_path, client_auth="required", client_key_password="client-key-pw"
     )
     try:
-        bootstrap = cluster.bootstrap_servers
         with pytest.raises(KafkaAccessError, match="client certificate"):
-            check_access_blocking(bootstrap, cluster.security(), timeout_s=10)
-        security = cluster.security(client_certificate=True)
-        check_access_blocking(bootstrap, security, timeout_s=10)
+            check_access_blocking(cluster.kafka(), timeout_s=10)
+        kafka = cluster.kafka(client_certificate=True)
+        check_access_blocking(kafka, timeout_s=10)
         topic = _topic(cluster)
-        sent = _produce_with_every_producer(bootstrap, topic, security)
-        assert asyncio.run(_read_with_aiokafka(bootstrap, topic, security, len(sent))) == sent
+        sent = _produce_with_every_producer(kafka, topic)
+        assert asyncio.run(_read_with_aiokafka(kafka, topic, len(sent))) == sent
     finally:
         cluster.broker.stop()
 

@@ -17,17 +17,30 @@ from stream.evaluation.methods import IncrementalModel, build_methods
 from stream.settings import OPTIONS, Settings, load_settings, settings_from_args
 
 STREAM = Path(__file__).resolve().parents[3] / "stream"
-SECTIONS = {
-    f.name: typing.get_type_hints(Settings)[f.name]
-    for f in dataclasses.fields(Settings)
-    if dataclasses.is_dataclass(typing.get_type_hints(Settings)[f.name])
-}
+
+
+def _sections(owner: type, prefix: str = "") -> dict[str, type]:
+    """Sections by dotted name, sub-sections (``kafka.security``) too."""
+    found: dict[str, type] = {}
+    for f in dataclasses.fields(owner):
+        hint = typing.get_type_hints(owner)[f.name]
+        if dataclasses.is_dataclass(hint):
+            found[prefix + f.name] = hint
+            found.update(_sections(hint, f"{prefix}{f.name}."))
+    return found
+
+
+SECTIONS = _sections(Settings)
 
 
 def test_every_setting_is_an_option_with_a_streamgnn_twin() -> None:
+    assert "kafka.security" in SECTIONS
     for name, section in SECTIONS.items():
         options = [o.name for o in OPTIONS if o.section == name]
-        assert options == [f.name for f in dataclasses.fields(section)], name
+        settings = [
+            f.name for f in dataclasses.fields(section) if f"{name}.{f.name}" not in SECTIONS
+        ]
+        assert options == settings, name
     root = [f.name for f in dataclasses.fields(Settings) if f.name not in SECTIONS]
     assert [o.name for o in OPTIONS if not o.section] == root
     assert all(o.env.startswith("STREAMGNN_") for o in OPTIONS)
