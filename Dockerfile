@@ -24,13 +24,15 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     fi
 
 # State (graph store, checkpoints, the publisher's version ledger) lives on one volume:
-# the ledger must survive exactly as long as the store does.
+# the ledger must survive exactly as long as the store does. Every state path is set
+# here (the defaults are relative to the working directory, /app, which is root's).
 RUN useradd --system --uid 10001 --home-dir /var/lib/streamgnn streamgnn \
     && mkdir -p /var/lib/streamgnn \
     && chown streamgnn /var/lib/streamgnn
 USER streamgnn
 ENV STREAMGNN_METRICS_ADDRESS=0.0.0.0:9464 \
     STREAMGNN_STORE_PATH=/var/lib/streamgnn/graph \
+    STREAMGNN_CHECKPOINT_DIR=/var/lib/streamgnn/checkpoints \
     STREAMGNN_VERSION_LEDGER=/var/lib/streamgnn/publish/versions.json
 VOLUME ["/var/lib/streamgnn"]
 EXPOSE 9464

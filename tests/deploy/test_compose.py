@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import re
 import shlex
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from deploy_files import (
 )
 
 from stream.cli import build_parser
-from stream.settings import OPTIONS
+from stream.settings import OPTIONS, Settings
 
 
 def _compose_schema() -> dict[str, Any]:
@@ -218,3 +219,31 @@ def test_the_compose_file_parses_as_plain_yaml_without_anchors_surprises() -> No
 
     Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, no_duplicates)
     assert yaml.load(COMPOSE.read_text(), Loader=Strict) == COMPOSE_DOC
+
+
+def _state_path_twins() -> set[str]:
+    """Twins of the worker's path settings that hold state (not the TLS files it reads)."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    twins = set()
+    for option in commands["worker"].get_default("settings_options"):
+        if not option.section or option.section == "kafka.security":
+            continue
+        owner = type(getattr(Settings(), option.section))
+        hint = typing.get_type_hints(owner)[option.name]
+        if hint is Path or Path in typing.get_args(hint):
+            twins.add(option.env)
+    return twins
+
+
+def test_every_state_path_is_on_the_worker_volume() -> None:
+    twins = _state_path_twins()
+    assert {"STREAMGNN_STORE_PATH", "STREAMGNN_CHECKPOINT_DIR", "STREAMGNN_VERSION_LEDGER"} <= twins
+    volumes = re.findall(r'^VOLUME \["([^"]+)"\]', DOCKERFILE.read_text(), re.MULTILINE)
+    assert volumes == ["/var/lib/streamgnn"]
+    mounted = {v.split(":")[1] for v in SERVICES["worker"]["volumes"] if not v.startswith(".")}
+    assert mounted == set(volumes)
+    for source, env in (("Dockerfile", _dockerfile_env()), ("compose worker", _env("worker"))):
+        for twin in twins:
+            assert twin in env, f"{source} leaves {twin} at its default (not on the volume)"
+            assert Path(volumes[0]) in Path(env[twin]).parents, (source, twin, env[twin])
