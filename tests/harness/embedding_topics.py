@@ -7,9 +7,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
-from stream.settings import PublishSettings
+from stream.kafka.clients import kafka_consumer
+from stream.settings import KafkaSettings, PublishSettings
 
 
 def unique_settings(ledger_dir: Path, **overrides: Any) -> PublishSettings:
@@ -25,10 +26,13 @@ def unique_settings(ledger_dir: Path, **overrides: Any) -> PublishSettings:
     return PublishSettings(**values)
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
+def read_topic(
+    bootstrap_servers: str | KafkaSettings, topic: str, timeout_s: float = 30.0
+) -> list[Any]:
     """Every record of ``topic`` from the beginning to its end as of now, in log order
-    per partition (partitions one after another)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+    per partition (partitions one after another). ``bootstrap_servers``: an address, or
+    the settings of a secured cluster."""
+    consumer = kafka_consumer(_kafka(bootstrap_servers), group_id=None)
     try:
         partitions = [
             TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
@@ -48,10 +52,16 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> l
         consumer.close()
 
 
-def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None)
+def end_offsets(bootstrap_servers: str | KafkaSettings, topic: str) -> dict[int, int]:
+    consumer = kafka_consumer(_kafka(bootstrap_servers), group_id=None)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         return {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
+
+
+def _kafka(bootstrap_servers: str | KafkaSettings) -> KafkaSettings:
+    if isinstance(bootstrap_servers, KafkaSettings):
+        return bootstrap_servers
+    return KafkaSettings(bootstrap_servers)
