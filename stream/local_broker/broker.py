@@ -168,11 +168,7 @@ class LocalKafkaBroker:
             # survives a killed JVM (not a machine crash).
         }
         if self._secured is not None:
-            name, address = self._secured.listener_name, self.secured_servers
-            properties["listeners"] += f",{name}://{address}"
-            properties["advertised.listeners"] += f",{name}://{address}"
-            properties["listener.security.protocol.map"] += f",{name}:{name}"
-            properties.update(self._secured.server_properties(address))
+            properties.update(self._secured.server_properties(properties, self.secured_servers))
         properties.update(self._extra_properties)
         return properties
 

@@ -75,14 +75,23 @@ class SecuredListener:
     def listener_name(self) -> str:
         return "SASL_SSL" if self.sasl else "SSL"
 
-    def server_properties(self, address: str) -> dict[str, str]:
-        """The entries this listener adds to ``server.properties`` (``address``: host:port).
+    def server_properties(self, node: Mapping[str, str], address: str) -> dict[str, str]:
+        """The ``server.properties`` entries this listener adds to or changes in ``node``'s.
 
-        ``listeners``, ``advertised.listeners`` and ``listener.security.protocol.map`` are
-        the caller's to extend; these are the listener's own ``listener.name.*`` settings.
+        ``address``: the listener's host:port. It joins ``listeners``,
+        ``advertised.listeners`` and ``listener.security.protocol.map``; the rest are its
+        own ``listener.name.*`` settings.
         """
-        prefix = f"listener.name.{self.listener_name.lower()}."
+        name = self.listener_name
         properties = {
+            "listeners": f"{node['listeners']},{name}://{address}",
+            "advertised.listeners": f"{node['advertised.listeners']},{name}://{address}",
+            "listener.security.protocol.map": (
+                f"{node['listener.security.protocol.map']},{name}:{name}"
+            ),
+        }
+        prefix = f"listener.name.{name.lower()}."
+        properties |= {
             f"{prefix}ssl.keystore.location": str(self.keystore),
             f"{prefix}ssl.keystore.password": self.store_password,
             f"{prefix}ssl.keystore.type": self.store_type,
