@@ -59,6 +59,13 @@ class Secret:
     def __reduce__(self) -> NoReturn:
         raise TypeError("a Secret is not pickled (it would carry the password)")
 
+    # Immutable: a copy (dataclasses.asdict, copy.deepcopy of settings) is the same object.
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self
+
 
 def read_secret_file(path: Path, what: str) -> Secret:
     """The password in the file at ``path``, without its trailing line break.

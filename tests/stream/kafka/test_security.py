@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import ssl
 from pathlib import Path
@@ -157,6 +158,7 @@ def test_passwords_never_print(tls: TlsFiles) -> None:
     assert "alice" in security.describe()
     with pytest.raises(TypeError, match="not pickled"):
         pickle.dumps(security)
+    assert dataclasses.asdict(security)["sasl_password"] is security.sasl_password
 
 
 def test_secrets_compare_by_value_and_refuse_empty() -> None:
