@@ -10,10 +10,17 @@ fetching (:meth:`TrainingLoop.has_room`) and the excess waits in Kafka as consum
 After each step the vectors that moved are published (``EmbeddingPublisher.publish``
 returns once every record is acked; a broker outage is retried, never dropped), then a
 checkpoint is written when ``checkpoint_interval_s`` has passed, and always on
-:meth:`TrainingLoop.stop`. A checkpoint holds the trainer's complete state and the
-source offsets it has trained through. On start the newest good checkpoint is loaded,
-the graph mirror is rebuilt from the store, and when the store holds events the
-checkpoint never trained on, their vectors are re-embedded and published at once.
+:meth:`TrainingLoop.stop`. A checkpoint holds the trainer's complete state, the source
+offsets it has trained through and the settings that give its vectors their meaning.
+
+On start (:meth:`TrainingLoop.resume`) the newest good checkpoint is checked against the
+settings (:mod:`stream.learn.compatibility`: a mismatch stops the worker naming each
+setting, or with ``on_checkpoint_mismatch=discard`` moves the checkpoints aside) and
+loaded, and the graph mirror is rebuilt from the store. When the store holds events
+beyond the checkpoint's offsets, the trainer thread first reads them back from the topic
+(:mod:`stream.catch_up`) and trains on them in backlog-sized chunks, publishing every
+node they touch, before it takes the live backlog (which meanwhile fills and pauses
+ingestion, as a slow step would).
 """
 
 from __future__ import annotations
@@ -27,10 +34,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from stream.errors import PublishError
+from stream.catch_up import UntrainedEvents
+from stream.errors import PublishError, StreamGNNError
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
-from stream.learn.checkpoint import CheckpointStore
+from stream.learn.checkpoint import CheckpointStore, Payload
+from stream.learn.compatibility import (
+    CheckpointMismatchError,
+    Conflict,
+    conflicts,
+    recorded_settings,
+)
 from stream.learn.report import TrainReport
 from stream.learn.trainer import IncrementalTrainer
 from stream.metrics import PipelineMetrics
@@ -105,10 +119,13 @@ class TrainingBacklog:
 class TrainingLoop:
     """Trains on applied events in its own thread and publishes what changed.
 
+    :meth:`resume` (no Kafka: a checkpoint that does not fit fails fast), then
+    :meth:`start` with the publisher, then :meth:`on_applied` from the ingest loop, and
+    :meth:`stop`.
+
     Args:
         settings: the process settings (training, publish, store, Kafka topic names).
-        store: the worker's graph store; read once on :meth:`start` to rebuild the graph.
-        publisher: where changed vectors go.
+        store: the worker's graph store; read once on :meth:`resume` to rebuild the graph.
         metrics: training, backlog and id-registry metrics.
         on_failure: called from the trainer thread when a step fails unexpectedly (the
             worker then stops and exits non-zero); the exception is also in :attr:`failure`.
@@ -118,13 +135,11 @@ class TrainingLoop:
         self,
         settings: Settings,
         store: DecayedGraphStore,
-        publisher: EmbeddingPublisher,
         metrics: PipelineMetrics,
         on_failure: Callable[[BaseException], object] = lambda exc: None,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._publisher = publisher
         self._metrics = metrics
         self._on_failure = on_failure
         w = settings.worker
@@ -132,49 +147,92 @@ class TrainingLoop:
             torch.set_num_threads(w.torch_threads)  # process-wide: only the trainer uses torch
         self.backlog = TrainingBacklog(w.max_backlog_events)
         self.checkpoints = CheckpointStore(w.checkpoint_dir, keep=w.checkpoints_kept)
-        self.trainer = IncrementalTrainer(
-            settings.training, settings.events.behaviours, settings.store.epsilon
-        )
+        self.trainer = self._new_trainer()
         self.trained_through: dict[int, int] = {}  # partition -> next offset trained
+        # partition -> [trained, stored) offsets: in the store, not trained on yet
+        self.untrained: dict[int, tuple[int, int]] = {}
+        # Newest event time trained as of trained_through: what the store alone can show
+        # of untrained events is the edges with a newer event (see _catch_up).
+        self._trained_watermark: int | None = None
+        self._store_watermark: int | None = None
+        self._publisher: EmbeddingPublisher | None = None
         self.failure: BaseException | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgnn-trainer", daemon=True)
         self._last_checkpoint = time.monotonic()
 
+    def _new_trainer(self) -> IncrementalTrainer:
+        s = self._settings
+        return IncrementalTrainer(s.training, s.events.behaviours, s.store.epsilon)
+
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Load the newest good checkpoint, rebuild the graph, catch up, start the thread."""
-        payload = self.checkpoints.load_latest()
+    def resume(self) -> None:
+        """Load the newest good checkpoint that fits the settings, rebuild the graph mirror
+        from the store, and note what the store holds beyond the checkpoint's offsets.
+
+        Raises:
+            CheckpointMismatchError: the checkpoint was written under other meaning
+                settings (:mod:`stream.learn.compatibility`) and ``on_checkpoint_mismatch``
+                is ``fail``; with ``discard`` the checkpoints are moved aside instead.
+        """
+        payload = self._load_checkpoint()
+        topic = self._settings.kafka.interactions_topic
         if payload is not None:
-            self.trainer.load_state_dict(payload["trainer"])
-            topic = self._settings.kafka.interactions_topic
             self.trained_through = {
                 int(key.rpartition(":")[2]): int(offset)
                 for key, offset in payload["offsets"].items()
                 if key.rpartition(":")[0] == topic
             }
+            watermark = payload.get("watermark")
+            self._trained_watermark = None if watermark is None else int(watermark)
             log.info(
                 "checkpoint loaded: model version %d, trained through %s",
                 self.trainer.model_version,
                 self.trained_through,
             )
         self.trainer.bootstrap(self._store)
+        self._store_watermark = self._store.watermark()
+        for (stored_topic, partition), (offset, _) in self._store.positions().items():
+            trained = self.trained_through.get(partition, 0)
+            if stored_topic == topic and offset > trained:
+                self.untrained[partition] = (trained, offset)
+
+    def start(self, publisher: EmbeddingPublisher) -> None:
+        """Start the trainer thread: it trains on :attr:`untrained` first, then the backlog."""
+        self._publisher = publisher
         # Continue above anything already on the topics (the ledger's floor), even when
         # the checkpoint is older than the last publish.
-        self.trainer.model_version = max(
-            self.trainer.model_version, self._publisher.min_version - 1
-        )
-        stored = {
-            partition: offset
-            for (topic, partition), (offset, _) in self._store.positions().items()
-            if topic == self._settings.kafka.interactions_topic
-        }
-        if any(offset > self.trained_through.get(p, 0) for p, offset in stored.items()):
-            report = self.trainer.refresh()  # events stored but never trained: publish them
-            self._publish(report, [])
-            self.trained_through = stored
+        self.trainer.model_version = max(self.trainer.model_version, publisher.min_version - 1)
         self._thread.start()
+
+    def _load_checkpoint(self) -> Payload | None:
+        """The newest good checkpoint, loaded into the trainer, if it fits the settings."""
+        payload = self.checkpoints.load_latest()
+        if payload is None:
+            return None
+        found = conflicts(payload, self._settings)
+        if not found:
+            try:
+                self.trainer.load_state_dict(payload["trainer"])
+                return payload
+            except (StreamGNNError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+                detail = f"does not load into the model the settings build: {exc}"
+                found = [Conflict("trainer state", detail[:600])]
+        path = self.checkpoints.loaded
+        if self._settings.worker.on_checkpoint_mismatch == "fail":
+            raise CheckpointMismatchError(path, found)
+        aside, moved = self.checkpoints.set_aside()
+        log.warning(
+            "checkpoint %s does not match the settings (%s); --on-checkpoint-mismatch "
+            "discard: moved %s to %s; training a fresh model",
+            path,
+            "; ".join(map(str, found)),
+            ", ".join(p.name for p in moved),
+            aside,
+        )
+        self.trainer = self._new_trainer()
+        return None
 
     def on_applied(self, batch: AppliedBatch) -> None:
         """The ingest loop's hook: queue and return at once."""
@@ -186,7 +244,11 @@ class TrainingLoop:
         return self.backlog.has_room()
 
     def stop(self, timeout_s: float = 300.0) -> None:
-        """Train and publish what is queued, write a checkpoint, end the thread."""
+        """Train and publish what is queued, write a checkpoint, end the thread.
+
+        During the catch-up only the chunk in progress is finished: the checkpoint then
+        covers what was caught up, and the next start reads the rest back.
+        """
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
@@ -198,7 +260,13 @@ class TrainingLoop:
     def checkpoint(self) -> None:
         topic = self._settings.kafka.interactions_topic
         offsets = {f"{topic}:{p}": offset for p, offset in sorted(self.trained_through.items())}
-        path = self.checkpoints.save({"trainer": self.trainer.state_dict(), "offsets": offsets})
+        payload = {
+            "trainer": self.trainer.state_dict(),
+            "offsets": offsets,
+            "watermark": self._trained_watermark,
+            "settings": recorded_settings(self._settings),
+        }
+        path = self.checkpoints.save(payload)
         self._last_checkpoint = time.monotonic()
         log.info("checkpoint %s (model version %d)", path.name, self.trainer.model_version)
 
@@ -206,6 +274,8 @@ class TrainingLoop:
 
     def _run(self) -> None:
         try:
+            if self.untrained and not self._catch_up():
+                return  # stopped first: the next start reads the rest back
             while True:
                 pending = self.backlog.take(timeout_s=0.05)
                 if pending is None:
@@ -213,19 +283,55 @@ class TrainingLoop:
                         return
                     continue
                 self._train(pending)
-                interval = self._settings.worker.checkpoint_interval_s
-                if time.monotonic() - self._last_checkpoint >= interval:
-                    self.checkpoint()
+                self._checkpoint_when_due()
         except BaseException as exc:
             log.exception("trainer thread failed")
             self.failure = exc
             self._on_failure(exc)
 
-    def _train(self, pending: PendingEvents) -> None:
+    def _checkpoint_when_due(self) -> None:
+        if time.monotonic() - self._last_checkpoint >= self._settings.worker.checkpoint_interval_s:
+            self.checkpoint()
+
+    def _catch_up(self) -> bool:
+        """Train on the events the store holds beyond the checkpoint, publishing every node
+        they touch; False when stopped first (what was trained is checkpointed on stop)."""
+        spans, size = self.untrained, self._settings.worker.max_backlog_events
+        log.info("catch-up: training on stored events at offsets %s", spans)
+        source = UntrainedEvents(self._settings, spans)
+        for chunk in source.chunks(size, self._stopping):
+            self._train(PendingEvents(chunk.interactions, [], chunk.positions), in_graph=True)
+            self._checkpoint_when_due()
+        if not source.complete:
+            return False
+        if source.missed:
+            edges = self.trainer.stored_edges(self._trained_watermark)
+            log.warning(
+                "catch-up could not read back offsets %s; training instead on the %d stored "
+                "edges with an event after %s (late events there are not trained on)",
+                source.missed,
+                len(edges),
+                self._trained_watermark,
+            )
+            for start in range(0, len(edges), size):
+                if self._stopping.is_set():
+                    return False
+                self._train(PendingEvents(list(edges[start : start + size])), in_graph=True)
+                self._checkpoint_when_due()
+        self.trained_through.update({p: end for p, (_, end) in spans.items()})
+        self._trained_watermark = _newest(self._trained_watermark, self._store_watermark)
+        self.untrained = {}
+        log.info("catch-up done: trained through %s", self.trained_through)
+        return True
+
+    def _train(self, pending: PendingEvents, in_graph: bool = False) -> None:
         self._metrics.train_backlog.set(len(self.backlog))
-        report = self.trainer.learn(pending.interactions)
+        report = self.trainer.learn(pending.interactions, in_graph=in_graph)
         self._publish(report, pending.append_times_ms)
         self.trained_through.update(pending.positions)
+        if not in_graph and pending.interactions:
+            newest = max(e.ts for e in pending.interactions)
+            self._trained_watermark = _newest(self._trained_watermark, newest)
         m = self._metrics
         m.train_steps.inc(report.steps)
         m.train_step_seconds.observe(report.seconds)
@@ -254,6 +360,8 @@ class TrainingLoop:
                 report.changed_item_event_ms,
             ),
         ]
+        if self._publisher is None:
+            raise RuntimeError("TrainingLoop.start was not called")
         while True:
             try:
                 self._publisher.publish(
@@ -265,3 +373,7 @@ class TrainingLoop:
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
                 time.sleep(PUBLISH_RETRY_SECONDS)
+
+
+def _newest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)

@@ -7,7 +7,9 @@ thread (:mod:`stream.training`) fine-tunes on them and publishes the vectors tha
 Wiring only: settings come from :func:`stream.settings.settings_from_args` (flags over
 their environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT drain the
 batch in flight and exit 0, and any unhandled error exits non-zero so an orchestrator
-restarts the worker (which then resumes from the store's offsets).
+restarts the worker (which then resumes from the store's offsets). A checkpoint that does
+not match the settings exits 2 at once, naming each setting (see
+:mod:`stream.learn.compatibility` and ``--on-checkpoint-mismatch``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import check_access
+from stream.learn.compatibility import CheckpointMismatchError
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.publish.publisher import EmbeddingPublisher
 from stream.settings import Settings, add_options, select, settings_from_args
@@ -52,18 +55,15 @@ async def run_worker(
             await _ingest(ingest, stop)
             return ingest.totals
         loop = asyncio.get_running_loop()
+        training = TrainingLoop(
+            settings, store, metrics, on_failure=lambda exc: loop.call_soon_threadsafe(stop.set)
+        )
+        await asyncio.to_thread(training.resume)  # before any client: a mismatch fails fast
         publisher = await asyncio.to_thread(
             EmbeddingPublisher, settings.kafka, settings.publish, metrics
         )
         try:
-            training = TrainingLoop(
-                settings,
-                store,
-                publisher,
-                metrics,
-                on_failure=lambda exc: loop.call_soon_threadsafe(stop.set),
-            )
-            await asyncio.to_thread(training.start)
+            training.start(publisher)
             ingest = IngestWorker(
                 settings, store, metrics, training.on_applied, has_room=training.has_room
             )
@@ -110,7 +110,11 @@ def main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     metrics = PipelineMetrics()
     serve_metrics(metrics, settings.metrics_address)
-    totals = asyncio.run(_serve(settings, metrics))
+    try:
+        totals = asyncio.run(_serve(settings, metrics))
+    except CheckpointMismatchError as exc:  # a start-up error with a documented way out
+        log.error("%s", exc)
+        return 2
     log.info("stopped: %s", totals)
     return 0
 

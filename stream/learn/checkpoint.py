@@ -17,7 +17,9 @@ renamed into place, and the directory is fsynced, so a crash at any point leaves
 the previous set of checkpoints or the previous set plus a complete new one. Reading
 checks magic, version, length and digest *before* the body is deserialised; a file
 that fails is refused (logged and counted) and :meth:`CheckpointStore.load_latest`
-falls back to the next older one.
+falls back to the next older one. :meth:`CheckpointStore.set_aside` moves every checkpoint
+into a ``discarded-<UTC time>`` folder inside the directory (a rename on the same file
+system, so nothing is copied or deleted), for a model the settings no longer fit.
 
 >>> import tempfile, torch
 >>> store = CheckpointStore(Path(tempfile.mkdtemp()), keep=2)
@@ -34,6 +36,7 @@ import logging
 import os
 import re
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +80,7 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
         self.refusals: list[Refusal] = []
+        self.loaded: Path | None = None  # the file load_latest returned last
         self.directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -133,11 +137,33 @@ class CheckpointStore:
         """
         for path in reversed(self.paths()):
             try:
-                return load_checkpoint(path)
+                payload = load_checkpoint(path)
+                self.loaded = path
+                return payload
             except CheckpointError as exc:
                 self.refusals.append(Refusal(path, str(exc)))
                 log.warning("refused checkpoint %s: %s; trying the previous one", path, exc)
         return None
+
+    def set_aside(self) -> tuple[Path, list[Path]]:
+        """Move every checkpoint file into a new ``discarded-<UTC time>`` folder inside the
+        directory; returns the folder and the files' new paths. Inside, not beside: the
+        directory may be a mounted volume, and a rename never leaves it."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.directory / f"discarded-{stamp}"
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.directory / f"discarded-{stamp}-{n}"
+        aside.mkdir()
+        moved = []
+        for path in self.paths():
+            os.replace(path, aside / path.name)
+            moved.append(aside / path.name)
+        _fsync_directory(aside)
+        _fsync_directory(self.directory)
+        self.loaded = None
+        return aside, moved
 
 
 def cpu_copy(obj: Any) -> Any:

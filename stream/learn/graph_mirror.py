@@ -184,6 +184,40 @@ class GraphMirror:
             torch.tensor(out_t, dtype=torch.long),
         )
 
+    def positives(
+        self, interactions: Sequence[Interaction], users: Tensor, items: Tensor
+    ) -> EdgeBatch:
+        """The edges of events already merged (e.g. loaded from the store), as the
+        :class:`EdgeBatch` :meth:`apply` returns, changing nothing: ``weights`` are the
+        edges' ``w_ref`` now; events whose edge is not held (pruned, refused) are left out."""
+        current = self._gather(interactions, users.tolist(), items.tolist())
+        out: list[tuple[int, int, int, float, int]] = []
+        for event, u, i in zip(interactions, users.tolist(), items.tolist(), strict=True):
+            if u < 0 or i < 0 or event.event_type in SOCIAL_EVENT_TYPES:
+                continue
+            r = self._code[event.event_type]
+            state = current[(u, i, r)]
+            if state is not None:
+                out.append((u, i, r, state[0], event.ts))
+        u_, i_, r_, w_, t_ = zip(*out, strict=True) if out else ((), (), (), (), ())
+        return EdgeBatch(
+            torch.tensor(u_, dtype=torch.long),
+            torch.tensor(i_, dtype=torch.long),
+            torch.tensor(r_, dtype=torch.long),
+            torch.tensor(w_, dtype=torch.float32),
+            torch.tensor(t_, dtype=torch.long),
+        )
+
+    def edges_since(self, newer_than_ms: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(user rows, item rows, relations, newest event times) of the held edges whose
+        newest event is after ``newer_than_ms`` (every held edge for ``None``)."""
+        n = self._used
+        held = self._alive[:n]
+        if newer_than_ms is not None:
+            held = held & (self._t_ref[:n] > newer_than_ms)
+        slots = held.nonzero().flatten()
+        return self._users[slots], self._items[slots], self._relations[slots], self._t_ref[slots]
+
     def _gather(
         self, interactions: Sequence[Interaction], users: list[int], items: list[int]
     ) -> dict[_EdgeKey, DecayedWeight | None]:

@@ -14,7 +14,6 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 from __future__ import annotations
 
 import inspect
-import math
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -136,8 +135,13 @@ class IncrementalTrainer:
 
     # -- the learning path ---------------------------------------------------------------
 
-    def learn(self, interactions: Sequence[Interaction]) -> TrainReport:
-        """Absorb one (possibly coalesced) micro-batch of applied events and fine-tune."""
+    def learn(self, interactions: Sequence[Interaction], in_graph: bool = False) -> TrainReport:
+        """Absorb one (possibly coalesced) micro-batch of applied events and fine-tune.
+
+        ``in_graph``: the events' edges are in the mirror already (:meth:`bootstrap` loaded
+        them from the store, e.g. events read back after a restart): they are trained on
+        and their nodes reported, but not merged a second time.
+        """
         with self._lock:
             start = time.perf_counter()
             before = {k: self.registry.counts(k) for k in KINDS}
@@ -151,7 +155,8 @@ class IncrementalTrainer:
                 items = self.registry.assign("item", [e.item_id for e in events], now)
                 self._absorb_evictions()
                 self._note_event_times(users, items, torch.tensor([e.ts for e in events]))
-                batch = self.mirror.apply(events, users, items)
+                absorb = self.mirror.positives if in_graph else self.mirror.apply
+                batch = absorb(events, users, items)
                 self.encoder.observe(batch.to(self.device))
             graph = self._graph()
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
@@ -190,27 +195,22 @@ class IncrementalTrainer:
                 changed_item_event_ms=self._event_times("item", changed["item"]),
             )
 
-    def refresh(self) -> TrainReport:
-        """Re-embed without training and report what moved (e.g. after a restart, when the
-        store holds edges the checkpoint never trained on); bumps ``model_version``."""
+    def stored_edges(self, newer_than_ms: int | None = None) -> list[Interaction]:
+        """The mirror's edges whose newest event is after ``newer_than_ms`` (all: ``None``),
+        one interaction each at that event's time, for :meth:`learn` with ``in_graph``."""
         with self._lock:
-            start = time.perf_counter()
-            changed = self._refresh(self._graph())
-            self.model_version += 1
-            return TrainReport(
-                events=0,
-                edges=0,
-                replayed=0,
-                steps=0,
-                loss=math.nan,
-                seconds=time.perf_counter() - start,
-                changed_users=changed["user"],
-                changed_items=changed["item"],
-                model_version=self.model_version,
-                watermark=self.mirror.watermark,
-                changed_user_event_ms=self._event_times("user", changed["user"]),
-                changed_item_event_ms=self._event_times("item", changed["item"]),
-            )
+            users, items, relations, times = self.mirror.edges_since(newer_than_ms)
+            names = self.mirror.relation_names
+            return [
+                Interaction(user, item, names[r], t)
+                for user, item, r, t in zip(
+                    self.registry.ids("user", users),
+                    self.registry.ids("item", items),
+                    relations.tolist(),
+                    times.tolist(),
+                    strict=True,
+                )
+            ]
 
     def fit(self, epochs: int) -> TrainReport:
         """Train from freshly reset parameters over every edge of the current graph."""

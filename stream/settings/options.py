@@ -213,6 +213,13 @@ OPTIONS: tuple[Option, ...] = (
         "seconds between checkpoints (one is also written on SIGTERM)",
     ),
     _opt("worker", "checkpoints_kept", "complete checkpoints kept (older ones deleted)"),
+    _opt(
+        "worker",
+        "on_checkpoint_mismatch",
+        "a checkpoint written under other --encoder/--dim/--layers/--encoder-options/"
+        "--behaviours or too large for --max-users/--max-items: fail (exit naming each) or "
+        "discard (move the checkpoints aside, start a fresh model)",
+    ),
     # produce
     _opt("produce", "rate", "events per second; 0 sends as fast as possible"),
     _opt("produce", "count", "stop after this many events; 0: no limit"),

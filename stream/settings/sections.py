@@ -25,6 +25,8 @@ from stream.settings.commands import (
 from stream.settings.security import SecuritySettings
 from stream.settings.training import TrainerSettings
 
+CHECKPOINT_MISMATCH_POLICIES = ("fail", "discard")
+
 
 @dataclass(frozen=True)
 class EventSettings:
@@ -148,8 +150,16 @@ class WorkerSettings:
     checkpoint_dir: Path = Path("var/checkpoints")
     checkpoint_interval_s: float = 60.0
     checkpoints_kept: int = 3
+    # A checkpoint written under other meaning settings (stream.learn.compatibility):
+    # "fail" stops the worker naming each one; "discard" moves the checkpoints aside.
+    on_checkpoint_mismatch: str = "fail"
 
     def __post_init__(self) -> None:
+        if self.on_checkpoint_mismatch not in CHECKPOINT_MISMATCH_POLICIES:
+            raise ConfigError(
+                f"on_checkpoint_mismatch must be one of {', '.join(CHECKPOINT_MISMATCH_POLICIES)}"
+                f", got {self.on_checkpoint_mismatch!r}"
+            )
         _positive("max_backlog_events", self.max_backlog_events)
         _positive("checkpoints_kept", self.checkpoints_kept)
         if self.torch_threads < 0:
