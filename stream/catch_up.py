@@ -27,11 +27,16 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from stream.events import EventValidator, Interaction, Rejection
+from stream.kafka.clients import kafka_consumer
 from stream.settings import Settings
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer
 
 log = logging.getLogger("streamgnn.catch_up")
 
@@ -89,8 +94,8 @@ class UntrainedEvents:
     def _open(self, next_offset: dict[int, int]) -> KafkaConsumer:
         """A group-less consumer at each span's start (or the log's, after retention)."""
         topic = self._settings.kafka.interactions_topic
-        consumer = KafkaConsumer(
-            bootstrap_servers=self._settings.kafka.bootstrap_servers,
+        consumer = kafka_consumer(
+            self._settings.kafka,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -57,7 +57,7 @@ def kafka_producer(kafka: KafkaSettings, **options: Any) -> KafkaProducer:
 
 
 def kafka_consumer(kafka: KafkaSettings, **options: Any) -> KafkaConsumer:
-    """A kafka-python consumer (the embedding table, the version scan)."""
+    """A kafka-python consumer (the embedding table, the version scan, the restart catch-up)."""
     return KafkaConsumer(**_common(kafka), **options)
 
 

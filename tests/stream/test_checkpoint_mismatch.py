@@ -17,7 +17,7 @@ from stream.metrics import PipelineMetrics
 from stream.settings import OPTIONS, load_settings
 from stream.state.graph_store import DecayedGraphStore
 from stream.training import TrainingLoop
-from tests.harness.faults import WorkerProcess, training_env, wait_for, worker_env
+from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 from tests.stream.learn.test_checkpoint_compat import CHANGED, USERS
 
 pytestmark = pytest.mark.integration

@@ -30,8 +30,8 @@ from stream.local_broker.broker import LocalKafkaBroker
 from stream.publish.schema import decode_record
 from stream.state.graph_store import DecayedGraphStore
 from tests.harness.embedding_topics import end_offsets, read_topic
-from tests.harness.faults import WorkerProcess, training_env, wait_for, worker_env
 from tests.harness.progress import StoreCompletion
+from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
