@@ -300,6 +300,8 @@ class TrainingLoop:
         log.info("catch-up: training on stored events at offsets %s", spans)
         source = UntrainedEvents(self._settings, spans)
         for chunk in source.chunks(size, self._stopping):
+            # No append times: a killed worker may have published these events already,
+            # and the freshness histogram counts each event once.
             self._train(PendingEvents(chunk.interactions, [], chunk.positions), in_graph=True)
             self._checkpoint_when_due()
         if not source.complete:

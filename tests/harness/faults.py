@@ -51,6 +51,7 @@ class CrashReport:
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset stored
     kills_ms: list[int] = field(default_factory=list)  # wall clock of each kill
     restarts_ms: list[int] = field(default_factory=list)  # wall clock of each worker restart
+    idle_restarts: list[int] = field(default_factory=list)  # restarts with nothing to publish
     details: dict[str, object] = field(default_factory=dict)  # scenario-specific figures
 
     def as_json(self) -> dict[str, object]:
@@ -110,6 +111,7 @@ def run_crash_scenario(
     store_write_kills: int = 0,
     env: Mapping[str, str] | None = None,
     published_topics: Sequence[str] = (),
+    idle: Callable[[], bool] | None = None,
 ) -> CrashReport:
     """Stream ``topic`` (``events`` events) through a worker SIGKILLed ``worker_kills`` times
     at random points and ``store_write_kills`` times right after a store write, and a
@@ -121,7 +123,10 @@ def run_crash_scenario(
 
     ``env`` overrides the worker's environment (e.g. training on). With
     ``published_topics``, each restarted worker must publish on them before the next
-    kill; the seconds from each kill to its first record are ``first_publish_s``.
+    kill; the seconds from each kill to its first record are ``first_publish_s``. ``idle``,
+    asked before each worker restart, says that worker will have nothing to publish (all
+    the stream trained and checkpointed): no publish is awaited from it, and its index in
+    ``restarts_ms`` is listed in ``idle_restarts``.
     """
     rng = random.Random(seed)
     tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
@@ -164,11 +169,16 @@ def run_crash_scenario(
                 worker.kill()  # a no-op when it killed itself
                 at_kill = max(at_kill, progress.committed())  # a commit it sent while dying
                 _arm(trigger, plan[done:])
+                if idle is not None and idle():
+                    report.idle_restarts.append(len(report.restarts_ms))
                 report.restarts_ms.append(time.time_ns() // 1_000_000)
                 worker.start()
             wait_for(partial(_resumed, progress, at_kill, complete), timeout_s, "recovery")
             report.recovery_s.append(time.monotonic() - killed_at)  # restart included
-            if watch is not None and kind != "broker":
+            restarted = len(report.restarts_ms) - 1
+            if kind != "broker" and restarted in report.idle_restarts:
+                wait_for(worker.consuming, timeout_s, "the idle worker to consume")
+            elif watch is not None and kind != "broker":
                 since = report.restarts_ms[-1]
                 wait_for(partial(watch.published_since, since), timeout_s, "a publish")
                 first_publish_s.append(time.monotonic() - killed_at)
@@ -184,6 +194,7 @@ def run_crash_scenario(
             watch.close()
     if watch is not None:
         report.details["first_publish_s"] = [round(s, 3) for s in first_publish_s]
+        report.details["idle_restarts"] = report.idle_restarts
     count_applications(store_path, topic, report)
     return report
 

@@ -25,14 +25,17 @@ class TrainingCrashReport:
     """The store's figures (``crash``) and what the publishing half left on the topics.
 
     ``published_after_restart[k]``: records the ``k``-th restarted worker published
-    before the next kill (or the end of the run). ``checkpoint_offsets``: the source
-    offsets the newest checkpoint trained through (``None`` when none loads).
+    before the next kill (or the end of the run); ``idle_restarts``: the ``k`` whose worker
+    started with the whole stream trained and checkpointed, so had nothing to publish.
+    ``checkpoint_offsets``: the source offsets the newest checkpoint trained through
+    (``None`` when none loads).
     """
 
     crash: CrashReport
     records: int = 0
     regressions: list[str] = field(default_factory=list)
     published_after_restart: list[int] = field(default_factory=list)
+    idle_restarts: list[int] = field(default_factory=list)
     checkpoint_offsets: dict[int, int] | None = None
 
 
@@ -51,7 +54,8 @@ def run_training_crash_scenario(
     timeout_s: float = 300.0,
 ) -> TrainingCrashReport:
     """Kill a training worker ``worker_kills`` times at random and ``store_write_kills``
-    times right after a store write; every restarted worker must publish again."""
+    times right after a store write; every restarted worker with something left to train
+    must publish again."""
     tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
     env = {
         **training_env(workdir, tag, dim),
@@ -72,6 +76,7 @@ def run_training_crash_scenario(
         store_write_kills=store_write_kills,
         env=env,
         published_topics=topics,
+        idle=lambda: _trained_through(checkpoints, topic) >= events,
     )
     log = read_published(broker.bootstrap_servers, topics)
     ends = [*crash.kills_ms, time.time_ns() // 1_000_000 + 1][1:]
@@ -81,6 +86,7 @@ def run_training_crash_scenario(
         records=len(log),
         regressions=version_regressions(log),
         published_after_restart=published_between(log, windows),
+        idle_restarts=crash.idle_restarts,
     )
     crash.details.update(
         published=len(log),
@@ -95,3 +101,11 @@ def run_training_crash_scenario(
             if key.rpartition(":")[0] == topic
         }
     return report
+
+
+def _trained_through(checkpoints: Path, topic: str) -> int:
+    """Events of ``topic`` the newest checkpoint trained through (0 without one)."""
+    payload = CheckpointStore(checkpoints).load_latest()
+    if payload is None:
+        return 0
+    return sum(o for key, o in payload["offsets"].items() if key.rpartition(":")[0] == topic)

@@ -40,8 +40,10 @@ class WorkerProcess:
                 str(kill_trigger),
             ]
         self._process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
 
     def start(self) -> None:
+        self._starts += 1
         with self._log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 self._command,
@@ -62,6 +64,12 @@ class WorkerProcess:
             raise RuntimeError("worker was never started")
         self._process.send_signal(signal.SIGTERM)
         return self._process.wait(timeout=timeout_s)
+
+    def consuming(self) -> bool:
+        """Whether the latest start got as far as consuming (its signal handlers are set,
+        so a SIGTERM now drains and exits 0); every start appends to the same log."""
+        text = self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
+        return text.count("worker consuming") >= self._starts
 
     def exit_status(self) -> int | None:
         return None if self._process is None else self._process.poll()

@@ -1,7 +1,8 @@
 """SIGKILL a worker that trains and publishes, three times (once right after a store write):
 the store is still exactly-once and equal to a run without training or crashes, no key's
-model version ever goes back on the embedding topics, every restarted worker publishes
-again, and the newest checkpoint loads and has trained through the whole stream."""
+model version ever goes back on the embedding topics, every restarted worker with work
+left publishes again, and the newest checkpoint loads and has trained through the whole
+stream."""
 
 from __future__ import annotations
 
@@ -34,5 +35,9 @@ def test_training_worker_sigkilled_three_times_keeps_store_and_versions_intact(
     assert report.records > 0
     assert report.regressions == []
     assert len(report.published_after_restart) == 3
-    assert all(count > 0 for count in report.published_after_restart)
+    assert all(  # a worker restarted with everything trained has nothing to publish
+        count > 0
+        for k, count in enumerate(report.published_after_restart)
+        if k not in report.idle_restarts
+    )
     assert report.checkpoint_offsets == crashed.positions  # SIGTERM trains the rest, saves
