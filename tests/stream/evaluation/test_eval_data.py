@@ -122,3 +122,43 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
         read_interactions(_write(tmp_path, "a,b,1\n"), TableFormat(event_type="teleport"))
     with pytest.raises(ConfigError, match="--user-col"):
         read_interactions(_write(tmp_path, "who,item_id,ts\na,b,1\n"), TableFormat())
+
+
+def test_retailrocket_events_map_to_the_worker_behaviours(tmp_path: Path) -> None:
+    text = (
+        "timestamp,visitorid,event,itemid,transactionid\n"
+        "1433221332117,257597,view,355908,\n"
+        "1433224214164,992329,addtocart,248676,\n"
+        "1433223000000,992329,transaction,248676,4000.0\n"
+        "1433224214165,1,wishlist,2,\n"
+    )
+    loaded = read_interactions(_write(tmp_path, text, "events.csv"), table_format("retailrocket"))
+    assert [(e.user_id, e.item_id, e.event_type, e.ts) for e in loaded.interactions] == [
+        ("257597", "355908", "view", 1433221332117),
+        ("992329", "248676", "purchase", 1433223000000),
+        ("992329", "248676", "cart", 1433224214164),
+    ]
+    assert dict(loaded.bad_rows) == {"unknown_event_type": 1}  # counted, not silent
+    assert loaded.time_unit == "ms" and not loaded.time_unit_guessed
+
+
+def test_taobao_behaviours_map_to_the_worker_behaviours(tmp_path: Path) -> None:
+    text = "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,fav,1511561733\n"
+    text += "2,2576651,149192,cart,1511572885\n2,3830808,4181361,buy,1511593493\n"
+    loaded = read_interactions(_write(tmp_path, text, "UserBehavior.csv"), table_format("taobao"))
+    assert [(e.user_id, e.item_id, e.event_type) for e in loaded.interactions] == [
+        ("1", "2268318", "view"),
+        ("1", "2333346", "favorite"),
+        ("2", "2576651", "cart"),
+        ("2", "3830808", "purchase"),
+    ]
+    assert next(e.ts for e in loaded.interactions) == 1511544070 * 1000
+
+
+def test_a_csv_event_column_is_validated_against_the_behaviours(tmp_path: Path) -> None:
+    path = _write(tmp_path, "user,item,ts,kind\nu,i,1,click\nu,j,2,teleport\nu,k,3,purchase\n")
+    loaded = read_interactions(path, TableFormat(event_col="kind"))
+    assert [e.event_type for e in loaded.interactions] == ["click", "purchase"]
+    assert dict(loaded.bad_rows) == {"unknown_event_type": 1}
+    with pytest.raises(ConfigError, match="not configured"):
+        read_interactions(path, TableFormat(event_col="kind", event_map=(("click", "poke"),)))
