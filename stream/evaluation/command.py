@@ -1,9 +1,11 @@
 """``streamgnn eval``: prequential evaluation of the methods on a timestamped log.
 
-Example (MovieLens 100K, read from beside the repository, never copied into it)::
+Examples (data read from beside the repository, never copied into it)::
 
     streamgnn eval --data ../shared/data/ml-100k/u.data --format movielens \\
         --json bench/results/eval-ml100k.json --plot bench/results/eval-ml100k.png
+    streamgnn eval --data ../shared/data/retailrocket/sampled_events.csv \\
+        --format retailrocket --target-types cart,purchase
 
 Model code is imported when the command runs, not when the parser is built.
 """
@@ -14,13 +16,23 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from stream.errors import ConfigError
+from stream.evaluation.catalogue import (
+    BASELINES,
+    DEFAULT_METHODS,
+    METHOD_NAMES,
+    RETRAIN_EPOCHS,
+    MethodOptions,
+    check_names,
+)
 from stream.evaluation.data import (
     FORMATS,
     TIME_UNITS,
@@ -33,7 +45,6 @@ from stream.evaluation.prequential import ProtocolSettings, run_prequential
 from stream.evaluation.report import plot, result_document, table
 from stream.settings import DEFAULT_BEHAVIOURS, parse_behaviours
 
-METHOD_NAMES = ("popularity", "static", "incremental", "retrain")
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 log = logging.getLogger("streamgnn.eval")
@@ -60,7 +71,7 @@ def parse_duration(text: str) -> int:
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "eval",
-        help="prequential evaluation: popularity, static, incremental and full retrain",
+        help="prequential evaluation: baselines, static, incremental and full retrain",
         description="Test-then-train over a timestamped interaction log, through the live "
         "graph store and trainer. Prints a table; optionally writes JSON and a PNG.",
     )
@@ -69,7 +80,16 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     data.add_argument("--epsilon", type=float, default=1e-3, help="store pruning threshold")
 
     proto = parser.add_argument_group("protocol")
-    proto.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma list")
+    proto.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma list of {', '.join(METHOD_NAMES)} (default: all but retrain-decayed)",
+    )
+    proto.add_argument(
+        "--target-types",
+        help="only events of these types are targets, e.g. cart,purchase (default: all); "
+        "every event still counts as history",
+    )
     proto.add_argument("--encoder", default="lightgcn", help="encoder name (lightgcn)")
     proto.add_argument("--warmup", type=float, default=0.5, help="warm-up fraction (0.5)")
     split = proto.add_mutually_exclusive_group()
@@ -78,7 +98,14 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     proto.add_argument(
         "--micro-batch", type=int, default=1_000, help="events per store write and learn call"
     )
-    proto.add_argument("--epochs", type=int, default=20, help="epochs of each full fit (20)")
+    proto.add_argument(
+        "--epochs", type=int, default=20, help="epochs of the warm-up fit of static/incremental"
+    )
+    proto.add_argument(
+        "--retrain-epochs",
+        default=",".join(map(str, RETRAIN_EPOCHS)),
+        help="epoch budgets retrain chooses from on the warm-up (one value: no choice)",
+    )
     proto.add_argument(
         "--trainer",
         action="append",
@@ -113,6 +140,7 @@ def add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> argp
             f"--{column}-col", help=f"csv column of the {what}: name or 0-based index"
         )
     data.add_argument("--weight-col", help="csv column of the weight (default: weight 1)")
+    data.add_argument("--event-col", help="csv column of the event type (default: --event-type)")
     data.add_argument("--time-unit", choices=sorted(TIME_UNITS), help="guessed when absent")
     data.add_argument("--event-type", help="csv event type of every row (click)")
     return data
@@ -120,11 +148,11 @@ def add_data_options(parser: argparse.ArgumentParser, *, required: bool) -> argp
 
 def data_format(args: argparse.Namespace) -> TableFormat:
     """The :class:`TableFormat` the flags of :func:`add_data_options` ask for."""
-    if args.format == "movielens" and any(
-        v is not None for v in (args.sep, args.header, args.user_col, args.weight_col)
-    ):
+    csv_only = (args.sep, args.header, args.user_col, args.item_col, args.time_col,
+                args.weight_col, args.event_col, args.time_unit, args.event_type)  # fmt: skip
+    if args.format != "csv" and any(v is not None for v in csv_only):
         raise ConfigError(
-            "--format movielens has a fixed layout; the csv options need --format csv"
+            f"--format {args.format} has a fixed layout; the csv options need --format csv"
         )
     return table_format(
         args.format,
@@ -134,6 +162,7 @@ def data_format(args: argparse.Namespace) -> TableFormat:
         item_col=parse_column(args.item_col),
         time_col=parse_column(args.time_col),
         weight_col=parse_column(args.weight_col),
+        event_col=parse_column(args.event_col),
         time_unit=args.time_unit,
         event_type=args.event_type,
     )
@@ -142,15 +171,14 @@ def data_format(args: argparse.Namespace) -> TableFormat:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     began = time.perf_counter()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_NAMES]
-    if unknown or not methods:
-        raise ConfigError(
-            f"--methods: unknown {unknown or methods}; valid: {', '.join(METHOD_NAMES)}"
-        )
+    methods = _comma_list(args.methods)
+    check_names(methods)
     behaviours = parse_behaviours(args.behaviours) if args.behaviours else DEFAULT_BEHAVIOURS
+    targets = frozenset(_comma_list(args.target_types)) if args.target_types else None
+    retrain_epochs = _epoch_grid(args.retrain_epochs)
     fmt = data_format(args)
-    from stream.evaluation.methods import TrainerRecipe, build_methods, trainer_settings
+    from stream.evaluation.catalogue import build_methods
+    from stream.evaluation.methods import TrainerRecipe, trainer_settings
 
     recipe = TrainerRecipe(
         trainer_settings(args.encoder, args.seed, args.trainer),
@@ -170,15 +198,19 @@ def main(args: argparse.Namespace) -> int:
         behaviours=behaviours,
         epsilon=args.epsilon,
         seed=args.seed,
+        target_types=targets,
     )
-    chosen = build_methods(methods, recipe, dict(behaviours))
+    options = MethodOptions(behaviours, recipe, retrain_epochs, targets, args.seed)
+    chosen = build_methods(methods, options)
     with _progress_bar(not args.no_progress) as bar:
         result = run_prequential(loaded.interactions, chosen, protocol, progress=bar)
     stream = loaded.interactions
     document = result_document(
         result,
+        baselines=BASELINES,
+        command=_command_line(args),
         dataset={
-            "name": args.data.name if args.format == "csv" else f"{args.data.parent.name}",
+            "name": args.data.name if args.format == "csv" else args.data.parent.name,
             "path": str(args.data),
             "format": args.format,
             "rows": loaded.rows,
@@ -188,6 +220,7 @@ def main(args: argparse.Namespace) -> int:
             "time_unit": loaded.time_unit,
             "users": len({e.user_id for e in stream}),
             "items": len({e.item_id for e in stream}),
+            "event_types": dict(sorted(Counter(e.event_type for e in stream).items())),
         },
         encoder=args.encoder,
         protocol={
@@ -196,6 +229,8 @@ def main(args: argparse.Namespace) -> int:
             "chunk_duration_ms": protocol.chunk_duration_ms,
             "micro_batch": protocol.micro_batch,
             "epochs": args.epochs,
+            "retrain_epochs": list(retrain_epochs),
+            "target_types": sorted(targets) if targets else None,
             "seed": args.seed,
         },
         trainer=_jsonable(
@@ -212,6 +247,39 @@ def main(args: argparse.Namespace) -> int:
         plot(document, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _epoch_grid(text: str) -> list[int]:
+    try:
+        grid = [int(part) for part in _comma_list(text)]
+    except ValueError:
+        raise ConfigError(f"--retrain-epochs {text!r}: expected e.g. 5,10,20,40") from None
+    if not grid or min(grid) < 1:
+        raise ConfigError(f"--retrain-epochs {text!r}: epoch budgets must be >= 1")
+    return grid
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, every option spelt out."""
+    words = ["streamgnn", "eval"]
+    for key, value in vars(args).items():
+        if key in {"run", "command"} or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    if args.header is False:
+        words.append("--no-header")
+    return shlex.join(words)
 
 
 class _progress_bar:

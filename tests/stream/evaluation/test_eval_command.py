@@ -10,6 +10,7 @@ import pytest
 
 from stream.cli import main
 from stream.errors import ConfigError
+from stream.evaluation.catalogue import DEFAULT_METHODS
 from stream.evaluation.command import parse_duration
 
 TINY_TRAINER = ["--trainer", "dim=8", "--trainer", "batch_size=64", "--trainer", "layers=1"]
@@ -42,11 +43,22 @@ def test_eval_writes_json_and_plot_and_prints_a_table(
     assert document["encoder"] == "lightgcn"
     assert document["dataset"]["events"] == 600 and document["dataset"]["time_unit"] == "s"
     assert {"machine", "date", "chunks", "protocol", "trainer"} <= document.keys()
-    assert list(document["methods"]) == ["popularity", "static", "incremental", "retrain"]
+    assert list(document["methods"]) == list(DEFAULT_METHODS)
+    assert {"popularity-recent", "itemknn", "cooccur-recent", "retrain"} <= set(DEFAULT_METHODS)
     for method in document["methods"].values():
-        assert {"recall@20", "ndcg@20", "mrr", "seconds", "per_chunk"} <= method.keys()
+        assert {"recall@20", "ndcg@20", "mrr", "seconds", "per_chunk", "cold", "warm"} <= set(
+            method
+        )
+        for metric in ("recall@20", "ndcg@20", "mrr"):
+            lo, hi = method[f"{metric}_ci95"]
+            assert 0.0 <= lo <= method[metric] <= hi <= 1.0
         assert len(method["per_chunk"]) == 3
         assert all(0.0 <= c["recall@20"] <= 1.0 for c in method["per_chunk"])
+    tuning = {name: m["tuning"] for name, m in document["methods"].items()}
+    assert tuning["popularity-recent"]["window_events"] in tuning["popularity-recent"]["grid"]
+    assert tuning["retrain"]["epochs"] in tuning["retrain"]["grid"] == [5, 10, 20, 40]
+    assert "vs_best_baseline" in document["methods"]["incremental"]
+    assert document["command"].startswith("streamgnn eval --data")
     # the same queries for every method
     assert len({m["queries"] for m in document["methods"].values()}) == 1
     assert document["methods"]["static"]["seconds"] == 0.0  # never updated after warm-up
@@ -68,6 +80,27 @@ def test_eval_popularity_only_by_duration(tmp_path: Path) -> None:
     assert sum(c["events"] for c in chunks) + document["warmup_events"] == 600
 
 
+def test_target_types_score_only_those_events(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    lines = ["visitorid,itemid,timestamp,kind"]
+    for t in range(800):
+        kind = "view" if rng.random() < 0.8 else "cart"
+        lines.append(f"u{rng.randrange(40)},i{rng.randrange(30)},{1_600_000_000_000 + t},{kind}")
+    path = tmp_path / "shop.csv"
+    path.write_text("\n".join(lines) + "\n")
+    documents = []
+    for extra in ([], ["--target-types", "cart"]):
+        report = tmp_path / f"r{len(extra)}.json"
+        argv = ["eval", "--data", str(path), "--event-col", "kind", "--chunks", "2"]
+        argv += ["--methods", "popularity-all,itemknn", "--no-progress", "--json", str(report)]
+        assert main(argv + extra) == 0
+        documents.append(json.loads(report.read_text()))
+    every, carts = documents
+    assert carts["protocol"]["target_types"] == ["cart"]
+    assert every["dataset"]["event_types"] == carts["dataset"]["event_types"]
+    assert 0 < carts["methods"]["itemknn"]["queries"] < every["methods"]["itemknn"]["queries"]
+
+
 def test_bad_options_are_named(tmp_path: Path) -> None:
     data = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--no-progress"]
     with pytest.raises(ConfigError, match="'nearest'"):
@@ -76,6 +109,12 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
         main([*data, "--trainer", "colour=red"])
     with pytest.raises(ConfigError, match="--user-col"):
         main([*data, "--methods", "popularity"])
+    with pytest.raises(ConfigError, match="not behaviours"):
+        main([*data, "--user-col", "who", "--item-col", "what", "--target-types", "carts"])
+    with pytest.raises(ConfigError, match="fixed layout"):
+        main([*data, "--format", "retailrocket"])
+    with pytest.raises(ConfigError, match="retrain-epochs"):
+        main([*data, "--retrain-epochs", "ten"])
     with pytest.raises(ConfigError, match="chunk-duration"):
         parse_duration("soon")
     assert parse_duration("2w") == 14 * 86_400_000
