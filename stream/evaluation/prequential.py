@@ -22,12 +22,14 @@ The protocol (DESIGN.md, "Evaluation"):
 
 Every method sees the same chunks in the same order and the same store. Compute is timed
 per method: ``learn`` (prepare + learn: what keeping the method current costs), ``score``
-and ``warmup`` separately.
+and ``warmup`` separately; ``learn`` and ``warmup`` also in CPU seconds of the calling
+thread, which other processes on a shared machine do not inflate.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import itertools
 import math
 import tempfile
@@ -135,6 +137,7 @@ class MethodChunk:
     learn_seconds: float
     score_seconds: float
     per_query: list[QueryMetrics] = field(default_factory=list)  # the chunk's query order
+    learn_cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -152,11 +155,16 @@ class ChunkInfo:
 class MethodResult:
     name: str
     warmup_seconds: float = 0.0
+    warmup_cpu_seconds: float = 0.0
     chunks: list[MethodChunk] = field(default_factory=list)
 
     @property
     def learn_seconds(self) -> float:
         return sum(c.learn_seconds for c in self.chunks)
+
+    @property
+    def learn_cpu_seconds(self) -> float:
+        return sum(c.learn_cpu_seconds for c in self.chunks)
 
     @property
     def score_seconds(self) -> float:
@@ -249,10 +257,11 @@ def run_prequential(
             offset = apply_events(store, warm, settings.warmup_batch, 0)
             history.add(warm)
             for method in methods:
-                began = time.perf_counter()
-                method.warmup(warm)
-                method.start(store)
-                results[method.name].warmup_seconds = time.perf_counter() - began
+                meter = _Meter()
+                meter.run(functools.partial(method.warmup, warm))
+                meter.run(functools.partial(method.start, store))
+                results[method.name].warmup_seconds = meter.wall
+                results[method.name].warmup_cpu_seconds = meter.cpu
                 step(f"{method.name} warm-up")
             tie_break = TieBreak(settings.seed)
             updating = [m for m in methods if m.updates]
@@ -270,12 +279,10 @@ def run_prequential(
                     )
                 )
                 prior_events.extend(q.prior_events for q in queries)
-                learn_seconds = dict.fromkeys(names, 0.0)
+                upkeep = {name: _Meter() for name in names}
                 for method in methods:
                     if method.updates:
-                        began = time.perf_counter()
-                        method.prepare(store)
-                        learn_seconds[method.name] += time.perf_counter() - began
+                        upkeep[method.name].run(functools.partial(method.prepare, store))
                     began = time.perf_counter()
                     per_query = score_queries(
                         method.name, method.scores, queries, history, tie_break
@@ -290,12 +297,11 @@ def run_prequential(
                     batch = chunk[start : start + settings.micro_batch]
                     offset = apply_events(store, batch, len(batch), offset)
                     for method in updating:
-                        began = time.perf_counter()
-                        method.learn(store, batch)
-                        learn_seconds[method.name] += time.perf_counter() - began
+                        upkeep[method.name].run(functools.partial(method.learn, store, batch))
                 history.add(chunk)
                 for method in methods:
-                    results[method.name].chunks[-1].learn_seconds = learn_seconds[method.name]
+                    results[method.name].chunks[-1].learn_seconds = upkeep[method.name].wall
+                    results[method.name].chunks[-1].learn_cpu_seconds = upkeep[method.name].cpu
                 step(f"chunk {index + 1}/{len(chunks)} learnt")
             described = {m.name: m.describe() for m in methods}
         finally:
@@ -303,6 +309,24 @@ def run_prequential(
                 method.close()
             store.close()
     return PrequentialResult(len(warm), infos, results, prior_events, described)
+
+
+class _Meter:
+    """Wall seconds and CPU seconds of the calling thread, added up over calls.
+
+    Model code runs torch on this thread (one intra-op thread in the evaluation runs), so
+    its CPU seconds are the method's own; RocksDB's background threads are not counted.
+    """
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def run(self, action: Callable[[], object]) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        action()
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.thread_time() - cpu
 
 
 def apply_events(

@@ -66,6 +66,7 @@ def result_document(
                 "queries": chunk.metrics.queries,
                 **chunk.metrics.means(),
                 "seconds": chunk.learn_seconds,
+                "cpu_seconds": chunk.learn_cpu_seconds,
                 "score_seconds": chunk.score_seconds,
             }
             for info, chunk in zip(result.chunks, method.chunks, strict=True)
@@ -77,8 +78,10 @@ def result_document(
             "cold": figures(cold),
             "warm": figures(warm),
             "seconds": seconds,
+            "cpu_seconds": method.learn_cpu_seconds,
             "score_seconds": method.score_seconds,
             "warmup_seconds": method.warmup_seconds,
+            "warmup_cpu_seconds": method.warmup_cpu_seconds,
             "events_per_second": learnt_events / seconds if seconds > 0 else None,
             "tuning": result.described.get(name, {}),
             "per_chunk": per_chunk,
@@ -144,16 +147,18 @@ def _with_interval(figure: dict[str, Any], metric: str) -> str:
 def table(document: dict[str, Any]) -> str:
     """Fixed-width tables: per-method figures with intervals, then cold and warm users.
 
-    ``learn s`` is the compute spent keeping the method current (fits and learning),
-    ``score s`` the time spent scoring, ``warm-up s`` starting (and tuning) on the warm-up.
+    ``learn s`` is the compute spent keeping the method current (fits and learning), wall
+    and CPU; ``score s`` the time spent scoring, ``warm-up s`` starting (and tuning) on the
+    warm-up.
     """
     head = f"{'method':<18}" + "".join(f"{m:>22}" for m in METRICS)
-    head += f" {'learn s':>9} {'score s':>8} {'warm-up s':>9}"
+    head += f" {'learn s':>9} {'cpu s':>8} {'score s':>8} {'warm-up s':>9}"
     lines = [head, "-" * len(head)]
     for name, m in document["methods"].items():
         cells = "".join(f"{_with_interval(m, metric):>22}" for metric in METRICS)
         lines.append(
-            f"{name:<18}{cells} {m['seconds']:>9.2f} {m['score_seconds']:>8.2f} "
+            f"{name:<18}{cells} {m['seconds']:>9.2f} {m['cpu_seconds']:>8.2f} "
+            f"{m['score_seconds']:>8.2f} "
             f"{m['warmup_seconds']:>9.2f}"
         )
     first = next(iter(document["methods"].values()), None)

@@ -46,7 +46,7 @@ def test_eval_writes_json_and_plot_and_prints_a_table(
     assert list(document["methods"]) == list(DEFAULT_METHODS)
     assert {"popularity-recent", "itemknn", "cooccur-recent", "retrain"} <= set(DEFAULT_METHODS)
     for method in document["methods"].values():
-        assert {"recall@20", "ndcg@20", "mrr", "seconds", "per_chunk", "cold", "warm"} <= set(
+        assert {"recall@20", "ndcg@20", "mrr", "seconds", "cpu_seconds", "cold", "warm"} <= set(
             method
         )
         for metric in ("recall@20", "ndcg@20", "mrr"):
