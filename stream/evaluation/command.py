@@ -1,9 +1,11 @@
 """``streamgnn eval``: prequential evaluation of the methods on a timestamped log.
 
-Example (MovieLens 100K, read from beside the repository, never copied into it)::
+Examples (data read from beside the repository, never copied into it)::
 
     streamgnn eval --data ../shared/data/ml-100k/u.data --format movielens \\
         --json bench/results/eval-ml100k.json --plot bench/results/eval-ml100k.png
+    streamgnn eval --data ../shared/data/retailrocket/sampled_events.csv \\
+        --format retailrocket --target-types cart,purchase
 
 The model methods learn with the ``training`` section of the settings, the worker's own
 (flags such as ``--dim`` or ``--steps-per-batch`` change it, as they would the worker's).
@@ -14,19 +16,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
+import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from stream.behaviours import Behaviour
 from stream.errors import ConfigError
+from stream.evaluation.catalogue import BASELINES, MethodOptions, build_methods
 from stream.evaluation.data import data_format, read_interactions
 from stream.evaluation.prequential import ProtocolSettings, run_prequential
 from stream.evaluation.report import plot, result_document, table
 from stream.progress import progress_bar
-from stream.settings import Settings, add_options, select, settings_from_args
+from stream.settings import Option, Settings, add_options, select, settings_from_args
 
 if TYPE_CHECKING:
     from stream.evaluation.methods import TrainerRecipe
@@ -40,7 +47,7 @@ log = logging.getLogger("streamgnn.eval")
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "eval",
-        help="prequential evaluation: popularity, static, incremental and full retrain",
+        help="prequential evaluation: baselines, static, incremental and full retrain",
         description="Test-then-train over a timestamped interaction log, through the live "
         "graph store and trainer, with the worker's training settings. Prints a table; "
         "optionally writes JSON and a PNG. Options fall back to their environment "
@@ -68,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     if data.path is None:
         raise ConfigError("--data / STREAMGNN_DATA: the interaction file to evaluate on")
     fmt = data_format(data)
-    from stream.evaluation.methods import build_methods
+    targets = frozenset(ev.target_types) if ev.target_types is not None else None
 
     chosen_recipe = recipe(settings)
     loaded = read_interactions(data.path, fmt)
@@ -83,15 +90,27 @@ def main(args: argparse.Namespace) -> int:
         behaviours=settings.events.behaviours,
         epsilon=settings.store.epsilon,
         seed=settings.training.seed,
+        target_types=targets,
     )
-    methods = build_methods(ev.methods, chosen_recipe, dict(settings.events.behaviours))
+    options = MethodOptions(
+        settings.events.behaviours,
+        chosen_recipe,
+        retrain_epochs=ev.retrain_epochs,
+        window_fractions=ev.window_fractions,
+        target_types=targets,
+        seed=settings.training.seed,
+    )
+    methods = build_methods(ev.methods, options)
     with _progress_bar(not ev.no_progress) as bar:
         result = run_prequential(loaded.interactions, methods, protocol, progress=bar)
     stream = loaded.interactions
     document = result_document(
         result,
+        baselines=BASELINES,
+        resamples=ev.bootstrap_resamples,
+        command=command_line(settings, args.settings_options),
         dataset={
-            "name": data.path.name if data.format == "csv" else f"{data.path.parent.name}",
+            "name": data.path.name if data.format == "csv" else data.path.parent.name,
             "path": str(data.path),
             "format": data.format,
             "rows": loaded.rows,
@@ -101,6 +120,7 @@ def main(args: argparse.Namespace) -> int:
             "time_unit": loaded.time_unit,
             "users": len({e.user_id for e in stream}),
             "items": len({e.item_id for e in stream}),
+            "event_types": dict(sorted(Counter(e.event_type for e in stream).items())),
         },
         encoder=settings.training.encoder,
         protocol={
@@ -109,6 +129,9 @@ def main(args: argparse.Namespace) -> int:
             "chunk_duration_ms": protocol.chunk_duration_ms,
             "micro_batch": protocol.micro_batch,
             "epochs": ev.epochs,
+            "retrain_epochs": list(ev.retrain_epochs),
+            "window_fractions": list(ev.window_fractions),
+            "target_types": sorted(targets) if targets else None,
             "seed": settings.training.seed,
         },
         trainer=_jsonable(
@@ -128,6 +151,42 @@ def main(args: argparse.Namespace) -> int:
         plot(document, ev.plot)
         print(f"wrote {ev.plot}", file=sys.stderr)
     return 0
+
+
+def command_line(settings: Settings, options: Sequence[Option]) -> str:
+    """The command that reproduces this run: every option (flag or environment twin) whose
+    value differs from its default, spelt out as a flag; the data file first."""
+    defaults = Settings()
+    words = ["streamgnn", "eval"]
+    for option in sorted(options, key=lambda o: o.section != "data"):
+        value, default = _value(settings, option), _value(defaults, option)
+        if value == default or value is None or option.kind == "secret":
+            continue
+        if option.kind == "switch":
+            words.append(option.flag)
+        elif option.kind == "toggle":
+            words.append(option.flag if value else "--no-" + option.flag.removeprefix("--"))
+        else:
+            words += [option.flag, _text(value)]
+    return shlex.join(words)
+
+
+def _value(settings: Settings, option: Option) -> Any:
+    section = functools.reduce(getattr, option.section.split("."), settings)
+    return getattr(section, option.name)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return json.dumps(
+            {
+                str(k): dataclasses.asdict(v) if isinstance(v, Behaviour) else v
+                for k, v in value.items()
+            }
+        )
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 class _progress_bar:

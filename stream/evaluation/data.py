@@ -1,12 +1,17 @@
 """Timestamped interaction files in, validated :class:`Interaction` events out, by time.
 
-Two layouts:
+Layouts:
 
 - ``movielens``: MovieLens ``u.data`` (``user<TAB>item<TAB>rating<TAB>seconds``) or the
   ``::``-separated ``ratings.dat``; the rating is the weight, the event type ``rating``.
+- ``retailrocket``: RetailRocket ``events.csv`` (``timestamp,visitorid,event,itemid,
+  transactionid``, milliseconds); ``view`` → ``view``, ``addtocart`` → ``cart``,
+  ``transaction`` → ``purchase``.
+- ``taobao``: Taobao UserBehavior (``user,item,category,behaviour,seconds``, no header);
+  ``pv`` → ``view``, ``fav`` → ``favorite``, ``cart`` → ``cart``, ``buy`` → ``purchase``.
 - ``csv``: any delimited text. Columns are named (with a header) or 0-based indices;
   left out, the usual names are tried (``user_id``/``userId``/``user``, ...) or, without
-  a header, columns 0, 1, 2 (user, item, time).
+  a header, columns 0, 1, 2 (user, item, time). An event-type column is optional.
 
 Every row goes through the live worker's :class:`~stream.events.EventValidator`, so the
 evaluation stream obeys exactly the contract Kafka events do. Rows that fail are counted
@@ -16,10 +21,11 @@ given (:func:`guess_time_unit`). The result is sorted by time, stably.
 
 >>> import tempfile
 >>> path = Path(tempfile.mkdtemp()) / "log.csv"
->>> _ = path.write_text("user,item,ts\\na,x,3\\nb,y,1\\nb,y,1\\nc,,2\\n")
+>>> rows = "a,x,1700000003\\nb,y,1700000001\\nb,y,1700000001\\nc,,1700000002\\n"
+>>> _ = path.write_text("user,item,ts\\n" + rows)
 >>> loaded = read_interactions(path, TableFormat())
 >>> [(e.user_id, e.item_id, e.ts) for e in loaded.interactions]
-[('b', 'y', 1000), ('a', 'x', 3000)]
+[('b', 'y', 1700000001000), ('a', 'x', 1700000003000)]
 >>> loaded.duplicates, dict(loaded.bad_rows), loaded.time_unit
 (1, {'bad_id': 1}, 's')
 """
@@ -38,7 +44,7 @@ from stream.errors import ConfigError
 from stream.events import EventValidator, Interaction, Rejection
 from stream.settings import DataSettings, EventSettings
 
-FORMATS = ("csv", "movielens")
+FORMATS = ("csv", "movielens", "retailrocket", "taobao")
 TIME_UNITS = {"s": 1000, "ms": 1}
 SECONDS_BELOW = 1e11
 """A stream whose largest time is below this is in seconds (1e11 s is year 5138; 1e11 ms
@@ -63,7 +69,10 @@ class TableFormat:
             (a string of digits counts as an index when no column has that name).
             ``weight_col`` None means weight 1.
         time_unit: ``s`` or ``ms``; None guesses from the data.
-        event_type: the event type every row gets (must be a configured behaviour).
+        event_type: the event type every row gets (must be a configured behaviour),
+            unless ``event_col`` names a column holding each row's type.
+        event_map: ``(value in the file, behaviour)`` pairs; when given, a value of
+            ``event_col`` not in it is refused (``unknown_event_type``).
     """
 
     sep: str = ","
@@ -74,13 +83,15 @@ class TableFormat:
     weight_col: Column = None
     time_unit: str | None = None
     event_type: str = "click"
+    event_col: Column = None
+    event_map: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sep or "\n" in self.sep or "\r" in self.sep:
             raise ConfigError(f"sep must be a non-empty, single-line string, got {self.sep!r}")
         if self.time_unit is not None and self.time_unit not in TIME_UNITS:
             raise ConfigError(f"time unit must be one of s, ms; got {self.time_unit!r}")
-        for name in ("user_col", "item_col", "time_col", "weight_col"):
+        for name in ("user_col", "item_col", "time_col", "weight_col", "event_col"):
             value = getattr(self, name)
             if isinstance(value, int) and value < 0:
                 raise ConfigError(f"{name} index must be >= 0, got {value!r}")
@@ -90,6 +101,16 @@ MOVIELENS = TableFormat(
     sep="\t", header=False, user_col=0, item_col=1, weight_col=2, time_col=3, time_unit="s",
     event_type="rating",
 )  # fmt: skip
+RETAILROCKET = TableFormat(
+    user_col="visitorid", item_col="itemid", time_col="timestamp", time_unit="ms",
+    event_col="event",
+    event_map=(("view", "view"), ("addtocart", "cart"), ("transaction", "purchase")),
+)  # fmt: skip
+TAOBAO = TableFormat(
+    header=False, user_col=0, item_col=1, time_col=4, time_unit="s", event_col=3,
+    event_map=(("pv", "view"), ("fav", "favorite"), ("cart", "cart"), ("buy", "purchase")),
+)  # fmt: skip
+PRESETS = {"movielens": MOVIELENS, "retailrocket": RETAILROCKET, "taobao": TAOBAO}
 
 
 @dataclass(frozen=True)
@@ -116,8 +137,8 @@ class LoadedInteractions:
 
 def table_format(name: str, **options: object) -> TableFormat:
     """The :class:`TableFormat` of a named layout; csv ``options`` override the defaults."""
-    if name == "movielens":
-        return MOVIELENS
+    if name in PRESETS:
+        return PRESETS[name]
     if name == "csv":
         return TableFormat(**{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
     raise ConfigError(f"unknown data format {name!r}; valid: {', '.join(FORMATS)}")
@@ -125,10 +146,11 @@ def table_format(name: str, **options: object) -> TableFormat:
 
 def data_format(data: DataSettings) -> TableFormat:
     """The :class:`TableFormat` the ``data`` section asks for (``eval``, ``produce``)."""
-    csv_only = (data.sep, data.header, data.user_col, data.weight_col)
-    if data.format == "movielens" and any(v is not None for v in csv_only):
+    csv_only = (data.sep, data.header, data.user_col, data.item_col, data.time_col,
+                data.weight_col, data.event_col, data.time_unit, data.event_type)  # fmt: skip
+    if data.format != "csv" and any(v is not None for v in csv_only):
         raise ConfigError(
-            "--format movielens has a fixed layout; the csv options need --format csv"
+            f"--format {data.format} has a fixed layout; the csv options need --format csv"
         )
     return table_format(
         data.format,
@@ -138,6 +160,7 @@ def data_format(data: DataSettings) -> TableFormat:
         item_col=data.item_col,
         time_col=data.time_col,
         weight_col=data.weight_col,
+        event_col=data.event_col,
         time_unit=data.time_unit,
         event_type=data.event_type,
     )
@@ -157,7 +180,10 @@ def read_interactions(
 ) -> LoadedInteractions:
     """Read, validate, de-duplicate and time-sort the interactions in ``path``."""
     events = events or EventSettings()
-    if fmt.event_type not in events.behaviours:
+    mapped = sorted({b for _, b in fmt.event_map} - set(events.behaviours))
+    if mapped:
+        raise ConfigError(f"event map targets {mapped} are not configured behaviours")
+    if fmt.event_col is None and fmt.event_type not in events.behaviours:
         raise ConfigError(
             f"event type {fmt.event_type!r} is not a configured behaviour "
             f"({', '.join(sorted(events.behaviours))})"
@@ -172,9 +198,10 @@ def read_interactions(
             examples.append(f"line {line}: {reason}: {detail}")
 
     seen: set[tuple[str, ...]] = set()
-    parsed: list[tuple[int, str, str, float, float]] = []
+    parsed: list[tuple[int, str, str, float, float, str]] = []
+    event_map = dict(fmt.event_map)
     rows = duplicates = 0
-    columns: tuple[int, int, int, int | None] | None = None
+    columns: _Columns | None = None
     for line, fields in _records(path, sep):
         if columns is None:
             if fmt.header:
@@ -187,10 +214,16 @@ def read_interactions(
             duplicates += 1
             continue
         seen.add(key)
-        user_at, item_at, time_at, weight_at = columns
-        if max(user_at, item_at, time_at, weight_at or 0) >= len(fields):
+        user_at, item_at, time_at, weight_at, event_at = columns
+        if max(user_at, item_at, time_at, weight_at or 0, event_at or 0) >= len(fields):
             refuse(line, "missing_field", f"{len(fields)} fields")
             continue
+        event_type = fmt.event_type if event_at is None else fields[event_at]
+        if event_map and event_at is not None:
+            if event_type not in event_map:
+                refuse(line, "unknown_event_type", f"event {event_type[:40]!r} is not mapped")
+                continue
+            event_type = event_map[event_type]
         time = _number(fields[time_at])
         if time is None:
             refuse(line, "bad_timestamp", f"time {fields[time_at][:40]!r} is not a number")
@@ -199,17 +232,17 @@ def read_interactions(
         if weight is None:
             refuse(line, "bad_weight", f"weight {fields[weight_at or 0][:40]!r} is not a number")
             continue
-        parsed.append((line, fields[user_at], fields[item_at], time, weight))
+        parsed.append((line, fields[user_at], fields[item_at], time, weight, event_type))
 
     unit = fmt.time_unit or guess_time_unit([p[3] for p in parsed])
     scale = TIME_UNITS[unit]
     validator = EventValidator(events)
     out: list[Interaction] = []
-    for line, user, item, time, weight in parsed:
+    for line, user, item, time, weight, event_type in parsed:
         record = {
             "user_id": user,
             "item_id": item,
-            "event_type": fmt.event_type,
+            "event_type": event_type,
             "ts": round(time * scale),
             "weight": weight,
         }
@@ -247,9 +280,10 @@ def _records(path: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
                     yield number, [f.strip() for f in text.rstrip("\r\n").split(sep)]
 
 
-def _resolve_columns(
-    fmt: TableFormat, header: list[str] | None, path: Path
-) -> tuple[int, int, int, int | None]:
+_Columns = tuple[int, int, int, int | None, int | None]  # user, item, time, weight, event
+
+
+def _resolve_columns(fmt: TableFormat, header: list[str] | None, path: Path) -> _Columns:
     names = {name.lower(): i for i, name in reversed(list(enumerate(header or [])))}
 
     def find(option: str, given: Column, candidates: tuple[str, ...], fallback: int | None) -> int:
@@ -276,7 +310,8 @@ def _resolve_columns(
     item = find("item_col", fmt.item_col, _ITEM_NAMES, 1)
     time = find("time_col", fmt.time_col, _TIME_NAMES, 2)
     weight = None if fmt.weight_col is None else find("weight_col", fmt.weight_col, (), None)
-    return user, item, time, weight
+    event = None if fmt.event_col is None else find("event_col", fmt.event_col, (), None)
+    return user, item, time, weight, event
 
 
 def _number(text: str) -> float | None:

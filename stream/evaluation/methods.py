@@ -1,12 +1,12 @@
-"""The methods compared by ``streamgnn eval``, each kept current on the same stream.
+"""The model methods compared by ``streamgnn eval``, each kept current on the same stream.
 
-- ``popularity``: an item's score is the sum of its edges' decayed weights, read from the
-  same :class:`~stream.state.graph_store.DecayedGraphStore` before each chunk.
 - ``static``: the trainer fitted once on the warm-up graph, never updated.
 - ``incremental``: the same warm-up model, then :meth:`IncrementalTrainer.learn` on every
   micro-batch the store applies: the live worker's code path.
-- ``retrain``: a fresh trainer fitted from scratch on the whole graph before each chunk
-  (the quality ceiling, at a much higher cost).
+- ``retrain-decayed``: a fresh trainer fitted from scratch on the store's decayed graph
+  before each chunk. Not a ceiling: it forgets what decayed away, as the live model's
+  graph does; the ceiling, ``retrain``, refits on the full history
+  (:mod:`stream.evaluation.retrain`).
 
 Model methods score by the dot product of the published (L2-normalised) vectors, which
 is what a downstream ranker does with them.
@@ -22,11 +22,9 @@ from torch import Tensor
 
 from stream.behaviours import Behaviour
 from stream.errors import ConfigError
-from stream.evaluation.popularity import DecayedPopularity
 from stream.evaluation.prequential import Method, empty_scores, score_matrix
 from stream.events import Interaction
 from stream.learn.trainer import IncrementalTrainer
-from stream.settings.commands import EVAL_METHODS
 from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore
 
@@ -59,7 +57,9 @@ class TrainerRecipe:
         return trainer
 
 
-class _TrainerMethod(Method):
+class TrainerMethod(Method):
+    """A method scoring with a trainer's vectors (none yet: every score is ``-inf``)."""
+
     def __init__(self, recipe: TrainerRecipe) -> None:
         self.recipe = recipe
         self.trainer: IncrementalTrainer | None = None
@@ -70,7 +70,7 @@ class _TrainerMethod(Method):
         return trainer_scores(self.trainer, users, items)
 
 
-class StaticModel(_TrainerMethod):
+class StaticModel(TrainerMethod):
     name = "static"
     updates = False
 
@@ -78,7 +78,7 @@ class StaticModel(_TrainerMethod):
         self.trainer = self.recipe.fitted(store)
 
 
-class IncrementalModel(_TrainerMethod):
+class IncrementalModel(TrainerMethod):
     """Starts from the warm-up model (shared with ``static`` when both run), then learns."""
 
     name = "incremental"
@@ -101,8 +101,10 @@ class IncrementalModel(_TrainerMethod):
             self.trainer.learn(batch)
 
 
-class FullRetrain(_TrainerMethod):
-    name = "retrain"
+class FullRetrain(TrainerMethod):
+    """A refit from scratch on the store's decayed graph before every chunk."""
+
+    name = "retrain-decayed"
 
     def start(self, store: DecayedGraphStore) -> None:
         """Nothing to do: :meth:`prepare` fits from scratch before every chunk."""
@@ -110,6 +112,11 @@ class FullRetrain(_TrainerMethod):
     def prepare(self, store: DecayedGraphStore) -> None:
         self.trainer = None
         self.trainer = self.recipe.fitted(store)
+
+
+def warm_model(static: StaticModel | None) -> Callable[[], IncrementalTrainer | None]:
+    """The static method's warm-up model, when it runs before ``incremental``."""
+    return lambda: static.trainer if static is not None else None
 
 
 def trainer_scores(
@@ -120,33 +127,3 @@ def trainer_scores(
     item_vectors = trainer.vectors("item", list(items))
     known = item_vectors.norm(dim=1) > 0  # unknown ids get a zero row
     return score_matrix(user_vectors, item_vectors, known)
-
-
-def _warm_model(static: StaticModel | None) -> Callable[[], IncrementalTrainer | None]:
-    """The static method's warm-up model, when it runs before ``incremental``."""
-    return lambda: static.trainer if static is not None else None
-
-
-def build_methods(
-    names: Sequence[str], recipe: TrainerRecipe | None, behaviours: dict[str, Behaviour]
-) -> list[Method]:
-    """The methods named, in the order given; the error lists the valid names."""
-    unknown = [n for n in names if n not in EVAL_METHODS]
-    if unknown or not names:
-        raise ConfigError(f"unknown method(s) {unknown or names}; valid: {', '.join(EVAL_METHODS)}")
-    out: list[Method] = []
-    static: StaticModel | None = None
-    for name in names:
-        if name == "popularity":
-            out.append(DecayedPopularity(behaviours))
-            continue
-        if recipe is None:
-            raise ConfigError(f"method {name!r} needs a trainer recipe")
-        if name == "static":
-            static = StaticModel(recipe)
-            out.append(static)
-        elif name == "incremental":
-            out.append(IncrementalModel(recipe, _warm_model(static)))
-        else:
-            out.append(FullRetrain(recipe))
-    return out

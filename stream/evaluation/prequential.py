@@ -4,26 +4,32 @@ The protocol (DESIGN.md, "Evaluation"):
 
 1. Sort the stream by event time (stably) and apply a warm-up prefix to a fresh
    :class:`~stream.state.graph_store.DecayedGraphStore` (topic ``eval``, partition 0,
-   sequential offsets), in write batches as the worker would; every method then starts
-   (:meth:`Method.start`: a model trains on the warm-up graph).
+   sequential offsets), in write batches as the worker would; every method is shown the
+   warm-up events (:meth:`Method.warmup`: a method that keeps its own view of the stream,
+   or tunes itself on the warm-up) and then starts (:meth:`Method.start`: a model trains
+   on the warm-up graph).
 2. Split the rest into chunks (by count or by event-time duration). For each chunk:
 
    - **test**: every method prepares (:meth:`Method.prepare`: a full retrain happens
      here) and scores every user in the chunk who has history, over every item seen so
      far, excluding the items the user already had; the targets are the items the user
-     takes in the chunk and did not have (:mod:`stream.evaluation.metrics`);
+     takes in the chunk and did not have, of the target types when these are set
+     (:mod:`stream.evaluation.queries`); each query's metrics are kept, so intervals
+     and the cold/warm breakdown can be computed from them (:mod:`.report`);
    - **train**: the chunk goes to the store in micro-batches, and after each store write
      every method learns from the events just applied (:meth:`Method.learn`), as the
      live worker's trainer learns from each applied batch.
 
 Every method sees the same chunks in the same order and the same store. Compute is timed
 per method: ``learn`` (prepare + learn: what keeping the method current costs), ``score``
-and ``warmup`` separately.
+and ``warmup`` separately; ``learn`` and ``warmup`` also in CPU seconds of the calling
+thread, which other processes on a shared machine do not inflate.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import itertools
 import math
 import tempfile
@@ -31,13 +37,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from stream.behaviours import DEFAULT_BEHAVIOURS, Behaviour
 from stream.errors import ConfigError
-from stream.evaluation.metrics import K, MetricTotals, TieBreak, query_metrics
+from stream.evaluation.metrics import MetricTotals, QueryMetrics, TieBreak
+from stream.evaluation.queries import History, score_queries
 from stream.events import Interaction
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 
@@ -50,6 +58,9 @@ class Method(abc.ABC):
 
     name: str
     updates: bool = True  # False: never changes after start (no prepare/learn calls)
+
+    def warmup(self, events: Sequence[Interaction]) -> None:  # noqa: B027 (optional hook)
+        """The warm-up events in time order, shown before :meth:`start` (and timed with it)."""
 
     @abc.abstractmethod
     def start(self, store: DecayedGraphStore) -> None:
@@ -71,6 +82,10 @@ class Method(abc.ABC):
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release what :meth:`start` took."""
 
+    def describe(self) -> dict[str, Any]:
+        """What the method chose or ran with (a window, an epoch budget), for the report."""
+        return {}
+
 
 @dataclass(frozen=True)
 class ProtocolSettings:
@@ -82,6 +97,8 @@ class ProtocolSettings:
     warmup_batch: events per store write during the warm-up.
     behaviours, epsilon: the graph store's configuration.
     seed: the tie-break order of items.
+    target_types: only events of these types are targets (None: every type); every
+        event still counts as history.
     """
 
     warmup: float = 0.5
@@ -92,6 +109,7 @@ class ProtocolSettings:
     behaviours: Mapping[str, Behaviour] = field(default_factory=lambda: DEFAULT_BEHAVIOURS)
     epsilon: float = 1e-3
     seed: int = 0
+    target_types: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.warmup) and 0.0 < self.warmup < 1.0):
@@ -103,6 +121,12 @@ class ProtocolSettings:
         for name in ("micro_batch", "warmup_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        unknown = sorted((self.target_types or frozenset()) - set(self.behaviours))
+        if self.target_types is not None and (unknown or not self.target_types):
+            raise ConfigError(
+                f"target types {unknown or '(none)'} are not behaviours; "
+                f"valid: {', '.join(sorted(self.behaviours))}"
+            )
 
 
 @dataclass
@@ -112,6 +136,8 @@ class MethodChunk:
     metrics: MetricTotals
     learn_seconds: float
     score_seconds: float
+    per_query: list[QueryMetrics] = field(default_factory=list)  # the chunk's query order
+    learn_cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -121,7 +147,7 @@ class ChunkInfo:
     start_ts: int
     end_ts: int
     queries: int  # users scored
-    cold_users: int  # users in the chunk without history (not scored)
+    new_users: int  # users in the chunk without history (not scored)
     unseen_targets: int  # targets first seen in this chunk (never a hit)
 
 
@@ -129,11 +155,16 @@ class ChunkInfo:
 class MethodResult:
     name: str
     warmup_seconds: float = 0.0
+    warmup_cpu_seconds: float = 0.0
     chunks: list[MethodChunk] = field(default_factory=list)
 
     @property
     def learn_seconds(self) -> float:
         return sum(c.learn_seconds for c in self.chunks)
+
+    @property
+    def learn_cpu_seconds(self) -> float:
+        return sum(c.learn_cpu_seconds for c in self.chunks)
 
     @property
     def score_seconds(self) -> float:
@@ -145,12 +176,18 @@ class MethodResult:
             out.merge(chunk.metrics)
         return out
 
+    def per_query(self) -> list[QueryMetrics]:
+        """Every query's metrics, chunk after chunk (the order of ``prior_events``)."""
+        return [q for chunk in self.chunks for q in chunk.per_query]
+
 
 @dataclass
 class PrequentialResult:
     warmup_events: int
     chunks: list[ChunkInfo]
     methods: dict[str, MethodResult]
+    prior_events: list[int] = field(default_factory=list)  # per query, all chunks in order
+    described: dict[str, dict[str, Any]] = field(default_factory=dict)  # Method.describe()
 
 
 def split_stream(
@@ -212,16 +249,19 @@ def run_prequential(
 
     results = {m.name: MethodResult(m.name) for m in methods}
     infos: list[ChunkInfo] = []
+    prior_events: list[int] = []
     with tempfile.TemporaryDirectory(dir=store_dir) as tmp:
         store = DecayedGraphStore(Path(tmp) / "graph", settings.behaviours, settings.epsilon)
         try:
-            history = _History()
-            offset = _apply(store, warm, settings.warmup_batch, 0)
+            history = History(settings.target_types)
+            offset = apply_events(store, warm, settings.warmup_batch, 0)
             history.add(warm)
             for method in methods:
-                began = time.perf_counter()
-                method.start(store)
-                results[method.name].warmup_seconds = time.perf_counter() - began
+                meter = _Meter()
+                meter.run(functools.partial(method.warmup, warm))
+                meter.run(functools.partial(method.start, store))
+                results[method.name].warmup_seconds = meter.wall
+                results[method.name].warmup_cpu_seconds = meter.cpu
                 step(f"{method.name} warm-up")
             tie_break = TieBreak(settings.seed)
             updating = [m for m in methods if m.updates]
@@ -235,87 +275,61 @@ def run_prequential(
                         chunk[-1].ts,
                         len(queries),
                         len({e.user_id for e in chunk} - history.users.keys()),
-                        sum(t not in history.item_rows for q in queries for t in q[1]),
+                        history.unseen_targets(queries),
                     )
                 )
-                learn_seconds = dict.fromkeys(names, 0.0)
+                prior_events.extend(q.prior_events for q in queries)
+                upkeep = {name: _Meter() for name in names}
                 for method in methods:
                     if method.updates:
-                        began = time.perf_counter()
-                        method.prepare(store)
-                        learn_seconds[method.name] += time.perf_counter() - began
+                        upkeep[method.name].run(functools.partial(method.prepare, store))
                     began = time.perf_counter()
-                    totals = _score(method, queries, history, tie_break)
+                    per_query = score_queries(
+                        method.name, method.scores, queries, history, tie_break
+                    )
                     scored = time.perf_counter() - began
-                    results[method.name].chunks.append(MethodChunk(totals, 0.0, scored))
+                    totals = MetricTotals()
+                    for q in per_query:
+                        totals.add(q)
+                    results[method.name].chunks.append(MethodChunk(totals, 0.0, scored, per_query))
                     step(f"chunk {index + 1}/{len(chunks)} {method.name} scored")
                 for start in range(0, len(chunk), settings.micro_batch):
                     batch = chunk[start : start + settings.micro_batch]
-                    offset = _apply(store, batch, len(batch), offset)
+                    offset = apply_events(store, batch, len(batch), offset)
                     for method in updating:
-                        began = time.perf_counter()
-                        method.learn(store, batch)
-                        learn_seconds[method.name] += time.perf_counter() - began
+                        upkeep[method.name].run(functools.partial(method.learn, store, batch))
                 history.add(chunk)
                 for method in methods:
-                    results[method.name].chunks[-1].learn_seconds = learn_seconds[method.name]
+                    results[method.name].chunks[-1].learn_seconds = upkeep[method.name].wall
+                    results[method.name].chunks[-1].learn_cpu_seconds = upkeep[method.name].cpu
                 step(f"chunk {index + 1}/{len(chunks)} learnt")
+            described = {m.name: m.describe() for m in methods}
         finally:
             for method in methods:
                 method.close()
             store.close()
-    return PrequentialResult(len(warm), infos, results)
+    return PrequentialResult(len(warm), infos, results, prior_events, described)
 
 
-Query = tuple[str, list[str]]  # (user, target items)
+class _Meter:
+    """Wall seconds and CPU seconds of the calling thread, added up over calls.
 
-
-class _History:
-    """What the stream has shown so far: each user's items, and every item in order."""
+    Model code runs torch on this thread (one intra-op thread in the evaluation runs), so
+    its CPU seconds are the method's own; RocksDB's background threads are not counted.
+    """
 
     def __init__(self) -> None:
-        self.users: dict[str, set[str]] = {}
-        self.item_rows: dict[str, int] = {}
+        self.wall = 0.0
+        self.cpu = 0.0
 
-    def add(self, events: Sequence[Interaction]) -> None:
-        for event in events:
-            self.users.setdefault(event.user_id, set()).add(event.item_id)
-            self.item_rows.setdefault(event.item_id, len(self.item_rows))
-
-    def queries(self, chunk: Sequence[Interaction]) -> list[Query]:
-        """Users with history and the items they newly take in the chunk (first-seen order)."""
-        targets: dict[str, dict[str, None]] = {}
-        for event in chunk:
-            had = self.users.get(event.user_id)
-            if had is not None and event.item_id not in had:
-                targets.setdefault(event.user_id, {})[event.item_id] = None
-        return [(user, list(items)) for user, items in targets.items()]
+    def run(self, action: Callable[[], object]) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        action()
+        self.wall += time.perf_counter() - wall
+        self.cpu += time.thread_time() - cpu
 
 
-def _score(
-    method: Method, queries: Sequence[Query], history: _History, tie_break: TieBreak
-) -> MetricTotals:
-    totals = MetricTotals()
-    if not queries:
-        return totals
-    items = list(history.item_rows)  # every item seen so far; row = first-seen order
-    priority = tie_break.priority(len(items))
-    for begin in range(0, len(queries), 256):
-        block = queries[begin : begin + 256]
-        scores = method.scores([user for user, _ in block], items)
-        if scores.shape != (len(block), len(items)):
-            raise ValueError(
-                f"method {method.name!r} returned scores of shape {tuple(scores.shape)}, "
-                f"expected {(len(block), len(items))}"
-            )
-        for row, (user, targets) in enumerate(block):
-            target_rows = [history.item_rows.get(t, -1) for t in targets]
-            seen = [history.item_rows[i] for i in history.users[user]]
-            totals.add(query_metrics(scores[row], target_rows, seen, K, priority))
-    return totals
-
-
-def _apply(
+def apply_events(
     store: DecayedGraphStore, events: Sequence[Interaction], batch_size: int, offset: int
 ) -> int:
     """Write events to the store as the worker does; returns the next offset."""

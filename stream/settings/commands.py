@@ -9,7 +9,16 @@ from pathlib import Path
 
 from stream.errors import ConfigError
 
-EVAL_METHODS = ("popularity", "static", "incremental", "retrain")
+# The methods ``streamgnn eval`` knows (built by :mod:`stream.evaluation.catalogue`): the
+# baselines, then the model; ``retrain-decayed`` runs only when asked for.
+EVAL_BASELINES = ("popularity", "popularity-recent", "popularity-all", "itemknn", "cooccur-recent")
+EVAL_MODELS = ("static", "incremental", "retrain")
+EVAL_DEFAULT_METHODS = EVAL_BASELINES + EVAL_MODELS
+EVAL_METHODS = (*EVAL_DEFAULT_METHODS, "retrain-decayed")
+RETRAIN_EPOCHS = (5, 10, 20, 40)  # the epoch budgets retrain chooses from on the warm-up
+# popularity-recent's windows to choose from, as fractions of the warm-up's event count
+WINDOW_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+BOOTSTRAP_RESAMPLES = 1_000
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class DataSettings:
     item_col: str | int | None = None
     time_col: str | int | None = None
     weight_col: str | int | None = None
+    event_col: str | int | None = None
     time_unit: str | None = None
     event_type: str | None = None
 
@@ -69,15 +79,21 @@ class EvalSettings:
     """The prequential protocol of ``streamgnn eval`` and where its report goes.
 
     ``chunks`` equal-count chunks (10 when neither is given) or chunks of
-    ``chunk_duration_ms`` of event time; not both.
+    ``chunk_duration_ms`` of event time; not both. ``target_types`` None: every event is a
+    target. ``epochs`` is the warm-up fit of ``static``/``incremental``; ``retrain`` and
+    ``popularity-recent`` choose from their grids on the warm-up (one value: no choice).
     """
 
-    methods: tuple[str, ...] = EVAL_METHODS
+    methods: tuple[str, ...] = EVAL_DEFAULT_METHODS
+    target_types: tuple[str, ...] | None = None
     warmup: float = 0.5
     chunks: int | None = None
     chunk_duration_ms: int | None = None
     micro_batch: int = 1_000
     epochs: int = 20
+    retrain_epochs: tuple[int, ...] = RETRAIN_EPOCHS
+    window_fractions: tuple[float, ...] = WINDOW_FRACTIONS
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
     json: Path | None = None
     plot: Path | None = None
     no_progress: bool = False
@@ -88,6 +104,22 @@ class EvalSettings:
             raise ConfigError(
                 f"--methods: unknown {unknown or list(self.methods)}; "
                 f"valid: {', '.join(EVAL_METHODS)}"
+            )
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"--methods: give each method once, got {list(self.methods)}")
+        if self.target_types is not None and not self.target_types:
+            raise ConfigError("--target-types: name at least one event type (or leave it out)")
+        if not self.retrain_epochs or min(self.retrain_epochs) < 1:
+            raise ConfigError(
+                f"--retrain-epochs: epoch budgets must be >= 1, got {list(self.retrain_epochs)}"
+            )
+        if not self.window_fractions or not all(0 < f <= 1 for f in self.window_fractions):
+            raise ConfigError(
+                f"--window-fractions must be in (0, 1], got {list(self.window_fractions)}"
+            )
+        if self.bootstrap_resamples < 1:
+            raise ConfigError(
+                f"--bootstrap-resamples must be >= 1, got {self.bootstrap_resamples!r}"
             )
         if self.chunks is not None and self.chunk_duration_ms is not None:
             raise ConfigError("--chunks and --chunk-duration exclude each other; pass one")

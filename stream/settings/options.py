@@ -12,8 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stream.behaviours import parse_behaviours
+from stream.settings.commands import EVAL_METHODS
 from stream.settings.secret import Secret
-from stream.settings.values import parse_column, parse_duration, parse_json_object, parse_names
+from stream.settings.values import (
+    parse_column,
+    parse_duration,
+    parse_floats,
+    parse_ints,
+    parse_json_object,
+    parse_names,
+)
 
 # Sections whose twins carry a prefix (they belong to one command).
 _PREFIX = {"produce": "PRODUCE_", "data": "DATA_", "eval": "EVAL_", "consume": "CONSUME_"}
@@ -233,20 +241,33 @@ OPTIONS: tuple[Option, ...] = (
     _opt("produce", "synthetic", "the synthetic stream (default without --data)", kind="switch"),
     # data: an interaction file and its layout
     _opt("data", "path", "interaction file", flag="--data", env="STREAMGNN_DATA"),
-    _opt("data", "format", "file layout: csv or movielens"),
+    _opt("data", "format", "file layout: csv, movielens, retailrocket or taobao"),
     _opt("data", "sep", "csv field separator (,)"),
     _opt("data", "header", "csv header row", kind="toggle"),
     _opt("data", "user_col", _COLUMN.format("user id"), parse=parse_column),
     _opt("data", "item_col", _COLUMN.format("item id"), parse=parse_column),
     _opt("data", "time_col", _COLUMN.format("timestamp"), parse=parse_column),
     _opt("data", "weight_col", "csv column of the weight (default: weight 1)", parse=parse_column),
+    _opt(
+        "data",
+        "event_col",
+        "csv column of the event type (default: --event-type for every row)",
+        parse=parse_column,
+    ),
     _opt("data", "time_unit", "s or ms; guessed when absent"),
     _opt("data", "event_type", "csv event type of every row (click)"),
     # eval
     _opt(
         "eval",
         "methods",
-        "comma list of popularity, static, incremental, retrain",
+        f"comma list of {', '.join(EVAL_METHODS)} (default: all but retrain-decayed)",
+        parse=parse_names,
+    ),
+    _opt(
+        "eval",
+        "target_types",
+        "only events of these types are targets, e.g. cart,purchase (default: all); "
+        "every event still counts as history",
         parse=parse_names,
     ),
     _opt("eval", "warmup", "warm-up fraction of the stream"),
@@ -260,7 +281,20 @@ OPTIONS: tuple[Option, ...] = (
         parse=parse_duration,
     ),
     _opt("eval", "micro_batch", "events per store write and learn call"),
-    _opt("eval", "epochs", "epochs of each full fit"),
+    _opt("eval", "epochs", "epochs of the warm-up fit of static and incremental"),
+    _opt(
+        "eval",
+        "retrain_epochs",
+        "epoch budgets retrain chooses from on the warm-up (one value: no choice)",
+        parse=parse_ints,
+    ),
+    _opt(
+        "eval",
+        "window_fractions",
+        "popularity-recent's windows to choose from on the warm-up, as fractions of its events",
+        parse=parse_floats,
+    ),
+    _opt("eval", "bootstrap_resamples", "bootstrap resamples of the queries per interval"),
     _opt("eval", "json", "write the JSON report here"),
     _opt("eval", "plot", "write a PNG of the metrics per chunk here"),
     _opt("eval", "no_progress", "no progress bar", kind="switch"),

@@ -66,6 +66,24 @@ def parse_names(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
+def parse_ints(raw: str) -> tuple[int, ...]:
+    """A comma list of integers.
+
+    >>> parse_ints("5, 10,20")
+    (5, 10, 20)
+    """
+    return tuple(int(part) for part in parse_names(raw))
+
+
+def parse_floats(raw: str) -> tuple[float, ...]:
+    """A comma list of numbers.
+
+    >>> parse_floats("0.1,1")
+    (0.1, 1.0)
+    """
+    return tuple(float(part) for part in parse_names(raw))
+
+
 def parse_json_object(raw: str) -> Mapping[str, Any]:
     """A JSON object, read-only.
 

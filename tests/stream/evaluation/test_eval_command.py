@@ -10,6 +10,7 @@ import pytest
 
 from stream.cli import main
 from stream.errors import ConfigError
+from stream.evaluation.catalogue import DEFAULT_METHODS
 from stream.settings.values import parse_duration
 
 TINY_TRAINER = ["--dim", "8", "--batch-size", "64", "--layers", "1"]
@@ -42,11 +43,22 @@ def test_eval_writes_json_and_plot_and_prints_a_table(
     assert document["encoder"] == "lightgcn"
     assert document["dataset"]["events"] == 600 and document["dataset"]["time_unit"] == "s"
     assert {"machine", "date", "chunks", "protocol", "trainer"} <= document.keys()
-    assert list(document["methods"]) == ["popularity", "static", "incremental", "retrain"]
+    assert list(document["methods"]) == list(DEFAULT_METHODS)
+    assert {"popularity-recent", "itemknn", "cooccur-recent", "retrain"} <= set(DEFAULT_METHODS)
     for method in document["methods"].values():
-        assert {"recall@20", "ndcg@20", "mrr", "seconds", "per_chunk"} <= method.keys()
+        assert {"recall@20", "ndcg@20", "mrr", "seconds", "cpu_seconds", "cold", "warm"} <= set(
+            method
+        )
+        for metric in ("recall@20", "ndcg@20", "mrr"):
+            lo, hi = method[f"{metric}_ci95"]
+            assert 0.0 <= lo <= method[metric] <= hi <= 1.0
         assert len(method["per_chunk"]) == 3
         assert all(0.0 <= c["recall@20"] <= 1.0 for c in method["per_chunk"])
+    tuning = {name: m["tuning"] for name, m in document["methods"].items()}
+    assert tuning["popularity-recent"]["window_events"] in tuning["popularity-recent"]["grid"]
+    assert tuning["retrain"]["epochs"] in tuning["retrain"]["grid"] == [5, 10, 20, 40]
+    assert "vs_best_baseline" in document["methods"]["incremental"]
+    assert document["command"].startswith("streamgnn eval --data")
     # the same queries for every method
     assert len({m["queries"] for m in document["methods"].values()}) == 1
     assert document["methods"]["static"]["seconds"] == 0.0  # never updated after warm-up
@@ -68,6 +80,51 @@ def test_eval_popularity_only_by_duration(tmp_path: Path) -> None:
     assert sum(c["events"] for c in chunks) + document["warmup_events"] == 600
 
 
+def test_target_types_score_only_those_events(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    lines = ["visitorid,itemid,timestamp,kind"]
+    for t in range(800):
+        kind = "view" if rng.random() < 0.8 else "cart"
+        lines.append(f"u{rng.randrange(40)},i{rng.randrange(30)},{1_600_000_000_000 + t},{kind}")
+    path = tmp_path / "shop.csv"
+    path.write_text("\n".join(lines) + "\n")
+    documents = []
+    for extra in ([], ["--target-types", "cart"]):
+        report = tmp_path / f"r{len(extra)}.json"
+        argv = ["eval", "--data", str(path), "--event-col", "kind", "--chunks", "2"]
+        argv += ["--methods", "popularity-all,itemknn", "--no-progress", "--json", str(report)]
+        assert main(argv + extra) == 0
+        documents.append(json.loads(report.read_text()))
+    every, carts = documents
+    assert carts["protocol"]["target_types"] == ["cart"]
+    assert every["dataset"]["event_types"] == carts["dataset"]["event_types"]
+    assert 0 < carts["methods"]["itemknn"]["queries"] < every["methods"]["itemknn"]["queries"]
+
+
+def test_the_new_eval_options_have_environment_twins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target types, the tuning grids and the resamples come from the settings tree:
+    set by their ``STREAMGNN_EVAL_*`` twins here, recorded in the report and its command."""
+    monkeypatch.setenv("STREAMGNN_EVAL_TARGET_TYPES", "rating")
+    monkeypatch.setenv("STREAMGNN_EVAL_WINDOW_FRACTIONS", "0.1,0.5")
+    monkeypatch.setenv("STREAMGNN_EVAL_BOOTSTRAP_RESAMPLES", "50")
+    report = tmp_path / "r.json"
+    argv = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--user-col", "who"]
+    argv += ["--item-col", "what", "--time-col", "0", "--event-type", "rating", "--chunks", "2"]
+    argv += ["--methods", "popularity-recent", "--no-progress", "--json", str(report)]
+    assert main(argv) == 0
+    document = json.loads(report.read_text())
+    assert document["protocol"]["target_types"] == ["rating"]
+    assert document["bootstrap"]["resamples"] == 50
+    tuning = document["methods"]["popularity-recent"]["tuning"]
+    assert tuning["window_fractions"] == [0.1, 0.5]
+    assert tuning["window_events"] in tuning["grid"] and len(tuning["grid"]) == 2
+    command = document["command"]
+    assert "--target-types rating" in command and "--window-fractions 0.1,0.5" in command
+    assert "--bootstrap-resamples 50" in command and "--methods popularity-recent" in command
+
+
 def test_bad_options_are_named(tmp_path: Path) -> None:
     data = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--no-progress"]
     with pytest.raises(ConfigError, match="'nearest'"):
@@ -76,6 +133,18 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
         main([*data, "--dim", "red"])
     with pytest.raises(ConfigError, match="--user-col"):
         main([*data, "--methods", "popularity"])
+    with pytest.raises(ConfigError, match="not behaviours"):
+        main([*data, "--user-col", "who", "--item-col", "what", "--target-types", "carts"])
+    with pytest.raises(ConfigError, match="fixed layout"):
+        main([*data, "--format", "retailrocket"])
+    with pytest.raises(ConfigError, match="retrain-epochs"):
+        main([*data, "--retrain-epochs", "ten"])
+    with pytest.raises(ConfigError, match="retrain-epochs"):
+        main([*data, "--retrain-epochs", "0,5"])
+    with pytest.raises(ConfigError, match="window-fractions"):
+        main([*data, "--window-fractions", "0.5,2"])
+    with pytest.raises(ConfigError, match="bootstrap-resamples"):
+        main([*data, "--bootstrap-resamples", "0"])
     with pytest.raises(ConfigError, match="chunk-duration"):
         main([*data, "--chunk-duration", "soon"])
     assert parse_duration("2w") == 14 * 86_400_000

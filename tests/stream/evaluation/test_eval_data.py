@@ -58,11 +58,11 @@ def test_csv_columns_by_name_by_index_and_default_names(tmp_path: Path) -> None:
 
 
 def test_csv_without_header_and_other_separator(tmp_path: Path) -> None:
-    path = _write(tmp_path, "u1;i1;5\nu2;i2;6\n")
+    path = _write(tmp_path, "u1;i1;1700000005\nu2;i2;1700000006\n")
     loaded = read_interactions(path, TableFormat(sep=";", header=False))
     assert [(e.user_id, e.item_id, e.ts) for e in loaded.interactions] == [
-        ("u1", "i1", 5000),
-        ("u2", "i2", 6000),
+        ("u1", "i1", 1_700_000_005_000),
+        ("u2", "i2", 1_700_000_006_000),
     ]
     with pytest.raises(ConfigError, match="'who' is not a column"):
         read_interactions(path, TableFormat(sep=";", header=False, user_col="who"))
@@ -71,16 +71,16 @@ def test_csv_without_header_and_other_separator(tmp_path: Path) -> None:
 def test_duplicate_and_bad_rows_are_counted_not_fatal(tmp_path: Path) -> None:
     text = (
         "user_id,item_id,ts,w\n"
-        "a,x,1000,1\n"
-        "a,x,1000,1\n"  # exact duplicate
-        "a,x,1000,2\n"  # same event, other weight: not an exact duplicate
+        "a,x,1700001000,1\n"
+        "a,x,1700001000,1\n"  # exact duplicate
+        "a,x,1700001000,2\n"  # same event, other weight: not an exact duplicate
         "b,y,soon,1\n"  # bad timestamp
-        "b,y,1001,-1\n"  # negative weight
-        "b,y,1002,nan\n"  # not finite
-        "c,,1003,1\n"  # empty item id
+        "b,y,1700001001,-1\n"  # negative weight
+        "b,y,1700001002,nan\n"  # not finite
+        "c,,1700001003,1\n"  # empty item id
         "d\n"  # too few fields
         "\n"  # blank lines are not rows
-        "e,z,1004,1\n"
+        "e,z,1700001004,1\n"
     )
     loaded = read_interactions(_write(tmp_path, text), TableFormat(weight_col="w"))
     assert loaded.rows == 9 and loaded.duplicates == 1
@@ -96,7 +96,7 @@ def test_duplicate_and_bad_rows_are_counted_not_fatal(tmp_path: Path) -> None:
 
 
 def test_sort_is_stable_for_equal_times(tmp_path: Path) -> None:
-    rows = "".join(f"u{i},i{i},{7 if i % 2 else 3}\n" for i in range(10))
+    rows = "".join(f"u{i},i{i},{1_700_000_007 if i % 2 else 1_700_000_003}\n" for i in range(10))
     loaded = read_interactions(_write(tmp_path, rows), TableFormat(header=False))
     times = [e.ts for e in loaded.interactions]
     assert times == sorted(times)
@@ -122,3 +122,44 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
         read_interactions(_write(tmp_path, "a,b,1\n"), TableFormat(event_type="teleport"))
     with pytest.raises(ConfigError, match="--user-col"):
         read_interactions(_write(tmp_path, "who,item_id,ts\na,b,1\n"), TableFormat())
+
+
+def test_retailrocket_events_map_to_the_worker_behaviours(tmp_path: Path) -> None:
+    text = (
+        "timestamp,visitorid,event,itemid,transactionid\n"
+        "1433221332117,257597,view,355908,\n"
+        "1433224214164,992329,addtocart,248676,\n"
+        "1433223000000,992329,transaction,248676,4000.0\n"
+        "1433224214165,1,wishlist,2,\n"
+    )
+    loaded = read_interactions(_write(tmp_path, text, "events.csv"), table_format("retailrocket"))
+    assert [(e.user_id, e.item_id, e.event_type, e.ts) for e in loaded.interactions] == [
+        ("257597", "355908", "view", 1433221332117),
+        ("992329", "248676", "purchase", 1433223000000),
+        ("992329", "248676", "cart", 1433224214164),
+    ]
+    assert dict(loaded.bad_rows) == {"unknown_event_type": 1}  # counted, not silent
+    assert loaded.time_unit == "ms" and not loaded.time_unit_guessed
+
+
+def test_taobao_behaviours_map_to_the_worker_behaviours(tmp_path: Path) -> None:
+    text = "1,2268318,2520377,pv,1511544070\n1,2333346,2520771,fav,1511561733\n"
+    text += "2,2576651,149192,cart,1511572885\n2,3830808,4181361,buy,1511593493\n"
+    loaded = read_interactions(_write(tmp_path, text, "UserBehavior.csv"), table_format("taobao"))
+    assert [(e.user_id, e.item_id, e.event_type) for e in loaded.interactions] == [
+        ("1", "2268318", "view"),
+        ("1", "2333346", "favorite"),
+        ("2", "2576651", "cart"),
+        ("2", "3830808", "purchase"),
+    ]
+    assert next(e.ts for e in loaded.interactions) == 1511544070 * 1000
+
+
+def test_a_csv_event_column_is_validated_against_the_behaviours(tmp_path: Path) -> None:
+    rows = "u,i,1700000001,click\nu,j,1700000002,teleport\nu,k,1700000003,purchase\n"
+    path = _write(tmp_path, "user,item,ts,kind\n" + rows)
+    loaded = read_interactions(path, TableFormat(event_col="kind"))
+    assert [e.event_type for e in loaded.interactions] == ["click", "purchase"]
+    assert dict(loaded.bad_rows) == {"unknown_event_type": 1}
+    with pytest.raises(ConfigError, match="not configured"):
+        read_interactions(path, TableFormat(event_col="kind", event_map=(("click", "poke"),)))

@@ -12,8 +12,9 @@ import pytest
 
 from stream.cli import build_parser
 from stream.errors import ConfigError
+from stream.evaluation.catalogue import MethodOptions, build_methods
 from stream.evaluation.command import recipe
-from stream.evaluation.methods import IncrementalModel, build_methods
+from stream.evaluation.methods import IncrementalModel
 from stream.settings import OPTIONS, Settings, load_settings, settings_from_args
 
 STREAM = Path(__file__).resolve().parents[3] / "stream"
@@ -97,7 +98,8 @@ def test_eval_learns_with_the_workers_training_settings(monkeypatch: pytest.Monk
     assert evaluation.training == worker.training
     chosen = recipe(evaluation)
     assert chosen.settings == worker.training
-    (incremental,) = build_methods(["incremental"], chosen, dict(evaluation.events.behaviours))
+    options = MethodOptions(evaluation.events.behaviours, chosen)
+    (incremental,) = build_methods(["incremental"], options)
     assert (
         isinstance(incremental, IncrementalModel) and incremental.recipe.settings == worker.training
     )
