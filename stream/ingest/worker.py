@@ -1,44 +1,46 @@
 """Kafka -> validated events -> decayed graph store, applying each event exactly once.
 
-One :meth:`IngestWorker.step` per fetched batch: validate every record; write the rejected
-ones to the dead-letter topic and wait for the broker's acks; then apply the good events
-*and* the partitions' next offsets in one atomic store write. The store's offsets are the
-truth: on every partition assignment the consumer seeks to them (the beginning when the
-store has none), so a consumer-group commit that ran ahead of the store can never skip an
-event, and records below the store's offset are skipped, so none is applied twice. The
-group commit is informational (lag tools read it).
+One :meth:`IngestWorker.step` per fetched batch: validate every record against the clock
+it came with; write the rejected ones (and those the client could not decode) to the
+dead-letter topic and wait for the broker's acks; then apply the good events *and* the
+partitions' next offsets in one atomic store write. The store's offsets are the truth: on
+every partition assignment the consumer starts at them (:mod:`stream.ingest.source`), and
+records below them are skipped, so none is applied twice. The group commit is
+informational (lag tools read it).
 
-Why aiokafka and not a Faust agent: a Faust agent acknowledges each event and Faust
-commits offsets it tracks itself, which contradicts "offsets live in the store's
-WriteBatch". aiokafka (Faust's own transport) gives the same asyncio consumer group with
-a rebalance listener we control.
+Only the events the store applied (not duplicates, not ignored ones) are handed to the
+trainer, each with its partition and the time it was appended (its record's clock), so a
+duplicate is trained, observed and published once.
 
-The revoke callback takes the same lock as a batch, so a rebalance waits for the batch in
-flight; static membership (``group_instance_id``) lets a restarted worker take its
-partitions back without waiting out the session timeout.
+Stopping: :meth:`IngestWorker.run` relays its stop event to a thread event that the
+dead-letter wait watches, so a stop lands within a poll interval wherever the loop is; a
+batch interrupted before its store write is simply read again on restart.
+
+The lag gauge is refreshed every :data:`LAG_INTERVAL_S` from the broker's end offsets and
+the store's positions by its own task, so it stays true while ingestion is paused or
+stalled; the gauge of a revoked partition is removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from aiokafka.structs import ConsumerRecord, TopicPartition
-
 from stream.events import EventValidator, Interaction, Rejection
+from stream.ingest.dead_letter import DeadLetterInterrupted, DeadLetterWriter
+from stream.ingest.source import RecordSource, SourceRecord
 from stream.metrics import PipelineMetrics
 from stream.settings import Settings
-from stream.state.graph_store import DecayedGraphStore, PartitionBatch
+from stream.state.graph_store import ApplyResult, DecayedGraphStore, PartitionBatch
 
 log = logging.getLogger("streamgnn.ingest")
 
-# The local broker accepts records up to 8 MiB; a dead letter carries one plus headers.
-DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024 + 65_536
-DLQ_RETRY_SECONDS = 1.0
+LAG_INTERVAL_S = 1.0
+PAUSED_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class AppliedBatch:
     interactions: Sequence[Interaction]
     append_times_ms: Sequence[int]
     positions: dict[int, int]  # partition -> next offset now in the store
+    partitions: Sequence[int] = ()  # each interaction's source partition (empty: all 0)
 
 
 @dataclass
@@ -56,6 +59,8 @@ class IngestTotals:
     applied: int = 0
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
+    offsets_skipped: int = 0
 
 
 OnApplied = Callable[[AppliedBatch], None]
@@ -88,25 +93,17 @@ class IngestWorker:
         self._on_applied = on_applied
         self._has_room = has_room
         self._validator = EventValidator(settings.events)
-        self._lock = asyncio.Lock()
-        kafka = settings.kafka
-        self._topic = kafka.interactions_topic
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            group_id=kafka.group_id,
-            group_instance_id=kafka.instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=max(100, kafka.session_timeout_ms // 4),
-            max_poll_records=kafka.max_batch_records,
+        self._topic = settings.kafka.interactions_topic
+        self._source = RecordSource(
+            settings.kafka,
+            self._stored_offset,
+            on_assigned=self._assigned,
+            on_revoked=self._revoked,
+            on_skipped=self._skipped,
         )
-        self._dlq = AIOKafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            max_request_size=DLQ_MAX_REQUEST_BYTES,
-        )
+        self._dlq = DeadLetterWriter(settings.kafka, self._metrics)
+        self._interrupted = threading.Event()
+        self._gauges = threading.Lock()  # lag gauges: the lag task vs revocations
         self.totals = IngestTotals()
 
     @property
@@ -114,179 +111,159 @@ class IngestWorker:
         return self._topic
 
     async def start(self) -> None:
-        await self._dlq.start()
-        await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_StoreOffsetListener(self))
+        """Check the DLQ (the worker refuses to start without one) and join the group."""
+        await asyncio.to_thread(self._dlq.start)
+        await asyncio.to_thread(self._source.start)
 
     async def stop(self) -> None:
-        """Leave after the batch in flight; the store already holds every position."""
-        async with self._lock:
-            pass  # not held while stopping: leaving the group calls the revoke callback
-        await self._consumer.stop()
-        await self._dlq.stop()
+        """Leave the group (the store already holds every position) and close the clients."""
+        await asyncio.to_thread(self._source.close)
+        await asyncio.to_thread(self._dlq.close)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Step until ``stop`` is set."""
-        while not stop.is_set():
-            await self.step()
+        """Step until ``stop`` is set; the lag gauge is kept true meanwhile."""
+        relay = asyncio.create_task(self._relay(stop))
+        lag = asyncio.create_task(self._watch_lag())
+        try:
+            while not stop.is_set():
+                await self.step()
+        finally:
+            relay.cancel()
+            lag.cancel()
+            await asyncio.gather(relay, lag, return_exceptions=True)
 
     async def step(self, timeout_ms: int = 500) -> int:
-        """Fetch, dead-letter, apply one batch; returns the records it consumed."""
+        """Fetch, dead-letter, apply one batch; returns the records it applied a position for."""
+        timeout_s = timeout_ms / 1000
         if self._has_room is not None:
-            if not self._has_room():
-                self._consumer.pause(*self._consumer.assignment())
-                await asyncio.sleep(0.02)
-                return 0
-            if self._consumer.paused():
-                self._consumer.resume(*self._consumer.paused())
-        fetched = await self._consumer.getmany(
-            timeout_ms=timeout_ms, max_records=self._settings.kafka.max_batch_records
+            if self._has_room():
+                self._source.resume()
+            else:
+                self._source.pause()  # keep polling: the group membership stays alive
+                timeout_s = PAUSED_POLL_S
+        fetched = await asyncio.to_thread(
+            self._source.poll, timeout_s, self._settings.kafka.max_batch_records
         )
         if not fetched:
             return 0
-        async with self._lock:
-            return await self._process(fetched)
+        return await self._process(fetched)
 
-    async def _process(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> int:
+    async def _process(self, fetched: dict[int, list[SourceRecord]]) -> int:
         batches: list[PartitionBatch] = []
-        applied_times: list[int] = []
-        letters: list[tuple[ConsumerRecord, Rejection]] = []
+        letters: list[tuple[SourceRecord, Rejection]] = []
         consumed = 0
-        for tp, records in fetched.items():
-            if tp not in self._consumer.assignment():
+        for partition, records in sorted(fetched.items()):
+            if partition not in self._source.assigned:
                 continue  # revoked while fetched: its new owner reads it from the store offset
-            position = self._store.position(tp.topic, tp.partition)
-            start = position[0] if position else 0
+            start = self._stored_offset(partition) or 0
             good: list[Interaction] = []
             for record in records:
                 if record.offset < start:
                     continue  # already in the store
                 consumed += 1
-                parsed = self._validator.parse(record.key, record.value)
+                parsed = self._parse(record)
                 if isinstance(parsed, Rejection):
                     letters.append((record, parsed))
                 else:
                     good.append(parsed)
-                    applied_times.append(record.timestamp)
-            if records and records[-1].offset >= start:
-                batches.append(PartitionBatch(tp.partition, records[-1].offset + 1, good))
-        await self._dead_letter(letters)  # acked before the source offsets count as done
+            if records[-1].offset >= start:
+                batches.append(PartitionBatch(partition, records[-1].offset + 1, good))
+        try:  # acked before the source offsets count as done
+            await asyncio.to_thread(self._dlq.write, letters, self._interrupted)
+        except DeadLetterInterrupted:
+            log.info("stopping: the batch in flight is left for the next start")
+            return 0
+        self._count_rejections(letters)
         if not batches:
             return consumed
         result = await asyncio.to_thread(self._store.apply, self._topic, batches)
-        self._count(consumed, result.applied, result.duplicates, result.pruned)
-        await self._commit_informational(batches)
+        self._count(consumed, result)
+        self._source.commit({b.partition: b.next_offset for b in batches})
         if self._on_applied is not None:
-            interactions = [i for b in batches for i in b.interactions]
-            positions = {b.partition: b.next_offset for b in batches}
-            self._on_applied(AppliedBatch(interactions, applied_times, positions))
+            self._on_applied(_applied(batches, result))
         return consumed
 
-    def _count(self, consumed: int, applied: int, duplicates: int, pruned: int) -> None:
+    def _parse(self, record: SourceRecord) -> Interaction | Rejection:
+        if record.undecodable is not None:
+            return Rejection("undecodable", record.undecodable)
+        return self._validator.parse(record.key, record.value, record.clock_ms)
+
+    # -- counts and gauges --------------------------------------------------------------
+
+    def _count_rejections(self, letters: Sequence[tuple[SourceRecord, Rejection]]) -> None:
+        for _, rejection in letters:
+            reason = rejection.reason
+            self.totals.rejected[reason] = self.totals.rejected.get(reason, 0) + 1
+            self._metrics.events_rejected.labels(reason=reason).inc()
+
+    def _count(self, consumed: int, result: ApplyResult) -> None:
         m, t = self._metrics, self.totals
         t.consumed += consumed
-        t.applied += applied
-        t.duplicates += duplicates
+        t.applied += result.applied
+        t.duplicates += result.duplicates
         m.events_consumed.inc(consumed)
-        m.events_applied.inc(applied)
-        m.events_duplicate.inc(duplicates)
-        m.edges_pruned.inc(pruned)
+        m.events_applied.inc(result.applied)
+        m.events_duplicate.inc(result.duplicates)
+        for reason, count in result.ignored.items():
+            t.ignored[reason] = t.ignored.get(reason, 0) + count
+            m.events_ignored.labels(reason=reason).inc(count)
+        m.edges_pruned.inc(result.pruned)
         counts = self._store.counts()
         m.graph_nodes.set(counts.nodes)
         m.graph_edges.set(counts.edges)
-        for tp in self._consumer.assignment():
-            end = self._consumer.highwater(tp)
-            position = self._store.position(tp.topic, tp.partition)
-            if end is not None:
-                lag = end - (position[0] if position else 0)
-                m.consumer_lag.labels(partition=str(tp.partition)).set(max(lag, 0))
 
-    async def _dead_letter(self, letters: list[tuple[ConsumerRecord, Rejection]]) -> None:
-        """Send every rejected record and wait until each is acked, retrying outages."""
-        if not letters:
-            return
-        sends = [await self._send_letter(record, rejection) for record, rejection in letters]
-        for (record, rejection), sent in zip(letters, sends, strict=True):
-            while True:
-                try:
-                    await sent
-                    break
-                except KafkaError as exc:  # broker away: retry, never drop, never crash
-                    log.warning("dead letter not acked (%s); retrying", exc)
-                    await asyncio.sleep(DLQ_RETRY_SECONDS)
-                    sent = await self._send_letter(record, rejection)
-            self.totals.rejected[rejection.reason] = (
-                self.totals.rejected.get(rejection.reason, 0) + 1
-            )
-            self._metrics.events_rejected.labels(reason=rejection.reason).inc()
-
-    async def _send_letter(
-        self, record: ConsumerRecord, rejection: Rejection
-    ) -> asyncio.Future[object]:
-        headers = [
-            *record.headers,
-            ("dlq.reason", rejection.reason.encode()),
-            ("dlq.detail", rejection.detail.encode("utf-8", "replace")),
-            ("dlq.source.topic", record.topic.encode()),
-            ("dlq.source.partition", str(record.partition).encode()),
-            ("dlq.source.offset", str(record.offset).encode()),
-        ]
-        topic = self._settings.kafka.dlq_topic
+    async def _watch_lag(self) -> None:
         while True:
             try:
-                sent: asyncio.Future[object] = await self._dlq.send(
-                    topic, key=record.key, value=record.value, headers=headers
-                )
-                return sent
-            except MessageSizeTooLargeError:
-                # Larger than any request we may send: keep the evidence, not the bytes.
-                size = len(record.value or b"")
-                headers.append(("dlq.value.dropped.bytes", str(size).encode()))
-                dropped: asyncio.Future[object] = await self._dlq.send(
-                    topic, key=record.key, value=None, headers=headers
-                )
-                return dropped
-            except KafkaError as exc:
-                log.warning("dead letter not queued (%s); retrying", exc)
-                await asyncio.sleep(DLQ_RETRY_SECONDS)
+                await asyncio.to_thread(self._refresh_lag)
+            except Exception as exc:  # the broker away: the gauge keeps its last truth
+                log.info("consumer lag not refreshed: %s", exc)
+            await asyncio.sleep(LAG_INTERVAL_S)
 
-    async def _commit_informational(self, batches: list[PartitionBatch]) -> None:
-        offsets = {TopicPartition(self._topic, b.partition): b.next_offset for b in batches}
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:  # a rebalance in progress; the store has the truth
-            log.info("informational offset commit skipped: %s", exc)
+    def _refresh_lag(self) -> None:
+        """Lag = partition end - store position, for every partition owned now."""
+        for partition in sorted(self._source.assigned):
+            low, high = self._source.offsets(partition)
+            stored = self._stored_offset(partition)
+            lag = max(high - (low if stored is None else max(stored, low)), 0)
+            with self._gauges:
+                if partition in self._source.assigned:
+                    self._metrics.consumer_lag.labels(partition=str(partition)).set(lag)
 
-    def _count_assignment(self, revoked: Collection[TopicPartition] = ()) -> None:
-        owned = set(self._consumer.assignment()) - set(revoked)
-        self._metrics.assigned_partitions.set(len(owned))
+    async def _relay(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._interrupted.set()
 
-    async def _seek_to_store(self, assigned: set[TopicPartition]) -> None:
-        stored: dict[TopicPartition, int] = {}
-        for tp in sorted(assigned):
-            position = self._store.position(tp.topic, tp.partition)
-            if position is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, position[0])
-                stored[tp] = position[0]
-            log.info("partition %s resumes at %s", tp, position[0] if position else "beginning")
-        if stored:  # a crash between a store write and its commit left the commit behind
-            try:
-                await self._consumer.commit(stored)
-            except KafkaError as exc:
-                log.info("informational offset commit on assignment skipped: %s", exc)
+    # -- callbacks of the record source (inside poll) ------------------------------------
+
+    def _stored_offset(self, partition: int) -> int | None:
+        position = self._store.position(self._topic, partition)
+        return None if position is None else position[0]
+
+    def _assigned(self, partitions: frozenset[int]) -> None:
+        self._metrics.assigned_partitions.set(len(partitions))
+
+    def _revoked(self, partitions: Collection[int]) -> None:
+        with self._gauges:
+            for partition in partitions:
+                with contextlib.suppress(KeyError):  # never measured
+                    self._metrics.consumer_lag.remove(str(partition))
+        self._metrics.assigned_partitions.set(len(self._source.assigned))
+
+    def _skipped(self, partition: int, first_kept: int, skipped: int) -> None:
+        """Record the jump in the store, so the gap is counted once, whatever restarts."""
+        self._store.apply(self._topic, [PartitionBatch(partition, first_kept, ())])
+        self.totals.offsets_skipped += skipped
+        self._metrics.offsets_skipped.inc(skipped)
 
 
-class _StoreOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, worker: IngestWorker) -> None:
-        self._worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._worker._lock:  # wait for the batch in flight to land in the store
-            pass
-        self._worker._count_assignment(revoked=revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._worker._seek_to_store(assigned)
-        self._worker._count_assignment()
+def _applied(batches: Sequence[PartitionBatch], result: ApplyResult) -> AppliedBatch:
+    """What the store applied, in order, with each event's partition and append time."""
+    interactions: list[Interaction] = []
+    partitions: list[int] = []
+    for batch, kept in zip(batches, result.kept, strict=True):
+        interactions.extend(batch.interactions[i] for i in kept)
+        partitions.extend([batch.partition] * len(kept))
+    append_times = [e.ts if e.clock_ms is None else e.clock_ms for e in interactions]
+    positions = {b.partition: b.next_offset for b in batches}
+    return AppliedBatch(interactions, append_times, positions, partitions)
