@@ -38,5 +38,9 @@ class PublishError(StreamGNNError):
     """Embedding records could not be published (not acked, or the topics are unusable)."""
 
 
+class PublishInterrupted(PublishError):
+    """A publish gave up because the process is stopping; nothing it sent counts as acked."""
+
+
 class VersionRegressionError(PublishError, ValueError):
     """A publish asked for a model version below one that may already be on the topics."""

@@ -29,7 +29,7 @@ import torch
 
 from models.checkpoint import CheckpointStore
 from models.trainer import IncrementalTrainer, TrainerSettings, TrainReport
-from stream.errors import PublishError
+from stream.errors import PublishError, PublishInterrupted
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
 from stream.metrics import PipelineMetrics
@@ -40,6 +40,9 @@ from stream.state.graph_store import DecayedGraphStore
 log = logging.getLogger("streamgnn.training")
 
 PUBLISH_RETRY_SECONDS = 1.0
+# On stop, how long the last publish may wait for acks before it is interrupted: the
+# worker must end within 10 s of SIGTERM whatever the brokers do.
+STOP_GRACE_S = 3.0
 
 
 @dataclass
@@ -48,11 +51,13 @@ class PendingEvents:
 
     interactions: list[Interaction] = field(default_factory=list)
     append_times_ms: list[int] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)  # each interaction's partition
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
 
     def add(self, batch: AppliedBatch) -> None:
         self.interactions.extend(batch.interactions)
         self.append_times_ms.extend(batch.append_times_ms)
+        self.partitions.extend(batch.partitions or [0] * len(batch.interactions))
         for partition, offset in batch.positions.items():
             self.positions[partition] = max(offset, self.positions.get(partition, 0))
 
@@ -154,6 +159,7 @@ class TrainingLoop:
         )
         self.trained_through: dict[int, int] = {}  # partition -> next offset trained
         self.failure: BaseException | None = None
+        self._abandoned = False  # a publish was interrupted by stop(): no final checkpoint
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgnn-trainer", daemon=True)
         self._last_checkpoint = time.monotonic()
@@ -189,7 +195,11 @@ class TrainingLoop:
         }
         if any(offset > self.trained_through.get(p, 0) for p, offset in stored.items()):
             report = self.trainer.refresh()  # events stored but never trained: publish them
-            self._publish(report, [])
+            try:
+                self._publish(report, [])
+            except PublishInterrupted:  # stopped while starting: stop() writes no checkpoint
+                self._abandoned = True
+                return
             self.trained_through = stored
         self._thread.start()
 
@@ -202,14 +212,29 @@ class TrainingLoop:
         """False while the backlog is full: the ingest loop should stop fetching."""
         return self.backlog.has_room()
 
-    def stop(self, timeout_s: float = 300.0) -> None:
-        """Train and publish what is queued, write a checkpoint, end the thread."""
+    def stop(self, timeout_s: float = 300.0, grace_s: float = STOP_GRACE_S) -> None:
+        """Train and publish what is queued, write a checkpoint, end the thread.
+
+        A publish still unacked after ``grace_s`` (brokers refusing or away) is interrupted
+        so the process stops within seconds; then no checkpoint is written: the previous
+        one and the store stay consistent, and the events after its offsets are taken up
+        again on the next start.
+        """
         self._stopping.set()
         if self._thread.is_alive():
+            self._thread.join(grace_s)
+        if self._thread.is_alive():
+            self._publisher.interrupt()
             self._thread.join(timeout_s)
         if self._thread.is_alive():
             raise TimeoutError(f"trainer thread did not finish within {timeout_s} s")
-        if self.failure is None:
+        if self._abandoned:
+            log.warning(
+                "stopped before the last vectors were published: no checkpoint written; the "
+                "store's events after %s are trained on at the next start",
+                self.trained_through,
+            )
+        elif self.failure is None:
             self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -233,6 +258,8 @@ class TrainingLoop:
                 interval = self._settings.training.checkpoint_interval_s
                 if time.monotonic() - self._last_checkpoint >= interval:
                     self.checkpoint()
+        except PublishInterrupted:
+            self._abandoned = True
         except BaseException as exc:
             log.exception("trainer thread failed")
             self.failure = exc
@@ -240,8 +267,9 @@ class TrainingLoop:
 
     def _train(self, pending: PendingEvents) -> None:
         self._metrics.train_backlog.set(len(self.backlog))
-        report = self.trainer.learn(pending.interactions)
-        self._publish(report, pending.append_times_ms)
+        report = self.trainer.learn(pending.interactions, pending.partitions)
+        # Freshness counts only what the published vectors reflect.
+        self._publish(report, [pending.append_times_ms[k] for k in report.reflected])
         self.trained_through.update(pending.positions)
         m = self._metrics
         m.train_steps.inc(report.steps)
@@ -278,7 +306,8 @@ class TrainingLoop:
                 )
                 return
             except PublishError as exc:
-                if isinstance(exc, ValueError):  # a version regression: a bug, not an outage
+                # A version regression is a bug, not an outage; an interruption is a stop.
+                if isinstance(exc, ValueError | PublishInterrupted):
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
-                time.sleep(PUBLISH_RETRY_SECONDS)
+                time.sleep(PUBLISH_RETRY_SECONDS)  # an interrupt() meanwhile ends the retries

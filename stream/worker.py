@@ -5,9 +5,12 @@ thread (:mod:`stream.training`) fine-tunes on them and publishes the vectors tha
 ``--train false`` runs the ingest half alone.
 
 Wiring only: settings come from :func:`stream.settings.load_settings` (flags over their
-environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT drain the
-batch in flight and exit 0, and any unhandled error exits non-zero so an orchestrator
-restarts the worker (which then resumes from the store's offsets).
+environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT end the
+worker within seconds wherever it is (the batch in flight lands in the store or is left
+for the next start; the trainer checkpoints what it published) and exit 0, and any
+unhandled error exits non-zero so an orchestrator restarts the worker (which then resumes
+from the store's offsets). A dead-letter topic that is missing and cannot be created, or
+that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import signal
 import sys
 
+from stream.errors import DeadLetterError
 from stream.ingest import IngestTotals, IngestWorker
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.publish.publisher import EmbeddingPublisher
@@ -58,12 +62,13 @@ async def run_worker(
                 metrics,
                 on_failure=lambda exc: loop.call_soon_threadsafe(stop.set),
             )
-            await asyncio.to_thread(training.start)
+            await _start_training(training, publisher, stop)
             ingest = IngestWorker(
                 settings, store, metrics, training.on_applied, has_room=training.has_room
             )
             try:
-                await _ingest(ingest, stop)
+                if not stop.is_set():
+                    await _ingest(ingest, stop)
             finally:
                 await asyncio.to_thread(training.stop)
             if training.failure is not None:
@@ -73,6 +78,22 @@ async def run_worker(
             publisher.close()
     finally:
         store.close()
+
+
+async def _start_training(
+    training: TrainingLoop, publisher: EmbeddingPublisher, stop: asyncio.Event
+) -> None:
+    """Start the trainer; a stop meanwhile interrupts its catch-up publish (which retries
+    while the brokers refuse it) so the worker still ends within seconds."""
+    starting = asyncio.ensure_future(asyncio.to_thread(training.start))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            publisher.interrupt()
+        await starting
+    finally:
+        stopping.cancel()
 
 
 async def _ingest(ingest: IngestWorker, stop: asyncio.Event) -> None:
@@ -108,7 +129,11 @@ def main(args: argparse.Namespace) -> int:
     settings = load_settings(values, os.environ)
     metrics = PipelineMetrics()
     serve_metrics(metrics, settings.metrics_address)
-    totals = asyncio.run(_serve(settings, metrics))
+    try:
+        totals = asyncio.run(_serve(settings, metrics))
+    except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1
+        log.error("%s", exc)
+        return 1
     log.info("stopped: %s", totals)
     return 0
 
