@@ -12,9 +12,10 @@ Only the events the store applied (not duplicates, not ignored ones) are handed 
 trainer, each with its partition and the time it was appended (its record's clock), so a
 duplicate is trained, observed and published once.
 
-Stopping: :meth:`IngestWorker.run` relays its stop event to a thread event that the
-dead-letter wait watches, so a stop lands within a poll interval wherever the loop is; a
-batch interrupted before its store write is simply read again on restart.
+Stopping: the loop ends after the batch in flight. If that batch is stuck waiting for
+dead-letter acks (the DLQ refuses or is away), :meth:`IngestWorker.run` cuts the wait
+after :data:`STOP_GRACE_S`; the batch, never written to the store, is read again on the
+next start.
 
 The lag gauge is refreshed every :data:`LAG_INTERVAL_S` from the broker's end offsets and
 the store's positions by its own task, so it stays true while ingestion is paused or
@@ -40,6 +41,7 @@ from stream.state.graph_store import ApplyResult, DecayedGraphStore, PartitionBa
 log = logging.getLogger("streamgnn.ingest")
 
 LAG_INTERVAL_S = 1.0
+STOP_GRACE_S = 2.0  # how long a stop waits for dead letters in flight before cutting them
 PAUSED_POLL_S = 0.02
 
 
@@ -232,6 +234,10 @@ class IngestWorker:
 
     async def _relay(self, stop: asyncio.Event) -> None:
         await stop.wait()
+        # Letters being acked normally arrive within milliseconds, and the batch then
+        # lands whole (a batch cut after some of its letters were acked would write those
+        # again on restart); only a stalled wait is cut.
+        await asyncio.sleep(STOP_GRACE_S)
         self._interrupted.set()
 
     # -- callbacks of the record source (inside poll) ------------------------------------
