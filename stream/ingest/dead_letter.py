@@ -189,6 +189,7 @@ class DeadLetterWriter:
         if self._producer is not None:
             self._producer.purge()
             self._producer.flush(1.0)
+            self._producer.close()
             self._producer = None
 
     def write(

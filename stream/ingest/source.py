@@ -199,14 +199,27 @@ class RecordSource:
         return fetched
 
     def pause(self) -> None:
-        if not self._paused and self._assigned:
+        """Stop fetching (now, and for partitions assigned while paused)."""
+        self._paused = True
+        if self._assigned:
             self._require().pause(self._partitions(self._assigned))
-            self._paused = True
 
     def resume(self) -> None:
         if self._paused:
-            self._require().resume(self._partitions(self._assigned))
             self._paused = False
+            if self._assigned:
+                self._require().resume(self._partitions(self._assigned))
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def rewind(self, fetched: dict[int, list[SourceRecord]]) -> None:
+        """Put records fetched before a pause back: they are read again after a resume."""
+        consumer = self._require()
+        for partition, records in fetched.items():
+            if partition in self._assigned and records:
+                consumer.seek(TopicPartition(self._topic, partition, records[0].offset))
 
     def commit(self, positions: dict[int, int]) -> None:
         """Informational group commit (lag tools read it); failures are only logged."""
@@ -247,7 +260,8 @@ class RecordSource:
             )
         consumer.assign(placed)
         self._assigned = frozenset(tp.partition for tp in placed)
-        self._paused = False
+        if self._paused:  # backpressure holds for partitions that arrive meanwhile
+            consumer.pause(placed)
         # A crash between a store write and its commit left the commit behind.
         self.commit({tp.partition: tp.offset for tp in placed if tp.offset >= 0})
         self._on_assigned(self._assigned)
@@ -305,7 +319,8 @@ class RecordSource:
             offset = resume if p == partition else (OFFSET_BEGINNING if stored is None else stored)
             positions.append(TopicPartition(self._topic, p, offset))
         consumer.assign(positions)  # re-reading other partitions is harmless: the
-        self._paused = False  # ingest loop skips offsets below the store's
+        if self._paused:  # ingest loop skips offsets below the store's
+            consumer.pause(positions)
 
     def _partitions(self, partitions: frozenset[int]) -> list[TopicPartition]:
         return [TopicPartition(self._topic, p) for p in sorted(partitions)]

@@ -148,6 +148,9 @@ class IngestWorker:
         )
         if not fetched:
             return 0
+        if self._source.paused:  # fetched before the pause took hold: read them later
+            self._source.rewind(fetched)
+            return 0
         return await self._process(fetched)
 
     async def _process(self, fetched: dict[int, list[SourceRecord]]) -> int:
