@@ -72,6 +72,7 @@ def read_record(message: Message, received_ms: int) -> SourceRecord:
     except (SystemError, UnicodeDecodeError, ValueError) as exc:
         # confluent_kafka decodes header keys as UTF-8 and raises (SystemError chained to a
         # UnicodeDecodeError) when one is not: the keys' bytes cannot be read back at all.
+        # librdkafka passes keys as C strings, so a key is only read up to a NUL byte.
         cause = exc.__cause__ or exc.__context__ or exc
         headers = ()
         undecodable = f"header keys not decodable: {type(cause).__name__}: {cause}"[:300]
