@@ -40,7 +40,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 
 from stream.errors import DeadLetterError
 from stream.events import Rejection
-from stream.ingest.source import SourceRecord
+from stream.ingest.source import CLOSE_TIMEOUT_S, SourceRecord, close_within
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
@@ -186,11 +186,10 @@ class DeadLetterWriter:
         log.info("dead-letter topic %s accepts records up to %d bytes", k.dlq_topic, self.limit)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.purge()
-            self._producer.flush(1.0)
-            self._producer.close()
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.purge()
+            close_within({"dead-letter producer": producer.close}, CLOSE_TIMEOUT_S)
 
     def write(
         self, letters: Sequence[tuple[SourceRecord, Rejection]], interrupted: threading.Event

@@ -42,7 +42,8 @@ from stream.settings import KafkaSettings
 
 log = logging.getLogger("streamgnn.ingest")
 
-WATERMARK_TIMEOUT_S = 5.0
+WATERMARK_TIMEOUT_S = 2.0
+CLOSE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,6 @@ class RecordSource:
         self._paused = False
         self._consumer: Consumer | None = None
         self._offsets: Consumer | None = None  # watermark queries only, from any thread
-        self._offsets_lock = threading.Lock()
 
     @property
     def assigned(self) -> frozenset[int]:
@@ -172,15 +172,16 @@ class RecordSource:
             on_lost=self._revoke,
         )
 
-    def close(self) -> None:
-        """Leave the group (revokes everything) and close both clients."""
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
-        if self._offsets is not None:
-            with self._offsets_lock:
-                self._offsets.close()
-                self._offsets = None
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Leave the group (revokes everything) and close both clients.
+
+        librdkafka's close waits for the group coordinator, which may be away: it gets
+        ``timeout_s`` in a daemon thread and is then left behind (the store holds every
+        position; the group notices the departure at its session timeout).
+        """
+        clients = {"consumer": self._consumer, "offsets client": self._offsets}
+        self._consumer = self._offsets = None
+        close_within({name: c.close for name, c in clients.items() if c is not None}, timeout_s)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -234,12 +235,12 @@ class RecordSource:
 
     def offsets(self, partition: int) -> tuple[int, int]:
         """``(earliest, end)`` offsets of a partition, asked of the broker now (any thread)."""
-        with self._offsets_lock:
-            if self._offsets is None:
-                raise RuntimeError("the record source is closed")
-            low, high = self._offsets.get_watermark_offsets(
-                TopicPartition(self._topic, partition), timeout=WATERMARK_TIMEOUT_S, cached=False
-            )
+        client = self._offsets
+        if client is None:
+            raise RuntimeError("the record source is closed")
+        low, high = client.get_watermark_offsets(
+            TopicPartition(self._topic, partition), timeout=WATERMARK_TIMEOUT_S, cached=False
+        )
         return int(low), int(high)
 
     # -- rebalancing (runs inside poll) ----------------------------------------------
@@ -330,3 +331,18 @@ class RecordSource:
         if self._consumer is None:
             raise RuntimeError("the record source is not started")
         return self._consumer
+
+
+def close_within(closers: dict[str, Callable[[], object]], timeout_s: float) -> None:
+    """Run each close in a daemon thread and wait ``timeout_s`` in all; a close still
+    blocked then (on a broker that is away) is left behind, never waited out."""
+    deadline = time.monotonic() + timeout_s
+    threads = []
+    for name, close in closers.items():
+        thread = threading.Thread(target=close, name=f"close {name}", daemon=True)
+        thread.start()
+        threads.append((name, thread))
+    for name, thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0))
+        if thread.is_alive():
+            log.warning("Kafka %s not closed within %.0f s; left behind", name, timeout_s)

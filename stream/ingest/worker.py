@@ -125,14 +125,18 @@ class IngestWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Step until ``stop`` is set; the lag gauge is kept true meanwhile."""
         relay = asyncio.create_task(self._relay(stop))
-        lag = asyncio.create_task(self._watch_lag())
+        # Its own daemon thread, not the loop's executor: a lag query hanging on a broker
+        # that is away must never hold up the exit.
+        done = threading.Event()
+        lag = threading.Thread(target=self._watch_lag, args=(done,), daemon=True)
+        lag.start()
         try:
             while not stop.is_set():
                 await self.step()
         finally:
+            done.set()
             relay.cancel()
-            lag.cancel()
-            await asyncio.gather(relay, lag, return_exceptions=True)
+            await asyncio.gather(relay, return_exceptions=True)
 
     async def step(self, timeout_ms: int = 500) -> int:
         """Fetch, dead-letter, apply one batch; returns the records it applied a position for."""
@@ -217,13 +221,13 @@ class IngestWorker:
         m.graph_nodes.set(counts.nodes)
         m.graph_edges.set(counts.edges)
 
-    async def _watch_lag(self) -> None:
-        while True:
+    def _watch_lag(self, done: threading.Event) -> None:
+        while not done.is_set():
             try:
-                await asyncio.to_thread(self._refresh_lag)
+                self._refresh_lag()
             except Exception as exc:  # the broker away: the gauge keeps its last truth
                 log.info("consumer lag not refreshed: %s", exc)
-            await asyncio.sleep(LAG_INTERVAL_S)
+            done.wait(LAG_INTERVAL_S)
 
     def _refresh_lag(self) -> None:
         """Lag = partition end - store position, for every partition owned now."""
