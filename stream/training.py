@@ -42,7 +42,7 @@ log = logging.getLogger("streamgnn.training")
 PUBLISH_RETRY_SECONDS = 1.0
 # On stop, how long the last publish may wait for acks before it is interrupted: the
 # worker must end within 10 s of SIGTERM whatever the brokers do.
-STOP_GRACE_S = 3.0
+STOP_GRACE_S = 2.0
 
 
 @dataclass

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from stream.errors import DeadLetterError
 from stream.ingest import IngestTotals, IngestWorker
@@ -66,11 +67,10 @@ async def run_worker(
             ingest = IngestWorker(
                 settings, store, metrics, training.on_applied, has_room=training.has_room
             )
-            try:
-                if not stop.is_set():
-                    await _ingest(ingest, stop)
-            finally:
+            if stop.is_set():
                 await asyncio.to_thread(training.stop)
+            else:
+                await _ingest(ingest, stop, then=training.stop)
             if training.failure is not None:
                 raise training.failure
             return ingest.totals
@@ -96,13 +96,24 @@ async def _start_training(
         stopping.cancel()
 
 
-async def _ingest(ingest: IngestWorker, stop: asyncio.Event) -> None:
-    await ingest.start()
-    log.info("worker consuming %s", ingest.topic)
+async def _ingest(
+    ingest: IngestWorker, stop: asyncio.Event, then: Callable[[], None] | None = None
+) -> None:
+    """Run ``ingest`` until ``stop``; then close it and run ``then`` (the trainer's stop,
+    which needs no more input) side by side, so their bounded waits on brokers that are
+    away add up to the longer one, not the sum."""
     try:
+        await ingest.start()
+        log.info("worker consuming %s", ingest.topic)
         await ingest.run(stop)
     finally:
-        await ingest.stop()
+        closing = [ingest.stop()]
+        if then is not None:
+            closing.append(asyncio.to_thread(then))
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

@@ -258,6 +258,7 @@ class EmbeddingPublisher:
         for kind, key, value in staged.records:
             self._produce(self._topics[kind], key, value, publish_time_ms, delivered)
         unacked = self._flush(self._settings.flush_timeout_s)
+        self._check_interrupt()  # purged by interrupt(): not a failure to retry
         if unacked:
             raise PublishError(
                 f"{unacked} of {len(staged.records)} embedding records not acked within "

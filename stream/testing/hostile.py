@@ -205,8 +205,9 @@ class HostileRun:
         broker: a started local broker.
         workdir: where the store, logs and the worker's files go.
         partitions: of the interactions topic.
-        dlq_max_bytes: the DLQ's ``max.message.bytes`` (smaller than the topic's, so big
-            records must be shrunk into letters).
+        dlq_configs: configs of the DLQ; by default a ``max.message.bytes`` of 1 MiB,
+            smaller than the topic's, so big records must be shrunk into letters.
+        env: more worker environment (e.g. :func:`stream.testing.faults.training_env`).
     """
 
     def __init__(
@@ -214,18 +215,22 @@ class HostileRun:
         broker: LocalKafkaBroker,
         workdir: Path,
         partitions: int = 3,
-        dlq_max_bytes: int = MB,
+        dlq_configs: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.bootstrap = broker.bootstrap_servers
         self.topic = f"hostile-{time.time_ns() % 10**12}"
         self.dlq = f"{self.topic}.dlq"
         broker.create_topics({self.topic: partitions})
-        broker.create_topics({self.dlq: 1}, {"max.message.bytes": str(dlq_max_bytes)})
+        broker.create_topics({self.dlq: 1}, dlq_configs or {"max.message.bytes": str(MB)})
         workdir.mkdir(parents=True, exist_ok=True)
         self.store_path = workdir / "store"
-        env = worker_env(self.bootstrap, self.topic, f"g-{self.topic}", self.store_path, 500)
-        env["STREAMGNN_MIN_EVENT_TS_MS"] = str(MIN_EVENT_TS_MS)
-        self.worker = WorkerProcess(env, workdir / "worker.log")
+        self.log_path = workdir / "worker.log"
+        self.env = worker_env(self.bootstrap, self.topic, f"g-{self.topic}", self.store_path, 500)
+        self.env["STREAMGNN_MIN_EVENT_TS_MS"] = str(MIN_EVENT_TS_MS)
+        self.env.update(env or {})
+        self.metrics_address = self.env["STREAMGNN_METRICS_ADDRESS"]
+        self.worker = WorkerProcess(self.env, self.log_path)
         self.sigterm_s: list[float] = []
         self.exit_codes: list[int] = []
         self.crashes = 0
@@ -273,7 +278,7 @@ class HostileRun:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.alive()
-            positions = self._positions()
+            positions = self.positions()
             if all(positions.get(p, 0) >= end for p, end in ends.items()):
                 return True
             time.sleep(0.2)
@@ -326,7 +331,8 @@ class HostileRun:
             self.exit_codes.append(self.worker.terminate())
         self._letters.close()
 
-    def _positions(self) -> dict[int, int]:
+    def positions(self) -> dict[int, int]:
+        """The store's next offset per partition (empty before the worker created it)."""
         try:
             with DecayedGraphStore(self.store_path, EVENTS.behaviours, read_only=True) as store:
                 return {p: o for (t, p), (o, _) in store.positions().items() if t == self.topic}
