@@ -81,7 +81,8 @@ class PipelineMetrics:
         )
         self.dlq_unwritable = Gauge(
             "streamgnn_dlq_unwritable",
-            "1 while a dead letter cannot be written (ingestion is stopping), else 0",
+            "1 while dead letters wait over 5 s for the broker's ack or cannot be written "
+            "(ingestion is held up, and stops after the dlq timeout), else 0",
             registry=r,
         )
         self.consumer_lag = Gauge(

@@ -13,9 +13,11 @@ record would stop ingestion:
   refuses one as too large (its limit changed, or framing ran over) it is composed again
   at half the size, down to the ``dlq.*`` headers alone.
 * librdkafka retries a letter (outages, leader moves) for ``dlq_timeout_s``, and not a
-  moment longer: a letter still unwritable then raises :class:`DeadLetterError`, sets
-  ``streamgnn_dlq_unwritable`` and the worker stops ingesting (exit non-zero, nothing of
-  the batch applied) rather than loop. A stop request interrupts the wait at once.
+  moment longer: a letter still unwritable then raises :class:`DeadLetterError` and the
+  worker stops ingesting (exit non-zero, nothing of the batch applied) rather than loop.
+  ``streamgnn_dlq_unwritable`` is 1 from the moment letters have waited :data:`SLOW_S`
+  (so scrapes see it before the worker exits, and again on every restart that hits the
+  same wall) until they are acked. A stop request interrupts the wait at once.
 
 Letters are at least once: a batch interrupted after some letters were acked writes them
 again when it is read again.
@@ -55,6 +57,7 @@ HEADER_OVERHEAD = 10
 ADMIN_TIMEOUT_S = 30.0
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 WAIT_SLICE_S = 0.1
+SLOW_S = 5.0  # letters unacked this long set streamgnn_dlq_unwritable (until acked)
 
 
 class DeadLetterInterrupted(Exception):
@@ -236,6 +239,7 @@ class DeadLetterWriter:
                     continue
                 self._fail(letters[i][0], error.str())
             pending = retry
+        self._metrics.dlq_unwritable.set(0)
 
     def _send(
         self,
@@ -278,9 +282,12 @@ class DeadLetterWriter:
         first: SourceRecord,
     ) -> None:
         producer = self._require()
+        slow_after = time.monotonic() + SLOW_S
         while len(outcomes) < expected:
             self._check(interrupted, deadline, first)
             producer.flush(WAIT_SLICE_S)
+            if time.monotonic() > slow_after:  # held up: visible while it lasts, alertable
+                self._metrics.dlq_unwritable.set(1)
 
     def _check(self, interrupted: threading.Event, deadline: float, record: SourceRecord) -> None:
         if interrupted.is_set():
