@@ -118,9 +118,11 @@ class IngestWorker:
         await asyncio.to_thread(self._source.start)
 
     async def stop(self) -> None:
-        """Leave the group (the store already holds every position) and close the clients."""
-        await asyncio.to_thread(self._source.close)
-        await asyncio.to_thread(self._dlq.close)
+        """Leave the group (the store already holds every position) and close the clients,
+        side by side: each close is bounded, and with the brokers away they all wait."""
+        await asyncio.gather(
+            asyncio.to_thread(self._source.close), asyncio.to_thread(self._dlq.close)
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until ``stop`` is set; the lag gauge is kept true meanwhile."""

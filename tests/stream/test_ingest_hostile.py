@@ -195,7 +195,7 @@ def test_a_dlq_deleted_under_the_worker_stops_it_after_the_dlq_timeout(
                 admin.delete_topics([dlq])[dlq].result(30)
                 send_records(kafka_broker.bootstrap_servers, source, [RawRecord(b"u", b"{")])
                 start = time.monotonic()
-                with pytest.raises(DeadLetterError, match="timed out|no ack within"):
+                with pytest.raises(DeadLetterError, match=r"timed out|no ack within"):
                     while time.monotonic() - start < 60:
                         await worker.step(timeout_ms=200)
                 return time.monotonic() - start
