@@ -63,6 +63,10 @@ def consumer_lag(run: HostileRun) -> float:
     return sum(v for k, v in samples.items() if k.startswith("streamgnn_consumer_lag{"))
 
 
+def _dlq_gauge(run: HostileRun) -> float | None:
+    return scrape_metrics(run.metrics_address).get("streamgnn_dlq_unwritable")
+
+
 def delete_dlq_under(run: HostileRun) -> None:
     """Once the worker runs (its start-up DLQ check passed), delete its DLQ."""
     wait_for(lambda: owns_partitions(run.metrics_address), 90, "the worker to join")
@@ -82,7 +86,8 @@ def stuck_on_dead_letter(broker: LocalKafkaBroker, workdir: Path) -> ScenarioRep
         stored = sum(run.positions().values())
         expected_lag = len(records) - stored
         wait_for(lambda: consumer_lag(run) == expected_lag, 15, "a true lag while stuck")
-        gauge = scrape_metrics(run.metrics_address).get("streamgnn_dlq_unwritable")
+        held_up = wait_for(lambda: _dlq_gauge(run) == 1, 20, "streamgnn_dlq_unwritable 1")
+        gauge = _dlq_gauge(run)
         alive = run.worker.exit_status() is None
         start = time.monotonic()
         status = run.worker.terminate(60)
@@ -96,6 +101,7 @@ def stuck_on_dead_letter(broker: LocalKafkaBroker, workdir: Path) -> ScenarioRep
         "stored_after": sum(run.positions().values()),
         "lag_while_stuck": expected_lag,
         "dlq_unwritable_gauge_while_stuck": gauge,
+        "dlq_unwritable_after_s": round(held_up + 5, 1),  # from the send (5 s sleep)
     }
     return ScenarioReport("sigterm-stuck-on-dead-letter", status, elapsed, details)
 
