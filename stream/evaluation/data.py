@@ -16,10 +16,11 @@ given (:func:`guess_time_unit`). The result is sorted by time, stably.
 
 >>> import tempfile
 >>> path = Path(tempfile.mkdtemp()) / "log.csv"
->>> _ = path.write_text("user,item,ts\\na,x,3\\nb,y,1\\nb,y,1\\nc,,2\\n")
+>>> rows = "a,x,1700000003\\nb,y,1700000001\\nb,y,1700000001\\nc,,1700000002\\n"
+>>> _ = path.write_text("user,item,ts\\n" + rows)
 >>> loaded = read_interactions(path, TableFormat())
 >>> [(e.user_id, e.item_id, e.ts) for e in loaded.interactions]
-[('b', 'y', 1000), ('a', 'x', 3000)]
+[('b', 'y', 1700000001000), ('a', 'x', 1700000003000)]
 >>> loaded.duplicates, dict(loaded.bad_rows), loaded.time_unit
 (1, {'bad_id': 1}, 's')
 """

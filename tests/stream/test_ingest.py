@@ -18,8 +18,11 @@ from stream.state.graph_store import DecayedGraphStore
 pytestmark = pytest.mark.integration
 
 
+T0 = 1_700_000_000_000  # epoch ms (a ts below 1e11 reads as seconds and is refused)
+
+
 def _event(user: int, item: int, ts: int) -> tuple[bytes, bytes]:
-    body = {"user_id": f"u{user}", "item_id": f"i{item}", "event_type": "click", "ts": ts}
+    body = {"user_id": f"u{user}", "item_id": f"i{item}", "event_type": "click", "ts": T0 + ts}
     return f"u{user}".encode(), json.dumps(body).encode()
 
 

@@ -58,11 +58,11 @@ def test_csv_columns_by_name_by_index_and_default_names(tmp_path: Path) -> None:
 
 
 def test_csv_without_header_and_other_separator(tmp_path: Path) -> None:
-    path = _write(tmp_path, "u1;i1;5\nu2;i2;6\n")
+    path = _write(tmp_path, "u1;i1;1700000005\nu2;i2;1700000006\n")
     loaded = read_interactions(path, TableFormat(sep=";", header=False))
     assert [(e.user_id, e.item_id, e.ts) for e in loaded.interactions] == [
-        ("u1", "i1", 5000),
-        ("u2", "i2", 6000),
+        ("u1", "i1", 1_700_000_005_000),
+        ("u2", "i2", 1_700_000_006_000),
     ]
     with pytest.raises(ConfigError, match="'who' is not a column"):
         read_interactions(path, TableFormat(sep=";", header=False, user_col="who"))
@@ -71,16 +71,16 @@ def test_csv_without_header_and_other_separator(tmp_path: Path) -> None:
 def test_duplicate_and_bad_rows_are_counted_not_fatal(tmp_path: Path) -> None:
     text = (
         "user_id,item_id,ts,w\n"
-        "a,x,1000,1\n"
-        "a,x,1000,1\n"  # exact duplicate
-        "a,x,1000,2\n"  # same event, other weight: not an exact duplicate
+        "a,x,1700001000,1\n"
+        "a,x,1700001000,1\n"  # exact duplicate
+        "a,x,1700001000,2\n"  # same event, other weight: not an exact duplicate
         "b,y,soon,1\n"  # bad timestamp
-        "b,y,1001,-1\n"  # negative weight
-        "b,y,1002,nan\n"  # not finite
-        "c,,1003,1\n"  # empty item id
+        "b,y,1700001001,-1\n"  # negative weight
+        "b,y,1700001002,nan\n"  # not finite
+        "c,,1700001003,1\n"  # empty item id
         "d\n"  # too few fields
         "\n"  # blank lines are not rows
-        "e,z,1004,1\n"
+        "e,z,1700001004,1\n"
     )
     loaded = read_interactions(_write(tmp_path, text), TableFormat(weight_col="w"))
     assert loaded.rows == 9 and loaded.duplicates == 1
@@ -96,7 +96,7 @@ def test_duplicate_and_bad_rows_are_counted_not_fatal(tmp_path: Path) -> None:
 
 
 def test_sort_is_stable_for_equal_times(tmp_path: Path) -> None:
-    rows = "".join(f"u{i},i{i},{7 if i % 2 else 3}\n" for i in range(10))
+    rows = "".join(f"u{i},i{i},{1_700_000_007 if i % 2 else 1_700_000_003}\n" for i in range(10))
     loaded = read_interactions(_write(tmp_path, rows), TableFormat(header=False))
     times = [e.ts for e in loaded.interactions]
     assert times == sorted(times)
@@ -110,7 +110,9 @@ def test_time_unit_guess_and_override(tmp_path: Path) -> None:
     assert guess_time_unit([100_000_000_000]) == "ms"
     path = _write(tmp_path, "a,x,1700000000\n")
     as_ms = read_interactions(path, TableFormat(header=False, time_unit="ms"))
-    assert as_ms.interactions[0].ts == 1_700_000_000 and not as_ms.time_unit_guessed
+    assert not as_ms.time_unit_guessed
+    # Read as milliseconds that is January 1970: the event contract refuses it as seconds.
+    assert not as_ms.interactions and dict(as_ms.bad_rows) == {"ts_unit": 1}
 
 
 def test_bad_options_are_named(tmp_path: Path) -> None:
