@@ -1,19 +1,19 @@
 """Hostile-record benchmark: a live worker against a seeded stream of every attack class.
 
 Main run: ``--batches`` batches of ``--records`` records drawn from every class of
-stream/testing/hostile.py (bad JSON and types, times in the future, in seconds, in
+tests/harness/hostile.py (bad JSON and types, times in the future, in seconds, in
 microseconds or ancient, negative and far-future record timestamps, header keys that are
 not UTF-8, arbitrary bytes, weight 0, duplicated event ids, oversize keys and values,
 every compression codec, good events between them; a multi-megabyte record in some
 batches, shrunk into its letter or refused by the broker). ``--sigterms`` of the batches
 SIGTERM the worker at a random moment 0-1.5 s after sending (mid-batch) and start it
-again. Then the scenarios of stream/testing/hostile_scenarios.py: SIGTERM while stuck on
+again. Then the scenarios of tests/harness/hostile_scenarios.py: SIGTERM while stuck on
 a dead letter, a DLQ that stays unwritable, SIGTERM with the brokers cut away.
 
 Reports records tried per class; crashes (the worker exited unasked), stalls (a batch
 not in the store within 120 s), silent drops, doubles and wrong outcomes (goal: 0 each);
 SIGTERM-to-exit times. Writes bench/results/hostile.json.
-Run: make bench-hostile (.venv/bin/python bench/hostile.py)
+Run: make bench-hostile (.venv/bin/python -m bench.hostile)
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
         f"{psutil.virtual_memory().total // 2**30} GiB, Python {platform.python_version()}",
-        "command": "make bench-hostile (python bench/hostile.py "
+        "command": "make bench-hostile (python -m bench.hostile "
         f"--batches {args.batches} --records {args.records} --sigterms {args.sigterms} "
         f"--seed {args.seed})",
         "records_tried": sum(tried.values()),

@@ -1,5 +1,5 @@
 """The worker process where it used to hang: a dead-letter topic that will not take a
-letter, and brokers that went away (stream/testing/hostile_scenarios.py). SIGTERM ends it
+letter, and brokers that went away (tests/harness/hostile_scenarios.py). SIGTERM ends it
 within 10 s, exit 0, with the store untouched by the batch it could not finish; a DLQ that
 stays unwritable stops it with exit status 1 and a clear message, after a checkpoint,
 instead of a retry loop; the lag gauge tells the truth all along."""
