@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamgnn.ingest")
 
 WATERMARK_TIMEOUT_S = 2.0
+PREFETCH_KBYTES = 16_384
 CLOSE_TIMEOUT_S = 3.0
 
 
@@ -150,6 +151,10 @@ class RecordSource:
             # A position outside the log is reported to us (see _offset_reset), never
             # silently moved: the store's offsets are the truth.
             "auto.offset.reset": "error",
+            # Prefetch about two batches, not librdkafka's default 100,000 messages / 64 MB:
+            # memory stays bounded, and what the worker has not read waits in Kafka as lag.
+            "queued.min.messages": 2 * k.max_batch_records,
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
             "session.timeout.ms": k.session_timeout_ms,
             "heartbeat.interval.ms": max(100, k.session_timeout_ms // 4),
             "logger": log,
