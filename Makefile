@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-retrain bench-faults clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-retrain bench-faults bench-hostile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s; 
 
 bench-faults: $(STAMP) ## worker/broker kills, 30 s network cut, checkpoint kills, id flood; writes bench/results/faults.json
 	$(PY) -m bench.faults
+
+bench-hostile: $(STAMP) ## a live worker against every hostile-record class, SIGTERMs and DLQ faults; writes bench/results/hostile.json
+	$(PY) -m bench.hostile
 
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
 	$(PY) -m bench.incremental_vs_retrain

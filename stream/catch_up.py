@@ -9,8 +9,10 @@ nothing and never disturbs the ingest consumer), validates each record with the 
 rules, and yields the events in chunks, each with the offsets it reaches, so training on
 them can be checkpointed (and interrupted) chunk by chunk.
 
-Two rules follow the store's: a rejected record is skipped (ingest dead-lettered it), and
-a repeated ``event_id`` within the partition's dedup window counts once. Only repeats
+Three rules follow the store's: a rejected record is skipped (ingest dead-lettered it; the
+time rules are checked against the record's clock, as ingest does), an event of weight 0
+is skipped (the store ignored it), and a repeated ``event_id`` within the partition's
+dedup window (by :attr:`~stream.events.Interaction.stream_ts`) counts once. Only repeats
 inside the span are seen; a repeat of an event trained before the span trains again.
 
 What cannot be read back is reported in :attr:`UntrainedEvents.missed` instead of
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from kafka import TopicPartition
 
-from stream.events import EventValidator, Interaction, Rejection
+from stream.events import EventValidator, Interaction, Rejection, record_clock
 from stream.kafka.clients import kafka_consumer
 from stream.settings import Settings
 
@@ -65,6 +67,7 @@ class UntrainedEvents:
         self._spans = {p: span for p, span in spans.items() if span[1] > span[0]}
         self._stall_s = stall_s
         self._validator = EventValidator(settings.events)
+        self._betas = {name: b.beta for name, b in settings.events.behaviours.items()}
         self._window_ms = settings.events.dedup_window_ms
         self.missed: dict[int, Span] = {}
         self.complete = False  # every span was read or reported missed
@@ -159,13 +162,17 @@ class UntrainedEvents:
         room = max(1, max_events - len(chunk.interactions))
         for tp, records in consumer.poll(timeout_ms=500, max_records=room).items():
             end = self._spans[tp.partition][1]
+            now_ms = int(time.time() * 1000)
             for record in records:
                 if record.offset >= end:
                     break
                 got += 1
                 next_offset[tp.partition] = chunk.positions[tp.partition] = record.offset + 1
-                event = self._validator.parse(record.key, record.value)
-                if not isinstance(event, Rejection) and seen[tp.partition].first(event):
+                clock = record_clock(record.timestamp, now_ms)
+                event = self._validator.parse(record.key, record.value, clock)
+                if isinstance(event, Rejection) or not seen[tp.partition].first(event):
+                    continue
+                if self._betas[event.event_type] * event.weight != 0.0:
                     chunk.interactions.append(event)
         for tp in consumer.assignment() - consumer.paused():
             end = self._spans[tp.partition][1]
@@ -186,7 +193,7 @@ class _Dedup:
         self._prune_at = 1024
 
     def first(self, event: Interaction) -> bool:
-        self._watermark = max(self._watermark, event.ts)
+        self._watermark = max(self._watermark, event.stream_ts)
         if event.event_id is None:
             return True
         seen_ts = self._seen.get(event.event_id)

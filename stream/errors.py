@@ -27,6 +27,10 @@ class StoreError(StreamGNNError):
     """The graph store cannot be opened or is not a streamgnn store."""
 
 
+class DeadLetterError(StreamGNNError):
+    """A rejected record could not be written to the dead-letter topic (ingestion stops)."""
+
+
 class BrokerError(StreamGNNError, RuntimeError):
     """The local Kafka node (or the jars it runs from) could not be provided."""
 
@@ -45,6 +49,10 @@ class SchemaError(StreamGNNError, ValueError):
 
 class PublishError(StreamGNNError):
     """Embedding records could not be published (not acked, or the topics are unusable)."""
+
+
+class PublishInterrupted(PublishError):
+    """A publish gave up because the process is stopping; nothing it sent counts as acked."""
 
 
 class VersionRegressionError(PublishError, ValueError):

@@ -5,17 +5,30 @@ never exceptions, so a hostile record cannot stop the worker. The contract is in
 DESIGN.md ("Input: interaction events").
 
 >>> v = EventValidator(EventSettings())
->>> v.parse(b"u1", b'{"user_id": "u1", "item_id": 7, "event_type": "click", "ts": 1000}')
-Interaction(user_id='u1', item_id='7', event_type='click', ts=1000, weight=1.0, event_id=None)
+>>> v.parse(b"u1", b'{"user_id": "u1", "item_id": 7, "event_type": "view", "ts": 1700000000000}')
+Interaction(user_id='u1', item_id='7', event_type='view', ts=1700000000000, weight=1.0, \
+event_id=None)
 >>> v.parse(b"u1", b'{"user_id": "u1", "item_id": 7, "event_type": "click", "ts": true}')
 Rejection(reason='bad_timestamp', detail='ts must be an integer (epoch ms), got bool')
+
+Time is checked against the clock the record came with (``clock_ms``: its Kafka record
+timestamp, or the worker's clock when that is missing or later; see :func:`record_clock`).
+An event stamped in epoch seconds, or far ahead of that clock, is refused:
+
+>>> v.parse(b"u1", b'{"user_id": "u1", "item_id": 7, "event_type": "click", "ts": 1700000000}')
+Rejection(reason='ts_unit', detail='ts 1700000000 looks like epoch seconds, not milliseconds')
+>>> ok = b'{"user_id": "u1", "item_id": 7, "event_type": "click", "ts": 1700000000000}'
+>>> v.parse(b"u1", ok, clock_ms=1_699_000_000_000).reason
+'ts_in_future'
+>>> v.parse(b"u1", ok, clock_ms=1_699_999_990_000).stream_ts   # 10 s ahead: within the skew
+1699999990000
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stream.settings import EventSettings
@@ -32,10 +45,29 @@ REJECTION_REASONS = (
     "bad_id",
     "unknown_event_type",
     "bad_timestamp",
+    "ts_unit",
+    "ts_in_future",
+    "ts_too_old",
     "bad_weight",
     "bad_event_id",
+    "undecodable",
 )
-"""Every reason a record can be rejected for; stable, used as a metric label."""
+"""Every reason a record can be rejected for; stable, used as a metric label.
+
+``undecodable`` is the ingest loop's own: the Kafka client could not decode the record
+(e.g. a header key that is not UTF-8), so it is dead-lettered with what could be read."""
+
+IGNORED_REASONS = ("zero_weight", "decayed")
+"""Why an accepted event can leave the graph unchanged (``streamgnn_events_ignored_total``):
+its weight is 0, or it is so late that its weight had decayed below epsilon at its
+partition's watermark before it arrived. Such an event is never counted as applied and never
+reaches the trainer."""
+
+SECONDS_BELOW_MS = 100_000_000_000
+"""A ``ts`` below this (1973-03-03 in ms; year 5138 read as seconds) is taken for epoch
+seconds (the same rule as ``stream.evaluation.data.SECONDS_BELOW``)."""
+MICROS_FROM_MS = 100_000_000_000_000
+"""A ``ts`` from this on (year 5138 in ms) is taken for epoch micro- or nanoseconds."""
 
 _REQUIRED = ("user_id", "item_id", "event_type", "ts")
 
@@ -50,6 +82,28 @@ class Interaction:
     ts: int
     weight: float = 1.0
     event_id: str | None = None
+    # The time the record vouches for (see :func:`record_clock`); None outside Kafka.
+    # Source metadata, not part of the event: left out of equality and repr.
+    clock_ms: int | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def stream_ts(self) -> int:
+        """How far this event may move its partition's watermark: its ``ts``, but never past
+        the clock its record came with, so no single record can push stream time ahead."""
+        return self.ts if self.clock_ms is None else min(self.ts, self.clock_ms)
+
+
+def record_clock(record_ts_ms: int | None, now_ms: int) -> int:
+    """The clock a record vouches for: its Kafka timestamp, unless that is missing, not
+    plausible (negative, or before :data:`SECONDS_BELOW_MS`) or later than the worker's
+    clock ``now_ms``; then the worker's clock.
+
+    >>> record_clock(1_700_000_000_000, 1_800_000_000_000), record_clock(-1, 1_800_000_000_000)
+    (1700000000000, 1800000000000)
+    """
+    if record_ts_ms is None or record_ts_ms < SECONDS_BELOW_MS:
+        return now_ms
+    return min(record_ts_ms, now_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +132,29 @@ class EventValidator:
         self._event_types = frozenset(settings.behaviours)
         self._decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
-    def parse(self, key: bytes | None, value: bytes | None) -> Interaction | Rejection:
-        """Validate one record; never raises for any input bytes."""
+    def parse(
+        self, key: bytes | None, value: bytes | None, clock_ms: int | None = None
+    ) -> Interaction | Rejection:
+        """Validate one record; never raises for any input bytes.
+
+        ``clock_ms`` is the record's clock (:func:`record_clock`): an event more than
+        ``max_future_skew_ms`` ahead of it is refused, and it caps the event's
+        :attr:`Interaction.stream_ts`. None skips the check (no Kafka record, e.g. a file).
+        """
         try:
-            return self._parse(key, value)
+            event = self._parse(key, value)
         except _Invalid as invalid:
             return invalid.rejection
+        if clock_ms is None:
+            return event
+        skew = self._settings.max_future_skew_ms
+        if event.ts > clock_ms + skew:
+            return Rejection(
+                "ts_in_future",
+                f"ts {event.ts} is {event.ts - clock_ms} ms ahead of the record's clock "
+                f"{clock_ms} (allowed skew {skew} ms)",
+            )
+        return replace(event, clock_ms=clock_ms)
 
     def _parse(self, key: bytes | None, value: bytes | None) -> Interaction:
         s = self._settings
@@ -149,10 +220,18 @@ class EventValidator:
                 "bad_timestamp", f"ts must be an integer (epoch ms), got {type(raw).__name__}"
             )
         s = self._settings
-        if not s.min_ts_ms <= raw <= s.max_ts_ms:
+        if raw < 0:
+            raise _Invalid("bad_timestamp", f"ts {_short(raw)} is negative")
+        if raw < SECONDS_BELOW_MS:
+            raise _Invalid("ts_unit", f"ts {raw} looks like epoch seconds, not milliseconds")
+        if raw >= MICROS_FROM_MS:
             raise _Invalid(
-                "bad_timestamp", f"ts {_short(raw)} outside [{s.min_ts_ms}, {s.max_ts_ms}]"
+                "ts_unit", f"ts {_short(raw)} looks like epoch micro- or nanoseconds, not ms"
             )
+        if raw < s.min_ts_ms:
+            raise _Invalid("ts_too_old", f"ts {raw} is before the oldest accepted {s.min_ts_ms}")
+        if raw > s.max_ts_ms:
+            raise _Invalid("bad_timestamp", f"ts {raw} is after the latest accepted {s.max_ts_ms}")
         return raw
 
     def _weight(self, raw: object) -> float:

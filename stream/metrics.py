@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.errors import ConfigError
-from stream.events import REJECTION_REASONS
+from stream.events import IGNORED_REASONS, REJECTION_REASONS
 
 # Freshness spans a fast path (tens of ms) to a stalled trainer (minutes).
 FRESHNESS_BUCKETS = (
@@ -59,6 +59,30 @@ class PipelineMetrics:
             "streamgnn_events_rejected",
             "Records dead-lettered, by rejection reason",
             ["reason"],
+            registry=r,
+        )
+        self.events_ignored = Counter(
+            "streamgnn_events_ignored",
+            "Accepted events that changed no edge (weight 0, or decayed away before they "
+            "arrived), by reason; never counted as applied",
+            ["reason"],
+            registry=r,
+        )
+        self.offsets_skipped = Counter(
+            "streamgnn_offsets_skipped",
+            "Records never read because the stored offset had fallen out of the topic's "
+            "retention (the partition resumed at its earliest offset)",
+            registry=r,
+        )
+        self.dead_letters_shrunk = Counter(
+            "streamgnn_dead_letters_shrunk",
+            "Dead letters whose key, headers or value were cut to fit the DLQ's size limit",
+            registry=r,
+        )
+        self.dlq_unwritable = Gauge(
+            "streamgnn_dlq_unwritable",
+            "1 while dead letters wait over 5 s for the broker's ack or cannot be written "
+            "(ingestion is held up, and stops after the dlq timeout), else 0",
             registry=r,
         )
         self.consumer_lag = Gauge(
@@ -120,6 +144,8 @@ class PipelineMetrics:
         # increment and panels show 0 rather than no data.
         for reason in REJECTION_REASONS:
             self.events_rejected.labels(reason=reason)
+        for reason in IGNORED_REASONS:
+            self.events_ignored.labels(reason=reason)
         for kind in ("user", "item"):
             for counter in (self.ids_evicted, self.ids_refused, self.vectors_published):
                 counter.labels(kind=kind)

@@ -21,6 +21,10 @@ beyond the checkpoint's offsets, the trainer thread first reads them back from t
 (:mod:`stream.catch_up`) and trains on them in backlog-sized chunks, publishing every
 node they touch, before it takes the live backlog (which meanwhile fills and pauses
 ingestion, as a slow step would).
+
+On :meth:`TrainingLoop.stop` a publish still unacked after ``STOP_GRACE_S`` (brokers
+refusing or away) is interrupted, in the catch-up too, so the worker ends within seconds
+of SIGTERM; then no checkpoint is written (the previous one and the store stay consistent).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from stream.catch_up import UntrainedEvents
-from stream.errors import PublishError, StreamGNNError
+from stream.errors import PublishError, PublishInterrupted, StreamGNNError
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
 from stream.learn.checkpoint import CheckpointStore, Payload
@@ -55,6 +59,9 @@ from stream.state.graph_store import DecayedGraphStore
 log = logging.getLogger("streamgnn.training")
 
 PUBLISH_RETRY_SECONDS = 1.0
+# On stop, how long the last publish may wait for acks before it is interrupted: the
+# worker must end within 10 s of SIGTERM whatever the brokers do.
+STOP_GRACE_S = 2.0
 
 
 @dataclass
@@ -64,10 +71,12 @@ class PendingEvents:
     interactions: list[Interaction] = field(default_factory=list)
     append_times_ms: list[int] = field(default_factory=list)
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset
+    partitions: list[int] = field(default_factory=list)  # each interaction's partition
 
     def add(self, batch: AppliedBatch) -> None:
         self.interactions.extend(batch.interactions)
         self.append_times_ms.extend(batch.append_times_ms)
+        self.partitions.extend(batch.partitions or [0] * len(batch.interactions))
         for partition, offset in batch.positions.items():
             self.positions[partition] = max(offset, self.positions.get(partition, 0))
 
@@ -157,6 +166,7 @@ class TrainingLoop:
         self._store_watermark: int | None = None
         self._publisher: EmbeddingPublisher | None = None
         self.failure: BaseException | None = None
+        self._abandoned = False  # a publish was interrupted by stop(): no final checkpoint
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgnn-trainer", daemon=True)
         self._last_checkpoint = time.monotonic()
@@ -243,18 +253,33 @@ class TrainingLoop:
         """False while the backlog is full: the ingest loop should stop fetching."""
         return self.backlog.has_room()
 
-    def stop(self, timeout_s: float = 300.0) -> None:
+    def stop(self, timeout_s: float = 300.0, grace_s: float = STOP_GRACE_S) -> None:
         """Train and publish what is queued, write a checkpoint, end the thread.
 
         During the catch-up only the chunk in progress is finished: the checkpoint then
         covers what was caught up, and the next start reads the rest back.
+
+        A publish still unacked after ``grace_s`` (brokers refusing or away) is interrupted
+        so the process stops within seconds; then no checkpoint is written: the previous
+        one and the store stay consistent, and the events after its offsets are taken up
+        again on the next start.
         """
         self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(grace_s)
+        if self._thread.is_alive() and self._publisher is not None:
+            self._publisher.interrupt()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         if self._thread.is_alive():
             raise TimeoutError(f"trainer thread did not finish within {timeout_s} s")
-        if self.failure is None:
+        if self._abandoned:
+            log.warning(
+                "stopped before the last vectors were published: no checkpoint written; the "
+                "store's events after %s are trained on at the next start",
+                self.trained_through,
+            )
+        elif self.failure is None:
             self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -284,6 +309,8 @@ class TrainingLoop:
                     continue
                 self._train(pending)
                 self._checkpoint_when_due()
+        except PublishInterrupted:
+            self._abandoned = True
         except BaseException as exc:
             log.exception("trainer thread failed")
             self.failure = exc
@@ -328,8 +355,11 @@ class TrainingLoop:
 
     def _train(self, pending: PendingEvents, in_graph: bool = False) -> None:
         self._metrics.train_backlog.set(len(self.backlog))
-        report = self.trainer.learn(pending.interactions, in_graph=in_graph)
-        self._publish(report, pending.append_times_ms)
+        partitions = pending.partitions or None
+        report = self.trainer.learn(pending.interactions, partitions, in_graph=in_graph)
+        # Freshness counts only what the published vectors reflect (catch-up: nothing).
+        times = pending.append_times_ms
+        self._publish(report, [times[k] for k in report.reflected] if times else [])
         self.trained_through.update(pending.positions)
         if not in_graph and pending.interactions:
             newest = max(e.ts for e in pending.interactions)
@@ -371,10 +401,11 @@ class TrainingLoop:
                 )
                 return
             except PublishError as exc:
-                if isinstance(exc, ValueError):  # a version regression: a bug, not an outage
+                # A version regression is a bug, not an outage; an interruption is a stop.
+                if isinstance(exc, ValueError | PublishInterrupted):
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
-                time.sleep(PUBLISH_RETRY_SECONDS)
+                time.sleep(PUBLISH_RETRY_SECONDS)  # an interrupt() meanwhile ends the retries
 
 
 def _newest(a: int | None, b: int | None) -> int | None:

@@ -5,11 +5,14 @@ thread (:mod:`stream.training`) fine-tunes on them and publishes the vectors tha
 ``--train false`` runs the ingest half alone.
 
 Wiring only: settings come from :func:`stream.settings.settings_from_args` (flags over
-their environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT drain the
-batch in flight and exit 0, and any unhandled error exits non-zero so an orchestrator
-restarts the worker (which then resumes from the store's offsets). A checkpoint that does
-not match the settings exits 2 at once, naming each setting (see
-:mod:`stream.learn.compatibility` and ``--on-checkpoint-mismatch``).
+their environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT end
+the worker within seconds wherever it is (the batch in flight lands in the store or is left
+for the next start; the trainer checkpoints what it published) and exit 0, and any
+unhandled error exits non-zero so an orchestrator restarts the worker (which then resumes
+from the store's offsets). A checkpoint that does not match the settings exits 2 at once,
+naming each setting (see :mod:`stream.learn.compatibility` and
+``--on-checkpoint-mismatch``). A dead-letter topic that is missing and cannot be created,
+or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
+from stream.errors import DeadLetterError
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import check_access
 from stream.learn.compatibility import CheckpointMismatchError
@@ -67,10 +72,7 @@ async def run_worker(
             ingest = IngestWorker(
                 settings, store, metrics, training.on_applied, has_room=training.has_room
             )
-            try:
-                await _ingest(ingest, stop)
-            finally:
-                await asyncio.to_thread(training.stop)
+            await _ingest(ingest, stop, then=training.stop)
             if training.failure is not None:
                 raise training.failure
             return ingest.totals
@@ -80,13 +82,24 @@ async def run_worker(
         store.close()
 
 
-async def _ingest(ingest: IngestWorker, stop: asyncio.Event) -> None:
-    await ingest.start()
-    log.info("worker consuming %s", ingest.topic)
+async def _ingest(
+    ingest: IngestWorker, stop: asyncio.Event, then: Callable[[], None] | None = None
+) -> None:
+    """Run ``ingest`` until ``stop``; then close it and run ``then`` (the trainer's stop,
+    which needs no more input) side by side, so their bounded waits on brokers that are
+    away add up to the longer one, not the sum."""
     try:
+        await ingest.start()
+        log.info("worker consuming %s", ingest.topic)
         await ingest.run(stop)
     finally:
-        await ingest.stop()
+        closing = [ingest.stop()]
+        if then is not None:
+            closing.append(asyncio.to_thread(then))
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 # The worker's options: the pipeline's sections of the settings tree.
@@ -115,6 +128,9 @@ def main(args: argparse.Namespace) -> int:
     except CheckpointMismatchError as exc:  # a start-up error with a documented way out
         log.error("%s", exc)
         return 2
+    except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1
+        log.error("%s", exc)
+        return 1
     log.info("stopped: %s", totals)
     return 0
 

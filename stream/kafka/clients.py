@@ -1,8 +1,10 @@
 """Every Kafka client streamgnn uses is built here, from the ``kafka`` settings.
 
-Three client libraries, one per job: aiokafka for the worker's ingest loop (consumer and
-dead-letter producer), confluent-kafka (librdkafka) for the embedding publisher, and
-kafka-python for the producer command, the embedding readers and the admin calls. Every
+Three client libraries, one per job: confluent-kafka (librdkafka) for the worker's ingest
+(consumer, dead-letter producer and the DLQ check: every codec, and a record it cannot
+decode is handed over, not raised in the fetch, see :mod:`stream.ingest.source`) and the
+embedding publisher; kafka-python for the producer command, the embedding readers and the
+admin calls; aiokafka for the access check's one-broker probe only. Every
 builder starts from the connection settings all clients share: the brokers and
 ``kafka.security`` (TLS, SASL) in the library's dialect (:mod:`stream.kafka.security`),
 so no call site can forget them; call sites add only what is specific to their job.
@@ -12,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.conn import AIOKafkaConnection, create_conn
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from stream.kafka.security import aiokafka_options, confluent_options, kafka_python_options
@@ -26,29 +28,25 @@ def _common(kafka: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap_servers": kafka.bootstrap_servers, **kafka_python_options(kafka.security)}
 
 
-def _common_aiokafka(kafka: KafkaSettings) -> dict[str, Any]:
-    """:func:`_common` for aiokafka (TLS as an ``ssl.SSLContext``)."""
-    return {"bootstrap_servers": kafka.bootstrap_servers, **aiokafka_options(kafka.security)}
-
-
 def _common_librdkafka(kafka: KafkaSettings) -> dict[str, Any]:
     """:func:`_common` in librdkafka's dotted dialect."""
     return {"bootstrap.servers": kafka.bootstrap_servers, **confluent_options(kafka.security)}
 
 
-def aiokafka_consumer(kafka: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
-    """The ingest loop's consumer (asyncio)."""
-    return AIOKafkaConsumer(**_common_aiokafka(kafka), **options)
-
-
-def aiokafka_producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
-    """The ingest loop's dead-letter producer (asyncio)."""
-    return AIOKafkaProducer(**_common_aiokafka(kafka), **options)
+def confluent_consumer(kafka: KafkaSettings, config: dict[str, Any]) -> Consumer:
+    """A librdkafka consumer (the ingest consumer and its watermark queries)."""
+    return Consumer({**_common_librdkafka(kafka), **config})
 
 
 def confluent_producer(kafka: KafkaSettings, config: dict[str, Any]) -> Producer:
-    """A librdkafka producer (the embedding publisher: thousands of records per step)."""
+    """A librdkafka producer (the embedding publisher: thousands of records per step; the
+    dead-letter producer)."""
     return Producer({**_common_librdkafka(kafka), **config})
+
+
+def confluent_admin(kafka: KafkaSettings, config: dict[str, Any]) -> AdminClient:
+    """A librdkafka admin client (the DLQ's check or creation at start-up)."""
+    return AdminClient({**_common_librdkafka(kafka), **config})
 
 
 def kafka_producer(kafka: KafkaSettings, **options: Any) -> KafkaProducer:

@@ -11,16 +11,18 @@ arguments in the same order, so a single-partition replay gives the very same fl
 * an event merges ``beta * weight`` into its edge's ``(w_ref, t_ref)``; an edge already
   below epsilon at the event's watermark is forgotten first, and a late event whose edge
   decayed away before it arrived adds nothing (the store's lazy pruning);
-* a snapshot decays every weight to the watermark and prunes edges below epsilon (the
-  store's bulk pruning).
+* a snapshot decays every weight to its partition's watermark and prunes edges below
+  epsilon (the store's bulk pruning);
+* "now" is per source partition, as in the store: each edge remembers the partition that
+  wrote it (its user's) and decays to that partition's watermark, which moves by the
+  events' :attr:`~stream.events.Interaction.stream_ts`. A lagging or replayed partition is
+  never aged by a faster one. :attr:`GraphMirror.watermark` (the newest of them) is only a
+  report and the snapshot's ``now`` for encoders that read time.
 
 Where it may differ from the store, on purpose:
 
 * ``follow`` (social, user -> user) edges are skipped: this is the bipartite user-item
   graph the encoders learn from.
-* One watermark (the newest event time seen) stands in for the store's per-partition
-  watermarks. With several partitions an edge can be forgotten here slightly before the
-  store prunes it; a restart reloads the exact store.
 * Duplicate ``event_id`` s are filtered by the store, not here: pass only events the store
   applied, or a duplicate counts twice in the mirror until the next reload.
 * Rows the id registry evicts lose their edges (:meth:`GraphMirror.drop_rows`), and events
@@ -36,6 +38,10 @@ Where it may differ from the store, on purpose:
 >>> g = m.snapshot(num_users=1, num_items=2)
 >>> g.items.tolist(), g.weights.tolist()       # item 0 decayed two half-lives
 ([0, 1], [0.25, 1.0])
+>>> _ = m.apply([Interaction("v", "i", "click", 9_000)], torch.tensor([1]), torch.tensor([0]),
+...             partitions=[1])
+>>> m.snapshot().weights.tolist()    # partition 1's later time does not age partition 0
+[0.25, 1.0, 1.0]
 """
 
 from __future__ import annotations
@@ -65,13 +71,14 @@ class StoredEdge:
     item_id: str
     relation: str
     state: DecayedWeight
+    partition: int = 0  # the source partition that writes it
 
 
 def store_user_item_edges(store: DecayedGraphStore) -> Iterator[StoredEdge]:
     """The store's user -> item edges (one full scan; ``follow`` edges are skipped)."""
     for edge in store.edges():
         if edge.src_kind == USER and edge.dst_kind == ITEM:
-            yield StoredEdge(edge.src_id, edge.dst_id, edge.relation, edge.state)
+            yield StoredEdge(edge.src_id, edge.dst_id, edge.relation, edge.state, edge.partition)
 
 
 class GraphMirror:
@@ -101,8 +108,14 @@ class GraphMirror:
         self._relations = torch.zeros(0, dtype=torch.long)
         self._w_ref = torch.zeros(0, dtype=torch.float64)
         self._t_ref = torch.zeros(0, dtype=torch.long)
+        self._part = torch.zeros(0, dtype=torch.long)  # the source partition of each edge
         self._alive = torch.zeros(0, dtype=torch.bool)
-        self.watermark: int | None = None
+        self.watermarks: dict[int, int] = {}  # source partition -> its stream time
+
+    @property
+    def watermark(self) -> int | None:
+        """The newest partition watermark (a report; decay uses each edge's own)."""
+        return max(self.watermarks.values()) if self.watermarks else None
 
     @property
     def num_relations(self) -> int:
@@ -125,43 +138,62 @@ class GraphMirror:
     def load_edges(self, edges: Sequence[StoredEdge], users: Tensor, items: Tensor) -> None:
         """Put stored edges (state as stored) at these rows; ``-1`` rows are skipped."""
         states: dict[_EdgeKey, DecayedWeight | None] = {}
+        parts: dict[_EdgeKey, int] = {}
         for edge, u, i in zip(edges, users.tolist(), items.tolist(), strict=True):
             if u >= 0 and i >= 0:
-                states[(u, i, self.relation(edge.relation))] = edge.state
-                t_ref = edge.state[1]
-                self.watermark = t_ref if self.watermark is None else max(self.watermark, t_ref)
-        self._write(states)
+                key = (u, i, self.relation(edge.relation))
+                states[key], parts[key] = edge.state, edge.partition
+                self._advance(edge.partition, edge.state[1])
+        self._write(states, parts)
 
-    def advance(self, now: int) -> None:
-        """Move the watermark forward (e.g. to the store's watermark after a load)."""
-        self.watermark = now if self.watermark is None else max(self.watermark, now)
+    def advance(self, now: int, partitions: Sequence[int] | None = None) -> None:
+        """Move watermarks forward to ``now``: those of ``partitions``, else every known one
+        (partition 0 when none is known yet)."""
+        for partition in partitions if partitions is not None else list(self.watermarks) or [0]:
+            self._advance(partition, now)
 
-    def apply(self, interactions: Sequence[Interaction], users: Tensor, items: Tensor) -> EdgeBatch:
+    def _advance(self, partition: int, now: int) -> None:
+        self.watermarks[partition] = max(now, self.watermarks.get(partition, now))
+
+    def apply(
+        self,
+        interactions: Sequence[Interaction],
+        users: Tensor,
+        items: Tensor,
+        partitions: Sequence[int] | None = None,
+    ) -> EdgeBatch:
         """Merge events (rows from the id registry) into the mirror, in order.
 
+        ``partitions`` holds each event's source partition (None: all partition 0).
         Returns the :class:`EdgeBatch` of the events that left an edge: skipped are social
         events, events with a ``-1`` row and late events that decayed away on arrival.
         ``weights`` is the edge's ``w_ref`` right after the event.
         """
-        if not len(interactions) == users.numel() == items.numel():
+        if partitions is None:
+            partitions = [0] * len(interactions)
+        if not len(interactions) == users.numel() == items.numel() == len(partitions):
             raise ValueError(
-                f"{len(interactions)} interactions but {users.numel()} user rows "
-                f"and {items.numel()} item rows"
+                f"{len(interactions)} interactions but {users.numel()} user rows, "
+                f"{items.numel()} item rows and {len(partitions)} partitions"
             )
         current = self._gather(interactions, users.tolist(), items.tolist())
+        parts: dict[_EdgeKey, int] = {}
+        marks = dict(self.watermarks)
         out_u: list[int] = []
         out_i: list[int] = []
         out_r: list[int] = []
         out_w: list[float] = []
         out_t: list[int] = []
-        wm = self.watermark
-        for event, u, i in zip(interactions, users.tolist(), items.tolist(), strict=True):
-            wm = event.ts if wm is None else max(wm, event.ts)  # every event moves stream time
+        rows = zip(interactions, users.tolist(), items.tolist(), partitions, strict=True)
+        for event, u, i, p in rows:
+            # every event moves its partition's stream time, as in the store
+            wm = marks[p] = max(event.stream_ts, marks.get(p, event.stream_ts))
             if u < 0 or i < 0 or event.event_type in SOCIAL_EVENT_TYPES:
                 continue
             r = self._code[event.event_type]
             h = self._half_life[r]
             key = (u, i, r)
+            parts[key] = p
             old = current[key]
             base = old if old is not None and not is_dead(old, wm, h, self.epsilon) else None
             new = merge(base or (0.0, event.ts), self._beta[r] * event.weight, event.ts, h)
@@ -174,8 +206,8 @@ class GraphMirror:
             out_r.append(r)
             out_w.append(new[0])
             out_t.append(event.ts)
-        self.watermark = wm
-        self._write(current)
+        self.watermarks = marks
+        self._write(current, parts)
         return EdgeBatch(
             torch.tensor(out_u, dtype=torch.long),
             torch.tensor(out_i, dtype=torch.long),
@@ -244,10 +276,12 @@ class GraphMirror:
                 current[key] = (w, t)
         return current
 
-    def _write(self, states: Mapping[_EdgeKey, DecayedWeight | None]) -> None:
-        """Store edge states; ``None`` removes the edge."""
+    def _write(
+        self, states: Mapping[_EdgeKey, DecayedWeight | None], parts: Mapping[_EdgeKey, int]
+    ) -> None:
+        """Store edge states (and their partitions); ``None`` removes the edge."""
         slots: list[int] = []
-        rows: tuple[list[int], ...] = ([], [], [], [])
+        rows: tuple[list[int], ...] = ([], [], [], [], [])
         w_refs: list[float] = []
         for key, state in states.items():
             slot = self._index.get(key)
@@ -258,7 +292,7 @@ class GraphMirror:
             if slot is None:
                 slot = self._allocate(key)
             slots.append(slot)
-            for column, value in zip(rows, (*key, state[1]), strict=True):
+            for column, value in zip(rows, (*key, state[1], parts.get(key, 0)), strict=True):
                 column.append(value)
             w_refs.append(state[0])
         if not slots:
@@ -268,6 +302,7 @@ class GraphMirror:
         self._items[at] = torch.tensor(rows[1], dtype=torch.long)
         self._relations[at] = torch.tensor(rows[2], dtype=torch.long)
         self._t_ref[at] = torch.tensor(rows[3], dtype=torch.long)
+        self._part[at] = torch.tensor(rows[4], dtype=torch.long)
         self._w_ref[at] = torch.tensor(w_refs, dtype=torch.float64)
         self._alive[at] = True
 
@@ -293,6 +328,7 @@ class GraphMirror:
 
         self._users, self._items = grown(self._users), grown(self._items)
         self._relations, self._t_ref = grown(self._relations), grown(self._t_ref)
+        self._part = grown(self._part)
         self._w_ref, self._alive = grown(self._w_ref), grown(self._alive)
 
     def drop_rows(self, users: Tensor, items: Tensor) -> int:
@@ -322,7 +358,8 @@ class GraphMirror:
     def snapshot(
         self, num_users: int | None = None, num_items: int | None = None, prune: bool = True
     ) -> BipartiteGraph:
-        """Edges decayed to the watermark, below-epsilon ones left out, in canonical order.
+        """Edges decayed to their partitions' watermarks, below-epsilon ones left out, in
+        canonical order; the graph's ``now`` is the newest watermark.
 
         The order (by user, item, relation) depends only on the edge set, so two mirrors
         holding the same edges give the same snapshot however they were built. ``prune``
@@ -331,7 +368,7 @@ class GraphMirror:
         """
         n = self._used
         now = self.watermark if self.watermark is not None else 0
-        weights = self._decayed(now, n)
+        weights = self._decayed(n)
         alive = self._alive[:n]
         live = alive & (weights >= self.epsilon)
         if prune:
@@ -365,7 +402,13 @@ class GraphMirror:
             now,
         )
 
-    def _decayed(self, now: int, n: int) -> Tensor:
-        """``weight_at`` for the first ``n`` slots, vectorised (float64, as the store)."""
+    def _decayed(self, n: int) -> Tensor:
+        """``weight_at`` each edge's partition watermark for the first ``n`` slots,
+        vectorised (float64, as the store)."""
+        span = max(self.watermarks, default=0) + 1
+        marks = torch.zeros(span, dtype=torch.long)
+        for partition, mark in self.watermarks.items():
+            marks[partition] = mark
+        now = marks[self._part[:n].clamp(max=span - 1)]
         age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
         return self._w_ref[:n] * decay_factor(age, self._half_life_t[self._relations[:n]])

@@ -26,3 +26,7 @@ class TrainReport:
     # Newest event time (ms) of each changed id's own events, aligned with changed_*.
     changed_user_event_ms: list[int] = field(default_factory=list)
     changed_item_event_ms: list[int] = field(default_factory=list)
+    # Indices (into the interactions given to learn) of the events the published vectors
+    # reflect: merged into the graph with a row for both ids. Only these count for
+    # freshness; social events and events of refused ids are not reflected.
+    reflected: list[int] = field(default_factory=list)

@@ -120,9 +120,9 @@ class IncrementalTrainer:
                 self.mirror.load_edges(chunk, users, items)
                 times = torch.tensor([e.state[1] for e in chunk], dtype=torch.long)
                 self._note_event_times(users, items, times)
-            watermark = store.watermark()
-            if watermark is not None:
-                self.mirror.advance(watermark)
+            for (_, partition), (_, watermark) in store.positions().items():
+                if watermark >= 0:  # each partition's own stream time, never the newest one
+                    self.mirror.advance(watermark, [partition])
             self._grow()
             self._latest = None
 
@@ -135,9 +135,16 @@ class IncrementalTrainer:
 
     # -- the learning path ---------------------------------------------------------------
 
-    def learn(self, interactions: Sequence[Interaction], in_graph: bool = False) -> TrainReport:
+    def learn(
+        self,
+        interactions: Sequence[Interaction],
+        partitions: Sequence[int] | None = None,
+        in_graph: bool = False,
+    ) -> TrainReport:
         """Absorb one (possibly coalesced) micro-batch of applied events and fine-tune.
 
+        ``partitions`` holds each event's source partition (None: all partition 0); the
+        graph ages each partition's edges by that partition's own stream time.
         ``in_graph``: the events' edges are in the mirror already (:meth:`bootstrap` loaded
         them from the store, e.g. events read back after a restart): they are trained on
         and their nodes reported, but not merged a second time.
@@ -145,19 +152,28 @@ class IncrementalTrainer:
         with self._lock:
             start = time.perf_counter()
             before = {k: self.registry.counts(k) for k in KINDS}
-            events = [e for e in interactions if e.event_type not in SOCIAL_EVENT_TYPES]
+            chosen = [
+                k for k, e in enumerate(interactions) if e.event_type not in SOCIAL_EVENT_TYPES
+            ]
+            events = [interactions[k] for k in chosen]
             for event in events:
                 self.mirror.relation(event.event_type)  # unknown event type: ValueError
             batch = _empty_batch()
+            reflected: list[int] = []
             if events:
-                now = max(e.ts for e in events)
+                now = max(e.stream_ts for e in events)
                 users = self.registry.assign("user", [e.user_id for e in events], now)
                 items = self.registry.assign("item", [e.item_id for e in events], now)
                 self._absorb_evictions()
                 self._note_event_times(users, items, torch.tensor([e.ts for e in events]))
-                absorb = self.mirror.positives if in_graph else self.mirror.apply
-                batch = absorb(events, users, items)
+                if in_graph:
+                    batch = self.mirror.positives(events, users, items)
+                else:
+                    parts = None if partitions is None else [partitions[k] for k in chosen]
+                    batch = self.mirror.apply(events, users, items, parts)
                 self.encoder.observe(batch.to(self.device))
+                known = ((users >= 0) & (items >= 0)).tolist()
+                reflected = [k for k, ok in zip(chosen, known, strict=True) if ok]
             graph = self._graph()
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
             replay = torch.zeros(0, dtype=torch.long, device=self.device)
@@ -193,6 +209,7 @@ class IncrementalTrainer:
                 refused_items=after["item"].refused - before["item"].refused,
                 changed_user_event_ms=self._event_times("user", changed["user"]),
                 changed_item_event_ms=self._event_times("item", changed["item"]),
+                reflected=reflected,
             )
 
     def stored_edges(self, newer_than_ms: int | None = None) -> list[Interaction]:

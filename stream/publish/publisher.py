@@ -27,6 +27,7 @@ ledger's topic scan stay on kafka-python.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,12 @@ from confluent_kafka import KafkaException
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
-from stream.errors import PublishError, SchemaError, VersionRegressionError
+from stream.errors import (
+    PublishError,
+    PublishInterrupted,
+    SchemaError,
+    VersionRegressionError,
+)
 from stream.kafka.clients import confluent_producer, kafka_admin
 from stream.kafka.topics import create_missing_topics
 from stream.metrics import PipelineMetrics
@@ -182,6 +188,7 @@ class EmbeddingPublisher:
         reserved = self._ledger.reserved
         self._min_version = 0 if reserved is None else reserved + 1
         self._newest_event_ms: int | None = None
+        self._interrupted = threading.Event()
         self._metrics.staleness.set_function(self._staleness_seconds)
         try:
             self._producer = confluent_producer(
@@ -228,6 +235,7 @@ class EmbeddingPublisher:
             SchemaError: a row does not fit the wire schema; nothing is sent.
             PublishError: a record was not acked; publish again (same version is fine).
         """
+        self._check_interrupt()
         if isinstance(model_version, bool) or not isinstance(model_version, int):
             raise ValueError(f"model_version must be an int, got {model_version!r}")
         if model_version < self._min_version:
@@ -249,7 +257,8 @@ class EmbeddingPublisher:
 
         for kind, key, value in staged.records:
             self._produce(self._topics[kind], key, value, publish_time_ms, delivered)
-        unacked = self._producer.flush(self._settings.flush_timeout_s)
+        unacked = self._flush(self._settings.flush_timeout_s)
+        self._check_interrupt()  # purged by interrupt(): not a failure to retry
         if unacked:
             raise PublishError(
                 f"{unacked} of {len(staged.records)} embedding records not acked within "
@@ -279,13 +288,36 @@ class EmbeddingPublisher:
                 )
                 return
             except BufferError:  # the local queue is full: serve delivery reports, retry
+                self._check_interrupt()
                 self._producer.poll(0.1)
             except KafkaException as exc:
                 raise PublishError(f"embedding record not queued: {exc}") from exc
 
+    def _flush(self, timeout_s: float) -> int:
+        """Wait for acks in short slices, so :meth:`interrupt` ends the wait at once."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            unacked = int(self._producer.flush(min(0.1, max(deadline - time.monotonic(), 0))))
+            if not unacked or time.monotonic() >= deadline:
+                return unacked
+            self._check_interrupt()
+
+    def interrupt(self) -> None:
+        """Make a :meth:`publish` in progress (another thread) give up now: it raises
+        :class:`PublishInterrupted`, unsent records are dropped, and so does every later
+        call. For a worker that must stop within seconds while the brokers refuse it."""
+        self._interrupted.set()
+        self._producer.purge()
+
+    def _check_interrupt(self) -> None:
+        if self._interrupted.is_set():
+            raise PublishInterrupted("publishing interrupted (the worker is stopping)")
+
     def close(self, timeout_s: float = 30.0) -> None:
-        """Flush what is pending (librdkafka closes the producer when it is collected)."""
-        self._producer.flush(timeout_s)
+        """Flush what is pending (librdkafka closes the producer when it is collected);
+        after :meth:`interrupt` nothing is pending."""
+        if not self._interrupted.is_set():
+            self._flush(timeout_s)
 
     def __enter__(self) -> Self:
         return self

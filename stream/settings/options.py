@@ -86,6 +86,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("kafka", "instance_id", "static group membership id (one per worker)"),
     _opt("kafka", "max_batch_records", "records applied per store write batch at most"),
     _opt("kafka", "session_timeout_ms", "consumer group session timeout"),
+    _opt(
+        "kafka",
+        "dlq_timeout_s",
+        "seconds a dead letter may go unacked before ingestion stops (exit non-zero)",
+    ),
     # kafka.security: how every Kafka client connects (TLS, SASL)
     _opt("kafka.security", "security_protocol", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
     _opt("kafka.security", "sasl_mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
@@ -116,10 +121,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt("events", "max_id_bytes", "longer user/item ids are dead-lettered"),
     _opt("events", "max_event_bytes", "larger records are dead-lettered unparsed"),
-    _opt("events", "min_ts_ms", "earliest valid event time (epoch ms)"),
+    _opt("events", "min_ts_ms", "the oldest event time (epoch ms) accepted; older: ts_too_old"),
     _opt("events", "max_ts_ms", "latest valid event time (epoch ms)"),
     _opt("events", "max_weight", "largest valid event weight"),
     _opt("events", "dedup_window_ms", "event-time window in which a repeated event_id counts once"),
+    _opt(
+        "events",
+        "max_future_skew_ms",
+        "events more than this ahead of their Kafka record timestamp are dead-lettered",
+    ),
     # publish
     _opt(
         "publish",

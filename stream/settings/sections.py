@@ -35,10 +35,13 @@ class EventSettings:
     behaviours: Mapping[str, Behaviour] = field(default_factory=lambda: DEFAULT_BEHAVIOURS)
     max_id_bytes: int = 256
     max_event_bytes: int = 65_536
-    min_ts_ms: int = 0
+    min_ts_ms: int = 0  # the oldest event time accepted (ts_too_old below it)
     max_ts_ms: int = 32_503_680_000_000  # 3000-01-01: later is a unit mistake, not a time
     max_weight: float = 1e6
     dedup_window_ms: int = 1 * DAY_MS
+    # How far an event's ts may be ahead of its Kafka record timestamp (or the worker's
+    # clock): producers' clocks drift, but an event from the future is refused.
+    max_future_skew_ms: int = 600_000
 
     def __post_init__(self) -> None:
         if not self.behaviours:
@@ -51,6 +54,8 @@ class EventSettings:
         _positive("max_id_bytes", self.max_id_bytes)
         _positive("max_event_bytes", self.max_event_bytes)
         _positive("dedup_window_ms", self.dedup_window_ms)
+        if self.max_future_skew_ms < 0:
+            raise ConfigError(f"max_future_skew_ms must be >= 0, got {self.max_future_skew_ms!r}")
         if not 0 <= self.min_ts_ms < self.max_ts_ms:
             raise ConfigError(
                 f"need 0 <= min_ts_ms < max_ts_ms, got {self.min_ts_ms}, {self.max_ts_ms}"
@@ -83,6 +88,9 @@ class KafkaSettings:
     instance_id: str | None = None  # static membership: a restart rejoins without a rebalance wait
     max_batch_records: int = 5_000
     session_timeout_ms: int = 10_000
+    # A dead letter not acked within this long stops ingestion (the worker exits non-zero
+    # with the store and checkpoint consistent) instead of retrying forever.
+    dlq_timeout_s: float = 60.0
     security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def __post_init__(self) -> None:
@@ -93,6 +101,8 @@ class KafkaSettings:
             raise ConfigError(f"dlq_topic must differ from interactions_topic ({self.dlq_topic!r})")
         _positive("max_batch_records", self.max_batch_records)
         _positive("session_timeout_ms", self.session_timeout_ms)
+        if not (math.isfinite(self.dlq_timeout_s) and self.dlq_timeout_s > 0):
+            raise ConfigError(f"dlq_timeout_s must be finite and > 0, got {self.dlq_timeout_s!r}")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,15 @@ any crash the store's offsets say exactly which events it holds.
 
 Why the result is the same whatever the batching (and so bit for bit across crashes):
 
-* "now" for an event is its partition's watermark (the newest event time seen in that
-  partition, stored with the offset). It depends only on the partition's own order.
+* "now" for an event is its partition's watermark, stored with the offset: the newest
+  :attr:`~stream.events.Interaction.stream_ts` applied in that partition (an event's time,
+  capped by the Kafka record timestamp it came with, so no single record can move stream
+  time past the clock it vouches for). It depends only on the partition's own order.
+* Every event :meth:`DecayedGraphStore.apply` counts as applied changed an edge. One that
+  cannot (weight 0, or so late that it had decayed below epsilon before it arrived) is
+  counted as ignored under its reason (:data:`stream.events.IGNORED_REASONS`); duplicates
+  are counted apart. Only applied events are reported back (:attr:`ApplyResult.kept`), so
+  only they reach the trainer.
 * An edge is only ever written from its user's partition (the topic is keyed by user),
   so its events always merge in the same order.
 * Pruning is one rule, :func:`stream.state.decay.is_dead` at the partition watermark,
@@ -21,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
@@ -53,6 +60,9 @@ class ApplyResult:
     applied: int
     duplicates: int
     pruned: int
+    # Per batch (same order), the indices of its interactions that were applied.
+    kept: tuple[tuple[int, ...], ...] = ()
+    ignored: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,7 @@ class Edge:
     dst_kind: bytes
     dst_id: str
     state: DecayedWeight
+    partition: int = 0  # the source partition that writes it (its user's)
 
 
 @dataclass(frozen=True)
@@ -200,20 +211,27 @@ class DecayedGraphStore:
         update = BatchUpdate(self._db)
         counts = self.counts()
         nodes, edges, pruned_total = counts.nodes, counts.edges, counts.pruned_total
-        applied = duplicates = pruned = 0
+        duplicates = pruned = 0
+        kept: list[tuple[int, ...]] = []
+        ignored: dict[str, int] = {}
         for part in batches:
             pos = self.position(topic, part.partition)
             watermark = pos[1] if pos else -1
-            for event in part.interactions:
-                watermark = max(watermark, event.ts)
+            applied_here: list[int] = []
+            for index, event in enumerate(part.interactions):
+                watermark = max(watermark, event.stream_ts)
                 if event.event_id is not None and update.is_duplicate(
                     part.partition, event.event_id, event.ts, watermark, self._dedup_window_ms
                 ):
                     duplicates += 1
                     continue
-                dn, de, dp = self._apply_event(update, part.partition, event, watermark)
+                dn, de, dp, reason = self._apply_event(update, part.partition, event, watermark)
                 nodes, edges, pruned = nodes + dn, edges + de, pruned + dp
-                applied += 1
+                if reason is None:
+                    applied_here.append(index)
+                else:
+                    ignored[reason] = ignored.get(reason, 0) + 1
+            kept.append(tuple(applied_here))
             update.put(
                 k.offset_key(topic, part.partition),
                 k.POSITION_VALUE.pack(part.next_offset, watermark),
@@ -221,13 +239,16 @@ class DecayedGraphStore:
         update.put(_META_COUNTS, k.COUNTS_VALUE.pack(nodes, edges, pruned_total + pruned))
         self._db.write(update.to_write_batch(), self._write_options)
         pruned += self.prune(topic, [b.partition for b in batches])
-        return ApplyResult(applied, duplicates, pruned)
+        applied = sum(len(k) for k in kept)
+        return ApplyResult(applied, duplicates, pruned, tuple(kept), ignored)
 
     def _apply_event(
         self, update: BatchUpdate, partition: int, event: Interaction, now: int
-    ) -> tuple[int, int, int]:
-        """Merge one event into its edge; returns (Δnodes, Δedges, pruned)."""
+    ) -> tuple[int, int, int, str | None]:
+        """Merge one event into its edge; returns (Δnodes, Δedges, pruned, ignored reason)."""
         rel = self._relations[event.event_type]
+        if rel.beta * event.weight == 0.0:
+            return 0, 0, 0, "zero_weight"  # adds nothing; the edge, if any, is as it was
         src = k.node_key(k.USER, event.user_id)
         dst = k.node_key(rel.dst_kind, event.item_id)
         suffix = k.edge_suffix(src, rel.code, dst)
@@ -245,17 +266,19 @@ class DecayedGraphStore:
                 base = old
         new = merge(base or (0.0, event.ts), rel.beta * event.weight, event.ts, rel.half_life_ms)
         if is_dead(new, now, rel.half_life_ms, self._epsilon):
+            # A late event that had decayed away before it arrived: it changes nothing
+            # (a dead old edge it found is pruned, as the bulk pass would).
             if old_raw is None:
-                return 0, 0, 0  # a late event that had decayed away before it arrived
+                return 0, 0, 0, "decayed"
             dn = update.remove_edge(suffix)
-            return dn, -1, pruned
+            return dn, -1, pruned, "decayed"
         update.put(edge_key, k.EDGE_VALUE.pack(new[0], new[1], partition))
         update.put(k.expiry_key(partition, self._expiry(new, rel), suffix), b"")
         if old_raw is not None:
-            return 0, 0, pruned
+            return 0, 0, pruned, None
         update.put(k.REVERSE + k.reverse_suffix(suffix), b"")
         dn = update.bump_degree(src, 1) + update.bump_degree(dst, 1)
-        return dn, 1, pruned
+        return dn, 1, pruned, None
 
     def _expiry(self, state: DecayedWeight, rel: _Relation) -> int:
         return expiry_time(state, rel.half_life_ms, self._epsilon)
@@ -353,8 +376,9 @@ class DecayedGraphStore:
             yield self._edge(src, rel, dst, value)
 
     def _edge(self, src: tuple[bytes, str], rel: int, dst: tuple[bytes, str], raw: bytes) -> Edge:
-        w_ref, t_ref, _ = k.EDGE_VALUE.unpack(raw)
-        return Edge(src[0], src[1], self._relation_names[rel], dst[0], dst[1], (w_ref, t_ref))
+        w_ref, t_ref, partition = k.EDGE_VALUE.unpack(raw)
+        relation = self._relation_names[rel]
+        return Edge(src[0], src[1], relation, dst[0], dst[1], (w_ref, t_ref), int(partition))
 
     def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()

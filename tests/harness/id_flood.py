@@ -78,10 +78,13 @@ def run_id_flood(
         process = psutil.Process(worker.pid)
 
         def trained() -> float:
+            """Flood events the trainer took: reflected in a published vector (freshness
+            observations) or refused with their id (one event per id here)."""
             totals = scrape_metrics(address)
             rss = process.memory_info().rss / 2**20
             samples.append((total(totals, "streamgnn_events_applied_total"), rss))
-            return total(totals, "streamgnn_freshness_seconds_count")
+            refused = totals.get('streamgnn_ids_refused_total{kind="user"}', 0.0)
+            return total(totals, "streamgnn_freshness_seconds_count") + refused
 
         wait_for(lambda: trained() >= ids, timeout_s, "the flood to be trained on")
         totals = scrape_metrics(address)

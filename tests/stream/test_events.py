@@ -50,7 +50,7 @@ def test_any_bytes_give_an_interaction_or_a_known_rejection(key, value) -> None:
 
 
 def test_hostile_examples_are_rejected_for_the_right_reason() -> None:
-    ok = {"user_id": "u", "item_id": "i", "event_type": "click", "ts": 5}
+    ok = {"user_id": "u", "item_id": "i", "event_type": "click", "ts": 1_700_000_000_000}
     cases = {
         "bad_json": b'{"a": NaN}',
         "not_object": b"[1]",

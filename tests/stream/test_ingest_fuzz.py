@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 RECORDS_PER_STREAM = 250
 MB = 1024 * 1024
+T0 = 1_700_000_000_000
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
 json_values = st.recursive(
@@ -107,7 +109,7 @@ def test_multi_megabyte_records_are_dead_lettered_whole(
         (
             b"u1",
             json.dumps(
-                {"user_id": "u1", "item_id": f"i{i}", "event_type": "click", "ts": i}
+                {"user_id": "u1", "item_id": f"i{i}", "event_type": "click", "ts": T0 + i}
             ).encode(),
         )
         for i in range(1, 5)
@@ -132,27 +134,39 @@ def _check_stream(
         store=StoreSettings(path=tmp_path / tag),
     )
     validator = EventValidator(EventSettings())
+    # Every record carries the same Kafka timestamp, so the oracle knows the clock the
+    # worker checks event times against.
+    clock_ms = int(time.time() * 1000)
     expected_good: list[Interaction] = []
     expected_bad: set[int] = set()
     producer = KafkaProducer(
         bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", max_request_size=8 * MB
     )
     for seq, (key, value) in enumerate(records):
-        parsed = validator.parse(key, value)
+        parsed = validator.parse(key, value, clock_ms)
         if isinstance(parsed, Interaction):
             expected_good.append(parsed)
         else:
             expected_bad.add(seq)
-        producer.send(source, key=key, value=value, headers=[("fuzz.seq", str(seq).encode())])
+        producer.send(
+            source,
+            key=key,
+            value=value,
+            headers=[("fuzz.seq", str(seq).encode())],
+            timestamp_ms=clock_ms,
+        )
     producer.flush()
     producer.close()
 
     with DecayedGraphStore(settings_.store.path, settings_.events.behaviours) as store:
         totals = asyncio.run(_ingest_all(settings_, store, len(records)))
         assert totals.consumed == len(records)
-        assert totals.applied == len(expected_good)
+        # An accepted event of weight 0 changes nothing: counted as ignored, not applied.
+        weighty = [e for e in expected_good if e.weight > 0]
+        assert totals.applied == len(weighty)
+        assert totals.ignored.get("zero_weight", 0) == len(expected_good) - len(weighty)
         assert sum(totals.rejected.values()) == len(expected_bad)
-        _assert_every_good_event_applied(store, expected_good)
+        _assert_every_good_event_applied(store, weighty)
 
     letters = _read_all(kafka_broker.bootstrap_servers, dlq)
     seqs = [int(dict(r.headers)["fuzz.seq"]) for r in letters]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ from confluent_kafka.admin import (
 
 from stream.errors import KafkaAccessError
 from stream.kafka.access import check_access_blocking
-from stream.kafka.clients import aiokafka_consumer, confluent_producer, kafka_producer
+from stream.kafka.clients import confluent_consumer, confluent_producer, kafka_producer
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.local_broker.secured import SecuredListener
 from stream.settings import KafkaSettings, Secret, SecuritySettings
@@ -44,19 +43,27 @@ def _produce_with_every_producer(kafka: KafkaSettings, topic: str) -> set[bytes]
     return {b"kafka-python", b"confluent"}
 
 
-async def _read_with_aiokafka(kafka: KafkaSettings, topic: str, count: int) -> set[bytes]:
-    consumer = aiokafka_consumer(kafka, auto_offset_reset="earliest", enable_auto_commit=False)
+def _read_with_librdkafka(kafka: KafkaSettings, topic: str, count: int) -> set[bytes]:
+    """Read as the worker's ingest consumer does (librdkafka, built by the same builder)."""
+    consumer = confluent_consumer(
+        kafka,
+        {
+            "group.id": f"read-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        },
+    )
     consumer.subscribe([topic])
-    await consumer.start()
     try:
         values: set[bytes] = set()
         deadline = time.monotonic() + 30
         while len(values) < count and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                values.update(r.value for r in records)
+            for message in consumer.consume(10, 0.5):
+                if message.error() is None and message.value() is not None:
+                    values.add(message.value())
         return values
     finally:
-        await consumer.stop()
+        consumer.close()
 
 
 @pytest.mark.integration
@@ -67,7 +74,7 @@ def test_the_scram_user_from_format_time_works_with_every_client_library(
     kafka, topic = secured_cluster.kafka(mechanism), _topic(secured_cluster)
     check_access_blocking(kafka)
     sent = _produce_with_every_producer(kafka, topic)
-    assert asyncio.run(_read_with_aiokafka(kafka, topic, len(sent))) == sent
+    assert _read_with_librdkafka(kafka, topic, len(sent)) == sent
 
 
 @pytest.mark.integration
@@ -166,7 +173,7 @@ def test_an_mtls_listener_refuses_clients_without_a_certificate(tmp_path: Path) 
         check_access_blocking(kafka, timeout_s=10)
         topic = _topic(cluster)
         sent = _produce_with_every_producer(kafka, topic)
-        assert asyncio.run(_read_with_aiokafka(kafka, topic, len(sent))) == sent
+        assert _read_with_librdkafka(kafka, topic, len(sent)) == sent
     finally:
         cluster.broker.stop()
 

@@ -64,7 +64,13 @@ def test_file_replay_sends_each_valid_row_once_in_time_order(
     kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
 ) -> None:
     path = tmp_path / "log.csv"
-    rows = [("u1", "i1", 30, 4), ("u2", "i1", 10, 5), ("u3", "", 20, 1), ("u1", "i2", 20, 2)]
+    t0 = 1_700_000_000  # epoch seconds (2023)
+    rows = [
+        ("u1", "i1", t0 + 30, 4),
+        ("u2", "i1", t0 + 10, 5),
+        ("u3", "", t0 + 20, 1),
+        ("u1", "i2", t0 + 20, 2),
+    ]
     path.write_text("".join(f"{u};{i};{t};{w}\n" for u, i, t, w in rows))
     topic = topic_factory("produce-file")
     argv = [*_argv(kafka_broker, topic), "--data", str(path), "--sep", ";", "--no-header"]
@@ -72,9 +78,9 @@ def test_file_replay_sends_each_valid_row_once_in_time_order(
     assert main(argv) == 0
     got = _read_back(kafka_broker.bootstrap_servers, topic, expected=3)
     assert [(e.user_id, e.item_id, e.ts, e.weight) for e in got] == [
-        ("u2", "i1", 10_000, 5.0),
-        ("u1", "i2", 20_000, 2.0),
-        ("u1", "i1", 30_000, 4.0),
+        ("u2", "i1", (t0 + 10) * 1000, 5.0),
+        ("u1", "i2", (t0 + 20) * 1000, 2.0),
+        ("u1", "i1", (t0 + 30) * 1000, 4.0),
     ]  # the row without an item is refused by the reader, never sent
 
 

@@ -1,0 +1,356 @@
+"""Reading the ``interactions`` topic: librdkafka's consumer, positioned by the store.
+
+Why librdkafka (``confluent_kafka.Consumer``) and not aiokafka, which this module used
+before: aiokafka decodes every record of a fetched batch inside ``getmany``, and raises
+there, before the application sees a record, when it cannot (a header key that is not
+UTF-8: ``UnicodeDecodeError``; a zstd, lz4 or snappy batch without the optional Python
+codec: ``UnsupportedCodecError``). The same fetch then fails on every retry and after
+every restart: one record stalls its partition for good. librdkafka hands over every
+record with its offset, key, value and timestamp, decompresses every codec itself, and
+only ``Message.headers()`` raises for such header keys, per record, so that one record is
+dead-lettered with what could be read (:attr:`SourceRecord.undecodable`) and the
+partition goes on. It also reports a stored offset that fell out of retention as an
+event (``auto.offset.reset=error``), so the skip is counted, not silent.
+
+Offsets: the consumer never resumes from a group commit. Every assignment is positioned at
+the store's offsets (the beginning when the store has none); the group commit is
+informational. Rebalance callbacks run inside :meth:`RecordSource.poll`, which the
+ingest loop calls between batches only, so a revocation never lands in the middle of a
+batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from stream.errors import ConfigError
+from stream.events import record_clock
+from stream.kafka.clients import confluent_consumer
+from stream.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+log = logging.getLogger("streamgnn.ingest")
+
+WATERMARK_TIMEOUT_S = 2.0
+PREFETCH_KBYTES = 16_384
+CLOSE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One record of the interactions topic, as far as the client could decode it."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_ms: int | None  # the Kafka record timestamp; None when the record has none
+    received_ms: int  # the worker's clock when it was read
+    undecodable: str | None = None  # what the client could not decode: dead-letter it
+
+    @property
+    def clock_ms(self) -> int:
+        """The clock this record vouches for (:func:`stream.events.record_clock`)."""
+        return record_clock(self.timestamp_ms, self.received_ms)
+
+
+def read_record(message: Message, received_ms: int) -> SourceRecord:
+    """A :class:`SourceRecord` from a librdkafka message; never raises."""
+    undecodable = None
+    try:
+        headers = tuple(_header(item) for item in message.headers() or ())
+    except (SystemError, UnicodeDecodeError, ValueError) as exc:
+        # confluent_kafka decodes header keys as UTF-8 and raises (SystemError chained to a
+        # UnicodeDecodeError) when one is not: the keys' bytes cannot be read back at all.
+        # librdkafka passes keys as C strings, so a key is only read up to a NUL byte.
+        cause = exc.__cause__ or exc.__context__ or exc
+        headers = ()
+        undecodable = f"header keys not decodable: {type(cause).__name__}: {cause}"[:300]
+    kind, stamp = message.timestamp()
+    has_time = kind != 0 and stamp is not None and stamp != -1  # TIMESTAMP_NOT_AVAILABLE
+    return SourceRecord(
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value(),
+        headers=headers,
+        timestamp_ms=stamp if has_time else None,
+        received_ms=received_ms,
+        undecodable=undecodable,
+    )
+
+
+def _header(item: Sequence[object]) -> tuple[str, bytes | None]:
+    key, value = item[0], item[1]  # confluent_kafka gives (str, bytes | None) pairs
+    return str(key), value if value is None or isinstance(value, bytes) else str(value).encode()
+
+
+PositionOf = Callable[[int], int | None]
+"""Partition -> the store's next offset for it (None when the store has none)."""
+
+
+class RecordSource:
+    """The ingest consumer (a group member) over one topic.
+
+    Args:
+        kafka: brokers, topic, group.
+        position: the store's next offset of a partition (where an assignment starts).
+        on_assigned: called with the partitions owned after each assignment.
+        on_revoked: called with partitions given up (before they go).
+        on_skipped: called as ``(partition, first_kept_offset, skipped)`` when the stored
+            offset fell out of retention and the partition resumes at its earliest offset.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        position: PositionOf,
+        on_assigned: Callable[[frozenset[int]], None],
+        on_revoked: Callable[[frozenset[int]], None],
+        on_skipped: Callable[[int, int, int], None],
+    ) -> None:
+        self._kafka = kafka
+        self._topic = kafka.interactions_topic
+        self._position = position
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._on_skipped = on_skipped
+        self._assigned: frozenset[int] = frozenset()
+        self._paused = False
+        self._consumer: Consumer | None = None
+        self._offsets: Consumer | None = None  # watermark queries only, from any thread
+
+    @property
+    def assigned(self) -> frozenset[int]:
+        return self._assigned
+
+    def start(self) -> None:
+        """Create the clients and subscribe (blocking; partitions arrive in :meth:`poll`)."""
+        k = self._kafka
+        config: dict[str, str | int | float | bool | object] = {
+            "group.id": k.group_id,
+            "client.id": "streamgnn-ingest",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # A position outside the log is reported to us (see _offset_reset), never
+            # silently moved: the store's offsets are the truth.
+            "auto.offset.reset": "error",
+            # Prefetch about two batches, not librdkafka's default 100,000 messages / 64 MB:
+            # memory stays bounded, and what the worker has not read waits in Kafka as lag.
+            "queued.min.messages": 2 * k.max_batch_records,
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "session.timeout.ms": k.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, k.session_timeout_ms // 4),
+            "logger": log,
+        }
+        if k.instance_id:
+            config["group.instance.id"] = k.instance_id
+        try:
+            self._consumer = confluent_consumer(k, config)
+            self._offsets = confluent_consumer(
+                k,
+                {
+                    "group.id": f"{k.group_id}.watermarks",  # never joins: queries only
+                    "client.id": "streamgnn-ingest-offsets",
+                    "logger": log,
+                },
+            )
+        except KafkaException as exc:
+            raise ConfigError(f"cannot configure the Kafka consumer: {exc}") from exc
+        self._consumer.subscribe(
+            [self._topic],
+            on_assign=self._assign,
+            on_revoke=self._revoke,
+            on_lost=self._revoke,
+        )
+
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Leave the group (revokes everything) and close both clients.
+
+        librdkafka's close waits for the group coordinator, which may be away: it gets
+        ``timeout_s`` in a daemon thread and is then left behind (the store holds every
+        position; the group notices the departure at its session timeout).
+        """
+        clients = {"consumer": self._consumer, "offsets client": self._offsets}
+        self._consumer = self._offsets = None
+        close_within({name: c.close for name, c in clients.items() if c is not None}, timeout_s)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def poll(self, timeout_s: float, max_records: int) -> dict[int, list[SourceRecord]]:
+        """Up to ``max_records`` records by partition, in offset order (blocking)."""
+        consumer = self._require()
+        messages = consumer.consume(max_records, timeout_s)
+        now_ms = int(time.time() * 1000)
+        fetched: dict[int, list[SourceRecord]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._client_error(error, message)
+                continue
+            record = read_record(message, now_ms)
+            fetched.setdefault(record.partition, []).append(record)
+        return fetched
+
+    def pause(self) -> None:
+        """Stop fetching (now, and for partitions assigned while paused)."""
+        self._paused = True
+        if self._assigned:
+            self._require().pause(self._partitions(self._assigned))
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self._assigned:
+                self._require().resume(self._partitions(self._assigned))
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def rewind(self, fetched: dict[int, list[SourceRecord]]) -> None:
+        """Put records fetched before a pause back: they are read again after a resume."""
+        consumer = self._require()
+        for partition, records in fetched.items():
+            if partition in self._assigned and records:
+                consumer.seek(TopicPartition(self._topic, partition, records[0].offset))
+
+    def commit(self, positions: dict[int, int]) -> None:
+        """Informational group commit (lag tools read it); failures are only logged."""
+        if not positions:
+            return
+        offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(positions.items())]
+        try:
+            self._require().commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.info("informational offset commit skipped: %s", exc)
+
+    def offsets(self, partition: int) -> tuple[int, int]:
+        """``(earliest, end)`` offsets of a partition, asked of the broker now (any thread)."""
+        client = self._offsets
+        if client is None:
+            raise RuntimeError("the record source is closed")
+        low, high = client.get_watermark_offsets(
+            TopicPartition(self._topic, partition), timeout=WATERMARK_TIMEOUT_S, cached=False
+        )
+        return int(low), int(high)
+
+    # -- rebalancing (runs inside poll) ----------------------------------------------
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        placed = []
+        for tp in sorted(partitions, key=lambda t: t.partition):
+            stored = self._position(tp.partition)
+            placed.append(
+                TopicPartition(
+                    tp.topic, tp.partition, OFFSET_BEGINNING if stored is None else stored
+                )
+            )
+            log.info(
+                "partition %s[%d] resumes at %s",
+                tp.topic,
+                tp.partition,
+                "the beginning" if stored is None else stored,
+            )
+        consumer.assign(placed)
+        self._assigned = frozenset(tp.partition for tp in placed)
+        if self._paused:  # backpressure holds for partitions that arrive meanwhile
+            consumer.pause(placed)
+        # A crash between a store write and its commit left the commit behind.
+        self.commit({tp.partition: tp.offset for tp in placed if tp.offset >= 0})
+        self._on_assigned(self._assigned)
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = frozenset(tp.partition for tp in partitions)
+        self._assigned = self._assigned - gone  # first: the lag task must not see them again
+        self._on_revoked(gone)
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _client_error(self, error: KafkaError, message: Message) -> None:
+        if error.code() == KafkaError._AUTO_OFFSET_RESET:
+            self._offset_reset(message.partition() or 0, message.offset())
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        # Connection trouble and the like: librdkafka recovers by itself.
+        log.warning("Kafka consumer: %s", error.str())
+
+    def _offset_reset(self, partition: int, requested: int | None) -> None:
+        """The position is outside the log: resume at its earliest offset, counting the gap."""
+        low, high = self.offsets(partition)
+        wanted = (
+            requested if requested is not None and requested >= 0 else self._position(partition)
+        )
+        if wanted is not None and wanted < low:
+            skipped = low - wanted
+            log.warning(
+                "partition %s[%d]: offsets %d..%d fell out of retention before they were read; "
+                "%d records skipped, resuming at %d",
+                self._topic,
+                partition,
+                wanted,
+                low - 1,
+                skipped,
+                low,
+            )
+            self._on_skipped(partition, low, skipped)
+            resume = low
+        else:  # beyond the end: the log was truncated or the topic recreated
+            log.warning(
+                "partition %s[%d]: offset %s is beyond the log end %d (truncated or recreated "
+                "topic); resuming at the end",
+                self._topic,
+                partition,
+                wanted,
+                high,
+            )
+            resume = high
+        consumer = self._require()
+        positions = []
+        for p in sorted(self._assigned):
+            stored = self._position(p)
+            offset = resume if p == partition else (OFFSET_BEGINNING if stored is None else stored)
+            positions.append(TopicPartition(self._topic, p, offset))
+        consumer.assign(positions)  # re-reading other partitions is harmless: the
+        if self._paused:  # ingest loop skips offsets below the store's
+            consumer.pause(positions)
+
+    def _partitions(self, partitions: frozenset[int]) -> list[TopicPartition]:
+        return [TopicPartition(self._topic, p) for p in sorted(partitions)]
+
+    def _require(self) -> Consumer:
+        if self._consumer is None:
+            raise RuntimeError("the record source is not started")
+        return self._consumer
+
+
+def close_within(closers: dict[str, Callable[[], object]], timeout_s: float) -> None:
+    """Run each close in a daemon thread and wait ``timeout_s`` in all; a close still
+    blocked then (on a broker that is away) is left behind, never waited out."""
+    deadline = time.monotonic() + timeout_s
+    threads = []
+    for name, close in closers.items():
+        thread = threading.Thread(target=close, name=f"close {name}", daemon=True)
+        thread.start()
+        threads.append((name, thread))
+    for name, thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0))
+        if thread.is_alive():
+            log.warning("Kafka %s not closed within %.0f s; left behind", name, timeout_s)

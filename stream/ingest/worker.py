@@ -1,0 +1,284 @@
+"""Kafka -> validated events -> decayed graph store, applying each event exactly once.
+
+One :meth:`IngestWorker.step` per fetched batch: validate every record against the clock
+it came with; write the rejected ones (and those the client could not decode) to the
+dead-letter topic and wait for the broker's acks; then apply the good events *and* the
+partitions' next offsets in one atomic store write. The store's offsets are the truth: on
+every partition assignment the consumer starts at them (:mod:`stream.ingest.source`), and
+records below them are skipped, so none is applied twice. The group commit is
+informational (lag tools read it).
+
+Only the events the store applied (not duplicates, not ignored ones) are handed to the
+trainer, each with its partition and the time it was appended (its record's clock), so a
+duplicate is trained, observed and published once.
+
+Stopping: the loop ends after the batch in flight. If that batch is stuck waiting for
+dead-letter acks (the DLQ refuses or is away), :meth:`IngestWorker.run` cuts the wait
+after :data:`STOP_GRACE_S`; the batch, never written to the store, is read again on the
+next start.
+
+The lag gauge is refreshed every :data:`LAG_INTERVAL_S` from the broker's end offsets and
+the store's positions by its own task, so it stays true while ingestion is paused or
+stalled; the gauge of a revoked partition is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+from stream.events import EventValidator, Interaction, Rejection
+from stream.ingest.dead_letter import DeadLetterInterrupted, DeadLetterWriter
+from stream.ingest.source import RecordSource, SourceRecord
+from stream.metrics import PipelineMetrics
+from stream.settings import Settings
+from stream.state.graph_store import ApplyResult, DecayedGraphStore, PartitionBatch
+
+log = logging.getLogger("streamgnn.ingest")
+
+LAG_INTERVAL_S = 1.0
+STOP_GRACE_S = 2.0  # how long a stop waits for dead letters in flight before cutting them
+PAUSED_POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class AppliedBatch:
+    """Events one store write applied, for the trainer (append times feed freshness)."""
+
+    interactions: Sequence[Interaction]
+    append_times_ms: Sequence[int]
+    positions: dict[int, int]  # partition -> next offset now in the store
+    partitions: Sequence[int] = ()  # each interaction's source partition (empty: all 0)
+
+
+@dataclass
+class IngestTotals:
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
+    offsets_skipped: int = 0
+
+
+OnApplied = Callable[[AppliedBatch], None]
+
+
+class IngestWorker:
+    """Consumes the ``interactions`` topic as a group member and applies it to one store.
+
+    Args:
+        settings: the process settings (Kafka, events).
+        store: the graph store this worker owns.
+        metrics: where counts go; a private registry when omitted.
+        on_applied: called after each store write with what it applied; must not block
+            (the trainer's queue).
+        has_room: asked before each fetch; while it returns False the assigned partitions
+            are paused (backpressure from the trainer's bounded backlog).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: DecayedGraphStore,
+        metrics: PipelineMetrics | None = None,
+        on_applied: OnApplied | None = None,
+        has_room: Callable[[], bool] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._metrics = metrics if metrics is not None else PipelineMetrics()
+        self._on_applied = on_applied
+        self._has_room = has_room
+        self._validator = EventValidator(settings.events)
+        self._topic = settings.kafka.interactions_topic
+        self._source = RecordSource(
+            settings.kafka,
+            self._stored_offset,
+            on_assigned=self._assigned,
+            on_revoked=self._revoked,
+            on_skipped=self._skipped,
+        )
+        self._dlq = DeadLetterWriter(settings.kafka, self._metrics)
+        self._interrupted = threading.Event()
+        self._gauges = threading.Lock()  # lag gauges: the lag task vs revocations
+        self.totals = IngestTotals()
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    async def start(self) -> None:
+        """Check the DLQ (the worker refuses to start without one) and join the group."""
+        await asyncio.to_thread(self._dlq.start)
+        await asyncio.to_thread(self._source.start)
+
+    async def stop(self) -> None:
+        """Leave the group (the store already holds every position) and close the clients,
+        side by side: each close is bounded, and with the brokers away they all wait."""
+        await asyncio.gather(
+            asyncio.to_thread(self._source.close), asyncio.to_thread(self._dlq.close)
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Step until ``stop`` is set; the lag gauge is kept true meanwhile."""
+        relay = asyncio.create_task(self._relay(stop))
+        # Its own daemon thread, not the loop's executor: a lag query hanging on a broker
+        # that is away must never hold up the exit.
+        done = threading.Event()
+        lag = threading.Thread(target=self._watch_lag, args=(done,), daemon=True)
+        lag.start()
+        try:
+            while not stop.is_set():
+                await self.step()
+        finally:
+            done.set()
+            relay.cancel()
+            await asyncio.gather(relay, return_exceptions=True)
+
+    async def step(self, timeout_ms: int = 500) -> int:
+        """Fetch, dead-letter, apply one batch; returns the records it applied a position for."""
+        timeout_s = timeout_ms / 1000
+        if self._has_room is not None:
+            if self._has_room():
+                self._source.resume()
+            else:
+                self._source.pause()  # keep polling: the group membership stays alive
+                timeout_s = PAUSED_POLL_S
+        fetched = await asyncio.to_thread(
+            self._source.poll, timeout_s, self._settings.kafka.max_batch_records
+        )
+        if not fetched:
+            return 0
+        if self._source.paused:  # fetched before the pause took hold: read them later
+            self._source.rewind(fetched)
+            return 0
+        return await self._process(fetched)
+
+    async def _process(self, fetched: dict[int, list[SourceRecord]]) -> int:
+        batches: list[PartitionBatch] = []
+        letters: list[tuple[SourceRecord, Rejection]] = []
+        consumed = 0
+        for partition, records in sorted(fetched.items()):
+            if partition not in self._source.assigned:
+                continue  # revoked while fetched: its new owner reads it from the store offset
+            start = self._stored_offset(partition) or 0
+            good: list[Interaction] = []
+            for record in records:
+                if record.offset < start:
+                    continue  # already in the store
+                consumed += 1
+                parsed = self._parse(record)
+                if isinstance(parsed, Rejection):
+                    letters.append((record, parsed))
+                else:
+                    good.append(parsed)
+            if records[-1].offset >= start:
+                batches.append(PartitionBatch(partition, records[-1].offset + 1, good))
+        try:  # acked before the source offsets count as done
+            await asyncio.to_thread(self._dlq.write, letters, self._interrupted)
+        except DeadLetterInterrupted:
+            log.info("stopping: the batch in flight is left for the next start")
+            return 0
+        self._count_rejections(letters)
+        if not batches:
+            return consumed
+        result = await asyncio.to_thread(self._store.apply, self._topic, batches)
+        self._count(consumed, result)
+        self._source.commit({b.partition: b.next_offset for b in batches})
+        if self._on_applied is not None:
+            self._on_applied(_applied(batches, result))
+        return consumed
+
+    def _parse(self, record: SourceRecord) -> Interaction | Rejection:
+        if record.undecodable is not None:
+            return Rejection("undecodable", record.undecodable)
+        return self._validator.parse(record.key, record.value, record.clock_ms)
+
+    # -- counts and gauges --------------------------------------------------------------
+
+    def _count_rejections(self, letters: Sequence[tuple[SourceRecord, Rejection]]) -> None:
+        for _, rejection in letters:
+            reason = rejection.reason
+            self.totals.rejected[reason] = self.totals.rejected.get(reason, 0) + 1
+            self._metrics.events_rejected.labels(reason=reason).inc()
+
+    def _count(self, consumed: int, result: ApplyResult) -> None:
+        m, t = self._metrics, self.totals
+        t.consumed += consumed
+        t.applied += result.applied
+        t.duplicates += result.duplicates
+        m.events_consumed.inc(consumed)
+        m.events_applied.inc(result.applied)
+        m.events_duplicate.inc(result.duplicates)
+        for reason, count in result.ignored.items():
+            t.ignored[reason] = t.ignored.get(reason, 0) + count
+            m.events_ignored.labels(reason=reason).inc(count)
+        m.edges_pruned.inc(result.pruned)
+        counts = self._store.counts()
+        m.graph_nodes.set(counts.nodes)
+        m.graph_edges.set(counts.edges)
+
+    def _watch_lag(self, done: threading.Event) -> None:
+        while not done.is_set():
+            try:
+                self._refresh_lag()
+            except Exception as exc:  # the broker away: the gauge keeps its last truth
+                log.info("consumer lag not refreshed: %s", exc)
+            done.wait(LAG_INTERVAL_S)
+
+    def _refresh_lag(self) -> None:
+        """Lag = partition end - store position, for every partition owned now."""
+        for partition in sorted(self._source.assigned):
+            low, high = self._source.offsets(partition)
+            stored = self._stored_offset(partition)
+            lag = max(high - (low if stored is None else max(stored, low)), 0)
+            with self._gauges:
+                if partition in self._source.assigned:
+                    self._metrics.consumer_lag.labels(partition=str(partition)).set(lag)
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        # Letters being acked normally arrive within milliseconds, and the batch then
+        # lands whole (a batch cut after some of its letters were acked would write those
+        # again on restart); only a stalled wait is cut.
+        await asyncio.sleep(STOP_GRACE_S)
+        self._interrupted.set()
+
+    # -- callbacks of the record source (inside poll) ------------------------------------
+
+    def _stored_offset(self, partition: int) -> int | None:
+        position = self._store.position(self._topic, partition)
+        return None if position is None else position[0]
+
+    def _assigned(self, partitions: frozenset[int]) -> None:
+        self._metrics.assigned_partitions.set(len(partitions))
+
+    def _revoked(self, partitions: Collection[int]) -> None:
+        with self._gauges:
+            for partition in partitions:
+                with contextlib.suppress(KeyError):  # never measured
+                    self._metrics.consumer_lag.remove(str(partition))
+        self._metrics.assigned_partitions.set(len(self._source.assigned))
+
+    def _skipped(self, partition: int, first_kept: int, skipped: int) -> None:
+        """Record the jump in the store, so the gap is counted once, whatever restarts."""
+        self._store.apply(self._topic, [PartitionBatch(partition, first_kept, ())])
+        self.totals.offsets_skipped += skipped
+        self._metrics.offsets_skipped.inc(skipped)
+
+
+def _applied(batches: Sequence[PartitionBatch], result: ApplyResult) -> AppliedBatch:
+    """What the store applied, in order, with each event's partition and append time."""
+    interactions: list[Interaction] = []
+    partitions: list[int] = []
+    for batch, kept in zip(batches, result.kept, strict=True):
+        interactions.extend(batch.interactions[i] for i in kept)
+        partitions.extend([batch.partition] * len(kept))
+    append_times = [e.ts if e.clock_ms is None else e.clock_ms for e in interactions]
+    positions = {b.partition: b.next_offset for b in batches}
+    return AppliedBatch(interactions, append_times, positions, partitions)

@@ -1,0 +1,384 @@
+"""Records, dead-letter topics and offsets that used to stop or stall ingestion, each against
+the real broker: the worker dead-letters or counts what it cannot use and goes on, or stops
+cleanly with the store untouched; it never loops, crashes or stalls silently."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TopicPartition as RdTopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from kafka import KafkaConsumer
+
+from stream.errors import DeadLetterError
+from stream.ingest import AppliedBatch, IngestWorker
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.metrics import PipelineMetrics
+from stream.settings import KafkaSettings, Settings, StoreSettings
+from stream.state.graph_store import DecayedGraphStore
+from tests.harness.raw_records import RawRecord, send_records
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+NOW = int(time.time() * 1000)
+T0 = NOW - 3_600_000  # an hour ago: in the past whatever the clocks say
+
+
+def _good(n: int, user: str = "u", **extra: object) -> RawRecord:
+    body = {"user_id": user, "item_id": f"i{n}", "event_type": "click", "ts": T0 + n, **extra}
+    return RawRecord(user.encode(), json.dumps(body).encode())
+
+
+def _settings(broker: LocalKafkaBroker, tmp_path: Path, source: str, dlq: str) -> Settings:
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=broker.bootstrap_servers,
+            interactions_topic=source,
+            dlq_topic=dlq,
+            group_id=f"g-{source}",
+            max_batch_records=200,
+            session_timeout_ms=3_000,
+            dlq_timeout_s=5.0,
+        ),
+        store=StoreSettings(path=tmp_path / f"store-{source}"),
+    )
+
+
+def _run(
+    settings: Settings,
+    until: Callable[[IngestWorker], bool],
+    metrics: PipelineMetrics | None = None,
+    on_applied: Callable[[AppliedBatch], None] | None = None,
+    timeout_s: float = 60.0,
+) -> IngestWorker:
+    """Step a fresh worker until ``until(worker)`` (or the timeout), then stop it."""
+
+    async def go() -> IngestWorker:
+        with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+            worker = IngestWorker(settings, store, metrics, on_applied)
+            await worker.start()
+            try:
+                deadline = time.monotonic() + timeout_s
+                while not until(worker) and time.monotonic() < deadline:
+                    await worker.step(timeout_ms=200)
+            finally:
+                await worker.stop()
+            return worker
+
+    return asyncio.run(go())
+
+
+def _letters(bootstrap: str, topic: str) -> list:  # type: ignore[type-arg]
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3_000,
+        fetch_max_bytes=64 * MB,
+        max_partition_fetch_bytes=16 * MB,
+    )
+    letters = list(consumer)
+    consumer.close()
+    return letters
+
+
+def test_a_record_the_client_cannot_decode_is_dead_lettered_and_the_stream_goes_on(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source, dlq = topic_factory("undecodable"), topic_factory("dlq")
+    bad = RawRecord(b"u", _good(1).value, headers=[(b"\xff\xfe bad key", b"v")])
+    records = [_good(0), bad, *(_good(n) for n in range(2, 6))]
+    # Every codec: aiokafka could read none of snappy, lz4, zstd here.
+    records += [
+        RawRecord(r.key, r.value, codec=codec)
+        for r, codec in zip(
+            (_good(n) for n in range(6, 10)), ("gzip", "snappy", "lz4", "zstd"), strict=True
+        )
+    ]
+    sent = send_records(kafka_broker.bootstrap_servers, source, records)
+    assert not any(s.refused for s in sent)
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    worker = _run(settings, lambda w: w.totals.consumed >= len(records))
+    assert worker.totals.consumed == len(records)
+    assert worker.totals.applied == len(records) - 1
+    assert worker.totals.rejected == {"undecodable": 1}
+    (letter,) = _letters(kafka_broker.bootstrap_servers, dlq)
+    headers = dict(letter.headers)
+    assert (letter.key, letter.value) == (bad.key, bad.value)  # what could be read is kept
+    assert headers["dlq.reason"] == b"undecodable"
+    assert headers["dlq.headers"] == b"undecodable"
+    assert headers["dlq.source.offset"] == str(sent[1].offset).encode()
+
+
+def test_dead_letters_shrink_until_the_dlq_accepts_them(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    limit = 20_000
+    source = topic_factory("oversize")
+    dlq = topic_factory("dlq-small", configs={"max.message.bytes": str(limit)})
+    big_key = RawRecord(b"k" * (7 * MB), b"{not json", headers=[(b"h", b"x" * 5_000)])
+    big_value = RawRecord(b"u", b"v" * (7 * MB))  # too_large
+    fits = RawRecord(b"u", b"[1]")
+    sent = send_records(kafka_broker.bootstrap_servers, source, [big_key, big_value, fits])
+    assert not any(s.refused for s in sent)
+    metrics = PipelineMetrics()
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    worker = _run(settings, lambda w: w.totals.consumed >= 3, metrics)
+    assert sum(worker.totals.rejected.values()) == 3
+    letters = {
+        int(dict(r.headers)["dlq.source.offset"]): r
+        for r in _letters(kafka_broker.bootstrap_servers, dlq)
+    }
+    assert sorted(letters) == [s.offset for s in sent]
+    for original, s in zip((big_key, big_value), sent, strict=False):
+        letter = letters[s.offset]
+        headers = dict(letter.headers)
+        assert len(letter.key or b"") + len(letter.value or b"") < limit
+        assert int(headers["dlq.key.bytes"]) == len(original.key or b"")
+        assert int(headers["dlq.value.bytes"]) == len(original.value or b"")
+        assert (original.key or b"").startswith(letter.key or b"")  # a prefix is kept
+        assert (original.value or b"").startswith(letter.value or b"")
+    assert (letters[sent[2].offset].key, letters[sent[2].offset].value) == (fits.key, fits.value)
+    assert metrics.registry.get_sample_value("streamgnn_dead_letters_shrunk_total") == 2
+
+
+def test_a_missing_dlq_is_created_and_an_impossible_one_refuses_to_start(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("dlq-check")
+    missing = f"dlq-missing-{uuid.uuid4().hex[:8]}"
+    _run(_settings(kafka_broker, tmp_path, source, missing), lambda w: True)
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    assert missing in admin.list_topics(timeout=10).topics
+
+    impossible = _settings(kafka_broker, tmp_path, source, "no/such topic")
+    with pytest.raises(DeadLetterError, match="no/such topic"):
+        _run(impossible, lambda w: True)
+
+
+def test_a_dlq_that_refuses_every_letter_stops_ingestion_with_the_batch_unapplied(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("refused")
+    dlq = topic_factory("dlq-tiny", configs={"max.message.bytes": "200"})  # not even headers
+    send_records(kafka_broker.bootstrap_servers, source, [_good(0), RawRecord(b"u", b"{")])
+    metrics = PipelineMetrics()
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    with pytest.raises(DeadLetterError, match=dlq):
+        _run(settings, lambda w: False, metrics)
+    assert metrics.registry.get_sample_value("streamgnn_dlq_unwritable") == 1
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        assert store.position(source, 0) is None  # the batch was not applied
+        assert store.counts().edges == 0
+
+
+def test_a_dlq_deleted_under_the_worker_stops_it_after_the_dlq_timeout(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source, dlq = topic_factory("deleted"), topic_factory("dlq-deleted")
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+
+    async def go() -> float:
+        with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+            worker = IngestWorker(settings, store)
+            await worker.start()
+            try:
+                admin.delete_topics([dlq])[dlq].result(30)
+                send_records(kafka_broker.bootstrap_servers, source, [RawRecord(b"u", b"{")])
+                start = time.monotonic()
+                with pytest.raises(DeadLetterError, match=r"timed out|no ack within"):
+                    while time.monotonic() - start < 60:
+                        await worker.step(timeout_ms=200)
+                return time.monotonic() - start
+            finally:
+                await worker.stop()
+
+    elapsed = asyncio.run(go())
+    assert elapsed < settings.kafka.dlq_timeout_s + 10  # bounded, never retried forever
+
+
+def _lag(metrics: PipelineMetrics) -> dict[str, float]:
+    return {
+        s.labels["partition"]: s.value
+        for family in metrics.registry.collect()
+        if family.name == "streamgnn_consumer_lag"
+        for s in family.samples
+    }
+
+
+def test_the_lag_gauge_stays_true_while_ingestion_is_paused(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source, dlq = topic_factory("paused"), topic_factory("dlq")
+    send_records(kafka_broker.bootstrap_servers, source, [_good(n) for n in range(30)])
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    metrics = PipelineMetrics()
+    room = {"open": False}
+    seen: list[dict[str, float]] = []
+
+    async def go() -> IngestWorker:
+        with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+            worker = IngestWorker(settings, store, metrics, has_room=lambda: room["open"])
+            await worker.start()
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            try:
+                deadline = time.monotonic() + 30
+                while _lag(metrics).get("0") != 30 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                seen.append(_lag(metrics))
+                room["open"] = True
+                while _lag(metrics).get("0") != 0 and time.monotonic() < deadline + 30:
+                    await asyncio.sleep(0.2)
+                seen.append(_lag(metrics))
+            finally:
+                stop.set()
+                await task
+                await worker.stop()
+            return worker
+
+    worker = asyncio.run(go())
+    assert seen[0] == {"0": 30}, "paused with nothing applied: the lag is the whole partition"
+    assert seen[1] == {"0": 0}
+    assert worker.totals.applied == 30
+
+
+def test_gauges_of_revoked_partitions_are_removed(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source, dlq = topic_factory("revoked", partitions=2), topic_factory("dlq")
+    first = _settings(kafka_broker, tmp_path / "a", source, dlq)
+    second = _settings(kafka_broker, tmp_path / "b", source, dlq)
+    metrics_a, metrics_b = PipelineMetrics(), PipelineMetrics()
+    seen: dict[str, dict[str, float]] = {}
+
+    async def go() -> None:
+        with (
+            DecayedGraphStore(first.store.path, first.events.behaviours) as store_a,
+            DecayedGraphStore(second.store.path, second.events.behaviours) as store_b,
+        ):
+            a = IngestWorker(first, store_a, metrics_a)
+            b = IngestWorker(second, store_b, metrics_b)
+            stop_a, stop_b = asyncio.Event(), asyncio.Event()
+            await a.start()
+            run_a = asyncio.create_task(a.run(stop_a))
+            try:
+                await _wait_for(lambda: set(_lag(metrics_a)) == {"0", "1"})
+                seen["alone"] = _lag(metrics_a)
+                await b.start()
+                run_b = asyncio.create_task(b.run(stop_b))
+                await _wait_for(lambda: len(_lag(metrics_a)) == 1 and len(_lag(metrics_b)) == 1)
+                seen["shared"] = {**_lag(metrics_a), **_lag(metrics_b)}
+                seen["a"], seen["b"] = _lag(metrics_a), _lag(metrics_b)
+                stop_b.set()
+                await run_b
+                await b.stop()
+            finally:
+                stop_a.set()
+                await run_a
+                await a.stop()
+
+    asyncio.run(go())
+    assert set(seen["alone"]) == {"0", "1"}
+    assert set(seen["a"]).isdisjoint(seen["b"]), "each partition's gauge lives on its owner"
+    assert set(seen["shared"]) == {"0", "1"}
+
+
+async def _wait_for(condition: Callable[[], bool], timeout_s: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+def test_offsets_lost_to_retention_are_counted_once_and_warned(
+    kafka_broker: LocalKafkaBroker,
+    topic_factory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, dlq = topic_factory("retention"), topic_factory("dlq")
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    bootstrap = kafka_broker.bootstrap_servers
+    send_records(bootstrap, source, [_good(n) for n in range(4)])
+    _run(settings, lambda w: w.totals.consumed >= 4)
+    send_records(bootstrap, source, [_good(n) for n in range(4, 10)])
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([RdTopicPartition(source, 0, 7)]).values():
+        future.result(30)  # offsets 4, 5 and 6 are gone before the worker read them
+
+    metrics = PipelineMetrics()
+    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
+        worker = _run(settings, lambda w: w.totals.consumed >= 3, metrics)
+    assert worker.totals.offsets_skipped == 3
+    assert metrics.registry.get_sample_value("streamgnn_offsets_skipped_total") == 3
+    assert worker.totals.applied == 3
+    assert any("fell out of retention" in r.getMessage() for r in caplog.records)
+
+    again = _run(settings, lambda w: False, timeout_s=5)
+    assert again.totals.offsets_skipped == 0  # the jump is in the store: counted once
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        assert store.position(source, 0) is not None
+        assert store.counts().edges == 4 + 3
+
+
+def test_event_time_attacks_are_dead_lettered_and_move_no_watermark(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source, dlq = topic_factory("time"), topic_factory("dlq")
+    year_2999 = 32_472_144_000_000
+
+    def event(ts: int, item: str) -> bytes:
+        body = {"user_id": "u", "item_id": item, "event_type": "view", "ts": ts}
+        return json.dumps(body).encode()
+
+    base = [RawRecord(b"u", event(T0 + n, f"i{n}"), timestamp_ms=T0 + n) for n in range(20)]
+    attacks = [
+        RawRecord(b"u", event(year_2999, "future"), timestamp_ms=T0 + 20),
+        RawRecord(b"u", event(year_2999, "stamped"), timestamp_ms=year_2999),  # lying record
+        RawRecord(b"u", event((T0 + 20) // 1000, "seconds"), timestamp_ms=T0 + 20),
+        RawRecord(b"u", event((T0 + 20) * 1000, "micros"), timestamp_ms=T0 + 20),
+    ]
+    ahead = RawRecord(b"u", event(T0 + 21 + 300_000, "ahead"), timestamp_ms=T0 + 21)
+    negative = RawRecord(b"u", event(T0 + 22, "negative"), timestamp_ms=-5)
+    records = [*base, *attacks, ahead, negative]
+    send_records(kafka_broker.bootstrap_servers, source, records)
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    worker = _run(settings, lambda w: w.totals.consumed >= len(records))
+    assert worker.totals.rejected == {"ts_in_future": 2, "ts_unit": 2}
+    assert worker.totals.applied == len(base) + 2
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        position = store.position(source, 0)
+        assert position is not None
+        assert position[1] == T0 + 22  # 'ahead' moved it only to its record's clock
+        assert store.counts().edges == len(base) + 2
+        assert store.counts().pruned_total == 0
+
+
+def test_a_duplicate_event_is_handed_to_the_trainer_once(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source, dlq = topic_factory("dups", partitions=2), topic_factory("dlq")
+    dup = _good(0, event_id="same")
+    others = [_good(n, user=f"v{n}") for n in range(1, 6)]
+    send_records(kafka_broker.bootstrap_servers, source, [dup] * 50 + others)
+    handed: list[AppliedBatch] = []
+    metrics = PipelineMetrics()
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    worker = _run(settings, lambda w: w.totals.consumed >= 55, metrics, handed.append)
+    events = [e for batch in handed for e in batch.interactions]
+    assert worker.totals.applied == len(events) == 6
+    assert [e.event_id for e in events].count("same") == 1
+    assert metrics.registry.get_sample_value("streamgnn_events_duplicate_total") == 49
+    for batch in handed:
+        assert len(batch.append_times_ms) == len(batch.partitions) == len(batch.interactions)
