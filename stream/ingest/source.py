@@ -135,6 +135,7 @@ class RecordSource:
         self._paused = False
         self._consumer: Consumer | None = None
         self._offsets: Consumer | None = None  # watermark queries only, from any thread
+        self._offsets_lock = threading.Lock()  # a query and the close never overlap
 
     @property
     def assigned(self) -> frozenset[int]:
@@ -187,9 +188,20 @@ class RecordSource:
         ``timeout_s`` in a daemon thread and is then left behind (the store holds every
         position; the group notices the departure at its session timeout).
         """
-        clients = {"consumer": self._consumer, "offsets client": self._offsets}
-        self._consumer = self._offsets = None
-        close_within({name: c.close for name, c in clients.items() if c is not None}, timeout_s)
+        closers: dict[str, Callable[[], object]] = {}
+        if self._consumer is not None:
+            closers["consumer"] = self._consumer.close
+            self._consumer = None
+        offsets = self._offsets
+        if offsets is not None:
+
+            def close_offsets() -> None:
+                with self._offsets_lock:  # never under a lag query still in flight
+                    self._offsets = None
+                    offsets.close()
+
+            closers["offsets client"] = close_offsets
+        close_within(closers, timeout_s)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -243,12 +255,12 @@ class RecordSource:
 
     def offsets(self, partition: int) -> tuple[int, int]:
         """``(earliest, end)`` offsets of a partition, asked of the broker now (any thread)."""
-        client = self._offsets
-        if client is None:
-            raise RuntimeError("the record source is closed")
-        low, high = client.get_watermark_offsets(
-            TopicPartition(self._topic, partition), timeout=WATERMARK_TIMEOUT_S, cached=False
-        )
+        with self._offsets_lock:
+            if self._offsets is None:
+                raise RuntimeError("the record source is closed")
+            low, high = self._offsets.get_watermark_offsets(
+                TopicPartition(self._topic, partition), timeout=WATERMARK_TIMEOUT_S, cached=False
+            )
         return int(low), int(high)
 
     # -- rebalancing (runs inside poll) ----------------------------------------------

@@ -33,7 +33,7 @@ from stream.events import EventValidator, Rejection
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import EventSettings
 from stream.state.graph_store import DecayedGraphStore
-from tests.harness.raw_records import RawRecord, Sent, send_records
+from tests.harness.raw_records import RawRecord, RecordSender, Sent
 from tests.harness.worker_process import WorkerProcess, worker_env
 
 MB = 1024 * 1024
@@ -243,6 +243,7 @@ class HostileRun:
         self._dlq_partition = TopicPartition(self.dlq, 0)
         self._letters.assign([self._dlq_partition])
         self._letters.seek_to_beginning(self._dlq_partition)
+        self._sender = RecordSender(self.bootstrap)
         self._seen: Counter[tuple[int, int]] = Counter()
         self._reasons: dict[tuple[int, int], set[str]] = {}
 
@@ -267,7 +268,7 @@ class HostileRun:
         return elapsed
 
     def send(self, records: Sequence[HostileRecord]) -> list[Sent]:
-        return send_records(self.bootstrap, self.topic, [r.record for r in records])
+        return self._sender.send(self.topic, [r.record for r in records])
 
     def wait(self, sent: Sequence[Sent], timeout_s: float = 120.0) -> bool:
         """Wait until the store holds every partition up to what was sent; False: a stall."""
@@ -330,6 +331,7 @@ class HostileRun:
         if self.worker.exit_status() is None:
             self.exit_codes.append(self.worker.terminate())
         self._letters.close()
+        self._sender.close()
 
     def positions(self) -> dict[int, int]:
         """The store's next offset per partition (empty before the worker created it)."""

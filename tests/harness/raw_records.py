@@ -65,26 +65,39 @@ class Sent:
 
 def send_records(bootstrap: str, topic: str, records: Sequence[RawRecord]) -> list[Sent]:
     """Send every record (each through the client that can) and wait for every answer."""
-    sent = [Sent() for _ in records]
-    python = {
-        codec: KafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            linger_ms=5,
-            max_request_size=MAX_REQUEST_BYTES,
-            compression_type=None if codec == "none" else "gzip",
-        )
-        for codec in ("none", "gzip")
-    }
-    rdkafka: dict[str, Producer] = {}
-    futures = []
+    sender = RecordSender(bootstrap)
     try:
+        return sender.send(topic, records)
+    finally:
+        sender.close()
+
+
+class RecordSender:
+    """The producers :func:`send_records` needs, made when first needed and kept, so a long
+    run pays their connection set-up once."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._python: dict[str, KafkaProducer] = {}  # none / gzip
+        self._rdkafka: dict[str, Producer] = {}  # by codec
+
+    def send(self, topic: str, records: Sequence[RawRecord]) -> list[Sent]:
+        sent = [Sent() for _ in records]
+        futures = []
         for index, record in enumerate(records):
             if all(_is_utf8(k) for k, _ in record.headers):
-                _send_librdkafka(rdkafka, bootstrap, topic, record, sent[index])
+                _send_librdkafka(self._rdkafka, self._bootstrap, topic, record, sent[index])
                 continue
-            producer = python["none" if record.codec == "none" else "gzip"]
-            future = producer.send(
+            codec = "none" if record.codec == "none" else "gzip"
+            if codec not in self._python:
+                self._python[codec] = KafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    linger_ms=5,
+                    max_request_size=MAX_REQUEST_BYTES,
+                    compression_type=None if codec == "none" else "gzip",
+                )
+            future = self._python[codec].send(
                 topic,
                 key=record.key,
                 value=record.value,
@@ -92,7 +105,7 @@ def send_records(bootstrap: str, topic: str, records: Sequence[RawRecord]) -> li
                 timestamp_ms=record.timestamp_ms,
             )
             futures.append((index, future))
-        for producer in python.values():
+        for producer in self._python.values():
             producer.flush()
         for index, future in futures:
             try:
@@ -100,15 +113,17 @@ def send_records(bootstrap: str, topic: str, records: Sequence[RawRecord]) -> li
                 sent[index].partition, sent[index].offset = metadata.partition, metadata.offset
             except PyKafkaError as exc:
                 sent[index].refused = type(exc).__name__
-        for librdkafka in rdkafka.values():
+        for librdkafka in self._rdkafka.values():
             if librdkafka.flush(60):
                 raise TimeoutError("librdkafka producer did not finish within 60 s")
-    finally:
-        for producer in python.values():
+        return sent
+
+    def close(self) -> None:
+        for producer in self._python.values():
             producer.close()
-        for librdkafka in rdkafka.values():
+        for librdkafka in self._rdkafka.values():
             librdkafka.close()
-    return sent
+        self._python, self._rdkafka = {}, {}
 
 
 def _send_librdkafka(
