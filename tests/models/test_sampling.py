@@ -126,5 +126,5 @@ def test_weighted_draw_never_draws_zero_weights() -> None:
 
 
 def test_unknown_sampler_lists_the_valid_names() -> None:
-    with pytest.raises(ModelConfigError, match="uniform, popularity, in_batch, hard"):
+    with pytest.raises(ModelConfigError, match="uniform, shared, popularity, in_batch, hard"):
         sample_negatives("nope", torch.zeros(1), torch.zeros(1), num_items=1, generator=gen())
