@@ -106,7 +106,8 @@ class Objective:
         pool = neg[0] if shared else neg.flatten()
         with self.amp.autocast():
             user_vec, item_vec = encoder(graph, users, torch.cat([items, pool]))
-            pos_vec, neg_vec = item_vec[:batch], item_vec[batch:]
+            # split, not two slices: a slice's backward zero-fills a tensor of the full size
+            pos_vec, neg_vec = item_vec.split([batch, item_vec.shape[0] - batch])
             if in_batch_softmax:
                 pos_score, neg_score = in_batch_scores(user_vec, pos_vec)
                 neg = items.unsqueeze(0).expand(batch, batch)
