@@ -63,6 +63,9 @@ class LightGCNEncoder(Encoder):
         num_layers: propagation layers ``L`` (0 gives plain matrix factorisation).
         relation_scale: learn a per-relation edge-weight scale ``exp(s_r)`` (starts at 1).
         init_std: standard deviation of the normal initialisation of the tables.
+        user_init_std: the same for user rows only (None: ``init_std``). 0 starts a user
+            at zero, so a new user's vector is its items' (layer 1 on): useful from its
+            first event instead of noise until its own row has been trained.
         seed: seed of the row initialisation.
     """
 
@@ -75,6 +78,7 @@ class LightGCNEncoder(Encoder):
         num_layers: int = 2,
         relation_scale: bool = False,
         init_std: float = 0.1,
+        user_init_std: float | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(num_relations, dim)
@@ -82,8 +86,11 @@ class LightGCNEncoder(Encoder):
             raise ModelConfigError(f"num_layers must be >= 0, got {num_layers!r}")
         if not init_std > 0:
             raise ModelConfigError(f"init_std must be > 0, got {init_std!r}")
+        if user_init_std is not None and not user_init_std >= 0:
+            raise ModelConfigError(f"user_init_std must be >= 0, got {user_init_std!r}")
         self.num_layers = num_layers
         self.init_std = init_std
+        self.user_init_std = init_std if user_init_std is None else user_init_std
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.long))
         self.user_emb = torch.nn.Parameter(torch.zeros(0, dim))
         self.item_emb = torch.nn.Parameter(torch.zeros(0, dim))
@@ -111,7 +118,8 @@ class LightGCNEncoder(Encoder):
             g = torch.Generator().manual_seed(
                 (seed * 1_000_003 + _KIND_CODE[kind]) * 1_000_003 + chunk
             )
-            values = torch.randn(GROW_CHUNK, self.dim, generator=g) * self.init_std
+            std = self.user_init_std if kind == "user" else self.init_std
+            values = torch.randn(GROW_CHUNK, self.dim, generator=g) * std
             sel = rows.div(GROW_CHUNK, rounding_mode="floor") == chunk
             out[sel] = values[rows[sel] - chunk * GROW_CHUNK]
         return out

@@ -1,6 +1,8 @@
-"""Ranking losses on L2-normalised vectors: BPR and InfoNCE.
+"""Ranking losses: BPR and InfoNCE, on vectors or on scores already computed.
 
-Scores are dot products, so on unit vectors they are cosines in ``[-1, 1]``.
+Scores are dot products, so on unit vectors they are cosines in ``[-1, 1]``. The score
+versions (:func:`bpr`, :func:`info_nce`) take ``[B]`` positive and ``[B, n]`` negative
+scores, however they were computed (per-row or batch-shared negatives, a prior added).
 
 * BPR (Rendle et al., https://arxiv.org/abs/1205.2618):
   ``L = mean(-log sigmoid(s(u, i⁺) - s(u, i⁻)))`` over every (positive, negative) pair.
@@ -36,6 +38,40 @@ def _negative_scores(user: Tensor, neg: Tensor) -> Tensor:
     return torch.einsum("bd,bnd->bn", user, neg)
 
 
+def bpr(pos_score: Tensor, neg_score: Tensor) -> Tensor:
+    """BPR from scores: mean of ``-log sigmoid(s⁺ - s⁻)`` over ``[B]`` x ``[B, n]``."""
+    return F.softplus(neg_score.float() - pos_score.float().unsqueeze(1)).mean()
+
+
+def info_nce(
+    pos_score: Tensor,
+    neg_score: Tensor,
+    temperature: float = 0.2,
+    logit_offset: Tensor | None = None,
+) -> Tensor:
+    """InfoNCE from scores: ``[B]`` positives against ``[B, n]`` negatives (``-inf``: none).
+
+    ``logit_offset`` (``[B, 1 + n]``, positive first) is added to the logits after the
+    temperature, e.g. ``-log Q``: the sampled-softmax correction for negatives drawn from
+    ``Q`` (Jean et al., https://arxiv.org/abs/1412.2007).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    logits = torch.cat([pos_score.unsqueeze(1), neg_score], dim=1).float() / temperature
+    if logit_offset is not None:
+        logits = logits + logit_offset.to(logits.dtype)
+    target = torch.zeros(pos_score.shape[0], dtype=torch.long, device=pos_score.device)
+    return F.cross_entropy(logits, target)
+
+
+def in_batch_scores(user: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """``(s⁺ [B], s⁻ [B, B])``: each row's negatives are the other rows' positives (its own
+    column is ``-inf``)."""
+    scores = user @ pos.T
+    own = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    return scores.diagonal(), scores.masked_fill(own, float("-inf"))
+
+
 def bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
     """Bayesian personalised ranking loss (mean over batch and negatives).
 
@@ -46,9 +82,7 @@ def bpr_loss(user: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
     """
     if user.shape != pos.shape:
         raise ValueError(f"user {tuple(user.shape)} and pos {tuple(pos.shape)} shapes differ")
-    pos_score = (user * pos).sum(-1, keepdim=True).float()
-    neg_score = _negative_scores(user, neg).float()
-    return F.softplus(neg_score - pos_score).mean()  # -log sigmoid(x) = softplus(-x)
+    return bpr((user * pos).sum(-1), _negative_scores(user, neg))
 
 
 def info_nce_loss(
@@ -62,15 +96,8 @@ def info_nce_loss(
         negatives: ``[B, d]`` or ``[B, n, d]`` negatives, or None for in-batch.
         temperature: softmax temperature ``τ > 0``.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if user.shape != pos.shape:
         raise ValueError(f"user {tuple(user.shape)} and pos {tuple(pos.shape)} shapes differ")
     if negatives is None:
-        logits = (user @ pos.T).float() / temperature  # row b's positive is column b
-        target = torch.arange(user.shape[0], device=user.device)
-        return F.cross_entropy(logits, target)
-    pos_score = (user * pos).sum(-1, keepdim=True)
-    logits = torch.cat([pos_score, _negative_scores(user, negatives)], dim=1).float()
-    target = torch.zeros(user.shape[0], dtype=torch.long, device=user.device)
-    return F.cross_entropy(logits / temperature, target)
+        return info_nce(*in_batch_scores(user, pos), temperature)
+    return info_nce((user * pos).sum(-1), _negative_scores(user, negatives), temperature)

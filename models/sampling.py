@@ -5,7 +5,10 @@ function of its seed; results are moved to the device of the rows they go with.
 
 Negative samplers (:data:`NEGATIVE_SAMPLERS`):
 
-* ``uniform``: item rows uniformly from ``0 .. num_items - 1``;
+* ``uniform``: item rows uniformly from ``0 .. num_items - 1``, drawn for each row;
+* ``shared``: one uniform draw for the whole batch, every row scored against all of it
+  (a sampled softmax with shared samples: the step gathers ``n`` item vectors instead of
+  ``B x n``, so many negatives cost little);
 * ``popularity``: ∝ ``degree^0.75`` (word2vec's popularity correction), the degree being
   an item's decayed weighted degree in the graph; uniform when the graph is empty;
 * ``in_batch``: another row's positive item from the same batch;
@@ -29,7 +32,7 @@ from torch import Tensor
 from models.base import BipartiteGraph
 from models.errors import ModelConfigError
 
-NEGATIVE_SAMPLERS = ("uniform", "popularity", "in_batch", "hard")
+NEGATIVE_SAMPLERS = ("uniform", "shared", "popularity", "in_batch", "hard")
 POPULARITY_EXPONENT = 0.75
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -71,13 +74,13 @@ def sample_negatives(
     if method == "popularity":
         if graph is None:
             raise ValueError("popularity negatives need the graph")
-        degree = torch.bincount(
-            graph.items.cpu(), weights=graph.weights.cpu().double(), minlength=num_items
-        )[:num_items]
-        probs = degree.clamp(min=0) ** POPULARITY_EXPONENT
+        probs = popularity_weights(graph, num_items)
         if float(probs.sum()) > 0:
             out = weighted_draw(probs, batch * num_negatives, generator).view(shape)
             return out.to(users.device)
+    elif method == "shared":
+        pool = torch.randint(0, num_items, (1, num_negatives), generator=generator)
+        return pool.to(users.device).expand(shape)
     elif method == "in_batch" and batch > 1:
         # another row j != b: shift b by 1 .. B-1 positions, so j is uniform over the others
         shift = torch.randint(1, batch, shape, generator=generator)
@@ -88,6 +91,15 @@ def sample_negatives(
             raise ValueError("hard negatives need the graph and a score function")
         return _hard(users, pos_items, num_items, generator, graph, num_negatives, score, pool_size)
     return torch.randint(0, num_items, shape, generator=generator).to(users.device)
+
+
+def popularity_weights(graph: BipartiteGraph, num_items: int) -> Tensor:
+    """``[num_items]`` float64 draw weights of ``popularity`` negatives (unnormalised):
+    each item's decayed weighted degree to the power :data:`POPULARITY_EXPONENT`."""
+    degree = torch.bincount(
+        graph.items.cpu(), weights=graph.weights.cpu().double(), minlength=num_items
+    )[:num_items]
+    return degree.clamp(min=0) ** POPULARITY_EXPONENT
 
 
 def _hard(

@@ -8,6 +8,10 @@ or could not load, under another value. Every checkpoint records these
 - ``--encoder``, ``--dim``, ``--encoder-options``: another architecture or width.
 - ``--layers``: LightGCN has the same parameters at any depth, so a change would load
   without a complaint, yet each vector would average another neighbourhood.
+- ``--trend-half-lives``: the score prior's learnt mix weighs one trend feature per
+  half-life, and whether the vectors carry the prior component at all (``--dim`` + 1).
+- ``--user-recency-half-life``: like ``--layers``, the same parameters would average
+  another neighbourhood (a user's older edges weigh differently).
 - ``--behaviours``: relation ``r`` is the ``r``-th behaviour by name (relation-typed
   encoders hold parameters per relation), and beta and half-life weigh the edges every
   encoder propagates over. The store refuses a change too; this catches a fresh store
@@ -46,6 +50,8 @@ MEANING: tuple[str, ...] = (
     "training.dim",
     "training.layers",
     "training.encoder_options",
+    "training.trend_half_lives_ms",
+    "training.user_recency_half_life_ms",
     "events.behaviours",
 )
 """Option keys whose values a checkpoint must have been written under."""

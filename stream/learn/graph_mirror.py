@@ -46,6 +46,7 @@ Where it may differ from the store, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -412,3 +413,24 @@ class GraphMirror:
         now = marks[self._part[:n].clamp(max=span - 1)]
         age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
         return self._w_ref[:n] * decay_factor(age, self._half_life_t[self._relations[:n]])
+
+
+def user_recency(graph: BipartiteGraph, half_life_ms: float) -> BipartiteGraph:
+    """``graph`` with each edge's weight times ``2^(-(t_u - t)/h)``, ``t_u`` being the
+    newest edge time of the edge's user: a user's latest items weigh most in the user's
+    vector, however long ago the user was last seen (the store's decay runs from the
+    stream's now instead, and fades a returning user's whole history alike). ``h`` 0: as is.
+
+    >>> g = BipartiteGraph(1, 2, torch.tensor([0, 0]), torch.tensor([0, 1]),
+    ...                    torch.tensor([0, 0]), torch.tensor([1.0, 1.0]),
+    ...                    torch.tensor([0, 2_000]), 9_000)
+    >>> user_recency(g, 1_000).weights.tolist()
+    [0.25, 1.0]
+    """
+    if not half_life_ms or graph.num_edges == 0:
+        return graph
+    newest = torch.zeros(graph.num_users, dtype=graph.times.dtype, device=graph.times.device)
+    newest = newest.scatter_reduce(0, graph.users, graph.times, "amax", include_self=False)
+    age = (newest[graph.users] - graph.times).clamp(min=0).to(torch.float64)
+    factor = torch.exp2(-age / half_life_ms).to(graph.weights.dtype)
+    return dataclasses.replace(graph, weights=graph.weights * factor)

@@ -3,7 +3,11 @@
 Each step scores a batch of positive ``(user, item)`` rows against negatives (sampled by
 :func:`models.sampling.sample_negatives`, or the other positives of the batch for an
 in-batch softmax) with BPR or InfoNCE (:mod:`models.losses`), under CUDA mixed precision
-where enabled.
+where enabled. With the score prior on (:mod:`models.prior`) a score is ``<z_u, z_i> + p_i``
+(the dot product of the folded vectors a ranker gets), each positive's items priced at the
+trend of its own moment. InfoNCE over ``popularity`` negatives subtracts ``log Q`` (their draw
+probability) from every logit, so the sampled softmax estimates the full one instead of
+learning the sampler's bias.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph, Encoder
-from models.losses import bpr_loss, info_nce_loss
-from models.sampling import sample_negatives
+from models.losses import bpr, in_batch_scores, info_nce
+from models.prior import ScorePrior, TrendTable, fold
+from models.sampling import popularity_weights, sample_negatives
 from stream.learn.device import MixedPrecision
 from stream.settings.training import TrainerSettings
+
+Trend = tuple[TrendTable, Tensor]
+"""The items' trend features, and the moment (a row of the table) of each positive."""
 
 
 class Objective:
@@ -29,6 +37,7 @@ class Objective:
         self.settings = settings
         self.amp = amp
         self.device = device
+        self.prior: ScorePrior | None = None  # the trainer's, when the prior is on
 
     def train(
         self,
@@ -39,24 +48,30 @@ class Objective:
         num_items: int,
         passes: int,
         generator: torch.Generator,
+        trend: Trend | None = None,
+        capped: bool = True,
     ) -> tuple[float, int]:
         """``passes`` shuffled passes over the positives in ``batch_size`` steps, at most
-        ``max_steps_per_batch`` steps; returns ``(mean loss, steps)`` (nan, 0: none ran)."""
+        ``max_steps_per_batch`` steps when ``capped`` (a live learn call; a fit is not);
+        returns ``(mean loss, steps)`` (nan, 0: none ran)."""
         s = self.settings
         pos_users, pos_items = positives
         if pos_users.numel() == 0 or num_items == 0:
             return math.nan, 0
         encoder.train()
         losses: list[Tensor] = []
-        cap = s.max_steps_per_batch or math.inf
+        cap = (s.max_steps_per_batch if capped else 0) or math.inf
         for _ in range(passes):
             order = torch.randperm(pos_users.numel(), generator=generator).to(self.device)
             for chunk in torch.split(order, s.batch_size):
                 if len(losses) >= cap:
                     break
                 users, items = pos_users[chunk], pos_items[chunk]
+                step_trend = (trend[0], trend[1][chunk]) if trend is not None else None
                 losses.append(
-                    self._step(encoder, optimizer, graph, users, items, num_items, generator)
+                    self._step(
+                        encoder, optimizer, graph, (users, items), num_items, generator, step_trend
+                    )
                 )
         return float(torch.stack(losses).mean()), len(losses)
 
@@ -65,14 +80,16 @@ class Objective:
         encoder: Encoder,
         optimizer: torch.optim.Optimizer,
         graph: BipartiteGraph,
-        users: Tensor,
-        items: Tensor,
+        positives: tuple[Tensor, Tensor],
         num_items: int,
         generator: torch.Generator,
+        trend: Trend | None,
     ) -> Tensor:
         s = self.settings
+        users, items = positives
+        batch = users.numel()
         in_batch_softmax = s.loss == "info_nce" and s.negatives == "in_batch"
-        neg = torch.zeros(users.numel(), 0, dtype=torch.long, device=self.device)
+        neg = torch.zeros(batch, 0, dtype=torch.long, device=self.device)
         if not in_batch_softmax:
             neg = sample_negatives(
                 s.negatives,
@@ -82,26 +99,69 @@ class Objective:
                 generator=generator,
                 graph=graph,
                 num_negatives=s.num_negatives,
-                score=lambda u, pool: _score(encoder, graph, u, pool),
+                score=lambda u, pool: self._score(encoder, graph, u, pool, trend),
                 pool_size=s.hard_pool,
             )
+        shared = s.negatives == "shared"
+        pool = neg[0] if shared else neg.flatten()
         with self.amp.autocast():
-            user_vec, item_vec = encoder(graph, users, torch.cat([items, neg.flatten()]))
-            pos_vec = item_vec[: users.numel()]
-            neg_vec = item_vec[users.numel() :].reshape(
-                users.numel(), neg.shape[1], item_vec.shape[1]
-            )
-            if s.loss == "bpr":
-                loss = bpr_loss(user_vec, pos_vec, neg_vec)
+            user_vec, item_vec = encoder(graph, users, torch.cat([items, pool]))
+            # split, not two slices: a slice's backward zero-fills a tensor of the full size
+            pos_vec, neg_vec = item_vec.split([batch, item_vec.shape[0] - batch])
+            if in_batch_softmax:
+                pos_score, neg_score = in_batch_scores(user_vec, pos_vec)
+                neg = items.unsqueeze(0).expand(batch, batch)
+            elif shared:
+                pos_score, neg_score = (user_vec * pos_vec).sum(-1), user_vec @ neg_vec.T
             else:
-                loss = info_nce_loss(
-                    user_vec, pos_vec, None if in_batch_softmax else neg_vec, s.temperature
-                )
+                pos_score = (user_vec * pos_vec).sum(-1)
+                neg_score = torch.einsum("bd,bnd->bn", user_vec, neg_vec.view(*neg.shape, -1))
+            if trend is not None and self.prior is not None:
+                pos_score = pos_score + self.item_prior(trend, items)
+                neg_score = neg_score + self.item_prior(trend, neg)
+            if s.loss == "bpr":
+                loss = bpr(pos_score, neg_score)
+            else:
+                offset = None
+                if s.negatives == "popularity":
+                    weights = popularity_weights(graph, num_items).to(self.device)
+                    log_q = (weights / weights.sum()).clamp(min=1e-30).log().float()
+                    offset = -torch.cat([log_q[items, None], log_q[neg]], dim=1)
+                loss = info_nce(pos_score, neg_score, s.temperature, offset)
         self.amp.step(loss, optimizer)
         return loss.detach().float()
 
+    def item_prior(self, trend: Trend, items: Tensor) -> Tensor:
+        """The prior of ``items`` (``[B]`` or ``[B, n]``: row ``b`` at positive ``b``'s moment)."""
+        assert self.prior is not None
+        table, moments = trend
+        at = moments.view(-1, *([1] * (items.dim() - 1))).expand_as(items)
+        features = table.at(at.reshape(-1), items.reshape(-1))
+        return self.prior.item_prior(features).view(items.shape)
 
-def _score(encoder: Encoder, graph: BipartiteGraph, users: Tensor, pool: Tensor) -> Tensor:
-    """Scores of each user against its own pool of candidate items (hard negatives)."""
-    user_vec, item_vec = encoder.embed(graph, users, pool.flatten())
-    return (user_vec.unsqueeze(1) * item_vec.view(*pool.shape, -1)).sum(-1)
+    def with_prior(
+        self, user_vec: Tensor, item_vec: Tensor, items: Tensor, trend: Trend | None
+    ) -> tuple[Tensor, Tensor]:
+        """The vectors a ranker gets, whose dot product is the score :meth:`_step` trains:
+        folded with the prior (:mod:`models.prior`) when it is on, ``items[j]`` at the
+        moment ``trend[1][j]``."""
+        if self.prior is None or trend is None:
+            return user_vec, item_vec
+        table, moments = trend
+        return fold(user_vec, item_vec, self.prior.item_prior(table.at(moments, items)))
+
+    def _score(
+        self,
+        encoder: Encoder,
+        graph: BipartiteGraph,
+        users: Tensor,
+        pool: Tensor,
+        trend: Trend | None,
+    ) -> Tensor:
+        """Scores of each user against its own pool of candidate items (hard negatives)."""
+        user_vec, item_vec = encoder.embed(graph, users, pool.flatten())
+        scores = (user_vec.unsqueeze(1) * item_vec.view(*pool.shape, -1)).sum(-1)
+        if trend is not None and self.prior is not None:
+            with torch.no_grad():
+                scores = scores + self.item_prior(trend, pool)
+        return scores

@@ -32,11 +32,12 @@ from stream.errors import ConfigError, model_config_errors
 from stream.events import Interaction
 from stream.learn.checkpoint import cpu_copy
 from stream.learn.device import MixedPrecision, resolve_device
-from stream.learn.graph_mirror import GraphMirror, store_user_item_edges
-from stream.learn.objective import Objective
+from stream.learn.graph_mirror import GraphMirror, store_user_item_edges, user_recency
+from stream.learn.objective import Objective, Trend
 from stream.learn.optimiser import grown_adam
 from stream.learn.publish_policy import PublishPolicy
 from stream.learn.report import TrainReport
+from stream.learn.score_prior import TrendPrior
 from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore
 
@@ -80,10 +81,11 @@ class IncrementalTrainer:
             self.registry = IdRegistry(settings.max_users, settings.max_items, settings.id_ttl_ms)
         self.mirror = GraphMirror(self.behaviours, epsilon)
         self.encoder = self._build_encoder()
-        self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=settings.lr)
+        self.score_prior = self._build_prior()
+        self.optimizer = torch.optim.Adam(self._parameters(), lr=settings.lr)
         self.model_version = 0
         self.publish = PublishPolicy(
-            settings.dim, self.device, settings.publish_threshold, settings.max_drift_reports
+            settings.out_dim, self.device, settings.publish_threshold, settings.max_drift_reports
         )
         self._latest: dict[str, Tensor] | None = None  # vectors after the last learn/fit
 
@@ -100,6 +102,20 @@ class IncrementalTrainer:
         with model_config_errors():
             return cls(len(self.behaviours), dim=s.dim, **kwargs).to(self.device)
 
+    def _build_prior(self) -> TrendPrior | None:
+        """The score prior (:mod:`models.prior`), when trend half-lives are set."""
+        if not self.settings.trend_half_lives_ms:
+            return None
+        decay = [self.behaviours[name].half_life_ms for name in self.mirror.relation_names]
+        prior = TrendPrior(self.settings.trend_half_lives_ms, decay, self.device)
+        self._objective.prior = prior.prior
+        return prior
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser moves: the encoder's parameters, then the prior's."""
+        prior = self.score_prior.prior.parameters() if self.score_prior is not None else []
+        return [*self.encoder.parameters(), *prior]
+
     # -- start-up ----------------------------------------------------------------------
 
     def bootstrap(self, store: DecayedGraphStore) -> None:
@@ -111,6 +127,9 @@ class IncrementalTrainer:
         """
         with self._lock:
             self.mirror = GraphMirror(self.behaviours, self.epsilon)
+            # No trend yet (no checkpoint): each stored edge counts its weight at its time.
+            prior = self.score_prior
+            counting = prior is not None and prior.trend.is_empty()
             edges = sorted(store_user_item_edges(store), key=lambda e: e.state[1])
             for chunk in _chunks(edges, _BOOTSTRAP_CHUNK):
                 now = chunk[-1].state[1]
@@ -120,6 +139,11 @@ class IncrementalTrainer:
                 self.mirror.load_edges(chunk, users, items)
                 times = torch.tensor([e.state[1] for e in chunk], dtype=torch.long)
                 self._note_event_times(users, items, times)
+                if counting and prior is not None:
+                    mass = torch.tensor([e.state[0] for e in chunk], dtype=torch.float64)
+                    prior.count(items, times, mass)
+            if counting and prior is not None:
+                prior.from_store = True
             for (_, partition), (_, watermark) in store.positions().items():
                 if watermark >= 0:  # each partition's own stream time, never the newest one
                     self.mirror.advance(watermark, [partition])
@@ -174,6 +198,14 @@ class IncrementalTrainer:
                 self.encoder.observe(batch.to(self.device))
                 known = ((users >= 0) & (items >= 0)).tolist()
                 reflected = [k for k, ok in zip(chosen, known, strict=True) if ok]
+            # Trained against what was rising before this batch came (no self-counting),
+            # published with the batch counted. Events read back after a restart were
+            # counted by bootstrap when it rebuilt the trend from the store.
+            prior = self.score_prior
+            trend = prior.table(self.encoder.num_items) if prior is not None else None
+            if events and prior is not None and not (in_graph and prior.from_store):
+                mass = torch.tensor([self.behaviours[e.event_type].beta * e.weight for e in events])
+                prior.count(items, torch.tensor([e.ts for e in events]), mass)
             graph = self._graph()
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
             replay = torch.zeros(0, dtype=torch.long, device=self.device)
@@ -183,8 +215,13 @@ class IncrementalTrainer:
                 replay = sample_replay(graph, wanted, generator, older_than=older_than)
             pos_users = torch.cat([batch.users.to(self.device), graph.users[replay]])
             pos_items = torch.cat([batch.items.to(self.device), graph.items[replay]])
+            positives = (pos_users, pos_items)
             loss, steps = self._train(
-                graph, (pos_users, pos_items), self.settings.steps_per_batch, generator
+                graph,
+                positives,
+                self.settings.steps_per_batch,
+                generator,
+                None if trend is None else (trend, torch.zeros_like(pos_users)),
             )
             touched = {"user": batch.users, "item": batch.items}
             changed = (
@@ -237,7 +274,9 @@ class IncrementalTrainer:
             start = time.perf_counter()
             self.encoder.reset_parameters()
             self.encoder.reset_state()
-            self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=self.settings.lr)
+            if self.score_prior is not None:
+                self.score_prior.prior.reset_parameters()
+            self.optimizer = torch.optim.Adam(self._parameters(), lr=self.settings.lr)
             graph = self._graph()
             order = torch.argsort(graph.times, stable=True)  # streaming state in time order
             self.encoder.observe(
@@ -250,7 +289,11 @@ class IncrementalTrainer:
                 )
             )
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
-            loss, steps = self._train(graph, (graph.users, graph.items), epochs, generator)
+            positives = (graph.users, graph.items)
+            history = None
+            if self.score_prior is not None:  # the same edges, unweighted by user recency
+                history = self.score_prior.history(self._snapshot(prune=False))
+            loss, steps = self._train(graph, positives, epochs, generator, history, capped=False)
             changed = self._refresh(graph)
             self.model_version += 1
             return TrainReport(
@@ -276,9 +319,14 @@ class IncrementalTrainer:
         return self.publish.event_times(kind, self.registry.rows(kind, ids))
 
     def _graph(self, prune: bool = True) -> BipartiteGraph:
-        return self.mirror.snapshot(self.encoder.num_users, self.encoder.num_items, prune=prune).to(
-            self.device
-        )
+        """The decayed graph as the encoder sees it (a user's latest edges weigh more)."""
+        graph = self._snapshot(prune)
+        return user_recency(graph, self.settings.user_recency_half_life_ms)
+
+    def _snapshot(self, prune: bool = True) -> BipartiteGraph:
+        """The decayed graph as the store holds it, on the device."""
+        graph = self.mirror.snapshot(self.encoder.num_users, self.encoder.num_items, prune=prune)
+        return graph.to(self.device)
 
     def _absorb_evictions(self) -> None:
         """Rows evicted to make room for new ids: forget their edges and their vectors."""
@@ -288,6 +336,8 @@ class IncrementalTrainer:
             return
         self.mirror.drop_rows(users, items)
         self.encoder.reset_rows(users.to(self.device), items.to(self.device))
+        if self.score_prior is not None:
+            self.score_prior.trend.reset_rows(items)
         # Adam moments of the row are not reset: an evicted row went unseen for a TTL, so
         # its first moment has decayed to ~0 and no gradient history carries over.
         self.publish.forget("user", users)
@@ -297,7 +347,7 @@ class IncrementalTrainer:
         users, items = self.registry.size("user"), self.registry.size("item")
         if users > self.encoder.num_users or items > self.encoder.num_items:
             self.encoder.grow(users, items)
-            self.optimizer = grown_adam(self.optimizer, self.encoder.parameters(), self.settings.lr)
+            self.optimizer = grown_adam(self.optimizer, self._parameters(), self.settings.lr)
         self.publish.grow("user", self.encoder.num_users)
         self.publish.grow("item", self.encoder.num_items)
 
@@ -307,10 +357,20 @@ class IncrementalTrainer:
         positives: tuple[Tensor, Tensor],
         passes: int,
         generator: torch.Generator,
+        trend: Trend | None,
+        capped: bool = True,
     ) -> tuple[float, int]:
         num_items = self.registry.live("item")
         return self._objective.train(
-            self.encoder, self.optimizer, graph, positives, num_items, passes, generator
+            self.encoder,
+            self.optimizer,
+            graph,
+            positives,
+            num_items,
+            passes,
+            generator,
+            trend,
+            capped,
         )
 
     def _embed_all(self, graph: BipartiteGraph) -> dict[str, Tensor]:
@@ -318,7 +378,16 @@ class IncrementalTrainer:
         items = torch.arange(self.registry.live("item"), device=self.device)
         with self._amp.autocast():
             user_vec, item_vec = self.encoder.embed(graph, users, items)
-        return {"user": user_vec.float(), "item": item_vec.float()}
+        prior = self.score_prior
+        table = prior.table(self.encoder.num_items) if prior is not None else None
+        with torch.no_grad():
+            user_vec, item_vec = self._objective.with_prior(
+                user_vec.float(),
+                item_vec.float(),
+                items,
+                None if table is None else (table, torch.zeros_like(items)),
+            )
+        return {"user": user_vec, "item": item_vec}
 
     def _refresh(
         self, graph: BipartiteGraph, touched: Mapping[str, Tensor] | None = None
@@ -357,7 +426,7 @@ class IncrementalTrainer:
         with self._lock:
             rows = self.registry.rows(kind, ids)
             table = self._current()[kind].cpu()
-            out = torch.zeros(len(rows), self.settings.dim)
+            out = torch.zeros(len(rows), self.settings.out_dim)
             known = rows >= 0
             out[known] = table[rows[known]]
             return out
@@ -382,6 +451,7 @@ class IncrementalTrainer:
                 "registry": self.registry.state_dict(),
                 "model_version": self.model_version,
                 **cpu_copy(self.publish.state_dict()),
+                "score_prior": self.score_prior.state_dict() if self.score_prior else None,
             }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -392,12 +462,18 @@ class IncrementalTrainer:
             for key, mine in (("encoder_name", self.settings.encoder), ("dim", self.settings.dim)):
                 if state[key] != mine:
                     raise ConfigError(f"checkpoint {key} is {state[key]!r}, settings say {mine!r}")
+            saved_prior = state.get("score_prior")
+            if self.score_prior is None and saved_prior is not None:
+                raise ConfigError("checkpoint has a score prior, settings have no trend half-lives")
             with model_config_errors():
                 self.registry.load_state_dict(state["registry"])
             self.encoder = self._build_encoder()
             self.encoder.grow(*state["encoder_rows"])
             self.encoder.load_state_dict(state["encoder"])
-            self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=self.settings.lr)
+            self.score_prior = self._build_prior()
+            if self.score_prior is not None:
+                self.score_prior.load_state_dict(saved_prior)
+            self.optimizer = torch.optim.Adam(self._parameters(), lr=self.settings.lr)
             self.optimizer.load_state_dict(state["optimizer"])
             if state["scaler"]:
                 self._amp.scaler.load_state_dict(state["scaler"])

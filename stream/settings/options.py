@@ -18,6 +18,8 @@ from stream.settings.values import (
     parse_column,
     parse_duration,
     parse_floats,
+    parse_half_life,
+    parse_half_lives,
     parse_ints,
     parse_json_object,
     parse_names,
@@ -210,6 +212,24 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt("training", "max_items", "item rows at most (same policy as users)"),
     _opt("training", "id_ttl_ms", "event time after which an unseen id may be evicted"),
+    _opt(
+        "training",
+        "trend_half_lives_ms",
+        "half-lives of the item trend features of the score prior (1h,1d,...; never: no "
+        "decay; empty: no prior, vectors of --dim)",
+        flag="--trend-half-lives",
+        env="STREAMGNN_TREND_HALF_LIVES",
+        parse=parse_half_lives,
+    ),
+    _opt(
+        "training",
+        "user_recency_half_life_ms",
+        "the trainer's view weighs a user's edges by their age behind the user's newest "
+        "edge with this half-life (0: off)",
+        flag="--user-recency-half-life",
+        env="STREAMGNN_USER_RECENCY_HALF_LIFE",
+        parse=parse_half_life,
+    ),
     _opt(
         "training",
         "encoder_options",

@@ -50,6 +50,24 @@ def parse_duration(text: str) -> int:
     return round(value)
 
 
+def parse_half_life(text: str) -> int:
+    """A half-life as :func:`parse_duration`, or ``0`` / ``never``: 0 (no decay, or off).
+
+    >>> parse_half_life("1h"), parse_half_life("never")
+    (3600000, 0)
+    """
+    return 0 if text.strip().lower() in {"0", "never", "off"} else parse_duration(text)
+
+
+def parse_half_lives(raw: str) -> tuple[int, ...]:
+    """A comma list of :func:`parse_half_life` values; empty text is an empty tuple.
+
+    >>> parse_half_lives("1h, 1d,never"), parse_half_lives("")
+    ((3600000, 86400000, 0), ())
+    """
+    return tuple(parse_half_life(part) for part in raw.split(",") if part.strip())
+
+
 def parse_column(text: str | None) -> str | int | None:
     """A column option as typed: digits are an index, anything else a name.
 

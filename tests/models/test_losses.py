@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.losses import bpr_loss, info_nce_loss
+from models.losses import bpr_loss, in_batch_scores, info_nce, info_nce_loss
 
 
 def unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -70,3 +70,19 @@ def test_validation() -> None:
         bpr_loss(u, unit(2, 4), u)
     with pytest.raises(ValueError, match="do not fit"):
         bpr_loss(u, u, unit(3, 2, 5))
+
+
+def test_info_nce_from_scores_with_a_log_q_offset() -> None:
+    g = torch.Generator().manual_seed(3)
+    pos, neg = torch.randn(5, generator=g), torch.randn(5, 7, generator=g)
+    base = info_nce(pos, neg, 0.5)
+    # a constant offset shifts every logit alike: the softmax does not move
+    assert info_nce(pos, neg, 0.5, torch.full((5, 8), 3.0)).item() == pytest.approx(base.item())
+    offset = torch.randn(5, 8, generator=g)
+    logits = torch.cat([pos[:, None], neg], dim=1) / 0.5 + offset
+    expected = -(logits.log_softmax(dim=1)[:, 0]).mean()
+    assert info_nce(pos, neg, 0.5, offset).item() == pytest.approx(expected.item(), rel=1e-6)
+    # in-batch: the row's own column is never its negative
+    user = torch.nn.functional.normalize(torch.randn(4, 3, generator=g), dim=1)
+    s_pos, s_neg = in_batch_scores(user, user)
+    assert torch.isinf(s_neg.diagonal()).all() and torch.allclose(s_pos, torch.ones(4))

@@ -126,5 +126,12 @@ def test_weighted_draw_never_draws_zero_weights() -> None:
 
 
 def test_unknown_sampler_lists_the_valid_names() -> None:
-    with pytest.raises(ModelConfigError, match="uniform, popularity, in_batch, hard"):
+    with pytest.raises(ModelConfigError, match="uniform, shared, popularity, in_batch, hard"):
         sample_negatives("nope", torch.zeros(1), torch.zeros(1), num_items=1, generator=gen())
+
+
+def test_shared_negatives_are_one_draw_for_the_whole_batch() -> None:
+    users, pos = torch.arange(6), torch.zeros(6, dtype=torch.long)
+    neg = sample_negatives("shared", users, pos, num_items=50, generator=gen(1), num_negatives=8)
+    assert neg.shape == (6, 8) and bool((neg == neg[0]).all())
+    assert bool(((neg >= 0) & (neg < 50)).all()) and neg[0].unique().numel() > 1

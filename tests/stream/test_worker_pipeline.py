@@ -135,5 +135,9 @@ def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
         assert set(latest) == set(newest), f"every {kind} of the stream has a vector"
         for node, decoded in latest.items():
             assert decoded.event_time_ms == newest[node]
-            norm = float(np.linalg.norm(decoded.vector))
+            # the embedding is unit length; the last component is the score prior's
+            assert decoded.dim == settings.training.out_dim
+            norm = float(np.linalg.norm(decoded.vector[:-1]))
             assert norm == pytest.approx(1.0, abs=1e-4)
+            if kind == "user":
+                assert decoded.vector[-1] == 1.0

@@ -33,6 +33,8 @@ CHANGED = {  # a meaning setting -> (its twin, a value other than the base's)
     "training.dim": ("STREAMGNN_DIM", "16"),
     "training.layers": ("STREAMGNN_LAYERS", "3"),
     "training.encoder_options": ("STREAMGNN_ENCODER_OPTIONS", '{"relation_scale": true}'),
+    "training.trend_half_lives_ms": ("STREAMGNN_TREND_HALF_LIVES", "2h,1d"),
+    "training.user_recency_half_life_ms": ("STREAMGNN_USER_RECENCY_HALF_LIFE", "0"),
     "events.behaviours": (
         "STREAMGNN_BEHAVIOURS",
         json.dumps(

@@ -158,3 +158,25 @@ def test_validation() -> None:
     mirror.apply([Interaction("a", "x", "click", 0)], torch.tensor([3]), torch.tensor([0]))
     with pytest.raises(ValueError, match="num_users 2"):
         mirror.snapshot(num_users=2)
+
+
+def test_user_recency_keeps_each_users_newest_edge_and_halves_per_half_life() -> None:
+    from models.base import BipartiteGraph
+    from stream.learn.graph_mirror import user_recency
+
+    # user 0: edges at 0, 1000, 3000; user 1: one old edge at 0
+    graph = BipartiteGraph(
+        2,
+        3,
+        torch.tensor([0, 0, 0, 1]),
+        torch.tensor([0, 1, 2, 0]),
+        torch.zeros(4, dtype=torch.long),
+        torch.tensor([2.0, 1.0, 0.5, 4.0]),
+        torch.tensor([0, 1_000, 3_000, 0]),
+        10_000,
+    )
+    view = user_recency(graph, 1_000)
+    ratio = (view.weights / graph.weights).tolist()
+    assert ratio == [2.0**-3, 2.0**-2, 1.0, 1.0]  # behind the user's own newest, not now
+    assert user_recency(graph, 0) is graph
+    assert torch.equal(view.users, graph.users) and torch.equal(view.times, graph.times)

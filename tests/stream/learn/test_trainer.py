@@ -121,8 +121,9 @@ def test_reads_change_nothing() -> None:
     before = trainer.state_dict()
     edges = trainer.mirror.num_edges
     v = trainer.vectors("user", ["u0", "nobody"])
-    assert v.shape == (2, SMALL.dim)
-    assert float(v[0].norm()) == pytest.approx(1.0) and float(v[1].norm()) == 0.0
+    assert v.shape == (2, SMALL.out_dim)
+    # a known user: a unit-length embedding, then the prior's constant 1; unknown: zeros
+    assert float(v[0, : SMALL.dim].norm()) == pytest.approx(1.0) and float(v[1].norm()) == 0.0
     assert trainer.registry.state_dict() == before_registry
     assert trainer.mirror.num_edges == edges
     after = trainer.state_dict()
