@@ -295,9 +295,11 @@ def run_prequential(
                     step(f"chunk {index + 1}/{len(chunks)} {method.name} scored")
                 for start in range(0, len(chunk), settings.micro_batch):
                     batch = chunk[start : start + settings.micro_batch]
-                    offset = apply_events(store, batch, len(batch), offset)
+                    offset += len(batch)
+                    # As the worker: only what the store applied is learnt (no duplicates).
+                    kept = store_batch(store, batch, offset)
                     for method in updating:
-                        upkeep[method.name].run(functools.partial(method.learn, store, batch))
+                        upkeep[method.name].run(functools.partial(method.learn, store, kept))
                 history.add(chunk)
                 for method in methods:
                     results[method.name].chunks[-1].learn_seconds = upkeep[method.name].wall
@@ -336,8 +338,17 @@ def apply_events(
     for start in range(0, len(events), max(batch_size, 1)):
         batch = events[start : start + batch_size]
         offset += len(batch)
-        store.apply(TOPIC, [PartitionBatch(PARTITION, offset, batch)])
+        store_batch(store, batch, offset)
     return offset
+
+
+def store_batch(
+    store: DecayedGraphStore, batch: Sequence[Interaction], offset: int
+) -> list[Interaction]:
+    """Apply one batch at ``offset``; returns the events the store kept, in order."""
+    result = store.apply(TOPIC, [PartitionBatch(PARTITION, offset, batch)])
+    kept = result.kept[0] if result.kept else ()
+    return [batch[i] for i in kept]
 
 
 def score_matrix(users: Tensor, items: Tensor, known_items: Tensor) -> Tensor:

@@ -113,6 +113,23 @@ def test_methods_see_identical_chunks_after_scoring_and_after_the_store() -> Non
     assert [info.events for info in result.chunks] == [len(c) for c in chunks]
 
 
+def test_methods_learn_only_what_the_store_applied_as_the_worker_does() -> None:
+    # Every event carries an id; every third one is sent twice (a producer retry).
+    stream = []
+    for n, e in enumerate(_stream()):
+        event = Interaction(e.user_id, e.item_id, e.event_type, e.ts, event_id=f"e{n}")
+        stream.extend([event, event] if n % 3 == 0 else [event])
+    settings = ProtocolSettings(warmup=0.5, chunks=3, micro_batch=4, behaviours=BEHAVIOURS)
+    spy = Spy("a")
+    run_prequential(stream, [spy], settings)
+    _, chunks = split_stream(stream, settings)
+    scored = [e for c in chunks for e in c]
+    assert len({e.event_id for e in scored}) < len(scored)  # copies reach the chunks
+    assert len(spy.learnt) == len({e.event_id for e in spy.learnt})  # none is learnt twice
+    first_copies = {e.event_id for e in scored} - {e.event_id for e in stream[: -len(scored)]}
+    assert {e.event_id for e in spy.learnt} == first_copies
+
+
 def test_a_new_item_cannot_be_a_popularity_hit_in_its_first_chunk() -> None:
     warm = [_click(f"u{u}", f"old{k}", u * 10 + k) for u in range(10) for k in range(3)]
     fresh = [_click(f"u{u}", "new", 1000 + u) for u in range(5)]  # everyone's favourite
