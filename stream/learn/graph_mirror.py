@@ -415,6 +415,9 @@ class GraphMirror:
         return self._w_ref[:n] * decay_factor(age, self._half_life_t[self._relations[:n]])
 
 
+RECENCY_HALVINGS = 20
+
+
 def user_recency(graph: BipartiteGraph, half_life_ms: float) -> BipartiteGraph:
     """``graph`` with each edge's weight times ``2^(-(t_u - t)/h)``, ``t_u`` being the
     newest edge time of the edge's user: a user's latest items weigh most in the user's
@@ -432,5 +435,9 @@ def user_recency(graph: BipartiteGraph, half_life_ms: float) -> BipartiteGraph:
     newest = torch.zeros(graph.num_users, dtype=graph.times.dtype, device=graph.times.device)
     newest = newest.scatter_reduce(0, graph.users, graph.times, "amax", include_self=False)
     age = (newest[graph.users] - graph.times).clamp(min=0).to(torch.float64)
-    factor = torch.exp2(-age / half_life_ms).to(graph.weights.dtype)
-    return dataclasses.replace(graph, weights=graph.weights * factor)
+    halvings = age / half_life_ms
+    # Past RECENCY_HALVINGS an edge counts 0 in this view (its user's other edges weigh
+    # 2^20 times more): a float32 factor would turn subnormal there, and an encoder that
+    # normalises by a node's weight sum squares it in its gradient (0, then inf/NaN).
+    factor = torch.where(halvings > RECENCY_HALVINGS, 0.0, torch.exp2(-halvings))
+    return dataclasses.replace(graph, weights=graph.weights * factor.to(graph.weights.dtype))

@@ -180,3 +180,27 @@ def test_user_recency_keeps_each_users_newest_edge_and_halves_per_half_life() ->
     assert ratio == [2.0**-3, 2.0**-2, 1.0, 1.0]  # behind the user's own newest, not now
     assert user_recency(graph, 0) is graph
     assert torch.equal(view.users, graph.users) and torch.equal(view.times, graph.times)
+
+
+def test_user_recency_never_leaves_a_subnormal_weight() -> None:
+    from models.base import BipartiteGraph
+    from stream.learn.graph_mirror import RECENCY_HALVINGS, user_recency
+
+    # one user, edges from 0 to 200 half-lives behind its newest
+    ages = torch.arange(0, 201) * 1_000
+    graph = BipartiteGraph(
+        1,
+        ages.numel(),
+        torch.zeros(ages.numel(), dtype=torch.long),
+        torch.arange(ages.numel()),
+        torch.zeros(ages.numel(), dtype=torch.long),
+        torch.full((ages.numel(),), 5.0),
+        200_000 - ages,
+        200_000,
+    )
+    weights = user_recency(graph, 1_000).weights
+    tiny = torch.finfo(weights.dtype).tiny
+    assert not ((weights > 0) & (weights < tiny)).any()
+    assert (weights[: RECENCY_HALVINGS + 1] > 0).all() and (
+        weights[RECENCY_HALVINGS + 1 :] == 0
+    ).all()
