@@ -48,13 +48,11 @@ bench-hostile: $(STAMP) ## a live worker against every hostile-record class, SIG
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
 	$(PY) -m bench.incremental_vs_retrain
 
-# No venv on a bare GPU machine: its python3 (torch, PyG, numpy there) plus the wheels that
-# bench/gpu_wheels.sh put in .whl/ here (carry `.whl`); no step needs the network.
+# No venv on a bare GPU machine: its python3 (torch, PyG, numpy there), plus the wheels that
+# bench/gpu_wheels.sh put in .whl/ (carry it), which the script installs itself, offline.
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check: ## on an NVIDIA GPU (< 8 min): CUDA tests, propagation at 1M-100M edges, step time, freshness; writes bench/results/gpu.json
-	$(GPU_PY) -c 'import orjson, rocksdict, kafka, confluent_kafka, aiokafka' 2>/dev/null || \
-	  $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --upgrade --target .whl/site .whl/*.whl
-	PYTHONPATH=$$PWD/.whl/site:$$PWD PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpu_check
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpu_check
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var

@@ -83,3 +83,30 @@ def test_the_timed_product_is_the_normalised_symmetric_adjacency() -> None:
     assert np.allclose(got, expected, atol=1e-6)
     edges = zip(graph.users, graph.items, graph.relations, strict=True)
     assert len({(int(u), int(i), int(r)) for u, i, r in edges}) == 500  # each edge once
+
+
+def test_a_bare_machine_installs_the_carried_wheels_and_runs_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "orjson-3-cp312-x.whl").write_bytes(b"")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(gpu_check, "ROOT", tmp_path)
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.delenv("STREAMGNN_GPU_CHECK_WHEELS", raising=False)
+
+    def execve(path: str, args: list[str], env: dict[str, str]) -> None:
+        calls.append(args)
+        assert env["PYTHONPATH"].split(":")[:2] == [str(tmp_path / ".whl" / "site"), str(tmp_path)]
+        assert env["STREAMGNN_GPU_CHECK_WHEELS"] == "1"  # the second run does not loop
+
+    monkeypatch.setattr(gpu_check.os, "execve", execve)
+    gpu_check.ensure_runtime_packages(["--budget-s", "60"])
+    install, again = calls
+    assert "--no-index" in install and install[-1].endswith("orjson-3-cp312-x.whl")
+    assert again[-3:] == ["bench.gpu_check", "--budget-s", "60"]
+    calls.clear()
+    monkeypatch.setenv("STREAMGNN_GPU_CHECK_WHEELS", "1")
+    gpu_check.ensure_runtime_packages([])
+    assert not calls
