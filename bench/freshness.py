@@ -209,7 +209,9 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     rss.stop()
     status = worker.terminate(timeout_s=300)
     follower.stop()
-    freshness, missing, warmup = [], 0, []
+    freshness: list[float] = []
+    warmup: list[float] = []
+    missing = 0
     windows: dict[int, list[float]] = defaultdict(list)  # 10 s windows of send time
     first_send = sent[0][2] if sent else 0
     for user, ts, send_ms in sent:

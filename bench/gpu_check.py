@@ -349,9 +349,13 @@ def _child(command: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
     return result
 
 
-def _part(name: str, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _part(
+    name: str, body: Callable[[], dict[str, Any]], budget: Budget | None = None
+) -> dict[str, Any]:
     print(f"== {name}", flush=True)
     started = time.monotonic()
+    if budget is not None and budget.left(1e9) < 20:
+        return {"status": "not_run", "reason": "less than 20 s of the run's budget left"}
     try:
         result = body()
     except Exception as exc:  # one part's failure is recorded, the next part still runs
@@ -427,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     skipped = {"status": "not_run", "reason": "not in --parts"}
     report["cuda_tests"] = (
-        _part("cuda_tests", lambda: cuda_tests(device, budget.left(150)))
+        _part("cuda_tests", lambda: cuda_tests(device, budget.left(150)), budget)
         if "cuda_tests" in parts
         else skipped
     )
@@ -439,13 +443,15 @@ def main(argv: list[str] | None = None) -> int:
         else {"status": "not_run", "reason": "the device part failed"}
     )
     report["step_time"] = (
-        _part("step_time", lambda: step_time(sizes, device, budget.left(120)))
+        _part("step_time", lambda: step_time(sizes, device, budget.left(120)), budget)
         if "step_time" in parts
         else skipped
     )
     report["freshness"] = (
         _part(
-            "freshness", lambda: freshness(args.loads, device, args.freshness_s, budget.left(300))
+            "freshness",
+            lambda: freshness(args.loads, device, args.freshness_s, budget.left(300)),
+            budget,
         )
         if "freshness" in parts
         else skipped
