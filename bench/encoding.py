@@ -9,7 +9,8 @@ Each figure is the best of ``--repeat`` timed batches (the machine is shared).
 Exactness (``--exhaustive``): every positive finite float32 (2**31 - 2**23 values; the
 sign is written apart) goes through ``encode_records`` and back through a float64 parse
 then a cast to float32, as a JSON parser and a cast do; ``respelt`` counts the values
-whose orjson spelling alone would not have survived that way. Minutes on one core.
+whose orjson spelling alone would not have survived that way. Minutes, on every core
+(``--workers``).
 
     .venv/bin/python -m bench.encoding                  # speed; bench/results/encoding.json
     .venv/bin/python -m bench.encoding --exhaustive     # adds the exhaustive check
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -89,30 +91,42 @@ def speed(rows: int, dim: int, repeat: int) -> dict[str, Any]:
     return {"rows": rows, "dim": dim, "repeat": repeat, "records_per_s": figures}
 
 
-def exhaustive(chunk: int = 1 << 22) -> dict[str, Any]:
-    """Every positive finite float32 through the encoder and a float64 parse."""
+_END = 0x7F800000  # the bit pattern of +inf: every positive finite float32 is below it
+_CHUNK = 1 << 22
+
+
+def _check_chunk(low: int) -> tuple[list[str], int]:
+    """One chunk of bit patterns: (values that did not survive, values respelt)."""
     width = 1 << 16  # MAX_DIM values per record
+    bits = np.arange(low, min(low + _CHUNK, _END), dtype=np.uint32)
+    values = np.pad(bits, (0, -bits.size % width)).view(np.float32).reshape(-1, width)
+    records = encode_records(
+        "item", [str(i) for i in range(len(values))], 1, values, [0] * len(values), 0
+    )
+    spelt = np.concatenate([np.array(orjson.loads(r)["vector"]) for r in records])
+    expected = values.reshape(-1).view(np.uint32)
+    wrong = np.flatnonzero(spelt.astype(np.float32).view(np.uint32) != expected)
+    raw = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    raw_back = np.array(orjson.loads(raw), np.float64).astype(np.float32).view(np.uint32)
+    respelt = int((raw_back.reshape(-1) != expected).sum())
+    return [hex(int(expected[i])) for i in wrong[:10]], respelt
+
+
+def exhaustive(workers: int) -> dict[str, Any]:
+    """Every positive finite float32 through the encoder and a float64 parse."""
     failures: list[str] = []
     respelt = 0
     start = time.perf_counter()
-    for low in range(0, 0x7F800000, chunk):
-        bits = np.arange(low, min(low + chunk, 0x7F800000), dtype=np.uint32)
-        values = np.pad(bits, (0, -bits.size % width)).view(np.float32).reshape(-1, width)
-        records = encode_records(
-            "item", [str(i) for i in range(len(values))], 1, values, [0] * len(values), 0
-        )
-        spelt = np.concatenate([np.array(orjson.loads(r)["vector"]) for r in records])
-        back = spelt.astype(np.float32).view(np.uint32)
-        for i in np.flatnonzero(back != values.reshape(-1).view(np.uint32))[:10]:
-            failures.append(hex(int(values.reshape(-1).view(np.uint32)[i])))
-        raw = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
-        raw_back = np.array(orjson.loads(raw), np.float64).astype(np.float32).view(np.uint32)
-        respelt += int((raw_back != values.view(np.uint32)).sum())
+    with multiprocessing.Pool(workers) as pool:
+        for wrong, fixed in pool.imap_unordered(_check_chunk, range(0, _END, _CHUNK)):
+            failures += wrong
+            respelt += fixed
     return {
-        "values": 0x7F800000,
+        "values": _END,
         "failures": len(failures),
-        "first_failures": failures[:10],
+        "first_failures": sorted(failures)[:10],
         "respelt": respelt,
+        "workers": workers,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -123,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--exhaustive", action="store_true")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result: dict[str, Any] = {
@@ -135,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(result["speed"]), flush=True)
     if args.exhaustive:
-        result["exhaustive"] = exhaustive()
+        result["exhaustive"] = exhaustive(args.workers)
         print(json.dumps(result["exhaustive"]), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

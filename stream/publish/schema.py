@@ -224,13 +224,17 @@ def _exact_via_float64(matrix: Vector, rows: list[bytes]) -> None:
         for neighbour in (bits + np.uint32(1), np.maximum(bits, 1) - np.uint32(1)):
             scaled = (wide + neighbour.view(np.float32).astype(np.float64)) * half_scale
             flagged |= np.abs(scaled - np.rint(scaled)) < 1e-4
-    for row, col in zip(*np.nonzero(flagged), strict=True):
+    for row in np.flatnonzero(flagged.any(axis=1)):
         texts = rows[row].split(b",")
-        value = matrix[row, col]
-        if np.float32(float(texts[col])) == value:
-            continue
-        texts[col] = orjson.dumps(float(f"{float(value):.9g}"))
-        rows[row] = b",".join(texts)
+        wrong = [
+            col
+            for col in np.flatnonzero(flagged[row])
+            if np.float32(float(texts[col])) != matrix[row, col]
+        ]
+        for col in wrong:
+            texts[col] = orjson.dumps(float(f"{float(matrix[row, col]):.9g}"))
+        if wrong:
+            rows[row] = b",".join(texts)
 
 
 # Per float32 exponent field f (binade [2**(f-127), 2**(f-126))): half of the power of
