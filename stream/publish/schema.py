@@ -205,15 +205,15 @@ def _exact_via_float64(matrix: Vector, rows: list[bytes]) -> None:
     orjson writes the shortest decimal that reads back as the same float32 when parsed as
     a float32. Parsed as a float64 and then rounded (a JSON parser, then a cast) it lands
     on the neighbouring float32 when the float64 rounding puts it on the midpoint between
-    the two: rare (7.038531e-26 is one; ``python -m bench.encoding --exhaustive`` counts
-    them all), but then the vector would not survive. Such a decimal has at most nine
-    significant digits and lies within a float64 rounding (2**-53) of a midpoint; scaled
-    by the power of ten that puts its binade at 1e9..2e10, it is an integer, so the
-    scaled midpoint is within 1e-5 of one (float64 errors included). The screen flags
-    the values whose midpoints come within 1e-4 (about one in 2,500) and the subnormals;
-    only those are parsed back and, where needed, respelt with nine significant digits:
-    within 5e-9 (relative) of the value, while a midpoint is at least 2**-25 away, so
-    exact both ways.
+    the two: of the 2**31 positive float32 values only 7.038531e-26 does (``python -m
+    bench.encoding --exhaustive`` checks them all), but its vector would not survive.
+    Such a decimal has at most nine significant digits and lies within a float64
+    rounding (2**-53) of a midpoint; scaled by the power of ten that puts its binade at
+    1e9..2e10, it is an integer, so the scaled midpoint is within 1e-5 of one (float64
+    errors included). The screen flags the values whose midpoints come within 1e-4
+    (about one in 2,500) and the subnormals; only those are parsed back and, where
+    needed, respelt with nine significant digits: within 5e-9 (relative) of the value,
+    while a midpoint is at least 2**-25 away, so exact both ways.
     """
     magnitude = np.abs(matrix)
     bits = magnitude.view(np.uint32)
