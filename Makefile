@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-retrain bench-faults bench-hostile clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-faults bench-hostile gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,8 +30,14 @@ demo: $(STAMP) ## broker, worker and producer on this machine with a live summar
 bench-ingest: $(STAMP) ## measure consume vs ingest rate; writes bench/results/ingest.json
 	$(PY) -m bench.ingest
 
-bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s; writes bench/results/freshness.json
+bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s, default settings (10k: graph seeded to 250k edges); writes bench/results/freshness.json
 	$(PY) -m bench.freshness
+
+bench-soak: $(STAMP) ## 10 minutes at 10,000 events/s: the worker's RSS slope over the last half; writes bench/results/freshness-soak.json
+	$(PY) -m bench.freshness --soak-s 600 --rate 10000
+
+bench-encoding: $(STAMP) ## embedding records encoded per second (dim 64), JSON vs base64 vs the previous JSON; writes bench/results/encoding.json
+	$(PY) -m bench.encoding
 
 bench-faults: $(STAMP) ## worker/broker kills, 30 s network cut, checkpoint kills, id flood; writes bench/results/faults.json
 	$(PY) -m bench.faults
@@ -41,6 +47,12 @@ bench-hostile: $(STAMP) ## a live worker against every hostile-record class, SIG
 
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
 	$(PY) -m bench.incremental_vs_retrain
+
+# No venv on a bare GPU machine: its python3 (torch, PyG, numpy there), plus the wheels that
+# bench/gpu_wheels.sh put in .whl/ (carry it), which the script installs itself, offline.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check: ## on an NVIDIA GPU (< 8 min): CUDA tests, propagation at 1M-100M edges, step time, freshness; writes bench/results/gpu.json
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpu_check
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var

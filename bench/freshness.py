@@ -1,24 +1,37 @@
 """End-to-end freshness at a fixed offered load: producer send -> vector on the topic.
 
 For each load a fresh topic and a fresh ``python -m stream.worker`` (ingest, store, train,
-publish) run against a real local broker; this process offers synthetic events at the
-load (``ts`` = send time, no late events) for ``--duration-s`` and follows the
-``user-embeddings`` topic. An event is reflected by the first record of its user whose
-``event_time_ms`` (the newest own event the vector reflects) is >= the event's ``ts``;
-its freshness is that record's receive time minus the event's send time. Events never
-reflected within ``--drain-s`` after the load ends are counted, not hidden. The load
-starts once the worker owns its partitions (``streamgnn_assigned_partitions``): before,
-events wait for its group join, a start-up cost, not freshness. ``--warmup-s`` can leave
-the first seconds out of p50/p90/p99 (none by default); ``p99_by_10s_window`` shows
-whether the figure holds over the run.
+publish; every setting at its default but the topics and paths) run against a real local
+broker; this process offers synthetic events at the load (``ts`` = send time, no late
+events) for ``--duration-s`` and follows the ``user-embeddings`` topic. An event is
+reflected by the first record of its user whose ``event_time_ms`` (the newest own event
+the vector reflects) is >= the event's ``ts``; its freshness is that record's receive
+time minus the event's send time. Events never reflected within ``--drain-s`` after the
+load ends are counted, not hidden. The load starts once the worker owns its partitions
+(``streamgnn_assigned_partitions``): before, events wait for its group join, a start-up
+cost, not freshness. ``--warmup-s`` can leave the first seconds out of p50/p90/p99 (none
+by default); ``p99_by_10s_window`` shows whether the figure holds over the run.
 
-    .venv/bin/python -m bench.freshness                      # 2,000 and 10,000 events/s
+Seeding (``--seed-edges LOAD:EDGES``; default ``10000:250000``): before that load is
+offered, the worker is fed events of another synthetic stream (same id space, another
+seed) as fast as it ingests them until its graph holds EDGES edges, and the load starts
+once the consumer lag and the trainer's backlog are back at 0. The 10,000 events/s load
+adds about 0.99 M edges in 120 s (freshness.json of 2026-12-01: 993,250), so with the
+seed the graph ends above 1 M edges (``graph_edges_start``, ``graph_edges_end``).
+
+Soak (``--soak-s 600 --rate 10000``): one load for that long, ids capped at the worker's
+defaults, the worker's RSS sampled every 0.5 s; reports ``rss_slope_mb_per_min`` over the
+last half of the load (least squares) and the thinned series, into
+``freshness-soak.json``. Freshness there is measured on every 10th event.
+
+    make bench-freshness                                     # 2,000 and 10,000 events/s
     .venv/bin/python -m bench.freshness --loads 2000 --duration-s 30
+    .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000
 
 Writes bench/results/freshness.json: one entry per load under ``loads`` with
 ``offered_per_s``, ``sustained_per_s`` (events the worker applied per second during the
 load), ``p50``/``p90``/``p99`` (seconds), ``lag_end`` (records not yet in the store when
-the load ended), ``peak_rss_mb`` (the worker's), and more.
+the load ended), ``peak_rss_mb`` (the worker's, during the load), and more.
 """
 
 from __future__ import annotations
@@ -28,25 +41,30 @@ import bisect
 import json
 import os
 import platform
+import random
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import psutil
+import orjson
 import torch
 from kafka import KafkaConsumer, TopicPartition
 
+from bench.rss import RssSeries
 from stream.behaviours import SOCIAL_EVENT_TYPES
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
-from stream.settings import KafkaSettings
+from stream.settings import KafkaSettings, PublishSettings
+from stream.settings.training import TrainerSettings
 from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
@@ -76,7 +94,7 @@ class EmbeddingFollower(threading.Thread):
             for records in self._consumer.poll(timeout_ms=100).values():
                 now = wall_clock_ms()
                 for record in records:
-                    value = json.loads(record.value)  # both encodings are JSON objects
+                    value = orjson.loads(record.value)  # both encodings are JSON objects
                     times, received = self.seen[value["id"]]
                     times.append(max(value["event_time_ms"], times[-1] if times else 0))
                     received.append(now)
@@ -94,77 +112,106 @@ class EmbeddingFollower(threading.Thread):
         self.join(10)
 
 
-class PeakRss(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.peak = 0
-        self._process = psutil.Process(pid)
-        self._halt = threading.Event()
+@dataclass(frozen=True)
+class LoadPlan:
+    """One offered load: the rate, how long, and how the worker is set up for it."""
 
-    def run(self) -> None:
-        while not self._halt.wait(0.25):
-            try:
-                self.peak = max(self.peak, self._process.memory_info().rss)
-            except psutil.Error:
-                return
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
+    offered: int
+    duration_s: float
+    drain_s: float
+    warmup_s: float = 0.0
+    seed_edges: int = 0
+    keep_every: int = 1  # measure freshness on every n-th user-item event
+    encoding: str | None = None  # None: the worker's default
+    device: str | None = None  # None: the worker's default ("auto")
 
 
-def run_load(
-    broker: LocalKafkaBroker,
-    offered: int,
-    duration_s: float,
-    drain_s: float,
-    workdir: Path,
-    encoding: str,
-    warmup_s: float,
-) -> dict[str, object]:
+def seed_graph(
+    broker: LocalKafkaBroker, topic: str, metrics_address: str, edges: int, seed: int
+) -> dict[str, float]:
+    """Feed events until the worker's graph holds ``edges`` edges, then wait until the lag
+    and the trainer's backlog are 0. Each event adds at most one edge, so each round sends
+    what is missing; what the rounds took is reported."""
+    start = time.monotonic()
+    events = SyntheticStream(SyntheticConfig(late_share=0.0, seed=seed)).events(wall_clock_ms)
+    sent = 0
+
+    def settled() -> bool:
+        m = scrape_metrics(metrics_address)
+        idle = total(m, "streamgnn_consumer_lag") == 0
+        return idle and total(m, "streamgnn_train_backlog_events") == 0
+
+    with InteractionProducer(KafkaSettings(broker.bootstrap_servers), topic) as producer:
+        while (have := total(scrape_metrics(metrics_address), "streamgnn_graph_edges")) < edges:
+            sent += produce(events, producer, count=max(int(edges - have), 1_000)).sent
+            time.sleep(2.0)  # the lag gauge follows the consumer's fetches
+            _poll(lambda: total(scrape_metrics(metrics_address), "streamgnn_consumer_lag") == 0)
+    _poll(settled)
+    return {"seed_events": sent, "seed_s": round(time.monotonic() - start, 1)}
+
+
+def _poll(condition: Callable[[], bool], timeout_s: float = 900.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the worker did not settle within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[str, Any]:
+    offered = plan.offered
     tag = f"{offered}-{time.time_ns() % 10**9}"
     topic = f"fresh-{tag}"
     broker.create_topics({topic: 2, f"{topic}.dlq": 1})
     metrics_address = f"127.0.0.1:{free_ports(1)[0]}"
     store = workdir / f"store-{tag}"
-    env = {  # the worker's defaults but the topics, paths and encoding (dim 64, 1 thread)
+    env = {  # the worker's defaults but the topics and paths
         **worker_env(broker.bootstrap_servers, topic, f"g-{tag}", store, 5_000),
-        **training_env(workdir, tag, dim=64),
+        **training_env(workdir, tag, dim=TrainerSettings().dim),
         "STREAMGNN_SESSION_TIMEOUT_MS": "10000",
         "STREAMGNN_METRICS_ADDRESS": metrics_address,
-        "STREAMGNN_VECTOR_ENCODING": encoding,
     }
+    if plan.encoding is not None:
+        env["STREAMGNN_VECTOR_ENCODING"] = plan.encoding
+    if plan.device is not None:
+        env["STREAMGNN_DEVICE"] = plan.device
     worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
     worker.start()
     wait_for(lambda: owns_partitions(metrics_address), 180, "the worker to own its partitions")
     follower = EmbeddingFollower(broker.bootstrap_servers, env["STREAMGNN_USER_EMBEDDINGS_TOPIC"])
     follower.start()
-    rss = PeakRss(worker.pid)
+    seeded = {"seed_events": 0, "seed_s": 0.0}
+    if plan.seed_edges:
+        seeded = seed_graph(broker, topic, metrics_address, plan.seed_edges, offered + 1)
+    rss = RssSeries(worker.pid)
     rss.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
     stream = SyntheticStream(SyntheticConfig(late_share=0.0, seed=offered))
+    sample = random.Random(offered)
     before = scrape_metrics(metrics_address)
     with InteractionProducer(KafkaSettings(broker.bootstrap_servers), topic) as producer:
         report = produce(
             stream.events(wall_clock_ms),
             producer,
             rate=offered,
-            duration_s=duration_s,
-            on_send=lambda e, ms: _record(sent, e, ms),
+            duration_s=plan.duration_s,
+            on_send=lambda e, ms: _record(sent, e, ms, plan.keep_every, sample),
         )
     after = scrape_metrics(metrics_address)
     window = report.seconds
-    deadline = time.monotonic() + drain_s
+    deadline = time.monotonic() + plan.drain_s
     while time.monotonic() < deadline:
         last_user, last_ts, _ = sent[-1]
         if follower.reflected_at(last_user, last_ts) is not None:
             break
         time.sleep(0.2)
     end = scrape_metrics(metrics_address)
+    rss.stop()
     status = worker.terminate(timeout_s=300)
     follower.stop()
-    rss.stop()
-    freshness, missing, warmup = [], 0, []
+    freshness: list[float] = []
+    warmup: list[float] = []
+    missing = 0
     windows: dict[int, list[float]] = defaultdict(list)  # 10 s windows of send time
     first_send = sent[0][2] if sent else 0
     for user, ts, send_ms in sent:
@@ -174,7 +221,7 @@ def run_load(
             continue
         seconds = max(at - send_ms, 0) / 1000.0
         windows[(send_ms - first_send) // 10_000].append(seconds)
-        (warmup if send_ms - first_send < warmup_s * 1000 else freshness).append(seconds)
+        (warmup if send_ms - first_send < plan.warmup_s * 1000 else freshness).append(seconds)
     everything = np.array(warmup + freshness)
     p99_with_warmup = float(np.quantile(everything, 0.99)) if everything.size else None
     p99_by_10s = [_round(float(np.quantile(windows[w], 0.99))) for w in sorted(windows)]
@@ -187,43 +234,60 @@ def run_load(
     trained = grew("streamgnn_freshness_seconds_count")
     return {
         "offered_per_s": offered,
-        "vector_encoding": encoding,
+        "vector_encoding": plan.encoding or PublishSettings().vector_encoding,
         "achieved_offer_per_s": round(report.rate, 1),
         "duration_s": round(window, 1),
         "sent": report.sent,
-        "measured": len(sent),  # user-item events; follows are not in any user vector
+        "measured": len(sent),  # user-item events (every keep_every-th); follows: no vector
+        "measured_every": plan.keep_every,
         "sustained_per_s": round(applied / window, 1),
         "trained_per_s": round(trained / window, 1),
         "p50": _round(q[0]),
         "p90": _round(q[1]),
         "p99": _round(q[2]),
         "max": _round(max(freshness) if freshness else None),
-        "warmup_s": warmup_s,
+        "warmup_s": plan.warmup_s,
         "p99_with_warmup": _round(p99_with_warmup),
         "p99_by_10s_window": p99_by_10s,
         "reflected": len(freshness) + len(warmup),
         "not_reflected_after_drain": missing,
-        "drain_s": drain_s,
+        "drain_s": plan.drain_s,
         "lag_end": int(total(after, "streamgnn_consumer_lag")),
         "train_backlog_end": int(total(after, "streamgnn_train_backlog_events")),
-        "peak_rss_mb": round(rss.peak / 2**20, 1),
+        "peak_rss_mb": rss.peak_mb,
+        "rss_slope_mb_per_min_last_half": rss.slope_mb_per_min(since_s=window / 2, until_s=window),
+        "rss_mb_every_10s": rss.every(10.0) if plan.keep_every > 1 else None,
         "train_steps": int(total(end, "streamgnn_train_steps_total")),
         "model_version_end": int(total(end, "streamgnn_model_version")),
         "user_records_published": follower.records,
         "vectors_published_per_s": round(grew("streamgnn_vectors_published_total") / window, 1),
+        **seeded,
+        "graph_edges_start": int(total(before, "streamgnn_graph_edges")),
         "graph_edges_end": int(total(end, "streamgnn_graph_edges")),
         "worker_exit_status": status,
     }
 
 
-def _record(sent: list[tuple[str, int, int]], event: Mapping[str, object], send_ms: int) -> None:
-    """Keep user-item events: a ``follow`` is a social edge no user vector reflects."""
-    if event["event_type"] not in SOCIAL_EVENT_TYPES:
+def _record(
+    sent: list[tuple[str, int, int]],
+    event: Mapping[str, object],
+    send_ms: int,
+    every: int,
+    sample: random.Random,
+) -> None:
+    """Keep user-item events (one in ``every``, at random): a ``follow`` is a social edge
+    no user vector reflects."""
+    if event["event_type"] not in SOCIAL_EVENT_TYPES and sample.randrange(every) == 0:
         sent.append((str(event["user_id"]), int(str(event["ts"])), send_ms))
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
+
+
+def _seed_edges(text: str) -> tuple[int, int]:
+    load, _, edges = text.partition(":")
+    return int(load), int(edges)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,43 +301,62 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="leave events sent in the first seconds out of p50/p90/p99 (still reported)",
     )
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--seed-edges",
+        type=_seed_edges,
+        nargs="*",
+        default=[(10_000, 250_000)],
+        metavar="LOAD:EDGES",
+        help="grow the graph to EDGES edges before offering LOAD (default 10000:250000)",
+    )
+    parser.add_argument("--soak-s", type=float, default=0.0, help="one long load: RSS slope")
+    parser.add_argument("--rate", type=int, default=10_000, help="the soak's offered load")
+    parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--encoding",
-        default="f32le-base64",
+        default=None,
         choices=["json", "f32le-base64"],
-        help="the worker's vector encoding (default: the compact one)",
+        help="the worker's vector encoding (default: the worker's default)",
     )
+    parser.add_argument("--device", default=None, help="the trainer's device (default: auto)")
     args = parser.parse_args(argv)
+    seeds = dict(args.seed_edges)
+    plans = [
+        LoadPlan(
+            offered=rate,
+            duration_s=args.soak_s or args.duration_s,
+            drain_s=args.drain_s,
+            warmup_s=args.warmup_s,
+            seed_edges=0 if args.soak_s else seeds.get(rate, 0),
+            keep_every=10 if args.soak_s else 1,
+            encoding=args.encoding,
+            device=args.device,
+        )
+        for rate in ([args.rate] if args.soak_s else args.loads)
+    ]
+    out = args.json or RESULTS.with_name("freshness-soak.json" if args.soak_s else RESULTS.name)
     loads = []
     with tempfile.TemporaryDirectory(prefix="streamgnn-freshness-") as tmp:
         workdir = Path(tmp)
         with LocalKafkaBroker(workdir / "kafka") as broker:
-            for offered in args.loads:
-                print(f"load {offered} events/s for {args.duration_s:.0f} s ...", flush=True)
-                entry = run_load(
-                    broker,
-                    offered,
-                    args.duration_s,
-                    args.drain_s,
-                    workdir,
-                    args.encoding,
-                    args.warmup_s,
-                )
+            for plan in plans:
+                print(f"load {plan.offered} events/s for {plan.duration_s:.0f} s ...", flush=True)
+                entry = run_load(broker, plan, workdir)
                 print(json.dumps(entry), flush=True)
                 loads.append(entry)
     result = {
         "benchmark": "end-to-end freshness (producer send -> user vector on the topic)",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.freshness", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "goal": "p99 < 1 s at 2,000 events/s on the 2-core CPU machine",
+        "goal": "p99 < 1 s at 2,000 and 10,000 events/s (>= 1 M edges by the end of the "
+        "10,000 load), default settings and encoding; soak: RSS slope ~ 0 over the last half",
         "loads": loads,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+import orjson
+
 from stream.errors import StreamGNNError
 from stream.kafka.access import check_access_blocking
 from stream.publish.consumer import EmbeddingTable, TableUpdate
-from stream.publish.schema import float32_decimals
 from stream.settings import ConsumeSettings, add_options, select, settings_from_args
 
 CONSUME_OPTIONS = select(
@@ -129,6 +130,6 @@ def _json_line(update: TableUpdate) -> str:
         "dim": record.dim,
         "event_time_ms": record.event_time_ms,
         "publish_time_ms": record.publish_time_ms,
-        "vector": [float(text) for text in float32_decimals(record.vector)],
+        "vector": record.vector,  # float32 decimals, as on the topic
     }
-    return json.dumps(line, ensure_ascii=False)
+    return orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY).decode()

@@ -50,14 +50,7 @@ from stream.kafka.clients import confluent_producer, kafka_admin
 from stream.kafka.topics import create_missing_topics
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
-from stream.publish.schema import (
-    NODE_KINDS,
-    EmbeddingRecord,
-    Encoding,
-    NodeKind,
-    check_node_id,
-    encode_record,
-)
+from stream.publish.schema import Encoding, NodeKind, encode_records
 from stream.settings import KafkaSettings, PublishSettings
 
 log = logging.getLogger(__name__)
@@ -335,29 +328,24 @@ class EmbeddingPublisher:
     ) -> _Staged:
         staged = _Staged()
         for batch in batches:
-            if batch.kind not in NODE_KINDS:
-                raise SchemaError(f"kind must be one of {NODE_KINDS}, got {batch.kind!r}")
             ids = list(batch.ids)
             matrix = _as_matrix(batch.vectors, len(ids))
             try:
                 times = np.broadcast_to(np.asarray(batch.event_time_ms, np.int64), (len(ids),))
             except ValueError as exc:
                 raise SchemaError(f"event_time_ms must be one int or one per id: {exc}") from exc
-            for node_id, vector, event_ms in zip(ids, matrix, times.tolist(), strict=True):
-                record = EmbeddingRecord(
-                    batch.kind,
-                    check_node_id(node_id),
-                    model_version,
-                    vector,
-                    int(event_ms),
-                    publish_time_ms,
-                )
-                staged.records.append(
-                    (batch.kind, record.key, encode_record(record, self.encoding))
-                )
-                staged.counts[batch.kind] = staged.counts.get(batch.kind, 0) + 1
-                if staged.newest_event_ms is None or event_ms > staged.newest_event_ms:
-                    staged.newest_event_ms = int(event_ms)
+            values = encode_records(
+                batch.kind, ids, model_version, matrix, times, publish_time_ms, self.encoding
+            )
+            staged.records.extend(
+                (batch.kind, node_id.encode(), value)
+                for node_id, value in zip(ids, values, strict=True)
+            )
+            if values:
+                staged.counts[batch.kind] = staged.counts.get(batch.kind, 0) + len(values)
+                newest = int(times.max())
+                if staged.newest_event_ms is None or newest > staged.newest_event_ms:
+                    staged.newest_event_ms = newest
         return staged
 
     def _record_metrics(

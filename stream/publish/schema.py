@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeGuard, get_args
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from stream.errors import SchemaError
 
@@ -118,39 +119,130 @@ def check_node_id(node_id: object) -> str:
 
 def encode_record(record: EmbeddingRecord, encoding: Encoding = "json") -> bytes:
     """The record's value bytes: compact JSON, fields in schema order, deterministic."""
-    if encoding == "json":
-        body = f'"vector":[{",".join(float32_decimals(record.vector))}]'
-    elif encoding == "f32le-base64":
-        raw = record.vector.astype(_LE_F32, copy=False).tobytes()
-        body = f'"vector_b64":"{base64.b64encode(raw).decode("ascii")}"'
-    else:
-        raise SchemaError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    text = (
-        f'{{"schema_version":{SCHEMA_VERSION},"kind":"{record.kind}",'
-        f'"id":{json.dumps(record.id, ensure_ascii=False)},'
-        f'"model_version":{record.model_version},"dim":{record.dim},'
-        f'"encoding":"{encoding}",{body},'
-        f'"event_time_ms":{record.event_time_ms},"publish_time_ms":{record.publish_time_ms}}}'
-    )
-    return text.encode()
+    return encode_records(
+        record.kind,
+        [record.id],
+        record.model_version,
+        record.vector[np.newaxis, :],
+        [record.event_time_ms],
+        record.publish_time_ms,
+        encoding,
+    )[0]
 
 
-def float32_decimals(vector: Vector) -> list[str]:
-    """Each value as the shortest decimal that reads back to the same float32.
+def encode_records(
+    kind: NodeKind,
+    ids: Sequence[str],
+    model_version: int,
+    vectors: npt.ArrayLike,
+    event_times_ms: Sequence[int] | npt.NDArray[np.int64],
+    publish_time_ms: int,
+    encoding: Encoding = "json",
+) -> list[bytes]:
+    """The value bytes of one record per row of ``vectors`` (row ``i`` is node ``ids[i]``).
 
-    Read back either directly as float32 or as a float64 then rounded to float32 (what a
-    JSON parser and a cast do); a value for which the two could disagree is written with
-    nine significant digits instead, which is exact both ways.
+    The same bytes as one :func:`encode_record` per row, built for a whole batch: the
+    vectors are checked once as a matrix and written by one orjson call (its float32
+    formatter: the shortest decimal that reads back as the same float32), then the rare
+    decimals that a float64 parse would round to another float32 are respelt
+    (:func:`_exact_via_float64`). A record that breaks the schema raises
+    :class:`SchemaError`, and then none is returned.
 
-    >>> float32_decimals(np.array([0.1, 1e-8, -1.5, 1 / 3], np.float32))
-    ['0.1', '1e-08', '-1.5', '0.33333334']
+    >>> encode_records("user", ["a", "b"], 1, [[0.1], [1e-8]], [5, 6], 9)[1]
+    b'{"schema_version":1,"kind":"user","id":"b","model_version":1,"dim":1,"encoding":"json","vector":[1e-8],"event_time_ms":6,"publish_time_ms":9}'
     """
-    values = np.asarray(vector, dtype=np.float32)
-    texts = [repr(float(text)) for text in values.astype(str)]
-    back = np.array([float(text) for text in texts], dtype=np.float64).astype(np.float32)
-    for i in np.flatnonzero(back != values):
-        texts[i] = repr(float(f"{float(values[i]):.9g}"))
-    return texts
+    if kind not in NODE_KINDS:
+        raise SchemaError(f"kind must be one of {NODE_KINDS}, got {kind!r}")
+    if encoding not in ENCODINGS:
+        raise SchemaError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    for name, value in (("model_version", model_version), ("publish_time_ms", publish_time_ms)):
+        if not _is_int(value) or value < 0:
+            raise SchemaError(f"{name} must be an integer >= 0, got {value!r}")
+    try:
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"vectors must be a [{len(ids)}, dim] matrix of numbers: {exc}") from exc
+    if matrix.ndim != 2 or matrix.shape[0] != len(ids) or not 1 <= matrix.shape[1] <= MAX_DIM:
+        raise SchemaError(f"vectors must have shape [{len(ids)}, 1..{MAX_DIM}], got {matrix.shape}")
+    times = np.asarray(event_times_ms)
+    integral = times.dtype.kind in "iu" or times.size == 0
+    if times.shape != (len(ids),) or not integral or (times < 0).any():
+        raise SchemaError(f"event_time_ms must be {len(ids)} integers >= 0, got {times!r}")
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise SchemaError(f"vector of {kind} {ids[bad]!r} has non-finite values")
+    keys = [orjson.dumps(check_node_id(node_id)) for node_id in ids]
+    if not keys:
+        return []
+    if encoding == "json":
+        text = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)
+        # "[[a,b],[c,d]]": no number holds a bracket, so "],[" splits the rows exactly.
+        rows = text[2:-2].split(b"],[")
+        _exact_via_float64(matrix, rows)
+        bodies = [b'"vector":[' + row + b"]" for row in rows]
+    else:
+        bodies = [
+            b'"vector_b64":"' + base64.b64encode(row.tobytes()) + b'"'
+            for row in matrix.astype(_LE_F32, copy=False)
+        ]
+    head = b'{"schema_version":%d,"kind":"%b","id":' % (SCHEMA_VERSION, kind.encode())
+    middle = b',"model_version":%d,"dim":%d,"encoding":"%b",' % (
+        model_version,
+        matrix.shape[1],
+        encoding.encode(),
+    )
+    tail = b',"publish_time_ms":%d}' % publish_time_ms
+    return [
+        b'%b%b%b%b,"event_time_ms":%d%b' % (head, key, middle, body, event_ms, tail)
+        for key, body, event_ms in zip(keys, bodies, times.tolist(), strict=True)
+    ]
+
+
+def _exact_via_float64(matrix: Vector, rows: list[bytes]) -> None:
+    """Respell, in ``rows``, each decimal that a float64 parse would round to another float32.
+
+    orjson writes the shortest decimal that reads back as the same float32 when parsed as
+    a float32. Parsed as a float64 and then rounded (a JSON parser, then a cast) it lands
+    on the neighbouring float32 when the float64 rounding puts it on the midpoint between
+    the two: of the 2**31 positive float32 values only 7.038531e-26 does (``python -m
+    bench.encoding --exhaustive`` checks them all), but its vector would not survive.
+    Such a decimal has at most nine significant digits and lies within a float64
+    rounding (2**-53) of a midpoint; scaled by the power of ten that puts its binade at
+    1e9..2e10, it is an integer, so the scaled midpoint is within 1e-5 of one (float64
+    errors included). The screen flags the values whose midpoints come within 1e-4
+    (about one in 2,500) and the subnormals; only those are parsed back and, where
+    needed, respelt with nine significant digits: within 5e-9 (relative) of the value,
+    while a midpoint is at least 2**-25 away, so exact both ways.
+    """
+    magnitude = np.abs(matrix)
+    bits = magnitude.view(np.uint32)
+    wide = magnitude.astype(np.float64)
+    half_scale = _HALF_DECIMAL_SCALE[bits >> 23]  # by the float32 exponent field
+    flagged = (bits != 0) & (bits < 0x800000)  # subnormals: one scale does not fit them
+    with np.errstate(invalid="ignore"):  # float32 max: its upper neighbour is infinite
+        for neighbour in (bits + np.uint32(1), np.maximum(bits, 1) - np.uint32(1)):
+            scaled = (wide + neighbour.view(np.float32).astype(np.float64)) * half_scale
+            flagged |= np.abs(scaled - np.rint(scaled)) < 1e-4
+    for row in np.flatnonzero(flagged.any(axis=1)):
+        texts = rows[row].split(b",")
+        wrong = [
+            col
+            for col in np.flatnonzero(flagged[row])
+            if np.float32(float(texts[col])) != matrix[row, col]
+        ]
+        for col in wrong:
+            texts[col] = orjson.dumps(float(f"{float(matrix[row, col]):.9g}"))
+        if wrong:
+            rows[row] = b",".join(texts)
+
+
+# Per float32 exponent field f (binade [2**(f-127), 2**(f-126))): half of the power of
+# ten that scales the binade to 1e9..2e10 (the half turns a sum of neighbours into
+# their midpoint; both factors are exact or correctly rounded).
+_HALF_DECIMAL_SCALE: Final = np.array(
+    [0.5 * 10.0 ** math.ceil(9 - (f - 127) * math.log10(2)) for f in range(256)]
+)
 
 
 def decode_record(
@@ -162,8 +254,8 @@ def decode_record(
     refused (it was published to the wrong topic).
     """
     try:
-        obj = json.loads(bytes(value))
-    except (UnicodeDecodeError, ValueError) as exc:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
         raise SchemaError(f"value is not UTF-8 JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise SchemaError(f"value must be a JSON object, got {type(obj).__name__}")

@@ -1,0 +1,41 @@
+"""bench/freshness.py's pieces that need no broker: the RSS trend and the seeding option."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from bench.freshness import _seed_edges, main
+from bench.rss import RssSeries
+
+
+def test_the_rss_slope_is_the_least_squares_trend_of_the_window() -> None:
+    rss = RssSeries(pid=os.getpid())
+    # 600 MB flat for a minute, then +30 MB a minute with noise that cancels out.
+    rss.samples = [(t, 600 * 2**20) for t in range(0, 60, 2)]
+    rss.samples += [
+        (t, int((600 + (t - 60) / 2 + (3 if t % 4 else -3)) * 2**20)) for t in range(60, 180, 2)
+    ]
+    assert rss.slope_mb_per_min(since_s=60.0) == pytest.approx(30.0, abs=0.5)
+    assert rss.slope_mb_per_min(since_s=0.0, until_s=58.0) == 0.0
+    assert rss.slope_mb_per_min(since_s=500.0) is None  # too few samples to say
+    assert rss.peak_mb == pytest.approx(600 + 59 + 3, abs=1)
+
+
+def test_a_live_process_is_sampled() -> None:
+    rss = RssSeries(pid=os.getpid(), interval_s=0.01)
+    rss.start()
+    while len(rss.samples) < 3:
+        time.sleep(0.01)
+    rss.stop()
+    assert rss.peak_mb > 0 and [t for t, _ in rss.samples] == sorted(t for t, _ in rss.samples)
+
+
+def test_seed_edges_are_given_per_load() -> None:
+    assert _seed_edges("10000:250000") == (10_000, 250_000)
+    with pytest.raises(ValueError):
+        _seed_edges("10000")
+    with pytest.raises(SystemExit):
+        main(["--seed-edges", "x:1", "--loads", "1"])

@@ -1,0 +1,112 @@
+"""bench/gpu_check.py without a GPU: it refuses plainly, and its plumbing runs on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bench import gpu_check
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    out = tmp_path / "gpu.json"
+    code = gpu_check.main([*args, "--out", str(out)])
+    return code, json.loads(out.read_text())
+
+
+def test_without_a_cuda_device_it_says_so_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu.json"
+    assert gpu_check.main(["--out", str(out)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_dry_run_records_every_part(tmp_path: Path) -> None:
+    code, doc = _run(tmp_path, "--dry-run", "--sizes", "3000", "--parts", "propagation,step_time")
+    assert code == 0 and doc["dry_run"] is True
+    assert doc["device_name"] == doc["device"]["name"] and doc["device"]["copy_tb_s"] > 0
+    (size,) = doc["propagation"]["sizes"]
+    assert size["edges"] == 3000 and size["users"] == 3000 // 7
+    assert size["spmm"]["gathered_tb_s"] >= size["spmm"]["compulsory_tb_s"] > 0
+    assert size["forward_backward_s"] > 0 and size["embed_s"] > 0
+    for part in ("cuda_tests", "freshness"):
+        assert doc[part] == {"status": "not_run", "reason": "not in --parts"}
+    assert doc["step_time"]["status"] in {"not_run", "ok"}
+
+
+def test_a_failing_part_is_recorded_and_the_next_one_still_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(*_: object) -> dict[str, Any]:
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(gpu_check, "propagation_size", broken)
+    code, doc = _run(tmp_path, "--dry-run", "--sizes", "3000", "--parts", "propagation,step_time")
+    assert code == 1
+    assert doc["propagation"]["status"] == "error" and "planted" in doc["propagation"]["reason"]
+    assert "status" in doc["step_time"]
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H200", 4.8),
+        ("NVIDIA H100 80GB HBM3", 3.35),
+        ("NVIDIA H100 PCIe", 2.0),
+        ("NVIDIA A100-SXM4-80GB", 2.039),
+        ("Tesla T4", None),
+    ],
+)
+def test_the_peak_bandwidth_comes_from_the_device_name(name: str, peak: float | None) -> None:
+    assert gpu_check.peak_tb_s(name) == peak
+
+
+def test_the_timed_product_is_the_normalised_symmetric_adjacency() -> None:
+    graph = gpu_check.graph_on(500, "cpu")
+    n = graph.num_users + graph.num_items
+    dense = np.zeros((n, n))
+    for u, i, w in zip(graph.users, graph.items, graph.weights, strict=True):
+        dense[u, graph.num_users + i] += float(w)
+        dense[graph.num_users + i, u] += float(w)
+    degree = dense.sum(axis=1)
+    inv = np.where(degree > 0, 1 / np.sqrt(np.where(degree > 0, degree, 1)), 0)
+    expected = inv[:, None] * dense * inv[None, :]
+    got = gpu_check._normalised_csr(graph, "cpu").to_dense().numpy()
+    assert np.allclose(got, expected, atol=1e-6)
+    edges = zip(graph.users, graph.items, graph.relations, strict=True)
+    assert len({(int(u), int(i), int(r)) for u, i, r in edges}) == 500  # each edge once
+
+
+def test_a_bare_machine_installs_the_carried_wheels_and_runs_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "orjson-3-cp312-x.whl").write_bytes(b"")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(gpu_check, "ROOT", tmp_path)
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(gpu_check.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.delenv("STREAMGNN_GPU_CHECK_WHEELS", raising=False)
+
+    def execve(path: str, args: list[str], env: dict[str, str]) -> None:
+        calls.append(args)
+        assert env["PYTHONPATH"].split(":")[:2] == [str(tmp_path / ".whl" / "site"), str(tmp_path)]
+        assert env["STREAMGNN_GPU_CHECK_WHEELS"] == "1"  # the second run does not loop
+
+    monkeypatch.setattr(gpu_check.os, "execve", execve)
+    gpu_check.ensure_runtime_packages(["--budget-s", "60"])
+    install, again = calls
+    assert "--no-index" in install and install[-1].endswith("orjson-3-cp312-x.whl")
+    assert again[-3:] == ["bench.gpu_check", "--budget-s", "60"]
+    calls.clear()
+    monkeypatch.setenv("STREAMGNN_GPU_CHECK_WHEELS", "1")
+    gpu_check.ensure_runtime_packages([])
+    assert not calls
