@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-retrain bench-faults bench-hostile clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-retrain bench-step-cost bench-faults bench-hostile clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench-hostile: $(STAMP) ## a live worker against every hostile-record class, SIG
 
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
 	$(PY) -m bench.incremental_vs_retrain
+
+bench-step-cost: $(STAMP) ## seconds per learn step at 100k, 1M, 10M edges, full vs local step; writes bench/results/step_cost.json
+	OMP_NUM_THREADS=1 $(PY) -m bench.step_cost
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var
