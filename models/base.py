@@ -25,7 +25,13 @@ A step's cost can follow its batch: an encoder whose ``local_step`` is true comp
 ``forward_local(neighbourhood, users, items)``, the seeds' vectors from a sampled L-hop
 :class:`~models.neighbourhood.Neighbourhood` (exactly ``forward``'s with no fan-out cap), and
 its ``row_parameters()`` (the id tables) get row-sparse gradients, so an optimiser moves
-only the rows the neighbourhood holds. Any other encoder trains on the full graph.
+only the rows the neighbourhood holds. LightGCN has one (without learnt relation scales).
+The others (sage, pinsage, tgn, mbgat) train on the full graph, for a reason of substance:
+they have dense weights shared by every node (SAGE/PinSage layer matrices, TGN's memory
+updater and attention, MBGAT's relation attention), so each optimiser step moves every
+node's vector and the rows "within L hops of what moved" are all rows; a local step would
+publish stale vectors or re-embed everything anyway. (They already compute a batch's
+vectors on sampled neighbourhoods inside ``forward``.)
 
 Everything needed to resume lives in ``state_dict()`` (registered parameters and buffers);
 no per-node Python dict lives outside it. Tables grow in chunks so the registry can hand

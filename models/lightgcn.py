@@ -103,6 +103,7 @@ class LightGCNEncoder(Encoder):
         self.relation_log_scale = (
             torch.nn.Parameter(torch.zeros(num_relations)) if relation_scale else None
         )
+        self._last_adjacency: tuple[BipartiteGraph, Any, NormalisedAdjacency] | None = None
         self.reset_parameters()
 
     @property
@@ -175,9 +176,7 @@ class LightGCNEncoder(Encoder):
         x = torch.cat([self.user_emb, self.item_emb])
         out = x
         if self.num_layers and graph.num_edges:
-            adjacency = NormalisedAdjacency.build(
-                graph, n_users, n_items, self.relation_log_scale, x.dtype
-            )
+            adjacency = self._adjacency(graph, x.dtype)
             total = x
             for _ in range(self.num_layers):
                 x = adjacency @ x
@@ -185,6 +184,18 @@ class LightGCNEncoder(Encoder):
             out = total / (self.num_layers + 1)
         out = F.normalize(out.float(), dim=-1)
         return out[users], out[items + n_users]
+
+    def _adjacency(self, graph: BipartiteGraph, dtype: torch.dtype) -> NormalisedAdjacency:
+        """The graph's adjacency; kept for the next call with the same graph object (a
+        step's training forward and its re-embedding), unless relation scales are learnt."""
+        key = (self.num_users, self.num_items, dtype)
+        cached = self._last_adjacency
+        if cached is not None and cached[0] is graph and cached[1] == key:
+            return cached[2]
+        adjacency = NormalisedAdjacency.build(graph, *key[:2], self.relation_log_scale, dtype)
+        if self.relation_log_scale is None:
+            self._last_adjacency = (graph, key, adjacency)
+        return adjacency
 
     @property
     def local_step(self) -> bool:

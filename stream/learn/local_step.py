@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph, Encoder
-from models.neighbourhood import GraphIndex, Neighbourhood, sample_neighbourhood
+from models.neighbourhood import GraphIndex, sample_neighbourhood
 
 # Re-embed with one full propagation once the rows to re-embed are this share of all rows.
 _FULL_SHARE = 0.25
@@ -73,27 +73,25 @@ class LocalStep:
         """Sorted nodes of every neighbourhood sampled so far: the rows the steps moved."""
         if not self._moved:
             return torch.zeros(0, dtype=torch.long, device=self.index.crow.device)
-        moved: Tensor = torch.unique(torch.cat(self._moved))
+        moved: Tensor = self.index.mask(torch.cat(self._moved)).nonzero().flatten()
         return moved
 
-    def neighbourhood(self, users: Tensor, items: Tensor) -> Neighbourhood:
-        """The sampled neighbourhood of these rows; its nodes count as moved."""
-        seeds = torch.cat([users, items + self.num_users])
-        hood = sample_neighbourhood(self.index, seeds, self.hops, self.fanout, self.generator)
-        self._moved.append(hood.nodes)
-        return hood
-
     def vectors(self, encoder: Encoder, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        """The step's vectors of these rows: on their sampled neighbourhood, or on the whole
-        graph when the sample holds more than half its edges (a batch whose negatives reach
-        most of a small graph), which is then as cheap and exact; the rows moved are those
-        within ``hops`` of these."""
-        hood = self.neighbourhood(users, items)
-        if hood.num_edges <= self.index.graph.num_edges:  # of 2E directed ones
+        """The step's vectors of these rows, on their sampled neighbourhood (its nodes are
+        the rows moved), or on the whole graph when the sample would hold more than half
+        its edges (a batch whose negatives reach most of a small graph): as cheap then,
+        and exact; the rows moved are those within ``hops`` of these."""
+        seeds = torch.cat([users, items + self.num_users])
+        graph = self.index.graph
+        hood = sample_neighbourhood(
+            self.index, seeds, self.hops, self.fanout, self.generator, graph.num_edges
+        )
+        if hood is not None:
+            self._moved.append(hood.nodes)
             return encoder.forward_local(hood, users, items)
         self.whole_graph_steps += 1
-        self._moved[-1] = self.index.within(torch.cat([users, items + self.num_users]), self.hops)
-        vectors: tuple[Tensor, Tensor] = encoder(self.index.graph, users, items)
+        self._moved.append(self.index.within(seeds, self.hops))
+        vectors: tuple[Tensor, Tensor] = encoder(graph, users, items)
         return vectors
 
     def to_reembed(self, users: Tensor, items: Tensor) -> Tensor:
@@ -111,6 +109,7 @@ class LocalStep:
             user_vec, item_vec = encoder.embed(self.index.graph, users, items)
             return users, items, user_vec, item_vec
         hood = sample_neighbourhood(self.index, nodes, self.hops, fanout=0)
+        assert hood is not None  # no edge limit
         was_training = encoder.training
         encoder.eval()
         try:

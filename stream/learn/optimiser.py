@@ -68,27 +68,58 @@ class RowAdam(torch.optim.Optimizer):
                 if id(p) not in self._tables:
                     _dense_adam(p, p.grad, state, lr, (b1, b2), eps)
                     continue
-                rows, grad = _row_gradient(p.grad)
-                if rows.numel() == 0:
-                    continue
-                steps = state["row_step"][rows] + 1
-                state["row_step"][rows] = steps
-                m = state["exp_avg"][rows].mul_(b1).add_(grad, alpha=1 - b1)
-                v = state["exp_avg_sq"][rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                state["exp_avg"][rows] = m
-                state["exp_avg_sq"][rows] = v
-                m_hat = m / (1 - b1**steps)[:, None]
-                v_hat = v / (1 - b2**steps)[:, None]
-                p[rows] = p[rows] - lr * m_hat / (v_hat.sqrt() + eps)
+                if p.grad.is_sparse:
+                    _sparse_rows_adam(p, p.grad, state, lr, (b1, b2), eps)
+                else:
+                    _dense_rows_adam(p, p.grad, state, lr, (b1, b2), eps)
 
 
-def _row_gradient(grad: Tensor) -> tuple[Tensor, Tensor]:
-    """``(rows, their gradient)``: a sparse gradient's rows summed, a dense one's non-zero."""
-    if grad.is_sparse:
-        grad = grad.coalesce()
-        return grad.indices()[0], grad.values()
-    rows = (grad != 0).any(dim=1).nonzero().flatten()
-    return rows, grad[rows]
+def _sparse_rows_adam(
+    p: Tensor,
+    grad: Tensor,
+    state: dict[str, Any],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> None:
+    """Adam on the rows of a row-sparse gradient (gathered, updated, scattered back)."""
+    b1, b2 = betas
+    grad = grad.coalesce()
+    rows, values = grad.indices()[0], grad.values()
+    if rows.numel() == 0:
+        return
+    steps = state["row_step"][rows] + 1
+    state["row_step"][rows] = steps
+    m = state["exp_avg"][rows].mul_(b1).add_(values, alpha=1 - b1)
+    v = state["exp_avg_sq"][rows].mul_(b2).addcmul_(values, values, value=1 - b2)
+    state["exp_avg"][rows] = m
+    state["exp_avg_sq"][rows] = v
+    m_hat = m / (1 - b1**steps)[:, None]
+    v_hat = v / (1 - b2**steps)[:, None]
+    p[rows] = p[rows] - lr * m_hat / (v_hat.sqrt() + eps)
+
+
+def _dense_rows_adam(
+    p: Tensor,
+    grad: Tensor,
+    state: dict[str, Any],
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> None:
+    """Adam on the rows of a dense gradient that are not all zero (a full-graph forward),
+    in whole-table passes: a row left out is multiplied by 1 and has 0 added, bit-exact."""
+    b1, b2 = betas
+    hit = (grad != 0).any(dim=1)
+    keep = hit[:, None]
+    state["row_step"] += hit
+    steps = state["row_step"].clamp(min=1)[:, None]
+    one = torch.ones((), dtype=p.dtype, device=p.device)
+    state["exp_avg"].mul_(torch.where(keep, b1, one)).add_(grad, alpha=1 - b1)
+    state["exp_avg_sq"].mul_(torch.where(keep, b2, one)).addcmul_(grad, grad, value=1 - b2)
+    m_hat = state["exp_avg"] / (1 - b1**steps)
+    v_hat = state["exp_avg_sq"] / (1 - b2**steps)
+    p.sub_(torch.where(keep, lr * m_hat / (v_hat.sqrt() + eps), 0.0))
 
 
 def _dense_adam(

@@ -7,7 +7,7 @@ import torch
 
 from models.base import BipartiteGraph
 from models.lightgcn import LightGCNEncoder
-from models.neighbourhood import GraphIndex, sample_neighbourhood
+from models.neighbourhood import GraphIndex, Neighbourhood, sample_neighbourhood
 
 
 def random_graph(seed: int, users: int = 60, items: int = 50, edges: int = 400) -> BipartiteGraph:
@@ -25,6 +25,22 @@ def random_graph(seed: int, users: int = 60, items: int = 50, edges: int = 400) 
     )
 
 
+def sample(*args: object, **kwargs: object) -> Neighbourhood:
+    hood = sample_neighbourhood(*args, **kwargs)  # type: ignore[arg-type]
+    assert hood is not None
+    return hood
+
+
+def test_an_edge_limit_gives_up_past_it() -> None:
+    graph = random_graph(7)
+    index = GraphIndex.build(graph, graph.num_users, graph.num_items)
+    seeds = torch.tensor([0, 1, 2])
+    hood = sample(index, seeds, 2, 0)
+    assert sample_neighbourhood(index, seeds, 2, 0, max_edges=hood.num_edges - 1) is None
+    limited = sample(index, seeds, 2, 0, max_edges=hood.num_edges)
+    assert torch.equal(limited.src, hood.src)
+
+
 def encoder(graph: BipartiteGraph, layers: int) -> LightGCNEncoder:
     enc = LightGCNEncoder(num_relations=2, dim=8, num_layers=layers, seed=3)
     enc.grow(graph.num_users, graph.num_items)
@@ -37,7 +53,7 @@ def test_uncapped_neighbourhood_gives_the_full_graph_vectors(layers: int) -> Non
     enc = encoder(graph, layers)
     index = GraphIndex.build(graph, enc.num_users, enc.num_items)
     users, items = torch.tensor([0, 5, 5, 17]), torch.tensor([0, 1, 33, 49])
-    hood = sample_neighbourhood(index, torch.cat([users, items + enc.num_users]), layers, 0)
+    hood = sample(index, torch.cat([users, items + enc.num_users]), layers, 0)
     local_u, local_i = enc.forward_local(hood, users, items)
     full_u, full_i = enc(graph, users, items)
     torch.testing.assert_close(local_u, full_u)
@@ -49,8 +65,8 @@ def test_a_cap_at_least_every_degree_is_no_cap() -> None:
     index = GraphIndex.build(graph, graph.num_users, graph.num_items)
     most = int((index.crow[1:] - index.crow[:-1]).max())
     seeds = torch.tensor([0, 3, graph.num_users + 2])
-    exact = sample_neighbourhood(index, seeds, 2, 0)
-    capped = sample_neighbourhood(index, seeds, 2, most)
+    exact = sample(index, seeds, 2, 0)
+    capped = sample(index, seeds, 2, most)
     for name in ("nodes", "src", "dst", "weight"):
         assert torch.equal(getattr(exact, name), getattr(capped, name))
 
@@ -61,7 +77,7 @@ def test_a_fanout_cap_bounds_the_neighbourhood(fanout: int) -> None:
     index = GraphIndex.build(graph, graph.num_users, graph.num_items)
     seeds = torch.tensor([1, 2, graph.num_users + 0, graph.num_users + 1])
     hops = 2
-    hood = sample_neighbourhood(index, seeds, hops, fanout, torch.Generator().manual_seed(0))
+    hood = sample(index, seeds, hops, fanout, torch.Generator().manual_seed(0))
     in_edges = torch.bincount(hood.dst, minlength=hood.nodes.numel())
     assert int(in_edges.max()) <= fanout
     bound = sum(seeds.numel() * fanout**h for h in range(hops + 1))
@@ -77,7 +93,7 @@ def test_a_fanout_cap_bounds_the_neighbourhood(fanout: int) -> None:
 def test_degrees_are_the_full_graphs() -> None:
     graph = random_graph(4)
     index = GraphIndex.build(graph, graph.num_users, graph.num_items)
-    hood = sample_neighbourhood(index, torch.tensor([7]), 1, 1, torch.Generator().manual_seed(1))
+    hood = sample(index, torch.tensor([7]), 1, 1, torch.Generator().manual_seed(1))
     weights = torch.zeros(graph.num_users + graph.num_items)
     weights.index_add_(0, graph.users, graph.weights)
     weights.index_add_(0, graph.items + graph.num_users, graph.weights)
@@ -89,7 +105,7 @@ def test_local_gradients_are_row_sparse_on_the_neighbourhood_rows() -> None:
     enc = encoder(graph, 2)
     index = GraphIndex.build(graph, enc.num_users, enc.num_items)
     users, items = torch.tensor([3]), torch.tensor([4])
-    hood = sample_neighbourhood(index, torch.cat([users, items + enc.num_users]), 2, 3)
+    hood = sample(index, torch.cat([users, items + enc.num_users]), 2, 3)
     user_vec, item_vec = enc.forward_local(hood, users, items)
     (user_vec * item_vec).sum().backward()
     assert enc.user_emb.grad is not None and enc.user_emb.grad.is_sparse
