@@ -91,16 +91,20 @@ class GraphIndex:
         first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
         return owner, first + torch.arange(owner.numel(), device=nodes.device)
 
-    def within(self, seeds: Tensor, hops: int) -> Tensor:
-        """Sorted nodes at most ``hops`` edges away from ``seeds`` (every edge, no cap)."""
+    def within(self, seeds: Tensor, hops: int, limit: int | None = None) -> Tensor | None:
+        """Sorted nodes at most ``hops`` edges away from ``seeds`` (every edge, no cap);
+        None once more than ``limit`` nodes are reached."""
         seen = self.mask(seeds)
         frontier = seen.nonzero().flatten()
         for _ in range(hops):
+            if limit is not None and int(seen.sum()) > limit:
+                return None
             _, position = self.incident(frontier)
             reached = self.mask(self.neighbour[position])
             frontier = (reached & ~seen).nonzero().flatten()
             seen |= reached
-        return seen.nonzero().flatten()
+        nodes = seen.nonzero().flatten()
+        return None if limit is not None and nodes.numel() > limit else nodes
 
     def mask(self, nodes: Tensor) -> Tensor:
         """``[N]`` bool, true at ``nodes`` (a scatter: cheaper than sorting for a set)."""
@@ -166,10 +170,13 @@ def sample_neighbourhood(
         done[frontier] = True
         if frontier.numel() == 0:
             break
-        dst, position, scale = _draw(index, frontier, fanout, generator)
-        parts.append((dst, position, scale))
-        if max_edges is not None and sum(part[0].numel() for part in parts) > max_edges:
-            return None
+        if max_edges is not None:  # what this hop will draw, known before drawing it
+            count = index.crow[frontier + 1] - index.crow[frontier]
+            drawn = count if fanout <= 0 else count.clamp(max=fanout)
+            if sum(part[0].numel() for part in parts) + int(drawn.sum()) > max_edges:
+                return None
+        parts.append(_draw(index, frontier, fanout, generator))
+        dst, position, _ = parts[-1]
         found = index.mask(index.neighbour[position])
         reached |= found
         frontier = found.nonzero().flatten()

@@ -17,9 +17,9 @@ With ``step_scope`` ``local`` (the default) a learn call
    and publishes among those.
 
 Re-embedding is exact, the full graph's propagation at those rows (every edge, no cap):
-published vectors never carry sampling noise. When the rows to re-embed are a large part of
-the graph, one full propagation is cheaper than gathering their neighbourhoods and gives the
-same values, so that is what runs.
+published vectors never carry sampling noise. When the rows to re-embed are more than a
+quarter of the graph, or a step ran on the whole graph, every row is re-embedded with one
+full propagation: cheaper than gathering their neighbourhoods, and the same values.
 
 Not re-embedded, on purpose: rows far from the batch whose vectors drift only because the
 graph decays or renormalises around them, or because the score prior's mix (a few dense
@@ -62,6 +62,7 @@ class LocalStep:
         self.fanout = fanout
         self.generator = generator
         self._moved: list[Tensor] = []
+        self._whole_graph_seeds: list[Tensor] = []
         self.whole_graph_steps = 0  # steps that ran on the whole graph instead
 
     @property
@@ -70,10 +71,16 @@ class LocalStep:
 
     @property
     def moved(self) -> Tensor:
-        """Sorted nodes of every neighbourhood sampled so far: the rows the steps moved."""
-        if not self._moved:
+        """Sorted nodes of every neighbourhood sampled so far: the rows the steps moved
+        (with a whole-graph step: also every row within ``hops`` of its rows)."""
+        parts = list(self._moved)
+        if self._whole_graph_seeds:
+            ball = self.index.within(torch.cat(self._whole_graph_seeds), self.hops)
+            assert ball is not None  # no limit
+            parts.append(ball)
+        if not parts:
             return torch.zeros(0, dtype=torch.long, device=self.index.crow.device)
-        moved: Tensor = self.index.mask(torch.cat(self._moved)).nonzero().flatten()
+        moved: Tensor = self.index.mask(torch.cat(parts)).nonzero().flatten()
         return moved
 
     def vectors(self, encoder: Encoder, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,24 +97,25 @@ class LocalStep:
             self._moved.append(hood.nodes)
             return encoder.forward_local(hood, users, items)
         self.whole_graph_steps += 1
-        self._moved.append(self.index.within(seeds, self.hops))
+        self._whole_graph_seeds.append(seeds)
         vectors: tuple[Tensor, Tensor] = encoder(graph, users, items)
         return vectors
 
-    def to_reembed(self, users: Tensor, items: Tensor) -> Tensor:
+    def to_reembed(self, users: Tensor, items: Tensor) -> Tensor | None:
         """Nodes within ``hops`` of a moved node or of these rows (the batch's new edges
-        renormalise the adjacency around them), sorted."""
+        renormalise the adjacency around them), sorted; None: every row (a step ran on
+        the whole graph, or they are a large share of it, where one full propagation is
+        the cheaper way to the same vectors)."""
+        if self.whole_graph_steps:
+            return None
         seeds = torch.cat([*self._moved, users, items + self.num_users])
-        return self.index.within(seeds, self.hops)
+        return self.index.within(seeds, self.hops, int(_FULL_SHARE * self.index.num_nodes))
 
     def embed(self, encoder: Encoder, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(user rows, item rows, their vectors)`` of these nodes, exactly as a full
         propagation gives them (every edge)."""
         users = nodes[nodes < self.num_users]
         items = nodes[nodes >= self.num_users] - self.num_users
-        if nodes.numel() > _FULL_SHARE * self.index.num_nodes:
-            user_vec, item_vec = encoder.embed(self.index.graph, users, items)
-            return users, items, user_vec, item_vec
         hood = sample_neighbourhood(self.index, nodes, self.hops, fanout=0)
         assert hood is not None  # no edge limit
         was_training = encoder.training

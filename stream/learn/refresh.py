@@ -34,11 +34,15 @@ def refresh(
     """Re-embed into the trainer's latest vectors; the ids to publish, by kind."""
     t = trainer
     candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
-    if local is None or t._latest is None:
-        t._latest = embed_all(t, graph)
+    rows = None if local is None or t._latest is None else reembed(t, local, touched)
+    if rows is None:
+        latest = embed_all(t, graph)
+        t._latest = latest
     else:
-        candidates = dict(reembed(t, local, touched))
-    t.reembedded = {k: v for k, v in candidates.items()}
+        candidates = dict(rows)
+        assert t._latest is not None
+        latest = t._latest
+    t.reembedded = dict(candidates)
     t._reset_rows = {k: [] for k in KINDS}
     return {
         kind: t.registry.ids(
@@ -47,7 +51,7 @@ def refresh(
                 kind, vectors, None if touched is None else touched[kind], candidates[kind]
             ),
         )
-        for kind, vectors in t._latest.items()
+        for kind, vectors in latest.items()
     }
 
 
@@ -78,9 +82,9 @@ def folded(
 
 def reembed(
     trainer: IncrementalTrainer, local: LocalStep, touched: Mapping[str, Tensor] | None
-) -> dict[str, Tensor]:
+) -> dict[str, Tensor] | None:
     """Re-embed, into the latest vectors, the rows a local step can have moved; returns
-    them by kind."""
+    them by kind (None: re-embed every row instead, see :meth:`LocalStep.to_reembed`)."""
     t = trainer
     latest = t._latest
     assert latest is not None
@@ -97,6 +101,8 @@ def reembed(
         for k in KINDS
     }
     nodes = local.to_reembed(extra["user"], extra["item"])
+    if nodes is None:
+        return None
     with t._amp.autocast():
         users, items, user_vec, item_vec = local.embed(t.encoder, nodes)
     user_vec, item_vec = folded(t, user_vec, item_vec, items)

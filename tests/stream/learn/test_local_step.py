@@ -86,6 +86,7 @@ def test_vectors_farther_than_the_layers_from_every_moved_row_do_not_change() ->
     own = [trainer.registry.rows("user", [e.user_id for e in batch])]
     own.append(trainer.registry.rows("item", [e.item_id for e in batch]) + step.num_users)
     near = step.index.within(torch.cat([step.moved, *own]), trainer.settings.layers)
+    assert near is not None
     new = {"user": trainer.vectors("user", users), "item": trainer.vectors("item", items)}
     offset = {"user": 0, "item": step.num_users}
     far_count = 0
