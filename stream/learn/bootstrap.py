@@ -1,4 +1,5 @@
-"""Start-up: rebuild the trainer's graph mirror from the store (one scan).
+"""Start-up: rebuild the trainer's graph mirror from the store (one scan), and read back
+what it holds as interactions (:func:`stored_interactions`, a restart's catch-up).
 
 Ids the registry already holds (e.g. from a loaded checkpoint) keep their rows and last-seen
 times; new ones are added oldest edge first. Latest vectors loaded from a checkpoint are kept
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from models.ids import KINDS
+from stream.events import Interaction
 from stream.learn.graph_mirror import GraphMirror, store_user_item_edges
 from stream.state.graph_store import DecayedGraphStore
 
@@ -52,6 +54,25 @@ def rebuild_mirror(trainer: IncrementalTrainer, store: DecayedGraphStore) -> Non
     latest = t._latest
     if latest is not None and any(latest[k].shape[0] != t.registry.live(k) for k in KINDS):
         t._latest = None
+
+
+def stored_interactions(
+    trainer: IncrementalTrainer, newer_than_ms: int | None
+) -> list[Interaction]:
+    """The mirror's edges whose newest event is after ``newer_than_ms`` (all: ``None``),
+    one interaction each at that event's time."""
+    users, items, relations, times = trainer.mirror.edges_since(newer_than_ms)
+    names = trainer.mirror.relation_names
+    return [
+        Interaction(user, item, names[r], t)
+        for user, item, r, t in zip(
+            trainer.registry.ids("user", users),
+            trainer.registry.ids("item", items),
+            relations.tolist(),
+            times.tolist(),
+            strict=True,
+        )
+    ]
 
 
 def _rows_or_assign(trainer: IncrementalTrainer, kind: str, ids: list[str], now: int) -> Tensor:

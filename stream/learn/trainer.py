@@ -33,7 +33,7 @@ from models.sampling import sample_replay
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import model_config_errors
 from stream.events import Interaction
-from stream.learn.bootstrap import rebuild_mirror
+from stream.learn.bootstrap import rebuild_mirror, stored_interactions
 from stream.learn.device import MixedPrecision, resolve_device
 from stream.learn.graph_mirror import GraphMirror, user_recency
 from stream.learn.local_step import LocalStep
@@ -244,18 +244,7 @@ class IncrementalTrainer:
         """The mirror's edges whose newest event is after ``newer_than_ms`` (all: ``None``),
         one interaction each at that event's time, for :meth:`learn` with ``in_graph``."""
         with self._lock:
-            users, items, relations, times = self.mirror.edges_since(newer_than_ms)
-            names = self.mirror.relation_names
-            return [
-                Interaction(user, item, names[r], t)
-                for user, item, r, t in zip(
-                    self.registry.ids("user", users),
-                    self.registry.ids("item", items),
-                    relations.tolist(),
-                    times.tolist(),
-                    strict=True,
-                )
-            ]
+            return stored_interactions(self, newer_than_ms)
 
     def fit(self, epochs: int) -> TrainReport:
         """Train from freshly reset parameters over every edge of the current graph."""
