@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-faults bench-hostile gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-hostile gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events;
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check: ## on an NVIDIA GPU (< 8 min): CUDA tests, propagation at 1M-100M edges, step time, freshness; writes bench/results/gpu.json
 	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpu_check
+
+bench-step-cost: $(STAMP) ## seconds per learn step at 100k, 1M, 10M edges, full vs local step; writes bench/results/step_cost.json
+	OMP_NUM_THREADS=1 $(PY) -m bench.step_cost
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var

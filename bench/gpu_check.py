@@ -295,7 +295,7 @@ def step_time(sizes: list[int], device: str, timeout_s: float) -> dict[str, Any]
         return {"status": "not_run", "reason": "bench/step_cost.py is not in this tree"}
     out = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "step_cost.json"
     command = [sys.executable, "-m", "bench.step_cost", "--device", device]
-    command += ["--sizes", ",".join(map(str, sizes)), "--out", str(out)]
+    command += ["--sizes", *map(str, sizes), "--out", str(out)]
     return _child(command, out, timeout_s)
 
 

@@ -21,6 +21,18 @@ The verbs (after River's online contract and PyG's streaming models):
   new ids, parameters and streaming state alike (a new id never inherits a stranger's).
 - ``reset_parameters()`` / ``reset_state()``: re-initialise weights / streaming state.
 
+A step's cost can follow its batch: an encoder whose ``local_step`` is true computes, with
+``forward_local(neighbourhood, users, items)``, the seeds' vectors from a sampled L-hop
+:class:`~models.neighbourhood.Neighbourhood` (exactly ``forward``'s with no fan-out cap), and
+its ``row_parameters()`` (the id tables) get row-sparse gradients, so an optimiser moves
+only the rows the neighbourhood holds. LightGCN has one (without learnt relation scales).
+The others (sage, pinsage, tgn, mbgat) train on the full graph, for a reason of substance:
+they have dense weights shared by every node (SAGE/PinSage layer matrices, TGN's memory
+updater and attention, MBGAT's relation attention), so each optimiser step moves every
+node's vector and the rows "within L hops of what moved" are all rows; a local step would
+publish stale vectors or re-embed everything anyway. (They already compute a batch's
+vectors on sampled neighbourhoods inside ``forward``.)
+
 Everything needed to resume lives in ``state_dict()`` (registered parameters and buffers);
 no per-node Python dict lives outside it. Tables grow in chunks so the registry can hand
 out rows without a reallocation per new id.
@@ -30,12 +42,15 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
 from models.errors import ModelConfigError
+
+if TYPE_CHECKING:
+    from models.neighbourhood import Neighbourhood
 
 GROW_CHUNK = 1024
 
@@ -143,6 +158,22 @@ class Encoder(torch.nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """L2-normalised ``(user_vectors [U, dim], item_vectors [I, dim])`` for these rows."""
+
+    @property
+    def local_step(self) -> bool:
+        """Whether :meth:`forward_local` can stand in for :meth:`forward` in a step."""
+        return False
+
+    def forward_local(
+        self, neighbourhood: Neighbourhood, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``forward``'s vectors of these rows computed on their sampled neighbourhood
+        (which holds them), the id tables getting row-sparse gradients."""
+        raise NotImplementedError(f"encoder {self.name!r} has no local step")
+
+    def row_parameters(self) -> tuple[torch.nn.Parameter, ...]:
+        """Parameters with one row per node, moved row by row (see :meth:`forward_local`)."""
+        return ()
 
     def observe(self, batch: EdgeBatch) -> None:
         """Absorb new edges into non-gradient streaming state; stateless encoders ignore it."""

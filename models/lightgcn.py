@@ -22,6 +22,11 @@ built once per forward): faster than PyG's gather-multiply-scatter on a CPU
 (bench/results/propagation.json has the speed-ups), and fewer kernel launches on a GPU
 (one sparse product instead of gather, multiply, scatter).
 
+A step can also run on a sampled neighbourhood (:meth:`LightGCNEncoder.forward_local`): the
+same layers as gather-multiply-scatter over the neighbourhood's edges, normalised by the
+full graph's degrees, the tables read with row-sparse gradients. Not with learnt relation
+scales: moving a scale moves every edge, so no step of theirs is local.
+
 Row ``r`` of either table is initialised from a generator seeded by
 ``(seed, kind, r // GROW_CHUNK)``: a row's initial value depends on nothing but the seed
 and its place, so growing, :meth:`LightGCNEncoder.reset_rows` and
@@ -50,6 +55,7 @@ from torch import Tensor
 
 from models.base import GROW_CHUNK, BipartiteGraph, Encoder, grown_size
 from models.errors import ModelConfigError
+from models.neighbourhood import Neighbourhood
 
 _KIND_CODE = {"user": 1, "item": 2}
 
@@ -97,6 +103,7 @@ class LightGCNEncoder(Encoder):
         self.relation_log_scale = (
             torch.nn.Parameter(torch.zeros(num_relations)) if relation_scale else None
         )
+        self._last_adjacency: tuple[BipartiteGraph, Any, NormalisedAdjacency] | None = None
         self.reset_parameters()
 
     @property
@@ -169,9 +176,7 @@ class LightGCNEncoder(Encoder):
         x = torch.cat([self.user_emb, self.item_emb])
         out = x
         if self.num_layers and graph.num_edges:
-            adjacency = NormalisedAdjacency.build(
-                graph, n_users, n_items, self.relation_log_scale, x.dtype
-            )
+            adjacency = self._adjacency(graph, x.dtype)
             total = x
             for _ in range(self.num_layers):
                 x = adjacency @ x
@@ -179,6 +184,51 @@ class LightGCNEncoder(Encoder):
             out = total / (self.num_layers + 1)
         out = F.normalize(out.float(), dim=-1)
         return out[users], out[items + n_users]
+
+    def _adjacency(self, graph: BipartiteGraph, dtype: torch.dtype) -> NormalisedAdjacency:
+        """The graph's adjacency; kept for the next call with the same graph object (a
+        step's training forward and its re-embedding), unless relation scales are learnt."""
+        key = (self.num_users, self.num_items, dtype)
+        cached = self._last_adjacency
+        if cached is not None and cached[0] is graph and cached[1] == key:
+            return cached[2]
+        adjacency = NormalisedAdjacency.build(graph, *key[:2], self.relation_log_scale, dtype)
+        if self.relation_log_scale is None:
+            self._last_adjacency = (graph, key, adjacency)
+        return adjacency
+
+    @property
+    def local_step(self) -> bool:
+        return self.relation_log_scale is None
+
+    def row_parameters(self) -> tuple[torch.nn.Parameter, ...]:
+        return (self.user_emb, self.item_emb)
+
+    def forward_local(
+        self, neighbourhood: Neighbourhood, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        hood = neighbourhood
+        if not self.local_step:
+            raise ValueError("learnt relation scales move every edge: no local step")
+        user_rows, item_rows = hood.rows()
+        x = torch.cat(
+            [
+                F.embedding(user_rows, self.user_emb, sparse=True),
+                F.embedding(item_rows, self.item_emb, sparse=True),
+            ]
+        )
+        inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
+        coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(x.dtype)
+        n = hood.nodes.numel()
+        forward = _csr(hood.dst, hood.src, coefficient, n)
+        backward = _csr(hood.src, hood.dst, coefficient, n)
+        total = x
+        for _ in range(self.num_layers):
+            x = _SparseProduct.apply(forward, backward, x)
+            total = total + x
+        out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
+        n_users = hood.num_users
+        return out[hood.local(users)], out[hood.local(items + n_users)]
 
 
 @dataclass(frozen=True)
@@ -274,6 +324,31 @@ def _symmetric_csr(
     return torch.sparse_csr_tensor(
         crow, col.to(index), values, (num_nodes, num_nodes), check_invariants=False
     )
+
+
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, size: int) -> Tensor:
+    """``[size, size]`` CSR with ``values`` at ``(rows, cols)`` (repeats add up)."""
+    order = torch.argsort(rows * size + cols)
+    index = torch.int32 if size < 2**31 and rows.numel() < 2**31 else torch.int64
+    crow = torch.zeros(size + 1, dtype=index, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=size).cumsum(0)
+    return torch.sparse_csr_tensor(
+        crow, cols[order].to(index), values[order], (size, size), check_invariants=False
+    )
+
+
+class _SparseProduct(torch.autograd.Function):
+    """``A @ x`` for a constant sparse ``A`` given with its transpose (the backward's)."""
+
+    @staticmethod
+    def forward(ctx: Any, matrix: Tensor, transposed: Tensor, x: Tensor) -> Tensor:
+        ctx.save_for_backward(transposed)
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor]:
+        (transposed,) = ctx.saved_tensors
+        return None, None, transposed @ grad
 
 
 class _SymmetricSparseProduct(torch.autograd.Function):

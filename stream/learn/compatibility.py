@@ -21,7 +21,8 @@ or could not load, under another value. Every checkpoint records these
 holds no more ids than they allow.
 
 Everything else is *tuning* and may change across a restart: how the model learns from
-here (lr, loss, temperature, negatives, steps, batch size, replay ratio), what is published
+here (lr, loss, temperature, negatives, steps, batch size, replay ratio, step scope and
+fan-out: either optimiser's state loads into the other), what is published
 (publish threshold, drift cap), eviction (id TTL), where it runs (device, mixed precision)
 and the seed (it only initialises a fresh model). A new loss or temperature fine-tunes the
 same parameters toward another objective, as any further training does: the vectors keep

@@ -22,6 +22,7 @@ from models.losses import bpr, in_batch_scores, info_nce
 from models.prior import ScorePrior, TrendTable, fold
 from models.sampling import popularity_weights, sample_negatives
 from stream.learn.device import MixedPrecision
+from stream.learn.local_step import LocalStep
 from stream.settings.training import TrainerSettings
 
 Trend = tuple[TrendTable, Tensor]
@@ -50,10 +51,12 @@ class Objective:
         generator: torch.Generator,
         trend: Trend | None = None,
         capped: bool = True,
+        local: LocalStep | None = None,
     ) -> tuple[float, int]:
         """``passes`` shuffled passes over the positives in ``batch_size`` steps, at most
         ``max_steps_per_batch`` steps when ``capped`` (a live learn call; a fit is not);
-        returns ``(mean loss, steps)`` (nan, 0: none ran)."""
+        returns ``(mean loss, steps)`` (nan, 0: none ran). With ``local`` each step runs on
+        the sampled neighbourhood of its rows instead of the whole graph."""
         s = self.settings
         pos_users, pos_items = positives
         if pos_users.numel() == 0 or num_items == 0:
@@ -70,7 +73,14 @@ class Objective:
                 step_trend = (trend[0], trend[1][chunk]) if trend is not None else None
                 losses.append(
                     self._step(
-                        encoder, optimizer, graph, (users, items), num_items, generator, step_trend
+                        encoder,
+                        optimizer,
+                        graph,
+                        (users, items),
+                        num_items,
+                        generator,
+                        step_trend,
+                        local,
                     )
                 )
         return float(torch.stack(losses).mean()), len(losses)
@@ -84,6 +94,7 @@ class Objective:
         num_items: int,
         generator: torch.Generator,
         trend: Trend | None,
+        local: LocalStep | None,
     ) -> Tensor:
         s = self.settings
         users, items = positives
@@ -104,8 +115,12 @@ class Objective:
             )
         shared = s.negatives == "shared"
         pool = neg[0] if shared else neg.flatten()
+        scored = torch.cat([items, pool])
         with self.amp.autocast():
-            user_vec, item_vec = encoder(graph, users, torch.cat([items, pool]))
+            if local is None:
+                user_vec, item_vec = encoder(graph, users, scored)
+            else:
+                user_vec, item_vec = local.vectors(encoder, users, scored)
             # split, not two slices: a slice's backward zero-fills a tensor of the full size
             pos_vec, neg_vec = item_vec.split([batch, item_vec.shape[0] - batch])
             if in_batch_softmax:

@@ -1,14 +1,16 @@
 """Which rows a training step reports as changed, and what downstream was last given.
 
-After every step the trainer re-embeds all live rows and asks :class:`PublishPolicy`
-which to report (publish):
+After every step the trainer re-embeds rows (all of them after a full step; those within
+``layers`` hops of a row that moved after a local one) and asks :class:`PublishPolicy`
+which to report (publish), among the re-embedded rows and those still pending:
 
 * rows with new events of their own, always: their vectors must reflect those events,
   however little they moved;
 * rows never reported since their id took the row;
 * rows that moved more than ``threshold`` (L2) since they were last reported; at most
   ``max_drift`` of these per step, largest moves first (0: no cap), the rest stay
-  pending for later steps so one step's drift never floods the embedding topics.
+  pending for later steps so one step's drift never floods the embedding topics. A row
+  outside the re-embedded set did not move, so nothing else can be due.
 
 It also keeps, per row, the newest event time among the row's own events, which the
 publisher stamps on each record. Everything lives in tensors, so :meth:`state_dict` is
@@ -43,6 +45,8 @@ class PublishPolicy:
         self.max_drift = max_drift
         self._reported = {k: torch.zeros(0, dim, device=device) for k in KINDS}
         self._published = {k: torch.zeros(0, dtype=torch.bool, device=device) for k in KINDS}
+        # moved past the threshold, left for a later step by the drift cap
+        self._pending = {k: torch.zeros(0, dtype=torch.bool, device=device) for k in KINDS}
         self._event_ms = {k: torch.zeros(0, dtype=torch.long) for k in KINDS}
 
     def grow(self, kind: str, size: int) -> None:
@@ -60,10 +64,16 @@ class PublishPolicy:
             self._published[kind] = torch.cat(
                 [self._published[kind], self._published[kind].new_zeros(extra)]
             )
+        extra = size - self._pending[kind].numel()
+        if extra > 0:
+            self._pending[kind] = torch.cat(
+                [self._pending[kind], self._pending[kind].new_zeros(extra)]
+            )
 
     def forget(self, kind: str, rows: Tensor) -> None:
         """Rows handed to new ids: never reported, no event yet."""
         self._published[kind][rows.to(self.device)] = False
+        self._pending[kind][rows.to(self.device)] = False
         self._event_ms[kind][rows] = 0
 
     def note_event_times(self, kind: str, rows: Tensor, times: Tensor) -> None:
@@ -75,38 +85,62 @@ class PublishPolicy:
         """Newest own event time (ms) of each row (0: none yet)."""
         return self._event_ms[kind][rows.clamp(min=0)].tolist() if rows.numel() else []
 
-    def select(self, kind: str, vectors: Tensor, touched: Tensor | None = None) -> Tensor:
-        """Rows to report given the current ``vectors`` of every live row; marks them reported.
+    def select(
+        self,
+        kind: str,
+        vectors: Tensor,
+        touched: Tensor | None = None,
+        candidates: Tensor | None = None,
+    ) -> Tensor:
+        """Rows to report (sorted) given the current ``vectors`` of every live row; marks
+        them reported.
 
-        ``touched`` rows (with new events) are always reported.
+        ``touched`` rows (with new events) are always reported. ``candidates``: the rows
+        re-embedded since the last call (None: all); only they and the pending rows can
+        have moved, so only they are compared.
         """
         n = vectors.shape[0]
         reported, published = self._reported[kind][:n], self._published[kind][:n]
-        distance = (vectors - reported).norm(dim=1)
-        distance[~published] = math.inf  # never reported: first in line
-        report: Tensor = distance > self.threshold
-        if self.max_drift and int(report.sum()) > self.max_drift:
-            keep = distance.topk(self.max_drift).indices
-            report = torch.zeros_like(report)
-            report[keep] = True
+        pending = self._pending[kind][:n]
+        if candidates is None:
+            rows = torch.arange(n, device=self.device)
+        else:
+            rows = torch.cat([candidates.to(self.device), pending.nonzero().flatten()])
+            rows = torch.unique(rows)
+        distance = (vectors[rows] - reported[rows]).norm(dim=1)
+        distance[~published[rows]] = math.inf  # never reported: first in line
+        over: Tensor = distance > self.threshold
+        report = over
+        if self.max_drift and int(over.sum()) > self.max_drift:
+            report = torch.zeros_like(over)
+            report[distance.topk(self.max_drift).indices] = True
+        pending[rows] = over & ~report
+        chosen = rows[report]
         if touched is not None and touched.numel():
-            report[touched.to(self.device)] = True
-        rows = report.nonzero().flatten()
-        reported[rows] = vectors[rows]
-        published[rows] = True
-        return rows
+            chosen = torch.unique(torch.cat([chosen, touched.to(self.device)]))
+        reported[chosen] = vectors[chosen]
+        published[chosen] = True
+        pending[chosen] = False
+        return chosen
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "reported": self._reported,
             "published": self._published,
+            "pending": self._pending,
             "event_ms": self._event_ms,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume; a state without event times (older checkpoints) starts them at zero."""
+        """Resume; a state without event times or pending rows (older checkpoints) starts
+        them at zero / none."""
         self._reported = {k: state["reported"][k].to(self.device) for k in KINDS}
         self._published = {k: state["published"][k].to(self.device) for k in KINDS}
+        pending = state.get("pending") or {}
+        self._pending = {
+            k: pending[k].to(self.device) if k in pending else torch.zeros_like(self._published[k])
+            for k in KINDS
+        }
         event_ms = state.get("event_ms") or {}
         self._event_ms = {
             k: event_ms[k].clone() if k in event_ms else torch.zeros(0, dtype=torch.long)

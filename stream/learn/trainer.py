@@ -6,8 +6,11 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 1. hands rows to new ids (evicted rows are re-initialised first) and grows the tables,
 2. merges the events into the mirror and lets the encoder observe the new edges,
 3. trains on the new edges plus a replay sample of older edges drawn ∝ decayed weight,
-   against sampled negatives, for a few Adam steps,
-4. re-embeds and reports the ids whose vectors moved more than ``publish_threshold``
+   against sampled negatives, for a few Adam steps: on each step's sampled neighbourhood
+   with row-wise Adam (``step_scope`` ``local``, :mod:`stream.learn.local_step`), or on the
+   whole graph with dense Adam (``full``),
+4. re-embeds the rows that can have moved (``local``: those within ``layers`` hops of a
+   moved row; ``full``: all), reports those that moved more than ``publish_threshold``
    (L2) since they were last reported, and bumps ``model_version``.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -28,21 +31,21 @@ from models.ids import KINDS, IdRegistry
 from models.resolver import encoder_class
 from models.sampling import sample_replay
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
-from stream.errors import ConfigError, model_config_errors
+from stream.errors import model_config_errors
 from stream.events import Interaction
-from stream.learn.checkpoint import cpu_copy
+from stream.learn.bootstrap import rebuild_mirror, stored_interactions
 from stream.learn.device import MixedPrecision, resolve_device
-from stream.learn.graph_mirror import GraphMirror, store_user_item_edges, user_recency
+from stream.learn.graph_mirror import GraphMirror, user_recency
+from stream.learn.local_step import LocalStep
 from stream.learn.objective import Objective, Trend
-from stream.learn.optimiser import grown_adam
+from stream.learn.optimiser import grown_optimiser, new_optimiser
 from stream.learn.publish_policy import PublishPolicy
+from stream.learn.refresh import embed_all, refresh
 from stream.learn.report import TrainReport
 from stream.learn.score_prior import TrendPrior
+from stream.learn.trainer_state import restore_trainer, trainer_state
 from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore
-
-STATE_FORMAT = 1
-_BOOTSTRAP_CHUNK = 8192
 
 
 def _seed(*parts: int) -> int:
@@ -82,12 +85,16 @@ class IncrementalTrainer:
         self.mirror = GraphMirror(self.behaviours, epsilon)
         self.encoder = self._build_encoder()
         self.score_prior = self._build_prior()
-        self.optimizer = torch.optim.Adam(self._parameters(), lr=settings.lr)
+        self.optimizer = self._new_optimiser()
         self.model_version = 0
         self.publish = PublishPolicy(
             settings.out_dim, self.device, settings.publish_threshold, settings.max_drift_reports
         )
         self._latest: dict[str, Tensor] | None = None  # vectors after the last learn/fit
+        self._reset_rows: dict[str, list[Tensor]] = {k: [] for k in KINDS}  # since then
+        # rows the last refresh re-embedded, by kind (None: all)
+        self.reembedded: dict[str, Tensor | None] = {k: None for k in KINDS}
+        self.last_step: LocalStep | None = None  # the last learn call's, if local
 
     def _build_encoder(self) -> Encoder:
         s = self.settings
@@ -111,6 +118,15 @@ class IncrementalTrainer:
         self._objective.prior = prior.prior
         return prior
 
+    @property
+    def scope(self) -> str:
+        """The step scope in force: ``local`` only where the encoder has a local step."""
+        return self.settings.step_scope if self.encoder.local_step else "full"
+
+    def _new_optimiser(self) -> torch.optim.Optimizer:
+        rows = self.encoder.row_parameters()
+        return new_optimiser(self.scope, self._parameters(), rows, self.settings.lr)
+
     def _parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser moves: the encoder's parameters, then the prior's."""
         prior = self.score_prior.prior.parameters() if self.score_prior is not None else []
@@ -126,36 +142,7 @@ class IncrementalTrainer:
         :meth:`load_state_dict`, which discards the mirror.
         """
         with self._lock:
-            self.mirror = GraphMirror(self.behaviours, self.epsilon)
-            # No trend yet (no checkpoint): each stored edge counts its weight at its time.
-            prior = self.score_prior
-            counting = prior is not None and prior.trend.is_empty()
-            edges = sorted(store_user_item_edges(store), key=lambda e: e.state[1])
-            for chunk in _chunks(edges, _BOOTSTRAP_CHUNK):
-                now = chunk[-1].state[1]
-                users = self._rows_or_assign("user", [e.user_id for e in chunk], now)
-                items = self._rows_or_assign("item", [e.item_id for e in chunk], now)
-                self._absorb_evictions()
-                self.mirror.load_edges(chunk, users, items)
-                times = torch.tensor([e.state[1] for e in chunk], dtype=torch.long)
-                self._note_event_times(users, items, times)
-                if counting and prior is not None:
-                    mass = torch.tensor([e.state[0] for e in chunk], dtype=torch.float64)
-                    prior.count(items, times, mass)
-            if counting and prior is not None:
-                prior.from_store = True
-            for (_, partition), (_, watermark) in store.positions().items():
-                if watermark >= 0:  # each partition's own stream time, never the newest one
-                    self.mirror.advance(watermark, [partition])
-            self._grow()
-            self._latest = None
-
-    def _rows_or_assign(self, kind: str, ids: list[str], now: int) -> Tensor:
-        rows = self.registry.rows(kind, ids)
-        missing = (rows < 0).nonzero().flatten()
-        if missing.numel():
-            rows[missing] = self.registry.assign(kind, [ids[i] for i in missing.tolist()], now)
-        return rows
+            rebuild_mirror(self, store)
 
     # -- the learning path ---------------------------------------------------------------
 
@@ -216,16 +203,20 @@ class IncrementalTrainer:
             pos_users = torch.cat([batch.users.to(self.device), graph.users[replay]])
             pos_items = torch.cat([batch.items.to(self.device), graph.items[replay]])
             positives = (pos_users, pos_items)
+            local = self._local_step(graph, generator)
             loss, steps = self._train(
                 graph,
                 positives,
                 self.settings.steps_per_batch,
                 generator,
                 None if trend is None else (trend, torch.zeros_like(pos_users)),
+                local=local,
             )
             touched = {"user": batch.users, "item": batch.items}
             changed = (
-                self._refresh(graph, touched) if steps or len(batch) else {k: [] for k in KINDS}
+                self._refresh(graph, touched, local)
+                if steps or len(batch)
+                else {k: [] for k in KINDS}
             )
             self.model_version += 1
             after = {k: self.registry.counts(k) for k in KINDS}
@@ -253,18 +244,7 @@ class IncrementalTrainer:
         """The mirror's edges whose newest event is after ``newer_than_ms`` (all: ``None``),
         one interaction each at that event's time, for :meth:`learn` with ``in_graph``."""
         with self._lock:
-            users, items, relations, times = self.mirror.edges_since(newer_than_ms)
-            names = self.mirror.relation_names
-            return [
-                Interaction(user, item, names[r], t)
-                for user, item, r, t in zip(
-                    self.registry.ids("user", users),
-                    self.registry.ids("item", items),
-                    relations.tolist(),
-                    times.tolist(),
-                    strict=True,
-                )
-            ]
+            return stored_interactions(self, newer_than_ms)
 
     def fit(self, epochs: int) -> TrainReport:
         """Train from freshly reset parameters over every edge of the current graph."""
@@ -276,7 +256,7 @@ class IncrementalTrainer:
             self.encoder.reset_state()
             if self.score_prior is not None:
                 self.score_prior.prior.reset_parameters()
-            self.optimizer = torch.optim.Adam(self._parameters(), lr=self.settings.lr)
+            self.optimizer = self._new_optimiser()
             graph = self._graph()
             order = torch.argsort(graph.times, stable=True)  # streaming state in time order
             self.encoder.observe(
@@ -335,6 +315,8 @@ class IncrementalTrainer:
         if users.numel() == 0 and items.numel() == 0:
             return
         self.mirror.drop_rows(users, items)
+        self._reset_rows["user"].append(users)
+        self._reset_rows["item"].append(items)
         self.encoder.reset_rows(users.to(self.device), items.to(self.device))
         if self.score_prior is not None:
             self.score_prior.trend.reset_rows(items)
@@ -347,7 +329,13 @@ class IncrementalTrainer:
         users, items = self.registry.size("user"), self.registry.size("item")
         if users > self.encoder.num_users or items > self.encoder.num_items:
             self.encoder.grow(users, items)
-            self.optimizer = grown_adam(self.optimizer, self._parameters(), self.settings.lr)
+            self.optimizer = grown_optimiser(
+                self.optimizer,
+                self.scope,
+                self._parameters(),
+                self.encoder.row_parameters(),
+                self.settings.lr,
+            )
         self.publish.grow("user", self.encoder.num_users)
         self.publish.grow("item", self.encoder.num_items)
 
@@ -359,6 +347,7 @@ class IncrementalTrainer:
         generator: torch.Generator,
         trend: Trend | None,
         capped: bool = True,
+        local: LocalStep | None = None,
     ) -> tuple[float, int]:
         num_items = self.registry.live("item")
         return self._objective.train(
@@ -371,51 +360,37 @@ class IncrementalTrainer:
             generator,
             trend,
             capped,
+            local,
         )
 
-    def _embed_all(self, graph: BipartiteGraph) -> dict[str, Tensor]:
-        users = torch.arange(self.registry.live("user"), device=self.device)
-        items = torch.arange(self.registry.live("item"), device=self.device)
-        with self._amp.autocast():
-            user_vec, item_vec = self.encoder.embed(graph, users, items)
-        prior = self.score_prior
-        table = prior.table(self.encoder.num_items) if prior is not None else None
-        with torch.no_grad():
-            user_vec, item_vec = self._objective.with_prior(
-                user_vec.float(),
-                item_vec.float(),
-                items,
-                None if table is None else (table, torch.zeros_like(items)),
-            )
-        return {"user": user_vec, "item": item_vec}
+    def _local_step(self, graph: BipartiteGraph, generator: torch.Generator) -> LocalStep | None:
+        """This learn call's local step, or None: a full one (by settings, by encoder, or
+        a periodic full refresh)."""
+        s = self.settings
+        every = s.full_refresh_every
+        self.last_step = None
+        if self.scope != "local" or (every and (self.model_version + 1) % every == 0):
+            return None
+        hops = int(getattr(self.encoder, "num_layers", s.layers))
+        self.last_step = LocalStep(graph, self.encoder, hops, s.fanout, generator)
+        return self.last_step
 
     def _refresh(
-        self, graph: BipartiteGraph, touched: Mapping[str, Tensor] | None = None
+        self,
+        graph: BipartiteGraph,
+        touched: Mapping[str, Tensor] | None = None,
+        local: LocalStep | None = None,
     ) -> dict[str, list[str]]:
-        """Re-embed every live row and report what :class:`PublishPolicy` selects: the
-        ``touched`` rows (those with new events) always, others once they moved past the
-        threshold.
-
-        Re-embedding everything (one propagation, the cost of one training forward) is the
-        simplest exact rule: Adam's momentum moves rows that got no gradient this step,
-        and new edges and decay renormalise LightGCN's adjacency around every touched
-        node, so "L hops of a touched node" would miss real changes.
-        """
-        self._latest = self._embed_all(graph)
-        return {
-            kind: self.registry.ids(
-                kind,
-                self.publish.select(kind, vectors, None if touched is None else touched[kind]),
-            )
-            for kind, vectors in self._latest.items()
-        }
+        """Re-embed what can have moved and report what to publish
+        (:func:`stream.learn.refresh.refresh`)."""
+        return refresh(self, graph, touched, local)
 
     # -- read paths (never change anything) ------------------------------------------------
 
     def _current(self) -> dict[str, Tensor]:
         if self._latest is not None:
             return self._latest
-        return self._embed_all(self._graph(prune=False))  # not cached: reads never write
+        return embed_all(self, self._graph(prune=False))  # not cached: reads never write
 
     def vectors(self, kind: str, ids: Sequence[str]) -> Tensor:
         """``[len(ids), dim]`` float32 vectors on the CPU, as of the last learn or fit.
@@ -434,61 +409,17 @@ class IncrementalTrainer:
     # -- checkpoint --------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume, copied to the CPU (tensors and plain data only).
-
-        The graph mirror is not in it: the store is the durable graph, and
-        :meth:`bootstrap` rebuilds the mirror from it after :meth:`load_state_dict`.
-        """
+        """Everything needed to resume, copied to the CPU (tensors and plain data only);
+        see :func:`stream.learn.trainer_state.trainer_state`."""
         with self._lock:
-            return {
-                "format": STATE_FORMAT,
-                "encoder_name": self.settings.encoder,
-                "dim": self.settings.dim,
-                "encoder_rows": [self.encoder.num_users, self.encoder.num_items],
-                "encoder": cpu_copy(self.encoder.state_dict()),
-                "optimizer": cpu_copy(self.optimizer.state_dict()),
-                "scaler": cpu_copy(self._amp.scaler.state_dict()),
-                "registry": self.registry.state_dict(),
-                "model_version": self.model_version,
-                **cpu_copy(self.publish.state_dict()),
-                "score_prior": self.score_prior.state_dict() if self.score_prior else None,
-            }
+            return trainer_state(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; then call :meth:`bootstrap` to rebuild the graph."""
         with self._lock:
-            if state.get("format") != STATE_FORMAT:
-                raise ValueError(f"trainer state format {state.get('format')!r} is not 1")
-            for key, mine in (("encoder_name", self.settings.encoder), ("dim", self.settings.dim)):
-                if state[key] != mine:
-                    raise ConfigError(f"checkpoint {key} is {state[key]!r}, settings say {mine!r}")
-            saved_prior = state.get("score_prior")
-            if self.score_prior is None and saved_prior is not None:
-                raise ConfigError("checkpoint has a score prior, settings have no trend half-lives")
-            with model_config_errors():
-                self.registry.load_state_dict(state["registry"])
-            self.encoder = self._build_encoder()
-            self.encoder.grow(*state["encoder_rows"])
-            self.encoder.load_state_dict(state["encoder"])
-            self.score_prior = self._build_prior()
-            if self.score_prior is not None:
-                self.score_prior.load_state_dict(saved_prior)
-            self.optimizer = torch.optim.Adam(self._parameters(), lr=self.settings.lr)
-            self.optimizer.load_state_dict(state["optimizer"])
-            if state["scaler"]:
-                self._amp.scaler.load_state_dict(state["scaler"])
-            self.model_version = int(state["model_version"])
-            self.publish.load_state_dict(state)
-            self.mirror = GraphMirror(self.behaviours, self.epsilon)
-            self._latest = None
-            self._grow()
+            restore_trainer(self, state)
 
 
 def _empty_batch() -> EdgeBatch:
     long = torch.zeros(0, dtype=torch.long)
     return EdgeBatch(long, long, long, torch.zeros(0), long)
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -232,6 +232,18 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt(
         "training",
+        "step_scope",
+        "local: a learn step trains on the sampled neighbourhood of its batch and re-embeds "
+        "what is within --layers hops of the rows it moved; full: the whole graph",
+    ),
+    _opt("training", "fanout", "edges per node and hop at most in a local step (0: all)"),
+    _opt(
+        "training",
+        "full_refresh_every",
+        "a local step re-embeds every row every this many learn calls (0: never)",
+    ),
+    _opt(
+        "training",
         "encoder_options",
         'JSON of encoder arguments, e.g. {"num_neighbors": 10}',
         parse=parse_json_object,

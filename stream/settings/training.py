@@ -18,6 +18,7 @@ from stream.behaviours import DAY_MS
 from stream.errors import ConfigError, model_config_errors
 
 LOSSES = ("bpr", "info_nce")
+STEP_SCOPES = ("local", "full")
 HOUR_MS = DAY_MS // 24
 
 
@@ -72,6 +73,19 @@ class TrainerSettings:
     # weight also halves per this much time it lies behind its user's newest edge
     # (stream.learn.graph_mirror.user_recency); 0: off.
     user_recency_half_life_ms: int = HOUR_MS
+    # What a learn call trains and re-embeds. "local": the sampled ``layers``-hop
+    # neighbourhood of its positives and negatives, row-wise Adam on the rows it holds, then
+    # re-embedding of the rows within ``layers`` hops of those (stream/learn/local_step.py);
+    # "full": the whole graph, dense Adam, every row re-embedded. Encoders without a local
+    # step (models.base.Encoder.local_step) always take the full one. Default "full": with
+    # 64 uniform negatives per positive a local sample covers most of the graph, so the
+    # local step measured no cheaper (bench/results/step_cost.json) and a little less exact.
+    step_scope: str = "full"
+    # Edges per node and hop at most in a local step's neighbourhood (0: all, exact).
+    fanout: int = 10
+    # A local step re-embeds every row every this many learn calls (0: never; freshness
+    # never needs it, it only republishes the slow drift of rows far from any batch).
+    full_refresh_every: int = 0
     encoder_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
@@ -86,7 +100,11 @@ class TrainerSettings:
         for name in ("dim", "layers", "steps_per_batch", "num_negatives", "hard_pool"):
             if getattr(self, name) <= 0 and not (name == "layers" and self.layers == 0):
                 raise ConfigError(f"trainer {name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("max_steps_per_batch", "max_drift_reports"):
+        if self.step_scope not in STEP_SCOPES:
+            raise ConfigError(
+                f"unknown step scope {self.step_scope!r}; valid: {', '.join(STEP_SCOPES)}"
+            )
+        for name in ("max_steps_per_batch", "max_drift_reports", "fanout", "full_refresh_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("batch_size", "max_users", "max_items", "id_ttl_ms"):

@@ -1,0 +1,187 @@
+"""Seconds per learn step at 100k, 1M and 10M edges: the full-graph step vs the local one.
+
+A synthetic power-law bipartite graph (bench.propagation's: users = edges / 7, items =
+edges / 14, three relations, random weights, each (user, item, relation) once) is loaded
+straight into a trainer's mirror and id registry (no Kafka, no store); then each learn call
+gets the same number of new events (``--batch``, default 1,000: users uniform, items by the
+graph's power law, one second apart). The first call of a trainer embeds every row (nothing
+was embedded yet) and is not timed; the median of the next ``--steps`` calls is, per size
+and per ``step_scope``, with the trainer's default settings otherwise (64 uniform negatives
+per positive, replay ratio 1, fan-out 32, two layers, the score prior).
+
+A second local configuration, ``local-shared``, draws 64 negatives shared by the whole
+step instead of 64 per positive: with per-positive negatives a step scores ~128k negative
+items, whose neighbourhoods are most of a small graph; it shows how the local step's cost
+follows the batch's footprint.
+
+    .venv/bin/python -m bench.step_cost                      # 100k, 1M, 10M edges
+    .venv/bin/python -m bench.step_cost --sizes 100000 --steps 3
+
+Writes bench/results/step_cost.json (``--out``): the command, date, machine, settings and
+per size and configuration ``seconds`` (median), ``seconds_all`` and ``edges``; plus
+``local_10m_over_100k``, the goal being at most 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+from bench.propagation import NUM_RELATIONS, synthetic_graph
+from models.base import BipartiteGraph
+from stream.behaviours import DAY_MS, Behaviour
+from stream.events import Interaction
+from stream.learn.graph_mirror import GraphMirror
+from stream.learn.trainer import IncrementalTrainer
+from stream.settings.training import TrainerSettings
+
+RESULTS = Path(__file__).parent / "results" / "step_cost.json"
+BEHAVIOURS = {
+    name: Behaviour(beta, half_life)
+    for name, beta, half_life in (
+        ("click", 1.0, DAY_MS),
+        ("cart", 3.0, 7 * DAY_MS),
+        ("purchase", 5.0, 30 * DAY_MS),
+    )
+}
+EPSILON = 1e-3
+NOW = 1_700_000_000_000
+CONFIGS: dict[str, dict[str, Any]] = {
+    "full": {"step_scope": "full"},
+    "local": {"step_scope": "local"},
+    "local-shared": {"step_scope": "local", "negatives": "shared"},
+}
+
+
+def loaded_trainer(graph: BipartiteGraph, settings: TrainerSettings) -> IncrementalTrainer:
+    """A trainer whose registry holds ``u<row>`` / ``i<row>`` and whose mirror holds
+    ``graph`` (edges last seen within the last hour, so nothing decays away)."""
+    trainer = IncrementalTrainer(settings, BEHAVIOURS, EPSILON)
+    for kind, count in (("user", graph.num_users), ("item", graph.num_items)):
+        trainer.registry.assign(kind, [f"{kind[0]}{r}" for r in range(count)], NOW)
+    trainer._grow()
+    times = NOW - torch.randint(0, 3_600_000, (graph.num_edges,), dtype=torch.long)
+    fill_mirror(trainer.mirror, graph, times)
+    return trainer
+
+
+def fill_mirror(mirror: GraphMirror, graph: BipartiteGraph, times: torch.Tensor) -> None:
+    """Put every edge into ``mirror`` as :meth:`GraphMirror.load_edges` would (partition 0),
+    filling its arrays in bulk: 10M edges as Python objects would not fit the time."""
+    n = graph.num_edges
+    mirror._grow(max(1024, n))
+    mirror._users[:n], mirror._items[:n] = graph.users, graph.items
+    mirror._relations[:n], mirror._t_ref[:n] = graph.relations, times
+    mirror._w_ref[:n] = graph.weights.double()
+    mirror._alive[:n] = True
+    keys = zip(graph.users.tolist(), graph.items.tolist(), graph.relations.tolist(), strict=True)
+    mirror._index = dict(zip(keys, range(n), strict=True))
+    mirror._used = n
+    mirror.advance(NOW, [0])
+
+
+def batch_events(graph: BipartiteGraph, size: int, step: int) -> list[Interaction]:
+    gen = torch.Generator().manual_seed(1_000 + step)
+    users = torch.randint(0, graph.num_users, (size,), generator=gen).tolist()
+    items = (torch.rand(size, generator=gen).pow(2) * graph.num_items).long().tolist()
+    kinds = torch.randint(0, NUM_RELATIONS, (size,), generator=gen).tolist()
+    names = sorted(BEHAVIOURS)
+    t0 = NOW + 1_000 * size * step
+    return [
+        Interaction(f"u{u}", f"i{i}", names[k], t0 + 1_000 * j)
+        for j, (u, i, k) in enumerate(zip(users, items, kinds, strict=True))
+    ]
+
+
+def time_steps(
+    trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, steps: int
+) -> list[float]:
+    trainer.learn(batch_events(graph, size, 0))  # the first call embeds every row
+    out = []
+    for step in range(1, steps + 1):
+        events = batch_events(graph, size, step)
+        start = time.perf_counter()
+        trainer.learn(events)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--batch", type=int, default=1_000, help="events per learn call")
+    parser.add_argument("--steps", type=int, default=5, help="timed learn calls per case")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (make gpu-check)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base = TrainerSettings(device=args.device, max_users=4_000_000, max_items=4_000_000)
+    results: list[dict[str, Any]] = []
+    for size in args.sizes:
+        graph = synthetic_graph(size, "cpu")  # the mirror lives on the host
+        for name in args.configs:
+            settings = dataclasses.replace(base, **CONFIGS[name])
+            trainer = loaded_trainer(graph, settings)
+            seconds = time_steps(trainer, graph, args.batch, args.steps)
+            row = {
+                "edges": size,
+                "config": name,
+                "seconds": statistics.median(seconds),
+                "seconds_all": seconds,
+                "rss_gb": psutil.Process().memory_info().rss / 2**30,
+            }
+            print(json.dumps(row), flush=True)
+            results.append(row)
+            del trainer
+            gc.collect()
+    report = {
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.step_cost", *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads,
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "torch": torch.__version__,
+        },
+        "settings": {
+            "batch_events": args.batch,
+            "timed_steps": args.steps,
+            "trainer": {
+                f.name: getattr(base, f.name)
+                for f in dataclasses.fields(base)
+                if f.name != "encoder_options"
+            },
+            "configs": CONFIGS,
+        },
+        "results": results,
+    }
+    by = {(r["edges"], r["config"]): r["seconds"] for r in results}
+    if (10_000_000, "local") in by and (100_000, "local") in by:
+        report["local_10m_over_100k"] = by[10_000_000, "local"] / by[100_000, "local"]
+    if (10_000_000, "local-shared") in by and (100_000, "local-shared") in by:
+        shared = by[10_000_000, "local-shared"] / by[100_000, "local-shared"]
+        report["local_shared_10m_over_100k"] = shared
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Sampled L-hop neighbourhoods, so a training step costs what its batch touches.
+
+Users and items share one node space: users ``0..U-1``, items ``U..U+I-1`` (``U`` the
+encoder's user capacity, as in :mod:`models.row_space`). :class:`GraphIndex` is a CSR of a
+:class:`~models.base.BipartiteGraph` in both directions (each node's incident edges side by
+side) with each node's weighted degree, the sum of its decayed edge weights over the *whole*
+graph: an encoder normalising by degree (LightGCN's ``D^-1/2 A D^-1/2``) gets the same
+coefficients on a neighbourhood as on the full graph.
+
+:func:`sample_neighbourhood` expands seeds hop by hop (each node's in-edges taken once) into
+a message-flow graph: an edge ``src -> dst`` carries ``src``'s value into ``dst`` at every
+layer. A node with more incident edges than ``fanout`` gets ``fanout`` of them: a window of
+consecutive CSR positions starting at a uniform offset, wrapping around, so every edge is in
+with probability ``fanout / count`` at O(fanout) cost and none twice; each is scaled by
+``count / fanout``, so the sampled sum is an unbiased estimate of the full one. With
+``fanout`` 0 (or at least every degree) the neighbourhood holds every edge within ``hops``
+of the seeds, and an ``hops``-layer propagation over it gives the seeds exactly their
+full-graph values.
+
+>>> import torch
+>>> from models.base import BipartiteGraph
+>>> g = BipartiteGraph(2, 2, torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]),
+...                    torch.zeros(3, dtype=torch.long), torch.tensor([1.0, 2.0, 3.0]),
+...                    torch.zeros(3, dtype=torch.long), 0)
+>>> index = GraphIndex.build(g, num_users=2)
+>>> index.degree.tolist()              # users 0, 1; items 0, 1 (nodes 2, 3)
+[3.0, 3.0, 1.0, 5.0]
+>>> hood = sample_neighbourhood(index, torch.tensor([0]), hops=1, fanout=0)
+>>> assert hood is not None
+>>> hood.nodes.tolist(), hood.nodes[hood.src].tolist(), hood.nodes[hood.dst].tolist()
+([0, 2, 3], [2, 3], [0, 0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.base import BipartiteGraph
+
+
+@dataclass(frozen=True)
+class GraphIndex:
+    """Both-direction CSR of a graph in node space, with full weighted degrees."""
+
+    graph: BipartiteGraph
+    num_users: int  # user capacity: item ``i`` is node ``num_users + i``
+    crow: Tensor  # int64 [N + 1]: node ``v``'s incident edges are ``crow[v]:crow[v + 1]``
+    neighbour: Tensor  # int64 [2E]: the other end of each incident edge
+    edge: Tensor  # int64 [2E]: the edge's position in ``graph``
+    degree: Tensor  # float32 [N]: sum of the node's edge weights
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.crow.numel()) - 1
+
+    @classmethod
+    def build(
+        cls, graph: BipartiteGraph, num_users: int, num_items: int | None = None
+    ) -> GraphIndex:
+        """Index ``graph`` over ``num_users`` + ``num_items`` nodes (default: the graph's)."""
+        items_cap = graph.num_items if num_items is None else num_items
+        num_nodes = num_users + items_cap
+        users, items = graph.users, graph.items
+        # user ends first, then item ends: each side sorted on its own is the whole order
+        # (a snapshot comes sorted by user already)
+        edges = torch.arange(graph.num_edges, device=users.device)
+        by_user = edges if _ascending(users) else torch.argsort(users, stable=True)
+        by_item = torch.argsort(items, stable=True)
+        crow = torch.zeros(num_nodes + 1, dtype=torch.long, device=users.device)
+        crow[1:] = torch.cat(
+            [torch.bincount(users, minlength=num_users), torch.bincount(items, minlength=items_cap)]
+        ).cumsum(0)
+        weights = graph.weights.float()
+        degree = torch.cat(
+            [
+                weights.new_zeros(num_users).index_add(0, users, weights),
+                weights.new_zeros(items_cap).index_add(0, items, weights),
+            ]
+        )
+        neighbour = torch.cat([items[by_user] + num_users, users[by_item]])
+        return cls(graph, num_users, crow, neighbour, torch.cat([by_user, by_item]), degree)
+
+    def incident(self, nodes: Tensor) -> tuple[Tensor, Tensor]:
+        """``(owner, position)``: every incident edge of ``nodes`` (positions into the CSR)."""
+        start = self.crow[nodes]
+        count = self.crow[nodes + 1] - start
+        owner = torch.repeat_interleave(nodes, count)
+        first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
+        return owner, first + torch.arange(owner.numel(), device=nodes.device)
+
+    def within(self, seeds: Tensor, hops: int, limit: int | None = None) -> Tensor | None:
+        """Sorted nodes at most ``hops`` edges away from ``seeds`` (every edge, no cap);
+        None once more than ``limit`` nodes are reached."""
+        seen = self.mask(seeds)
+        frontier = seen.nonzero().flatten()
+        for _ in range(hops):
+            if limit is not None and int(seen.sum()) > limit:
+                return None
+            _, position = self.incident(frontier)
+            reached = self.mask(self.neighbour[position])
+            frontier = (reached & ~seen).nonzero().flatten()
+            seen |= reached
+        nodes = seen.nonzero().flatten()
+        return None if limit is not None and nodes.numel() > limit else nodes
+
+    def mask(self, nodes: Tensor) -> Tensor:
+        """``[N]`` bool, true at ``nodes`` (a scatter: cheaper than sorting for a set)."""
+        out = torch.zeros(self.num_nodes, dtype=torch.bool, device=self.crow.device)
+        out[nodes] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """A sampled message-flow graph around seed nodes, relabelled to local positions.
+
+    ``nodes[k]`` is local node ``k`` (sorted node ids: users first, then items); an edge
+    ``src[e] -> dst[e]`` has the decayed ``weight[e]`` (times its sampling scale) and ends
+    with full-graph weighted degrees ``degree[src[e]]``, ``degree[dst[e]]``.
+    """
+
+    num_users: int  # user capacity of the node space
+    nodes: Tensor
+    src: Tensor
+    dst: Tensor
+    weight: Tensor
+    relation: Tensor
+    degree: Tensor
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.src.numel())
+
+    def local(self, nodes: Tensor) -> Tensor:
+        """Local positions of these node ids (each must be in the neighbourhood)."""
+        position = torch.searchsorted(self.nodes, nodes)
+        if position.numel() and not bool(
+            (self.nodes[position.clamp(max=self.nodes.numel() - 1)] == nodes).all()
+        ):
+            raise ValueError("a node asked for is not in the neighbourhood")
+        return position
+
+    def rows(self) -> tuple[Tensor, Tensor]:
+        """``(user rows, item rows)`` of the neighbourhood's nodes, in local order."""
+        split = int((self.nodes < self.num_users).sum())
+        return self.nodes[:split], self.nodes[split:] - self.num_users
+
+
+def sample_neighbourhood(
+    index: GraphIndex,
+    seeds: Tensor,
+    hops: int,
+    fanout: int,
+    generator: torch.Generator | None = None,
+    max_edges: int | None = None,
+) -> Neighbourhood | None:
+    """The ``hops``-hop message-flow graph of ``seeds`` (node ids), ``fanout`` edges per
+    node at most (0: all); see the module docstring. None once it holds more than
+    ``max_edges`` edges (the caller has a cheaper way then)."""
+    device = seeds.device
+    done = torch.zeros(index.num_nodes, dtype=torch.bool, device=device)
+    reached = index.mask(seeds)
+    frontier = reached.nonzero().flatten()
+    parts: list[tuple[Tensor, Tensor, Tensor]] = []
+    for _ in range(hops):
+        frontier = frontier[~done[frontier]]
+        done[frontier] = True
+        if frontier.numel() == 0:
+            break
+        if max_edges is not None:  # what this hop will draw, known before drawing it
+            count = index.crow[frontier + 1] - index.crow[frontier]
+            drawn = count if fanout <= 0 else count.clamp(max=fanout)
+            if sum(part[0].numel() for part in parts) + int(drawn.sum()) > max_edges:
+                return None
+        parts.append(_draw(index, frontier, fanout, generator))
+        dst, position, _ = parts[-1]
+        found = index.mask(index.neighbour[position])
+        reached |= found
+        frontier = found.nonzero().flatten()
+    nodes = reached.nonzero().flatten()
+    local = torch.full((index.num_nodes,), -1, dtype=torch.long, device=device)
+    local[nodes] = torch.arange(nodes.numel(), device=device)
+    if parts:
+        dst, position, scale = (torch.cat(column) for column in zip(*parts, strict=True))
+    else:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        dst, position, scale = empty, empty, torch.zeros(0, device=device)
+    edge = index.edge[position]
+    graph = index.graph
+    return Neighbourhood(
+        num_users=index.num_users,
+        nodes=nodes,
+        src=local[index.neighbour[position]],
+        dst=local[dst],
+        weight=graph.weights[edge].float() * scale,
+        relation=graph.relations[edge],
+        degree=index.degree[nodes],
+    )
+
+
+def _ascending(values: Tensor) -> bool:
+    return values.numel() < 2 or bool((values[1:] >= values[:-1]).all())
+
+
+def _draw(
+    index: GraphIndex, nodes: Tensor, fanout: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(owner, CSR position, scale)`` of the edges each node gets: all of them, or a
+    uniformly placed window of ``fanout`` scaled by ``count / fanout``."""
+    count = index.crow[nodes + 1] - index.crow[nodes]
+    if fanout <= 0 or int(count.max()) <= fanout:
+        owner, position = index.incident(nodes)
+        return owner, position, torch.ones(owner.numel(), device=nodes.device)
+    small = count <= fanout
+    owner, position = index.incident(nodes[small])
+    big, big_count = nodes[~small], count[~small]
+    draws = torch.rand(big.numel(), generator=generator).to(nodes.device)
+    start = (draws * big_count).long().clamp(max=big_count - 1)
+    step = torch.arange(fanout, device=nodes.device)
+    offset = (start[:, None] + step) % big_count[:, None]
+    sampled = (index.crow[big][:, None] + offset).flatten()
+    big_owner = big.repeat_interleave(fanout)
+    big_scale = (big_count.float() / fanout).repeat_interleave(fanout)
+    return (
+        torch.cat([owner, big_owner]),
+        torch.cat([position, sampled]),
+        torch.cat([torch.ones(owner.numel(), device=nodes.device), big_scale]),
+    )

@@ -1,0 +1,128 @@
+"""A learn step whose cost follows its batch: sample, train, re-embed what moved.
+
+With ``step_scope`` ``local`` (the default) a learn call
+
+1. indexes the graph view once (:class:`models.neighbourhood.GraphIndex`: a CSR in both
+   directions with full weighted degrees),
+2. for each optimiser step, samples the ``layers``-hop neighbourhood of the step's users,
+   positive items and negatives, at most ``fanout`` edges per node and hop
+   (:func:`models.neighbourhood.sample_neighbourhood`), and computes their vectors on it
+   (:meth:`models.base.Encoder.forward_local`); the id tables get row-sparse gradients and
+   :class:`stream.learn.optimiser.RowAdam` moves only those rows. When the sample holds
+   more than half the graph's edges (negatives reaching most of a small graph) the step
+   runs on the whole graph instead, as cheap and exact, moving the rows within ``layers``
+   hops of the step's rows,
+3. re-embeds exactly the rows within ``layers`` hops of a row that moved (the others'
+   vectors cannot have changed through the tables) plus the batch's own rows (new edges),
+   and publishes among those.
+
+Re-embedding is exact, the full graph's propagation at those rows (every edge, no cap):
+published vectors never carry sampling noise. When the rows to re-embed are more than a
+quarter of the graph, or a step ran on the whole graph, every row is re-embedded with one
+full propagation: cheaper than gathering their neighbourhoods, and the same values.
+
+Not re-embedded, on purpose: rows far from the batch whose vectors drift only because the
+graph decays or renormalises around them, or because the score prior's mix (a few dense
+weights) moved; ``full_refresh_every`` re-embeds everything periodically for those.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models.base import BipartiteGraph, Encoder
+from models.neighbourhood import GraphIndex, sample_neighbourhood
+
+# Re-embed with one full propagation once the rows to re-embed are this share of all rows.
+_FULL_SHARE = 0.25
+
+
+class LocalStep:
+    """The neighbourhoods of one learn call's optimiser steps, and the rows they moved.
+
+    Args:
+        graph: the trainer's view of the graph.
+        encoder: its tables give the node space (user capacity) of the index.
+        hops: propagation layers.
+        fanout: edges per node and hop at most (0: all).
+        generator: the learn call's generator (sampling is reproducible).
+    """
+
+    def __init__(
+        self,
+        graph: BipartiteGraph,
+        encoder: Encoder,
+        hops: int,
+        fanout: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.index = GraphIndex.build(graph, encoder.num_users, encoder.num_items)
+        self.hops = hops
+        self.fanout = fanout
+        self.generator = generator
+        self._moved: list[Tensor] = []
+        self._whole_graph_seeds: list[Tensor] = []
+        self.whole_graph_steps = 0  # steps that ran on the whole graph instead
+
+    @property
+    def num_users(self) -> int:
+        return self.index.num_users
+
+    @property
+    def moved(self) -> Tensor:
+        """Sorted nodes of every neighbourhood sampled so far: the rows the steps moved
+        (with a whole-graph step: also every row within ``hops`` of its rows)."""
+        parts = list(self._moved)
+        if self._whole_graph_seeds:
+            ball = self.index.within(torch.cat(self._whole_graph_seeds), self.hops)
+            assert ball is not None  # no limit
+            parts.append(ball)
+        if not parts:
+            return torch.zeros(0, dtype=torch.long, device=self.index.crow.device)
+        moved: Tensor = self.index.mask(torch.cat(parts)).nonzero().flatten()
+        return moved
+
+    def vectors(self, encoder: Encoder, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """The step's vectors of these rows, on their sampled neighbourhood (its nodes are
+        the rows moved), or on the whole graph when the sample would hold more than half
+        its edges (a batch whose negatives reach most of a small graph): as cheap then,
+        and exact; the rows moved are those within ``hops`` of these."""
+        seeds = torch.cat([users, items + self.num_users])
+        graph = self.index.graph
+        hood = sample_neighbourhood(
+            self.index, seeds, self.hops, self.fanout, self.generator, graph.num_edges
+        )
+        if hood is not None:
+            self._moved.append(hood.nodes)
+            return encoder.forward_local(hood, users, items)
+        self.whole_graph_steps += 1
+        self._whole_graph_seeds.append(seeds)
+        vectors: tuple[Tensor, Tensor] = encoder(graph, users, items)
+        return vectors
+
+    def to_reembed(self, users: Tensor, items: Tensor) -> Tensor | None:
+        """Nodes within ``hops`` of a moved node or of these rows (the batch's new edges
+        renormalise the adjacency around them), sorted; None: every row (a step ran on
+        the whole graph, or they are a large share of it, where one full propagation is
+        the cheaper way to the same vectors)."""
+        if self.whole_graph_steps:
+            return None
+        seeds = torch.cat([*self._moved, users, items + self.num_users])
+        return self.index.within(seeds, self.hops, int(_FULL_SHARE * self.index.num_nodes))
+
+    def embed(self, encoder: Encoder, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(user rows, item rows, their vectors)`` of these nodes, exactly as a full
+        propagation gives them (every edge)."""
+        users = nodes[nodes < self.num_users]
+        items = nodes[nodes >= self.num_users] - self.num_users
+        hood = sample_neighbourhood(self.index, nodes, self.hops, fanout=0)
+        assert hood is not None  # no edge limit
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                user_vec, item_vec = encoder.forward_local(hood, users, items)
+        finally:
+            encoder.train(was_training)
+        return users, items, user_vec, item_vec

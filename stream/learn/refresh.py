@@ -1,0 +1,117 @@
+"""After a step: re-embed the rows that can have moved, and pick those to publish.
+
+After a full step that is every live row: dense Adam's momentum moves rows that got no
+gradient, and new edges and decay renormalise the adjacency everywhere. After a local step
+(:mod:`stream.learn.local_step`) it is the rows within ``layers`` hops of a row the step
+moved or of a new edge, plus rows new since the last refresh or reset by eviction (even
+those with no edge); the other rows keep their vectors. :class:`PublishPolicy` then picks,
+among the re-embedded and the pending rows, the ``touched`` ones (new events) always and
+the others once they moved past the threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from models.base import BipartiteGraph
+from models.ids import KINDS
+from stream.learn.local_step import LocalStep
+
+if TYPE_CHECKING:
+    from stream.learn.trainer import IncrementalTrainer
+
+
+def refresh(
+    trainer: IncrementalTrainer,
+    graph: BipartiteGraph,
+    touched: Mapping[str, Tensor] | None = None,
+    local: LocalStep | None = None,
+) -> dict[str, list[str]]:
+    """Re-embed into the trainer's latest vectors; the ids to publish, by kind."""
+    t = trainer
+    candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
+    rows = None if local is None or t._latest is None else reembed(t, local, touched)
+    if rows is None:
+        latest = embed_all(t, graph)
+        t._latest = latest
+    else:
+        candidates = dict(rows)
+        assert t._latest is not None
+        latest = t._latest
+    t.reembedded = dict(candidates)
+    t._reset_rows = {k: [] for k in KINDS}
+    return {
+        kind: t.registry.ids(
+            kind,
+            t.publish.select(
+                kind, vectors, None if touched is None else touched[kind], candidates[kind]
+            ),
+        )
+        for kind, vectors in latest.items()
+    }
+
+
+def embed_all(trainer: IncrementalTrainer, graph: BipartiteGraph) -> dict[str, Tensor]:
+    """Every live row's vector, by kind (one full propagation)."""
+    t = trainer
+    users = torch.arange(t.registry.live("user"), device=t.device)
+    items = torch.arange(t.registry.live("item"), device=t.device)
+    with t._amp.autocast():
+        user_vec, item_vec = t.encoder.embed(graph, users, items)
+    return dict(zip(KINDS, folded(t, user_vec, item_vec, items), strict=True))
+
+
+def folded(
+    trainer: IncrementalTrainer, user_vec: Tensor, item_vec: Tensor, items: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The vectors a ranker gets: the prior folded in, at the trend of now."""
+    prior = trainer.score_prior
+    table = prior.table(trainer.encoder.num_items) if prior is not None else None
+    with torch.no_grad():
+        return trainer._objective.with_prior(
+            user_vec.float(),
+            item_vec.float(),
+            items,
+            None if table is None else (table, torch.zeros_like(items)),
+        )
+
+
+def reembed(
+    trainer: IncrementalTrainer, local: LocalStep, touched: Mapping[str, Tensor] | None
+) -> dict[str, Tensor] | None:
+    """Re-embed, into the latest vectors, the rows a local step can have moved; returns
+    them by kind (None: re-embed every row instead, see :meth:`LocalStep.to_reembed`)."""
+    t = trainer
+    latest = t._latest
+    assert latest is not None
+    live = {k: t.registry.live(k) for k in KINDS}
+    none = torch.zeros(0, dtype=torch.long)
+    extra = {
+        k: torch.cat(
+            [
+                torch.arange(latest[k].shape[0], live[k]),
+                *(rows.cpu() for rows in t._reset_rows[k]),
+                touched[k].cpu() if touched is not None else none,
+            ]
+        ).to(t.device)
+        for k in KINDS
+    }
+    nodes = local.to_reembed(extra["user"], extra["item"])
+    if nodes is None:
+        return None
+    with t._amp.autocast():
+        users, items, user_vec, item_vec = local.embed(t.encoder, nodes)
+    user_vec, item_vec = folded(t, user_vec, item_vec, items)
+    rows = {"user": users, "item": items}
+    for kind, vectors in zip(KINDS, (user_vec, item_vec), strict=True):
+        table = latest[kind]
+        if table.shape[0] < live[kind]:
+            missing = table.new_zeros(live[kind] - table.shape[0], table.shape[1])
+            table = torch.cat([table, missing])
+        table[rows[kind]] = vectors
+        latest[kind] = table
+    return rows

@@ -1,0 +1,185 @@
+"""The local step: what it moves, re-embeds and publishes is what its batch reaches."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+
+import pytest
+import torch
+
+from models.neighbourhood import GraphIndex
+from stream.behaviours import Behaviour
+from stream.events import Interaction
+from stream.learn.trainer import IncrementalTrainer
+from stream.settings.training import TrainerSettings
+
+BEHAVIOURS = {"click": Behaviour(1.0, 86_400_000)}
+EPS = 1e-3
+# A sparse graph, two negatives and a small fan-out: one event's neighbourhood is a small
+# part of the graph, so "outside it" is not empty.
+LOCAL = TrainerSettings(
+    step_scope="local",
+    dim=8,
+    device="cpu",
+    num_negatives=2,
+    fanout=2,
+    replay_ratio=1.0,
+    publish_threshold=0.0,
+    max_drift_reports=0,
+)
+
+
+def sparse_stream(n: int = 600, users: int = 300, items: int = 300) -> list[Interaction]:
+    rng = random.Random(0)
+    return [
+        Interaction(f"u{rng.randrange(users)}", f"i{rng.randrange(items)}", "click", 1_000 * k)
+        for k in range(n)
+    ]
+
+
+def warm(settings: TrainerSettings) -> tuple[IncrementalTrainer, list[Interaction]]:
+    events = sparse_stream()
+    trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+    trainer.learn(events[:-2])  # every id registered, the vectors computed once
+    return trainer, events[-2:]
+
+
+def row_state(trainer: IncrementalTrainer) -> dict[str, list[torch.Tensor]]:
+    """Every row table and its optimiser state, copied."""
+    out = {}
+    for name, table in (("user", trainer.encoder.user_emb), ("item", trainer.encoder.item_emb)):
+        state = trainer.optimizer.state[table]
+        out[name] = [table.detach().clone()] + [
+            state[key].clone() for key in ("exp_avg", "exp_avg_sq", "row_step")
+        ]
+    return out
+
+
+def test_rows_outside_the_sampled_neighbourhood_keep_parameters_and_state_bit_for_bit() -> None:
+    trainer, batch = warm(LOCAL)
+    before = row_state(trainer)
+    trainer.learn(batch)
+    step = trainer.last_step
+    assert step is not None
+    moved = step.moved
+    num_users = trainer.encoder.num_users
+    inside = {"user": moved[moved < num_users], "item": moved[moved >= num_users] - num_users}
+    after = row_state(trainer)
+    for kind in ("user", "item"):
+        outside = torch.ones(before[kind][0].shape[0], dtype=torch.bool)
+        outside[inside[kind]] = False
+        assert int(outside.sum()) > int((~outside).sum())  # the test has an outside
+        for old, new in zip(before[kind], after[kind], strict=True):
+            assert torch.equal(old[outside], new[outside])
+        assert not torch.equal(before[kind][0][~outside], after[kind][0][~outside])
+
+
+def test_vectors_farther_than_the_layers_from_every_moved_row_do_not_change() -> None:
+    trainer, batch = warm(LOCAL)
+    users, items = [f"u{u}" for u in range(300)], [f"i{i}" for i in range(300)]
+    old = {"user": trainer.vectors("user", users), "item": trainer.vectors("item", items)}
+    trainer.learn(batch)
+    step = trainer.last_step
+    assert step is not None
+    rows = {k: trainer.registry.rows(k, ids) for k, ids in (("user", users), ("item", items))}
+    own = [trainer.registry.rows("user", [e.user_id for e in batch])]
+    own.append(trainer.registry.rows("item", [e.item_id for e in batch]) + step.num_users)
+    near = step.index.within(torch.cat([step.moved, *own]), trainer.settings.layers)
+    assert near is not None
+    new = {"user": trainer.vectors("user", users), "item": trainer.vectors("item", items)}
+    offset = {"user": 0, "item": step.num_users}
+    far_count = 0
+    for kind in ("user", "item"):
+        far = ~torch.isin(rows[kind] + offset[kind], near)
+        far_count += int(far.sum())
+        assert torch.equal(old[kind][far], new[kind][far])
+        # the rows that can have moved got the full graph's propagation exactly
+        changed = ~torch.all(old[kind] == new[kind], dim=1)
+        assert bool(changed[~far].any())
+    assert far_count > 0
+
+
+def test_reembedded_rows_are_the_full_propagation_of_the_current_model() -> None:
+    trainer, batch = warm(LOCAL)
+    trainer.learn(batch)
+    graph = trainer._graph(prune=False)
+    users = torch.arange(trainer.registry.live("user"))
+    items = torch.arange(trainer.registry.live("item"))
+    full_users, full_items = trainer.encoder.embed(graph, users, items)
+    for kind, full in (("user", full_users), ("item", full_items)):
+        rows = trainer.reembedded[kind]
+        assert rows is not None and rows.numel() > 0
+        latest = trainer.vectors(kind, trainer.registry.ids(kind, rows))
+        torch.testing.assert_close(latest[:, : trainer.settings.dim], full[rows])
+
+
+def test_published_keys_are_the_reembedded_rows_plus_pending_drift() -> None:
+    trainer, batch = warm(LOCAL)  # threshold 0, no cap: every re-embedded row that moved
+    report = trainer.learn(batch)
+    for kind, changed in (("user", report.changed_users), ("item", report.changed_items)):
+        rows = trainer.reembedded[kind]
+        assert rows is not None
+        assert sorted(changed) == sorted(trainer.registry.ids(kind, rows))
+    # with a cap, the rest waits: nothing beyond the re-embedded rows is ever reported
+    capped = dataclasses.replace(LOCAL, max_drift_reports=3)
+    trainer, batch = warm(capped)
+    pending: set[str] = set()
+    for event in batch:
+        report = trainer.learn([event])
+        rows = trainer.reembedded["user"]
+        assert rows is not None
+        due = set(trainer.registry.ids("user", rows)) | pending
+        assert set(report.changed_users) <= due
+        assert event.user_id in report.changed_users  # its own event: always reported
+        pending = due - set(report.changed_users)
+
+
+@pytest.mark.parametrize("negatives", [2, 64])
+def test_uncapped_local_step_trains_on_the_full_graph_loss(negatives: int) -> None:
+    """Same model, positives and negatives: with no fan-out cap the step's loss (computed
+    before it moves anything) is the full step's, whether the step ran on the sampled
+    neighbourhood (2 negatives) or fell back to the whole graph (64 reach most of it)."""
+    settings = dataclasses.replace(LOCAL, num_negatives=negatives)
+    trainer, batch = warm(settings)
+    state = trainer.state_dict()
+    losses = {}
+    for scope, fanout in (("local", 0), ("full", 0), ("local", 1)):
+        chosen = dataclasses.replace(settings, step_scope=scope, fanout=fanout)
+        twin = IncrementalTrainer(chosen, BEHAVIOURS, EPS)
+        twin.load_state_dict(state)
+        twin.mirror = copy.deepcopy(trainer.mirror)  # the same graph, not merged twice
+        losses[scope, fanout] = twin.learn(batch).loss
+        if scope == "local" and fanout == 0:
+            step = twin.last_step
+            assert step is not None
+            assert (step.whole_graph_steps == 0) == (negatives == 2)
+    assert abs(losses["local", 0] - losses["full", 0]) < 1e-5
+    assert losses["local", 1] != losses["full", 0]
+
+
+def test_either_optimiser_state_loads_into_the_other_scope() -> None:
+    events = sparse_stream()
+    for saved, loaded in (("full", "local"), ("local", "full")):
+        a = IncrementalTrainer(dataclasses.replace(LOCAL, step_scope=saved), BEHAVIOURS, EPS)
+        a.learn(events[:300])
+        b = IncrementalTrainer(dataclasses.replace(LOCAL, step_scope=loaded), BEHAVIOURS, EPS)
+        b.load_state_dict(a.state_dict())
+        report = b.learn(events[300:])
+        assert report.steps > 0 and report.loss == report.loss  # trained, finite
+        table = b.encoder.user_emb
+        assert (
+            int(b.optimizer.state[table]["step"])
+            == int(a.optimizer.state[a.encoder.user_emb]["step"]) + report.steps
+        )
+
+
+def test_graph_index_degree_matches_the_trainers_view() -> None:
+    trainer, batch = warm(LOCAL)
+    trainer.learn(batch)
+    step = trainer.last_step
+    assert step is not None
+    graph = step.index.graph
+    fresh = GraphIndex.build(graph, trainer.encoder.num_users, trainer.encoder.num_items)
+    assert torch.equal(fresh.degree, step.index.degree)
