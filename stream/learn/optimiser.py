@@ -94,9 +94,7 @@ def _sparse_rows_adam(
     v = state["exp_avg_sq"][rows].mul_(b2).addcmul_(values, values, value=1 - b2)
     state["exp_avg"][rows] = m
     state["exp_avg_sq"][rows] = v
-    m_hat = m / (1 - b1**steps)[:, None]
-    v_hat = v / (1 - b2**steps)[:, None]
-    p[rows] = p[rows] - lr * m_hat / (v_hat.sqrt() + eps)
+    p[rows] = p[rows] - _adam_move(m, v, steps[:, None], lr, betas, eps)
 
 
 def _dense_rows_adam(
@@ -117,9 +115,8 @@ def _dense_rows_adam(
     one = torch.ones((), dtype=p.dtype, device=p.device)
     state["exp_avg"].mul_(torch.where(keep, b1, one)).add_(grad, alpha=1 - b1)
     state["exp_avg_sq"].mul_(torch.where(keep, b2, one)).addcmul_(grad, grad, value=1 - b2)
-    m_hat = state["exp_avg"] / (1 - b1**steps)
-    v_hat = state["exp_avg_sq"] / (1 - b2**steps)
-    p.sub_(torch.where(keep, lr * m_hat / (v_hat.sqrt() + eps), 0.0))
+    move = _adam_move(state["exp_avg"], state["exp_avg_sq"], steps, lr, betas, eps)
+    p.sub_(torch.where(keep, move, 0.0))
 
 
 def _dense_adam(
@@ -134,9 +131,23 @@ def _dense_adam(
     step = float(state["step"])
     state["exp_avg"].mul_(b1).add_(grad, alpha=1 - b1)
     state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-    m_hat = state["exp_avg"] / (1 - b1**step)
-    v_hat = state["exp_avg_sq"] / (1 - b2**step)
-    p.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+    p.sub_(_adam_move(state["exp_avg"], state["exp_avg_sq"], step, lr, betas, eps))
+
+
+def _adam_move(
+    m: Tensor,
+    v: Tensor,
+    steps: Tensor | float,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> Tensor:
+    """Adam's bias-corrected move for moments ``m``, ``v`` after ``steps`` steps (a count
+    per row broadcast against the rows, or one for the whole tensor)."""
+    b1, b2 = betas
+    m_hat = m / (1 - b1**steps)
+    v_hat = v / (1 - b2**steps)
+    return lr * m_hat / (v_hat.sqrt() + eps)
 
 
 def new_optimiser(
