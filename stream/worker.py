@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
@@ -119,6 +120,9 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def main(args: argparse.Namespace) -> int:
+    # A crash in native code (a client library, torch) leaves every thread's Python stack
+    # on stderr, the worker's log, instead of a bare exit status.
+    faulthandler.enable()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = settings_from_args(args)
     metrics = PipelineMetrics()
