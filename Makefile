@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-hostile gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-hostile bench-engines gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,18 @@ bench-hostile: $(STAMP) ## a live worker against every hostile-record class, SIG
 
 bench-retrain: $(STAMP) ## incremental update vs full retrain, per 1,000 events; writes bench/results/incremental_vs_retrain.json
 	$(PY) -m bench.incremental_vs_retrain
+
+# The engines compared run in their own environments: Quix Streams pins confluent-kafka < 2.13.
+ENGINES := var/engines
+$(ENGINES)/quix/bin/python:
+	python3 -m venv $(ENGINES)/quix
+	$(ENGINES)/quix/bin/pip install -q 'quixstreams==3.28.1'
+$(ENGINES)/faust/bin/python:
+	python3 -m venv $(ENGINES)/faust
+	$(ENGINES)/faust/bin/pip install -q 'faust-streaming==0.15.3' 'rocksdict>=0.3.25,<0.4'
+
+bench-engines: $(STAMP) $(ENGINES)/quix/bin/python $(ENGINES)/faust/bin/python ## streamgnn vs Quix Streams vs Faust: SIGKILLs, a rebalance, events/s; writes bench/results/engines.json
+	$(PY) -m bench.engines
 
 # No venv on a bare GPU machine: its python3 (torch, PyG, numpy there), plus the wheels that
 # bench/gpu_wheels.sh put in .whl/ (carry it), which the script installs itself, offline.

@@ -1,0 +1,461 @@
+"""Stream engines side by side: exactly-once under SIGKILLs and a rebalance, and their rate.
+
+Candidates for issue 14's partition state, each counting the same stream the fault
+scenarios use (:func:`tests.harness.faults.event`: 100,000 events over 4 partitions, keyed
+by user, every event its own key in the engine's state):
+
+- ``streamgnn``: ``python -m stream.worker``, ingest only: events and offsets in one
+  RocksDB write per batch, the store's offsets the truth; each instance has its own store
+  (no changelog yet), so applications are counted over every instance's store;
+- ``quix``: Quix Streams 3.28.1, ``processing_guarantee="exactly-once"`` (not its default),
+  a changelog-backed RocksDB state (:mod:`bench.engine_apps.quix_count`);
+- ``faust``: faust-streaming 0.15.3, ``processing_guarantee="exactly_once"``, a table on
+  rocksdict (:mod:`bench.engine_apps.faust_count`).
+
+Quix and Faust run in their own virtual environments (``var/engines/<name>``, made by
+``make bench-engines``): Quix pins confluent-kafka < 2.13, older than streamgnn's.
+
+Scenarios, per engine, each on a fresh topic and group:
+
+- ``clean``: one instance, no fault; ``events_per_s`` from its start to the end;
+- ``kills``: one instance SIGKILLed ``--kills`` times at random progress points (10-80 %
+  of the stream, read from the group's committed offsets) and restarted at once;
+- ``rebalance``: a second instance joins at 30 % and leaves (SIGTERM) at 60 %.
+
+An instance that exits unasked counts as a crash and is restarted (as a supervisor
+would). The end of a stream is the group's committed offsets reaching the topic's end
+(streamgnn: its stores' positions, since its group commit is informational). Counting
+folds each engine's state after the run: Quix's and Faust's changelog topics read
+``read_committed`` (last value per key, the event's counter), streamgnn's stores (an
+event's edge weight over its behaviour's weight): ``lost`` events have no application,
+``duplicated`` counts applications past the first.
+
+    .venv/bin/python -m bench.engines                 # every engine, 100,000 events
+    .venv/bin/python -m bench.engines --engines quix --events 20000
+
+Writes bench/results/engines.json (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from stream.behaviours import DEFAULT_BEHAVIOURS
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.local_broker.jars import KAFKA_VERSION
+from stream.state.graph_store import DecayedGraphStore
+from tests.harness import importable_env
+from tests.harness.faults import produce
+from tests.harness.progress import GroupProgress
+from tests.harness.worker_process import worker_env
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results" / "engines.json"
+APPS = Path(__file__).parent / "engine_apps"
+BASE_TS = 1_700_000_000_000  # tests.harness.faults.event: event seq's ts is BASE_TS + seq
+SESSION_TIMEOUT_MS = 6_000  # every engine's group session timeout here (streamgnn's harness)
+_TS_IN_KEY = re.compile(rb"1700\d{9}")
+MAX_CRASHES = 10
+STOP_S = 30.0  # a SIGTERMed instance not gone by then is SIGKILLed
+
+
+# -- engines ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One scenario's broker, topic, group and scratch folder."""
+
+    broker: LocalKafkaBroker
+    topic: str
+    group: str
+    workdir: Path
+    events: int
+    partitions: int
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    version: str
+    guarantee: str
+    command: Callable[[], list[str]]
+    env: Callable[[Run, int], dict[str, str]]
+    count: Callable[[Run], Counter[int]]  # event seq -> applications
+    done: Callable[[Run, GroupProgress], bool]
+
+
+def _venv_python(name: str) -> Path:
+    return ROOT / "var" / "engines" / name / "bin" / "python"
+
+
+def _app_env(run: Run, instance: int, guarantee: str) -> dict[str, str]:
+    state = run.workdir / f"state-{instance}"
+    state.mkdir(parents=True, exist_ok=True)
+    return {
+        "BOOTSTRAP": run.broker.bootstrap_servers,
+        "GROUP": run.group,
+        "TOPIC": run.topic,
+        "PARTITIONS": str(run.partitions),
+        "STATE_DIR": str(state),
+        "GUARANTEE": guarantee,
+        "SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+    }
+
+
+def _streamgnn_env(run: Run, instance: int) -> dict[str, str]:
+    env = worker_env(
+        run.broker.bootstrap_servers, run.topic, run.group, _store(run, instance), 2_000
+    )
+    env["STREAMGNN_INSTANCE_ID"] = f"worker-{instance}"  # static members must differ
+    return env
+
+
+def _store(run: Run, instance: int) -> Path:
+    return run.workdir / f"store-{instance}"
+
+
+def _stores(run: Run) -> list[Path]:
+    return sorted(p for p in run.workdir.glob("store-*") if p.is_dir())
+
+
+def _streamgnn_count(run: Run) -> Counter[int]:
+    """Applications per event over every instance's store (an event owns one edge)."""
+    applied: Counter[int] = Counter()
+    for path in _stores(run):
+        with DecayedGraphStore(path, DEFAULT_BEHAVIOURS, read_only=True) as store:
+            for edge in store.edges():
+                seq = _seq_of_edge(edge.src_id, edge.dst_id, run.events)
+                applied[seq] += round(edge.state[0] / DEFAULT_BEHAVIOURS[edge.relation].beta)
+    return applied
+
+
+def _seq_of_edge(user: str, item: str, events: int) -> int:
+    """The event whose (user, item) this is: seq % 997 and seq % 1009 (faults.event)."""
+    u, i = int(user[1:]), int(item[1:])
+    for seq in range(u, events, 997):
+        if seq % 1009 == i:
+            return seq
+    raise ValueError(f"no event of the stream has edge {user} -> {item}")
+
+
+def _streamgnn_done(run: Run, progress: GroupProgress) -> bool:
+    """Every partition's end is in some instance's store (its group commit is only a
+    report: a kill right after a store write leaves it behind for good)."""
+    reached: dict[int, int] = {}
+    for path in _stores(run):
+        try:
+            with DecayedGraphStore(path, DEFAULT_BEHAVIOURS, read_only=True) as store:
+                positions = store.positions()
+        except Exception:  # created but not written yet
+            continue
+        for (topic, partition), (offset, _) in positions.items():
+            if topic == run.topic:
+                reached[partition] = max(reached.get(partition, 0), offset)
+    return sum(reached.values()) >= run.events
+
+
+def _group_done(run: Run, progress: GroupProgress) -> bool:
+    return progress.committed() >= run.events
+
+
+def _changelog_count(run: Run) -> Counter[int]:
+    """Fold the group's changelog topics read_committed: each event's last counter."""
+    admin = KafkaAdminClient(bootstrap_servers=run.broker.bootstrap_servers)
+    try:
+        topics = [t for t in admin.list_topics() if run.group in t and "changelog" in t]
+    finally:
+        admin.close()
+    if not topics:
+        raise RuntimeError(f"no changelog topic of group {run.group}")
+    latest: dict[bytes, bytes | None] = {}
+    for topic in topics:
+        latest.update(read_committed(run.broker.bootstrap_servers, topic))
+    return fold_counters(latest)
+
+
+def fold_counters(latest: Mapping[bytes, bytes | None]) -> Counter[int]:
+    """Event seq -> applications from a folded changelog: keys holding an event's ``ts``,
+    values its JSON counter (tombstones and other keys ignored).
+
+    >>> fold_counters({b'u1|"1700000000007"': b"2", b"__offset__": b"9", b'"1700000000003"': None})
+    Counter({7: 2})
+    """
+    applied: Counter[int] = Counter()
+    for key, value in latest.items():
+        found = _TS_IN_KEY.search(key)
+        if found is None or value is None:
+            continue
+        applied[int(found.group()) - BASE_TS] += int(json.loads(value))
+    return applied
+
+
+def read_committed(bootstrap: str, topic: str, idle_s: float = 5.0) -> dict[bytes, bytes | None]:
+    """Last value per key of ``topic``, read_committed, from the start to its end."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(idle_s * 1000),
+    )
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        latest: dict[bytes, bytes | None] = {}
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            batch = consumer.poll(timeout_ms=int(idle_s * 1000), max_records=10_000)
+            if not batch:
+                break  # past the last stable offset (a transaction left open)
+            for records in batch.values():
+                for record in records:
+                    latest[record.key] = record.value
+        return latest
+    finally:
+        consumer.close()
+
+
+def engines() -> dict[str, Engine]:
+    quix_python, faust_python = _venv_python("quix"), _venv_python("faust")
+    return {
+        "streamgnn": Engine(
+            "streamgnn",
+            "this repository",
+            "exactly once into the store (its offsets in the same RocksDB write)",
+            lambda: [sys.executable, "-m", "stream.worker"],
+            lambda run, i: _streamgnn_env(run, i),
+            _streamgnn_count,
+            _streamgnn_done,
+        ),
+        "quix": Engine(
+            "quix",
+            "quixstreams 3.28.1",
+            "exactly-once",
+            lambda: [str(quix_python), str(APPS / "quix_count.py")],
+            lambda run, i: _app_env(run, i, "exactly-once"),
+            _changelog_count,
+            _group_done,
+        ),
+        "faust": Engine(
+            "faust",
+            "faust-streaming 0.15.3",
+            "exactly_once",
+            lambda: [str(faust_python), str(APPS / "faust_count.py")],
+            lambda run, i: _app_env(run, i, "exactly_once"),
+            _changelog_count,
+            _group_done,
+        ),
+    }
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+class Instance:
+    """One engine process; an exit nobody asked for is a crash (restarted by ``check``)."""
+
+    def __init__(self, engine: Engine, run: Run, index: int) -> None:
+        self._command = engine.command()
+        self._env = importable_env({**os.environ, **engine.env(run, index)})
+        self._log = run.workdir / f"{engine.name}-{index}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self.crashes: list[int] = []  # exit statuses of unasked exits
+
+    def start(self) -> None:
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+
+    def check(self) -> None:
+        """Restart after an unasked exit, as a supervisor would, at most :data:`MAX_CRASHES`
+        times (a crash loop is a result, not something to wait out)."""
+        exited = self._process is not None and self._process.poll() is not None
+        if exited and len(self.crashes) < MAX_CRASHES:
+            assert self._process is not None
+            self.crashes.append(self._process.returncode)
+            time.sleep(1.0)  # a supervisor's restart delay
+            self.start()
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after :data:`STOP_S`; the exit status of the SIGTERM."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            return self._process.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    events: int
+    applied: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    crashes: list[int] = field(default_factory=list)
+    finished: bool = True
+    seconds: float = 0.0
+    kills_at: list[int] = field(default_factory=list)
+    stop_statuses: list[int | None] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = dict(self.__dict__)
+        out["seconds"] = round(self.seconds, 2)
+        if self.scenario == "clean" and self.finished:
+            out["events_per_s"] = round(self.events / self.seconds)
+        return out
+
+
+def run_scenario(
+    engine: Engine, run: Run, scenario: str, kills: int, seed: int, timeout_s: float
+) -> Outcome:
+    rng = random.Random(seed)
+    progress = GroupProgress(run.broker.bootstrap_servers, run.group, run.topic)
+    outcome = Outcome(scenario, run.events)
+    instances = [Instance(engine, run, 0)]
+    start = time.monotonic()
+    deadline = start + timeout_s
+
+    def watch(condition: Callable[[], bool]) -> bool:
+        while not condition():
+            for instance in instances:
+                instance.check()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def reached(share: float) -> Callable[[], bool]:
+        return lambda: progress.committed() >= share * run.events
+
+    try:
+        instances[0].start()
+        if scenario == "kills":
+            for share in sorted(rng.uniform(0.1, 0.8) for _ in range(kills)):
+                if not watch(reached(share)):
+                    break
+                time.sleep(rng.uniform(0.0, 0.2))  # anywhere within a batch or a commit
+                outcome.kills_at.append(progress.committed())
+                instances[0].kill()
+                instances[0].start()
+        elif scenario == "rebalance" and watch(reached(0.3)):
+            instances.append(Instance(engine, run, 1))
+            instances[1].start()
+            if watch(reached(0.6)):
+                outcome.stop_statuses.append(instances.pop().stop())
+        outcome.finished = watch(lambda: engine.done(run, progress))
+        outcome.seconds = time.monotonic() - start
+    finally:
+        for instance in instances:
+            outcome.stop_statuses.append(instance.stop())
+            instance.kill()
+            outcome.crashes += instance.crashes
+        progress.close()
+    applied = engine.count(run)
+    outcome.applied = sum(applied.values())
+    outcome.lost = sum(1 for seq in range(run.events) if applied[seq] == 0)
+    outcome.duplicated = sum(max(n - 1, 0) for n in applied.values())
+    return outcome
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", nargs="+", default=["streamgnn", "quix", "faust"])
+    parser.add_argument("--scenarios", nargs="+", default=["clean", "kills", "rebalance"])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--workdir", type=Path, help="keep logs and state here (default: a temp dir)"
+    )
+    args = parser.parse_args(None if argv is None else list(argv))
+    known = engines()
+    results: dict[str, object] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        broker = stack.enter_context(LocalKafkaBroker(tmp / "kafka"))
+        for name in args.engines:
+            engine = known[name]
+            scenarios: dict[str, object] = {}
+            for k, scenario in enumerate(args.scenarios):
+                tag = f"{name}-{scenario}-{time.time_ns() % 10**9}"
+                run = Run(broker, f"ev-{tag}", f"g-{tag}", tmp / tag, args.events, args.partitions)
+                run.workdir.mkdir()
+                broker.create_topics({run.topic: run.partitions, f"{run.topic}.dlq": 1})
+                produce(broker.bootstrap_servers, run.topic, run.events)
+                outcome = run_scenario(
+                    engine, run, scenario, args.kills, args.seed + k, args.timeout_s
+                )
+                scenarios[scenario] = outcome.as_json()
+                print(name, json.dumps(scenarios[scenario]), flush=True)
+            results[name] = {
+                "version": engine.version,
+                "guarantee": engine.guarantee,
+                "scenarios": scenarios,
+            }
+    if args.out.exists():  # a run of some engines keeps the others' entries
+        kept = json.loads(args.out.read_text()).get("engines", {})
+        results = {**{k: v for k, v in kept.items() if k not in results}, **results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["python -m bench.engines", *sys.argv[1:]]),  # the latest run
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, "
+                f"{psutil.virtual_memory().total // 2**30} GiB, Python "
+                f"{platform.python_version()}; broker, producer and engines share it",
+                "kafka": KAFKA_VERSION,
+                "events": args.events,
+                "partitions": args.partitions,
+                "session_timeout_ms": SESSION_TIMEOUT_MS,
+                "engines": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
