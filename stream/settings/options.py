@@ -114,6 +114,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("store", "path", "RocksDB directory", flag="--store-path", env="STREAMGNN_STORE_PATH"),
     _opt("store", "epsilon", "edges whose decayed weight falls below this are pruned"),
     _opt("store", "sync_writes", "fsync every store batch (true/false)"),
+    _opt(
+        "store",
+        "changelog",
+        "back partition state with a compacted changelog topic written in Kafka transactions "
+        "(true/false; needs --instance-id)",
+    ),
     # events
     _opt(
         "events",

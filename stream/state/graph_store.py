@@ -21,6 +21,11 @@ Why the result is the same whatever the batching (and so bit for bit across cras
 * Pruning is one rule, :func:`stream.state.decay.is_dead` at the partition watermark,
   applied lazily when an event touches an edge and in bulk after each batch. Watermarks
   only grow, so both give the same answer whenever they run.
+
+With ``log_changes`` every write also reports the logged records it changed
+(:attr:`ApplyResult.changes`) for the changelog, and a partition's state can be dropped
+and loaded back from its folded changelog (:meth:`DecayedGraphStore.drop_partition`,
+:meth:`DecayedGraphStore.restore_partition`), derived keys rebuilt.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ class ApplyResult:
     # Per batch (same order), the indices of its interactions that were applied.
     kept: tuple[tuple[int, ...], ...] = ()
     ignored: Mapping[str, int] = field(default_factory=dict)
+    # With log_changes: (partition, key, value or None) of every logged record this write
+    # and its pruning changed, in write order (see stream.state.keys.LOGGED).
+    changes: tuple[tuple[int, bytes, bytes | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class DecayedGraphStore:
             watermark is within this many ms of the first copy's event time.
         sync_writes: fsync each batch (survive power loss, not only a crash).
         read_only: open for reading beside a live writer (secondary-free read-only).
+        log_changes: report the logged records each write changes (the changelog's input).
     """
 
     def __init__(
@@ -116,8 +125,11 @@ class DecayedGraphStore:
         dedup_window_ms: int = 86_400_000,
         sync_writes: bool = False,
         read_only: bool = False,
+        log_changes: bool = False,
     ) -> None:
         self._epsilon = epsilon
+        self._log_changes = log_changes
+        self._changes: list[tuple[int, bytes, bytes | None]] = []  # apply's and prune's
         self._dedup_window_ms = dedup_window_ms
         names = sorted(behaviours)
         self._relations = {
@@ -208,13 +220,14 @@ class DecayedGraphStore:
         Pruning is written separately: it is a pure function of the state and the
         stored watermarks, so a crash before it only delays it.
         """
-        update = BatchUpdate(self._db)
+        update = BatchUpdate(self._db, self._log_changes)
         counts = self.counts()
         nodes, edges, pruned_total = counts.nodes, counts.edges, counts.pruned_total
         duplicates = pruned = 0
         kept: list[tuple[int, ...]] = []
         ignored: dict[str, int] = {}
         for part in batches:
+            update.partition = part.partition
             pos = self.position(topic, part.partition)
             watermark = pos[1] if pos else -1
             applied_here: list[int] = []
@@ -238,9 +251,11 @@ class DecayedGraphStore:
             )
         update.put(_META_COUNTS, k.COUNTS_VALUE.pack(nodes, edges, pruned_total + pruned))
         self._db.write(update.to_write_batch(), self._write_options)
+        self._changes.extend(update.changes())
         pruned += self.prune(topic, [b.partition for b in batches])
         applied = sum(len(k) for k in kept)
-        return ApplyResult(applied, duplicates, pruned, tuple(kept), ignored)
+        changes, self._changes = tuple(self._changes), []
+        return ApplyResult(applied, duplicates, pruned, tuple(kept), ignored, changes)
 
     def _apply_event(
         self, update: BatchUpdate, partition: int, event: Interaction, now: int
@@ -284,10 +299,14 @@ class DecayedGraphStore:
         return expiry_time(state, rel.half_life_ms, self._epsilon)
 
     def prune(self, topic: str, partitions: Sequence[int]) -> int:
-        """Delete edges below epsilon and expired duplicate-filter entries; returns edges pruned."""
-        update = BatchUpdate(self._db)
+        """Delete edges below epsilon and expired duplicate-filter entries; returns edges pruned.
+
+        Its logged changes go out with those of the :meth:`apply` that runs it.
+        """
+        update = BatchUpdate(self._db, self._log_changes)
         pruned = dnodes = 0
         for partition in partitions:
+            update.partition = partition
             pos = self.position(topic, partition)
             if pos is None:
                 continue
@@ -322,7 +341,71 @@ class DecayedGraphStore:
             ),
         )
         self._db.write(update.to_write_batch(), self._write_options)
+        self._changes.extend(update.changes())
         return pruned
+
+    # -- a partition's state as a whole (the changelog's cache) ---------------------
+
+    def drop_partition(self, topic: str, partition: int) -> int:
+        """Forget everything a source partition wrote (edges, duplicate filter, position),
+        in one write; returns the edges dropped. Shared item degrees go down with them."""
+        update = BatchUpdate(self._db)
+        edges = dnodes = 0
+        for key, _ in self._scan(k.partition_prefix(k.EXPIRY, partition)):
+            update.delete(key)
+            dnodes += update.remove_edge(key[13:])
+            edges += 1
+        for tag in (k.DEDUP, k.DEDUP_EXPIRY):
+            for key, _ in self._scan(k.partition_prefix(tag, partition)):
+                update.delete(key)
+        update.delete(k.offset_key(topic, partition))
+        counts = self.counts()
+        update.put(
+            _META_COUNTS,
+            k.COUNTS_VALUE.pack(counts.nodes + dnodes, counts.edges - edges, counts.pruned_total),
+        )
+        self._db.write(update.to_write_batch(), self._write_options)
+        return edges
+
+    def restore_partition(
+        self, topic: str, partition: int, records: Mapping[bytes, bytes], chunk: int = 20_000
+    ) -> None:
+        """Load a dropped partition's folded changelog (live key -> value), rebuilding the
+        derived keys. Written in chunks with the position last: a crash midway leaves no
+        position, so the next assignment drops and restores again."""
+        position_key = k.offset_key(topic, partition)
+        for key, value in records.items():
+            tag = key[:1]
+            mine = (
+                (tag == k.EDGE and k.EDGE_VALUE.unpack(value)[2] == partition)
+                or (tag == k.DEDUP and k.partition_of(key) == partition)
+                or key == position_key
+            )
+            if not mine:
+                raise StoreError(f"changelog of partition {partition} holds a foreign {key!r}")
+        items = [(key, v) for key, v in records.items() if key != position_key]
+        for start in range(0, len(items), chunk):
+            update = BatchUpdate(self._db)
+            edges = dnodes = 0
+            for key, value in items[start : start + chunk]:
+                if key[:1] == k.DEDUP:
+                    update.add_dedup(key, value)
+                    continue
+                w_ref, t_ref, _ = k.EDGE_VALUE.unpack(value)
+                half_life = self._half_lives[k.split_edge_suffix(key[1:])[1]]
+                expires = expiry_time((w_ref, t_ref), half_life, self._epsilon)
+                dnodes += update.add_edge(key[1:], value, expires)
+                edges += 1
+            counts = self.counts()
+            update.put(
+                _META_COUNTS,
+                k.COUNTS_VALUE.pack(
+                    counts.nodes + dnodes, counts.edges + edges, counts.pruned_total
+                ),
+            )
+            self._db.write(update.to_write_batch(), self._write_options)
+        if position_key in records:
+            self._db.put(position_key, records[position_key], self._write_options)
 
     # -- the read path (never writes) -----------------------------------------------
 
