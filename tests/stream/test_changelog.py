@@ -27,7 +27,14 @@ from tests.harness.changelog_state import (
     logged_state,
     whole_store,
 )
-from tests.harness.faults import CrashReport, count_applications, event, produce
+from tests.harness.faults import (
+    CrashReport,
+    count_applications,
+    event,
+    prepare_topic,
+    produce,
+    run_crash_scenario,
+)
 from tests.harness.raw_records import RawRecord, send_records
 
 pytestmark = pytest.mark.integration
@@ -198,3 +205,31 @@ def test_a_fenced_changelog_writer_stops_with_a_clear_error(
         old.commit([(0, b"k", b"v")], {}, None)
     new.commit([(0, b"k", b"v")], {}, None)
     assert fold_changelog(kafka.bootstrap_servers, new.topic, 1)[0] == {0: {b"k": b"v"}}
+
+
+CRASH_EVENTS = 20_000
+CHANGELOG_ON = {"STREAMGNN_CHANGELOG": "true"}
+
+
+@pytest.mark.parametrize("wipe_store", [False, True], ids=["store-kept", "store-wiped"])
+def test_sigkilled_worker_with_the_changelog_ends_as_an_uninterrupted_run(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path, wipe_store: bool
+) -> None:
+    topic = prepare_topic(kafka_broker, CRASH_EVENTS, partitions=4)
+    crashed = run_crash_scenario(
+        kafka_broker,
+        topic,
+        CRASH_EVENTS,
+        tmp_path,
+        "changelog-kill",
+        worker_kills=2,
+        store_write_kills=1,  # between the store write and the transaction's commit
+        seed=3,
+        env=CHANGELOG_ON,
+        wipe_store=wipe_store,
+    )
+    reference = run_crash_scenario(kafka_broker, topic, CRASH_EVENTS, tmp_path, "no-crash", 0)
+    assert len(crashed.recovery_s) == 3
+    assert (crashed.lost, crashed.duplicated, crashed.applied) == (0, 0, CRASH_EVENTS)
+    assert crashed.positions == reference.positions
+    assert crashed.digest == reference.digest
