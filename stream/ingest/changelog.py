@@ -2,7 +2,8 @@
 Kafka transactions with the consumed offsets (``--changelog``, off by default).
 
 What is logged: per source partition ``p`` of ``interactions``, on partition ``p`` of
-``<interactions>-graph-changelog`` (same partition count, ``cleanup.policy=compact``),
+``<interactions>-<group>-graph-changelog`` (same partition count,
+``cleanup.policy=compact``; one per consumer group: each group is an application),
 one record per store key that a write changed, under the store's own key bytes
 (:mod:`stream.state.keys`): edge records ``F`` (value ``w_ref, t_ref, partition``), the
 duplicate filter ``D`` (event id -> event time) and the position ``O`` (next offset,
@@ -73,8 +74,10 @@ _FENCING = {
 Change = tuple[int, bytes, bytes | None]
 
 
-def changelog_topic(interactions_topic: str) -> str:
-    return f"{interactions_topic}-graph-changelog"
+def changelog_topic(interactions_topic: str, group_id: str) -> str:
+    """One changelog per source topic and consumer group: another group is another
+    application with a state of its own."""
+    return f"{interactions_topic}-{group_id}-graph-changelog"
 
 
 class Changelog:
@@ -85,7 +88,7 @@ class Changelog:
             raise ChangelogError("the changelog needs --instance-id (its transactional.id)")
         self._kafka = kafka
         self._metrics = metrics
-        self.topic = changelog_topic(kafka.interactions_topic)
+        self.topic = changelog_topic(kafka.interactions_topic, kafka.group_id)
         self.transactional_id = f"{kafka.group_id}.{kafka.instance_id}.ingest"
         self._producer: Producer | None = None
 
@@ -148,6 +151,8 @@ class Changelog:
                 "client.id": "streamgnn-changelog-restore",
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
+                # The end is known only from an empty fetch there: do not wait 500 ms for it.
+                "fetch.wait.max.ms": 20,
                 "enable.auto.commit": False,
                 "logger": log,
             },

@@ -63,7 +63,7 @@ def _raw(path: Path) -> dict[bytes, bytes]:
     options = Options(raw_mode=True)
     db = Rdict(str(path), options, access_type=AccessType.read_only())
     try:
-        return {key: value for key, value in db.items()}
+        return {bytes(key): bytes(value) for key, value in db.items()}  # type: ignore[arg-type]
     finally:
         db.close()
 

@@ -99,7 +99,9 @@ def test_the_changelog_folds_to_the_stores_partition_state(
     settings = _settings(kafka_broker, tmp_path / "store", source, f"g-{source}", events=DECAYING)
     worker = ingest_to_end(settings, end_offsets(bootstrap, source, PARTITIONS))
     assert worker.totals.duplicates > 0
-    folded, read, tombstones = fold_changelog(bootstrap, changelog_topic(source), PARTITIONS)
+    folded, read, tombstones = fold_changelog(
+        bootstrap, changelog_topic(source, f"g-{source}"), PARTITIONS
+    )
     stored = logged_state(settings.store.path, source, PARTITIONS)
     assert tombstones > 0  # pruned edges and expired filter entries were deleted
     assert read > sum(len(state) for state in folded.values())
@@ -173,7 +175,7 @@ def test_a_read_committed_reader_never_sees_a_killed_transaction(
         timeout=120,
     )
     assert died.returncode == -9, died.stderr.decode()[-2000:]
-    topic = changelog_topic(source)
+    topic = changelog_topic(source, group)
     uncommitted, _, _ = fold_changelog(bootstrap, topic, 1, committed=False)
     assert len(uncommitted[0]) == 50  # the records are in the log
     # Its successor (same transactional.id) aborts what it left open on start.
