@@ -163,7 +163,7 @@ class Changelog:
             consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
             last_progress = time.monotonic()
             while True:
-                messages = consumer.consume(10_000, 0.5)
+                messages = consumer.consume(10_000, 0.1)  # returns at the count or timeout
                 if messages:
                     last_progress = time.monotonic()
                 elif time.monotonic() - last_progress > RESTORE_STALL_S:
