@@ -95,7 +95,8 @@ class Changelog:
     def start(self) -> None:
         """Create (or check) the topic, then take the transactional id (blocking)."""
         admin = confluent_admin(self._kafka, {"logger": log})
-        _ensure_topic(admin, self.topic, self._kafka.interactions_topic)
+        if _ensure_topic(admin, self.topic, self._kafka.interactions_topic):
+            self._refuse_earlier_offsets()
         self._producer = confluent_producer(
             self._kafka,
             {
@@ -110,6 +111,27 @@ class Changelog:
         except KafkaException as exc:
             raise _failure(exc, self.transactional_id) from exc
         log.info("changelog %s, transactional.id %s", self.topic, self.transactional_id)
+
+    def _refuse_earlier_offsets(self) -> None:
+        """A changelog created now cannot hold what the group applied before it."""
+        k = self._kafka
+        consumer = confluent_consumer(k, {"group.id": k.group_id, "logger": log})  # never joins
+        try:
+            partitions = (
+                consumer.list_topics(k.interactions_topic, ADMIN_TIMEOUT_S)
+                .topics[k.interactions_topic]
+                .partitions
+            )
+            asked = [TopicPartition(k.interactions_topic, p) for p in sorted(partitions)]
+            committed = consumer.committed(asked, timeout=ADMIN_TIMEOUT_S)
+        finally:
+            consumer.close()
+        if any(tp.offset >= 0 for tp in committed):
+            raise ChangelogError(
+                f"group {k.group_id!r} already committed offsets on {k.interactions_topic!r} "
+                f"before its changelog {self.topic!r} existed: the changelog would lack that "
+                "state. Turn --changelog on with a new group (the topic is replayed)."
+            )
 
     def close(self) -> None:
         self._producer = None  # nothing is pending between transactions; GC closes it
@@ -265,14 +287,16 @@ def _failure(exc: KafkaException, transactional_id: str) -> ChangelogError:
     return ChangelogError(f"changelog transaction failed and was aborted: {error.str()}")
 
 
-def _ensure_topic(admin: AdminClient, topic: str, source: str) -> None:
-    """Create the compacted changelog with the source's partition count, or check it."""
+def _ensure_topic(admin: AdminClient, topic: str, source: str) -> bool:
+    """Create the compacted changelog with the source's partition count, or check it;
+    returns whether it was created now."""
     try:
         topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
         if source not in topics:
             raise ChangelogError(f"topic {source!r} does not exist: no changelog for it")
         partitions = topics[source].partitions
-        if topic not in topics:
+        created = topic not in topics
+        if created:
             replicas = len(next(iter(partitions.values())).replicas)
             new = NewTopic(topic, len(partitions), replicas, config={"cleanup.policy": "compact"})
             try:
@@ -283,6 +307,7 @@ def _ensure_topic(admin: AdminClient, topic: str, source: str) -> None:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+                created = False  # another worker of the group made it first
             deadline = time.monotonic() + ADMIN_TIMEOUT_S
             while topic not in topics and time.monotonic() < deadline:  # metadata catching up
                 time.sleep(0.1)
@@ -297,5 +322,6 @@ def _ensure_topic(admin: AdminClient, topic: str, source: str) -> None:
         policy = configs["cleanup.policy"].value
         if "compact" not in str(policy).split(","):
             raise ChangelogError(f"changelog {topic!r} has cleanup.policy={policy!r}, not compact")
+        return created
     except KafkaException as exc:
         raise ChangelogError(f"changelog topic {topic!r} unusable: {exc}") from exc

@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from stream.behaviours import Behaviour
-from stream.errors import ChangelogFenced
+from stream.errors import ChangelogError, ChangelogFenced
 from stream.ingest.changelog import Changelog, changelog_topic
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
@@ -235,3 +236,21 @@ def test_sigkilled_worker_with_the_changelog_ends_as_an_uninterrupted_run(
     assert (crashed.lost, crashed.duplicated, crashed.applied) == (0, 0, CRASH_EVENTS)
     assert crashed.positions == reference.positions
     assert crashed.digest == reference.digest
+
+
+def test_the_changelog_is_refused_for_a_group_that_committed_offsets_before_it(
+    kafka_broker: LocalKafkaBroker, topic_factory
+) -> None:
+    source = topic_factory("changelog-late", partitions=2)
+    group = f"g-{source}"
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(source, 1, 7)], asynchronous=False)
+    consumer.close()
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        interactions_topic=source,
+        group_id=group,
+        instance_id="w1",
+    )
+    with pytest.raises(ChangelogError, match="new group"):
+        Changelog(kafka, PipelineMetrics()).start()
