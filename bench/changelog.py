@@ -32,6 +32,7 @@ from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings, Settings, StoreSettings
 from stream.state.graph_store import DecayedGraphStore
+from stream.state.partition_state import restore_partition
 
 RESULTS = Path(__file__).parent / "results" / "changelog.json"
 TOPIC = "interactions"
@@ -89,7 +90,7 @@ def _restore(settings: Settings) -> list[dict[str, object]]:
             start = time.perf_counter()
             folded = changelog.read_partition(partition)
             read_s = time.perf_counter() - start
-            store.restore_partition(TOPIC, partition, folded)
+            restore_partition(store, TOPIC, partition, folded)
             total_s = time.perf_counter() - start
             read = metrics.restore_records.labels(partition=str(partition))._value.get()
             out.append(

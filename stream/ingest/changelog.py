@@ -55,6 +55,7 @@ from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore
+from stream.state.partition_state import drop_partition, restore_partition
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
@@ -245,9 +246,9 @@ def validate_or_restore(
         committed,
         changelog.topic,
     )
-    dropped = store.drop_partition(topic, partition)
+    dropped = drop_partition(store, topic, partition)
     records = changelog.read_partition(partition)
-    store.restore_partition(topic, partition, records)
+    restore_partition(store, topic, partition, records)
     position = store.position(topic, partition)
     restored = None if position is None else position[0]
     if restored != committed:

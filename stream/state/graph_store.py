@@ -23,9 +23,8 @@ Why the result is the same whatever the batching (and so bit for bit across cras
   only grow, so both give the same answer whenever they run.
 
 With ``log_changes`` every write also reports the logged records it changed
-(:attr:`ApplyResult.changes`) for the changelog, and a partition's state can be dropped
-and loaded back from its folded changelog (:meth:`DecayedGraphStore.drop_partition`,
-:meth:`DecayedGraphStore.restore_partition`), derived keys rebuilt.
+(:attr:`ApplyResult.changes`) for the changelog; :mod:`stream.state.partition_state` drops
+a partition's state and loads it back from its folded changelog.
 """
 
 from __future__ import annotations
@@ -163,7 +162,7 @@ class DecayedGraphStore:
         ).encode()
         fmt = self._db.get(_META_FORMAT)
         if fmt is None:
-            if read_only or any(True for _ in self._scan(b"")):
+            if read_only or any(True for _ in self.scan(b"")):
                 raise StoreError(f"{self._db.path()} is not a streamgnn graph store")
             batch = WriteBatch(raw_mode=True)
             batch.put(_META_FORMAT, FORMAT)
@@ -202,7 +201,7 @@ class DecayedGraphStore:
     def positions(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Every source partition's ``(next_offset, watermark)``."""
         out = {}
-        for key, value in self._scan(k.OFFSET):
+        for key, value in self.scan(k.OFFSET):
             next_offset, watermark = k.POSITION_VALUE.unpack(value)
             out[k.split_offset_key(key)] = (int(next_offset), int(watermark))
         return out
@@ -311,7 +310,7 @@ class DecayedGraphStore:
             if pos is None:
                 continue
             now = pos[1]
-            for key, _ in self._scan(k.partition_prefix(k.EXPIRY, partition)):
+            for key, _ in self.scan(k.partition_prefix(k.EXPIRY, partition)):
                 if k.time_in_index_key(key) >= now:
                     break
                 suffix = key[13:]
@@ -326,86 +325,37 @@ class DecayedGraphStore:
                     dnodes += update.remove_edge(suffix)
                     pruned += 1
             horizon = now - self._dedup_window_ms
-            for key, _ in self._scan(k.partition_prefix(k.DEDUP_EXPIRY, partition)):
+            for key, _ in self.scan(k.partition_prefix(k.DEDUP_EXPIRY, partition)):
                 if k.time_in_index_key(key) >= horizon:
                     break
                 update.delete(key)
                 update.delete(k.dedup_key(partition, key[13:]))
         if update.empty:
             return 0
-        counts = self.counts()
-        update.put(
-            _META_COUNTS,
-            k.COUNTS_VALUE.pack(
-                counts.nodes + dnodes, counts.edges - pruned, counts.pruned_total + pruned
-            ),
-        )
-        self._db.write(update.to_write_batch(), self._write_options)
+        self.commit(update, dnodes, -pruned, pruned)
         self._changes.extend(update.changes())
         return pruned
 
-    # -- a partition's state as a whole (the changelog's cache) ---------------------
+    # -- what whole-partition operations build on (stream.state.partition_state) --------
 
-    def drop_partition(self, topic: str, partition: int) -> int:
-        """Forget everything a source partition wrote (edges, duplicate filter, position),
-        in one write; returns the edges dropped. Shared item degrees go down with them."""
-        update = BatchUpdate(self._db)
-        edges = dnodes = 0
-        for key, _ in self._scan(k.partition_prefix(k.EXPIRY, partition)):
-            update.delete(key)
-            dnodes += update.remove_edge(key[13:])
-            edges += 1
-        for tag in (k.DEDUP, k.DEDUP_EXPIRY):
-            for key, _ in self._scan(k.partition_prefix(tag, partition)):
-                update.delete(key)
-        update.delete(k.offset_key(topic, partition))
-        counts = self.counts()
-        update.put(
-            _META_COUNTS,
-            k.COUNTS_VALUE.pack(counts.nodes + dnodes, counts.edges - edges, counts.pruned_total),
-        )
-        self._db.write(update.to_write_batch(), self._write_options)
-        return edges
+    def stage(self) -> BatchUpdate:
+        """Pending writes over this store (nothing logged), for :meth:`commit`."""
+        return BatchUpdate(self._db)
 
-    def restore_partition(
-        self, topic: str, partition: int, records: Mapping[bytes, bytes], chunk: int = 20_000
+    def commit(
+        self, update: BatchUpdate, dnodes: int = 0, dedges: int = 0, dpruned: int = 0
     ) -> None:
-        """Load a dropped partition's folded changelog (live key -> value), rebuilding the
-        derived keys. Written in chunks with the position last: a crash midway leaves no
-        position, so the next assignment drops and restores again."""
-        position_key = k.offset_key(topic, partition)
-        for key, value in records.items():
-            tag = key[:1]
-            mine = (
-                (tag == k.EDGE and k.EDGE_VALUE.unpack(value)[2] == partition)
-                or (tag == k.DEDUP and k.partition_of(key) == partition)
-                or key == position_key
-            )
-            if not mine:
-                raise StoreError(f"changelog of partition {partition} holds a foreign {key!r}")
-        items = [(key, v) for key, v in records.items() if key != position_key]
-        for start in range(0, len(items), chunk):
-            update = BatchUpdate(self._db)
-            edges = dnodes = 0
-            for key, value in items[start : start + chunk]:
-                if key[:1] == k.DEDUP:
-                    update.add_dedup(key, value)
-                    continue
-                w_ref, t_ref, _ = k.EDGE_VALUE.unpack(value)
-                half_life = self._half_lives[k.split_edge_suffix(key[1:])[1]]
-                expires = expiry_time((w_ref, t_ref), half_life, self._epsilon)
-                dnodes += update.add_edge(key[1:], value, expires)
-                edges += 1
-            counts = self.counts()
-            update.put(
-                _META_COUNTS,
-                k.COUNTS_VALUE.pack(
-                    counts.nodes + dnodes, counts.edges + edges, counts.pruned_total
-                ),
-            )
-            self._db.write(update.to_write_batch(), self._write_options)
-        if position_key in records:
-            self._db.put(position_key, records[position_key], self._write_options)
+        """Write ``update`` and the node, edge and pruned counts moved by it, atomically."""
+        c = self.counts()
+        counts = (c.nodes + dnodes, c.edges + dedges, c.pruned_total + dpruned)
+        update.put(_META_COUNTS, k.COUNTS_VALUE.pack(*counts))
+        self._db.write(update.to_write_batch(), self._write_options)
+
+    def edge_expiry(self, suffix: bytes, value: bytes) -> int:
+        """When a stored edge record decays below epsilon (its pruning-index time)."""
+        w_ref, t_ref, _ = k.EDGE_VALUE.unpack(value)
+        half_life = self._half_lives[k.split_edge_suffix(suffix)[1]]
+        return expiry_time((w_ref, t_ref), half_life, self._epsilon)
 
     # -- the read path (never writes) -----------------------------------------------
 
@@ -424,7 +374,7 @@ class DecayedGraphStore:
 
     def in_edges(self, kind: bytes, node_id: str) -> Iterator[Edge]:
         """Edges whose destination is the node (an item's users, a user's followers)."""
-        for key, _ in self._scan(k.REVERSE + k.node_key(kind, node_id)):
+        for key, _ in self.scan(k.REVERSE + k.node_key(kind, node_id)):
             dst, rel, src = k.split_edge_suffix(key[1:])
             raw = self._db.get(k.EDGE + k.edge_suffix(k.node_key(*src), rel, k.node_key(*dst)))
             if raw is not None:
@@ -449,12 +399,12 @@ class DecayedGraphStore:
     def digest(self) -> str:
         """SHA-256 over every key and value: equal digests mean identical stores."""
         h = hashlib.sha256()
-        for key, value in self._scan(b""):
+        for key, value in self.scan(b""):
             h.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
         return h.hexdigest()
 
     def _edges_from(self, prefix: bytes) -> Iterator[Edge]:
-        for key, value in self._scan(prefix):
+        for key, value in self.scan(prefix):
             src, rel, dst = k.split_edge_suffix(key[1:])
             yield self._edge(src, rel, dst, value)
 
@@ -463,7 +413,8 @@ class DecayedGraphStore:
         relation = self._relation_names[rel]
         return Edge(src[0], src[1], relation, dst[0], dst[1], (w_ref, t_ref), int(partition))
 
-    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Raw ``(key, value)`` records under ``prefix``, in key order."""
         it = self._db.iter()
         it.seek(prefix)
         while it.valid():

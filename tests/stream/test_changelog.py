@@ -210,7 +210,7 @@ def test_a_fenced_changelog_writer_stops_with_a_clear_error(
     assert fold_changelog(kafka.bootstrap_servers, new.topic, 1)[0] == {0: {b"k": b"v"}}
 
 
-CRASH_EVENTS = 20_000
+CRASH_EVENTS = 12_000
 CHANGELOG_ON = {"STREAMGNN_CHANGELOG": "true"}
 
 
