@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from stream.behaviours import Behaviour
 from stream.errors import ChangelogError, ChangelogFenced
@@ -121,8 +122,7 @@ def test_an_empty_store_restores_from_the_changelog_and_applies_each_event_once(
     first = _settings(kafka_broker, tmp_path / "first", source, group)
     ingest_to_end(first, end_offsets(bootstrap, source, PARTITIONS))
     # More events, then a worker with an empty store directory in the same group.
-    records = [RawRecord(*event(seq)) for seq in range(4_000, 6_000)]
-    assert not any(s.refused for s in send_records(bootstrap, source, records))
+    _send(bootstrap, source, range(4_000, 6_000))
     ends = end_offsets(bootstrap, source, PARTITIONS)
     metrics = PipelineMetrics()
     second = _settings(kafka_broker, tmp_path / "second", source, group)
@@ -254,3 +254,30 @@ def test_the_changelog_is_refused_for_a_group_that_committed_offsets_before_it(
     )
     with pytest.raises(ChangelogError, match="new group"):
         Changelog(kafka, PipelineMetrics()).start()
+
+
+def test_offsets_lost_to_retention_are_skipped_once_through_the_changelog(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-retention", partitions=1)
+    bootstrap = kafka_broker.bootstrap_servers
+    first = _settings(kafka_broker, tmp_path / "first", source, f"g-{source}")
+    _send(bootstrap, source, range(0, 4))
+    ingest_to_end(first, {0: 4})
+    _send(bootstrap, source, range(4, 10))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([TopicPartition(source, 0, 7)]).values():
+        future.result(30)  # offsets 4, 5 and 6 are gone before the worker read them
+    skipping = ingest_to_end(first, {0: 10})
+    assert (skipping.totals.offsets_skipped, skipping.totals.applied) == (3, 3)
+    # An empty store in the same group restores the jump with the rest: nothing is skipped
+    # or applied again.
+    second = _settings(kafka_broker, tmp_path / "second", source, f"g-{source}")
+    again = ingest_to_end(second, {0: 10})
+    assert (again.totals.offsets_skipped, again.totals.consumed) == (0, 0)
+    assert whole_store(second.store.path) == whole_store(first.store.path)
+
+
+def _send(bootstrap: str, topic: str, seqs: range) -> None:
+    records = [RawRecord(*event(seq)) for seq in seqs]
+    assert not any(s.refused for s in send_records(bootstrap, topic, records))
