@@ -38,6 +38,7 @@ from tests.harness.faults import (
     run_crash_scenario,
 )
 from tests.harness.raw_records import RawRecord, send_records
+from tests.harness.training_faults import run_training_crash_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +282,28 @@ def test_offsets_lost_to_retention_are_skipped_once_through_the_changelog(
 def _send(bootstrap: str, topic: str, seqs: range) -> None:
     records = [RawRecord(*event(seq)) for seq in seqs]
     assert not any(s.refused for s in send_records(bootstrap, topic, records))
+
+
+TRAINING_EVENTS = 8_000
+
+
+def test_a_training_worker_with_the_changelog_sigkilled_keeps_store_and_versions_intact(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    topic = prepare_topic(kafka_broker, TRAINING_EVENTS, partitions=4)
+    report = run_training_crash_scenario(
+        kafka_broker,
+        topic,
+        TRAINING_EVENTS,
+        tmp_path,
+        worker_kills=1,
+        store_write_kills=1,
+        seed=5,
+        extra_env=CHANGELOG_ON,
+    )
+    reference = run_crash_scenario(kafka_broker, topic, TRAINING_EVENTS, tmp_path, "no-crash", 0)
+    crashed = report.crash
+    assert (crashed.lost, crashed.duplicated, crashed.applied) == (0, 0, TRAINING_EVENTS)
+    assert crashed.digest == reference.digest
+    assert report.records > 0
+    assert report.regressions == []
