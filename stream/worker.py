@@ -14,7 +14,8 @@ naming each setting (see :mod:`stream.learn.compatibility` and
 ``--on-checkpoint-mismatch``). A dead-letter topic that is missing and cannot be created,
 or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1. With
 ``--changelog``, a worker fenced by another one with its transactional.id (same group and
-``--instance-id``) logs it and exits 0: restarting it would fence the other in turn.
+``--instance-id``) logs it and exits 0: restarting it would fence the other in turn; any
+other changelog failure (its transaction aborted, a restore that cannot finish) exits 1.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from stream.errors import ChangelogFenced, DeadLetterError
+from stream.errors import ChangelogError, ChangelogFenced, DeadLetterError
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import check_access
 from stream.learn.compatibility import CheckpointMismatchError
@@ -141,6 +142,9 @@ def main(args: argparse.Namespace) -> int:
     except ChangelogFenced as exc:  # a restart would fence the other worker in turn: exit 0
         log.error("%s", exc)
         return 0
+    except ChangelogError as exc:  # the next start restores what the store wrote ahead
+        log.error("%s", exc)
+        return 1
     log.info("stopped: %s", totals)
     return 0
 

@@ -110,7 +110,7 @@ class Changelog:
         try:
             self._producer.init_transactions(TXN_TIMEOUT_S)
         except KafkaException as exc:
-            raise _failure(exc, self.transactional_id) from exc
+            raise _failure(exc, self.transactional_id, "could not take") from exc
         log.info("changelog %s, transactional.id %s", self.topic, self.transactional_id)
 
     def _refuse_earlier_offsets(self) -> None:
@@ -157,7 +157,7 @@ class Changelog:
                 producer.send_offsets_to_transaction(positions, group, TXN_TIMEOUT_S)
             _commit(producer)
         except KafkaException as exc:
-            failure = _failure(exc, self.transactional_id)
+            failure = _failure(exc, self.transactional_id, "aborted a transaction of")
             if not isinstance(failure, ChangelogFenced):
                 try:
                     producer.abort_transaction(TXN_TIMEOUT_S)
@@ -278,14 +278,14 @@ def _commit(producer: Producer) -> None:
             log.warning("changelog commit retried: %s", exc.args[0].str())
 
 
-def _failure(exc: KafkaException, transactional_id: str) -> ChangelogError:
+def _failure(exc: KafkaException, transactional_id: str, what: str) -> ChangelogError:
     error: KafkaError = exc.args[0]
     if error.code() in _FENCING:
         return ChangelogFenced(
             f"fenced: another worker took transactional.id {transactional_id!r} (same group "
             "and --instance-id); this one stops. Give every worker its own --instance-id."
         )
-    return ChangelogError(f"changelog transaction failed and was aborted: {error.str()}")
+    return ChangelogError(f"changelog: {what} transactional.id {transactional_id!r}: {error.str()}")
 
 
 def _ensure_topic(admin: AdminClient, topic: str, source: str) -> bool:
