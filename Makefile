@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-hostile bench-engines gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-changelog bench-hostile bench-engines gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench-encoding: $(STAMP) ## embedding records encoded per second (dim 64), JSON 
 
 bench-faults: $(STAMP) ## worker/broker kills, 30 s network cut, checkpoint kills, id flood; writes bench/results/faults.json
 	$(PY) -m bench.faults
+
+bench-changelog: $(STAMP) ## ingest events/s with and without --changelog, restore seconds per partition; writes bench/results/changelog.json
+	$(PY) -m bench.changelog
 
 bench-hostile: $(STAMP) ## a live worker against every hostile-record class, SIGTERMs and DLQ faults; writes bench/results/hostile.json
 	$(PY) -m bench.hostile

@@ -31,6 +31,14 @@ class DeadLetterError(StreamGNNError):
     """A rejected record could not be written to the dead-letter topic (ingestion stops)."""
 
 
+class ChangelogError(StreamGNNError):
+    """The graph changelog cannot be written or restored (its transaction was aborted)."""
+
+
+class ChangelogFenced(ChangelogError):
+    """Another worker took this worker's transactional.id: this one must stop."""
+
+
 class BrokerError(StreamGNNError, RuntimeError):
     """The local Kafka node (or the jars it runs from) could not be provided."""
 

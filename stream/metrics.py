@@ -91,6 +91,12 @@ class PipelineMetrics:
             ["partition"],
             registry=r,
         )
+        self.restore_records = Counter(
+            "streamgnn_restore_records",
+            "Changelog records read while restoring a partition's state into the store",
+            ["partition"],
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "streamgnn_assigned_partitions",
             "Interactions partitions this worker owns now (0 until it joined its group)",

@@ -12,7 +12,10 @@ unhandled error exits non-zero so an orchestrator restarts the worker (which the
 from the store's offsets). A checkpoint that does not match the settings exits 2 at once,
 naming each setting (see :mod:`stream.learn.compatibility` and
 ``--on-checkpoint-mismatch``). A dead-letter topic that is missing and cannot be created,
-or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1.
+or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1. With
+``--changelog``, a worker fenced by another one with its transactional.id (same group and
+``--instance-id``) logs it and exits 0: restarting it would fence the other in turn; any
+other changelog failure (its transaction aborted, a restore that cannot finish) exits 1.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from stream.errors import DeadLetterError
+from stream.errors import ChangelogError, ChangelogFenced, DeadLetterError
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import check_access
 from stream.learn.compatibility import CheckpointMismatchError
@@ -54,6 +57,7 @@ async def run_worker(
         settings.store.epsilon,
         dedup_window_ms=settings.events.dedup_window_ms,
         sync_writes=settings.store.sync_writes,
+        log_changes=settings.store.changelog,
     )
     try:
         if not settings.worker.train:
@@ -133,6 +137,12 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1
+        log.error("%s", exc)
+        return 1
+    except ChangelogFenced as exc:  # a restart would fence the other worker in turn: exit 0
+        log.error("%s", exc)
+        return 0
+    except ChangelogError as exc:  # the next start restores what the store wrote ahead
         log.error("%s", exc)
         return 1
     log.info("stopped: %s", totals)

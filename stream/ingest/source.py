@@ -49,6 +49,7 @@ log = logging.getLogger("streamgnn.ingest")
 WATERMARK_TIMEOUT_S = 2.0
 PREFETCH_KBYTES = 16_384
 CLOSE_TIMEOUT_S = 3.0
+COMMITTED_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,10 @@ class RecordSource:
         on_revoked: called with partitions given up (before they go).
         on_skipped: called as ``(partition, first_kept_offset, skipped)`` when the stored
             offset fell out of retention and the partition resumes at its earliest offset.
+        on_assigning: called with each newly assigned partition's committed group offset
+            (None when none) before it is positioned: the changelog's cache check and
+            restore (:mod:`stream.ingest.changelog`). With it, the group offsets are the
+            truth and only transactions commit them: no informational commits.
     """
 
     def __init__(
@@ -124,8 +129,10 @@ class RecordSource:
         on_assigned: Callable[[frozenset[int]], None],
         on_revoked: Callable[[frozenset[int]], None],
         on_skipped: Callable[[int, int, int], None],
+        on_assigning: Callable[[dict[int, int | None]], None] | None = None,
     ) -> None:
         self._kafka = kafka
+        self._on_assigning = on_assigning
         self._topic = kafka.interactions_topic
         self._position = position
         self._on_assigned = on_assigned
@@ -243,9 +250,13 @@ class RecordSource:
             if partition in self._assigned and records:
                 consumer.seek(TopicPartition(self._topic, partition, records[0].offset))
 
+    def group_metadata(self) -> object:
+        """The consumer's group metadata, for a transaction's offsets."""
+        return self._require().consumer_group_metadata()
+
     def commit(self, positions: dict[int, int]) -> None:
         """Informational group commit (lag tools read it); failures are only logged."""
-        if not positions:
+        if not positions or self._on_assigning is not None:
             return
         offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(positions.items())]
         try:
@@ -266,6 +277,14 @@ class RecordSource:
     # -- rebalancing (runs inside poll) ----------------------------------------------
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._on_assigning is not None and partitions:
+            committed = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                timeout=COMMITTED_TIMEOUT_S,
+            )
+            self._on_assigning(
+                {tp.partition: tp.offset if tp.offset >= 0 else None for tp in committed}
+            )
         placed = []
         for tp in sorted(partitions, key=lambda t: t.partition):
             stored = self._position(tp.partition)

@@ -20,6 +20,12 @@ next start.
 The lag gauge is refreshed every :data:`LAG_INTERVAL_S` from the broker's end offsets and
 the store's positions by its own task, so it stays true while ingestion is paused or
 stalled; the gauge of a revoked partition is removed.
+
+With ``[store] changelog`` on (:mod:`stream.ingest.changelog`), each store write is
+followed by one Kafka transaction holding its changelog records and the group offsets,
+which are then the truth instead of the store's (no informational commit); each assigned
+partition's store state is checked against the committed offset, and restored from the
+changelog when it differs, before the partition is read.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from stream.events import EventValidator, Interaction, Rejection
+from stream.ingest.changelog import Changelog, validate_or_restore
 from stream.ingest.dead_letter import DeadLetterInterrupted, DeadLetterWriter
 from stream.ingest.source import RecordSource, SourceRecord
 from stream.metrics import PipelineMetrics
@@ -96,12 +103,16 @@ class IngestWorker:
         self._has_room = has_room
         self._validator = EventValidator(settings.events)
         self._topic = settings.kafka.interactions_topic
+        self._changelog = (
+            Changelog(settings.kafka, self._metrics) if settings.store.changelog else None
+        )
         self._source = RecordSource(
             settings.kafka,
             self._stored_offset,
             on_assigned=self._assigned,
             on_revoked=self._revoked,
             on_skipped=self._skipped,
+            on_assigning=self._assigning if self._changelog is not None else None,
         )
         self._dlq = DeadLetterWriter(settings.kafka, self._metrics)
         self._interrupted = threading.Event()
@@ -115,6 +126,8 @@ class IngestWorker:
     async def start(self) -> None:
         """Check the DLQ (the worker refuses to start without one) and join the group."""
         await asyncio.to_thread(self._dlq.start)
+        if self._changelog is not None:  # before joining: fences and aborts a predecessor's
+            await asyncio.to_thread(self._changelog.start)
         await asyncio.to_thread(self._source.start)
 
     async def stop(self) -> None:
@@ -123,6 +136,8 @@ class IngestWorker:
         await asyncio.gather(
             asyncio.to_thread(self._source.close), asyncio.to_thread(self._dlq.close)
         )
+        if self._changelog is not None:
+            self._changelog.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until ``stop`` is set; the lag gauge is kept true meanwhile."""
@@ -188,8 +203,12 @@ class IngestWorker:
         if not batches:
             return consumed
         result = await asyncio.to_thread(self._store.apply, self._topic, batches)
+        positions = {b.partition: b.next_offset for b in batches}
+        if self._changelog is not None:
+            metadata = self._source.group_metadata()
+            await asyncio.to_thread(self._changelog.commit, result.changes, positions, metadata)
         self._count(consumed, result)
-        self._source.commit({b.partition: b.next_offset for b in batches})
+        self._source.commit(positions)
         if self._on_applied is not None:
             self._on_applied(_applied(batches, result))
         return consumed
@@ -265,9 +284,18 @@ class IngestWorker:
                     self._metrics.consumer_lag.remove(str(partition))
         self._metrics.assigned_partitions.set(len(self._source.assigned))
 
+    def _assigning(self, committed: dict[int, int | None]) -> None:
+        if self._changelog is None:
+            return
+        for partition, offset in sorted(committed.items()):
+            validate_or_restore(self._store, self._changelog, self._topic, partition, offset)
+
     def _skipped(self, partition: int, first_kept: int, skipped: int) -> None:
         """Record the jump in the store, so the gap is counted once, whatever restarts."""
-        self._store.apply(self._topic, [PartitionBatch(partition, first_kept, ())])
+        result = self._store.apply(self._topic, [PartitionBatch(partition, first_kept, ())])
+        if self._changelog is not None:
+            metadata = self._source.group_metadata()
+            self._changelog.commit(result.changes, {partition: first_kept}, metadata)
         self.totals.offsets_skipped += skipped
         self._metrics.offsets_skipped.inc(skipped)
 

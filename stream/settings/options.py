@@ -85,7 +85,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("kafka", "interactions_topic", "topic of interaction events"),
     _opt("kafka", "dlq_topic", "dead-letter topic for rejected events"),
     _opt("kafka", "group_id", "consumer group"),
-    _opt("kafka", "instance_id", "static group membership id (one per worker)"),
+    _opt(
+        "kafka",
+        "instance_id",
+        "static group membership id (one per worker; with --changelog, its transactional.id)",
+    ),
     _opt("kafka", "max_batch_records", "records applied per store write batch at most"),
     _opt("kafka", "session_timeout_ms", "consumer group session timeout"),
     _opt(
@@ -114,6 +118,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("store", "path", "RocksDB directory", flag="--store-path", env="STREAMGNN_STORE_PATH"),
     _opt("store", "epsilon", "edges whose decayed weight falls below this are pruned"),
     _opt("store", "sync_writes", "fsync every store batch (true/false)"),
+    _opt(
+        "store",
+        "changelog",
+        "back partition state with a compacted changelog topic written in Kafka transactions "
+        "(true/false; needs --instance-id)",
+    ),
     # events
     _opt(
         "events",

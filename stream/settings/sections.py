@@ -71,6 +71,9 @@ class StoreSettings:
     path: Path = Path("var/graph")
     epsilon: float = 1e-3
     sync_writes: bool = False  # fsync each batch: survives power loss, not just a crash
+    # Back each partition's state with a compacted changelog topic written in Kafka
+    # transactions (stream.ingest.changelog); the store becomes a cache of it.
+    changelog: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.epsilon) and self.epsilon > 0):
@@ -200,6 +203,13 @@ class Settings:
     consume: ConsumeSettings = field(default_factory=ConsumeSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     metrics_address: str = "127.0.0.1:9464"
+
+    def __post_init__(self) -> None:
+        if self.store.changelog and not self.kafka.instance_id:
+            raise ConfigError(
+                "the changelog needs an instance id (--instance-id): it is the stable part "
+                "of the worker's transactional.id"
+            )
 
 
 def _positive(name: str, value: int) -> None:

@@ -3,6 +3,10 @@
 The graph store stages every change of one :meth:`DecayedGraphStore.apply` here (edges
 both ways, node degrees, the dedup entries) and writes them, with the source offsets,
 in one atomic batch.
+
+With ``log_changes`` it also remembers, for the changelog (:mod:`stream.ingest.changelog`),
+which logged keys (:data:`stream.state.keys.LOGGED`) changed and in which source
+partition (:attr:`BatchUpdate.partition`, set by the store before each partition's work).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from stream.state import keys as k
 class BatchUpdate:
     """Pending writes over the live store: reads see them, one WriteBatch commits them."""
 
-    def __init__(self, db: Rdict) -> None:
+    def __init__(self, db: Rdict, log_changes: bool = False) -> None:
         self._db = db
         self._pending: dict[bytes, bytes | None] = {}
+        self._log_changes = log_changes
+        self._logged: dict[bytes, int] = {}  # logged key -> the partition that changed it
+        self.partition = 0
 
     @property
     def empty(self) -> bool:
@@ -31,9 +38,17 @@ class BatchUpdate:
 
     def put(self, key: bytes, value: bytes) -> None:
         self._pending[key] = value
+        if self._log_changes and key[:1] in k.LOGGED:
+            self._logged[key] = self.partition
 
     def delete(self, key: bytes) -> None:
         self._pending[key] = None
+        if self._log_changes and key[:1] in k.LOGGED:
+            self._logged[key] = self.partition
+
+    def changes(self) -> list[tuple[int, bytes, bytes | None]]:
+        """``(partition, key, value or None for a delete)`` of each logged key changed."""
+        return [(part, key, self._pending[key]) for key, part in self._logged.items()]
 
     def bump_degree(self, node: bytes, delta: int) -> int:
         """Change a node's degree; returns +1 if the node appeared, -1 if it expired."""
@@ -69,6 +84,22 @@ class BatchUpdate:
         self.put(key, k.TIME_VALUE.pack(ts))
         self.put(k.dedup_expiry_key(partition, ts, eid), b"")
         return False
+
+    def add_edge(self, suffix: bytes, value: bytes, expires_at: int) -> int:
+        """Put a restored edge record with its derived keys; returns the change in nodes."""
+        partition = k.EDGE_VALUE.unpack(value)[2]
+        self.put(k.EDGE + suffix, value)
+        self.put(k.REVERSE + k.reverse_suffix(suffix), b"")
+        self.put(k.expiry_key(partition, expires_at, suffix), b"")
+        src, _, dst = k.split_edge_suffix(suffix)
+        return self.bump_degree(k.node_key(*src), 1) + self.bump_degree(k.node_key(*dst), 1)
+
+    def add_dedup(self, key: bytes, value: bytes) -> None:
+        """Put a restored duplicate-filter entry (``D`` key) with its expiry index."""
+        (ts,) = k.TIME_VALUE.unpack(value)
+        partition = k.partition_of(key)
+        self.put(key, value)
+        self.put(k.dedup_expiry_key(partition, ts, key[5:]), b"")
 
     def to_write_batch(self) -> WriteBatch:
         batch = WriteBatch(raw_mode=True)

@@ -21,6 +21,10 @@ Why the result is the same whatever the batching (and so bit for bit across cras
 * Pruning is one rule, :func:`stream.state.decay.is_dead` at the partition watermark,
   applied lazily when an event touches an edge and in bulk after each batch. Watermarks
   only grow, so both give the same answer whenever they run.
+
+With ``log_changes`` every write also reports the logged records it changed
+(:attr:`ApplyResult.changes`) for the changelog; :mod:`stream.state.partition_state` drops
+a partition's state and loads it back from its folded changelog.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class ApplyResult:
     # Per batch (same order), the indices of its interactions that were applied.
     kept: tuple[tuple[int, ...], ...] = ()
     ignored: Mapping[str, int] = field(default_factory=dict)
+    # With log_changes: (partition, key, value or None) of every logged record this write
+    # and its pruning changed, in write order (see stream.state.keys.LOGGED).
+    changes: tuple[tuple[int, bytes, bytes | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class DecayedGraphStore:
             watermark is within this many ms of the first copy's event time.
         sync_writes: fsync each batch (survive power loss, not only a crash).
         read_only: open for reading beside a live writer (secondary-free read-only).
+        log_changes: report the logged records each write changes (the changelog's input).
     """
 
     def __init__(
@@ -116,8 +124,11 @@ class DecayedGraphStore:
         dedup_window_ms: int = 86_400_000,
         sync_writes: bool = False,
         read_only: bool = False,
+        log_changes: bool = False,
     ) -> None:
         self._epsilon = epsilon
+        self._log_changes = log_changes
+        self._changes: list[tuple[int, bytes, bytes | None]] = []  # apply's and prune's
         self._dedup_window_ms = dedup_window_ms
         names = sorted(behaviours)
         self._relations = {
@@ -151,7 +162,7 @@ class DecayedGraphStore:
         ).encode()
         fmt = self._db.get(_META_FORMAT)
         if fmt is None:
-            if read_only or any(True for _ in self._scan(b"")):
+            if read_only or any(True for _ in self.scan(b"")):
                 raise StoreError(f"{self._db.path()} is not a streamgnn graph store")
             batch = WriteBatch(raw_mode=True)
             batch.put(_META_FORMAT, FORMAT)
@@ -190,7 +201,7 @@ class DecayedGraphStore:
     def positions(self) -> dict[tuple[str, int], tuple[int, int]]:
         """Every source partition's ``(next_offset, watermark)``."""
         out = {}
-        for key, value in self._scan(k.OFFSET):
+        for key, value in self.scan(k.OFFSET):
             next_offset, watermark = k.POSITION_VALUE.unpack(value)
             out[k.split_offset_key(key)] = (int(next_offset), int(watermark))
         return out
@@ -208,13 +219,14 @@ class DecayedGraphStore:
         Pruning is written separately: it is a pure function of the state and the
         stored watermarks, so a crash before it only delays it.
         """
-        update = BatchUpdate(self._db)
+        update = BatchUpdate(self._db, self._log_changes)
         counts = self.counts()
         nodes, edges, pruned_total = counts.nodes, counts.edges, counts.pruned_total
         duplicates = pruned = 0
         kept: list[tuple[int, ...]] = []
         ignored: dict[str, int] = {}
         for part in batches:
+            update.partition = part.partition
             pos = self.position(topic, part.partition)
             watermark = pos[1] if pos else -1
             applied_here: list[int] = []
@@ -238,9 +250,11 @@ class DecayedGraphStore:
             )
         update.put(_META_COUNTS, k.COUNTS_VALUE.pack(nodes, edges, pruned_total + pruned))
         self._db.write(update.to_write_batch(), self._write_options)
+        self._changes.extend(update.changes())
         pruned += self.prune(topic, [b.partition for b in batches])
         applied = sum(len(k) for k in kept)
-        return ApplyResult(applied, duplicates, pruned, tuple(kept), ignored)
+        changes, self._changes = tuple(self._changes), []
+        return ApplyResult(applied, duplicates, pruned, tuple(kept), ignored, changes)
 
     def _apply_event(
         self, update: BatchUpdate, partition: int, event: Interaction, now: int
@@ -284,15 +298,19 @@ class DecayedGraphStore:
         return expiry_time(state, rel.half_life_ms, self._epsilon)
 
     def prune(self, topic: str, partitions: Sequence[int]) -> int:
-        """Delete edges below epsilon and expired duplicate-filter entries; returns edges pruned."""
-        update = BatchUpdate(self._db)
+        """Delete edges below epsilon and expired duplicate-filter entries; returns edges pruned.
+
+        Its logged changes go out with those of the :meth:`apply` that runs it.
+        """
+        update = BatchUpdate(self._db, self._log_changes)
         pruned = dnodes = 0
         for partition in partitions:
+            update.partition = partition
             pos = self.position(topic, partition)
             if pos is None:
                 continue
             now = pos[1]
-            for key, _ in self._scan(k.partition_prefix(k.EXPIRY, partition)):
+            for key, _ in self.scan(k.partition_prefix(k.EXPIRY, partition)):
                 if k.time_in_index_key(key) >= now:
                     break
                 suffix = key[13:]
@@ -307,22 +325,37 @@ class DecayedGraphStore:
                     dnodes += update.remove_edge(suffix)
                     pruned += 1
             horizon = now - self._dedup_window_ms
-            for key, _ in self._scan(k.partition_prefix(k.DEDUP_EXPIRY, partition)):
+            for key, _ in self.scan(k.partition_prefix(k.DEDUP_EXPIRY, partition)):
                 if k.time_in_index_key(key) >= horizon:
                     break
                 update.delete(key)
                 update.delete(k.dedup_key(partition, key[13:]))
         if update.empty:
             return 0
-        counts = self.counts()
-        update.put(
-            _META_COUNTS,
-            k.COUNTS_VALUE.pack(
-                counts.nodes + dnodes, counts.edges - pruned, counts.pruned_total + pruned
-            ),
-        )
-        self._db.write(update.to_write_batch(), self._write_options)
+        self.commit(update, dnodes, -pruned, pruned)
+        self._changes.extend(update.changes())
         return pruned
+
+    # -- what whole-partition operations build on (stream.state.partition_state) --------
+
+    def stage(self) -> BatchUpdate:
+        """Pending writes over this store (nothing logged), for :meth:`commit`."""
+        return BatchUpdate(self._db)
+
+    def commit(
+        self, update: BatchUpdate, dnodes: int = 0, dedges: int = 0, dpruned: int = 0
+    ) -> None:
+        """Write ``update`` and the node, edge and pruned counts moved by it, atomically."""
+        c = self.counts()
+        counts = (c.nodes + dnodes, c.edges + dedges, c.pruned_total + dpruned)
+        update.put(_META_COUNTS, k.COUNTS_VALUE.pack(*counts))
+        self._db.write(update.to_write_batch(), self._write_options)
+
+    def edge_expiry(self, suffix: bytes, value: bytes) -> int:
+        """When a stored edge record decays below epsilon (its pruning-index time)."""
+        w_ref, t_ref, _ = k.EDGE_VALUE.unpack(value)
+        half_life = self._half_lives[k.split_edge_suffix(suffix)[1]]
+        return expiry_time((w_ref, t_ref), half_life, self._epsilon)
 
     # -- the read path (never writes) -----------------------------------------------
 
@@ -341,7 +374,7 @@ class DecayedGraphStore:
 
     def in_edges(self, kind: bytes, node_id: str) -> Iterator[Edge]:
         """Edges whose destination is the node (an item's users, a user's followers)."""
-        for key, _ in self._scan(k.REVERSE + k.node_key(kind, node_id)):
+        for key, _ in self.scan(k.REVERSE + k.node_key(kind, node_id)):
             dst, rel, src = k.split_edge_suffix(key[1:])
             raw = self._db.get(k.EDGE + k.edge_suffix(k.node_key(*src), rel, k.node_key(*dst)))
             if raw is not None:
@@ -366,12 +399,12 @@ class DecayedGraphStore:
     def digest(self) -> str:
         """SHA-256 over every key and value: equal digests mean identical stores."""
         h = hashlib.sha256()
-        for key, value in self._scan(b""):
+        for key, value in self.scan(b""):
             h.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
         return h.hexdigest()
 
     def _edges_from(self, prefix: bytes) -> Iterator[Edge]:
-        for key, value in self._scan(prefix):
+        for key, value in self.scan(prefix):
             src, rel, dst = k.split_edge_suffix(key[1:])
             yield self._edge(src, rel, dst, value)
 
@@ -380,7 +413,8 @@ class DecayedGraphStore:
         relation = self._relation_names[rel]
         return Edge(src[0], src[1], relation, dst[0], dst[1], (w_ref, t_ref), int(partition))
 
-    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Raw ``(key, value)`` records under ``prefix``, in key order."""
         it = self._db.iter()
         it.seek(prefix)
         while it.valid():

@@ -17,6 +17,9 @@ tag    key                                                      value
 ``M``  name  (store metadata and counters)                      varies
 =====  =======================================================  ===========================
 
+The changelog (:mod:`stream.ingest.changelog`) logs the ``F``, ``D`` and ``O`` records
+(:data:`LOGGED`) under these same keys; every other record is derived from them.
+
 >>> k = edge_suffix(node_key(USER, "u1"), 3, node_key(ITEM, "i9"))
 >>> split_edge_suffix(k)
 ((b'u', 'u1'), 3, (b'i', 'i9'))
@@ -35,6 +38,7 @@ DEDUP = b"D"
 DEDUP_EXPIRY = b"Y"
 OFFSET = b"O"
 META = b"M"
+LOGGED = frozenset((EDGE, DEDUP, OFFSET))  # what the changelog carries; the rest is derived
 
 EDGE_VALUE = struct.Struct("<dqI")
 DEGREE_VALUE = struct.Struct("<I")
@@ -83,6 +87,11 @@ def partition_prefix(tag: bytes, partition: int) -> bytes:
 
 def expiry_key(partition: int, expires_at: int, suffix: bytes) -> bytes:
     return partition_prefix(EXPIRY, partition) + _U64.pack(expires_at) + suffix
+
+
+def partition_of(key: bytes) -> int:
+    """The partition right after the tag of an X, D or Y key."""
+    return int(_U32.unpack_from(key, 1)[0])
 
 
 def dedup_key(partition: int, event_id: bytes) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -112,6 +113,7 @@ def run_crash_scenario(
     env: Mapping[str, str] | None = None,
     published_topics: Sequence[str] = (),
     idle: Callable[[], bool] | None = None,
+    wipe_store: bool = False,
 ) -> CrashReport:
     """Stream ``topic`` (``events`` events) through a worker SIGKILLed ``worker_kills`` times
     at random points and ``store_write_kills`` times right after a store write, and a
@@ -126,7 +128,8 @@ def run_crash_scenario(
     kill; the seconds from each kill to its first record are ``first_publish_s``. ``idle``,
     asked before each worker restart, says that worker will have nothing to publish (all
     the stream trained and checkpointed): no publish is awaited from it, and its index in
-    ``restarts_ms`` is listed in ``idle_restarts``.
+    ``restarts_ms`` is listed in ``idle_restarts``. ``wipe_store`` deletes the store
+    directory before each worker restart (a worker with ``--changelog`` restores it).
     """
     rng = random.Random(seed)
     tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
@@ -169,6 +172,8 @@ def run_crash_scenario(
                 worker.kill()  # a no-op when it killed itself
                 at_kill = max(at_kill, progress.committed())  # a commit it sent while dying
                 _arm(trigger, plan[done:])
+                if wipe_store:
+                    shutil.rmtree(store_path, ignore_errors=True)
                 if idle is not None and idle():
                     report.idle_restarts.append(len(report.restarts_ms))
                 report.restarts_ms.append(time.time_ns() // 1_000_000)

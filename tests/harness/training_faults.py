@@ -10,6 +10,7 @@ both embedding topics from the beginning, and the newest checkpoint.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,14 +53,16 @@ def run_training_crash_scenario(
     checkpoint_interval_s: float = 2.0,
     max_batch_records: int = 500,
     timeout_s: float = 300.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> TrainingCrashReport:
     """Kill a training worker ``worker_kills`` times at random and ``store_write_kills``
     times right after a store write; every restarted worker with something left to train
-    must publish again."""
+    must publish again. ``extra_env`` adds worker settings (e.g. the changelog on)."""
     tag = f"{name}-{seed}-{time.time_ns() % 10**12}"
     env = {
         **training_env(workdir, tag, dim),
         "STREAMGNN_CHECKPOINT_INTERVAL_S": str(checkpoint_interval_s),
+        **(extra_env or {}),
     }
     checkpoints = Path(env["STREAMGNN_CHECKPOINT_DIR"])
     topics = [env["STREAMGNN_USER_EMBEDDINGS_TOPIC"], env["STREAMGNN_ITEM_EMBEDDINGS_TOPIC"]]

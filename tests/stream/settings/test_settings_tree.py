@@ -131,3 +131,10 @@ def test_the_environment_is_read_in_one_place() -> None:
     assert readers.keys() <= allowed, {k: v for k, v in readers.items() if k not in allowed}
     assert "os.environ" in readers["settings/load.py"]
     assert not {n for n in readers.get("local_broker/jars.py", set()) if n.startswith("STREAM")}
+
+
+def test_the_changelog_needs_an_instance_id() -> None:
+    with pytest.raises(ConfigError, match="--instance-id"):
+        load_settings({"store.changelog": "true"}, {})
+    on = load_settings({"store.changelog": "true", "kafka.instance_id": "w1"}, {})
+    assert on.store.changelog and not load_settings({}, {}).store.changelog

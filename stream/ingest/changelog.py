@@ -1,0 +1,328 @@
+"""The graph store's changelog: each partition's state in a compacted topic, written in
+Kafka transactions with the consumed offsets (``--changelog``, off by default).
+
+What is logged: per source partition ``p`` of ``interactions``, on partition ``p`` of
+``<interactions>-<group>-graph-changelog`` (same partition count,
+``cleanup.policy=compact``; one per consumer group: each group is an application),
+one record per store key that a write changed, under the store's own key bytes
+(:mod:`stream.state.keys`): edge records ``F`` (value ``w_ref, t_ref, partition``), the
+duplicate filter ``D`` (event id -> event time) and the position ``O`` (next offset,
+watermark: stream time of the partition). A pruned edge or an expired filter entry is a
+tombstone, so the topic stays bounded on an endless stream. Everything else is derived
+and rebuilt on restore, never logged: reverse adjacency ``R``, node degrees ``N`` (shared
+by partitions for items), the expiry indexes ``X`` and ``Y`` and the node and edge counts.
+The pruned-edges counter is not restored (it counts this store's prunes).
+
+Atomicity: one transaction per ingest batch holds the batch's changelog records and the
+group offsets (``send_offsets_to_transaction``), so committed group offsets + changelog
+are the truth and the local RocksDB store is a cache. The store is written first, then
+the transaction committed; the trainer hears of a batch only after the commit.
+
+Cache rule, on every assignment of ``p`` (:func:`validate_or_restore`): the store's
+position for ``p`` equals the group's committed offset (both absent counts) -> the cache
+is valid (applying is deterministic given the offsets, so equal positions mean equal
+state). Otherwise -- a crash between the store write and the commit left the store ahead,
+another worker moved the partition on, the store was wiped -- ``p``'s state is dropped
+from the store and restored from the changelog, read_committed, up to its end; the
+restored position must then equal the committed offset.
+
+Transactions: ``transactional.id`` is ``<group>.<instance id>.ingest``, stable across
+restarts (so ``--instance-id`` is required): ``init_transactions`` on start aborts what a
+killed predecessor left open (read_committed readers never wait for its timeout) and
+fences it. A fenced worker (another process took its id) raises :class:`ChangelogFenced`
+and the worker exits 0 with one error line: restarting it would fence the other in turn.
+Any other transaction failure aborts the transaction and raises :class:`ChangelogError`
+(the worker exits non-zero; the next start restores what the store wrote ahead).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from stream.errors import ChangelogError, ChangelogFenced
+from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
+from stream.metrics import PipelineMetrics
+from stream.settings import KafkaSettings
+from stream.state.graph_store import DecayedGraphStore
+from stream.state.partition_state import drop_partition, restore_partition
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
+
+log = logging.getLogger("streamgnn.changelog")
+
+ADMIN_TIMEOUT_S = 15.0
+TXN_TIMEOUT_S = 30.0
+RESTORE_STALL_S = 60.0  # no record and no end of partition for this long: give up
+_FENCING = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+Change = tuple[int, bytes, bytes | None]
+
+
+def changelog_topic(interactions_topic: str, group_id: str) -> str:
+    """One changelog per source topic and consumer group: another group is another
+    application with a state of its own."""
+    return f"{interactions_topic}-{group_id}-graph-changelog"
+
+
+class Changelog:
+    """The transactional writer and the restore reader of one worker's changelog."""
+
+    def __init__(self, kafka: KafkaSettings, metrics: PipelineMetrics) -> None:
+        if not kafka.instance_id:
+            raise ChangelogError("the changelog needs --instance-id (its transactional.id)")
+        self._kafka = kafka
+        self._metrics = metrics
+        self.topic = changelog_topic(kafka.interactions_topic, kafka.group_id)
+        self.transactional_id = f"{kafka.group_id}.{kafka.instance_id}.ingest"
+        self._producer: Producer | None = None
+
+    def start(self) -> None:
+        """Create (or check) the topic, then take the transactional id (blocking)."""
+        admin = confluent_admin(self._kafka, {"logger": log})
+        if _ensure_topic(admin, self.topic, self._kafka.interactions_topic):
+            self._refuse_earlier_offsets()
+        self._producer = confluent_producer(
+            self._kafka,
+            {
+                "client.id": "streamgnn-changelog",
+                "transactional.id": self.transactional_id,
+                "linger.ms": 5,
+                "logger": log,
+            },
+        )
+        try:
+            self._producer.init_transactions(TXN_TIMEOUT_S)
+        except KafkaException as exc:
+            raise _failure(exc, self.transactional_id, "could not take") from exc
+        log.info("changelog %s, transactional.id %s", self.topic, self.transactional_id)
+
+    def _refuse_earlier_offsets(self) -> None:
+        """A changelog created now cannot hold what the group applied before it."""
+        k = self._kafka
+        consumer = confluent_consumer(k, {"group.id": k.group_id, "logger": log})  # never joins
+        try:
+            partitions = (
+                consumer.list_topics(k.interactions_topic, ADMIN_TIMEOUT_S)
+                .topics[k.interactions_topic]
+                .partitions
+            )
+            asked = [TopicPartition(k.interactions_topic, p) for p in sorted(partitions)]
+            committed = consumer.committed(asked, timeout=ADMIN_TIMEOUT_S)
+        finally:
+            consumer.close()
+        if any(tp.offset >= 0 for tp in committed):
+            raise ChangelogError(
+                f"group {k.group_id!r} already committed offsets on {k.interactions_topic!r} "
+                f"before its changelog {self.topic!r} existed: the changelog would lack that "
+                "state. Turn --changelog on with a new group (the topic is replayed)."
+            )
+
+    def close(self) -> None:
+        self._producer = None  # nothing is pending between transactions; GC closes it
+
+    def commit(self, changes: Sequence[Change], offsets: dict[int, int], group: Any) -> None:
+        """One transaction: the changed records and the consumer group's next offsets
+        (``group``: the consumer's group metadata, unused without offsets)."""
+        producer = self._require()
+        positions = [
+            TopicPartition(self._kafka.interactions_topic, p, o) for p, o in sorted(offsets.items())
+        ]
+        try:
+            producer.begin_transaction()
+            for partition, key, value in changes:
+                while True:
+                    try:
+                        producer.produce(self.topic, value=value, key=key, partition=partition)
+                        break
+                    except BufferError:  # the local queue is full: let it drain
+                        producer.poll(0.05)
+            if positions:
+                producer.send_offsets_to_transaction(positions, group, TXN_TIMEOUT_S)
+            _commit(producer)
+        except KafkaException as exc:
+            failure = _failure(exc, self.transactional_id, "aborted a transaction of")
+            if not isinstance(failure, ChangelogFenced):
+                try:
+                    producer.abort_transaction(TXN_TIMEOUT_S)
+                except KafkaException as abort_exc:
+                    log.error("changelog transaction not aborted: %s", abort_exc)
+            raise failure from exc
+
+    def read_partition(self, partition: int) -> dict[bytes, bytes]:
+        """Partition ``p`` folded by key (read_committed, beginning to end): live records."""
+        consumer = confluent_consumer(
+            self._kafka,
+            {
+                "group.id": f"{self._kafka.group_id}.changelog-restore",  # assigns, never joins
+                "client.id": "streamgnn-changelog-restore",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                # The end is known only from an empty fetch there: do not wait 500 ms for it.
+                "fetch.wait.max.ms": 20,
+                "enable.auto.commit": False,
+                "logger": log,
+            },
+        )
+        folded: dict[bytes, bytes] = {}
+        counter = self._metrics.restore_records.labels(partition=str(partition))
+        try:
+            consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
+            last_progress = time.monotonic()
+            while True:
+                messages = consumer.consume(10_000, 0.1)  # returns at the count or timeout
+                if messages:
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > RESTORE_STALL_S:
+                    raise ChangelogError(
+                        f"restoring {self.topic}[{partition}]: no record for "
+                        f"{RESTORE_STALL_S:.0f} s before its end"
+                    )
+                read = 0
+                for message in messages:
+                    error = message.error()
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                        counter.inc(read)
+                        return folded
+                    if error is not None:
+                        if error.fatal():
+                            raise ChangelogError(f"restoring {self.topic}: {error.str()}")
+                        log.warning("changelog restore: %s", error.str())
+                        continue
+                    key, value = message.key(), message.value()
+                    if key is None:
+                        raise ChangelogError(f"{self.topic}[{partition}] holds a keyless record")
+                    if value is None:
+                        folded.pop(key, None)
+                    else:
+                        folded[key] = value
+                    read += 1
+                counter.inc(read)
+        finally:
+            consumer.close()
+
+    def _require(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("the changelog is not started")
+        return self._producer
+
+
+def validate_or_restore(
+    store: DecayedGraphStore,
+    changelog: Changelog,
+    topic: str,
+    partition: int,
+    committed: int | None,
+) -> None:
+    """Keep ``partition``'s cached state if the store's position is the committed one;
+    otherwise drop it and restore it from the changelog (the module's cache rule)."""
+    position = store.position(topic, partition)
+    stored = None if position is None else position[0]
+    if stored == committed:
+        log.info("partition %s[%d]: store position %s is committed", topic, partition, stored)
+        return
+    started = time.monotonic()
+    log.info(
+        "partition %s[%d]: store at %s, group committed %s: restoring from %s",
+        topic,
+        partition,
+        stored,
+        committed,
+        changelog.topic,
+    )
+    dropped = drop_partition(store, topic, partition)
+    records = changelog.read_partition(partition)
+    restore_partition(store, topic, partition, records)
+    position = store.position(topic, partition)
+    restored = None if position is None else position[0]
+    if restored != committed:
+        raise ChangelogError(
+            f"partition {topic}[{partition}]: the changelog restores position {restored}, the "
+            f"group committed {committed}; were offsets committed outside the changelog?"
+        )
+    log.info(
+        "partition %s[%d]: restored %d live records (%d cached edges dropped) in %.2f s",
+        topic,
+        partition,
+        len(records),
+        dropped,
+        time.monotonic() - started,
+    )
+
+
+def _commit(producer: Producer) -> None:
+    """Commit, retrying what librdkafka says is retriable."""
+    while True:
+        try:
+            producer.commit_transaction(TXN_TIMEOUT_S)
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+            log.warning("changelog commit retried: %s", exc.args[0].str())
+
+
+def _failure(exc: KafkaException, transactional_id: str, what: str) -> ChangelogError:
+    error: KafkaError = exc.args[0]
+    if error.code() in _FENCING:
+        return ChangelogFenced(
+            f"fenced: another worker took transactional.id {transactional_id!r} (same group "
+            "and --instance-id); this one stops. Give every worker its own --instance-id."
+        )
+    return ChangelogError(f"changelog: {what} transactional.id {transactional_id!r}: {error.str()}")
+
+
+def _ensure_topic(admin: AdminClient, topic: str, source: str) -> bool:
+    """Create the compacted changelog with the source's partition count, or check it;
+    returns whether it was created now."""
+    try:
+        topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        if source not in topics:
+            raise ChangelogError(f"topic {source!r} does not exist: no changelog for it")
+        partitions = topics[source].partitions
+        created = topic not in topics
+        if created:
+            replicas = len(next(iter(partitions.values())).replicas)
+            new = NewTopic(topic, len(partitions), replicas, config={"cleanup.policy": "compact"})
+            try:
+                admin.create_topics([new], request_timeout=ADMIN_TIMEOUT_S)[topic].result(
+                    ADMIN_TIMEOUT_S
+                )
+                log.info("created changelog topic %s (%d partitions)", topic, len(partitions))
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+                created = False  # another worker of the group made it first
+            deadline = time.monotonic() + ADMIN_TIMEOUT_S
+            while topic not in topics and time.monotonic() < deadline:  # metadata catching up
+                time.sleep(0.1)
+                topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        if topic not in topics or len(topics[topic].partitions) != len(partitions):
+            found = len(topics[topic].partitions) if topic in topics else 0
+            raise ChangelogError(
+                f"changelog {topic!r} has {found} partitions, {source!r} has {len(partitions)}"
+            )
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        configs = admin.describe_configs([resource])[resource].result(ADMIN_TIMEOUT_S)
+        policy = configs["cleanup.policy"].value
+        if "compact" not in str(policy).split(","):
+            raise ChangelogError(f"changelog {topic!r} has cleanup.policy={policy!r}, not compact")
+        return created
+    except KafkaException as exc:
+        raise ChangelogError(f"changelog topic {topic!r} unusable: {exc}") from exc

@@ -1,0 +1,70 @@
+"""A source partition's state as a whole: dropped from the store, or loaded back from its
+folded changelog with every derived key rebuilt (:mod:`stream.ingest.changelog`).
+
+A partition owns its edges (each written from its user's partition), its duplicate filter
+and its position; node degrees are shared (items), so dropping a partition's edges lowers
+them and restoring raises them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from stream.errors import StoreError
+from stream.state import keys as k
+from stream.state.graph_store import DecayedGraphStore
+
+CHUNK = 20_000  # records per write while restoring: bounded WriteBatches
+
+
+def drop_partition(store: DecayedGraphStore, topic: str, partition: int) -> int:
+    """Forget everything ``partition`` wrote, in one write; returns the edges dropped."""
+    update = store.stage()
+    edges = dnodes = 0
+    for key, _ in store.scan(k.partition_prefix(k.EXPIRY, partition)):  # one per live edge
+        update.delete(key)
+        if update.get(k.EDGE + key[13:]) is not None:
+            dnodes += update.remove_edge(key[13:])
+            edges += 1
+    for tag in (k.DEDUP, k.DEDUP_EXPIRY):
+        for key, _ in store.scan(k.partition_prefix(tag, partition)):
+            update.delete(key)
+    update.delete(k.offset_key(topic, partition))
+    store.commit(update, dnodes, -edges)
+    return edges
+
+
+def restore_partition(
+    store: DecayedGraphStore, topic: str, partition: int, records: Mapping[bytes, bytes]
+) -> None:
+    """Load a dropped partition's folded changelog (live key -> value).
+
+    Written in chunks with the position last: a crash midway leaves no position, so the
+    next assignment drops and restores again. A record the partition cannot own (another
+    partition's, or not a logged kind) is refused before anything is written.
+    """
+    position_key = k.offset_key(topic, partition)
+    for key, value in records.items():
+        tag = key[:1]
+        mine = (
+            (tag == k.EDGE and k.EDGE_VALUE.unpack(value)[2] == partition)
+            or (tag == k.DEDUP and k.partition_of(key) == partition)
+            or key == position_key
+        )
+        if not mine:
+            raise StoreError(f"changelog of partition {partition} holds a foreign {key!r}")
+    items = [(key, value) for key, value in records.items() if key != position_key]
+    for start in range(0, len(items), CHUNK):
+        update = store.stage()
+        edges = dnodes = 0
+        for key, value in items[start : start + CHUNK]:
+            if key[:1] == k.DEDUP:
+                update.add_dedup(key, value)
+            else:
+                dnodes += update.add_edge(key[1:], value, store.edge_expiry(key[1:], value))
+                edges += 1
+        store.commit(update, dnodes, edges)
+    if position_key in records:
+        update = store.stage()
+        update.put(position_key, records[position_key])
+        store.commit(update)

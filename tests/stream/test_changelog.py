@@ -1,0 +1,309 @@
+"""The graph changelog (``--changelog``) against the real broker: it folds to the store's
+partition state, an empty store restores from it exactly once, and read_committed readers
+never see an aborted transaction."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+from stream.behaviours import Behaviour
+from stream.errors import ChangelogError, ChangelogFenced
+from stream.ingest.changelog import Changelog, changelog_topic
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.metrics import PipelineMetrics
+from stream.settings import EventSettings, KafkaSettings, Settings, StoreSettings
+from tests.harness import importable_env
+from tests.harness.changelog_state import (
+    end_offsets,
+    fold_changelog,
+    ingest_to_end,
+    logged_state,
+    whole_store,
+)
+from tests.harness.faults import (
+    CrashReport,
+    count_applications,
+    event,
+    prepare_topic,
+    produce,
+    run_crash_scenario,
+)
+from tests.harness.raw_records import RawRecord, send_records
+from tests.harness.training_faults import run_training_crash_scenario
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+T0 = int(time.time() * 1000) - 3_600_000  # an hour ago: in the past whatever the clocks say
+
+
+def _settings(
+    broker: LocalKafkaBroker,
+    store: Path,
+    source: str,
+    group: str,
+    changelog: bool = True,
+    events: EventSettings | None = None,
+) -> Settings:
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=broker.bootstrap_servers,
+            interactions_topic=source,
+            dlq_topic=f"{source}.dlq",
+            group_id=group,
+            instance_id="w1",
+            max_batch_records=300,
+            session_timeout_ms=6_000,
+        ),
+        store=StoreSettings(path=store, changelog=changelog),
+        events=events or EventSettings(),
+    )
+
+
+def _decaying_stream(count: int) -> list[RawRecord]:
+    """Events over 60 s of stream time on a 1 s half-life, with event ids and copies: edges
+    die and are pruned, filter entries expire, copies are dropped."""
+    records = []
+    for n in range(count):
+        seq = n - 1 if n % 7 == 6 else n  # every 7th is a copy of the one before
+        user = f"u{seq % 11}"
+        body = {
+            "user_id": user,
+            "item_id": f"i{seq % 13}",
+            "event_type": "click",
+            "ts": T0 + seq * 60_000 // count,
+            "event_id": f"e{seq}",
+        }
+        records.append(RawRecord(user.encode(), json.dumps(body).encode()))
+    return records
+
+
+DECAYING = EventSettings(
+    behaviours={"click": Behaviour(beta=1.0, half_life_ms=1_000)}, dedup_window_ms=5_000
+)
+
+
+def test_the_changelog_folds_to_the_stores_partition_state(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-fold", partitions=PARTITIONS)
+    bootstrap = kafka_broker.bootstrap_servers
+    records = _decaying_stream(3_000)
+    assert not any(s.refused for s in send_records(bootstrap, source, records))
+    settings = _settings(kafka_broker, tmp_path / "store", source, f"g-{source}", events=DECAYING)
+    worker = ingest_to_end(settings, end_offsets(bootstrap, source, PARTITIONS))
+    assert worker.totals.duplicates > 0
+    folded, read, tombstones = fold_changelog(
+        bootstrap, changelog_topic(source, f"g-{source}"), PARTITIONS
+    )
+    stored = logged_state(settings.store.path, source, PARTITIONS)
+    assert tombstones > 0  # pruned edges and expired filter entries were deleted
+    assert read > sum(len(state) for state in folded.values())
+    assert all(stored[p] for p in range(PARTITIONS))
+    assert folded == stored
+
+
+def test_an_empty_store_restores_from_the_changelog_and_applies_each_event_once(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-restore", partitions=PARTITIONS)
+    kafka_broker.create_topics({f"{source}.dlq": 1})
+    bootstrap = kafka_broker.bootstrap_servers
+    group = f"g-{source}"
+    produce(bootstrap, source, 4_000)
+    first = _settings(kafka_broker, tmp_path / "first", source, group)
+    ingest_to_end(first, end_offsets(bootstrap, source, PARTITIONS))
+    # More events, then a worker with an empty store directory in the same group.
+    _send(bootstrap, source, range(4_000, 6_000))
+    ends = end_offsets(bootstrap, source, PARTITIONS)
+    metrics = PipelineMetrics()
+    second = _settings(kafka_broker, tmp_path / "second", source, group)
+    worker = ingest_to_end(second, ends, metrics)
+    reference = _settings(kafka_broker, tmp_path / "ref", source, f"ref-{source}", changelog=False)
+    ingest_to_end(reference, ends)
+    assert whole_store(second.store.path) == whole_store(reference.store.path)
+    report = CrashReport("restored", sent=6_000)
+    count_applications(second.store.path, source, report)
+    assert (report.applied, report.lost, report.duplicated) == (6_000, 0, 0)
+    assert worker.totals.consumed == 2_000  # only what the first worker had not applied
+    restored = {
+        s.labels["partition"]: s.value
+        for family in metrics.registry.collect()
+        if family.name == "streamgnn_restore_records"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert set(restored) == {str(p) for p in range(PARTITIONS)}
+    assert all(v > 0 for v in restored.values())
+
+
+_DIE_MID_TRANSACTION = """
+import os, signal, sys
+from stream.ingest.changelog import Changelog
+from stream.metrics import PipelineMetrics
+from stream.settings import KafkaSettings
+kafka = KafkaSettings(bootstrap_servers=sys.argv[1], interactions_topic=sys.argv[2],
+                      group_id=sys.argv[3], instance_id="w1")
+log = Changelog(kafka, PipelineMetrics())
+log.start()
+producer = log._require()
+producer.begin_transaction()
+for n in range(50):
+    producer.produce(log.topic, key=b"k%d" % n, value=b"uncommitted", partition=0)
+producer.flush(30)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_read_committed_reader_never_sees_a_killed_transaction(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-abort", partitions=1)
+    bootstrap = kafka_broker.bootstrap_servers
+    group = f"g-{source}"
+    died = subprocess.run(
+        [sys.executable, "-c", _DIE_MID_TRANSACTION, bootstrap, source, group],
+        env=importable_env(dict(os.environ)),
+        capture_output=True,
+        timeout=120,
+    )
+    assert died.returncode == -9, died.stderr.decode()[-2000:]
+    topic = changelog_topic(source, group)
+    uncommitted, _, _ = fold_changelog(bootstrap, topic, 1, committed=False)
+    assert len(uncommitted[0]) == 50  # the records are in the log
+    # Its successor (same transactional.id) aborts what it left open on start.
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap, interactions_topic=source, group_id=group, instance_id="w1"
+    )
+    successor = Changelog(kafka, PipelineMetrics())
+    successor.start()
+    committed, _, _ = fold_changelog(bootstrap, topic, 1)
+    assert committed == {0: {}}
+    assert successor.read_partition(0) == {}
+    del successor
+
+
+def test_a_fenced_changelog_writer_stops_with_a_clear_error(
+    kafka_broker: LocalKafkaBroker, topic_factory
+) -> None:
+    source = topic_factory("changelog-fence", partitions=1)
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        interactions_topic=source,
+        group_id=f"g-{source}",
+        instance_id="w1",
+    )
+    old, new = Changelog(kafka, PipelineMetrics()), Changelog(kafka, PipelineMetrics())
+    old.start()
+    new.start()  # takes the id: the old one is a zombie now
+    with pytest.raises(ChangelogFenced, match="instance-id"):
+        old.commit([(0, b"k", b"v")], {}, None)
+    new.commit([(0, b"k", b"v")], {}, None)
+    assert fold_changelog(kafka.bootstrap_servers, new.topic, 1)[0] == {0: {b"k": b"v"}}
+
+
+CRASH_EVENTS = 12_000
+CHANGELOG_ON = {"STREAMGNN_CHANGELOG": "true"}
+
+
+@pytest.mark.parametrize("wipe_store", [False, True], ids=["store-kept", "store-wiped"])
+def test_sigkilled_worker_with_the_changelog_ends_as_an_uninterrupted_run(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path, wipe_store: bool
+) -> None:
+    topic = prepare_topic(kafka_broker, CRASH_EVENTS, partitions=4)
+    crashed = run_crash_scenario(
+        kafka_broker,
+        topic,
+        CRASH_EVENTS,
+        tmp_path,
+        "changelog-kill",
+        worker_kills=2,
+        store_write_kills=1,  # between the store write and the transaction's commit
+        seed=3,
+        env=CHANGELOG_ON,
+        wipe_store=wipe_store,
+    )
+    reference = run_crash_scenario(kafka_broker, topic, CRASH_EVENTS, tmp_path, "no-crash", 0)
+    assert len(crashed.recovery_s) == 3
+    assert (crashed.lost, crashed.duplicated, crashed.applied) == (0, 0, CRASH_EVENTS)
+    assert crashed.positions == reference.positions
+    assert crashed.digest == reference.digest
+
+
+def test_the_changelog_is_refused_for_a_group_that_committed_offsets_before_it(
+    kafka_broker: LocalKafkaBroker, topic_factory
+) -> None:
+    source = topic_factory("changelog-late", partitions=2)
+    group = f"g-{source}"
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(source, 1, 7)], asynchronous=False)
+    consumer.close()
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        interactions_topic=source,
+        group_id=group,
+        instance_id="w1",
+    )
+    with pytest.raises(ChangelogError, match="new group"):
+        Changelog(kafka, PipelineMetrics()).start()
+
+
+def test_offsets_lost_to_retention_are_skipped_once_through_the_changelog(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-retention", partitions=1)
+    bootstrap = kafka_broker.bootstrap_servers
+    first = _settings(kafka_broker, tmp_path / "first", source, f"g-{source}")
+    _send(bootstrap, source, range(0, 4))
+    ingest_to_end(first, {0: 4})
+    _send(bootstrap, source, range(4, 10))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([TopicPartition(source, 0, 7)]).values():
+        future.result(30)  # offsets 4, 5 and 6 are gone before the worker read them
+    skipping = ingest_to_end(first, {0: 10})
+    assert (skipping.totals.offsets_skipped, skipping.totals.applied) == (3, 3)
+    # An empty store in the same group restores the jump with the rest: nothing is skipped
+    # or applied again.
+    second = _settings(kafka_broker, tmp_path / "second", source, f"g-{source}")
+    again = ingest_to_end(second, {0: 10})
+    assert (again.totals.offsets_skipped, again.totals.consumed) == (0, 0)
+    assert whole_store(second.store.path) == whole_store(first.store.path)
+
+
+def _send(bootstrap: str, topic: str, seqs: range) -> None:
+    records = [RawRecord(*event(seq)) for seq in seqs]
+    assert not any(s.refused for s in send_records(bootstrap, topic, records))
+
+
+TRAINING_EVENTS = 8_000
+
+
+def test_a_training_worker_with_the_changelog_sigkilled_keeps_store_and_versions_intact(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    topic = prepare_topic(kafka_broker, TRAINING_EVENTS, partitions=4)
+    report = run_training_crash_scenario(
+        kafka_broker,
+        topic,
+        TRAINING_EVENTS,
+        tmp_path,
+        worker_kills=1,
+        store_write_kills=1,
+        seed=5,
+        extra_env=CHANGELOG_ON,
+    )
+    reference = run_crash_scenario(kafka_broker, topic, TRAINING_EVENTS, tmp_path, "no-crash", 0)
+    crashed = report.crash
+    assert (crashed.lost, crashed.duplicated, crashed.applied) == (0, 0, TRAINING_EVENTS)
+    assert crashed.digest == reference.digest
+    assert report.records > 0
+    assert report.regressions == []

@@ -1,0 +1,93 @@
+"""A second worker joins the group: the first stops exporting lag for the partition it gave
+up (issue 14: it used to keep exporting lag for partitions it no longer owned)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from stream.ingest import IngestWorker
+from stream.ingest.worker import LAG_INTERVAL_S
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.metrics import PipelineMetrics
+from stream.settings import KafkaSettings, Settings, StoreSettings
+from stream.state.graph_store import DecayedGraphStore
+from tests.harness.faults import produce
+
+pytestmark = pytest.mark.integration
+
+
+def _lag_partitions(metrics: PipelineMetrics) -> set[str]:
+    return {
+        s.labels["partition"]
+        for family in metrics.registry.collect()
+        if family.name == "streamgnn_consumer_lag"
+        for s in family.samples
+    }
+
+
+def _assigned(metrics: PipelineMetrics) -> float:
+    return metrics.assigned_partitions._value.get()  # type: ignore[attr-defined, no-any-return]
+
+
+async def _until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_a_worker_drops_the_lag_gauge_of_a_partition_another_worker_took(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("revoke", partitions=2)
+    kafka_broker.create_topics({f"{source}.dlq": 1})
+    produce(kafka_broker.bootstrap_servers, source, 2_000)
+
+    def settings(name: str) -> Settings:
+        return Settings(
+            kafka=KafkaSettings(
+                bootstrap_servers=kafka_broker.bootstrap_servers,
+                interactions_topic=source,
+                dlq_topic=f"{source}.dlq",
+                group_id=f"g-{source}",
+                max_batch_records=50,
+                session_timeout_ms=6_000,
+            ),
+            store=StoreSettings(path=tmp_path / name),
+        )
+
+    first, second = PipelineMetrics(), PipelineMetrics()
+
+    async def go() -> None:
+        a_settings, b_settings = settings("a"), settings("b")
+        with (
+            DecayedGraphStore(a_settings.store.path, a_settings.events.behaviours) as a_store,
+            DecayedGraphStore(b_settings.store.path, b_settings.events.behaviours) as b_store,
+        ):
+            a = IngestWorker(a_settings, a_store, first, has_room=lambda: False)  # holds lag
+            b = IngestWorker(b_settings, b_store, second, has_room=lambda: False)
+            stop = asyncio.Event()
+            await a.start()
+            runs = [asyncio.create_task(a.run(stop))]
+            try:
+                await _until(lambda: _lag_partitions(first) == {"0", "1"}, 60, "both gauges")
+                await b.start()
+                runs.append(asyncio.create_task(b.run(stop)))
+                await _until(
+                    lambda: _assigned(first) == 1 and _assigned(second) == 1, 60, "the rebalance"
+                )
+                await asyncio.sleep(3 * LAG_INTERVAL_S)  # lag refreshes after the revocation
+                assert len(_lag_partitions(first)) == 1
+                assert len(_lag_partitions(second)) == 1
+                assert _lag_partitions(first) | _lag_partitions(second) == {"0", "1"}
+            finally:
+                stop.set()
+                await asyncio.gather(*runs, return_exceptions=True)
+                await asyncio.gather(a.stop(), b.stop())
+
+    asyncio.run(go())
