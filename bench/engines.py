@@ -17,10 +17,13 @@ Quix and Faust run in their own virtual environments (``var/engines/<name>``, ma
 
 Scenarios, per engine, each on a fresh topic and group:
 
-- ``clean``: one instance, no fault; ``events_per_s`` from its start to the end;
-- ``kills``: one instance SIGKILLed ``--kills`` times at random progress points (10-80 %
-  of the stream, read from the group's committed offsets) and restarted at once;
-- ``rebalance``: a second instance joins at 30 % and leaves (SIGTERM) at 60 %.
+- ``clean``: one instance reads a backlog of the whole stream, no fault; ``events_per_s``
+  from its start (process start-up included) to the end;
+- ``kills``: the stream is produced live (``--rate``, 2,000 events/s), one instance is
+  SIGKILLed ``--kills`` times at random progress points (10-80 % of the stream, read from
+  the group's committed offsets) and restarted at once;
+- ``rebalance``: live as well; a second instance starts at 20 %, and once the group is
+  stable with both (``join_s``) and another 20 % is committed, it leaves (SIGTERM).
 
 An instance that exits unasked counts as a crash and is restarted (as a supervisor
 would). The end of a stream is the group's committed offsets reaching the topic's end
@@ -50,6 +53,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -57,14 +61,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream.behaviours import DEFAULT_BEHAVIOURS
-from stream.local_broker.broker import LocalKafkaBroker
+from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.local_broker.jars import KAFKA_VERSION
+from stream.state import keys
 from stream.state.graph_store import DecayedGraphStore
 from tests.harness import importable_env
-from tests.harness.faults import produce
+from tests.harness.faults import event, produce
 from tests.harness.progress import GroupProgress
 from tests.harness.worker_process import worker_env
 
@@ -119,6 +124,7 @@ def _app_env(run: Run, instance: int, guarantee: str) -> dict[str, str]:
         "STATE_DIR": str(state),
         "GUARANTEE": guarantee,
         "SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+        "WEB_PORT": str(free_ports(1)[0]),
     }
 
 
@@ -158,6 +164,26 @@ def _seq_of_edge(user: str, item: str, events: int) -> int:
     raise ValueError(f"no event of the stream has edge {user} -> {item}")
 
 
+def _streamgnn_changelog_env(run: Run, instance: int) -> dict[str, str]:
+    return _streamgnn_env(run, instance) | {"STREAMGNN_CHANGELOG": "true"}
+
+
+def _streamgnn_changelog_count(run: Run) -> Counter[int]:
+    """Applications per event from the folded graph changelog (its edge records: an event
+    owns one edge, whose weight over its behaviour's weight counts its applications)."""
+    relations = sorted(DEFAULT_BEHAVIOURS)
+    applied: Counter[int] = Counter()
+    for topic in _changelog_topics(run):
+        for key, value in read_committed(run.broker.bootstrap_servers, topic).items():
+            if value is None or key[:1] != keys.EDGE:
+                continue
+            (_, user), relation, (_, item) = keys.split_edge_suffix(key[1:])
+            w_ref = keys.EDGE_VALUE.unpack(value)[0]
+            beta = DEFAULT_BEHAVIOURS[relations[relation]].beta
+            applied[_seq_of_edge(user, item, run.events)] += round(w_ref / beta)
+    return applied
+
+
 def _streamgnn_done(run: Run, progress: GroupProgress) -> bool:
     """Every partition's end is in some instance's store (its group commit is only a
     report: a kill right after a store write leaves it behind for good)."""
@@ -180,6 +206,13 @@ def _group_done(run: Run, progress: GroupProgress) -> bool:
 
 def _changelog_count(run: Run) -> Counter[int]:
     """Fold the group's changelog topics read_committed: each event's last counter."""
+    latest: dict[bytes, bytes | None] = {}
+    for topic in _changelog_topics(run):
+        latest.update(read_committed(run.broker.bootstrap_servers, topic))
+    return fold_counters(latest)
+
+
+def _changelog_topics(run: Run) -> list[str]:
     admin = KafkaAdminClient(bootstrap_servers=run.broker.bootstrap_servers)
     try:
         topics = [t for t in admin.list_topics() if run.group in t and "changelog" in t]
@@ -187,10 +220,7 @@ def _changelog_count(run: Run) -> Counter[int]:
         admin.close()
     if not topics:
         raise RuntimeError(f"no changelog topic of group {run.group}")
-    latest: dict[bytes, bytes | None] = {}
-    for topic in topics:
-        latest.update(read_committed(run.broker.bootstrap_servers, topic))
-    return fold_counters(latest)
+    return topics
 
 
 def fold_counters(latest: Mapping[bytes, bytes | None]) -> Counter[int]:
@@ -247,6 +277,15 @@ def engines() -> dict[str, Engine]:
             _streamgnn_count,
             _streamgnn_done,
         ),
+        "streamgnn-changelog": Engine(
+            "streamgnn-changelog",
+            "this repository, --changelog",
+            "exactly once: changelog records and group offsets in one Kafka transaction",
+            lambda: [sys.executable, "-m", "stream.worker"],
+            lambda run, i: _streamgnn_changelog_env(run, i),
+            _streamgnn_changelog_count,
+            _group_done,
+        ),
         "quix": Engine(
             "quix",
             "quixstreams 3.28.1",
@@ -266,6 +305,48 @@ def engines() -> dict[str, Engine]:
             _group_done,
         ),
     }
+
+
+# -- the stream -----------------------------------------------------------------------
+
+
+class LiveStream:
+    """Produces the scenario stream at ``rate`` events/s in a thread, so every fault lands
+    mid-stream whatever the engine's speed."""
+
+    def __init__(self, bootstrap: str, topic: str, events: int, rate: float) -> None:
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        self._topic, self._events, self._rate = topic, events, rate
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        for seq in range(self._events):
+            ahead = seq / self._rate - (time.monotonic() - start)
+            if ahead > 0.01:
+                time.sleep(ahead)
+            key, value = event(seq)
+            self._producer.send(self._topic, key=key, value=value)
+        self._producer.flush()
+
+    def close(self) -> None:
+        self._thread.join()
+        self._producer.close()
+
+
+def group_members(bootstrap: str, group: str) -> int:
+    """Members of a stable group (0 while it rebalances or is empty)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        described = admin.describe_groups([group])
+    finally:
+        admin.close()
+    info = described[group]
+    state, members = info.get("group_state"), info.get("members") or []
+    return len(members) if state == "Stable" else 0
 
 
 # -- processes ------------------------------------------------------------------------
@@ -334,6 +415,7 @@ class Outcome:
     seconds: float = 0.0
     kills_at: list[int] = field(default_factory=list)
     stop_statuses: list[int | None] = field(default_factory=list)
+    join_s: float | None = None  # rebalance: second instance started -> group stable with 2
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = dict(self.__dict__)
@@ -344,12 +426,18 @@ class Outcome:
 
 
 def run_scenario(
-    engine: Engine, run: Run, scenario: str, kills: int, seed: int, timeout_s: float
+    engine: Engine, run: Run, scenario: str, kills: int, seed: int, rate: float, timeout_s: float
 ) -> Outcome:
+    """``clean`` reads a backlog of the whole stream; ``kills`` and ``rebalance`` read it
+    as it is produced at ``rate`` events/s."""
     rng = random.Random(seed)
-    progress = GroupProgress(run.broker.bootstrap_servers, run.group, run.topic)
+    bootstrap = run.broker.bootstrap_servers
+    if scenario == "clean":
+        produce(bootstrap, run.topic, run.events)
+    progress = GroupProgress(bootstrap, run.group, run.topic)
     outcome = Outcome(scenario, run.events)
     instances = [Instance(engine, run, 0)]
+    stream = LiveStream(bootstrap, run.topic, run.events, rate) if scenario != "clean" else None
     start = time.monotonic()
     deadline = start + timeout_s
 
@@ -362,24 +450,30 @@ def run_scenario(
             time.sleep(0.1)
         return True
 
-    def reached(share: float) -> Callable[[], bool]:
-        return lambda: progress.committed() >= share * run.events
+    def reached(count: float) -> Callable[[], bool]:
+        return lambda: progress.committed() >= count
 
     try:
         instances[0].start()
+        if stream is not None:
+            stream.start()
         if scenario == "kills":
             for share in sorted(rng.uniform(0.1, 0.8) for _ in range(kills)):
-                if not watch(reached(share)):
+                if not watch(reached(share * run.events)):
                     break
                 time.sleep(rng.uniform(0.0, 0.2))  # anywhere within a batch or a commit
                 outcome.kills_at.append(progress.committed())
                 instances[0].kill()
                 instances[0].start()
-        elif scenario == "rebalance" and watch(reached(0.3)):
+        elif scenario == "rebalance" and watch(reached(0.2 * run.events)):
             instances.append(Instance(engine, run, 1))
             instances[1].start()
-            if watch(reached(0.6)):
-                outcome.stop_statuses.append(instances.pop().stop())
+            joined = time.monotonic()
+            if watch(lambda: group_members(bootstrap, run.group) == 2):
+                outcome.join_s = round(time.monotonic() - joined, 2)
+                leave_at = min(progress.committed() + 0.2 * run.events, 0.9 * run.events)
+                if watch(reached(leave_at)):
+                    outcome.stop_statuses.append(instances.pop().stop())
         outcome.finished = watch(lambda: engine.done(run, progress))
         outcome.seconds = time.monotonic() - start
     finally:
@@ -388,6 +482,8 @@ def run_scenario(
             instance.kill()
             outcome.crashes += instance.crashes
         progress.close()
+        if stream is not None:
+            stream.close()
     applied = engine.count(run)
     outcome.applied = sum(applied.values())
     outcome.lost = sum(1 for seq in range(run.events) if applied[seq] == 0)
@@ -397,11 +493,14 @@ def run_scenario(
 
 def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engines", nargs="+", default=["streamgnn", "quix", "faust"])
+    parser.add_argument(
+        "--engines", nargs="+", default=["streamgnn", "streamgnn-changelog", "quix", "faust"]
+    )
     parser.add_argument("--scenarios", nargs="+", default=["clean", "kills", "rebalance"])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=2_000.0, help="events/s of the live stream")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -409,6 +508,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         "--workdir", type=Path, help="keep logs and state here (default: a temp dir)"
     )
     args = parser.parse_args(None if argv is None else list(argv))
+    # SIGTERM unwinds like Ctrl-C: the engines' processes and the broker are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     known = engines()
     results: dict[str, object] = {}
     with contextlib.ExitStack() as stack:
@@ -422,9 +523,8 @@ def main(argv: Iterable[str] | None = None) -> None:
                 run = Run(broker, f"ev-{tag}", f"g-{tag}", tmp / tag, args.events, args.partitions)
                 run.workdir.mkdir()
                 broker.create_topics({run.topic: run.partitions, f"{run.topic}.dlq": 1})
-                produce(broker.bootstrap_servers, run.topic, run.events)
                 outcome = run_scenario(
-                    engine, run, scenario, args.kills, args.seed + k, args.timeout_s
+                    engine, run, scenario, args.kills, args.seed + k, args.rate, args.timeout_s
                 )
                 scenarios[scenario] = outcome.as_json()
                 print(name, json.dumps(scenarios[scenario]), flush=True)
@@ -433,7 +533,12 @@ def main(argv: Iterable[str] | None = None) -> None:
                 "guarantee": engine.guarantee,
                 "scenarios": scenarios,
             }
-    if args.out.exists():  # a run of some engines keeps the others' entries
+            write_results(args, results)  # after each engine: a later failure keeps it
+
+
+def write_results(args: argparse.Namespace, results: dict[str, object]) -> None:
+    """Write the engines run so far, keeping the entries of engines not run this time."""
+    if args.out.exists():
         kept = json.loads(args.out.read_text()).get("engines", {})
         results = {**{k: v for k, v in kept.items() if k not in results}, **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

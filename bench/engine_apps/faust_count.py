@@ -19,7 +19,10 @@ app = faust.App(
     processing_guarantee=os.environ.get("GUARANTEE", "exactly_once"),
     topic_partitions=int(os.environ["PARTITIONS"]),
     broker_session_timeout=int(os.environ["SESSION_TIMEOUT_MS"]) / 1000,
+    # Faust binds its web port even with the web disabled: one free port per instance
     web_enabled=False,
+    web_bind="127.0.0.1",
+    web_port=int(os.environ["WEB_PORT"]),
 )
 events = app.topic(os.environ["TOPIC"], key_serializer="raw", value_serializer="raw")
 counts = app.Table("counts", default=int, partitions=int(os.environ["PARTITIONS"]))
