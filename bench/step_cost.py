@@ -108,15 +108,21 @@ def batch_events(graph: BipartiteGraph, size: int, step: int) -> list[Interactio
 
 def time_steps(
     trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, steps: int
-) -> list[float]:
+) -> tuple[list[float], dict[str, int]]:
+    """Seconds of each timed learn call, and how many of them ran an optimiser step on the
+    whole graph or re-embedded every row (a local step's fallbacks)."""
     trainer.learn(batch_events(graph, size, 0))  # the first call embeds every row
     out = []
+    fallbacks = {"whole_graph_steps": 0, "whole_graph_reembeds": 0}
     for step in range(1, steps + 1):
         events = batch_events(graph, size, step)
         start = time.perf_counter()
         trainer.learn(events)
         out.append(time.perf_counter() - start)
-    return out
+        local = trainer.last_step
+        fallbacks["whole_graph_steps"] += local.whole_graph_steps if local is not None else 0
+        fallbacks["whole_graph_reembeds"] += trainer.reembedded["user"] is None
+    return out, fallbacks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,12 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.configs:
             settings = dataclasses.replace(base, **CONFIGS[name])
             trainer = loaded_trainer(graph, settings)
-            seconds = time_steps(trainer, graph, args.batch, args.steps)
+            seconds, fallbacks = time_steps(trainer, graph, args.batch, args.steps)
             row = {
                 "edges": size,
                 "config": name,
                 "seconds": statistics.median(seconds),
                 "seconds_all": seconds,
+                **fallbacks,
+                "index_rebuilds": trainer.mirror.index.rebuilds,
                 "rss_gb": psutil.Process().memory_info().rss / 2**30,
             }
             print(json.dumps(row), flush=True)
