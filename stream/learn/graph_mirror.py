@@ -2,7 +2,10 @@
 
 :class:`GraphMirror` is loaded once from :meth:`DecayedGraphStore.edges` and then kept in
 step with the store from the micro-batches the worker applies, never by rescanning RocksDB:
-an update costs O(batch) Python and a snapshot costs O(edges) vectorised tensor work.
+an update costs O(batch) Python and a snapshot costs O(edges) vectorised tensor work. Its
+:attr:`GraphMirror.index` (:mod:`stream.learn.graph_view`) is kept up to date with every
+write, so a local learn step reads incident edges, degrees and a replay draw without
+O(edges) work (:meth:`GraphMirror.view`, :meth:`GraphMirror.sample_replay`).
 
 It applies the store's own rules (:mod:`stream.state.decay`, called with the same
 arguments in the same order, so a single-partition replay gives the very same floats):
@@ -46,7 +49,6 @@ Where it may differ from the store, on purpose:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -57,7 +59,7 @@ from models.base import BipartiteGraph, EdgeBatch
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import ConfigError
 from stream.events import Interaction
-from stream.learn.graph_view import RECENCY_HALVINGS, MirrorIndex, NodeView
+from stream.learn.graph_view import MirrorIndex, NodeView
 from stream.state.decay import DecayedWeight, decay_factor, is_dead, merge
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.keys import ITEM, USER
@@ -452,28 +454,3 @@ class GraphMirror:
         now = marks[self._part[:n].clamp(max=span - 1)]
         age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
         return self._w_ref[:n] * decay_factor(age, self._half_life_t[self._relations[:n]])
-
-
-def user_recency(graph: BipartiteGraph, half_life_ms: float) -> BipartiteGraph:
-    """``graph`` with each edge's weight times ``2^(-(t_u - t)/h)``, ``t_u`` being the
-    newest edge time of the edge's user: a user's latest items weigh most in the user's
-    vector, however long ago the user was last seen (the store's decay runs from the
-    stream's now instead, and fades a returning user's whole history alike). ``h`` 0: as is.
-
-    >>> g = BipartiteGraph(1, 2, torch.tensor([0, 0]), torch.tensor([0, 1]),
-    ...                    torch.tensor([0, 0]), torch.tensor([1.0, 1.0]),
-    ...                    torch.tensor([0, 2_000]), 9_000)
-    >>> user_recency(g, 1_000).weights.tolist()
-    [0.25, 1.0]
-    """
-    if not half_life_ms or graph.num_edges == 0:
-        return graph
-    newest = torch.zeros(graph.num_users, dtype=graph.times.dtype, device=graph.times.device)
-    newest = newest.scatter_reduce(0, graph.users, graph.times, "amax", include_self=False)
-    age = (newest[graph.users] - graph.times).clamp(min=0).to(torch.float64)
-    halvings = age / half_life_ms
-    # Past RECENCY_HALVINGS an edge counts 0 in this view (its user's other edges weigh
-    # 2^20 times more): a float32 factor would turn subnormal there, and an encoder that
-    # normalises by a node's weight sum squares it in its gradient (0, then inf/NaN).
-    factor = torch.where(halvings > RECENCY_HALVINGS, 0.0, torch.exp2(-halvings))
-    return dataclasses.replace(graph, weights=graph.weights * factor.to(graph.weights.dtype))

@@ -12,7 +12,7 @@ arrays,
   slots need no search;
 * each node's weighted degree in the trainer's view (decayed to each edge's partition
   watermark, times the user-recency factor of
-  :func:`~stream.learn.graph_mirror.user_recency`), as per node, partition and relation
+  :func:`~stream.learn.graph_view.user_recency`), as per node, partition and relation
   sums ``Σ w_ref · 2^((t_ref - T0)/h_r) · recency`` at a reference time ``T0``: the degree
   at any watermarks is those sums times ``2^(-(wm_p - T0)/h_r)``. A write retracts and
   re-adds the contributions of every edge of the users it touches (their newest edge, and so
@@ -34,12 +34,15 @@ graph).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from models.neighbourhood import Draw, NeighbourSource, incident, window_draw
+from models.base import BipartiteGraph
+from models.neighbourhood import Draw, NeighbourSource
+from stream.learn.slot_lists import SlotLists
 
 if TYPE_CHECKING:
     from stream.learn.graph_mirror import GraphMirror
@@ -47,83 +50,6 @@ if TYPE_CHECKING:
 RECENCY_HALVINGS = 20  # past this many half-lives behind its user's newest an edge counts 0
 _MAX_HALF_LIVES = 64  # of the shortest relation between T0 and the newest watermark
 _REPLAY_ROUNDS = 64  # acceptance rounds before a replay draw falls back to every edge
-
-
-class _Side:
-    """One direction of the index: a node's slots (users' or items')."""
-
-    def __init__(self) -> None:
-        self.crow = torch.zeros(1, dtype=torch.long)  # base CSR over rows
-        self.slot = torch.zeros(0, dtype=torch.long)
-        self.key = torch.zeros(0, dtype=torch.long)  # delta: sorted rows, their slots, gens
-        self.delta_slot = torch.zeros(0, dtype=torch.long)
-        self.delta_gen = torch.zeros(0, dtype=torch.long)
-
-    def rebuild(self, rows: Tensor, slots: Tensor) -> None:
-        order = torch.argsort(rows, stable=True)
-        size = int(rows.max()) + 1 if rows.numel() else 0
-        self.crow = torch.zeros(size + 1, dtype=torch.long)
-        self.crow[1:] = torch.bincount(rows, minlength=size).cumsum(0)
-        self.slot = slots[order]
-        self.key = self.delta_slot = self.delta_gen = torch.zeros(0, dtype=torch.long)
-
-    def add(self, rows: Tensor, slots: Tensor, gens: Tensor) -> None:
-        """Merge entries into the sorted delta (a merge of two sorted runs, no full sort)."""
-        order = torch.argsort(rows, stable=True)
-        rows, slots, gens = rows[order], slots[order], gens[order]
-        at = torch.searchsorted(self.key, rows, right=True) + torch.arange(rows.numel())
-        size = self.key.numel() + rows.numel()
-        old = torch.ones(size, dtype=torch.bool)
-        old[at] = False
-        merged = []
-        for column, new in ((self.key, rows), (self.delta_slot, slots), (self.delta_gen, gens)):
-            out = torch.empty(size, dtype=torch.long)
-            out[at], out[old] = new, column
-            merged.append(out)
-        self.key, self.delta_slot, self.delta_gen = merged
-
-    def entries(
-        self, rows: Tensor, fanout: int, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(owner row, slot, scale, generation)`` of these rows' entries, the base ones
-        drawn with the fan-out window; stale ones included (the caller filters them):
-        generation -1 marks a base entry, valid while its slot is unwritten since."""
-        owner, position, scale = window_draw(rows, *self._base(rows), fanout, generator)
-        lo = torch.searchsorted(self.key, rows)
-        hi = torch.searchsorted(self.key, rows, right=True)
-        d_owner, d_position = incident(rows, lo, hi - lo)
-        return (
-            torch.cat([owner, d_owner]),
-            torch.cat([self.slot[position], self.delta_slot[d_position]]),
-            torch.cat([scale, torch.ones(d_owner.numel())]),
-            torch.cat([torch.full((owner.numel(),), -1), self.delta_gen[d_position]]),
-        )
-
-    def _base(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """``(start, count)`` of each row in the base CSR (rows past it have none)."""
-        size = self.crow.numel() - 1
-        if size == 0:
-            return torch.zeros_like(rows), torch.zeros_like(rows)
-        inside = rows < size
-        at = rows.clamp(max=size - 1)
-        start = torch.where(inside, self.crow[at], 0)
-        return start, torch.where(inside, self.crow[at + 1] - start, 0)
-
-    def counts(self, rows: Tensor, fanout: int) -> Tensor:
-        """At most how many entries :meth:`entries` gives each row."""
-        base = self._base(rows)[1]
-        if fanout > 0:
-            base = base.clamp(max=fanout)
-        delta = torch.searchsorted(self.key, rows, right=True) - torch.searchsorted(self.key, rows)
-        return base + delta
-
-    @property
-    def delta_size(self) -> int:
-        return int(self.key.numel())
-
-    @property
-    def base_size(self) -> int:
-        return int(self.slot.numel())
 
 
 class MirrorIndex:
@@ -141,7 +67,7 @@ class MirrorIndex:
         self.rebuild_share = rebuild_share
         self.stale = True  # rebuild before the next read (nothing built, or a bulk load)
         self.rebuilds = 0
-        self._sides = {"user": _Side(), "item": _Side()}
+        self._sides = {"user": SlotLists(), "item": SlotLists()}
         self._gen = torch.zeros(0, dtype=torch.long)  # per slot: allocations so far
         self._written = torch.zeros(0, dtype=torch.bool)  # per slot: since the last rebuild
         self._contrib = torch.zeros(0, dtype=torch.float64)  # per slot: its degree term
@@ -339,7 +265,7 @@ class MirrorIndex:
         return torch.exp2(-span[:, None] / self.mirror._half_life_t[None, :])
 
     def _recency(self, users: Tensor, times: Tensor) -> Tensor:
-        """:func:`~stream.learn.graph_mirror.user_recency`'s factor of these edges."""
+        """:func:`~stream.learn.graph_view.user_recency`'s factor of these edges."""
         if not self.recency_half_life_ms:
             return torch.ones(users.numel(), dtype=torch.float64)
         newest = self._newest[users.clamp(max=self._newest.numel() - 1)]
@@ -432,3 +358,28 @@ class NodeView(NeighbourSource):
             torch.cat([u_weight, i_weight]),
             torch.cat([u_rel, i_rel]),
         )
+
+
+def user_recency(graph: BipartiteGraph, half_life_ms: float) -> BipartiteGraph:
+    """``graph`` with each edge's weight times ``2^(-(t_u - t)/h)``, ``t_u`` being the
+    newest edge time of the edge's user: a user's latest items weigh most in the user's
+    vector, however long ago the user was last seen (the store's decay runs from the
+    stream's now instead, and fades a returning user's whole history alike). ``h`` 0: as is.
+
+    >>> g = BipartiteGraph(1, 2, torch.tensor([0, 0]), torch.tensor([0, 1]),
+    ...                    torch.tensor([0, 0]), torch.tensor([1.0, 1.0]),
+    ...                    torch.tensor([0, 2_000]), 9_000)
+    >>> user_recency(g, 1_000).weights.tolist()
+    [0.25, 1.0]
+    """
+    if not half_life_ms or graph.num_edges == 0:
+        return graph
+    newest = torch.zeros(graph.num_users, dtype=graph.times.dtype, device=graph.times.device)
+    newest = newest.scatter_reduce(0, graph.users, graph.times, "amax", include_self=False)
+    age = (newest[graph.users] - graph.times).clamp(min=0).to(torch.float64)
+    halvings = age / half_life_ms
+    # Past RECENCY_HALVINGS an edge counts 0 in this view (its user's other edges weigh
+    # 2^20 times more): a float32 factor would turn subnormal there, and an encoder that
+    # normalises by a node's weight sum squares it in its gradient (0, then inf/NaN).
+    factor = torch.where(halvings > RECENCY_HALVINGS, 0.0, torch.exp2(-halvings))
+    return dataclasses.replace(graph, weights=graph.weights * factor.to(graph.weights.dtype))

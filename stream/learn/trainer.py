@@ -35,7 +35,8 @@ from stream.errors import model_config_errors
 from stream.events import Interaction
 from stream.learn.bootstrap import rebuild_mirror, stored_interactions
 from stream.learn.device import MixedPrecision, resolve_device
-from stream.learn.graph_mirror import GraphMirror, user_recency
+from stream.learn.graph_mirror import GraphMirror
+from stream.learn.graph_view import user_recency
 from stream.learn.local_step import LocalStep
 from stream.learn.objective import Objective, Trend
 from stream.learn.optimiser import grown_optimiser, new_optimiser
