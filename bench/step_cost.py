@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()  # other jobs on the machine slow every figure alike
     base = TrainerSettings(device=args.device, max_users=4_000_000, max_items=4_000_000)
     results: list[dict[str, Any]] = []
     for size in args.sizes:
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads": args.threads,
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "torch": torch.__version__,
+            "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         },
         "settings": {
             "batch_events": args.batch,
