@@ -88,7 +88,9 @@ class NeighbourSource(ABC):
         seen = self.mask(seeds)
         frontier = seen.nonzero().flatten()
         for _ in range(hops):
-            if limit is not None and int(seen.sum()) > limit:
+            # give up before gathering a hop that may pass the limit (its edges bound what it
+            # reaches): the caller's way past the limit gives the same result, cheaper
+            if limit is not None and int(seen.sum()) + int(self.counts(frontier, 0).sum()) > limit:
                 return None
             reached = self.mask(self.draw(frontier, 0, None).neighbour)
             frontier = (reached & ~seen).nonzero().flatten()
