@@ -108,15 +108,21 @@ def batch_events(graph: BipartiteGraph, size: int, step: int) -> list[Interactio
 
 def time_steps(
     trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, steps: int
-) -> list[float]:
+) -> tuple[list[float], dict[str, int]]:
+    """Seconds of each timed learn call, and how many of them ran an optimiser step on the
+    whole graph or re-embedded every row (a local step's fallbacks)."""
     trainer.learn(batch_events(graph, size, 0))  # the first call embeds every row
     out = []
+    fallbacks = {"whole_graph_steps": 0, "whole_graph_reembeds": 0}
     for step in range(1, steps + 1):
         events = batch_events(graph, size, step)
         start = time.perf_counter()
         trainer.learn(events)
         out.append(time.perf_counter() - start)
-    return out
+        local = trainer.last_step
+        fallbacks["whole_graph_steps"] += local.whole_graph_steps if local is not None else 0
+        fallbacks["whole_graph_reembeds"] += trainer.reembedded["user"] is None
+    return out, fallbacks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()  # other jobs on the machine slow every figure alike
     base = TrainerSettings(device=args.device, max_users=4_000_000, max_items=4_000_000)
     results: list[dict[str, Any]] = []
     for size in args.sizes:
@@ -137,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.configs:
             settings = dataclasses.replace(base, **CONFIGS[name])
             trainer = loaded_trainer(graph, settings)
-            seconds = time_steps(trainer, graph, args.batch, args.steps)
+            seconds, fallbacks = time_steps(trainer, graph, args.batch, args.steps)
             row = {
                 "edges": size,
                 "config": name,
                 "seconds": statistics.median(seconds),
                 "seconds_all": seconds,
+                **fallbacks,
+                "index_rebuilds": trainer.mirror.index.rebuilds,
                 "rss_gb": psutil.Process().memory_info().rss / 2**30,
             }
             print(json.dumps(row), flush=True)
@@ -159,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads": args.threads,
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "torch": torch.__version__,
+            "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         },
         "settings": {
             "batch_events": args.batch,

@@ -1,11 +1,12 @@
 """Sampled L-hop neighbourhoods, so a training step costs what its batch touches.
 
 Users and items share one node space: users ``0..U-1``, items ``U..U+I-1`` (``U`` the
-encoder's user capacity, as in :mod:`models.row_space`). :class:`GraphIndex` is a CSR of a
-:class:`~models.base.BipartiteGraph` in both directions (each node's incident edges side by
-side) with each node's weighted degree, the sum of its decayed edge weights over the *whole*
-graph: an encoder normalising by degree (LightGCN's ``D^-1/2 A D^-1/2``) gets the same
-coefficients on a neighbourhood as on the full graph.
+encoder's user capacity, as in :mod:`models.row_space`). A :class:`NeighbourSource` gives
+a node's incident edges and its weighted degree, the sum of its decayed edge weights over
+the *whole* graph: an encoder normalising by degree (LightGCN's ``D^-1/2 A D^-1/2``) gets
+the same coefficients on a neighbourhood as on the full graph. :class:`GraphIndex` is one
+built from a :class:`~models.base.BipartiteGraph` (a CSR in both directions); the trainer's
+graph mirror keeps another incrementally (:mod:`stream.learn.graph_view`).
 
 :func:`sample_neighbourhood` expands seeds hop by hop (each node's in-edges taken once) into
 a message-flow graph: an edge ``src -> dst`` carries ``src``'s value into ``dst`` at every
@@ -33,6 +34,7 @@ full-graph values.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +44,63 @@ from models.base import BipartiteGraph
 
 
 @dataclass(frozen=True)
-class GraphIndex:
+class Draw:
+    """Incident edges drawn for some nodes: edge ``k`` joins ``owner[k]`` to
+    ``neighbour[k]`` (node ids) with ``weight[k]`` (times its sampling scale)."""
+
+    owner: Tensor
+    neighbour: Tensor
+    weight: Tensor  # float32
+    relation: Tensor
+
+
+class NeighbourSource(ABC):
+    """What :func:`sample_neighbourhood` reads: incident edges and full weighted degrees."""
+
+    num_users: int  # user capacity: item ``i`` is node ``num_users + i``
+
+    @property
+    @abstractmethod
+    def num_nodes(self) -> int: ...
+
+    @abstractmethod
+    def node_degree(self, nodes: Tensor) -> Tensor:
+        """float32 sum of each node's edge weights over the whole graph."""
+
+    @abstractmethod
+    def counts(self, nodes: Tensor, fanout: int) -> Tensor:
+        """At least how many edges :meth:`draw` returns per node (an upper bound)."""
+
+    @abstractmethod
+    def draw(self, nodes: Tensor, fanout: int, generator: torch.Generator | None) -> Draw:
+        """Each node's incident edges: all of them (``fanout`` 0 or at least the node's
+        count), or ``fanout`` of them scaled so the weighted sum stays unbiased."""
+
+    def mask(self, nodes: Tensor) -> Tensor:
+        """``[N]`` bool, true at ``nodes`` (a scatter: cheaper than sorting for a set)."""
+        out = torch.zeros(self.num_nodes, dtype=torch.bool, device=nodes.device)
+        out[nodes] = True
+        return out
+
+    def within(self, seeds: Tensor, hops: int, limit: int | None = None) -> Tensor | None:
+        """Sorted nodes at most ``hops`` edges away from ``seeds`` (every edge, no cap);
+        None once more than ``limit`` nodes are reached."""
+        seen = self.mask(seeds)
+        frontier = seen.nonzero().flatten()
+        for _ in range(hops):
+            # give up before gathering a hop that may pass the limit (its edges bound what it
+            # reaches): the caller's way past the limit gives the same result, cheaper
+            if limit is not None and int(seen.sum()) + int(self.counts(frontier, 0).sum()) > limit:
+                return None
+            reached = self.mask(self.draw(frontier, 0, None).neighbour)
+            frontier = (reached & ~seen).nonzero().flatten()
+            seen |= reached
+        nodes = seen.nonzero().flatten()
+        return None if limit is not None and nodes.numel() > limit else nodes
+
+
+@dataclass(frozen=True)
+class GraphIndex(NeighbourSource):
     """Both-direction CSR of a graph in node space, with full weighted degrees."""
 
     graph: BipartiteGraph
@@ -83,34 +141,25 @@ class GraphIndex:
         neighbour = torch.cat([items[by_user] + num_users, users[by_item]])
         return cls(graph, num_users, crow, neighbour, torch.cat([by_user, by_item]), degree)
 
-    def incident(self, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        """``(owner, position)``: every incident edge of ``nodes`` (positions into the CSR)."""
+    def node_degree(self, nodes: Tensor) -> Tensor:
+        return self.degree[nodes]
+
+    def counts(self, nodes: Tensor, fanout: int) -> Tensor:
+        count = self.crow[nodes + 1] - self.crow[nodes]
+        return count if fanout <= 0 else count.clamp(max=fanout)
+
+    def draw(self, nodes: Tensor, fanout: int, generator: torch.Generator | None) -> Draw:
         start = self.crow[nodes]
-        count = self.crow[nodes + 1] - start
-        owner = torch.repeat_interleave(nodes, count)
-        first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
-        return owner, first + torch.arange(owner.numel(), device=nodes.device)
-
-    def within(self, seeds: Tensor, hops: int, limit: int | None = None) -> Tensor | None:
-        """Sorted nodes at most ``hops`` edges away from ``seeds`` (every edge, no cap);
-        None once more than ``limit`` nodes are reached."""
-        seen = self.mask(seeds)
-        frontier = seen.nonzero().flatten()
-        for _ in range(hops):
-            if limit is not None and int(seen.sum()) > limit:
-                return None
-            _, position = self.incident(frontier)
-            reached = self.mask(self.neighbour[position])
-            frontier = (reached & ~seen).nonzero().flatten()
-            seen |= reached
-        nodes = seen.nonzero().flatten()
-        return None if limit is not None and nodes.numel() > limit else nodes
-
-    def mask(self, nodes: Tensor) -> Tensor:
-        """``[N]`` bool, true at ``nodes`` (a scatter: cheaper than sorting for a set)."""
-        out = torch.zeros(self.num_nodes, dtype=torch.bool, device=self.crow.device)
-        out[nodes] = True
-        return out
+        owner, position, scale = window_draw(
+            nodes, start, self.crow[nodes + 1] - start, fanout, generator
+        )
+        edge = self.edge[position]
+        return Draw(
+            owner,
+            self.neighbour[position],
+            self.graph.weights[edge].float() * scale,
+            self.graph.relations[edge],
+        )
 
 
 @dataclass(frozen=True)
@@ -134,6 +183,14 @@ class Neighbourhood:
     def num_edges(self) -> int:
         return int(self.src.numel())
 
+    def to(self, device: torch.device) -> Neighbourhood:
+        """The same neighbourhood on ``device``."""
+        moved = {
+            name: getattr(self, name).to(device)
+            for name in ("nodes", "src", "dst", "weight", "relation", "degree")
+        }
+        return Neighbourhood(num_users=self.num_users, **moved)
+
     def local(self, nodes: Tensor) -> Tensor:
         """Local positions of these node ids (each must be in the neighbourhood)."""
         position = torch.searchsorted(self.nodes, nodes)
@@ -150,7 +207,7 @@ class Neighbourhood:
 
 
 def sample_neighbourhood(
-    index: GraphIndex,
+    index: NeighbourSource,
     seeds: Tensor,
     hops: int,
     fanout: int,
@@ -164,40 +221,40 @@ def sample_neighbourhood(
     done = torch.zeros(index.num_nodes, dtype=torch.bool, device=device)
     reached = index.mask(seeds)
     frontier = reached.nonzero().flatten()
-    parts: list[tuple[Tensor, Tensor, Tensor]] = []
+    parts: list[Draw] = []
+    drawn = 0
     for _ in range(hops):
         frontier = frontier[~done[frontier]]
         done[frontier] = True
         if frontier.numel() == 0:
             break
-        if max_edges is not None:  # what this hop will draw, known before drawing it
-            count = index.crow[frontier + 1] - index.crow[frontier]
-            drawn = count if fanout <= 0 else count.clamp(max=fanout)
-            if sum(part[0].numel() for part in parts) + int(drawn.sum()) > max_edges:
-                return None
-        parts.append(_draw(index, frontier, fanout, generator))
-        dst, position, _ = parts[-1]
-        found = index.mask(index.neighbour[position])
+        # what this hop will draw at most, known before drawing
+        if max_edges is not None and drawn + int(index.counts(frontier, fanout).sum()) > max_edges:
+            return None
+        parts.append(index.draw(frontier, fanout, generator))
+        drawn += int(parts[-1].owner.numel())
+        found = index.mask(parts[-1].neighbour)
         reached |= found
         frontier = found.nonzero().flatten()
     nodes = reached.nonzero().flatten()
     local = torch.full((index.num_nodes,), -1, dtype=torch.long, device=device)
     local[nodes] = torch.arange(nodes.numel(), device=device)
     if parts:
-        dst, position, scale = (torch.cat(column) for column in zip(*parts, strict=True))
+        owner, neighbour, weight, relation = (
+            torch.cat([getattr(part, name) for part in parts])
+            for name in ("owner", "neighbour", "weight", "relation")
+        )
     else:
         empty = torch.zeros(0, dtype=torch.long, device=device)
-        dst, position, scale = empty, empty, torch.zeros(0, device=device)
-    edge = index.edge[position]
-    graph = index.graph
+        owner, neighbour, weight, relation = empty, empty, torch.zeros(0, device=device), empty
     return Neighbourhood(
         num_users=index.num_users,
         nodes=nodes,
-        src=local[index.neighbour[position]],
-        dst=local[dst],
-        weight=graph.weights[edge].float() * scale,
-        relation=graph.relations[edge],
-        degree=index.degree[nodes],
+        src=local[neighbour],
+        dst=local[owner],
+        weight=weight,
+        relation=relation,
+        degree=index.node_degree(nodes),
     )
 
 
@@ -205,27 +262,35 @@ def _ascending(values: Tensor) -> bool:
     return values.numel() < 2 or bool((values[1:] >= values[:-1]).all())
 
 
-def _draw(
-    index: GraphIndex, nodes: Tensor, fanout: int, generator: torch.Generator | None
+def window_draw(
+    nodes: Tensor, start: Tensor, count: Tensor, fanout: int, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(owner, CSR position, scale)`` of the edges each node gets: all of them, or a
-    uniformly placed window of ``fanout`` scaled by ``count / fanout``."""
-    count = index.crow[nodes + 1] - index.crow[nodes]
-    if fanout <= 0 or int(count.max()) <= fanout:
-        owner, position = index.incident(nodes)
-        return owner, position, torch.ones(owner.numel(), device=nodes.device)
+    """``(owner, position, scale)`` of the edges each node gets, node ``k``'s edges being the
+    positions ``start[k] : start[k] + count[k]``: all of them, or a uniformly placed window
+    of ``fanout`` (wrapping around) scaled by ``count / fanout``."""
+    device = nodes.device
+    if nodes.numel() == 0 or fanout <= 0 or int(count.max()) <= fanout:
+        owner, position = incident(nodes, start, count)
+        return owner, position, torch.ones(owner.numel(), device=device)
     small = count <= fanout
-    owner, position = index.incident(nodes[small])
-    big, big_count = nodes[~small], count[~small]
-    draws = torch.rand(big.numel(), generator=generator).to(nodes.device)
-    start = (draws * big_count).long().clamp(max=big_count - 1)
-    step = torch.arange(fanout, device=nodes.device)
-    offset = (start[:, None] + step) % big_count[:, None]
-    sampled = (index.crow[big][:, None] + offset).flatten()
+    owner, position = incident(nodes[small], start[small], count[small])
+    big, big_start, big_count = nodes[~small], start[~small], count[~small]
+    draws = torch.rand(big.numel(), generator=generator).to(device)
+    first = (draws * big_count).long().clamp(max=big_count - 1)
+    step = torch.arange(fanout, device=device)
+    offset = (first[:, None] + step) % big_count[:, None]
+    sampled = (big_start[:, None] + offset).flatten()
     big_owner = big.repeat_interleave(fanout)
     big_scale = (big_count.float() / fanout).repeat_interleave(fanout)
     return (
         torch.cat([owner, big_owner]),
         torch.cat([position, sampled]),
-        torch.cat([torch.ones(owner.numel(), device=nodes.device), big_scale]),
+        torch.cat([torch.ones(owner.numel(), device=device), big_scale]),
     )
+
+
+def incident(nodes: Tensor, start: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """``(owner, position)``: positions ``start[k] : start[k] + count[k]`` of each node."""
+    owner = torch.repeat_interleave(nodes, count)
+    first = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
+    return owner, first + torch.arange(owner.numel(), device=nodes.device)

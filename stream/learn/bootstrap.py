@@ -17,7 +17,7 @@ from torch import Tensor
 
 from models.ids import KINDS
 from stream.events import Interaction
-from stream.learn.graph_mirror import GraphMirror, store_user_item_edges
+from stream.learn.graph_mirror import store_user_item_edges
 from stream.state.graph_store import DecayedGraphStore
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ _BOOTSTRAP_CHUNK = 8192
 def rebuild_mirror(trainer: IncrementalTrainer, store: DecayedGraphStore) -> None:
     """Rebuild ``trainer``'s mirror from ``store``, registering unknown ids."""
     t = trainer
-    t.mirror = GraphMirror(t.behaviours, t.epsilon)
+    t.mirror = t.new_mirror()
     # No trend yet (no checkpoint): each stored edge counts its weight at its time.
     prior = t.score_prior
     counting = prior is not None and prior.trend.is_empty()

@@ -2,7 +2,10 @@
 
 :class:`GraphMirror` is loaded once from :meth:`DecayedGraphStore.edges` and then kept in
 step with the store from the micro-batches the worker applies, never by rescanning RocksDB:
-an update costs O(batch) Python and a snapshot costs O(edges) vectorised tensor work.
+an update costs O(batch) Python and a snapshot costs O(edges) vectorised tensor work. Its
+:attr:`GraphMirror.index` (:mod:`stream.learn.graph_view`) is kept up to date with every
+write, so a local learn step reads incident edges, degrees and a replay draw without
+O(edges) work (:meth:`GraphMirror.view`, :meth:`GraphMirror.sample_replay`).
 
 It applies the store's own rules (:mod:`stream.state.decay`, called with the same
 arguments in the same order, so a single-partition replay gives the very same floats):
@@ -46,7 +49,6 @@ Where it may differ from the store, on purpose:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +59,7 @@ from models.base import BipartiteGraph, EdgeBatch
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import ConfigError
 from stream.events import Interaction
+from stream.learn.graph_view import MirrorIndex, NodeView
 from stream.state.decay import DecayedWeight, decay_factor, is_dead, merge
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.keys import ITEM, USER
@@ -88,9 +91,16 @@ class GraphMirror:
     Args:
         behaviours: the store's behaviours (event type -> weight and half-life).
         epsilon: the store's pruning threshold.
+        recency_half_life_ms: the trainer's user-recency half-life (:func:`user_recency`),
+            which the incremental index's degrees and weights include (0: off).
     """
 
-    def __init__(self, behaviours: Mapping[str, Behaviour], epsilon: float) -> None:
+    def __init__(
+        self,
+        behaviours: Mapping[str, Behaviour],
+        epsilon: float,
+        recency_half_life_ms: float = 0,
+    ) -> None:
         if not behaviours:
             raise ConfigError("the graph mirror needs at least one behaviour")
         if not epsilon > 0:
@@ -112,6 +122,7 @@ class GraphMirror:
         self._part = torch.zeros(0, dtype=torch.long)  # the source partition of each edge
         self._alive = torch.zeros(0, dtype=torch.bool)
         self.watermarks: dict[int, int] = {}  # source partition -> its stream time
+        self.index = MirrorIndex(self, recency_half_life_ms)
 
     @property
     def watermark(self) -> int | None:
@@ -145,6 +156,7 @@ class GraphMirror:
                 key = (u, i, self.relation(edge.relation))
                 states[key], parts[key] = edge.state, edge.partition
                 self._advance(edge.partition, edge.state[1])
+        self.index.stale = True  # a bulk load: rebuilt at the next read, not kept per edge
         self._write(states, parts)
 
     def advance(self, now: int, partitions: Sequence[int] | None = None) -> None:
@@ -281,7 +293,11 @@ class GraphMirror:
         self, states: Mapping[_EdgeKey, DecayedWeight | None], parts: Mapping[_EdgeKey, int]
     ) -> None:
         """Store edge states (and their partitions); ``None`` removes the edge."""
+        users = torch.tensor(sorted({key[0] for key in states}), dtype=torch.long)
+        self.index.retract(users)
         slots: list[int] = []
+        fresh: list[bool] = []
+        released: list[int] = []
         rows: tuple[list[int], ...] = ([], [], [], [], [])
         w_refs: list[float] = []
         for key, state in states.items():
@@ -289,23 +305,26 @@ class GraphMirror:
             if state is None:
                 if slot is not None:
                     self._release(key, slot)
+                    released.append(slot)
                 continue
+            fresh.append(slot is None)
             if slot is None:
                 slot = self._allocate(key)
             slots.append(slot)
             for column, value in zip(rows, (*key, state[1], parts.get(key, 0)), strict=True):
                 column.append(value)
             w_refs.append(state[0])
-        if not slots:
-            return
         at = torch.tensor(slots, dtype=torch.long)
-        self._users[at] = torch.tensor(rows[0], dtype=torch.long)
-        self._items[at] = torch.tensor(rows[1], dtype=torch.long)
-        self._relations[at] = torch.tensor(rows[2], dtype=torch.long)
-        self._t_ref[at] = torch.tensor(rows[3], dtype=torch.long)
-        self._part[at] = torch.tensor(rows[4], dtype=torch.long)
-        self._w_ref[at] = torch.tensor(w_refs, dtype=torch.float64)
-        self._alive[at] = True
+        if slots:
+            self._users[at] = torch.tensor(rows[0], dtype=torch.long)
+            self._items[at] = torch.tensor(rows[1], dtype=torch.long)
+            self._relations[at] = torch.tensor(rows[2], dtype=torch.long)
+            self._t_ref[at] = torch.tensor(rows[3], dtype=torch.long)
+            self._part[at] = torch.tensor(rows[4], dtype=torch.long)
+            self._w_ref[at] = torch.tensor(w_refs, dtype=torch.float64)
+            self._alive[at] = True
+        self.index.released(torch.tensor(released, dtype=torch.long))
+        self.index.written(at, torch.tensor(fresh, dtype=torch.bool), users)
 
     def _allocate(self, key: _EdgeKey) -> int:
         if self._free:
@@ -336,15 +355,16 @@ class GraphMirror:
         """Forget every edge of these (evicted) rows; returns how many edges went."""
         if users.numel() == 0 and items.numel() == 0:
             return 0
-        n = self._used
-        hit = self._alive[:n] & (
-            torch.isin(self._users[:n], users.cpu()) | torch.isin(self._items[:n], items.cpu())
+        self.index.prepare()
+        slots = torch.unique(
+            torch.cat([self.index.held("user", users.cpu()), self.index.held("item", items.cpu())])
         )
-        slots = hit.nonzero().flatten()
         self._forget(slots)
         return int(slots.numel())
 
     def _forget(self, slots: Tensor) -> None:
+        users = torch.unique(self._users[slots])
+        self.index.retract(users)
         for slot, u, i, r in zip(
             slots.tolist(),
             self._users[slots].tolist(),
@@ -353,6 +373,27 @@ class GraphMirror:
             strict=True,
         ):
             self._release((u, i, r), slot)
+        self.index.released(slots)
+        self.index.written(slots[:0], torch.zeros(0, dtype=torch.bool), users)
+
+    # -- reads without O(edges) work (the incremental index) --------------------------------
+
+    def view(self, num_users: int, num_items: int) -> NodeView:
+        """The held edges in an encoder's node space, for a local step (see
+        :mod:`stream.learn.graph_view`)."""
+        self.index.prepare()
+        return NodeView(self.index, num_users, num_items)
+
+    def sample_replay(
+        self, n: int, generator: torch.Generator, older_than: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(user rows, item rows)`` of ``n`` held edges drawn ∝ their weight in the
+        trainer's view (with replacement), among those whose newest event is before
+        ``older_than``; empty when nothing qualifies."""
+        if n < 0:
+            raise ValueError(f"replay sample size must be >= 0, got {n!r}")
+        self.index.prepare()
+        return self.index.sample_replay(n, generator, older_than)
 
     # -- snapshots --------------------------------------------------------------------
 
@@ -413,31 +454,3 @@ class GraphMirror:
         now = marks[self._part[:n].clamp(max=span - 1)]
         age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
         return self._w_ref[:n] * decay_factor(age, self._half_life_t[self._relations[:n]])
-
-
-RECENCY_HALVINGS = 20
-
-
-def user_recency(graph: BipartiteGraph, half_life_ms: float) -> BipartiteGraph:
-    """``graph`` with each edge's weight times ``2^(-(t_u - t)/h)``, ``t_u`` being the
-    newest edge time of the edge's user: a user's latest items weigh most in the user's
-    vector, however long ago the user was last seen (the store's decay runs from the
-    stream's now instead, and fades a returning user's whole history alike). ``h`` 0: as is.
-
-    >>> g = BipartiteGraph(1, 2, torch.tensor([0, 0]), torch.tensor([0, 1]),
-    ...                    torch.tensor([0, 0]), torch.tensor([1.0, 1.0]),
-    ...                    torch.tensor([0, 2_000]), 9_000)
-    >>> user_recency(g, 1_000).weights.tolist()
-    [0.25, 1.0]
-    """
-    if not half_life_ms or graph.num_edges == 0:
-        return graph
-    newest = torch.zeros(graph.num_users, dtype=graph.times.dtype, device=graph.times.device)
-    newest = newest.scatter_reduce(0, graph.users, graph.times, "amax", include_self=False)
-    age = (newest[graph.users] - graph.times).clamp(min=0).to(torch.float64)
-    halvings = age / half_life_ms
-    # Past RECENCY_HALVINGS an edge counts 0 in this view (its user's other edges weigh
-    # 2^20 times more): a float32 factor would turn subnormal there, and an encoder that
-    # normalises by a node's weight sum squares it in its gradient (0, then inf/NaN).
-    factor = torch.where(halvings > RECENCY_HALVINGS, 0.0, torch.exp2(-halvings))
-    return dataclasses.replace(graph, weights=graph.weights * factor.to(graph.weights.dtype))

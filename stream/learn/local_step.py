@@ -2,8 +2,9 @@
 
 With ``step_scope`` ``local`` (the default) a learn call
 
-1. indexes the graph view once (:class:`models.neighbourhood.GraphIndex`: a CSR in both
-   directions with full weighted degrees),
+1. reads the graph through the mirror's incremental index
+   (:class:`stream.learn.graph_view.NodeView`: each node's incident edges and full weighted
+   degree, weights decayed lazily for what is gathered; no O(edges) work per call),
 2. for each optimiser step, samples the ``layers``-hop neighbourhood of the step's users,
    positive items and negatives, at most ``fanout`` edges per node and hop
    (:func:`models.neighbourhood.sample_neighbourhood`), and computes their vectors on it
@@ -28,11 +29,13 @@ weights) moved; ``full_refresh_every`` re-embeds everything periodically for tho
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph, Encoder
-from models.neighbourhood import GraphIndex, sample_neighbourhood
+from models.neighbourhood import NeighbourSource, sample_neighbourhood
 
 # Re-embed with one full propagation once the rows to re-embed are this share of all rows.
 _FULL_SHARE = 0.25
@@ -42,8 +45,9 @@ class LocalStep:
     """The neighbourhoods of one learn call's optimiser steps, and the rows they moved.
 
     Args:
-        graph: the trainer's view of the graph.
-        encoder: its tables give the node space (user capacity) of the index.
+        index: the graph in the encoder's node space (on the host).
+        whole_graph: the trainer's whole graph view, built only if a step needs it.
+        num_edges: the graph's edges (a step sampling more than these runs on the whole).
         hops: propagation layers.
         fanout: edges per node and hop at most (0: all).
         generator: the learn call's generator (sampling is reproducible).
@@ -51,13 +55,16 @@ class LocalStep:
 
     def __init__(
         self,
-        graph: BipartiteGraph,
-        encoder: Encoder,
+        index: NeighbourSource,
+        whole_graph: Callable[[], BipartiteGraph],
+        num_edges: int,
         hops: int,
         fanout: int,
         generator: torch.Generator,
     ) -> None:
-        self.index = GraphIndex.build(graph, encoder.num_users, encoder.num_items)
+        self.index = index
+        self.whole_graph = whole_graph
+        self.num_edges = num_edges
         self.hops = hops
         self.fanout = fanout
         self.generator = generator
@@ -79,7 +86,7 @@ class LocalStep:
             assert ball is not None  # no limit
             parts.append(ball)
         if not parts:
-            return torch.zeros(0, dtype=torch.long, device=self.index.crow.device)
+            return torch.zeros(0, dtype=torch.long)
         moved: Tensor = self.index.mask(torch.cat(parts)).nonzero().flatten()
         return moved
 
@@ -88,17 +95,16 @@ class LocalStep:
         the rows moved), or on the whole graph when the sample would hold more than half
         its edges (a batch whose negatives reach most of a small graph): as cheap then,
         and exact; the rows moved are those within ``hops`` of these."""
-        seeds = torch.cat([users, items + self.num_users])
-        graph = self.index.graph
+        seeds = torch.cat([users, items + self.num_users]).cpu()
         hood = sample_neighbourhood(
-            self.index, seeds, self.hops, self.fanout, self.generator, graph.num_edges
+            self.index, seeds, self.hops, self.fanout, self.generator, self.num_edges
         )
         if hood is not None:
             self._moved.append(hood.nodes)
-            return encoder.forward_local(hood, users, items)
+            return encoder.forward_local(hood.to(users.device), users, items)
         self.whole_graph_steps += 1
         self._whole_graph_seeds.append(seeds)
-        vectors: tuple[Tensor, Tensor] = encoder(graph, users, items)
+        vectors: tuple[Tensor, Tensor] = encoder(self.whole_graph(), users, items)
         return vectors
 
     def to_reembed(self, users: Tensor, items: Tensor) -> Tensor | None:
@@ -108,16 +114,18 @@ class LocalStep:
         the cheaper way to the same vectors)."""
         if self.whole_graph_steps:
             return None
-        seeds = torch.cat([*self._moved, users, items + self.num_users])
+        seeds = torch.cat([*self._moved, users.cpu(), items.cpu() + self.num_users])
         return self.index.within(seeds, self.hops, int(_FULL_SHARE * self.index.num_nodes))
 
     def embed(self, encoder: Encoder, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(user rows, item rows, their vectors)`` of these nodes, exactly as a full
         propagation gives them (every edge)."""
-        users = nodes[nodes < self.num_users]
-        items = nodes[nodes >= self.num_users] - self.num_users
-        hood = sample_neighbourhood(self.index, nodes, self.hops, fanout=0)
+        device = encoder.row_parameters()[0].device
+        users = nodes[nodes < self.num_users].to(device)
+        items = (nodes[nodes >= self.num_users] - self.num_users).to(device)
+        hood = sample_neighbourhood(self.index, nodes.cpu(), self.hops, fanout=0)
         assert hood is not None  # no edge limit
+        hood = hood.to(device)
         was_training = encoder.training
         encoder.eval()
         try:

@@ -13,6 +13,7 @@ learning the sampler's bias.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -44,7 +45,7 @@ class Objective:
         self,
         encoder: Encoder,
         optimizer: torch.optim.Optimizer,
-        graph: BipartiteGraph,
+        graph: Callable[[], BipartiteGraph],
         positives: tuple[Tensor, Tensor],
         num_items: int,
         passes: int,
@@ -56,7 +57,8 @@ class Objective:
         """``passes`` shuffled passes over the positives in ``batch_size`` steps, at most
         ``max_steps_per_batch`` steps when ``capped`` (a live learn call; a fit is not);
         returns ``(mean loss, steps)`` (nan, 0: none ran). With ``local`` each step runs on
-        the sampled neighbourhood of its rows instead of the whole graph."""
+        the sampled neighbourhood of its rows instead of the whole graph. ``graph`` builds
+        the whole graph view (an O(edges) snapshot): called only where it is read."""
         s = self.settings
         pos_users, pos_items = positives
         if pos_users.numel() == 0 or num_items == 0:
@@ -89,7 +91,7 @@ class Objective:
         self,
         encoder: Encoder,
         optimizer: torch.optim.Optimizer,
-        graph: BipartiteGraph,
+        graph: Callable[[], BipartiteGraph],
         positives: tuple[Tensor, Tensor],
         num_items: int,
         generator: torch.Generator,
@@ -102,15 +104,16 @@ class Objective:
         in_batch_softmax = s.loss == "info_nce" and s.negatives == "in_batch"
         neg = torch.zeros(batch, 0, dtype=torch.long, device=self.device)
         if not in_batch_softmax:
+            needs_graph = s.negatives in ("popularity", "hard")
             neg = sample_negatives(
                 s.negatives,
                 users,
                 items,
                 num_items=num_items,
                 generator=generator,
-                graph=graph,
+                graph=graph() if needs_graph else None,
                 num_negatives=s.num_negatives,
-                score=lambda u, pool: self._score(encoder, graph, u, pool, trend),
+                score=lambda u, pool: self._score(encoder, graph(), u, pool, trend),
                 pool_size=s.hard_pool,
             )
         shared = s.negatives == "shared"
@@ -118,7 +121,7 @@ class Objective:
         scored = torch.cat([items, pool])
         with self.amp.autocast():
             if local is None:
-                user_vec, item_vec = encoder(graph, users, scored)
+                user_vec, item_vec = encoder(graph(), users, scored)
             else:
                 user_vec, item_vec = local.vectors(encoder, users, scored)
             # split, not two slices: a slice's backward zero-fills a tensor of the full size
@@ -139,7 +142,7 @@ class Objective:
             else:
                 offset = None
                 if s.negatives == "popularity":
-                    weights = popularity_weights(graph, num_items).to(self.device)
+                    weights = popularity_weights(graph(), num_items).to(self.device)
                     log_q = (weights / weights.sum()).clamp(min=1e-30).log().float()
                     offset = -torch.cat([log_q[items, None], log_q[neg]], dim=1)
                 loss = info_nce(pos_score, neg_score, s.temperature, offset)

@@ -11,7 +11,7 @@ the others once they moved past the threshold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,16 +27,17 @@ if TYPE_CHECKING:
 
 def refresh(
     trainer: IncrementalTrainer,
-    graph: BipartiteGraph,
+    graph: Callable[[], BipartiteGraph],
     touched: Mapping[str, Tensor] | None = None,
     local: LocalStep | None = None,
 ) -> dict[str, list[str]]:
-    """Re-embed into the trainer's latest vectors; the ids to publish, by kind."""
+    """Re-embed into the trainer's latest vectors; the ids to publish, by kind
+    (``graph`` builds the whole graph view, called only for a whole-graph re-embedding)."""
     t = trainer
     candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
     rows = None if local is None or t._latest is None else reembed(t, local, touched)
     if rows is None:
-        latest = embed_all(t, graph)
+        latest = embed_all(t, graph())
         t._latest = latest
     else:
         candidates = dict(rows)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -35,7 +35,8 @@ from stream.errors import model_config_errors
 from stream.events import Interaction
 from stream.learn.bootstrap import rebuild_mirror, stored_interactions
 from stream.learn.device import MixedPrecision, resolve_device
-from stream.learn.graph_mirror import GraphMirror, user_recency
+from stream.learn.graph_mirror import GraphMirror
+from stream.learn.graph_view import user_recency
 from stream.learn.local_step import LocalStep
 from stream.learn.objective import Objective, Trend
 from stream.learn.optimiser import grown_optimiser, new_optimiser
@@ -82,7 +83,7 @@ class IncrementalTrainer:
         self._lock = threading.RLock()
         with model_config_errors():
             self.registry = IdRegistry(settings.max_users, settings.max_items, settings.id_ttl_ms)
-        self.mirror = GraphMirror(self.behaviours, epsilon)
+        self.mirror = self.new_mirror()
         self.encoder = self._build_encoder()
         self.score_prior = self._build_prior()
         self.optimizer = self._new_optimiser()
@@ -95,6 +96,10 @@ class IncrementalTrainer:
         # rows the last refresh re-embedded, by kind (None: all)
         self.reembedded: dict[str, Tensor | None] = {k: None for k in KINDS}
         self.last_step: LocalStep | None = None  # the last learn call's, if local
+
+    def new_mirror(self) -> GraphMirror:
+        """An empty graph mirror whose index sees the graph as this trainer does."""
+        return GraphMirror(self.behaviours, self.epsilon, self.settings.user_recency_half_life_ms)
 
     def _build_encoder(self) -> Encoder:
         s = self.settings
@@ -193,15 +198,15 @@ class IncrementalTrainer:
             if events and prior is not None and not (in_graph and prior.from_store):
                 mass = torch.tensor([self.behaviours[e.event_type].beta * e.weight for e in events])
                 prior.count(items, torch.tensor([e.ts for e in events]), mass)
-            graph = self._graph()
+            graph = _Once(self._graph)  # the whole view: only a full step or refresh builds it
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
-            replay = torch.zeros(0, dtype=torch.long, device=self.device)
+            replay_users = replay_items = torch.zeros(0, dtype=torch.long)
             if len(batch):
                 wanted = round(self.settings.replay_ratio * len(batch))
                 older_than = int(batch.times.min())
-                replay = sample_replay(graph, wanted, generator, older_than=older_than)
-            pos_users = torch.cat([batch.users.to(self.device), graph.users[replay]])
-            pos_items = torch.cat([batch.items.to(self.device), graph.items[replay]])
+                replay_users, replay_items = self._replay(graph, wanted, generator, older_than)
+            pos_users = torch.cat([batch.users, replay_users]).to(self.device)
+            pos_items = torch.cat([batch.items, replay_items]).to(self.device)
             positives = (pos_users, pos_items)
             local = self._local_step(graph, generator)
             loss, steps = self._train(
@@ -223,7 +228,7 @@ class IncrementalTrainer:
             return TrainReport(
                 events=len(interactions),
                 edges=len(batch),
-                replayed=int(replay.numel()),
+                replayed=int(replay_users.numel()),
                 steps=steps,
                 loss=loss,
                 seconds=time.perf_counter() - start,
@@ -273,8 +278,10 @@ class IncrementalTrainer:
             history = None
             if self.score_prior is not None:  # the same edges, unweighted by user recency
                 history = self.score_prior.history(self._snapshot(prune=False))
-            loss, steps = self._train(graph, positives, epochs, generator, history, capped=False)
-            changed = self._refresh(graph)
+            loss, steps = self._train(
+                lambda: graph, positives, epochs, generator, history, capped=False
+            )
+            changed = self._refresh(lambda: graph)
             self.model_version += 1
             return TrainReport(
                 events=0,
@@ -341,7 +348,7 @@ class IncrementalTrainer:
 
     def _train(
         self,
-        graph: BipartiteGraph,
+        graph: Callable[[], BipartiteGraph],
         positives: tuple[Tensor, Tensor],
         passes: int,
         generator: torch.Generator,
@@ -363,7 +370,29 @@ class IncrementalTrainer:
             local,
         )
 
-    def _local_step(self, graph: BipartiteGraph, generator: torch.Generator) -> LocalStep | None:
+    def _replay(
+        self,
+        graph: Callable[[], BipartiteGraph],
+        wanted: int,
+        generator: torch.Generator,
+        older_than: int,
+    ) -> tuple[Tensor, Tensor]:
+        """``(users, items)`` of older edges drawn ∝ their weight in the trainer's view.
+
+        A full step draws over the whole view it builds anyway, in its canonical order, so a
+        resumed trainer draws exactly what one run straight through does; a local step
+        draws from the mirror's index without touching every edge (the same distribution;
+        the draw follows slot order, which a restart may change).
+        """
+        if self.scope == "local":
+            return self.mirror.sample_replay(wanted, generator, older_than=older_than)
+        whole = graph()
+        replay = sample_replay(whole, wanted, generator, older_than=older_than)
+        return whole.users[replay].cpu(), whole.items[replay].cpu()
+
+    def _local_step(
+        self, graph: Callable[[], BipartiteGraph], generator: torch.Generator
+    ) -> LocalStep | None:
         """This learn call's local step, or None: a full one (by settings, by encoder, or
         a periodic full refresh)."""
         s = self.settings
@@ -372,12 +401,13 @@ class IncrementalTrainer:
         if self.scope != "local" or (every and (self.model_version + 1) % every == 0):
             return None
         hops = int(getattr(self.encoder, "num_layers", s.layers))
-        self.last_step = LocalStep(graph, self.encoder, hops, s.fanout, generator)
+        view = self.mirror.view(self.encoder.num_users, self.encoder.num_items)
+        self.last_step = LocalStep(view, graph, self.mirror.num_edges, hops, s.fanout, generator)
         return self.last_step
 
     def _refresh(
         self,
-        graph: BipartiteGraph,
+        graph: Callable[[], BipartiteGraph],
         touched: Mapping[str, Tensor] | None = None,
         local: LocalStep | None = None,
     ) -> dict[str, list[str]]:
@@ -418,6 +448,19 @@ class IncrementalTrainer:
         """Resume from :meth:`state_dict`; then call :meth:`bootstrap` to rebuild the graph."""
         with self._lock:
             restore_trainer(self, state)
+
+
+class _Once:
+    """A value computed on first call, then kept (the whole graph view, per learn call)."""
+
+    def __init__(self, make: Callable[[], BipartiteGraph]) -> None:
+        self._make = make
+        self._value: BipartiteGraph | None = None
+
+    def __call__(self) -> BipartiteGraph:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
 
 
 def _empty_batch() -> EdgeBatch:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from models.ids import KINDS
 from stream.errors import ConfigError, model_config_errors
 from stream.learn.checkpoint import cpu_copy
-from stream.learn.graph_mirror import GraphMirror
 
 if TYPE_CHECKING:
     from stream.learn.trainer import IncrementalTrainer
@@ -70,7 +69,7 @@ def restore_trainer(trainer: IncrementalTrainer, state: Mapping[str, Any]) -> No
         t._amp.scaler.load_state_dict(state["scaler"])
     t.model_version = int(state["model_version"])
     t.publish.load_state_dict(state)
-    t.mirror = GraphMirror(t.behaviours, t.epsilon)
+    t.mirror = t.new_mirror()
     vectors = state.get("vectors")
     t._latest = None
     if vectors is not None and all(vectors[k].shape[0] == t.registry.live(k) for k in KINDS):

@@ -201,7 +201,9 @@ OPTIONS: tuple[Option, ...] = (
         "vectors re-published per step for drift alone (largest first; 0: all)",
     ),
     _opt("training", "replay_ratio", "replayed older edges per new edge"),
-    _opt("training", "negatives", "negative sampler: uniform, popularity, in_batch or hard"),
+    _opt(
+        "training", "negatives", "negative sampler: uniform, shared, popularity, in_batch or hard"
+    ),
     _opt("training", "num_negatives", "negatives per positive"),
     _opt("training", "hard_pool", "candidate pool per row for hard negatives"),
     _opt("training", "loss", "bpr or info_nce"),

@@ -71,7 +71,7 @@ class TrainerSettings:
     trend_half_lives_ms: tuple[int, ...] = (HOUR_MS, DAY_MS, 3 * DAY_MS, 7 * DAY_MS)
     # A user's latest items matter most: in the trainer's view of the graph an edge's
     # weight also halves per this much time it lies behind its user's newest edge
-    # (stream.learn.graph_mirror.user_recency); 0: off.
+    # (stream.learn.graph_view.user_recency); 0: off.
     user_recency_half_life_ms: int = HOUR_MS
     # What a learn call trains and re-embeds. "local": the sampled ``layers``-hop
     # neighbourhood of its positives and negatives, row-wise Adam on the rows it holds, then

@@ -162,7 +162,7 @@ def test_validation() -> None:
 
 def test_user_recency_keeps_each_users_newest_edge_and_halves_per_half_life() -> None:
     from models.base import BipartiteGraph
-    from stream.learn.graph_mirror import user_recency
+    from stream.learn.graph_view import user_recency
 
     # user 0: edges at 0, 1000, 3000; user 1: one old edge at 0
     graph = BipartiteGraph(
@@ -184,7 +184,7 @@ def test_user_recency_keeps_each_users_newest_edge_and_halves_per_half_life() ->
 
 def test_user_recency_never_leaves_a_subnormal_weight() -> None:
     from models.base import BipartiteGraph
-    from stream.learn.graph_mirror import RECENCY_HALVINGS, user_recency
+    from stream.learn.graph_view import RECENCY_HALVINGS, user_recency
 
     # one user, edges from 0 to 200 half-lives behind its newest
     ages = torch.arange(0, 201) * 1_000
