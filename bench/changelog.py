@@ -17,15 +17,14 @@ import asyncio
 import datetime
 import json
 import platform
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
-from kafka import KafkaProducer
 
+from bench.ingest import produce_shop_stream
 from stream.ingest import IngestWorker
 from stream.ingest.changelog import Changelog
 from stream.local_broker.broker import LocalKafkaBroker
@@ -37,22 +36,6 @@ from stream.state.partition_state import restore_partition
 RESULTS = Path(__file__).parent / "results" / "changelog.json"
 TOPIC = "interactions"
 PARTITIONS = 4
-
-
-def _produce(bootstrap: str, events: int) -> None:
-    rng = random.Random(1)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for i in range(events):
-        user = f"u{int(rng.paretovariate(1.1)) % 20_000}"
-        body = {
-            "user_id": user,
-            "item_id": f"i{rng.randrange(50_000)}",
-            "event_type": rng.choice(["click", "view", "purchase"]),
-            "ts": 1_700_000_000_000 + i * 10,
-        }
-        producer.send(TOPIC, key=user.encode(), value=json.dumps(body).encode())
-    producer.flush()
-    producer.close()
 
 
 def _settings(bootstrap: str, store: Path, group: str, changelog: bool) -> Settings:
@@ -116,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalKafkaBroker(Path(tmp) / "kafka") as broker:
         bootstrap = broker.bootstrap_servers
         broker.create_topics({TOPIC: PARTITIONS, "interactions.dlq": 1})
-        _produce(bootstrap, args.events)
+        produce_shop_stream(bootstrap, TOPIC, args.events)
         last_on: Settings | None = None
         for run in range(args.repeats):
             for mode in ("off", "on"):

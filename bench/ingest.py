@@ -47,24 +47,31 @@ async def _pipeline_rate(settings: Settings, store: DecayedGraphStore, events: i
         await worker.stop()
 
 
+def produce_shop_stream(bootstrap: str, topic: str, events: int) -> None:
+    """``events`` synthetic shop events (power-law users, uniform items, seed 1) into
+    ``topic``, keyed by user; the same stream every run."""
+    rng = random.Random(1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for i in range(events):
+        user = f"u{int(rng.paretovariate(1.1)) % 20_000}"
+        body = {
+            "user_id": user,
+            "item_id": f"i{rng.randrange(50_000)}",
+            "event_type": rng.choice(["click", "view", "purchase"]),
+            "ts": 1_700_000_000_000 + i * 10,
+        }
+        producer.send(topic, key=user.encode(), value=json.dumps(body).encode())
+    producer.flush()
+    producer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
-    rng = random.Random(1)
     with tempfile.TemporaryDirectory() as tmp, LocalKafkaBroker(Path(tmp) / "kafka") as broker:
         broker.create_topics({"interactions": 4, "interactions.dlq": 4})
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
-        for i in range(args.events):
-            user = f"u{int(rng.paretovariate(1.1)) % 20_000}"
-            body = {
-                "user_id": user,
-                "item_id": f"i{rng.randrange(50_000)}",
-                "event_type": rng.choice(["click", "view", "purchase"]),
-                "ts": 1_700_000_000_000 + i * 10,
-            }
-            producer.send("interactions", key=user.encode(), value=json.dumps(body).encode())
-        producer.flush()
+        produce_shop_stream(broker.bootstrap_servers, "interactions", args.events)
 
         consumer = KafkaConsumer(
             "interactions",
