@@ -276,6 +276,8 @@ class IngestWorker:
 
     def _assigned(self, partitions: frozenset[int]) -> None:
         self._metrics.assigned_partitions.set(len(partitions))
+        for partition in partitions:  # a restore counter per owned partition, 0 until one
+            self._metrics.restore_records.labels(partition=str(partition))
 
     def _revoked(self, partitions: Collection[int]) -> None:
         with self._gauges:
