@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
-    AdminClient,
     ConfigResource,
     NewTopic,
     ResourceType,
@@ -59,6 +58,7 @@ from stream.state.partition_state import drop_partition, restore_partition
 
 if TYPE_CHECKING:
     from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger("streamgnn.changelog")
 

@@ -188,6 +188,9 @@ def run_crash_scenario(
                 wait_for(partial(watch.published_since, since), timeout_s, "a publish")
                 first_publish_s.append(time.monotonic() - killed_at)
         wait_for(complete, timeout_s, "the end of the stream")
+        # The store can hold the whole stream before the last restart is up (a kill near
+        # the end): a SIGTERM then would land before its handlers exist.
+        wait_for(worker.consuming, timeout_s, "the worker to consume")
         status = worker.terminate()
         if status != 0:
             raise RuntimeError(f"worker exited {status} on SIGTERM; see its log in {workdir}")
