@@ -45,7 +45,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import os
 import platform
 import random
 import re
@@ -61,22 +60,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient
 
 from stream.behaviours import DEFAULT_BEHAVIOURS
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.local_broker.jars import KAFKA_VERSION
 from stream.state import keys
 from stream.state.graph_store import DecayedGraphStore
-from tests.harness import importable_env
-from tests.harness.faults import event, produce
+from tests.harness.changelog_state import fold_changelog
+from tests.harness.faults import BASE_TS, event_seq, produce
 from tests.harness.progress import GroupProgress
-from tests.harness.worker_process import worker_env
+from tests.harness.worker_process import WorkerProcess, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "engines.json"
 APPS = Path(__file__).parent / "engine_apps"
-BASE_TS = 1_700_000_000_000  # tests.harness.faults.event: event seq's ts is BASE_TS + seq
 SESSION_TIMEOUT_MS = 6_000  # every engine's group session timeout here (streamgnn's harness)
 _TS_IN_KEY = re.compile(rb"1700\d{9}")
 MAX_CRASHES = 10
@@ -150,18 +148,10 @@ def _streamgnn_count(run: Run) -> Counter[int]:
     for path in _stores(run):
         with DecayedGraphStore(path, DEFAULT_BEHAVIOURS, read_only=True) as store:
             for edge in store.edges():
-                seq = _seq_of_edge(edge.src_id, edge.dst_id, run.events)
-                applied[seq] += round(edge.state[0] / DEFAULT_BEHAVIOURS[edge.relation].beta)
+                applied[event_seq(edge.src_id, edge.dst_id)] += round(
+                    edge.state[0] / DEFAULT_BEHAVIOURS[edge.relation].beta
+                )
     return applied
-
-
-def _seq_of_edge(user: str, item: str, events: int) -> int:
-    """The event whose (user, item) this is: seq % 997 and seq % 1009 (faults.event)."""
-    u, i = int(user[1:]), int(item[1:])
-    for seq in range(u, events, 997):
-        if seq % 1009 == i:
-            return seq
-    raise ValueError(f"no event of the stream has edge {user} -> {item}")
 
 
 def _streamgnn_changelog_env(run: Run, instance: int) -> dict[str, str]:
@@ -174,13 +164,13 @@ def _streamgnn_changelog_count(run: Run) -> Counter[int]:
     relations = sorted(DEFAULT_BEHAVIOURS)
     applied: Counter[int] = Counter()
     for topic in _changelog_topics(run):
-        for key, value in read_committed(run.broker.bootstrap_servers, topic).items():
-            if value is None or key[:1] != keys.EDGE:
+        for key, value in _folded(run, topic).items():
+            if key[:1] != keys.EDGE:
                 continue
             (_, user), relation, (_, item) = keys.split_edge_suffix(key[1:])
             w_ref = keys.EDGE_VALUE.unpack(value)[0]
             beta = DEFAULT_BEHAVIOURS[relations[relation]].beta
-            applied[_seq_of_edge(user, item, run.events)] += round(w_ref / beta)
+            applied[event_seq(user, item)] += round(w_ref / beta)
     return applied
 
 
@@ -208,8 +198,14 @@ def _changelog_count(run: Run) -> Counter[int]:
     """Fold the group's changelog topics read_committed: each event's last counter."""
     latest: dict[bytes, bytes | None] = {}
     for topic in _changelog_topics(run):
-        latest.update(read_committed(run.broker.bootstrap_servers, topic))
+        latest.update(_folded(run, topic))
     return fold_counters(latest)
+
+
+def _folded(run: Run, topic: str) -> dict[bytes, bytes]:
+    """``topic`` read_committed and folded by key (tombstones remove), all partitions."""
+    by_partition, _, _ = fold_changelog(run.broker.bootstrap_servers, topic, run.partitions)
+    return {key: value for part in by_partition.values() for key, value in part.items()}
 
 
 def _changelog_topics(run: Run) -> list[str]:
@@ -237,32 +233,6 @@ def fold_counters(latest: Mapping[bytes, bytes | None]) -> Counter[int]:
             continue
         applied[int(found.group()) - BASE_TS] += int(json.loads(value))
     return applied
-
-
-def read_committed(bootstrap: str, topic: str, idle_s: float = 5.0) -> dict[bytes, bytes | None]:
-    """Last value per key of ``topic``, read_committed, from the start to its end."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(idle_s * 1000),
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        latest: dict[bytes, bytes | None] = {}
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            batch = consumer.poll(timeout_ms=int(idle_s * 1000), max_records=10_000)
-            if not batch:
-                break  # past the last stable offset (a transaction left open)
-            for records in batch.values():
-                for record in records:
-                    latest[record.key] = record.value
-        return latest
-    finally:
-        consumer.close()
 
 
 def engines() -> dict[str, Engine]:
@@ -310,31 +280,12 @@ def engines() -> dict[str, Engine]:
 # -- the stream -----------------------------------------------------------------------
 
 
-class LiveStream:
-    """Produces the scenario stream at ``rate`` events/s in a thread, so every fault lands
-    mid-stream whatever the engine's speed."""
-
-    def __init__(self, bootstrap: str, topic: str, events: int, rate: float) -> None:
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        self._topic, self._events, self._rate = topic, events, rate
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        start = time.monotonic()
-        for seq in range(self._events):
-            ahead = seq / self._rate - (time.monotonic() - start)
-            if ahead > 0.01:
-                time.sleep(ahead)
-            key, value = event(seq)
-            self._producer.send(self._topic, key=key, value=value)
-        self._producer.flush()
-
-    def close(self) -> None:
-        self._thread.join()
-        self._producer.close()
+def live_stream(bootstrap: str, topic: str, events: int, rate: float) -> threading.Thread:
+    """The scenario stream produced at ``rate`` events/s by a thread (started), so every
+    fault lands mid-stream whatever the engine's speed."""
+    thread = threading.Thread(target=produce, args=(bootstrap, topic, events, rate), daemon=True)
+    thread.start()
+    return thread
 
 
 def group_members(bootstrap: str, group: str) -> int:
@@ -356,45 +307,35 @@ class Instance:
     """One engine process; an exit nobody asked for is a crash (restarted by ``check``)."""
 
     def __init__(self, engine: Engine, run: Run, index: int) -> None:
-        self._command = engine.command()
-        self._env = importable_env({**os.environ, **engine.env(run, index)})
-        self._log = run.workdir / f"{engine.name}-{index}.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = WorkerProcess(
+            engine.env(run, index),
+            run.workdir / f"{engine.name}-{index}.log",
+            command=engine.command(),
+        )
         self.crashes: list[int] = []  # exit statuses of unasked exits
 
     def start(self) -> None:
-        with self._log.open("ab") as log:
-            self._process = subprocess.Popen(
-                self._command,
-                env=self._env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=ROOT,
-            )
+        self._process.start()
 
     def check(self) -> None:
         """Restart after an unasked exit, as a supervisor would, at most :data:`MAX_CRASHES`
         times (a crash loop is a result, not something to wait out)."""
-        exited = self._process is not None and self._process.poll() is not None
-        if exited and len(self.crashes) < MAX_CRASHES:
-            assert self._process is not None
-            self.crashes.append(self._process.returncode)
+        status = self._process.exit_status()
+        if status is not None and len(self.crashes) < MAX_CRASHES:
+            self.crashes.append(status)
             time.sleep(1.0)  # a supervisor's restart delay
             self.start()
 
     def kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait()
+        if self._process.exit_status() is None:
+            self._process.kill()
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after :data:`STOP_S`; the exit status of the SIGTERM."""
-        if self._process is None or self._process.poll() is not None:
+        if self._process.exit_status() is not None:
             return None
-        self._process.send_signal(signal.SIGTERM)
         try:
-            return self._process.wait(timeout=STOP_S)
+            return self._process.terminate(STOP_S)
         except subprocess.TimeoutExpired:
             self.kill()
             return None
@@ -437,7 +378,7 @@ def run_scenario(
     progress = GroupProgress(bootstrap, run.group, run.topic)
     outcome = Outcome(scenario, run.events)
     instances = [Instance(engine, run, 0)]
-    stream = LiveStream(bootstrap, run.topic, run.events, rate) if scenario != "clean" else None
+    stream: threading.Thread | None = None
     start = time.monotonic()
     deadline = start + timeout_s
 
@@ -455,8 +396,8 @@ def run_scenario(
 
     try:
         instances[0].start()
-        if stream is not None:
-            stream.start()
+        if scenario != "clean":
+            stream = live_stream(bootstrap, run.topic, run.events, rate)
         if scenario == "kills":
             for share in sorted(rng.uniform(0.1, 0.8) for _ in range(kills)):
                 if not watch(reached(share * run.events)):
@@ -483,7 +424,7 @@ def run_scenario(
             outcome.crashes += instance.crashes
         progress.close()
         if stream is not None:
-            stream.close()
+            stream.join()
     applied = engine.count(run)
     outcome.applied = sum(applied.values())
     outcome.lost = sum(1 for seq in range(run.events) if applied[seq] == 0)

@@ -36,6 +36,7 @@ from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
 
 EVENT_TYPES = ("click", "favorite", "purchase")
 _PRIMES = (997, 1009)  # (seq % 997, seq % 1009) is unique for seq < 997 * 1009
+BASE_TS = 1_700_000_000_000  # event seq's ts is BASE_TS + seq
 
 
 @dataclass
@@ -76,14 +77,33 @@ def event(seq: int) -> tuple[bytes, bytes]:
         "user_id": user,
         "item_id": f"i{seq % _PRIMES[1]}",
         "event_type": EVENT_TYPES[seq % len(EVENT_TYPES)],
-        "ts": 1_700_000_000_000 + seq,
+        "ts": BASE_TS + seq,
     }
     return user.encode(), json.dumps(body).encode()
 
 
-def produce(bootstrap: str, topic: str, count: int) -> None:
+def event_seq(user_id: str, item_id: str) -> int:
+    """The ``seq`` whose :func:`event` has this edge (the Chinese remainder of its user and
+    item numbers).
+
+    >>> body = json.loads(event(123_456)[1])
+    >>> event_seq(body["user_id"], body["item_id"])
+    123456
+    """
+    u, i = int(user_id[1:]), int(item_id[1:])
+    k = (i - u) * pow(_PRIMES[0], -1, _PRIMES[1]) % _PRIMES[1]
+    return u + _PRIMES[0] * k
+
+
+def produce(bootstrap: str, topic: str, count: int, rate: float | None = None) -> None:
+    """The first ``count`` events of the stream into ``topic``, at ``rate`` events/s
+    (None: as fast as the producer goes)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    start = time.monotonic()
     for seq in range(count):
+        ahead = 0.0 if rate is None else seq / rate - (time.monotonic() - start)
+        if ahead > 0.01:
+            time.sleep(ahead)
         key, value = event(seq)
         producer.send(topic, key=key, value=value)
     producer.flush()

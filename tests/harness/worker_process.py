@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stream.local_broker.broker import free_ports
@@ -23,15 +23,20 @@ class WorkerProcess:
     """``python -m stream.worker`` as a child process, configured by environment.
 
     With ``kill_trigger`` it runs as :mod:`tests.harness.crashing_worker`, which SIGKILLs
-    itself right after the store write that reaches the position that file holds.
+    itself right after the store write that reaches the position that file holds; with
+    ``command``, that command instead (another stream engine, bench/engines.py).
     """
 
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, kill_trigger: Path | None = None
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        kill_trigger: Path | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         self._env = importable_env({**os.environ, **env})
         self._log_path = log_path
-        self._command = [sys.executable, "-m", "stream.worker"]
+        self._command = list(command or [sys.executable, "-m", "stream.worker"])
         if kill_trigger is not None:
             self._command = [
                 sys.executable,
