@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -40,9 +41,22 @@ class MixedPrecision:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
-    def step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """Backward through the (scaled) loss and one optimiser step."""
+    def step(
+        self,
+        loss: Tensor | None,
+        optimizer: torch.optim.Optimizer,
+        reduce: Callable[[], None] | None = None,
+    ) -> None:
+        """Backward through the (scaled) loss and one optimiser step; ``reduce`` runs
+        between them (a job's gradient all-reduce, :mod:`stream.learn.ranks`). No loss:
+        a rank with nothing to train on this step joins it with no gradients."""
         optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(self.scaler.scale(loss))
+        scaled = self.scaler.scale(
+            loss if loss is not None else torch.zeros((), device=self.device)
+        )
+        if loss is not None:
+            torch.autograd.backward(scaled)
+        if reduce is not None:
+            reduce()
         self.scaler.step(optimizer)
         self.scaler.update()

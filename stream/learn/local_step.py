@@ -134,3 +134,11 @@ class LocalStep:
         finally:
             encoder.train(was_training)
         return users, items, user_vec, item_vec
+
+    def absorb(self, moved: Tensor, whole_graph_steps: int) -> None:
+        """Take ``moved`` as the rows the steps moved and ``whole_graph_steps`` as the
+        steps run on the whole graph: those of every rank of a job, whose reduced
+        gradients moved them all (:meth:`stream.learn.ranks.Ranks.merge_moved`)."""
+        self._moved = [moved]
+        self._whole_graph_seeds = []
+        self.whole_graph_steps = whole_graph_steps

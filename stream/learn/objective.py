@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,6 +27,9 @@ from models.sampling import popularity_weights, sample_negatives
 from stream.learn.device import MixedPrecision
 from stream.learn.local_step import LocalStep
 from stream.settings.training import TrainerSettings
+
+if TYPE_CHECKING:
+    from stream.learn.ranks import Ranks
 
 Trend = tuple[TrendTable, Tensor]
 """The items' trend features, and the moment (a row of the table) of each positive."""
@@ -40,6 +45,7 @@ class Objective:
         self.amp = amp
         self.device = device
         self.prior: ScorePrior | None = None  # the trainer's, when the prior is on
+        self.ranks: Ranks | None = None  # the job this trainer is a rank of, if any
 
     def train(
         self,
@@ -58,19 +64,34 @@ class Objective:
         ``max_steps_per_batch`` steps when ``capped`` (a live learn call; a fit is not);
         returns ``(mean loss, steps)`` (nan, 0: none ran). With ``local`` each step runs on
         the sampled neighbourhood of its rows instead of the whole graph. ``graph`` builds
-        the whole graph view (an O(edges) snapshot): called only where it is read."""
+        the whole graph view (an O(edges) snapshot): called only where it is read. In a
+        job of ranks each rank trains on its share of every step's chunk, and the step
+        count is the same on every rank (:mod:`stream.learn.ranks`)."""
         s = self.settings
         pos_users, pos_items = positives
         if pos_users.numel() == 0 or num_items == 0:
             return math.nan, 0
         encoder.train()
         losses: list[Tensor] = []
+        steps = 0
         cap = (s.max_steps_per_batch if capped else 0) or math.inf
+        ranks = self.ranks
+        draws = generator if ranks is None else ranks.own_generator(generator, salt=1)
         for _ in range(passes):
             order = torch.randperm(pos_users.numel(), generator=generator).to(self.device)
             for chunk in torch.split(order, s.batch_size):
-                if len(losses) >= cap:
+                if steps >= cap:
                     break
+                steps += 1
+                reduce = None
+                if ranks is not None:  # this rank's share; gradients summed over the ranks
+                    mine = ranks.share(chunk)
+                    weight = mine.numel() / chunk.numel()
+                    reduce = partial(ranks.reduce_gradients, optimizer, weight)
+                    if mine.numel() == 0:
+                        self.amp.step(None, optimizer, reduce)
+                        continue
+                    chunk = mine
                 users, items = pos_users[chunk], pos_items[chunk]
                 step_trend = (trend[0], trend[1][chunk]) if trend is not None else None
                 losses.append(
@@ -80,12 +101,13 @@ class Objective:
                         graph,
                         (users, items),
                         num_items,
-                        generator,
+                        draws,
                         step_trend,
                         local,
+                        reduce,
                     )
                 )
-        return float(torch.stack(losses).mean()), len(losses)
+        return (float(torch.stack(losses).mean()) if losses else math.nan), steps
 
     def _step(
         self,
@@ -97,6 +119,7 @@ class Objective:
         generator: torch.Generator,
         trend: Trend | None,
         local: LocalStep | None,
+        reduce: Callable[[], None] | None = None,
     ) -> Tensor:
         s = self.settings
         users, items = positives
@@ -146,7 +169,7 @@ class Objective:
                     log_q = (weights / weights.sum()).clamp(min=1e-30).log().float()
                     offset = -torch.cat([log_q[items, None], log_q[neg]], dim=1)
                 loss = info_nce(pos_score, neg_score, s.temperature, offset)
-        self.amp.step(loss, optimizer)
+        self.amp.step(loss, optimizer, reduce)
         return loss.detach().float()
 
     def item_prior(self, trend: Trend, items: Tensor) -> Tensor:

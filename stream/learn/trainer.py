@@ -16,12 +16,14 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -48,6 +50,9 @@ from stream.learn.trainer_state import restore_trainer, trainer_state
 from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore
 
+if TYPE_CHECKING:
+    from stream.learn.ranks import Ranks
+
 
 def _seed(*parts: int) -> int:
     value = 0
@@ -69,10 +74,16 @@ class IncrementalTrainer:
         behaviours: the store's behaviours (event type -> weight, half-life); relation
             ``r`` is the ``r``-th in sorted order, as in the store.
         epsilon: the store's pruning threshold.
+        ranks: the ``torch.distributed`` job this trainer is a rank of (None: alone);
+            see :mod:`stream.learn.ranks`.
     """
 
     def __init__(
-        self, settings: TrainerSettings, behaviours: Mapping[str, Behaviour], epsilon: float
+        self,
+        settings: TrainerSettings,
+        behaviours: Mapping[str, Behaviour],
+        epsilon: float,
+        ranks: Ranks | None = None,
     ) -> None:
         self.settings = settings
         self.behaviours = MappingProxyType(dict(behaviours))
@@ -96,6 +107,9 @@ class IncrementalTrainer:
         # rows the last refresh re-embedded, by kind (None: all)
         self.reembedded: dict[str, Tensor | None] = {k: None for k in KINDS}
         self.last_step: LocalStep | None = None  # the last learn call's, if local
+        self.ranks = ranks
+        self._objective.ranks = ranks
+        self.check_ranks()
 
     def new_mirror(self) -> GraphMirror:
         """An empty graph mirror whose index sees the graph as this trainer does."""
@@ -217,12 +231,16 @@ class IncrementalTrainer:
                 None if trend is None else (trend, torch.zeros_like(pos_users)),
                 local=local,
             )
+            if self.ranks is not None and local is not None:
+                self.ranks.merge_moved(local)  # re-embed what any rank's share moved
             touched = {"user": batch.users, "item": batch.items}
             changed = (
                 self._refresh(graph, touched, local)
                 if steps or len(batch)
                 else {k: [] for k in KINDS}
             )
+            if self.ranks is not None:  # each key is published by one rank
+                changed = {kind: self.ranks.owned(ids) for kind, ids in changed.items()}
             self.model_version += 1
             after = {k: self.registry.counts(k) for k in KINDS}
             return TrainReport(
@@ -402,6 +420,8 @@ class IncrementalTrainer:
             return None
         hops = int(getattr(self.encoder, "num_layers", s.layers))
         view = self.mirror.view(self.encoder.num_users, self.encoder.num_items)
+        if self.ranks is not None:  # neighbourhoods sampled per rank
+            generator = self.ranks.own_generator(generator, salt=2)
         self.last_step = LocalStep(view, graph, self.mirror.num_edges, hops, s.fanout, generator)
         return self.last_step
 
@@ -414,6 +434,20 @@ class IncrementalTrainer:
         """Re-embed what can have moved and report what to publish
         (:func:`stream.learn.refresh.refresh`)."""
         return refresh(self, graph, touched, local)
+
+    def check_ranks(self) -> None:
+        """In a job: fail (:class:`stream.learn.ranks.RanksDiverged`) unless every rank
+        holds the same settings (but the device) and parameters (a collective: every rank
+        calls it)."""
+        if self.ranks is not None:
+            meaning = [
+                (f.name, getattr(self.settings, f.name))
+                for f in dataclasses.fields(self.settings)
+                if f.name != "device"
+            ]
+            fingerprint = torch.tensor([zlib.crc32(repr(meaning).encode())])
+            with self._lock:
+                self.ranks.check_same([fingerprint, *self._parameters()], "settings or parameters")
 
     # -- read paths (never change anything) ------------------------------------------------
 

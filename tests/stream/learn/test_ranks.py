@@ -1,0 +1,96 @@
+"""Trainers as ranks of one gloo job (two processes on 127.0.0.1): identical parameters
+after every step, each key published by one rank, one version sequence per key."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from stream.learn.ranks import Ranks
+from tests.harness.rank_job import run_job, train_stream
+
+# Full-step cap off, several steps per call, small chunks: calls whose last chunk holds a
+# single positive (rank 1's share empty) happen in every scope.
+BASE: dict[str, Any] = {
+    "dim": 8,
+    "device": "cpu",
+    "batch_size": 5,
+    "steps_per_batch": 2,
+    "max_steps_per_batch": 0,
+    "num_negatives": 4,
+}
+
+
+def stream_batches(seed: int) -> list[list[list[Any]]]:
+    """Batches of ``(user, item, type, ts)``: the first holds one event (one positive, no
+    replay yet: rank 1 has nothing to train on), one holds only unknown-free repeats, the
+    rest are random sizes."""
+    rng = random.Random(seed)
+    ts = 1_000_000
+    sizes = [1, 7, 0, 2, 13, 1, 9, 4]
+    out = []
+    for size in sizes:
+        rows = []
+        for _ in range(size):
+            ts += 1_000
+            user = rng.randrange(15)
+            item = (user % 3) * 5 + rng.randrange(5)
+            kind = "purchase" if rng.random() < 0.2 else "click"
+            rows.append([f"u{user}", f"i{item}", kind, ts])
+        out.append(rows)
+    return out
+
+
+@pytest.mark.parametrize("scope", ["full", "local"])
+def test_two_ranks_hold_one_model_and_split_the_keys(scope: str) -> None:
+    # No drift reports: what is published follows the stream alone (touched or never
+    # reported rows), so it is comparable with a single process's, whose numbers differ.
+    settings = {**BASE, "step_scope": scope, "publish_threshold": 1e9}
+    batches = stream_batches(1)
+    ranks = run_job(2, train_stream, [settings, batches])
+    alone = train_stream(None, settings, batches, check_every_step=False)
+
+    steps = list(zip(ranks[0]["steps"], ranks[1]["steps"], alone["steps"], strict=True))
+    assert any(solo["steps"] > 0 for _, _, solo in steps)
+    published: dict[tuple[str, str], list[int]] = {}
+    for a, b, solo in steps:
+        assert a["params"] == b["params"]
+        assert a["vectors"] == b["vectors"]
+        assert a["version"] == b["version"] == solo["version"]
+        assert a["steps"] == b["steps"] == solo["steps"]
+        for kind in ("user", "item"):
+            mine, theirs = set(a["published"][kind]), set(b["published"][kind])
+            assert not mine & theirs
+            assert mine | theirs == set(solo["published"][kind])
+            for rank, keys in enumerate((mine, theirs)):
+                assert all(Ranks(rank, 2).owner(key) == rank for key in keys)
+            for key in mine | theirs:
+                published.setdefault((kind, key), []).append(a["version"])
+    assert published
+    for versions in published.values():
+        assert versions == sorted(set(versions))  # one increasing sequence per key
+
+
+def test_two_ranks_with_default_publishing_publish_disjoint_keys() -> None:
+    """With drift reports on, both ranks still agree on every vector, so the keys each
+    publishes are exactly its share of the set both select."""
+    settings = {**BASE, "step_scope": "local"}
+    ranks = run_job(2, train_stream, [settings, stream_batches(2)])
+    for a, b in zip(ranks[0]["steps"], ranks[1]["steps"], strict=True):
+        assert a["params"] == b["params"] and a["vectors"] == b["vectors"]
+        for kind in ("user", "item"):
+            assert not set(a["published"][kind]) & set(b["published"][kind])
+
+
+def test_ranks_with_different_seeds_fail_at_start() -> None:
+    with pytest.raises(RuntimeError) as failed:
+        run_job(2, _seeded_by_rank, [BASE])
+    message = str(failed.value)
+    for rank in (0, 1):  # both refuse, saying why
+        assert f"rank {rank} of 2: the ranks' settings or parameters differ" in message
+
+
+def _seeded_by_rank(ranks: Ranks, settings: dict[str, Any]) -> dict[str, Any]:
+    return train_stream(ranks, {**settings, "seed": 7 + ranks.rank}, [])
