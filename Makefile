@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-changelog bench-hostile bench-engines gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ $(ENGINES)/faust/bin/python:
 
 bench-engines: $(STAMP) $(ENGINES)/quix/bin/python $(ENGINES)/faust/bin/python ## streamgnn vs Quix Streams vs Faust: SIGKILLs, a rebalance, events/s; writes bench/results/engines.json
 	$(PY) -m bench.engines
+
+bench-scale: $(STAMP) ## ingest events/s with 1 and 2 processes, trainer events/s with 1 and 2 gloo ranks, restore seconds of a 1M-edge partition; writes bench/results/scale.json
+	$(PY) -m bench.scale
 
 # No venv on a bare GPU machine: its python3 (torch, PyG, numpy there), plus the wheels that
 # bench/gpu_wheels.sh put in .whl/ (carry it), which the script installs itself, offline.

@@ -127,7 +127,9 @@ def train_stream(
 ) -> dict[str, Any]:
     """Feed ``batches`` of ``(user, item, event_type, ts)`` rows to one trainer (a rank of
     a job, or alone with ``ranks`` None); per learn call: ``params`` and ``vectors``
-    checksums, ``published`` ``{kind: keys}``, ``version``; and ``seconds`` learning."""
+    checksums, ``published`` ``{kind: keys}``, ``version``; and ``seconds`` learning. A
+    job of one rank runs as a single process does (no ranks)."""
+    ranks = ranks if ranks is not None and ranks.world > 1 else None
     trainer = IncrementalTrainer(TrainerSettings(**settings), BEHAVIOURS, EPSILON, ranks)
     steps: list[dict[str, Any]] = []
     seconds = 0.0
@@ -139,6 +141,11 @@ def train_stream(
             "version": report.model_version,
             "steps": report.steps,
             "published": {"user": report.changed_users, "item": report.changed_items},
+            # rows re-embedded by kind (None: all, after a full step or a large local one)
+            "reembedded": {
+                kind: None if rows is None else rows.numel()
+                for kind, rows in trainer.reembedded.items()
+            },
         }
         if check_every_step:
             trainer.check_ranks()  # raises when the ranks' parameters differ
