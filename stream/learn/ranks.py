@@ -1,7 +1,8 @@
 """Trainers as ranks of one ``torch.distributed`` job: one model, one version sequence.
 
 Every rank holds the whole graph (all ranks learn on the same event batches, in the same
-order) and the same model (same seed; :meth:`Ranks.check_same` verifies it at start).
+order: :meth:`Ranks.agree` gives the positions where all ranks cut the next batch) and
+the same model (same seed; :meth:`Ranks.check_same` verifies it at start).
 Within each optimiser step every rank draws the same shuffled chunk of positives (the
 learn call's shared generator) and trains on its share of it, ``chunk[rank::world]``;
 its gradients, weighted by its share of the chunk, are summed over the ranks before the
@@ -122,6 +123,14 @@ class Ranks:
         parts = torch.split(flat, [g.numel() for g in grads])
         for p, part in zip(dense, parts, strict=True):
             p.grad = part.view_as(p)
+
+    def agree(self, reached: Sequence[int]) -> list[int]:
+        """The positions every rank has reached (the minimum per entry): a job's ranks
+        cut their next batch there, so every rank learns the same batches in the same
+        order (e.g. the changelog offsets each rank has read, per partition)."""
+        common = torch.tensor(list(reached), dtype=torch.long)
+        dist.all_reduce(common, op=dist.ReduceOp.MIN, group=self.group)
+        return [int(v) for v in common]
 
     def merge_moved(self, local: LocalStep) -> None:
         """Let a learn call's local step know the rows every rank's steps moved (the

@@ -239,8 +239,6 @@ class IncrementalTrainer:
                 if steps or len(batch)
                 else {k: [] for k in KINDS}
             )
-            if self.ranks is not None:  # each key is published by one rank
-                changed = {kind: self.ranks.owned(ids) for kind, ids in changed.items()}
             self.model_version += 1
             after = {k: self.registry.counts(k) for k in KINDS}
             return TrainReport(
@@ -432,8 +430,11 @@ class IncrementalTrainer:
         local: LocalStep | None = None,
     ) -> dict[str, list[str]]:
         """Re-embed what can have moved and report what to publish
-        (:func:`stream.learn.refresh.refresh`)."""
-        return refresh(self, graph, touched, local)
+        (:func:`stream.learn.refresh.refresh`); in a job, this rank's keys of those."""
+        changed = refresh(self, graph, touched, local)
+        if self.ranks is not None:  # each key is published by one rank
+            changed = {kind: self.ranks.owned(ids) for kind, ids in changed.items()}
+        return changed
 
     def check_ranks(self) -> None:
         """In a job: fail (:class:`stream.learn.ranks.RanksDiverged`) unless every rank

@@ -100,3 +100,13 @@ def test_ranks_with_different_seeds_fail_at_start() -> None:
 
 def _seeded_by_rank(ranks: Ranks, settings: dict[str, Any]) -> dict[str, Any]:
     return train_stream(ranks, {**settings, "seed": 7 + ranks.rank}, [])
+
+
+def test_ranks_agree_on_where_every_rank_has_reached() -> None:
+    reached = run_job(2, _reached, [])
+    assert reached[0] == reached[1] == [[3, 0, 7], [3, 0, 7]]
+
+
+def _reached(ranks: Ranks) -> list[list[int]]:
+    ours = [3 + 2 * ranks.rank, 5 * (1 - ranks.rank), 7]
+    return [ranks.agree(ours), ranks.agree(ours)]  # twice: the same answer
