@@ -1,8 +1,8 @@
 """Trainers as ranks of one ``torch.distributed`` job: one model, one version sequence.
 
 Every rank holds the whole graph (all ranks learn on the same event batches, in the same
-order: :meth:`Ranks.agree` gives the positions where all ranks cut the next batch) and
-the same model (same seed; :meth:`Ranks.check_same` verifies it at start).
+order: rank 0 reads the changelog and :meth:`Ranks.broadcast_records` hands every rank
+the same records) and the same model (same seed; :meth:`Ranks.check_same` verifies it at start).
 Within each optimiser step every rank draws the same shuffled chunk of positives (the
 learn call's shared generator) and trains on its share of it, ``chunk[rank::world]``;
 its gradients, weighted by its share of the chunk, are summed over the ranks before the
@@ -36,6 +36,9 @@ from torch import Tensor
 
 from stream.learn.local_step import LocalStep
 from stream.learn.optimiser import RowAdam
+
+Record = tuple[int, int, bytes, bytes | None]
+"""A changelog record: partition, offset, key, value (None: a tombstone)."""
 
 
 class RanksDiverged(RuntimeError):
@@ -124,13 +127,45 @@ class Ranks:
         for p, part in zip(dense, parts, strict=True):
             p.grad = part.view_as(p)
 
-    def agree(self, reached: Sequence[int]) -> list[int]:
-        """The positions every rank has reached (the minimum per entry): a job's ranks
-        cut their next batch there, so every rank learns the same batches in the same
-        order (e.g. the changelog offsets each rank has read, per partition)."""
-        common = torch.tensor(list(reached), dtype=torch.long)
-        dist.all_reduce(common, op=dist.ReduceOp.MIN, group=self.group)
-        return [int(v) for v in common]
+    def broadcast_records(self, records: Sequence[Record] | None) -> list[Record]:
+        """Rank 0's ``records`` on every rank (rank 0 passes them, the others None).
+
+        A job's ranks learn what rank 0 read, not what each reads itself: a compacted
+        changelog read at different moments holds different records (compaction removes
+        superseded ones), and ids take their rows in the order they are first folded, so
+        only the same record sequence gives every rank the same graph, rows and batches.
+        Plain bytes and integers travel (no pickling).
+        """
+        if self.rank == 0:
+            assert records is not None
+            header = torch.tensor(
+                [[p, o, len(k), -1 if v is None else len(v)] for p, o, k, v in records],
+                dtype=torch.long,
+            ).reshape(-1, 4)
+            data = b"".join(k + (v or b"") for _, _, k, v in records)
+            payload = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None
+            sizes = torch.tensor([len(records), len(data)], dtype=torch.long)
+        else:
+            sizes = torch.zeros(2, dtype=torch.long)
+        dist.broadcast(sizes, 0, group=self.group)
+        count, length = (int(v) for v in sizes)
+        if self.rank != 0:
+            header = torch.zeros(count, 4, dtype=torch.long)
+            payload = torch.zeros(length, dtype=torch.uint8) if length else None
+        if count:
+            dist.broadcast(header, 0, group=self.group)
+        if payload is not None:
+            dist.broadcast(payload, 0, group=self.group)
+        data = payload.numpy().tobytes() if payload is not None else b""
+        out: list[Record] = []
+        at = 0
+        for partition, offset, key_len, value_len in header.tolist():
+            key = data[at : at + key_len]
+            at += key_len
+            value = None if value_len < 0 else data[at : at + value_len]
+            at += max(value_len, 0)
+            out.append((partition, offset, key, value))
+        return out
 
     def merge_moved(self, local: LocalStep) -> None:
         """Let a learn call's local step know the rows every rank's steps moved (the

@@ -102,11 +102,24 @@ def _seeded_by_rank(ranks: Ranks, settings: dict[str, Any]) -> dict[str, Any]:
     return train_stream(ranks, {**settings, "seed": 7 + ranks.rank}, [])
 
 
-def test_ranks_agree_on_where_every_rank_has_reached() -> None:
-    reached = run_job(2, _reached, [])
-    assert reached[0] == reached[1] == [[3, 0, 7], [3, 0, 7]]
+RECORDS = [
+    (0, 5, b"e\x00k1", b"\x01\x02"),
+    (3, 9, b"k2", None),
+    (0, 6, b"k3", b""),
+    (1, 0, b"", b"v"),
+]
 
 
-def _reached(ranks: Ranks) -> list[list[int]]:
-    ours = [3 + 2 * ranks.rank, 5 * (1 - ranks.rank), 7]
-    return [ranks.agree(ours), ranks.agree(ours)]  # twice: the same answer
+def test_every_rank_gets_rank_0s_records_bytes_and_tombstones_intact() -> None:
+    received = run_job(2, _broadcast, [])
+    sent = [[list(map(_hex, r)) for r in RECORDS], []]
+    assert received[0] == received[1] == sent
+
+
+def _hex(field: object) -> object:
+    return field.hex() if isinstance(field, bytes) else field
+
+
+def _broadcast(ranks: Ranks) -> list[list[list[object]]]:
+    batches = [RECORDS, []] if ranks.rank == 0 else [None, None]
+    return [[list(map(_hex, r)) for r in ranks.broadcast_records(b)] for b in batches]
