@@ -99,8 +99,8 @@ class PipelineMetrics:
         )
         self.changelog_lag = Gauge(
             "streamgnn_changelog_lag",
-            "Graph changelog records not yet folded into the trainer's graph (streamgnn train)",
-            ["partition"],
+            "Graph changelog records not yet folded into the trainer's graph, all partitions "
+            "(streamgnn train)",
             registry=r,
         )
         self.changelog_folded = Counter(

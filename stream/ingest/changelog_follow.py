@@ -112,12 +112,12 @@ class ChangelogFollower:
         """Set the lag gauge: records between what was read and each partition's end (the
         last stable offset, as of the last fetch)."""
         tps = [TopicPartition(self.topic, p) for p in self.partitions]
+        lag = 0
         for tp in self._consumer.position(tps):
             _, end = self._consumer.get_watermark_offsets(tp, cached=True)
             if end >= 0:
-                read = tp.offset if tp.offset >= 0 else 0
-                gauge = self._metrics.changelog_lag.labels(partition=str(tp.partition))
-                gauge.set(max(int(end) - read, 0))
+                lag += max(int(end) - max(int(tp.offset), 0), 0)
+        self._metrics.changelog_lag.set(lag)
 
     def close(self) -> None:
         self._consumer.close()

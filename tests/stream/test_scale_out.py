@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from kafka import KafkaProducer
 
 from stream.behaviours import DEFAULT_BEHAVIOURS
 from stream.ingest.changelog import changelog_topic
@@ -27,15 +28,16 @@ from stream.settings import KafkaSettings, Settings, StoreSettings
 from stream.state import keys as k
 from tests.harness.changelog_state import end_offsets, fold_changelog, ingest_to_end, logged_state
 from tests.harness.embedding_log import read_published, version_regressions
-from tests.harness.faults import event_seq, produce
+from tests.harness.faults import event, event_seq
 from tests.harness.progress import GroupProgress
 from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 20_000
+EVENTS = 100_000
 PARTITIONS = 4
-RATE = EVENTS / 40  # events/s offered: the stream lasts 40 s, so every action lands in it
+RATE = 2_000.0  # events/s offered
+AHEAD = 2_000  # events the producer may send past an action's point before it is done
 TIMEOUT_S = 300.0
 INGEST = [sys.executable, "-m", "stream.ingest.command"]
 TRAIN = [sys.executable, "-m", "stream.train"]
@@ -56,13 +58,32 @@ def _committed_at_least(progress: GroupProgress, events: float) -> bool:
     return progress.committed() >= events
 
 
+def _produce(bootstrap: str, topic: str, gates: list[tuple[float, threading.Event]]) -> None:
+    """The stream at ``RATE``, never more than ``AHEAD`` events past a gate's point before
+    the gate opens: every action lands mid-stream, with events still to come."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    start = time.monotonic()
+    for seq in range(EVENTS):
+        for point, gate in gates:
+            if seq >= point + AHEAD and not gate.is_set():
+                producer.flush()
+                gate.wait(TIMEOUT_S)
+                start = time.monotonic() - seq / RATE
+        ahead = seq / RATE - (time.monotonic() - start)
+        if ahead > 0.01:
+            time.sleep(ahead)
+        key, value = event(seq)
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
 def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     topic = f"scale-{time.time_ns() % 10**12}"
     kafka_broker.create_topics({topic: PARTITIONS, f"{topic}.dlq": 1})
-    producer = threading.Thread(target=produce, args=(bootstrap, topic, EVENTS, RATE))
     group = f"g-{topic}"
     ingest = {
         name: WorkerProcess(
@@ -92,13 +113,15 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
         [(rng.uniform(0.1, 0.8) * EVENTS, "kill a") for _ in range(3)]
         + [(0.3 * EVENTS, "join c"), (0.6 * EVENTS, "leave c"), (0.45 * EVENTS, "restart trainer")]
     )
+    gates = [(point, threading.Event()) for point, _ in plan]
+    producer = threading.Thread(target=_produce, args=(bootstrap, topic, gates), daemon=True)
     progress = GroupProgress(bootstrap, group, topic)
     try:
         trainer.start()
         ingest["a"].start()
         ingest["b"].start()
         producer.start()
-        for threshold, action in plan:
+        for (threshold, action), (_, gate) in zip(plan, gates, strict=True):
             wait_for(partial(_committed_at_least, progress, threshold), TIMEOUT_S, action)
             time.sleep(rng.uniform(0.0, 0.2))  # land anywhere within a batch
             if action == "kill a":
@@ -113,6 +136,7 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
             else:
                 assert trainer.terminate() == 0
                 trainer.start()
+            gate.set()
         producer.join()
         wait_for(partial(_committed_at_least, progress, EVENTS), TIMEOUT_S, "the whole stream")
         for name in ("a", "b"):
@@ -160,7 +184,10 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
 
     vectors = read_published(
         bootstrap,
-        [published["STREAMGNN_USER_EMBEDDINGS_TOPIC"], published["STREAMGNN_ITEM_EMBEDDINGS_TOPIC"]],
+        [
+            published["STREAMGNN_USER_EMBEDDINGS_TOPIC"],
+            published["STREAMGNN_ITEM_EMBEDDINGS_TOPIC"],
+        ],
     )
     assert {v.topic for v in vectors} == {
         published["STREAMGNN_USER_EMBEDDINGS_TOPIC"],
