@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 EVENTS = 100_000
 PARTITIONS = 4
-RATE = 2_000.0  # events/s offered
+RATE = 3_000.0  # events/s offered
 AHEAD = 2_000  # events the producer may send past an action's point before it is done
 TIMEOUT_S = 300.0
 INGEST = [sys.executable, "-m", "stream.ingest.command"]
@@ -181,6 +181,10 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
     assert "cold start done" in log and "checkpoint loaded" in log  # both starts ran
     last = re.findall(r"trainer graph: (\d+) edges, digest (\w+)", log)[-1]
     assert (int(last[0]), last[1]) == (len(edges), edge_digest(edges))
+    # Each event sets its own edge once in the changelog, so the edge updates the two
+    # trainer runs trained on add up to the events: the restart neither retrained nor skipped.
+    runs = [int(n) for n in re.findall(r"stopped: TrainTotals\(.*trained_edges=(\d+)", log)]
+    assert len(runs) == 2 and sum(runs) == EVENTS
 
     vectors = read_published(
         bootstrap,
