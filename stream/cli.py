@@ -14,6 +14,8 @@ from stream.errors import KafkaAccessError
 
 COMMANDS: tuple[str, ...] = (
     "stream.worker",
+    "stream.ingest.command",
+    "stream.train",
     "stream.demo",
     "stream.publish.command",
     "stream.evaluation.command",

@@ -97,6 +97,18 @@ class PipelineMetrics:
             ["partition"],
             registry=r,
         )
+        self.changelog_lag = Gauge(
+            "streamgnn_changelog_lag",
+            "Graph changelog records not yet folded into the trainer's graph, all partitions "
+            "(streamgnn train)",
+            registry=r,
+        )
+        self.changelog_folded = Counter(
+            "streamgnn_changelog_records_folded",
+            "Graph changelog records folded into the trainer's graph (streamgnn train; a "
+            "restart folds the changelog from its beginning again)",
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "streamgnn_assigned_partitions",
             "Interactions partitions this worker owns now (0 until it joined its group)",

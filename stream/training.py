@@ -134,7 +134,9 @@ class TrainingLoop:
 
     Args:
         settings: the process settings (training, publish, store, Kafka topic names).
-        store: the worker's graph store; read once on :meth:`resume` to rebuild the graph.
+        store: the worker's graph store; read once on :meth:`resume` to rebuild the graph
+            (None for a trainer whose graph comes from elsewhere: ``streamgnn train``'s
+            changelog, :mod:`stream.train`, which overrides :meth:`resume`).
         metrics: training, backlog and id-registry metrics.
         on_failure: called from the trainer thread when a step fails unexpectedly (the
             worker then stops and exits non-zero); the exception is also in :attr:`failure`.
@@ -143,12 +145,17 @@ class TrainingLoop:
     def __init__(
         self,
         settings: Settings,
-        store: DecayedGraphStore,
+        store: DecayedGraphStore | None,
         metrics: PipelineMetrics,
         on_failure: Callable[[BaseException], object] = lambda exc: None,
     ) -> None:
         self._settings = settings
         self._store = store
+        # The topic whose offsets trained_through and the checkpoint hold.
+        self.source_topic = settings.kafka.interactions_topic
+        # Whether the events handed to on_applied are in the trainer's graph already
+        # (folded from the changelog by streamgnn train) rather than to be merged.
+        self.applied_in_graph = False
         self._metrics = metrics
         self._on_failure = on_failure
         w = settings.worker
@@ -186,14 +193,12 @@ class TrainingLoop:
                 settings (:mod:`stream.learn.compatibility`) and ``on_checkpoint_mismatch``
                 is ``fail``; with ``discard`` the checkpoints are moved aside instead.
         """
+        if self._store is None:
+            raise RuntimeError("TrainingLoop.resume needs the worker's store")
         payload = self._load_checkpoint()
-        topic = self._settings.kafka.interactions_topic
+        topic = self.source_topic
         if payload is not None:
-            self.trained_through = {
-                int(key.rpartition(":")[2]): int(offset)
-                for key, offset in payload["offsets"].items()
-                if key.rpartition(":")[0] == topic
-            }
+            self.trained_through = checkpoint_offsets(payload, topic)
             watermark = payload.get("watermark")
             self._trained_watermark = None if watermark is None else int(watermark)
             log.info(
@@ -283,7 +288,7 @@ class TrainingLoop:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        topic = self._settings.kafka.interactions_topic
+        topic = self.source_topic
         offsets = {f"{topic}:{p}": offset for p, offset in sorted(self.trained_through.items())}
         payload = {
             "trainer": self.trainer.state_dict(),
@@ -307,7 +312,7 @@ class TrainingLoop:
                     if self._stopping.is_set():
                         return
                     continue
-                self._train(pending)
+                self._train(pending, in_graph=self.applied_in_graph)
                 self._checkpoint_when_due()
         except PublishInterrupted:
             self._abandoned = True
@@ -406,6 +411,15 @@ class TrainingLoop:
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
                 time.sleep(PUBLISH_RETRY_SECONDS)  # an interrupt() meanwhile ends the retries
+
+
+def checkpoint_offsets(payload: Payload, topic: str) -> dict[int, int]:
+    """The offsets of ``topic`` a checkpoint trained through, by partition."""
+    return {
+        int(key.rpartition(":")[2]): int(offset)
+        for key, offset in payload["offsets"].items()
+        if key.rpartition(":")[0] == topic
+    }
 
 
 def _newest(a: int | None, b: int | None) -> int | None:

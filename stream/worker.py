@@ -124,11 +124,15 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def main(args: argparse.Namespace) -> int:
+    return serve(settings_from_args(args))
+
+
+def serve(settings: Settings) -> int:
+    """Run the worker (``streamgnn ingest`` too) until SIGTERM; returns the exit status."""
     # A crash in native code (a client library, torch) leaves every thread's Python stack
     # on stderr, the worker's log, instead of a bare exit status.
     faulthandler.enable()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = settings_from_args(args)
     metrics = PipelineMetrics()
     serve_metrics(metrics, settings.metrics_address)
     try:

@@ -36,8 +36,8 @@ def rebuild_mirror(trainer: IncrementalTrainer, store: DecayedGraphStore) -> Non
     edges = sorted(store_user_item_edges(store), key=lambda e: e.state[1])
     for chunk in _chunks(edges, _BOOTSTRAP_CHUNK):
         now = chunk[-1].state[1]
-        users = _rows_or_assign(t, "user", [e.user_id for e in chunk], now)
-        items = _rows_or_assign(t, "item", [e.item_id for e in chunk], now)
+        users = rows_or_assign(t, "user", [e.user_id for e in chunk], now)
+        items = rows_or_assign(t, "item", [e.item_id for e in chunk], now)
         t._absorb_evictions()
         t.mirror.load_edges(chunk, users, items)
         times = torch.tensor([e.state[1] for e in chunk], dtype=torch.long)
@@ -75,7 +75,7 @@ def stored_interactions(
     ]
 
 
-def _rows_or_assign(trainer: IncrementalTrainer, kind: str, ids: list[str], now: int) -> Tensor:
+def rows_or_assign(trainer: IncrementalTrainer, kind: str, ids: list[str], now: int) -> Tensor:
     rows = trainer.registry.rows(kind, ids)
     missing = (rows < 0).nonzero().flatten()
     if missing.numel():

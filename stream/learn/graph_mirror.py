@@ -159,6 +159,28 @@ class GraphMirror:
         self.index.stale = True  # a bulk load: rebuilt at the next read, not kept per edge
         self._write(states, parts)
 
+    def set_edges(
+        self, states: Mapping[_EdgeKey, DecayedWeight | None], parts: Mapping[_EdgeKey, int]
+    ) -> None:
+        """Set edges to their states as stored (``None`` removes one): a changelog's
+        records, folded one batch at a time; the index is kept up to date, not rebuilt."""
+        for key, state in states.items():
+            if state is not None:
+                self._advance(parts[key], state[1])
+        self._write(states, parts)
+
+    def edge_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(user rows, item rows, relations, ``w_ref``, ``t_ref``) of every held edge, as
+        stored (not decayed)."""
+        slots = self._alive[: self._used].nonzero().flatten()
+        return (
+            self._users[slots],
+            self._items[slots],
+            self._relations[slots],
+            self._w_ref[slots],
+            self._t_ref[slots],
+        )
+
     def advance(self, now: int, partitions: Sequence[int] | None = None) -> None:
         """Move watermarks forward to ``now``: those of ``partitions``, else every known one
         (partition 0 when none is known yet)."""

@@ -36,6 +36,7 @@ from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import model_config_errors
 from stream.events import Interaction
 from stream.learn.bootstrap import rebuild_mirror, stored_interactions
+from stream.learn.changelog_fold import Change, Folded, fold_changes
 from stream.learn.device import MixedPrecision, resolve_device
 from stream.learn.graph_mirror import GraphMirror
 from stream.learn.graph_view import user_recency
@@ -162,6 +163,12 @@ class IncrementalTrainer:
         """
         with self._lock:
             rebuild_mirror(self, store)
+
+    def fold(self, changes: Sequence[Change], topic: str) -> Folded:
+        """Fold graph changelog records into the mirror (``streamgnn train``); returns the
+        edges set, to :meth:`learn` with ``in_graph`` (:mod:`stream.learn.changelog_fold`)."""
+        with self._lock:
+            return fold_changes(self, changes, topic)
 
     # -- the learning path ---------------------------------------------------------------
 

@@ -247,3 +247,52 @@ def test_every_state_path_is_on_the_worker_volume() -> None:
         for twin in twins:
             assert twin in env, f"{source} leaves {twin} at its default (not on the volume)"
             assert Path(volumes[0]) in Path(env[twin]).parents, (source, twin, env[twin])
+
+
+SCALE = {name: s for name, s in SERVICES.items() if "scale" in s.get("profiles", [])}
+
+
+def test_the_scale_profile_runs_two_ingest_workers_and_one_trainer_of_one_group() -> None:
+    commands = sorted(SCALE[name]["command"][1] for name in SCALE)
+    assert commands == ["ingest", "ingest", "train"]
+    assert all(s.get("profiles") == ["scale"] for s in SCALE.values())
+    groups = {_env(name)["STREAMGNN_GROUP_ID"] for name in SCALE}
+    assert len(groups) == 1 and groups != {_env("worker").get("STREAMGNN_GROUP_ID")}
+    ingest = [name for name in SCALE if SCALE[name]["command"][1] == "ingest"]
+    assert len({_env(name)["STREAMGNN_INSTANCE_ID"] for name in ingest}) == len(ingest)
+    # Its own embedding space: not on the all-in-one worker's topics.
+    (trainer,) = [name for name in SCALE if SCALE[name]["command"][1] == "train"]
+    defaults = Settings().publish
+    own = {
+        _env(trainer)["STREAMGNN_USER_EMBEDDINGS_TOPIC"],
+        _env(trainer)["STREAMGNN_ITEM_EMBEDDINGS_TOPIC"],
+    }
+    assert own.isdisjoint({defaults.user_topic, defaults.item_topic})
+    advertised = {
+        listener.split("://", 1)[1]
+        for listener in _env("kafka")["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    }
+    for name in SCALE:
+        assert set(_env(name)["STREAMGNN_BOOTSTRAP_SERVERS"].split(",")) <= advertised, name
+
+
+def test_every_state_path_of_a_scale_service_is_on_its_own_volume() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    named_volumes = []
+    for name, service in SCALE.items():
+        options = commands[service["command"][1]].get_default("settings_options")
+        twins = set()
+        for option in options:
+            if option.section and option.section != "kafka.security":
+                owner = type(getattr(Settings(), option.section))
+                hint = typing.get_type_hints(owner)[option.name]
+                if hint is Path or Path in typing.get_args(hint):
+                    twins.add(option.env)
+        assert twins, name
+        (mount,) = [v.split(":") for v in service["volumes"] if not v.startswith(".")]
+        named_volumes.append(mount[0])
+        for twin in twins:
+            assert Path(mount[1]) in Path(_env(name)[twin]).parents, (name, twin)
+    assert len(set(named_volumes)) == len(SCALE)
+    assert set(named_volumes) <= set(COMPOSE_DOC["volumes"])

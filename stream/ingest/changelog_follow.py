@@ -1,0 +1,123 @@
+"""Following the graph changelog to its end and beyond: the reader of ``streamgnn train``.
+
+One librdkafka consumer, assigned every partition of the changelog topic (it never joins
+a group and never commits: the trainer's checkpoint holds its offsets), reading
+``read_committed``, so an ingest worker's open or aborted transaction is never seen. It
+starts at the beginning: the compacted topic is the whole graph, and a restarted trainer
+folds what its checkpoint trained through again without training on it (its mirror is
+not in the checkpoint). The end of each partition is known from librdkafka's
+end-of-partition event; the gap to it is the ``streamgnn_changelog_lag`` gauge.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from stream.errors import ChangelogError
+from stream.ingest.changelog import changelog_topic
+from stream.kafka.clients import confluent_consumer
+from stream.metrics import PipelineMetrics
+from stream.settings import KafkaSettings
+
+log = logging.getLogger("streamgnn.changelog")
+
+TOPIC_WAIT_LOG_S = 30.0  # how often the wait for the topic says so
+
+
+@dataclass(frozen=True)
+class ChangelogRecord:
+    """One record of the changelog: its source partition, offset, key and value."""
+
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None  # None: a tombstone
+
+
+class ChangelogFollower:
+    """Reads every partition of one group's graph changelog, read_committed."""
+
+    def __init__(self, kafka: KafkaSettings, metrics: PipelineMetrics) -> None:
+        self.topic = changelog_topic(kafka.interactions_topic, kafka.group_id)
+        self._metrics = metrics
+        self._consumer = confluent_consumer(
+            kafka,
+            {
+                "group.id": f"{kafka.group_id}.trainer",  # assigns, never joins or commits
+                "client.id": "streamgnn-changelog-trainer",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "enable.auto.commit": False,
+                "logger": log,
+            },
+        )
+        self.partitions: list[int] = []
+        self.positions: dict[int, int] = {}  # partition -> next offset after what was read
+        self._ended: set[int] = set()  # partitions whose end was reached at least once
+
+    def start(self, stop: threading.Event, timeout_s: float = 15.0) -> bool:
+        """Wait until the changelog topic exists (the ingest workers create it), then assign
+        every partition from the beginning; False when stopped first."""
+        waited = time.monotonic()
+        while True:
+            topics = self._consumer.list_topics(self.topic, timeout_s).topics
+            found = topics.get(self.topic)
+            if found is not None and found.error is None and found.partitions:
+                break
+            if stop.wait(0.5):
+                return False
+            if time.monotonic() - waited > TOPIC_WAIT_LOG_S:
+                log.info("waiting for changelog %s (is `streamgnn ingest` running?)", self.topic)
+                waited = time.monotonic()
+        self.partitions = sorted(found.partitions)
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions]
+        )
+        log.info("following changelog %s (%d partitions)", self.topic, len(self.partitions))
+        return True
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether every partition's end has been reached at least once."""
+        return bool(self.partitions) and self._ended.issuperset(self.partitions)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[ChangelogRecord]:
+        """Up to ``max_records`` records, in log order per partition."""
+        records: list[ChangelogRecord] = []
+        for message in self._consumer.consume(max_records, timeout_s):
+            error = message.error()
+            partition = int(message.partition() or 0)  # set on records and partition events
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                self._ended.add(partition)
+                continue
+            if error is not None:
+                if error.fatal():
+                    raise ChangelogError(f"following {self.topic}: {error.str()}")
+                log.warning("changelog follow: %s", error.str())
+                continue
+            key = message.key()
+            if key is None:
+                raise ChangelogError(f"{self.topic}[{partition}] holds a keyless record")
+            offset = int(message.offset() or 0)
+            records.append(ChangelogRecord(partition, offset, key, message.value()))
+            self.positions[partition] = offset + 1
+        return records
+
+    def export_lag(self) -> None:
+        """Set the lag gauge: records between what was read and each partition's end (the
+        last stable offset, as of the last fetch)."""
+        tps = [TopicPartition(self.topic, p) for p in self.partitions]
+        lag = 0
+        for tp in self._consumer.position(tps):
+            _, end = self._consumer.get_watermark_offsets(tp, cached=True)
+            if end >= 0:
+                lag += max(int(end) - max(int(tp.offset), 0), 0)
+        self._metrics.changelog_lag.set(lag)
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,244 @@
+"""``streamgnn train``: the trainer alone, its graph folded from the graph changelog.
+
+Beside ``streamgnn ingest`` workers (which write each partition's edge state to the
+compacted changelog in Kafka transactions, :mod:`stream.ingest.changelog`), one trainer
+reads every partition of that changelog ``read_committed`` (:mod:`stream.ingest.changelog_follow`),
+folds its edge records into its graph mirror (:mod:`stream.learn.changelog_fold`: edges
+set as stored, tombstones remove) and trains on the edges each new batch of records sets,
+through the worker's own :class:`~stream.training.TrainingLoop` and
+:class:`~stream.publish.publisher.EmbeddingPublisher`.
+
+- Cold start (no checkpoint): the changelog is folded to its end first, then the trainer
+  trains on the whole folded graph in backlog-sized chunks, publishing every node (as the
+  worker does from its store), then on what follows.
+- Restart: the checkpoint holds the changelog offsets it trained through. The changelog is
+  folded from the beginning (the mirror is not in the checkpoint); records before those
+  offsets are folded only, records from them on are trained on: nothing is trained twice or
+  skipped. A stop during the cold start's training writes no checkpoint (the next start is
+  a cold start again).
+- Backpressure: while the trainer's backlog is full the changelog waits in Kafka
+  (``streamgnn_changelog_lag``).
+
+SIGTERM/SIGINT stop it within seconds with a checkpoint (exit 0); a checkpoint that does not
+fit the settings exits 2; a changelog that cannot be read exits 1. On stop it logs its
+graph's size and digest (:func:`stream.learn.changelog_fold.graph_digest`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from stream.errors import ChangelogError, ConfigError
+from stream.ingest import AppliedBatch
+from stream.ingest.changelog import changelog_topic
+from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
+from stream.kafka.access import check_access
+from stream.learn.changelog_fold import graph_digest
+from stream.learn.compatibility import CheckpointMismatchError
+from stream.metrics import PipelineMetrics, serve_metrics
+from stream.publish.publisher import EmbeddingPublisher
+from stream.settings import Settings, add_options, select, settings_from_args
+from stream.training import PendingEvents, TrainingLoop, checkpoint_offsets
+
+log = logging.getLogger("streamgnn.train")
+
+POLL_S = 0.2
+MAX_POLL_RECORDS = 10_000
+
+
+@dataclass
+class TrainTotals:
+    """What one run of the trainer read and trained on."""
+
+    records: int = 0  # changelog records folded
+    trained_edges: int = 0  # edge updates handed to the trainer (bootstrap included)
+    edges: int = 0  # edges in the trainer's graph at the end
+    digest: str = ""  # graph_digest of that graph
+
+
+class ChangelogTraining(TrainingLoop):
+    """The worker's training loop over a graph folded from the changelog: no store; the
+    checkpoint's offsets are the changelog's; on a cold start, the whole folded graph is
+    the catch-up."""
+
+    def __init__(self, settings: Settings, metrics: PipelineMetrics, stop: threading.Event):
+        super().__init__(settings, None, metrics, on_failure=lambda exc: stop.set())
+        k = settings.kafka
+        self.source_topic = changelog_topic(k.interactions_topic, k.group_id)
+        self.applied_in_graph = True
+        self.cold = True  # no checkpoint: train on the whole folded graph first
+
+    def resume(self) -> None:
+        """Load the newest checkpoint that fits the settings (the graph is folded after)."""
+        payload = self._load_checkpoint()
+        if payload is not None:
+            self.cold = False
+            self.trained_through = checkpoint_offsets(payload, self.source_topic)
+            log.info(
+                "checkpoint loaded: model version %d, trained through changelog offsets %s",
+                self.trainer.model_version,
+                self.trained_through,
+            )
+
+    def bootstrap_on(self, positions: dict[int, int]) -> None:
+        """Train first on the whole graph folded through ``positions``, in the thread."""
+        self.untrained = {p: (0, offset) for p, offset in positions.items()}
+
+    def _catch_up(self) -> bool:
+        size = self._settings.worker.max_backlog_events
+        edges = self.trainer.stored_edges(None)
+        log.info("cold start: training on the %d folded edges", len(edges))
+        for start in range(0, len(edges), size):
+            if self._stopping.is_set():
+                self._abandoned = True  # no checkpoint: the next start is a cold one
+                return False
+            self._train(PendingEvents(list(edges[start : start + size])), in_graph=True)
+        self.trained_through.update({p: end for p, (_, end) in self.untrained.items()})
+        self.untrained = {}
+        log.info("cold start done: trained through changelog offsets %s", self.trained_through)
+        return True
+
+
+def run_trainer(
+    settings: Settings, stop: threading.Event, metrics: PipelineMetrics | None = None
+) -> TrainTotals:
+    """Fold the changelog and train until ``stop`` is set; returns what it did."""
+    asyncio.run(check_access(settings.kafka))
+    metrics = metrics if metrics is not None else PipelineMetrics()
+    training = ChangelogTraining(settings, metrics, stop)
+    training.resume()  # before any client: a mismatch fails fast
+    publisher = EmbeddingPublisher(settings.kafka, settings.publish, metrics)
+    follower = ChangelogFollower(settings.kafka, metrics)
+    totals = TrainTotals()
+    try:
+        if not follower.start(stop):
+            return totals
+        log.info("trainer following %s", follower.topic)
+        if not training.cold:
+            training.start(publisher)
+        if not _follow(settings, metrics, training, follower, publisher, stop, totals):
+            return totals  # stopped while folding to the end on a cold start: nothing trained
+        training.stop()
+        if training.failure is not None:
+            raise training.failure
+        totals.edges, totals.digest = graph_digest(training.trainer)
+        log.info("trainer graph: %d edges, digest %s", totals.edges, totals.digest)
+        return totals
+    finally:
+        follower.close()
+        publisher.close()
+
+
+def _follow(
+    settings: Settings,
+    metrics: PipelineMetrics,
+    training: ChangelogTraining,
+    follower: ChangelogFollower,
+    publisher: EmbeddingPublisher,
+    stop: threading.Event,
+    totals: TrainTotals,
+) -> bool:
+    """Fold what the changelog holds and hand each batch's edges to the trainer until
+    ``stop``; returns whether the trainer was started."""
+    topic = settings.kafka.interactions_topic
+    replay = dict(training.trained_through)  # folded only below these offsets
+    started = not training.cold
+    while not stop.is_set():
+        if started and not training.has_room():
+            follower.export_lag()
+            time.sleep(0.05)
+            continue
+        records = follower.poll(MAX_POLL_RECORDS, POLL_S)
+        old = [r for r in records if r.offset < replay.get(r.partition, 0)]
+        new = [r for r in records if r.offset >= replay.get(r.partition, 0)]
+        if old:
+            training.trainer.fold(_changes(old), topic)
+        if new:
+            folded = training.trainer.fold(_changes(new), topic)
+            if started and folded.interactions:
+                positions = {r.partition: r.offset + 1 for r in new}  # log order: last wins
+                training.on_applied(
+                    AppliedBatch(folded.interactions, [], positions, folded.partitions)
+                )
+                totals.trained_edges += len(folded.interactions)
+        totals.records += len(records)
+        metrics.changelog_folded.inc(len(records))
+        follower.export_lag()
+        if not started and follower.caught_up:
+            training.bootstrap_on(dict(follower.positions))
+            totals.trained_edges += training.trainer.mirror.num_edges
+            training.start(publisher)
+            started = True
+    return started
+
+
+def _changes(records: list[ChangelogRecord]) -> list[tuple[bytes, bytes | None]]:
+    return [(r.key, r.value) for r in records]
+
+
+# The trainer's options: Kafka, the events' meaning, publishing, training, checkpoints.
+TRAIN_OPTIONS = select(
+    "metrics_address",
+    "kafka",
+    "events",
+    "store.epsilon",
+    "publish",
+    "training",
+    "worker.torch_threads",
+    "worker.max_backlog_events",
+    "worker.checkpoint_dir",
+    "worker.checkpoint_interval_s",
+    "worker.checkpoints_kept",
+    "worker.on_checkpoint_mismatch",
+)
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train on the graph changelog the ingest workers write, publish (until SIGTERM)",
+        description="One trainer for a group of `streamgnn ingest` workers: it folds their "
+        "graph changelog (all partitions, read_committed) and trains and publishes as the "
+        "worker does. Every option falls back to its environment variable, then a default.",
+    )
+    add_options(parser, TRAIN_OPTIONS)
+    parser.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    faulthandler.enable()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    metrics = PipelineMetrics()
+    serve_metrics(metrics, settings.metrics_address)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        totals = run_trainer(settings, stop, metrics)
+    except CheckpointMismatchError as exc:
+        log.error("%s", exc)
+        return 2
+    except ChangelogError as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("stopped: %s", totals)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m stream.train")
+    add_options(parser, TRAIN_OPTIONS)
+    sys.exit(main(parser.parse_args()))
