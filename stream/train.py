@@ -43,9 +43,12 @@ from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
 from stream.kafka.access import check_access
 from stream.learn.changelog_fold import graph_digest
 from stream.learn.compatibility import CheckpointMismatchError
+from stream.learn.device import resolve_device
+from stream.learn.ranks import Ranks
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.publish.publisher import EmbeddingPublisher
 from stream.settings import Settings, add_options, select, settings_from_args
+from stream.train_ranks import rank_metrics_address, rank_settings, run_ranked
 from stream.training import PendingEvents, TrainingLoop, checkpoint_offsets
 
 log = logging.getLogger("streamgnn.train")
@@ -69,8 +72,14 @@ class ChangelogTraining(TrainingLoop):
     checkpoint's offsets are the changelog's; on a cold start, the whole folded graph is
     the catch-up."""
 
-    def __init__(self, settings: Settings, metrics: PipelineMetrics, stop: threading.Event):
-        super().__init__(settings, None, metrics, on_failure=lambda exc: stop.set())
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: PipelineMetrics,
+        stop: threading.Event,
+        ranks: Ranks | None = None,
+    ):
+        super().__init__(settings, None, metrics, on_failure=lambda exc: stop.set(), ranks=ranks)
         k = settings.kafka
         self.source_topic = changelog_topic(k.interactions_topic, k.group_id)
         self.applied_in_graph = True
@@ -113,8 +122,18 @@ def run_trainer(
     """Fold the changelog and train until ``stop`` is set; returns what it did."""
     asyncio.run(check_access(settings.kafka))
     metrics = metrics if metrics is not None else PipelineMetrics()
-    training = ChangelogTraining(settings, metrics, stop)
+    ranks = Ranks.from_env(resolve_device(settings.training.device))
+    if ranks is not None:
+        settings = rank_settings(settings, ranks)
+    training = ChangelogTraining(settings, metrics, stop, ranks)
     training.resume()  # before any client: a mismatch fails fast
+    if ranks is not None:  # under torchrun: every rank in lockstep (stream.train_ranks)
+        totals = TrainTotals()
+        poll = (MAX_POLL_RECORDS, POLL_S)
+        totals.records, totals.trained_edges = run_ranked(settings, stop, metrics, training, poll)
+        totals.edges, totals.digest = graph_digest(training.trainer)
+        log.info("trainer graph: %d edges, digest %s", totals.edges, totals.digest)
+        return totals
     publisher = EmbeddingPublisher(settings.kafka, settings.publish, metrics)
     follower = ChangelogFollower(settings.kafka, metrics)
     totals = TrainTotals()
@@ -222,7 +241,7 @@ def main(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     metrics = PipelineMetrics()
-    serve_metrics(metrics, settings.metrics_address)
+    serve_metrics(metrics, rank_metrics_address(settings.metrics_address))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

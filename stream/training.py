@@ -49,6 +49,7 @@ from stream.learn.compatibility import (
     conflicts,
     recorded_settings,
 )
+from stream.learn.ranks import Ranks
 from stream.learn.report import TrainReport
 from stream.learn.trainer import IncrementalTrainer
 from stream.metrics import PipelineMetrics
@@ -148,9 +149,11 @@ class TrainingLoop:
         store: DecayedGraphStore | None,
         metrics: PipelineMetrics,
         on_failure: Callable[[BaseException], object] = lambda exc: None,
+        ranks: Ranks | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
+        self._ranks = ranks  # the torchrun job the trainer is a rank of (stream.train_ranks)
         # The topic whose offsets trained_through and the checkpoint hold.
         self.source_topic = settings.kafka.interactions_topic
         # Whether the events handed to on_applied are in the trainer's graph already
@@ -180,7 +183,7 @@ class TrainingLoop:
 
     def _new_trainer(self) -> IncrementalTrainer:
         s = self._settings
-        return IncrementalTrainer(s.training, s.events.behaviours, s.store.epsilon)
+        return IncrementalTrainer(s.training, s.events.behaviours, s.store.epsilon, self._ranks)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -215,11 +218,23 @@ class TrainingLoop:
 
     def start(self, publisher: EmbeddingPublisher) -> None:
         """Start the trainer thread: it trains on :attr:`untrained` first, then the backlog."""
-        self._publisher = publisher
-        # Continue above anything already on the topics (the ledger's floor), even when
-        # the checkpoint is older than the last publish.
-        self.trainer.model_version = max(self.trainer.model_version, publisher.min_version - 1)
+        self.attach(publisher)
         self._thread.start()
+
+    def attach(self, publisher: EmbeddingPublisher) -> None:
+        """Publish through ``publisher``, continuing above anything already on the topics
+        (the ledger's floor), even when the checkpoint is older than the last publish.
+        Without :meth:`start`: the caller trains (:meth:`train_now`, ranks in lockstep)."""
+        self._publisher = publisher
+        self.trainer.model_version = max(self.trainer.model_version, publisher.min_version - 1)
+
+    def train_now(self, pending: PendingEvents) -> None:
+        """Train on ``pending`` and publish, in the caller's thread (no backlog)."""
+        self._train(pending, in_graph=self.applied_in_graph)
+
+    def catch_up_now(self) -> bool:
+        """The start's catch-up (:attr:`untrained`) in the caller's thread."""
+        return self._catch_up()
 
     def _load_checkpoint(self) -> Payload | None:
         """The newest good checkpoint, loaded into the trainer, if it fits the settings."""
@@ -322,8 +337,13 @@ class TrainingLoop:
             self._on_failure(exc)
 
     def _checkpoint_when_due(self) -> None:
-        if time.monotonic() - self._last_checkpoint >= self._settings.worker.checkpoint_interval_s:
+        if self.checkpoint_due():
             self.checkpoint()
+
+    def checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_interval_s`` has passed since the last checkpoint."""
+        interval = self._settings.worker.checkpoint_interval_s
+        return time.monotonic() - self._last_checkpoint >= interval
 
     def _catch_up(self) -> bool:
         """Train on the events the store holds beyond the checkpoint, publishing every node

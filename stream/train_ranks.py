@@ -1,0 +1,122 @@
+"""``streamgnn train`` as ranks of one ``torchrun`` job (:mod:`stream.learn.ranks`).
+
+``torchrun --nproc-per-node 2 -m stream.train ...`` (or ``-m stream.cli train``) starts the
+ranks; :func:`stream.train.run_trainer` hands over here when ``WORLD_SIZE`` > 1. Rank 0
+follows the changelog; each round it polls, and every rank gets its records
+(:meth:`Ranks.broadcast_records`) with rank 0's flags (stop, caught up, checkpoint due; a
+stop on any rank stops all), folds them and trains on them in lockstep, in this thread:
+no backlog coalescing, so every rank learns the same batches. Each rank publishes its own
+keys; its checkpoints and version ledger live under ``rank-<n>`` beside the configured
+ones (every rank writes the same state at the same version). At start the ranks take the
+highest model version any of them holds (a ledger floor may differ by a step after a
+crash) and check that they hold the same settings and parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+
+from stream.ingest.changelog_follow import ChangelogFollower
+from stream.learn.ranks import Ranks, Record
+from stream.metrics import PipelineMetrics
+from stream.publish.publisher import EmbeddingPublisher
+from stream.settings import Settings
+from stream.training import PendingEvents
+
+if TYPE_CHECKING:
+    from stream.train import ChangelogTraining
+
+log = logging.getLogger("streamgnn.train")
+
+
+def rank_settings(settings: Settings, ranks: Ranks) -> Settings:
+    """Checkpoints and the version ledger in a folder of this rank's own."""
+    part = f"rank-{ranks.rank}"
+    worker = dataclasses.replace(
+        settings.worker, checkpoint_dir=settings.worker.checkpoint_dir / part
+    )
+    ledger = settings.publish.ledger_path
+    publish = dataclasses.replace(settings.publish, ledger_path=ledger.parent / part / ledger.name)
+    return dataclasses.replace(settings, worker=worker, publish=publish)
+
+
+def rank_metrics_address(address: str) -> str:
+    """The metrics address of this local rank: the port plus ``LOCAL_RANK`` (torchrun's),
+    so ranks on one machine do not collide."""
+    host, _, port = address.rpartition(":")
+    return f"{host}:{int(port) + int(os.environ.get('LOCAL_RANK', '0'))}"
+
+
+def run_ranked(
+    settings: Settings,
+    stop: threading.Event,
+    metrics: PipelineMetrics,
+    training: ChangelogTraining,
+    poll: tuple[int, float],
+) -> tuple[int, int]:
+    """Follow (rank 0), fold and train in lockstep until a stop on any rank; returns
+    ``(records folded, edge updates trained)``. ``training`` is resumed, with ranks."""
+    ranks = training.trainer.ranks
+    assert ranks is not None
+    training.trainer.check_ranks()
+    publisher = EmbeddingPublisher(settings.kafka, settings.publish, metrics)
+    follower = ChangelogFollower(settings.kafka, metrics) if ranks.rank == 0 else None
+    records_folded = trained = 0
+    try:
+        ready = follower.start(stop) if follower is not None else True
+        training.attach(publisher)
+        version = torch.tensor([training.trainer.model_version], dtype=torch.long)
+        dist.all_reduce(version, op=dist.ReduceOp.MAX, group=ranks.group)
+        training.trainer.model_version = int(version)
+        topic = settings.kafka.interactions_topic
+        replay = dict(training.trained_through)  # folded only below these offsets
+        started = not training.cold
+        reached: dict[int, int] = {}
+        while True:
+            polled: list[Record] = []
+            caught_up = due = False
+            if follower is not None and ready and not stop.is_set():
+                polled = [(r.partition, r.offset, r.key, r.value) for r in follower.poll(*poll)]
+                follower.export_lag()
+                caught_up, due = follower.caught_up, training.checkpoint_due()
+            flags = torch.tensor([stop.is_set() or not ready, caught_up, due], dtype=torch.long)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=ranks.group)
+            records = ranks.broadcast_records(polled if ranks.rank == 0 else None)
+            old = [(key, value) for p, o, key, value in records if o < replay.get(p, 0)]
+            new = [(p, o, key, value) for p, o, key, value in records if o >= replay.get(p, 0)]
+            if old:
+                training.trainer.fold(old, topic)
+            if new:
+                folded = training.trainer.fold([(key, value) for _, _, key, value in new], topic)
+                if started and folded.interactions:
+                    positions = {p: o + 1 for p, o, _, _ in new}  # log order: last wins
+                    batch = PendingEvents(folded.interactions, [], positions, folded.partitions)
+                    training.train_now(batch)
+                    trained += len(folded.interactions)
+            for p, o, _, _ in records:
+                reached[p] = o + 1
+            records_folded += len(records)
+            metrics.changelog_folded.inc(len(records))
+            if flags[0]:
+                break
+            if not started and flags[1]:
+                training.bootstrap_on(dict(reached))
+                trained += training.trainer.mirror.num_edges
+                training.catch_up_now()
+                started = True
+            if flags[2] and started:
+                training.checkpoint()
+        if started:
+            training.checkpoint()
+        return records_folded, trained
+    finally:
+        if follower is not None:
+            follower.close()
+        publisher.close()
