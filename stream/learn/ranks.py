@@ -24,6 +24,7 @@ A single process has no ``Ranks`` (``None``); nothing here runs then.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ from torch import Tensor
 
 from stream.learn.local_step import LocalStep
 from stream.learn.optimiser import RowAdam
+from stream.settings.training import TrainerSettings
 
 Record = tuple[int, int, bytes, bytes | None]
 """A changelog record: partition, offset, key, value (None: a tombstone)."""
@@ -65,10 +67,12 @@ class Ranks:
     def from_env(cls, device: torch.device) -> Ranks | None:
         """The job torchrun started (``WORLD_SIZE`` > 1; ``RANK``, ``MASTER_ADDR``,
         ``MASTER_PORT`` read by ``init_process_group("env://")``), None without one.
-        gloo for a CPU trainer, NCCL for CUDA."""
+        gloo for a CPU trainer, NCCL for CUDA (each local rank on GPU ``LOCAL_RANK``)."""
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return None
         backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda" and device.index is None:  # one GPU per local rank
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
             dist.init_process_group(backend, init_method="env://")
         return cls(dist.get_rank(), dist.get_world_size(), sparse=backend == "gloo")
@@ -103,8 +107,8 @@ class Ranks:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
         dist.all_reduce(has, op=dist.ReduceOp.MAX, group=self.group)
-        tables: set[int] = getattr(optimizer, "_tables", set())
         row_sparse = self.sparse and isinstance(optimizer, RowAdam)
+        tables = optimizer._tables if isinstance(optimizer, RowAdam) else set()
         dense: list[torch.nn.Parameter] = []
         for p, any_rank in zip(params, has.tolist(), strict=True):
             if not any_rank:
@@ -181,6 +185,17 @@ class Ranks:
         dist.all_gather(parts, padded, group=self.group)
         union = torch.unique(torch.cat(parts))
         local.absorb(union[union >= 0], sum(int(c[1]) for c in every))
+
+    def check_model(self, settings: TrainerSettings, parameters: Sequence[Tensor]) -> None:
+        """:meth:`check_same` on a trainer's settings (its ``device`` aside,
+        which may differ per rank) and parameters."""
+        meaning = [
+            (f.name, getattr(settings, f.name))
+            for f in dataclasses.fields(settings)
+            if f.name != "device"
+        ]
+        fingerprint = torch.tensor([zlib.crc32(repr(meaning).encode())])
+        self.check_same([fingerprint, *parameters], "settings or parameters")
 
     def check_same(self, tensors: Sequence[Tensor], what: str = "parameters") -> None:
         """Raise :class:`RanksDiverged` unless every rank holds bit-identical ``tensors``."""

@@ -16,11 +16,9 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -448,14 +446,8 @@ class IncrementalTrainer:
         holds the same settings (but the device) and parameters (a collective: every rank
         calls it)."""
         if self.ranks is not None:
-            meaning = [
-                (f.name, getattr(self.settings, f.name))
-                for f in dataclasses.fields(self.settings)
-                if f.name != "device"
-            ]
-            fingerprint = torch.tensor([zlib.crc32(repr(meaning).encode())])
             with self._lock:
-                self.ranks.check_same([fingerprint, *self._parameters()], "settings or parameters")
+                self.ranks.check_model(self.settings, self._parameters())
 
     # -- read paths (never change anything) ------------------------------------------------
 
