@@ -135,9 +135,7 @@ def run_trainer(
         totals = TrainTotals()
         poll = (MAX_POLL_RECORDS, POLL_S)
         totals.records, totals.trained_edges = run_ranked(settings, stop, metrics, training, poll)
-        totals.edges, totals.digest = graph_digest(training.trainer)
-        log.info("trainer graph: %d edges, digest %s", totals.edges, totals.digest)
-        return totals
+        return _logged_graph(training, totals)
     publisher = EmbeddingPublisher(settings.kafka, settings.publish, metrics)
     follower = ChangelogFollower(settings.kafka, metrics)
     totals = TrainTotals()
@@ -152,14 +150,19 @@ def run_trainer(
         training.stop()
         if training.failure is not None:
             raise training.failure
-        totals.edges = training.trainer.mirror.num_edges
-        if totals.edges <= DIGEST_MAX_EDGES:
-            totals.edges, totals.digest = graph_digest(training.trainer)
-        log.info("trainer graph: %d edges, digest %s", totals.edges, totals.digest or "-")
-        return totals
+        return _logged_graph(training, totals)
     finally:
         follower.close()
         publisher.close()
+
+
+def _logged_graph(training: ChangelogTraining, totals: TrainTotals) -> TrainTotals:
+    """``totals`` with the graph's size and, up to :data:`DIGEST_MAX_EDGES`, digest; logged."""
+    totals.edges = training.trainer.mirror.num_edges
+    if totals.edges <= DIGEST_MAX_EDGES:
+        totals.edges, totals.digest = graph_digest(training.trainer)
+    log.info("trainer graph: %d edges, digest %s", totals.edges, totals.digest or "-")
+    return totals
 
 
 def _follow(
