@@ -1,6 +1,7 @@
-"""``streamgnn train`` as two gloo ranks under ``torchrun`` against the real broker: both
-ranks fold the whole changelog into the same graph, and the two embedding topics hold
-every node once per version, in one increasing version sequence per key."""
+"""``streamgnn train`` as two gloo ranks under ``torchrun`` against the real broker, a cold
+start, live batches, a stop and a restart from the ranks' checkpoints: both ranks fold the
+whole changelog into the same graph and train each edge update once, and the two embedding
+topics hold every node once per version, in one increasing version sequence per key."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from tests.harness.worker_process import WorkerProcess, training_env, wait_for, 
 pytestmark = pytest.mark.integration
 
 COLD = 2_000  # events in the changelog before the trainer starts
-EVENTS = 3_000
+MIDDLE = 3_000  # the trainer restarts here
+EVENTS = 4_000
 PARTITIONS = 2
 TIMEOUT_S = 300.0
 _TOPICS = {"user": "STREAMGNN_USER_EMBEDDINGS_TOPIC", "item": "STREAMGNN_ITEM_EMBEDDINGS_TOPIC"}
@@ -41,6 +43,18 @@ def produce_range(bootstrap: str, topic: str, start: int, end: int) -> None:
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
+
+
+def _committed(progress: GroupProgress, events: int) -> bool:
+    return progress.committed() >= events
+
+
+def _torchrun() -> list[str]:
+    """``streamgnn train`` as 2 ranks on this machine (a free rendezvous port)."""
+    port = str(free_ports(1)[0])
+    rendezvous = ["--master-addr", "127.0.0.1", "--master-port", port]
+    ranks = ["-m", "torch.distributed.run", "--nproc-per-node", "2", *rendezvous]
+    return [sys.executable, *ranks, "-m", "stream.train"]
 
 
 def _logged_twice(path: Path, line: str) -> bool:
@@ -79,53 +93,46 @@ def test_two_trainer_ranks_publish_one_space(
     published = training_env(tmp_path, f"ranks-{topic}")
     port = free_ports(1)[0]
     addresses = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]  # port + LOCAL_RANK
-    trainer = WorkerProcess(
-        {
-            "STREAMGNN_BOOTSTRAP_SERVERS": bootstrap,
-            "STREAMGNN_INTERACTIONS_TOPIC": topic,
-            "STREAMGNN_GROUP_ID": group,
-            "STREAMGNN_METRICS_ADDRESS": addresses[0],
-            **{key: v for key, v in published.items() if key != "STREAMGNN_TRAIN"},
-        },
-        tmp_path / "trainer.log",
-        command=[
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_ports(1)[0]),
-            "-m",
-            "stream.train",
-        ],
-    )
+    env = {
+        "STREAMGNN_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMGNN_INTERACTIONS_TOPIC": topic,
+        "STREAMGNN_GROUP_ID": group,
+        "STREAMGNN_METRICS_ADDRESS": addresses[0],
+        **{key: v for key, v in published.items() if key != "STREAMGNN_TRAIN"},
+    }
     log_path = tmp_path / "trainer.log"
+    runs = [WorkerProcess(env, log_path, command=_torchrun()) for _ in range(2)]
     try:
         ingest.start()
-        wait_for(lambda: progress.committed() >= COLD, TIMEOUT_S, "the first events ingested")
-        trainer.start()  # a cold start on what the changelog holds, then the live stream
+        wait_for(partial(_committed, progress, COLD), TIMEOUT_S, "the first events ingested")
+        runs[0].start()  # a cold start on what the changelog holds, then the live stream
         wait_for(partial(_logged_twice, log_path, "cold start done"), TIMEOUT_S, "a cold start")
-        produce_range(bootstrap, topic, COLD, EVENTS)
-        wait_for(lambda: progress.committed() >= EVENTS, TIMEOUT_S, "the stream ingested")
+        for run, (start, end) in zip(runs, ((COLD, MIDDLE), (MIDDLE, EVENTS)), strict=True):
+            if run is runs[1]:  # a restart from the ranks' checkpoints
+                run.start()
+                wait_for(partial(_logged_twice, log_path, "checkpoint loaded"), TIMEOUT_S, "resume")
+            produce_range(bootstrap, topic, start, end)
+            wait_for(partial(_committed, progress, end), TIMEOUT_S, "the stream ingested")
+            _, records, _ = fold_changelog(bootstrap, changelog_topic(topic, group), PARTITIONS)
+            for address in addresses:
+                wait_for(partial(_has_folded, address, records), TIMEOUT_S, f"{address} to fold")
+            run.terminate()  # torchrun exits 1 on SIGTERM (its SignalException) ...
         assert ingest.terminate() == 0
-        _, records, _ = fold_changelog(bootstrap, changelog_topic(topic, group), PARTITIONS)
-        for address in addresses:
-            wait_for(partial(_has_folded, address, records), TIMEOUT_S, f"{address} to fold")
-        trainer.terminate()  # torchrun exits 1 on SIGTERM (its SignalException) ...
     finally:
         progress.close()
-        for process in (ingest, trainer):
+        for process in (ingest, *runs):
             if process.exit_status() is None:
                 process.kill()
 
     log = log_path.read_text()
-    assert len(re.findall(r"stopped: TrainTotals", log)) == 2  # ... once both ranks stopped
+    trained = [int(n) for n in re.findall(r"stopped: TrainTotals\(.*trained_edges=(\d+)", log)]
+    assert len(trained) == 4  # ... once both ranks stopped, in each run
+    first, second = sorted(trained)[::2]
+    assert sorted(trained) == [first, first, second, second]  # the ranks trained alike
+    assert first + second == EVENTS  # each edge update once across the restart
     graphs = re.findall(r"trainer graph: (\d+) edges, digest (\w+)", log)
-    assert len(graphs) == 2 and graphs[0] == graphs[1]  # both ranks hold the whole graph
-    assert int(graphs[0][0]) == EVENTS  # each event sets its own edge
+    assert len(graphs) == 4 and graphs[2] == graphs[3]  # both ranks hold the whole graph
+    assert int(graphs[3][0]) == EVENTS  # each event sets its own edge
 
     vectors = read_published(
         bootstrap,
