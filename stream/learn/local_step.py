@@ -138,9 +138,10 @@ class LocalStep:
         vectors)."""
         if self.bounded:
             pos_users, pos_items = (rows.cpu() for rows in self.positives)
-            seeds = torch.cat([users.cpu(), pos_users, items.cpu() + self.num_users])
-            seeds = torch.cat([seeds, pos_items + self.num_users])
-            return torch.unique(seeds)
+            user_rows = torch.cat([users.cpu(), pos_users])
+            item_rows = torch.cat([items.cpu(), pos_items])
+            seeds: Tensor = torch.unique(torch.cat([user_rows, item_rows + self.num_users]))
+            return seeds
         if self.whole_graph_steps:
             return None
         seeds = torch.cat([*self._moved, users.cpu(), items.cpu() + self.num_users])

@@ -245,8 +245,10 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "training",
         "step_scope",
-        "local: a learn step trains on the sampled neighbourhood of its batch and re-embeds "
-        "what is within --layers hops of the rows it moved; full: the whole graph",
+        "local (lightgcn without learnt relation scales only, other encoders always take "
+        "the full step): a learn step trains on the sampled neighbourhood of its batch and "
+        "re-embeds what --fanout and --sweep-rows bound; full (default): the whole graph, "
+        "every row re-embedded",
     ),
     _opt(
         "training",

@@ -75,11 +75,14 @@ class TrainerSettings:
     user_recency_half_life_ms: int = HOUR_MS
     # What a learn call trains and re-embeds. "local": the sampled ``layers``-hop
     # neighbourhood of its positives and negatives, row-wise Adam on the rows it holds, then
-    # re-embedding of the rows within ``layers`` hops of those (stream/learn/local_step.py);
+    # a re-embedding bounded by ``fanout`` and ``sweep_rows`` (stream/learn/local_step.py);
     # "full": the whole graph, dense Adam, every row re-embedded. Encoders without a local
-    # step (models.base.Encoder.local_step) always take the full one. Default "full": with
-    # 64 uniform negatives per positive a local sample covers most of the graph, so the
-    # local step measured no cheaper (bench/results/step_cost.json) and a little less exact.
+    # step (models.base.Encoder.local_step: only lightgcn without learnt relation scales
+    # has one) always take the full one. Default "full": the bounded local step's quality
+    # is inside the full step's 95 % interval on ML-100K validation
+    # (bench/results/eval-ml100k-validation-local-bounded.json vs -full.json), but with 64
+    # uniform negatives per positive it measured dearer than the full step up to 1M edges
+    # and no cheaper at 10M (bench/results/step_cost.json, README "A learn step").
     step_scope: str = "full"
     # Edges per node and hop at most in a local step's neighbourhood (0: all, exact). Also
     # bounds the re-embedding: with fanout > 0 a local step re-embeds and publishes only
