@@ -25,7 +25,9 @@ With ``step_scope`` ``local`` a learn call
      (published) vector, even when its own parameters moved (a negative pushed away, a
      neighbour in the sample) or a neighbour's did, until it is a seed again (its next
      event or replay draw), the sweep reaches it (at most live / ``sweep_rows`` calls) or
-     ``full_refresh_every`` re-embeds every row.
+     ``full_refresh_every`` re-embeds every row. A call whose step ran on the whole graph
+     re-embeds every row instead, with one full propagation: exact, and no dearer than
+     that step (small graphs, or negatives reaching most of one).
    * ``fanout`` 0 (exact): every row within ``layers`` hops of a row that moved plus the
      batch's own rows (new edges), with the full graph's propagation at those rows (every
      edge, no cap): the same vectors a full step's re-embedding gives them. When those
@@ -130,20 +132,20 @@ class LocalStep:
 
     def to_reembed(self, users: Tensor, items: Tensor) -> Tensor | None:
         """Sorted nodes to re-embed, given these rows (new events, new or reset rows, the
-        sweep).
-        Bounded: the seeds, these rows and the positives' rows. Exact: the nodes within
-        ``hops`` of a moved node or of these rows (the batch's new edges renormalise the
-        adjacency around them); None: every row (a step ran on the whole graph, or they
-        are a large share of it, where one full propagation is the cheaper way to the same
-        vectors)."""
+        sweep). Bounded: the seeds, these rows and the positives' rows. Exact: the nodes
+        within ``hops`` of a moved node or of these rows (the batch's new edges renormalise
+        the adjacency around them). None: every row, when a step ran on the whole graph
+        (its view is built, and one full propagation costs what that step's forward did)
+        or, exact, when those nodes are a large share of the graph (the cheaper way to the
+        same vectors)."""
+        if self.whole_graph_steps:
+            return None
         if self.bounded:
             pos_users, pos_items = (rows.cpu() for rows in self.positives)
             user_rows = torch.cat([users.cpu(), pos_users])
             item_rows = torch.cat([items.cpu(), pos_items])
             seeds: Tensor = torch.unique(torch.cat([user_rows, item_rows + self.num_users]))
             return seeds
-        if self.whole_graph_steps:
-            return None
         seeds = torch.cat([*self._moved, users.cpu(), items.cpu() + self.num_users])
         return self.index.within(seeds, self.hops, int(_FULL_SHARE * self.index.num_nodes))
 

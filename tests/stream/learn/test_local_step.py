@@ -264,3 +264,18 @@ def test_the_sweep_reembeds_the_next_rows_round_robin_and_reaches_every_row() ->
             assert set(rows.tolist()) == expected
             seen[kind] |= expected
     assert seen == {"user": set(range(100)), "item": set(range(100))}
+
+
+def test_a_capped_call_whose_step_ran_on_the_whole_graph_reembeds_every_row_exactly() -> None:
+    # 64 negatives reach most of the sparse graph: the step runs on the whole graph
+    trainer, batch = warm(dataclasses.replace(LOCAL, num_negatives=64))
+    trainer.learn(batch)
+    step = trainer.last_step
+    assert step is not None and step.bounded and step.whole_graph_steps > 0
+    assert trainer.reembedded == {"user": None, "item": None}
+    graph = trainer._graph(prune=False)
+    users = torch.arange(trainer.registry.live("user"))
+    items = torch.arange(trainer.registry.live("item"))
+    full_users, _ = trainer.encoder.embed(graph, users, items)
+    latest = trainer.vectors("user", trainer.registry.ids("user", users))
+    torch.testing.assert_close(latest[:, : trainer.settings.dim], full_users)
