@@ -7,7 +7,8 @@ gets the same number of new events (``--batch``, default 1,000: users uniform, i
 graph's power law, one second apart). The first call of a trainer embeds every row (nothing
 was embedded yet) and is not timed; the median of the next ``--steps`` calls is, per size
 and per ``step_scope``, with the trainer's default settings otherwise (64 uniform negatives
-per positive, replay ratio 1, fan-out 32, two layers, the score prior).
+per positive, replay ratio 1, fan-out 10, a sweep of 1,024 rows per kind, two layers, the
+score prior).
 
 A second local configuration, ``local-shared``, draws 64 negatives shared by the whole
 step instead of 64 per positive: with per-positive negatives a step scores ~128k negative
@@ -109,11 +110,12 @@ def batch_events(graph: BipartiteGraph, size: int, step: int) -> list[Interactio
 def time_steps(
     trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, steps: int
 ) -> tuple[list[float], dict[str, int]]:
-    """Seconds of each timed learn call, and how many of them ran an optimiser step on the
-    whole graph or re-embedded every row (a local step's fallbacks)."""
+    """Seconds of each timed learn call, how many of them ran an optimiser step on the
+    whole graph or re-embedded every row (a local step's fallbacks), and the most rows a
+    call re-embedded otherwise."""
     trainer.learn(batch_events(graph, size, 0))  # the first call embeds every row
     out = []
-    fallbacks = {"whole_graph_steps": 0, "whole_graph_reembeds": 0}
+    fallbacks = {"whole_graph_steps": 0, "whole_graph_reembeds": 0, "reembedded_rows_max": 0}
     for step in range(1, steps + 1):
         events = batch_events(graph, size, step)
         start = time.perf_counter()
@@ -121,7 +123,12 @@ def time_steps(
         out.append(time.perf_counter() - start)
         local = trainer.last_step
         fallbacks["whole_graph_steps"] += local.whole_graph_steps if local is not None else 0
-        fallbacks["whole_graph_reembeds"] += trainer.reembedded["user"] is None
+        rows = trainer.reembedded
+        if rows["user"] is None or rows["item"] is None:
+            fallbacks["whole_graph_reembeds"] += 1
+        else:
+            count = int(rows["user"].numel() + rows["item"].numel())
+            fallbacks["reembedded_rows_max"] = max(fallbacks["reembedded_rows_max"], count)
     return out, fallbacks
 
 

@@ -1,6 +1,6 @@
-"""A learn step whose cost follows its batch: sample, train, re-embed what moved.
+"""A learn step whose cost follows its batch: sample, train, re-embed what it trained.
 
-With ``step_scope`` ``local`` (the default) a learn call
+With ``step_scope`` ``local`` a learn call
 
 1. reads the graph through the mirror's incremental index
    (:class:`stream.learn.graph_view.NodeView`: each node's incident edges and full weighted
@@ -13,18 +13,30 @@ With ``step_scope`` ``local`` (the default) a learn call
    more than half the graph's edges (negatives reaching most of a small graph) the step
    runs on the whole graph instead, as cheap and exact, moving the rows within ``layers``
    hops of the step's rows,
-3. re-embeds exactly the rows within ``layers`` hops of a row that moved (the others'
-   vectors cannot have changed through the tables) plus the batch's own rows (new edges),
-   and publishes among those.
+3. re-embeds some rows and publishes among those:
 
-Re-embedding is exact, the full graph's propagation at those rows (every edge, no cap):
-published vectors never carry sampling noise. When the rows to re-embed are more than a
-quarter of the graph, or a step ran on the whole graph, every row is re-embedded with one
-full propagation: cheaper than gathering their neighbourhoods, and the same values.
+   * ``fanout`` > 0 (bounded): exactly the *seeds*, the rows of the call's positives (new
+     and replayed edges: the users and items the loss pulled together) plus rows with new
+     events, new rows, rows reset by eviction and the next ``sweep_rows`` rows of each
+     kind in a round robin (:func:`stream.learn.refresh.swept`). Their vectors are
+     computed on a ``fanout``-capped ``layers``-hop tree around them (the unbiased sampled
+     estimate of the full propagation), so the cost is O(seeds x fanout^layers x dim)
+     whatever the graph's size. **Staleness rule**: every other row keeps its cached
+     (published) vector, even when its own parameters moved (a negative pushed away, a
+     neighbour in the sample) or a neighbour's did, until it is a seed again (its next
+     event or replay draw), the sweep reaches it (at most live / ``sweep_rows`` calls) or
+     ``full_refresh_every`` re-embeds every row. A call whose step ran on the whole graph
+     re-embeds every row instead, with one full propagation: exact, and no dearer than
+     that step (small graphs, or negatives reaching most of one).
+   * ``fanout`` 0 (exact): every row within ``layers`` hops of a row that moved plus the
+     batch's own rows (new edges), with the full graph's propagation at those rows (every
+     edge, no cap): the same vectors a full step's re-embedding gives them. When those
+     rows are more than a quarter of the graph, or a step ran on the whole graph, every
+     row is re-embedded with one full propagation (cheaper, the same values).
 
-Not re-embedded, on purpose: rows far from the batch whose vectors drift only because the
-graph decays or renormalises around them, or because the score prior's mix (a few dense
-weights) moved; ``full_refresh_every`` re-embeds everything periodically for those.
+Never re-embedded between refreshes in either mode: rows whose vectors drift only because
+the graph decays or renormalises around them, or because the score prior's mix (a few
+dense weights) moved; ``full_refresh_every`` re-embeds everything periodically for those.
 """
 
 from __future__ import annotations
@@ -51,6 +63,8 @@ class LocalStep:
         hops: propagation layers.
         fanout: edges per node and hop at most (0: all).
         generator: the learn call's generator (sampling is reproducible).
+        positives: the call's positives ``(users, items)`` (rows), seeds of a bounded
+            re-embedding.
     """
 
     def __init__(
@@ -61,6 +75,7 @@ class LocalStep:
         hops: int,
         fanout: int,
         generator: torch.Generator,
+        positives: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.index = index
         self.whole_graph = whole_graph
@@ -71,6 +86,14 @@ class LocalStep:
         self._moved: list[Tensor] = []
         self._whole_graph_seeds: list[Tensor] = []
         self.whole_graph_steps = 0  # steps that ran on the whole graph instead
+        none = torch.zeros(0, dtype=torch.long)
+        self.positives = (none, none) if positives is None else positives
+        self.reembed_edges = 0  # edges the re-embedding's neighbourhood held (its cost)
+
+    @property
+    def bounded(self) -> bool:
+        """Re-embed only the seeds, on a capped tree (see the module docstring)."""
+        return self.fanout > 0
 
     @property
     def num_users(self) -> int:
@@ -108,23 +131,33 @@ class LocalStep:
         return vectors
 
     def to_reembed(self, users: Tensor, items: Tensor) -> Tensor | None:
-        """Nodes within ``hops`` of a moved node or of these rows (the batch's new edges
-        renormalise the adjacency around them), sorted; None: every row (a step ran on
-        the whole graph, or they are a large share of it, where one full propagation is
-        the cheaper way to the same vectors)."""
+        """Sorted nodes to re-embed, given these rows (new events, new or reset rows, the
+        sweep). Bounded: the seeds, these rows and the positives' rows. Exact: the nodes
+        within ``hops`` of a moved node or of these rows (the batch's new edges renormalise
+        the adjacency around them). None: every row, when a step ran on the whole graph
+        (its view is built, and one full propagation costs what that step's forward did)
+        or, exact, when those nodes are a large share of the graph (the cheaper way to the
+        same vectors)."""
         if self.whole_graph_steps:
             return None
+        if self.bounded:
+            pos_users, pos_items = (rows.cpu() for rows in self.positives)
+            user_rows = torch.cat([users.cpu(), pos_users])
+            item_rows = torch.cat([items.cpu(), pos_items])
+            seeds: Tensor = torch.unique(torch.cat([user_rows, item_rows + self.num_users]))
+            return seeds
         seeds = torch.cat([*self._moved, users.cpu(), items.cpu() + self.num_users])
         return self.index.within(seeds, self.hops, int(_FULL_SHARE * self.index.num_nodes))
 
     def embed(self, encoder: Encoder, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(user rows, item rows, their vectors)`` of these nodes, exactly as a full
-        propagation gives them (every edge)."""
+        """``(user rows, item rows, their vectors)`` of these nodes: on a ``fanout``-capped
+        tree when bounded, else exactly as a full propagation gives them (every edge)."""
         device = encoder.row_parameters()[0].device
         users = nodes[nodes < self.num_users].to(device)
         items = (nodes[nodes >= self.num_users] - self.num_users).to(device)
-        hood = sample_neighbourhood(self.index, nodes.cpu(), self.hops, fanout=0)
+        hood = sample_neighbourhood(self.index, nodes.cpu(), self.hops, self.fanout, self.generator)
         assert hood is not None  # no edge limit
+        self.reembed_edges += hood.num_edges
         hood = hood.to(device)
         was_training = encoder.training
         encoder.eval()

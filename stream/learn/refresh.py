@@ -2,9 +2,11 @@
 
 After a full step that is every live row: dense Adam's momentum moves rows that got no
 gradient, and new edges and decay renormalise the adjacency everywhere. After a local step
-(:mod:`stream.learn.local_step`) it is the rows within ``layers`` hops of a row the step
-moved or of a new edge, plus rows new since the last refresh or reset by eviction (even
-those with no edge); the other rows keep their vectors. :class:`PublishPolicy` then picks,
+(:mod:`stream.learn.local_step`) it is, with a fan-out cap, its seeds (positives' rows and
+rows with new events) plus the next ``sweep_rows`` rows of each kind (round robin), and
+uncapped the rows within ``layers`` hops of a row the step moved or of a new edge; in both
+plus rows new since the last refresh or reset by eviction (even those with no edge). The
+other rows keep their vectors. :class:`PublishPolicy` then picks,
 among the re-embedded and the pending rows, the ``touched`` ones (new events) always and
 the others once they moved past the threshold.
 """
@@ -101,6 +103,9 @@ def reembed(
         ).to(t.device)
         for k in KINDS
     }
+    if local.bounded:
+        for kind in KINDS:
+            extra[kind] = torch.cat([extra[kind], swept(t, kind, live[kind]).to(t.device)])
     nodes = local.to_reembed(extra["user"], extra["item"])
     if nodes is None:
         return None
@@ -116,3 +121,13 @@ def reembed(
         table[rows[kind]] = vectors
         latest[kind] = table
     return rows
+
+
+def swept(trainer: IncrementalTrainer, kind: str, live: int) -> Tensor:
+    """The next ``sweep_rows`` live rows of ``kind`` after the last call's, wrapping
+    around: re-embedded by a bounded local step whatever it trained, so no cached vector
+    is more than ``live / sweep_rows`` calls old."""
+    count = min(trainer.settings.sweep_rows, live)
+    start = trainer.sweep_cursor[kind] % live if live else 0
+    trainer.sweep_cursor[kind] = (start + count) % live if live else 0
+    return (start + torch.arange(count)) % max(live, 1)

@@ -106,6 +106,7 @@ class IncrementalTrainer:
         # rows the last refresh re-embedded, by kind (None: all)
         self.reembedded: dict[str, Tensor | None] = {k: None for k in KINDS}
         self.last_step: LocalStep | None = None  # the last learn call's, if local
+        self.sweep_cursor = {k: 0 for k in KINDS}  # next row a bounded refresh sweeps
         self.ranks = ranks
         self._objective.ranks = ranks
         self.check_ranks()
@@ -227,7 +228,7 @@ class IncrementalTrainer:
             pos_users = torch.cat([batch.users, replay_users]).to(self.device)
             pos_items = torch.cat([batch.items, replay_items]).to(self.device)
             positives = (pos_users, pos_items)
-            local = self._local_step(graph, generator)
+            local = self._local_step(graph, generator, positives)
             loss, steps = self._train(
                 graph,
                 positives,
@@ -412,10 +413,13 @@ class IncrementalTrainer:
         return whole.users[replay].cpu(), whole.items[replay].cpu()
 
     def _local_step(
-        self, graph: Callable[[], BipartiteGraph], generator: torch.Generator
+        self,
+        graph: Callable[[], BipartiteGraph],
+        generator: torch.Generator,
+        positives: tuple[Tensor, Tensor],
     ) -> LocalStep | None:
-        """This learn call's local step, or None: a full one (by settings, by encoder, or
-        a periodic full refresh)."""
+        """This learn call's local step (its positives seed a bounded re-embedding), or
+        None: a full one (by settings, by encoder, or a periodic full refresh)."""
         s = self.settings
         every = s.full_refresh_every
         self.last_step = None
@@ -425,7 +429,9 @@ class IncrementalTrainer:
         view = self.mirror.view(self.encoder.num_users, self.encoder.num_items)
         if self.ranks is not None:  # neighbourhoods sampled per rank
             generator = self.ranks.own_generator(generator, salt=2)
-        self.last_step = LocalStep(view, graph, self.mirror.num_edges, hops, s.fanout, generator)
+        self.last_step = LocalStep(
+            view, graph, self.mirror.num_edges, hops, s.fanout, generator, positives
+        )
         return self.last_step
 
     def _refresh(

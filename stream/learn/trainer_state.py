@@ -40,6 +40,7 @@ def trainer_state(trainer: IncrementalTrainer) -> dict[str, Any]:
         **cpu_copy(t.publish.state_dict()),
         "score_prior": t.score_prior.state_dict() if t.score_prior else None,
         "vectors": cpu_copy(t._latest) if t._latest is not None else None,
+        "sweep_cursor": dict(t.sweep_cursor),
     }
 
 
@@ -74,4 +75,5 @@ def restore_trainer(trainer: IncrementalTrainer, state: Mapping[str, Any]) -> No
     t._latest = None
     if vectors is not None and all(vectors[k].shape[0] == t.registry.live(k) for k in KINDS):
         t._latest = {k: vectors[k].to(t.device) for k in KINDS}
+    t.sweep_cursor = {k: int((state.get("sweep_cursor") or {}).get(k, 0)) for k in KINDS}
     t._grow()

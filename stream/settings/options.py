@@ -245,10 +245,23 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "training",
         "step_scope",
-        "local: a learn step trains on the sampled neighbourhood of its batch and re-embeds "
-        "what is within --layers hops of the rows it moved; full: the whole graph",
+        "local (lightgcn without learnt relation scales only, other encoders always take "
+        "the full step): a learn step trains on the sampled neighbourhood of its batch and "
+        "re-embeds what --fanout and --sweep-rows bound; full (default): the whole graph, "
+        "every row re-embedded",
     ),
-    _opt("training", "fanout", "edges per node and hop at most in a local step (0: all)"),
+    _opt(
+        "training",
+        "fanout",
+        "edges per node and hop at most in a local step (0: all); > 0 also bounds its "
+        "re-embedding to its seeds (positives' and new events' rows) plus --sweep-rows, "
+        "the other rows keeping their cached vectors until re-embedded",
+    ),
+    _opt(
+        "training",
+        "sweep_rows",
+        "rows per kind a bounded local step also re-embeds per call, round robin (0: none)",
+    ),
     _opt(
         "training",
         "full_refresh_every",

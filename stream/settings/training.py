@@ -75,14 +75,26 @@ class TrainerSettings:
     user_recency_half_life_ms: int = HOUR_MS
     # What a learn call trains and re-embeds. "local": the sampled ``layers``-hop
     # neighbourhood of its positives and negatives, row-wise Adam on the rows it holds, then
-    # re-embedding of the rows within ``layers`` hops of those (stream/learn/local_step.py);
+    # a re-embedding bounded by ``fanout`` and ``sweep_rows`` (stream/learn/local_step.py);
     # "full": the whole graph, dense Adam, every row re-embedded. Encoders without a local
-    # step (models.base.Encoder.local_step) always take the full one. Default "full": with
-    # 64 uniform negatives per positive a local sample covers most of the graph, so the
-    # local step measured no cheaper (bench/results/step_cost.json) and a little less exact.
+    # step (models.base.Encoder.local_step: only lightgcn without learnt relation scales
+    # has one) always take the full one. Default "full": the bounded local step's quality
+    # is inside the full step's 95 % interval on ML-100K validation
+    # (bench/results/eval-ml100k-validation-local-bounded.json vs -full.json), but with 64
+    # uniform negatives per positive it measured dearer than the full step up to 1M edges
+    # (bench/results/step_cost.json, README "A learn step").
     step_scope: str = "full"
-    # Edges per node and hop at most in a local step's neighbourhood (0: all, exact).
+    # Edges per node and hop at most in a local step's neighbourhood (0: all, exact). Also
+    # bounds the re-embedding: with fanout > 0 a local step re-embeds and publishes only
+    # its seeds (the rows of its positives and new events, on a capped tree) plus the
+    # sweep below; other rows keep their cached vectors until they are seeds again, swept,
+    # or fully refreshed (stream/learn/local_step.py). 0: every row within ``layers`` hops
+    # of a moved row, exactly.
     fanout: int = 10
+    # A bounded local step also re-embeds this many rows of each kind per learn call, round
+    # robin over the live rows, so a cached vector is at most live / sweep_rows calls old
+    # (0: no sweep).
+    sweep_rows: int = 1024
     # A local step re-embeds every row every this many learn calls (0: never; freshness
     # never needs it, it only republishes the slow drift of rows far from any batch).
     full_refresh_every: int = 0
@@ -104,7 +116,13 @@ class TrainerSettings:
             raise ConfigError(
                 f"unknown step scope {self.step_scope!r}; valid: {', '.join(STEP_SCOPES)}"
             )
-        for name in ("max_steps_per_batch", "max_drift_reports", "fanout", "full_refresh_every"):
+        for name in (
+            "max_steps_per_batch",
+            "max_drift_reports",
+            "fanout",
+            "sweep_rows",
+            "full_refresh_every",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("batch_size", "max_users", "max_items", "id_ttl_ms"):

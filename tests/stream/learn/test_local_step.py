@@ -25,6 +25,7 @@ LOCAL = TrainerSettings(
     device="cpu",
     num_negatives=2,
     fanout=2,
+    sweep_rows=0,  # a sweep re-embeds rows outside any neighbourhood (its own test)
     replay_ratio=1.0,
     publish_threshold=0.0,
     max_drift_reports=0,
@@ -36,6 +37,15 @@ def sparse_stream(n: int = 600, users: int = 300, items: int = 300) -> list[Inte
     return [
         Interaction(f"u{rng.randrange(users)}", f"i{rng.randrange(items)}", "click", 1_000 * k)
         for k in range(n)
+    ]
+
+
+def dense_stream() -> list[Interaction]:
+    """~30 edges per node on 100 users and 100 items: a capped tree is a small part."""
+    rng = random.Random(1)
+    return [
+        Interaction(f"u{rng.randrange(100)}", f"i{rng.randrange(100)}", "click", 1_000 * k)
+        for k in range(3_000)
     ]
 
 
@@ -102,7 +112,7 @@ def test_vectors_farther_than_the_layers_from_every_moved_row_do_not_change() ->
 
 
 def test_reembedded_rows_are_the_full_propagation_of_the_current_model() -> None:
-    trainer, batch = warm(LOCAL)
+    trainer, batch = warm(dataclasses.replace(LOCAL, fanout=0))  # exact: no cap
     trainer.learn(batch)
     graph = trainer._graph(prune=False)
     users = torch.arange(trainer.registry.live("user"))
@@ -185,3 +195,87 @@ def test_the_steps_index_degree_matches_the_trainers_whole_graph_view() -> None:
     fresh = GraphIndex.build(graph, trainer.encoder.num_users, trainer.encoder.num_items)
     nodes = torch.arange(fresh.num_nodes)
     torch.testing.assert_close(step.index.node_degree(nodes), fresh.degree)
+
+
+def test_capped_step_reembeds_and_publishes_only_its_seeds_on_a_bounded_tree() -> None:
+    """Fan-out > 0: the re-embedded and published rows are the seeds (the positives' and
+    new events' rows), every other vector stays as cached bit for bit, even rows whose
+    parameters the step moved, and the re-embedding reads at most fanout edges per node
+    and hop (plus the index's unmerged delta), far fewer than the graph holds."""
+    dense = dense_stream()
+    trainer = IncrementalTrainer(LOCAL, BEHAVIOURS, EPS)
+    trainer.learn(dense[:-2])
+    batch = dense[-2:]
+    ids = {"user": [f"u{u}" for u in range(100)], "item": [f"i{i}" for i in range(100)]}
+    old = {kind: trainer.vectors(kind, ids[kind]) for kind in ids}
+    report = trainer.learn(batch)
+    step = trainer.last_step
+    assert step is not None and step.whole_graph_steps == 0
+    pos_users, pos_items = step.positives
+    seeds = {
+        "user": set(pos_users.tolist())
+        | set(trainer.registry.rows("user", [e.user_id for e in batch]).tolist()),
+        "item": set(pos_items.tolist())
+        | set(trainer.registry.rows("item", [e.item_id for e in batch]).tolist()),
+    }
+    replayed = round(LOCAL.replay_ratio * len(batch))
+    moved = step.moved
+    moved_rows = {
+        "user": moved[moved < step.num_users],
+        "item": moved[moved >= step.num_users] - step.num_users,
+    }
+    changed = {"user": report.changed_users, "item": report.changed_items}
+    for kind in ids:
+        rows = trainer.reembedded[kind]
+        assert rows is not None
+        assert set(rows.tolist()) == seeds[kind]
+        assert len(seeds[kind]) <= len(batch) + replayed
+        assert set(changed[kind]) == set(trainer.registry.ids(kind, rows))
+        new = trainer.vectors(kind, ids[kind])
+        outside = ~torch.isin(trainer.registry.rows(kind, ids[kind]), rows)
+        assert torch.equal(old[kind][outside], new[outside])
+        assert not torch.equal(old[kind][~outside], new[~outside])
+        # rows whose parameters moved, not seeds: kept stale until they are seeds again
+        assert set(moved_rows[kind].tolist()) - seeds[kind]
+    seeds_total = len(seeds["user"]) + len(seeds["item"])
+    # per node and hop: fanout edges of the index's base, plus every edge written since
+    # its last rebuild (the delta, on both sides)
+    fanout, delta = LOCAL.fanout, 2 * trainer.mirror.index.delta_entries
+    first_hop = seeds_total * fanout + delta
+    assert 0 < step.reembed_edges <= first_hop * (1 + fanout) + delta
+    assert step.reembed_edges * 10 < trainer.mirror.num_edges
+
+
+def test_the_sweep_reembeds_the_next_rows_round_robin_and_reaches_every_row() -> None:
+    sweep = 30  # per kind and call: 100 live rows each, so 4 calls reach every row
+    settings = dataclasses.replace(LOCAL, sweep_rows=sweep, replay_ratio=0.0)
+    trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+    events = dense_stream()
+    trainer.learn(events[:-4])
+    seen: dict[str, set[int]] = {"user": set(), "item": set()}
+    for call, event in enumerate(events[-4:]):
+        trainer.learn([event])
+        own = {"user": event.user_id, "item": event.item_id}
+        for kind in seen:
+            rows = trainer.reembedded[kind]
+            assert rows is not None
+            expected = {(call * sweep + k) % 100 for k in range(sweep)}
+            expected |= set(trainer.registry.rows(kind, [own[kind]]).tolist())
+            assert set(rows.tolist()) == expected
+            seen[kind] |= expected
+    assert seen == {"user": set(range(100)), "item": set(range(100))}
+
+
+def test_a_capped_call_whose_step_ran_on_the_whole_graph_reembeds_every_row_exactly() -> None:
+    # 64 negatives reach most of the sparse graph: the step runs on the whole graph
+    trainer, batch = warm(dataclasses.replace(LOCAL, num_negatives=64))
+    trainer.learn(batch)
+    step = trainer.last_step
+    assert step is not None and step.bounded and step.whole_graph_steps > 0
+    assert trainer.reembedded == {"user": None, "item": None}
+    graph = trainer._graph(prune=False)
+    users = torch.arange(trainer.registry.live("user"))
+    items = torch.arange(trainer.registry.live("item"))
+    full_users, _ = trainer.encoder.embed(graph, users, items)
+    latest = trainer.vectors("user", trainer.registry.ids("user", users))
+    torch.testing.assert_close(latest[:, : trainer.settings.dim], full_users)

@@ -102,13 +102,16 @@ def test_a_fit_is_not_capped_by_the_live_step_budget(tmp_path: Path) -> None:
 
 def test_prior_state_round_trip_and_foreign_half_lives_refused(tmp_path: Path) -> None:
     first, second = block_stream(4, 80), block_stream(5, 40, t0=2_000_000)
-    a = IncrementalTrainer(PRIOR, BEHAVIOURS, EPS)
+    # the full step: a local one's replay follows the mirror's slot order (not resumable
+    # bit for bit)
+    prior = dataclasses.replace(PRIOR, step_scope="full")
+    a = IncrementalTrainer(prior, BEHAVIOURS, EPS)
     with DecayedGraphStore(tmp_path / "g", BEHAVIOURS, epsilon=EPS) as store:
         store.apply("t", [PartitionBatch(0, len(first), first)])
         for start in range(0, 80, 40):
             a.learn(first[start : start + 40])
         state = a.state_dict()
-        b = IncrementalTrainer(PRIOR, BEHAVIOURS, EPS)
+        b = IncrementalTrainer(prior, BEHAVIOURS, EPS)
         b.load_state_dict(state)
         b.bootstrap(store)  # a loaded trend is kept, not recounted from the store
         other = dataclasses.replace(PRIOR, trend_half_lives_ms=(2 * HOUR, 24 * HOUR))
