@@ -21,8 +21,8 @@ through the worker's own :class:`~stream.training.TrainingLoop` and
 
 SIGTERM/SIGINT stop it within seconds with a checkpoint (exit 0); a checkpoint that does not
 fit the settings exits 2; a changelog that cannot be read exits 1. On stop it logs its
-graph's size and, up to :data:`DIGEST_MAX_EDGES` edges, its digest
-(:func:`stream.learn.changelog_fold.graph_digest`).
+graph's size and, up to ``DIGEST_MAX_EDGES`` edges, its digest
+(:func:`stream.learn.changelog_fold.log_graph`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from stream.ingest import AppliedBatch
 from stream.ingest.changelog import changelog_topic
 from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
 from stream.kafka.access import check_access
-from stream.learn.changelog_fold import graph_digest
+from stream.learn.changelog_fold import log_graph
 from stream.learn.compatibility import CheckpointMismatchError
 from stream.learn.device import resolve_device
 from stream.learn.ranks import Ranks
@@ -56,9 +56,6 @@ log = logging.getLogger("streamgnn.train")
 
 POLL_S = 0.2
 MAX_POLL_RECORDS = 10_000
-# The graph digest logged on stop is O(edges) Python (ids, text, sort): only up to this
-# many edges, so a large graph does not delay the stop (it is a check for tests).
-DIGEST_MAX_EDGES = 250_000
 
 
 @dataclass
@@ -157,11 +154,8 @@ def run_trainer(
 
 
 def _logged_graph(training: ChangelogTraining, totals: TrainTotals) -> TrainTotals:
-    """``totals`` with the graph's size and, up to :data:`DIGEST_MAX_EDGES`, digest; logged."""
-    totals.edges = training.trainer.mirror.num_edges
-    if totals.edges <= DIGEST_MAX_EDGES:
-        totals.edges, totals.digest = graph_digest(training.trainer)
-    log.info("trainer graph: %d edges, digest %s", totals.edges, totals.digest or "-")
+    """``totals`` with the graph's size and, up to ``DIGEST_MAX_EDGES``, digest; logged."""
+    totals.edges, totals.digest = log_graph(training.trainer)
     return totals
 
 

@@ -269,6 +269,12 @@ class TrainingLoop:
         self.backlog.put(batch)
         self._metrics.train_backlog.set(len(self.backlog))
 
+    def on_restored(self, records: dict[bytes, bytes]) -> None:
+        """The ingest worker's hook for a partition restored from the graph changelog:
+        fold its edges into the graph (built from the store before the partition was
+        checked); their vectors come with the next steps that touch them."""
+        self.trainer.fold(list(records.items()), self._settings.kafka.interactions_topic)
+
     def has_room(self) -> bool:
         """False while the backlog is full: the ingest loop should stop fetching."""
         return self.backlog.has_room()

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from stream.errors import ChangelogError, ChangelogFenced, DeadLetterError
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import check_access
+from stream.learn.changelog_fold import log_graph
 from stream.learn.compatibility import CheckpointMismatchError
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.publish.publisher import EmbeddingPublisher
@@ -75,11 +76,18 @@ async def run_worker(
         try:
             training.start(publisher)
             ingest = IngestWorker(
-                settings, store, metrics, training.on_applied, has_room=training.has_room
+                settings,
+                store,
+                metrics,
+                training.on_applied,
+                has_room=training.has_room,
+                on_restored=training.on_restored,
             )
             await _ingest(ingest, stop, then=training.stop)
             if training.failure is not None:
                 raise training.failure
+            if settings.store.changelog:  # what restores folded in, comparable with the log
+                await asyncio.to_thread(log_graph, training.trainer)
             return ingest.totals
         finally:
             publisher.close()

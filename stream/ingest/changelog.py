@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
@@ -63,6 +63,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamgnn.changelog")
 
 ADMIN_TIMEOUT_S = 15.0
+# Errors of a group whose coordinator is moving or loading (a fresh broker's first group):
+# asked again until ADMIN_TIMEOUT_S.
+_COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError._WAIT_COORD,
+        KafkaError._TIMED_OUT,
+    }
+)
 TXN_TIMEOUT_S = 30.0
 RESTORE_STALL_S = 60.0  # no record and no end of partition for this long: give up
 _FENCING = {
@@ -96,8 +107,11 @@ class Changelog:
     def start(self) -> None:
         """Create (or check) the topic, then take the transactional id (blocking)."""
         admin = confluent_admin(self._kafka, {"logger": log})
-        if _ensure_topic(admin, self.topic, self._kafka.interactions_topic):
-            self._refuse_earlier_offsets()
+        # Checked before the topic is created: a start that fails the check (or dies in
+        # it) must leave no topic behind, or the next start would skip it.
+        _ensure_topic(
+            admin, self.topic, self._kafka.interactions_topic, self._refuse_earlier_offsets
+        )
         self._producer = confluent_producer(
             self._kafka,
             {
@@ -124,7 +138,20 @@ class Changelog:
                 .partitions
             )
             asked = [TopicPartition(k.interactions_topic, p) for p in sorted(partitions)]
-            committed = consumer.committed(asked, timeout=ADMIN_TIMEOUT_S)
+            deadline = time.monotonic() + ADMIN_TIMEOUT_S
+            while True:
+                try:
+                    committed = consumer.committed(asked, timeout=ADMIN_TIMEOUT_S)
+                    break
+                except KafkaException as exc:  # a new group's coordinator is still loading
+                    if exc.args[0].code() not in _COORDINATOR_MOVING:
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise ChangelogError(
+                            f"group {k.group_id!r}: committed offsets unreadable for "
+                            f"{ADMIN_TIMEOUT_S:.0f} s: {exc.args[0].str()}"
+                        ) from exc
+                    time.sleep(0.2)
         finally:
             consumer.close()
         if any(tp.offset >= 0 for tp in committed):
@@ -229,14 +256,15 @@ def validate_or_restore(
     topic: str,
     partition: int,
     committed: int | None,
-) -> None:
+) -> dict[bytes, bytes] | None:
     """Keep ``partition``'s cached state if the store's position is the committed one;
-    otherwise drop it and restore it from the changelog (the module's cache rule)."""
+    otherwise drop it and restore it from the changelog (the module's cache rule); returns
+    the records restored (None: the cache was kept)."""
     position = store.position(topic, partition)
     stored = None if position is None else position[0]
     if stored == committed:
         log.info("partition %s[%d]: store position %s is committed", topic, partition, stored)
-        return
+        return None
     started = time.monotonic()
     log.info(
         "partition %s[%d]: store at %s, group committed %s: restoring from %s",
@@ -264,6 +292,7 @@ def validate_or_restore(
         dropped,
         time.monotonic() - started,
     )
+    return records
 
 
 def _commit(producer: Producer) -> None:
@@ -288,16 +317,18 @@ def _failure(exc: KafkaException, transactional_id: str, what: str) -> Changelog
     return ChangelogError(f"changelog: {what} transactional.id {transactional_id!r}: {error.str()}")
 
 
-def _ensure_topic(admin: AdminClient, topic: str, source: str) -> bool:
-    """Create the compacted changelog with the source's partition count, or check it;
-    returns whether it was created now."""
+def _ensure_topic(
+    admin: AdminClient, topic: str, source: str, before_create: Callable[[], None]
+) -> None:
+    """Create the compacted changelog with the source's partition count (calling
+    ``before_create`` first), or check it."""
     try:
         topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
         if source not in topics:
             raise ChangelogError(f"topic {source!r} does not exist: no changelog for it")
         partitions = topics[source].partitions
-        created = topic not in topics
-        if created:
+        if topic not in topics:
+            before_create()
             replicas = len(next(iter(partitions.values())).replicas)
             new = NewTopic(topic, len(partitions), replicas, config={"cleanup.policy": "compact"})
             try:
@@ -307,8 +338,7 @@ def _ensure_topic(admin: AdminClient, topic: str, source: str) -> bool:
                 log.info("created changelog topic %s (%d partitions)", topic, len(partitions))
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-                created = False  # another worker of the group made it first
+                    raise  # else another worker of the group made it first
             deadline = time.monotonic() + ADMIN_TIMEOUT_S
             while topic not in topics and time.monotonic() < deadline:  # metadata catching up
                 time.sleep(0.1)
@@ -323,6 +353,5 @@ def _ensure_topic(admin: AdminClient, topic: str, source: str) -> bool:
         policy = configs["cleanup.policy"].value
         if "compact" not in str(policy).split(","):
             raise ChangelogError(f"changelog {topic!r} has cleanup.policy={policy!r}, not compact")
-        return created
     except KafkaException as exc:
         raise ChangelogError(f"changelog topic {topic!r} unusable: {exc}") from exc

@@ -73,6 +73,8 @@ class IngestTotals:
 
 
 OnApplied = Callable[[AppliedBatch], None]
+# A partition's state restored from the graph changelog: its live records by store key.
+OnRestored = Callable[[dict[bytes, bytes]], None]
 
 
 class IngestWorker:
@@ -86,6 +88,9 @@ class IngestWorker:
             (the trainer's queue).
         has_room: asked before each fetch; while it returns False the assigned partitions
             are paused (backpressure from the trainer's bounded backlog).
+        on_restored: with the changelog on, called with the records of each partition
+            restored on assignment (the trainer folds them into its graph, which it built
+            from the store before the partitions were checked).
     """
 
     def __init__(
@@ -95,12 +100,14 @@ class IngestWorker:
         metrics: PipelineMetrics | None = None,
         on_applied: OnApplied | None = None,
         has_room: Callable[[], bool] | None = None,
+        on_restored: OnRestored | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._metrics = metrics if metrics is not None else PipelineMetrics()
         self._on_applied = on_applied
         self._has_room = has_room
+        self._on_restored = on_restored
         self._validator = EventValidator(settings.events)
         self._topic = settings.kafka.interactions_topic
         self._changelog = (
@@ -290,7 +297,11 @@ class IngestWorker:
         if self._changelog is None:
             return
         for partition, offset in sorted(committed.items()):
-            validate_or_restore(self._store, self._changelog, self._topic, partition, offset)
+            records = validate_or_restore(
+                self._store, self._changelog, self._topic, partition, offset
+            )
+            if records is not None and self._on_restored is not None:
+                self._on_restored(records)
 
     def _skipped(self, partition: int, first_kept: int, skipped: int) -> None:
         """Record the jump in the store, so the gap is counted once, whatever restarts."""

@@ -16,6 +16,7 @@ catch-up does with the edges of its store.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
 
 Change = tuple[bytes, bytes | None]  # a changelog record: store key, value (None: tombstone)
 _Edge = tuple[str, str, int]  # (user id, item id, relation code)
+
+log = logging.getLogger("streamgnn.training")
+
+# The graph digest logged on stop is O(edges) Python (ids, text, sort): only up to this
+# many edges, so a large graph does not delay the stop (it is a check for tests).
+DIGEST_MAX_EDGES = 250_000
 
 
 @dataclass
@@ -94,6 +101,16 @@ def fold_changes(trainer: IncrementalTrainer, changes: Sequence[Change], topic: 
 def _edge(value: bytes) -> tuple[float, int, int]:
     w_ref, t_ref, partition = k.EDGE_VALUE.unpack(value)
     return float(w_ref), int(t_ref), int(partition)
+
+
+def log_graph(trainer: IncrementalTrainer, max_edges: int = DIGEST_MAX_EDGES) -> tuple[int, str]:
+    """Log and return the trainer's edge count and, up to ``max_edges`` edges (the digest
+    is O(edges) Python), its :func:`graph_digest` ("" above). Call while no step runs."""
+    edges, digest = trainer.mirror.num_edges, ""
+    if edges <= max_edges:
+        edges, digest = graph_digest(trainer)
+    log.info("trainer graph: %d edges, digest %s", edges, digest or "-")
+    return edges, digest
 
 
 def graph_digest(trainer: IncrementalTrainer) -> tuple[int, str]:

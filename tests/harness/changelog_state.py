@@ -59,6 +59,19 @@ def fold_changelog(
     return state, records, tombstones
 
 
+def changelog_edges(folded: PartitionState) -> list[tuple[str, str, int, float, int]]:
+    """The user -> item edges ``(user, item, relation code, w_ref, t_ref)`` of a folded
+    changelog, as :func:`stream.learn.changelog_fold.edge_digest` takes them."""
+    edges = []
+    for state in folded.values():
+        for key, value in state.items():
+            if key[:1] == k.EDGE:
+                (_, user), relation, (_, item) = k.split_edge_suffix(key[1:])
+                w_ref, t_ref, _ = k.EDGE_VALUE.unpack(value)
+                edges.append((user, item, relation, w_ref, t_ref))
+    return edges
+
+
 def _raw(path: Path) -> dict[bytes, bytes]:
     options = Options(raw_mode=True)
     db = Rdict(str(path), options, access_type=AccessType.read_only())

@@ -25,8 +25,13 @@ from stream.ingest.changelog import changelog_topic
 from stream.learn.changelog_fold import edge_digest
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.settings import KafkaSettings, Settings, StoreSettings
-from stream.state import keys as k
-from tests.harness.changelog_state import end_offsets, fold_changelog, ingest_to_end, logged_state
+from tests.harness.changelog_state import (
+    changelog_edges,
+    end_offsets,
+    fold_changelog,
+    ingest_to_end,
+    logged_state,
+)
 from tests.harness.embedding_log import read_published, version_regressions
 from tests.harness.faults import event, event_seq
 from tests.harness.progress import GroupProgress
@@ -154,15 +159,10 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
 
     # Every event applied exactly once: each owns an edge whose w_ref / beta counts it.
     applied = Counter[int]()
-    edges = []
-    for state in folded.values():
-        for key, value in state.items():
-            if key[:1] == k.EDGE:
-                (_, user), relation, (_, item) = k.split_edge_suffix(key[1:])
-                w_ref, t_ref, _ = k.EDGE_VALUE.unpack(value)
-                name = sorted(DEFAULT_BEHAVIOURS)[relation]
-                applied[event_seq(user, item)] += round(w_ref / DEFAULT_BEHAVIOURS[name].beta)
-                edges.append((user, item, relation, w_ref, t_ref))
+    edges = changelog_edges(folded)
+    for user, item, relation, w_ref, _ in edges:
+        name = sorted(DEFAULT_BEHAVIOURS)[relation]
+        applied[event_seq(user, item)] += round(w_ref / DEFAULT_BEHAVIOURS[name].beta)
     assert applied == Counter(range(EVENTS))
 
     reference = Settings(
