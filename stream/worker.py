@@ -28,7 +28,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from stream.errors import ChangelogError, ChangelogFenced, DeadLetterError
+from stream.errors import ChangelogError, ChangelogFenced, ConfigError, DeadLetterError
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import check_access
 from stream.learn.changelog_fold import log_graph
@@ -132,7 +132,12 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def main(args: argparse.Namespace) -> int:
-    return serve(settings_from_args(args))
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:  # a setting that cannot work: one line, as ingest and train
+        print(f"streamgnn worker: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
 
 
 def serve(settings: Settings) -> int:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +85,18 @@ class StoreCompletion:
         return self._complete
 
 
+def metric_value(address: str, name: str) -> float:
+    """The sum of a metric's samples on a process's ``/metrics`` (-1 while it serves none:
+    not started yet, or the metric not exported yet)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=2.0) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):  # not serving yet
+        return -1.0
+    found = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+    return sum(float(v) for v in found) if found else -1.0
+
+
 class MetricsProgress:
     """Events the running worker has applied, read from its Prometheus endpoint.
 
@@ -92,18 +105,10 @@ class MetricsProgress:
     """
 
     def __init__(self, metrics_address: str) -> None:
-        self._url = f"http://{metrics_address}/metrics"
+        self._address = metrics_address
 
     def committed(self) -> int:
-        try:
-            with urllib.request.urlopen(self._url, timeout=2.0) as response:
-                text = response.read().decode()
-        except (urllib.error.URLError, OSError):  # not serving yet
-            return -1
-        for line in text.splitlines():
-            if line.startswith("streamgnn_events_applied_total "):
-                return int(float(line.split()[1]))
-        return -1
+        return int(metric_value(self._address, "streamgnn_events_applied_total"))
 
     def close(self) -> None:
         pass

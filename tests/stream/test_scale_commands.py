@@ -36,3 +36,12 @@ def test_train_takes_the_trainers_options_and_no_store() -> None:
     assert {"--group-id", "--dim", "--checkpoint-dir", "--user-embeddings-topic"} <= flags
     assert {"--behaviours", "--epsilon", "--max-backlog-events"} <= flags
     assert not flags & {"--store-path", "--changelog", "--train"}
+
+
+def test_worker_with_the_changelog_and_no_instance_id_exits_2_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("STREAMGNN_INSTANCE_ID", raising=False)
+    assert main(["worker", "--bootstrap-servers", "127.0.0.1:9", "--changelog", "true"]) == 2
+    err = capsys.readouterr().err
+    assert "--instance-id" in err and len(err.strip().splitlines()) == 1

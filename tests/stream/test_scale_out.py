@@ -12,7 +12,6 @@ import re
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -34,7 +33,7 @@ from tests.harness.changelog_state import (
 )
 from tests.harness.embedding_log import read_published, version_regressions
 from tests.harness.faults import event, event_seq
-from tests.harness.progress import GroupProgress
+from tests.harness.progress import GroupProgress, metric_value
 from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -46,17 +45,6 @@ AHEAD = 2_000  # events the producer may send past an action's point before it i
 TIMEOUT_S = 300.0
 INGEST = [sys.executable, "-m", "stream.ingest.command"]
 TRAIN = [sys.executable, "-m", "stream.train"]
-
-
-def _metric(address: str, name: str) -> float:
-    """The sum of a metric's samples on a process's /metrics (-1 while unreadable)."""
-    try:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return -1.0
-    found = re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-    return sum(float(v) for v in found) if found else -1.0
 
 
 def _committed_at_least(progress: GroupProgress, events: float) -> bool:
@@ -148,7 +136,9 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
             wait_for(ingest[name].consuming, TIMEOUT_S, f"worker {name} to consume")
             assert ingest[name].terminate() == 0
         folded, records, _ = fold_changelog(bootstrap, changelog_topic(topic, group), PARTITIONS)
-        folded_all = partial(_metric, trainer_metrics, "streamgnn_changelog_records_folded_total")
+        folded_all = partial(
+            metric_value, trainer_metrics, "streamgnn_changelog_records_folded_total"
+        )
         wait_for(lambda: folded_all() == records, TIMEOUT_S, "the trainer to fold the changelog")
         assert trainer.terminate() == 0
     finally:

@@ -9,7 +9,6 @@ import json
 import re
 import sys
 import time
-import urllib.request
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -22,7 +21,7 @@ from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from tests.harness.changelog_state import fold_changelog
 from tests.harness.embedding_log import read_published
 from tests.harness.faults import event, produce
-from tests.harness.progress import GroupProgress
+from tests.harness.progress import GroupProgress, metric_value
 from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -62,17 +61,7 @@ def _logged_twice(path: Path, line: str) -> bool:
 
 
 def _has_folded(address: str, records: int) -> bool:
-    return _folded(address) == records
-
-
-def _folded(address: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return -1.0
-    found = re.search(r"^streamgnn_changelog_records_folded_total (\S+)$", text, re.M)
-    return float(found.group(1)) if found else -1.0
+    return metric_value(address, "streamgnn_changelog_records_folded_total") == records
 
 
 def test_two_trainer_ranks_publish_one_space(
