@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from stream.ingest.changelog_follow import ChangelogFollower
-from stream.learn.ranks import Ranks, Record
+from stream.learn.ranks import Ranks, Record, local_rank
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher
 from stream.settings import Settings
@@ -51,7 +50,7 @@ def rank_metrics_address(address: str) -> str:
     """The metrics address of this local rank: the port plus ``LOCAL_RANK`` (torchrun's),
     so ranks on one machine do not collide."""
     host, _, port = address.rpartition(":")
-    return f"{host}:{int(port) + int(os.environ.get('LOCAL_RANK', '0'))}"
+    return f"{host}:{int(port) + local_rank()}"
 
 
 def run_ranked(

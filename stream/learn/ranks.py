@@ -72,7 +72,7 @@ class Ranks:
             return None
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda" and device.index is None:  # one GPU per local rank
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local_rank())
         if not dist.is_initialized():
             dist.init_process_group(backend, init_method="env://")
         return cls(dist.get_rank(), dist.get_world_size(), sparse=backend == "gloo")
@@ -239,3 +239,9 @@ def _rows_of(p: torch.nn.Parameter) -> Tensor:
         rows = (grad != 0).reshape(grad.shape[0], -1).any(dim=1).nonzero().flatten()
         values = grad[rows]
     return torch.sparse_coo_tensor(rows[None], values, p.shape, check_invariants=False)
+
+
+def local_rank() -> int:
+    """This process's rank on its machine, as torchrun sets it (0 outside a job). The
+    one place besides ``from_env`` that reads torchrun's variables."""
+    return int(os.environ.get("LOCAL_RANK", "0"))

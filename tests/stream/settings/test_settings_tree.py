@@ -121,8 +121,15 @@ def _streamgnn_names(path: Path) -> set[str]:
 
 def test_the_environment_is_read_in_one_place() -> None:
     # demo.py configures its child processes through their twins (and passes the rest of
-    # the environment on); jars.py reads XDG_CACHE_HOME and JAVA_HOME, platform settings.
-    allowed = {"settings/load.py", "settings/options.py", "demo.py", "local_broker/jars.py"}
+    # the environment on); jars.py reads XDG_CACHE_HOME and JAVA_HOME, platform settings;
+    # learn/ranks.py reads torchrun's WORLD_SIZE and LOCAL_RANK (its rendezvous contract).
+    allowed = {
+        "settings/load.py",
+        "settings/options.py",
+        "demo.py",
+        "local_broker/jars.py",
+        "learn/ranks.py",
+    }
     readers = {
         str(path.relative_to(STREAM)): names
         for path in STREAM.rglob("*.py")
@@ -130,7 +137,8 @@ def test_the_environment_is_read_in_one_place() -> None:
     }
     assert readers.keys() <= allowed, {k: v for k, v in readers.items() if k not in allowed}
     assert "os.environ" in readers["settings/load.py"]
-    assert not {n for n in readers.get("local_broker/jars.py", set()) if n.startswith("STREAM")}
+    for platform in ("local_broker/jars.py", "learn/ranks.py"):
+        assert not {n for n in readers.get(platform, set()) if n.startswith("STREAM")}
 
 
 def test_the_changelog_needs_an_instance_id() -> None:
