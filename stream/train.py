@@ -35,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stream.errors import ChangelogError, ConfigError
@@ -42,7 +43,7 @@ from stream.ingest import AppliedBatch
 from stream.ingest.changelog import changelog_topic
 from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
 from stream.kafka.access import check_access
-from stream.learn.changelog_fold import log_graph
+from stream.learn.changelog_fold import Folded, log_graph
 from stream.learn.compatibility import CheckpointMismatchError
 from stream.learn.device import resolve_device
 from stream.learn.ranks import Ranks
@@ -85,6 +86,7 @@ class ChangelogTraining(TrainingLoop):
         self.source_topic = changelog_topic(k.interactions_topic, k.group_id)
         self.applied_in_graph = True
         self.cold = True  # no checkpoint: train on the whole folded graph first
+        self._fold_only: dict[int, int] = {}  # records below these offsets: trained on before
 
     def resume(self) -> None:
         """Load the newest checkpoint that fits the settings (the graph is folded after)."""
@@ -92,11 +94,27 @@ class ChangelogTraining(TrainingLoop):
         if payload is not None:
             self.cold = False
             self.trained_through = checkpoint_offsets(payload, self.source_topic)
+            self._fold_only = dict(self.trained_through)
             log.info(
                 "checkpoint loaded: model version %d, trained through changelog offsets %s",
                 self.trainer.model_version,
                 self.trained_through,
             )
+
+    def fold_records(self, records: Sequence[ChangelogRecord]) -> tuple[Folded, dict[int, int]]:
+        """Fold ``records`` (log order) into the graph: those below the checkpoint's offsets
+        were trained on before the restart and are folded only. Returns the edges the rest
+        set, to train on, and the changelog positions those reach."""
+        topic = self._settings.kafka.interactions_topic
+        below = self._fold_only
+        old = [(r.key, r.value) for r in records if r.offset < below.get(r.partition, 0)]
+        new = [r for r in records if r.offset >= below.get(r.partition, 0)]
+        if old:
+            self.trainer.fold(old, topic)
+        if not new:
+            return Folded(), {}
+        folded = self.trainer.fold([(r.key, r.value) for r in new], topic)
+        return folded, {r.partition: r.offset + 1 for r in new}  # log order: last wins
 
     def bootstrap_on(self, positions: dict[int, int]) -> None:
         """Train first on the whole graph folded through ``positions``, in the thread."""
@@ -142,7 +160,7 @@ def run_trainer(
         log.info("trainer following %s", follower.topic)
         if not training.cold:
             training.start(publisher)
-        if not _follow(settings, metrics, training, follower, publisher, stop, totals):
+        if not _follow(metrics, training, follower, publisher, stop, totals):
             return totals  # stopped while folding to the end on a cold start: nothing trained
         training.stop()
         if training.failure is not None:
@@ -160,7 +178,6 @@ def _logged_graph(training: ChangelogTraining, totals: TrainTotals) -> TrainTota
 
 
 def _follow(
-    settings: Settings,
     metrics: PipelineMetrics,
     training: ChangelogTraining,
     follower: ChangelogFollower,
@@ -170,8 +187,6 @@ def _follow(
 ) -> bool:
     """Fold what the changelog holds and hand each batch's edges to the trainer until
     ``stop``; returns whether the trainer was started."""
-    topic = settings.kafka.interactions_topic
-    replay = dict(training.trained_through)  # folded only below these offsets
     started = not training.cold
     while not stop.is_set():
         if started and not training.has_room():
@@ -179,18 +194,11 @@ def _follow(
             time.sleep(0.05)
             continue
         records = follower.poll(MAX_POLL_RECORDS, POLL_S)
-        old = [r for r in records if r.offset < replay.get(r.partition, 0)]
-        new = [r for r in records if r.offset >= replay.get(r.partition, 0)]
-        if old:
-            training.trainer.fold(_changes(old), topic)
-        if new:
-            folded = training.trainer.fold(_changes(new), topic)
-            if started and folded.interactions:
-                positions = {r.partition: r.offset + 1 for r in new}  # log order: last wins
-                training.on_applied(
-                    AppliedBatch(folded.interactions, [], positions, folded.partitions)
-                )
-                totals.trained_edges += len(folded.interactions)
+        folded, positions = training.fold_records(records)
+        if started and folded.interactions:
+            batch = AppliedBatch(folded.interactions, [], positions, folded.partitions)
+            training.on_applied(batch)
+            totals.trained_edges += len(folded.interactions)
         totals.records += len(records)
         metrics.changelog_folded.inc(len(records))
         follower.export_lag()
@@ -200,10 +208,6 @@ def _follow(
             training.start(publisher)
             started = True
     return started
-
-
-def _changes(records: list[ChangelogRecord]) -> list[tuple[bytes, bytes | None]]:
-    return [(r.key, r.value) for r in records]
 
 
 # The trainer's options: Kafka, the events' meaning, publishing, training, checkpoints.

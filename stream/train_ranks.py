@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from stream.ingest.changelog_follow import ChangelogFollower
+from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
 from stream.learn.ranks import Ranks, Record, local_rank
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher
@@ -74,8 +74,6 @@ def run_ranked(
         version = torch.tensor([training.trainer.model_version], dtype=torch.long)
         dist.all_reduce(version, op=dist.ReduceOp.MAX, group=ranks.group)
         training.trainer.model_version = int(version)
-        topic = settings.kafka.interactions_topic
-        replay = dict(training.trained_through)  # folded only below these offsets
         started = not training.cold
         reached: dict[int, int] = {}
         while True:
@@ -87,20 +85,15 @@ def run_ranked(
                 caught_up, due = follower.caught_up, training.checkpoint_due()
             flags = torch.tensor([stop.is_set() or not ready, caught_up, due], dtype=torch.long)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=ranks.group)
-            records = ranks.broadcast_records(polled if ranks.rank == 0 else None)
-            old = [(key, value) for p, o, key, value in records if o < replay.get(p, 0)]
-            new = [(p, o, key, value) for p, o, key, value in records if o >= replay.get(p, 0)]
-            if old:
-                training.trainer.fold(old, topic)
-            if new:
-                folded = training.trainer.fold([(key, value) for _, _, key, value in new], topic)
-                if started and folded.interactions:
-                    positions = {p: o + 1 for p, o, _, _ in new}  # log order: last wins
-                    batch = PendingEvents(folded.interactions, [], positions, folded.partitions)
-                    training.train_now(batch)
-                    trained += len(folded.interactions)
-            for p, o, _, _ in records:
-                reached[p] = o + 1
+            shared = ranks.broadcast_records(polled if ranks.rank == 0 else None)
+            records = [ChangelogRecord(*record) for record in shared]
+            folded, positions = training.fold_records(records)
+            if started and folded.interactions:
+                batch = PendingEvents(folded.interactions, [], positions, folded.partitions)
+                training.train_now(batch)
+                trained += len(folded.interactions)
+            for record in records:
+                reached[record.partition] = record.offset + 1
             records_folded += len(records)
             metrics.changelog_folded.inc(len(records))
             if flags[0]:
