@@ -51,6 +51,10 @@ class GroupProgress:
             return -1
         return sum(offset or 0 for offset in offsets)
 
+    def reached(self, events: float) -> bool:
+        """Whether the group has committed at least ``events`` offsets (a wait condition)."""
+        return self.committed() >= events
+
     def close(self) -> None:
         self._consumer.close()
 

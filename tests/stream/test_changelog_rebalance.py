@@ -52,10 +52,6 @@ def _send(bootstrap: str, topic: str, seqs: range) -> None:
     assert not any(s.refused for s in send_records(bootstrap, topic, _records(seqs)))
 
 
-def _committed_at_least(progress: GroupProgress, events: int) -> bool:
-    return progress.committed() >= events
-
-
 def test_partitions_move_between_two_live_workers_with_their_state(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
@@ -75,14 +71,14 @@ def test_partitions_move_between_two_live_workers_with_their_state(
     try:
         first.start()
         _send(bootstrap, topic, range(0, PHASE))
-        wait_for(partial(_committed_at_least, progress, PHASE), 120, "the first phase")
+        wait_for(partial(progress.reached, PHASE), 120, "the first phase")
         second.start()  # joins while the second phase streams in
         _send(bootstrap, topic, range(PHASE, 2 * PHASE))
         wait_for(partial(owns_partitions, second_metrics), 120, "the second worker's share")
-        wait_for(partial(_committed_at_least, progress, 2 * PHASE), 120, "the second phase")
+        wait_for(partial(progress.reached, 2 * PHASE), 120, "the second phase")
         _send(bootstrap, topic, range(2 * PHASE, 3 * PHASE))
         assert second.terminate() == 0  # leaves while the third phase is being read
-        wait_for(partial(_committed_at_least, progress, 3 * PHASE), 120, "the third phase")
+        wait_for(partial(progress.reached, 3 * PHASE), 120, "the third phase")
         assert first.terminate() == 0
     finally:
         for process in (first, second):

@@ -47,10 +47,6 @@ INGEST = [sys.executable, "-m", "stream.ingest.command"]
 TRAIN = [sys.executable, "-m", "stream.train"]
 
 
-def _committed_at_least(progress: GroupProgress, events: float) -> bool:
-    return progress.committed() >= events
-
-
 def _produce(bootstrap: str, topic: str, gates: list[tuple[float, threading.Event]]) -> None:
     """The stream at ``RATE``, never more than ``AHEAD`` events past a gate's point before
     the gate opens: every action lands mid-stream, with events still to come."""
@@ -115,7 +111,7 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
         ingest["b"].start()
         producer.start()
         for (threshold, action), (_, gate) in zip(plan, gates, strict=True):
-            wait_for(partial(_committed_at_least, progress, threshold), TIMEOUT_S, action)
+            wait_for(partial(progress.reached, threshold), TIMEOUT_S, action)
             time.sleep(rng.uniform(0.0, 0.2))  # land anywhere within a batch
             if action == "kill a":
                 ingest["a"].kill()
@@ -131,7 +127,7 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
                 trainer.start()
             gate.set()
         producer.join()
-        wait_for(partial(_committed_at_least, progress, EVENTS), TIMEOUT_S, "the whole stream")
+        wait_for(partial(progress.reached, EVENTS), TIMEOUT_S, "the whole stream")
         for name in ("a", "b"):
             wait_for(ingest[name].consuming, TIMEOUT_S, f"worker {name} to consume")
             assert ingest[name].terminate() == 0

@@ -44,10 +44,6 @@ def produce_range(bootstrap: str, topic: str, start: int, end: int) -> None:
     producer.close()
 
 
-def _committed(progress: GroupProgress, events: int) -> bool:
-    return progress.committed() >= events
-
-
 def _torchrun() -> list[str]:
     """``streamgnn train`` as 2 ranks on this machine (a free rendezvous port)."""
     port = str(free_ports(1)[0])
@@ -93,7 +89,7 @@ def test_two_trainer_ranks_publish_one_space(
     runs = [WorkerProcess(env, log_path, command=_torchrun()) for _ in range(2)]
     try:
         ingest.start()
-        wait_for(partial(_committed, progress, COLD), TIMEOUT_S, "the first events ingested")
+        wait_for(partial(progress.reached, COLD), TIMEOUT_S, "the first events ingested")
         runs[0].start()  # a cold start on what the changelog holds, then the live stream
         wait_for(partial(_logged_twice, log_path, "cold start done"), TIMEOUT_S, "a cold start")
         for run, (start, end) in zip(runs, ((COLD, MIDDLE), (MIDDLE, EVENTS)), strict=True):
@@ -101,7 +97,7 @@ def test_two_trainer_ranks_publish_one_space(
                 run.start()
                 wait_for(partial(_logged_twice, log_path, "checkpoint loaded"), TIMEOUT_S, "resume")
             produce_range(bootstrap, topic, start, end)
-            wait_for(partial(_committed, progress, end), TIMEOUT_S, "the stream ingested")
+            wait_for(partial(progress.reached, end), TIMEOUT_S, "the stream ingested")
             _, records, _ = fold_changelog(bootstrap, changelog_topic(topic, group), PARTITIONS)
             for address in addresses:
                 wait_for(partial(_has_folded, address, records), TIMEOUT_S, f"{address} to fold")
