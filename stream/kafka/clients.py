@@ -1,10 +1,10 @@
 """Every Kafka client streamgnn uses is built here, from the ``kafka`` settings.
 
-Three client libraries, one per job: confluent-kafka (librdkafka) for the worker's ingest
-(consumer, dead-letter producer and the DLQ check: every codec, and a record it cannot
-decode is handed over, not raised in the fetch, see :mod:`stream.ingest.source`) and the
-embedding publisher; kafka-python for the producer command, the embedding readers and the
-admin calls; aiokafka for the access check's one-broker probe only. Every
+Three client libraries, one per job: confluent-kafka (librdkafka) for every producer (the
+producer command, the embedding publisher, the dead-letter producer) and the worker's ingest
+(consumer and the DLQ check: every codec, and a record it cannot decode is handed over, not
+raised in the fetch, see :mod:`stream.ingest.source`); kafka-python for the embedding readers
+and the admin calls; aiokafka for the access check's one-broker probe only. Every
 builder starts from the connection settings all clients share: the brokers and
 ``kafka.security`` (TLS, SASL) in the library's dialect (:mod:`stream.kafka.security`),
 so no call site can forget them; call sites add only what is specific to their job.
@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka.conn import AIOKafkaConnection, create_conn
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer
 
 from stream.kafka.security import aiokafka_options, confluent_options, kafka_python_options
 from stream.settings import KafkaSettings
@@ -39,19 +39,14 @@ def confluent_consumer(kafka: KafkaSettings, config: dict[str, Any]) -> Consumer
 
 
 def confluent_producer(kafka: KafkaSettings, config: dict[str, Any]) -> Producer:
-    """A librdkafka producer (the embedding publisher: thousands of records per step; the
-    dead-letter producer)."""
+    """A librdkafka producer (``streamgnn produce``; the embedding publisher: thousands of
+    records per step; the dead-letter producer)."""
     return Producer({**_common_librdkafka(kafka), **config})
 
 
 def confluent_admin(kafka: KafkaSettings, config: dict[str, Any]) -> AdminClient:
     """A librdkafka admin client (the DLQ's check or creation at start-up)."""
     return AdminClient({**_common_librdkafka(kafka), **config})
-
-
-def kafka_producer(kafka: KafkaSettings, **options: Any) -> KafkaProducer:
-    """A kafka-python producer (``streamgnn produce``)."""
-    return KafkaProducer(**_common(kafka), **options)
 
 
 def kafka_consumer(kafka: KafkaSettings, **options: Any) -> KafkaConsumer:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.kafka.clients import kafka_producer
+from stream.kafka.clients import confluent_producer
 from stream.local_broker.broker import free_ports
 from stream.metrics import scrape_metrics, serves_metrics, total
 from stream.publish.schema import decode_record
@@ -97,11 +97,9 @@ def test_worker_produce_and_consume_over_sasl_ssl(
     users = {json.loads(record.value)["user_id"] for record in sent}
     # follow events are applied but reflected in no vector (not in the freshness histogram)
     reflected = sum(json.loads(record.value)["event_type"] != "follow" for record in sent)
-    bad = kafka_producer(kafka, acks="all")
-    try:
-        bad.send(topics["interactions"], key=b"x", value=b"not an event").get(timeout=30)
-    finally:
-        bad.close()
+    bad = confluent_producer(kafka, {"acks": "all"})
+    bad.produce(topics["interactions"], b"not an event", b"x")
+    assert bad.flush(30) == 0, "the hostile record was not delivered"
 
     metrics = f"127.0.0.1:{free_ports(1)[0]}"
     worker_env = _env(

@@ -16,7 +16,7 @@ from confluent_kafka.admin import (
 
 from stream.errors import KafkaAccessError
 from stream.kafka.access import check_access_blocking
-from stream.kafka.clients import confluent_consumer, confluent_producer, kafka_producer
+from stream.kafka.clients import confluent_consumer, confluent_producer, kafka_consumer
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.local_broker.secured import SecuredListener
 from stream.settings import KafkaSettings, Secret, SecuritySettings
@@ -30,17 +30,29 @@ def _topic(cluster: SecuredCluster) -> str:
     return name
 
 
-def _produce_with_every_producer(kafka: KafkaSettings, topic: str) -> set[bytes]:
-    """One record through each producer the product builds (kafka-python, librdkafka)."""
-    producer = kafka_producer(kafka)
+def _produce(kafka: KafkaSettings, topic: str) -> set[bytes]:
+    """Records through the producer the product builds (librdkafka, every producer's)."""
+    producer = confluent_producer(kafka, {})
+    sent = {b"one", b"two"}
+    for value in sent:
+        producer.produce(topic, value)
+    assert producer.flush(30) == 0, "confluent-kafka did not deliver"
+    return sent
+
+
+def _read_with_kafka_python(kafka: KafkaSettings, topic: str, count: int) -> set[bytes]:
+    """Read as the embedding readers do (kafka-python, built by the same builder)."""
+    consumer = kafka_consumer(kafka, auto_offset_reset="earliest", consumer_timeout_ms=30_000)
+    consumer.subscribe([topic])
     try:
-        producer.send(topic, b"kafka-python").get(timeout=30)
+        values: set[bytes] = set()
+        for record in consumer:
+            values.add(record.value)
+            if len(values) >= count:
+                break
+        return values
     finally:
-        producer.close()
-    confluent = confluent_producer(kafka, {})
-    confluent.produce(topic, b"confluent")
-    assert confluent.flush(30) == 0, "confluent-kafka did not deliver"
-    return {b"kafka-python", b"confluent"}
+        consumer.close()
 
 
 def _read_with_librdkafka(kafka: KafkaSettings, topic: str, count: int) -> set[bytes]:
@@ -73,8 +85,9 @@ def test_the_scram_user_from_format_time_works_with_every_client_library(
 ) -> None:
     kafka, topic = secured_cluster.kafka(mechanism), _topic(secured_cluster)
     check_access_blocking(kafka)
-    sent = _produce_with_every_producer(kafka, topic)
+    sent = _produce(kafka, topic)
     assert _read_with_librdkafka(kafka, topic, len(sent)) == sent
+    assert _read_with_kafka_python(kafka, topic, len(sent)) == sent
 
 
 @pytest.mark.integration
@@ -172,8 +185,9 @@ def test_an_mtls_listener_refuses_clients_without_a_certificate(tmp_path: Path) 
         kafka = cluster.kafka(client_certificate=True)
         check_access_blocking(kafka, timeout_s=10)
         topic = _topic(cluster)
-        sent = _produce_with_every_producer(kafka, topic)
+        sent = _produce(kafka, topic)
         assert _read_with_librdkafka(kafka, topic, len(sent)) == sent
+        assert _read_with_kafka_python(kafka, topic, len(sent)) == sent
     finally:
         cluster.broker.stop()
 
