@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-encoding bench-retrain bench-step-cost bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-encoding bench-retrain bench-step-cost bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s, 
 
 bench-soak: $(STAMP) ## 10 minutes at 10,000 events/s: the worker's RSS slope over the last half; writes bench/results/freshness-soak.json
 	$(PY) -m bench.freshness --soak-s 600 --rate 10000
+
+bench-soak-steady: $(STAMP) ## the soak with every half-life 20 s, so the graph stops growing: is RSS flat then? writes bench/results/freshness-soak-steady.json
+	$(PY) -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 20000 --json bench/results/freshness-soak-steady.json
 
 bench-encoding: $(STAMP) ## embedding records encoded per second (dim 64), JSON vs base64 vs the previous JSON; writes bench/results/encoding.json
 	$(PY) -m bench.encoding

@@ -22,11 +22,17 @@ seed the graph ends above 1 M edges (``graph_edges_start``, ``graph_edges_end``)
 Soak (``--soak-s 600 --rate 10000``): one load for that long, ids capped at the worker's
 defaults, the worker's RSS sampled every 0.5 s; reports ``rss_slope_mb_per_min`` over the
 last half of the load (least squares) and the thinned series, into
-``freshness-soak.json``. Freshness there is measured on every 10th event.
+``freshness-soak.json``. Freshness there is measured on every 10th event. With every default
+half-life (days) nothing decays away in 10 minutes, so the graph, and with it the RSS, grows
+all run: the graph's edges are sampled beside the RSS and ``rss_mb_per_m_edges_last_half``
+(least squares of RSS on edges) says what each million edges costs. ``--soak-half-life-ms``
+sets every behaviour's half-life (weights kept) so that edges are pruned within the run and
+the graph reaches a steady state: there the RSS slope says whether memory is bounded.
 
     make bench-freshness                                     # 2,000 and 10,000 events/s
     .venv/bin/python -m bench.freshness --loads 2000 --duration-s 30
     .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000
+    .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 20000
 
 Writes bench/results/freshness.json: one entry per load under ``loads`` with
 ``offered_per_s``, ``sustained_per_s`` (events the worker applied per second during the
@@ -58,7 +64,7 @@ import torch
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.rss import RssSeries
-from stream.behaviours import SOCIAL_EVENT_TYPES
+from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
@@ -124,6 +130,7 @@ class LoadPlan:
     keep_every: int = 1  # measure freshness on every n-th user-item event
     encoding: str | None = None  # None: the worker's default
     device: str | None = None  # None: the worker's default ("auto")
+    half_life_ms: int | None = None  # every behaviour's; None: the worker's defaults
 
 
 def seed_graph(
@@ -148,6 +155,51 @@ def seed_graph(
             _poll(lambda: total(scrape_metrics(metrics_address), "streamgnn_consumer_lag") == 0)
     _poll(settled)
     return {"seed_events": sent, "seed_s": round(time.monotonic() - start, 1)}
+
+
+class EdgeSeries(threading.Thread):
+    """The worker's ``streamgnn_graph_edges`` every 10 s, as (seconds since start, edges)."""
+
+    def __init__(self, metrics_address: str, interval_s: float = 10.0) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int]] = []
+        self._address = metrics_address
+        self._interval_s = interval_s
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self._halt.wait(self._interval_s):
+            try:
+                edges = int(total(scrape_metrics(self._address), "streamgnn_graph_edges"))
+            except OSError:
+                continue  # a slow scrape: the next one will do
+            self.samples.append((round(time.monotonic() - start, 1), edges))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def slope_per_min(self, since_s: float, until_s: float) -> float | None:
+        window = [(t, n) for t, n in self.samples if since_s <= t <= until_s]
+        if len(window) < 3:
+            return None
+        return round(float(np.polyfit([t / 60 for t, _ in window], [n for _, n in window], 1)[0]))
+
+
+def _rss_per_edges(
+    rss: RssSeries, edges: EdgeSeries, since_s: float, until_s: float
+) -> float | None:
+    """MB of RSS per million graph edges over the window (least squares of RSS on edges,
+    each edge sample paired with the RSS sample nearest in time); None when edges hardly moved."""
+    pairs = []
+    for t, n in edges.samples:
+        if since_s <= t <= until_s and rss.samples:
+            nearest = min(rss.samples, key=lambda s: abs(s[0] - t))
+            pairs.append((n / 1e6, nearest[1] / 2**20))
+    if len(pairs) < 3 or max(n for n, _ in pairs) - min(n for n, _ in pairs) < 0.01:
+        return None
+    return round(float(np.polyfit(*zip(*pairs, strict=True), 1)[0]), 1)
 
 
 def _poll(condition: Callable[[], bool], timeout_s: float = 900.0) -> None:
@@ -175,6 +227,13 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         env["STREAMGNN_VECTOR_ENCODING"] = plan.encoding
     if plan.device is not None:
         env["STREAMGNN_DEVICE"] = plan.device
+    if plan.half_life_ms is not None:
+        env["STREAMGNN_BEHAVIOURS"] = json.dumps(
+            {
+                n: {"beta": b.beta, "half_life_ms": plan.half_life_ms}
+                for n, b in DEFAULT_BEHAVIOURS.items()
+            }
+        )
     worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
     worker.start()
     wait_for(lambda: owns_partitions(metrics_address), 180, "the worker to own its partitions")
@@ -185,6 +244,8 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         seeded = seed_graph(broker, topic, metrics_address, plan.seed_edges, offered + 1)
     rss = RssSeries(worker.pid)
     rss.start()
+    edges = EdgeSeries(metrics_address)
+    edges.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
     stream = SyntheticStream(SyntheticConfig(late_share=0.0, seed=offered))
     sample = random.Random(offered)
@@ -207,6 +268,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         time.sleep(0.2)
     end = scrape_metrics(metrics_address)
     rss.stop()
+    edges.stop()
     status = worker.terminate(timeout_s=300)
     follower.stop()
     freshness: list[float] = []
@@ -257,6 +319,10 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         "peak_rss_mb": rss.peak_mb,
         "rss_slope_mb_per_min_last_half": rss.slope_mb_per_min(since_s=window / 2, until_s=window),
         "rss_mb_every_10s": rss.every(10.0) if plan.keep_every > 1 else None,
+        "half_life_ms": plan.half_life_ms,
+        "graph_edges_every_10s": edges.samples if plan.keep_every > 1 else None,
+        "graph_edges_slope_per_min_last_half": edges.slope_per_min(window / 2, window),
+        "rss_mb_per_m_edges_last_half": _rss_per_edges(rss, edges, window / 2, window),
         "train_steps": int(total(end, "streamgnn_train_steps_total")),
         "model_version_end": int(total(end, "streamgnn_model_version")),
         "user_records_published": follower.records,
@@ -311,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--soak-s", type=float, default=0.0, help="one long load: RSS slope")
     parser.add_argument("--rate", type=int, default=10_000, help="the soak's offered load")
+    parser.add_argument(
+        "--soak-half-life-ms",
+        type=int,
+        default=None,
+        help="the soak worker's half-life for every behaviour (edges pruned within the run: a "
+        "steady-state graph); default: the worker's own half-lives",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--encoding",
@@ -331,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_every=10 if args.soak_s else 1,
             encoding=args.encoding,
             device=args.device,
+            half_life_ms=args.soak_half_life_ms if args.soak_s else None,
         )
         for rate in ([args.rate] if args.soak_s else args.loads)
     ]
