@@ -65,6 +65,20 @@ from stream.state.graph_store import DecayedGraphStore
 from stream.state.keys import ITEM, USER
 
 _EdgeKey = tuple[int, int, int]  # (user row, item row, relation)
+_ITEM_BITS, _RELATION_BITS = 32, 8
+
+
+def _slot_key(key: _EdgeKey) -> int:
+    """One int for an edge key, the slot index's key: a tuple of three ints costs ~190 bytes
+    per held edge in the index, one int ~36 (measured: the index was 2/3 of the mirror's RSS).
+
+    >>> _slot_key((1, 2, 3)) == (1 << 40) | (2 << 8) | 3
+    True
+    """
+    u, i, r = key
+    if i >> _ITEM_BITS or r >> _RELATION_BITS:
+        raise ValueError(f"edge key {key} is out of the slot index's range")
+    return (((u << _ITEM_BITS) | i) << _RELATION_BITS) | r
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,7 @@ class GraphMirror:
         self._beta = [behaviours[n].beta for n in self.relation_names]
         self._half_life = [behaviours[n].half_life_ms for n in self.relation_names]
         self._half_life_t = torch.tensor(self._half_life, dtype=torch.float64)
-        self._index: dict[_EdgeKey, int] = {}
+        self._index: dict[int, int] = {}  # _slot_key(edge key) -> slot
         self._free: list[int] = []
         self._used = 0  # slots ever handed out; free ones are listed in _free
         self._users = torch.zeros(0, dtype=torch.long)
@@ -299,7 +313,7 @@ class GraphMirror:
             if key in current:
                 continue
             current[key] = None
-            slot = self._index.get(key)
+            slot = self._index.get(_slot_key(key))
             if slot is not None:
                 keys.append(key)
                 slots.append(slot)
@@ -323,7 +337,7 @@ class GraphMirror:
         rows: tuple[list[int], ...] = ([], [], [], [], [])
         w_refs: list[float] = []
         for key, state in states.items():
-            slot = self._index.get(key)
+            slot = self._index.get(_slot_key(key))
             if state is None:
                 if slot is not None:
                     self._release(key, slot)
@@ -356,11 +370,11 @@ class GraphMirror:
             self._used += 1
             if slot >= self._alive.numel():
                 self._grow(max(1024, 2 * self._alive.numel()))
-        self._index[key] = slot
+        self._index[_slot_key(key)] = slot
         return slot
 
     def _release(self, key: _EdgeKey, slot: int) -> None:
-        del self._index[key]
+        del self._index[_slot_key(key)]
         self._free.append(slot)
         self._alive[slot] = False
 

@@ -204,3 +204,19 @@ def test_user_recency_never_leaves_a_subnormal_weight() -> None:
     assert (weights[: RECENCY_HALVINGS + 1] > 0).all() and (
         weights[RECENCY_HALVINGS + 1 :] == 0
     ).all()
+
+
+def test_packed_edge_keys_never_collide_and_rows_out_of_range_are_refused() -> None:
+    # the slot index packs (user, item, relation) into one int: item rows fill 32 bits, so
+    # (u, 2**32 - 1) and (u + 1, 0) are neighbours in key space, never the same key
+    mirror = GraphMirror(BEHAVIOURS, EPSILON)
+    events = [Interaction("a", "x", "click", 1_000), Interaction("b", "y", "click", 1_000)]
+    mirror.apply(events, torch.tensor([0, 1]), torch.tensor([2**32 - 1, 0]))
+    assert mirror.num_edges == 2
+    snapshot = mirror.snapshot(num_users=2, num_items=2**32)
+    assert sorted(zip(snapshot.users.tolist(), snapshot.items.tolist(), strict=True)) == [
+        (0, 2**32 - 1),
+        (1, 0),
+    ]
+    with pytest.raises(ValueError, match="out of the slot index's range"):
+        mirror.apply(events[:1], torch.tensor([0]), torch.tensor([2**32]))
