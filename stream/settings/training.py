@@ -50,7 +50,7 @@ class TrainerSettings:
     # Rows with new events are always reported.
     max_drift_reports: int = 500
     replay_ratio: float = 1.0  # replayed older edges per new edge
-    negatives: str = "shared"
+    negatives: str = "uniform"
     num_negatives: int = 64
     hard_pool: int = 32  # candidate pool per row for "hard" negatives
     loss: str = "info_nce"
@@ -82,8 +82,10 @@ class TrainerSettings:
     # is inside the full step's 95 % interval on ML-100K validation
     # (bench/results/eval-ml100k-validation-local-bounded.json vs -full.json), but with 64
     # uniform negatives per positive it measured dearer than the full step up to 1M edges
-    # (bench/results/step_cost.json, README "A learn step").
-    step_scope: str = "local"
+    # (bench/results/step_cost.json, README "A learn step"). The cheap candidate chosen on
+    # the warm-ups (local, 64 shared negatives, a 2,048-row sweep) lost to the best baseline
+    # on ML-100K's scored chunks (README "A cheaper default step, tried").
+    step_scope: str = "full"
     # Edges per node and hop at most in a local step's neighbourhood (0: all, exact). Also
     # bounds the re-embedding: with fanout > 0 a local step re-embeds and publishes only
     # its seeds (the rows of its positives and new events, on a capped tree) plus the
@@ -94,7 +96,7 @@ class TrainerSettings:
     # A bounded local step also re-embeds this many rows of each kind per learn call, round
     # robin over the live rows, so a cached vector is at most live / sweep_rows calls old
     # (0: no sweep).
-    sweep_rows: int = 2048
+    sweep_rows: int = 1024
     # A local step re-embeds every row every this many learn calls (0: never; freshness
     # never needs it, it only republishes the slow drift of rows far from any batch).
     full_refresh_every: int = 0
