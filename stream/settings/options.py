@@ -204,7 +204,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "training", "negatives", "negative sampler: uniform, shared, popularity, in_batch or hard"
     ),
-    _opt("training", "num_negatives", "negatives per positive"),
+    _opt(
+        "training",
+        "num_negatives",
+        "negatives per positive (shared: the pool every positive of a step is scored against)",
+    ),
     _opt("training", "hard_pool", "candidate pool per row for hard negatives"),
     _opt("training", "loss", "bpr or info_nce"),
     _opt("training", "temperature", "InfoNCE temperature"),

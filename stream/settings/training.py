@@ -82,7 +82,9 @@ class TrainerSettings:
     # is inside the full step's 95 % interval on ML-100K validation
     # (bench/results/eval-ml100k-validation-local-bounded.json vs -full.json), but with 64
     # uniform negatives per positive it measured dearer than the full step up to 1M edges
-    # (bench/results/step_cost.json, README "A learn step").
+    # (bench/results/step_cost.json, README "A learn step"). The cheap candidate chosen on
+    # the warm-ups (local, 64 shared negatives, a 2,048-row sweep) lost to the best baseline
+    # on ML-100K's scored chunks (README "A cheaper default step, tried").
     step_scope: str = "full"
     # Edges per node and hop at most in a local step's neighbourhood (0: all, exact). Also
     # bounds the re-embedding: with fanout > 0 a local step re-embeds and publishes only

@@ -17,12 +17,13 @@ from stream.settings.training import TrainerSettings
 
 BEHAVIOURS = {"click": Behaviour(1.0, 86_400_000)}
 EPS = 1e-3
-# A sparse graph, two negatives and a small fan-out: one event's neighbourhood is a small
-# part of the graph, so "outside it" is not empty.
+# A sparse graph, two negatives per positive and a small fan-out: one event's neighbourhood
+# is a small part of the graph, so "outside it" is not empty.
 LOCAL = TrainerSettings(
     step_scope="local",
     dim=8,
     device="cpu",
+    negatives="uniform",
     num_negatives=2,
     fanout=2,
     sweep_rows=0,  # a sweep re-embeds rows outside any neighbourhood (its own test)
@@ -146,13 +147,21 @@ def test_published_keys_are_the_reembedded_rows_plus_pending_drift() -> None:
         pending = due - set(report.changed_users)
 
 
-@pytest.mark.parametrize("negatives", [2, 64])
-def test_uncapped_local_step_trains_on_the_full_graph_loss(negatives: int) -> None:
+@pytest.mark.parametrize(
+    ("sampler", "negatives", "whole_graph"),
+    [("uniform", 2, False), ("uniform", 64, True), ("shared", 64, False)],
+)
+def test_uncapped_local_step_trains_on_the_full_graph_loss(
+    sampler: str, negatives: int, whole_graph: bool
+) -> None:
     """Same model, positives and negatives: with no fan-out cap the step's loss (computed
     before it moves anything) is the full step's, whether the step ran on the sampled
-    neighbourhood (2 negatives) or fell back to the whole graph (64 reach most of it)."""
+    neighbourhood (2 negatives per positive, or 64 shared by the step: the default) or fell
+    back to the whole graph (64 per positive reach most of it)."""
     # no replay: the two scopes draw it from different (equally distributed) samplers
-    settings = dataclasses.replace(LOCAL, num_negatives=negatives, replay_ratio=0.0)
+    settings = dataclasses.replace(
+        LOCAL, negatives=sampler, num_negatives=negatives, replay_ratio=0.0
+    )
     trainer, batch = warm(settings)
     state = trainer.state_dict()
     losses = {}
@@ -165,7 +174,7 @@ def test_uncapped_local_step_trains_on_the_full_graph_loss(negatives: int) -> No
         if scope == "local" and fanout == 0:
             step = twin.last_step
             assert step is not None
-            assert (step.whole_graph_steps == 0) == (negatives == 2)
+            assert (step.whole_graph_steps > 0) == whole_graph
     assert abs(losses["local", 0] - losses["full", 0]) < 1e-5
     assert losses["local", 1] != losses["full", 0]
 
