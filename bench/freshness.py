@@ -410,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     out = args.json or RESULTS.with_name("freshness-soak.json" if args.soak_s else RESULTS.name)
     loads = []
+    load_before = os.getloadavg()  # other jobs on the machine slow every figure
     with tempfile.TemporaryDirectory(prefix="streamgnn-freshness-") as tmp:
         workdir = Path(tmp)
         with LocalKafkaBroker(workdir / "kafka") as broker:
@@ -424,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_1_5_15_min": {
+            "start": [round(x, 2) for x in load_before],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
         "goal": "p99 < 1 s at 2,000 and 10,000 events/s (>= 1 M edges by the end of the "
         "10,000 load), default settings and encoding; soak: RSS slope ~ 0 over the last half",
         "loads": loads,
