@@ -36,8 +36,8 @@ bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s, 
 bench-soak: $(STAMP) ## 10 minutes at 10,000 events/s: the worker's RSS slope over the last half; writes bench/results/freshness-soak.json
 	$(PY) -m bench.freshness --soak-s 600 --rate 10000
 
-bench-soak-steady: $(STAMP) ## the soak with every half-life 20 s, so the graph stops growing: is RSS flat then? writes bench/results/freshness-soak-steady.json
-	$(PY) -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 20000 --json bench/results/freshness-soak-steady.json
+bench-soak-steady: $(STAMP) ## the soak with every half-life 10 s, so the graph stops growing: is RSS flat then? writes bench/results/freshness-soak-steady.json
+	$(PY) -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 10000 --json bench/results/freshness-soak-steady.json
 
 bench-encoding: $(STAMP) ## embedding records encoded per second (dim 64), JSON vs base64 vs the previous JSON; writes bench/results/encoding.json
 	$(PY) -m bench.encoding

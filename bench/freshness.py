@@ -32,7 +32,7 @@ the graph reaches a steady state: there the RSS slope says whether memory is bou
     make bench-freshness                                     # 2,000 and 10,000 events/s
     .venv/bin/python -m bench.freshness --loads 2000 --duration-s 30
     .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000
-    .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 20000
+    .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 10000
 
 Writes bench/results/freshness.json: one entry per load under ``loads`` with
 ``offered_per_s``, ``sustained_per_s`` (events the worker applied per second during the
