@@ -220,10 +220,14 @@ class LightGCNEncoder(Encoder):
         inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
         coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(x.dtype)
         n = hood.nodes.numel()
-        forward = _csr(hood.dst, hood.src, coefficient, n)
-        backward = _csr(hood.src, hood.dst, coefficient, n)
         total = x
-        for _ in range(self.num_layers):
+        for layer in range(self.num_layers):
+            # layer l only feeds nodes within L - l hops of the seeds, whose edges are
+            # the first L - l hops' (the last layer: the seeds' own edges); the seeds'
+            # sums are the same, with fewer products
+            used = hood.within_hops(self.num_layers - layer)
+            dst, src, value = hood.dst[:used], hood.src[:used], coefficient[:used]
+            forward, backward = _csr(dst, src, value, n), _csr(src, dst, value, n)
             x = _SparseProduct.apply(forward, backward, x)
             total = total + x
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)

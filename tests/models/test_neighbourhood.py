@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -127,3 +129,27 @@ def test_within_is_breadth_first_distance() -> None:
         frontier = {n for f in frontier for n in adjacency.get(f, ())} - reached
         reached |= frontier
     assert index.within(torch.tensor([9]), 2).tolist() == sorted(reached)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_later_layers_reading_only_the_first_hops_change_no_seed_value_or_gradient(
+    layers: int,
+) -> None:
+    """A layer l reads only the first L - l hops' edges: the seeds' vectors and every
+    row's gradient equal a propagation of every layer over every edge."""
+    graph = random_graph(11 + layers)
+    index = GraphIndex.build(graph, graph.num_users, graph.num_items)
+    users, items = torch.tensor([2, 9]), torch.tensor([1, 30])
+    hood = sample(index, torch.cat([users, items + graph.num_users]), layers, 3)
+    assert len(hood.hop_ends) == layers
+    assert layers == 1 or hood.within_hops(1) < hood.num_edges  # a prefix is left out
+    results = []
+    for tree in (hood, dataclasses.replace(hood, hop_ends=())):  # (): every edge, each layer
+        enc = encoder(graph, layers)
+        user_vec, item_vec = enc.forward_local(tree, users, items)
+        (user_vec @ item_vec.T).sum().backward()
+        assert enc.user_emb.grad is not None and enc.item_emb.grad is not None
+        grads = [enc.user_emb.grad.to_dense(), enc.item_emb.grad.to_dense()]
+        results.append([user_vec.detach(), item_vec.detach(), *grads])
+    for prefix, every in zip(*results, strict=True):
+        torch.testing.assert_close(prefix, every, rtol=1e-6, atol=1e-7)
