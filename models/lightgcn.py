@@ -230,9 +230,12 @@ class LightGCNEncoder(Encoder):
             forward, backward = _csr(dst, src, value, n), _csr(src, dst, value, n)
             x = _SparseProduct.apply(forward, backward, x)
             total = total + x
-        out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
-        n_users = hood.num_users
-        return out[hood.local(users)], out[hood.local(items + n_users)]
+        # row-wise from here: only the seeds' rows (the others' sums are partial anyway)
+        n_users, count = hood.num_users, users.numel()
+        at = torch.cat([hood.local(users), hood.local(items + n_users)])
+        out = F.normalize((total[at] / (self.num_layers + 1)).float(), dim=-1)
+        user_vec, item_vec = torch.split(out, [count, at.numel() - count])
+        return user_vec, item_vec
 
 
 @dataclass(frozen=True)
