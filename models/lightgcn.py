@@ -227,8 +227,11 @@ class LightGCNEncoder(Encoder):
             # sums are the same, with fewer products
             used = hood.within_hops(self.num_layers - layer)
             dst, src, value = hood.dst[:used], hood.src[:used], coefficient[:used]
-            forward, backward = _csr(dst, src, value, n), _csr(src, dst, value, n)
-            x = _SparseProduct.apply(forward, backward, x)
+            forward = _csr(dst, src, value, n)
+            if torch.is_grad_enabled() and x.requires_grad:  # the backward's transpose too
+                x = _SparseProduct.apply(forward, _csr(src, dst, value, n), x)
+            else:
+                x = forward @ x
             total = total + x
         # row-wise from here: only the seeds' rows (the others' sums are partial anyway)
         n_users, count = hood.num_users, users.numel()
