@@ -205,7 +205,10 @@ class LocalStep:
     def absorb(self, moved: Tensor, whole_graph_steps: int) -> None:
         """Take ``moved`` as the rows the steps moved and ``whole_graph_steps`` as the
         steps run on the whole graph: those of every rank of a job, whose reduced
-        gradients moved them all (:meth:`stream.learn.ranks.Ranks.merge_moved`)."""
+        gradients moved them all (:meth:`stream.learn.ranks.Ranks.merge_moved`). This
+        rank's samples cover its share of the positives only: its re-embedding draws anew,
+        as every other rank's does."""
+        self._trees = []
         self._moved = [moved]
         self._whole_graph_seeds = []
         self.whole_graph_steps = whole_graph_steps
