@@ -219,26 +219,44 @@ class LightGCNEncoder(Encoder):
         )
         inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
         coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(x.dtype)
-        n = hood.nodes.numel()
-        total = x
+        n_users, count = hood.num_users, users.numel()
+        at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
+        total = x[at]
+        rows = torch.arange(hood.nodes.numel(), device=x.device)  # x's nodes (local ids)
         for layer in range(self.num_layers):
-            # layer l only feeds nodes within L - l hops of the seeds, whose edges are
-            # the first L - l hops' (the last layer: the seeds' own edges); the seeds'
-            # sums are the same, with fewer products
+            # Layer l feeds only the nodes within L - l hops of the seeds, whose edges are
+            # the first L - l hops' (the last layer: the seeds' own), and only those rows
+            # are computed; a node with no edge there, or a source outside the last
+            # layer's rows, holds 0, as in a product over every node. The seeds' sums are
+            # the same, with fewer products and rows.
             used = hood.within_hops(self.num_layers - layer)
             dst, src, value = hood.dst[:used], hood.src[:used], coefficient[:used]
-            forward = _csr(dst, src, value, n)
+            source, found = _positions(rows, src)
+            dst, source, value = dst[found], source[found], value[found]
+            rows = torch.unique(dst)
+            target = torch.searchsorted(rows, dst)
+            shape = (rows.numel(), x.shape[0])
+            forward = _csr(target, source, value, shape)
             if torch.is_grad_enabled() and x.requires_grad:  # the backward's transpose too
-                x = _SparseProduct.apply(forward, _csr(src, dst, value, n), x)
+                x = _SparseProduct.apply(forward, _csr(source, target, value, shape[::-1]), x)
             else:
                 x = forward @ x
-            total = total + x
-        # row-wise from here: only the seeds' rows (the others' sums are partial anyway)
-        n_users, count = hood.num_users, users.numel()
-        at = torch.cat([hood.local(users), hood.local(items + n_users)])
-        out = F.normalize((total[at] / (self.num_layers + 1)).float(), dim=-1)
+            seed_at, has = _positions(rows, at)
+            total = total + torch.where(has[:, None], x[seed_at], 0.0)
+        out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
+
+
+def _positions(sorted_values: Tensor, wanted: Tensor) -> tuple[Tensor, Tensor]:
+    """``(position, found)`` of each ``wanted`` value in ``sorted_values`` (position 0
+    where not found)."""
+    if sorted_values.numel() == 0:
+        zero = torch.zeros_like(wanted)
+        return zero, zero.bool()
+    position = torch.searchsorted(sorted_values, wanted).clamp(max=sorted_values.numel() - 1)
+    found = sorted_values[position] == wanted
+    return torch.where(found, position, 0), found
 
 
 @dataclass(frozen=True)
@@ -336,14 +354,16 @@ def _symmetric_csr(
     )
 
 
-def _csr(rows: Tensor, cols: Tensor, values: Tensor, size: int) -> Tensor:
-    """``[size, size]`` CSR with ``values`` at ``(rows, cols)`` (repeats add up)."""
-    order = torch.argsort(rows * size + cols)
-    index = torch.int32 if size < 2**31 and rows.numel() < 2**31 else torch.int64
-    crow = torch.zeros(size + 1, dtype=index, device=rows.device)
-    crow[1:] = torch.bincount(rows, minlength=size).cumsum(0)
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """CSR of ``shape`` with ``values`` at ``(rows, cols)`` (repeats add up)."""
+    height, width = shape
+    order = torch.argsort(rows * width + cols)
+    fits = max(height, width) < 2**31 and rows.numel() < 2**31
+    index = torch.int32 if fits else torch.int64
+    crow = torch.zeros(height + 1, dtype=index, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=height).cumsum(0)
     return torch.sparse_csr_tensor(
-        crow, cols[order].to(index), values[order], (size, size), check_invariants=False
+        crow, cols[order].to(index), values[order], (height, width), check_invariants=False
     )
 
 

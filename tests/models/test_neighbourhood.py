@@ -153,3 +153,23 @@ def test_later_layers_reading_only_the_first_hops_change_no_seed_value_or_gradie
         results.append([user_vec.detach(), item_vec.detach(), *grads])
     for prefix, every in zip(*results, strict=True):
         torch.testing.assert_close(prefix, every, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_uncapped_local_gradients_are_the_full_graphs(layers: int) -> None:
+    graph = random_graph(20 + layers)
+    users, items = torch.tensor([1, 4, 4]), torch.tensor([2, 7, 40])
+    grads = []
+    for local in (True, False):
+        enc = encoder(graph, layers)
+        if local:
+            index = GraphIndex.build(graph, enc.num_users, enc.num_items)
+            hood = sample(index, torch.cat([users, items + enc.num_users]), layers, 0)
+            user_vec, item_vec = enc.forward_local(hood, users, items)
+        else:
+            user_vec, item_vec = enc(graph, users, items)
+        (user_vec @ item_vec.T).sum().backward()
+        assert enc.user_emb.grad is not None and enc.item_emb.grad is not None
+        grads.append([enc.user_emb.grad.to_dense(), enc.item_emb.grad.to_dense()])
+    for local_grad, full_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(local_grad, full_grad, rtol=1e-5, atol=1e-6)
