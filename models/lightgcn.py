@@ -222,7 +222,8 @@ class LightGCNEncoder(Encoder):
         n_users, count = hood.num_users, users.numel()
         at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
         total = x[at]
-        rows = torch.arange(hood.nodes.numel(), device=x.device)  # x's nodes (local ids)
+        n = hood.nodes.numel()
+        position = torch.arange(n, device=x.device)  # of each hood node in x's rows, or -1
         for layer in range(self.num_layers):
             # Layer l feeds only the nodes within L - l hops of the seeds, whose edges are
             # the first L - l hops' (the last layer: the seeds' own), and only those rows
@@ -231,32 +232,29 @@ class LightGCNEncoder(Encoder):
             # the same, with fewer products and rows.
             used = hood.within_hops(self.num_layers - layer)
             dst, src, value = hood.dst[:used], hood.src[:used], coefficient[:used]
-            source, found = _positions(rows, src)
+            source = position[src]
+            found = source >= 0
             dst, source, value = dst[found], source[found], value[found]
-            rows = torch.unique(dst)
-            target = torch.searchsorted(rows, dst)
+            receives = torch.zeros(n, dtype=torch.bool, device=x.device)
+            receives[dst] = True
+            rows = receives.nonzero().flatten()  # sorted: the rows keep the nodes' order
+            if rows.numel() == 0:
+                break  # no edge: this layer and the later ones hold 0 everywhere
+            position = torch.full((n,), -1, dtype=torch.long, device=x.device)
+            position[rows] = torch.arange(rows.numel(), device=x.device)
+            target = position[dst]
             shape = (rows.numel(), x.shape[0])
             forward = _csr(target, source, value, shape)
             if torch.is_grad_enabled() and x.requires_grad:  # the backward's transpose too
                 x = _SparseProduct.apply(forward, _csr(source, target, value, shape[::-1]), x)
             else:
                 x = forward @ x
-            seed_at, has = _positions(rows, at)
-            total = total + torch.where(has[:, None], x[seed_at], 0.0)
+            seed_row = position[at]
+            has = seed_row >= 0
+            total = total + torch.where(has[:, None], x[seed_row.clamp(min=0)], 0.0)
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
-
-
-def _positions(sorted_values: Tensor, wanted: Tensor) -> tuple[Tensor, Tensor]:
-    """``(position, found)`` of each ``wanted`` value in ``sorted_values`` (position 0
-    where not found)."""
-    if sorted_values.numel() == 0:
-        zero = torch.zeros_like(wanted)
-        return zero, zero.bool()
-    position = torch.searchsorted(sorted_values, wanted).clamp(max=sorted_values.numel() - 1)
-    found = sorted_values[position] == wanted
-    return torch.where(found, position, 0), found
 
 
 @dataclass(frozen=True)

@@ -173,3 +173,16 @@ def test_uncapped_local_gradients_are_the_full_graphs(layers: int) -> None:
         grads.append([enc.user_emb.grad.to_dense(), enc.item_emb.grad.to_dense()])
     for local_grad, full_grad in zip(*grads, strict=True):
         torch.testing.assert_close(local_grad, full_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_seeds_without_edges_keep_their_own_vector() -> None:
+    graph = random_graph(4)
+    enc = encoder(graph, 2)
+    enc.grow(graph.num_users + 5, graph.num_items)
+    index = GraphIndex.build(graph, enc.num_users, enc.num_items)
+    lonely = torch.tensor([graph.num_users + 1])  # a row with no edge
+    hood = sample(index, lonely, 2, 3)
+    assert hood.num_edges == 0
+    user_vec, _ = enc.forward_local(hood, lonely, torch.zeros(0, dtype=torch.long))
+    expected = torch.nn.functional.normalize(enc.user_emb[lonely] / 3, dim=-1)
+    torch.testing.assert_close(user_vec, expected)
