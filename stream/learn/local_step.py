@@ -21,7 +21,9 @@ With ``step_scope`` ``local`` a learn call
      kind in a round robin (:func:`stream.learn.refresh.swept`). Their vectors are
      computed on a ``fanout``-capped ``layers``-hop tree around them (the unbiased sampled
      estimate of the full propagation), so the cost is O(seeds x fanout^layers x dim)
-     whatever the graph's size. **Staleness rule**: every other row keeps its cached
+     whatever the graph's size; a seed a step sampled is embedded on that step's own
+     sample (its tree there is complete), the others on a tree drawn now.
+     **Staleness rule**: every other row keeps its cached
      (published) vector, even when its own parameters moved (a negative pushed away, a
      neighbour in the sample) or a neighbour's did, until it is a seed again (its next
      event or replay draw), the sweep reaches it (at most live / ``sweep_rows`` calls) or
