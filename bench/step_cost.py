@@ -19,8 +19,11 @@ follows the batch's footprint.
     .venv/bin/python -m bench.step_cost --sizes 100000 --steps 3
 
 Writes bench/results/step_cost.json (``--out``): the command, date, machine, settings and
-per size and configuration ``seconds`` (median), ``seconds_all`` and ``edges``; plus
-``local_10m_over_100k``, the goal being at most 1.5.
+per size and configuration ``seconds`` (median), ``seconds_all`` and ``edges``, the local
+step's fallbacks and, for bounded calls, their work (``step_edges_max``,
+``reembed_edges_max``: edges drawn from the mirror's index; ``moved_rows_max``: rows the
+optimiser moved), which follows the batch, not the graph; plus ``local_10m_over_100k``,
+the goal being at most 1.5.
 """
 
 from __future__ import annotations
@@ -111,11 +114,13 @@ def time_steps(
     trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, steps: int
 ) -> tuple[list[float], dict[str, int]]:
     """Seconds of each timed learn call, how many of them ran an optimiser step on the
-    whole graph or re-embedded every row (a local step's fallbacks), and the most rows a
-    call re-embedded otherwise."""
+    whole graph or re-embedded every row (a local step's fallbacks), the most rows a call
+    re-embedded otherwise, and a bounded call's work: the most edges its step's samples
+    and its re-embedding drew from the index, and rows its optimiser moved."""
     trainer.learn(batch_events(graph, size, 0))  # the first call embeds every row
     out = []
     fallbacks = {"whole_graph_steps": 0, "whole_graph_reembeds": 0, "reembedded_rows_max": 0}
+    work = {"step_edges_max": 0, "reembed_edges_max": 0, "moved_rows_max": 0}
     for step in range(1, steps + 1):
         events = batch_events(graph, size, step)
         start = time.perf_counter()
@@ -123,13 +128,20 @@ def time_steps(
         out.append(time.perf_counter() - start)
         local = trainer.last_step
         fallbacks["whole_graph_steps"] += local.whole_graph_steps if local is not None else 0
+        if local is not None and not local.whole_graph_steps:
+            for key, count in (
+                ("step_edges_max", local.step_edges),
+                ("reembed_edges_max", local.reembed_edges),
+                ("moved_rows_max", int(local.moved.numel())),
+            ):
+                work[key] = max(work[key], count)
         rows = trainer.reembedded
         if rows["user"] is None or rows["item"] is None:
             fallbacks["whole_graph_reembeds"] += 1
         else:
             count = int(rows["user"].numel() + rows["item"].numel())
             fallbacks["reembedded_rows_max"] = max(fallbacks["reembedded_rows_max"], count)
-    return out, fallbacks
+    return out, {**fallbacks, **work}
 
 
 def main(argv: list[str] | None = None) -> int:

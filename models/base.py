@@ -34,8 +34,8 @@ publish stale vectors or re-embed everything anyway. (They already compute a bat
 vectors on sampled neighbourhoods inside ``forward``.)
 
 Everything needed to resume lives in ``state_dict()`` (registered parameters and buffers);
-no per-node Python dict lives outside it. Tables grow in chunks so the registry can hand
-out rows without a reallocation per new id.
+no per-node Python dict lives outside it. Tables grow geometrically, in chunks, so the
+registry can hand out rows without a reallocation per new id or per chunk of new ids.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ class Encoder(torch.nn.Module, abc.ABC):
     def grow(self, num_users: int, num_items: int) -> None:
         """Ensure room for at least these many rows; new rows are freshly initialised.
 
-        Grow in multiples of :data:`GROW_CHUNK`; never shrink; keep existing rows intact.
+        Grow to :func:`grown_size` (multiples of :data:`GROW_CHUNK`, geometric); never
+        shrink; keep existing rows intact.
         """
 
     @abc.abstractmethod
@@ -199,11 +200,15 @@ class Encoder(torch.nn.Module, abc.ABC):
 
 
 def grown_size(needed: int, current: int) -> int:
-    """Capacity to grow to: ``needed`` rounded up to a :data:`GROW_CHUNK` multiple.
+    """Capacity to grow to: at least ``needed`` and, when growing, at least 1.5x
+    ``current``, rounded up to a :data:`GROW_CHUNK` multiple. Geometric, so a table (and
+    its optimiser state) is copied O(log rows) times as ids arrive, not once per chunk of
+    new ids; from 0 it is ``needed`` rounded up, so a checkpoint's capacity regrows exactly.
 
-    >>> grown_size(1, 0), grown_size(1025, 1024), grown_size(10, 2048)
-    (1024, 2048, 2048)
+    >>> grown_size(1, 0), grown_size(1025, 1024), grown_size(10, 2048), grown_size(4097, 4096)
+    (1024, 2048, 2048, 6144)
     """
     if needed <= current:
         return current
-    return -(-needed // GROW_CHUNK) * GROW_CHUNK
+    target = max(needed, current + current // 2)
+    return -(-target // GROW_CHUNK) * GROW_CHUNK

@@ -219,16 +219,42 @@ class LightGCNEncoder(Encoder):
         )
         inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
         coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(x.dtype)
+        n_users, count = hood.num_users, users.numel()
+        at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
+        total = x[at]
         n = hood.nodes.numel()
-        forward = _csr(hood.dst, hood.src, coefficient, n)
-        backward = _csr(hood.src, hood.dst, coefficient, n)
-        total = x
-        for _ in range(self.num_layers):
-            x = _SparseProduct.apply(forward, backward, x)
-            total = total + x
+        position = torch.arange(n, device=x.device)  # of each hood node in x's rows, or -1
+        for layer in range(self.num_layers):
+            # Layer l feeds only the nodes within L - l hops of the seeds, whose edges are
+            # the first L - l hops' (the last layer: the seeds' own), and only those rows
+            # are computed; a node with no edge there, or a source outside the last
+            # layer's rows, holds 0, as in a product over every node. The seeds' sums are
+            # the same, with fewer products and rows.
+            used = hood.within_hops(self.num_layers - layer)
+            dst, src, value = hood.dst[:used], hood.src[:used], coefficient[:used]
+            source = position[src]
+            found = source >= 0
+            dst, source, value = dst[found], source[found], value[found]
+            receives = torch.zeros(n, dtype=torch.bool, device=x.device)
+            receives[dst] = True
+            rows = receives.nonzero().flatten()  # sorted: the rows keep the nodes' order
+            if rows.numel() == 0:
+                break  # no edge: this layer and the later ones hold 0 everywhere
+            position = torch.full((n,), -1, dtype=torch.long, device=x.device)
+            position[rows] = torch.arange(rows.numel(), device=x.device)
+            target = position[dst]
+            shape = (rows.numel(), x.shape[0])
+            forward = _csr(target, source, value, shape)
+            if torch.is_grad_enabled() and x.requires_grad:  # the backward's transpose too
+                x = _SparseProduct.apply(forward, _csr(source, target, value, shape[::-1]), x)
+            else:
+                x = forward @ x
+            seed_row = position[at]
+            has = seed_row >= 0
+            total = total + torch.where(has[:, None], x[seed_row.clamp(min=0)], 0.0)
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
-        n_users = hood.num_users
-        return out[hood.local(users)], out[hood.local(items + n_users)]
+        user_vec, item_vec = torch.split(out, [count, at.numel() - count])
+        return user_vec, item_vec
 
 
 @dataclass(frozen=True)
@@ -326,14 +352,16 @@ def _symmetric_csr(
     )
 
 
-def _csr(rows: Tensor, cols: Tensor, values: Tensor, size: int) -> Tensor:
-    """``[size, size]`` CSR with ``values`` at ``(rows, cols)`` (repeats add up)."""
-    order = torch.argsort(rows * size + cols)
-    index = torch.int32 if size < 2**31 and rows.numel() < 2**31 else torch.int64
-    crow = torch.zeros(size + 1, dtype=index, device=rows.device)
-    crow[1:] = torch.bincount(rows, minlength=size).cumsum(0)
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """CSR of ``shape`` with ``values`` at ``(rows, cols)`` (repeats add up)."""
+    height, width = shape
+    order = torch.argsort(rows * width + cols)
+    fits = max(height, width) < 2**31 and rows.numel() < 2**31
+    index = torch.int32 if fits else torch.int64
+    crow = torch.zeros(height + 1, dtype=index, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=height).cumsum(0)
     return torch.sparse_csr_tensor(
-        crow, cols[order].to(index), values[order], (size, size), check_invariants=False
+        crow, cols[order].to(index), values[order], (height, width), check_invariants=False
     )
 
 

@@ -168,7 +168,9 @@ class Neighbourhood:
 
     ``nodes[k]`` is local node ``k`` (sorted node ids: users first, then items); an edge
     ``src[e] -> dst[e]`` has the decayed ``weight[e]`` (times its sampling scale) and ends
-    with full-graph weighted degrees ``degree[src[e]]``, ``degree[dst[e]]``.
+    with full-graph weighted degrees ``degree[src[e]]``, ``degree[dst[e]]``. Edges come in
+    hop order: ``hop_ends[h]`` edges were drawn within ``h + 1`` hops of the seeds (the
+    last layer of a propagation reads the seeds' own edges only, the first hop's).
     """
 
     num_users: int  # user capacity of the node space
@@ -178,10 +180,17 @@ class Neighbourhood:
     weight: Tensor
     relation: Tensor
     degree: Tensor
+    hop_ends: tuple[int, ...] = ()
 
     @property
     def num_edges(self) -> int:
         return int(self.src.numel())
+
+    def within_hops(self, hops: int) -> int:
+        """Edges drawn within ``hops`` hops of the seeds (a prefix of the edges)."""
+        if hops <= 0:
+            return 0
+        return self.hop_ends[hops - 1] if hops <= len(self.hop_ends) else self.num_edges
 
     def to(self, device: torch.device) -> Neighbourhood:
         """The same neighbourhood on ``device``."""
@@ -189,7 +198,7 @@ class Neighbourhood:
             name: getattr(self, name).to(device)
             for name in ("nodes", "src", "dst", "weight", "relation", "degree")
         }
-        return Neighbourhood(num_users=self.num_users, **moved)
+        return Neighbourhood(num_users=self.num_users, hop_ends=self.hop_ends, **moved)
 
     def local(self, nodes: Tensor) -> Tensor:
         """Local positions of these node ids (each must be in the neighbourhood)."""
@@ -223,6 +232,7 @@ def sample_neighbourhood(
     frontier = reached.nonzero().flatten()
     parts: list[Draw] = []
     drawn = 0
+    hop_ends: list[int] = []
     for _ in range(hops):
         frontier = frontier[~done[frontier]]
         done[frontier] = True
@@ -233,6 +243,7 @@ def sample_neighbourhood(
             return None
         parts.append(index.draw(frontier, fanout, generator))
         drawn += int(parts[-1].owner.numel())
+        hop_ends.append(drawn)
         found = index.mask(parts[-1].neighbour)
         reached |= found
         frontier = found.nonzero().flatten()
@@ -255,6 +266,7 @@ def sample_neighbourhood(
         weight=weight,
         relation=relation,
         degree=index.node_degree(nodes),
+        hop_ends=tuple(hop_ends),
     )
 
 

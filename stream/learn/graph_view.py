@@ -42,7 +42,9 @@ from torch import Tensor
 
 from models.base import BipartiteGraph
 from models.neighbourhood import Draw, NeighbourSource
+from stream.learn import slot_records
 from stream.learn.slot_lists import SlotLists
+from stream.learn.slot_records import SlotRecords
 
 if TYPE_CHECKING:
     from stream.learn.graph_mirror import GraphMirror
@@ -70,6 +72,7 @@ class MirrorIndex:
         self._sides = {"user": SlotLists(), "item": SlotLists()}
         self._gen = torch.zeros(0, dtype=torch.long)  # per slot: allocations so far
         self._written = torch.zeros(0, dtype=torch.bool)  # per slot: since the last rebuild
+        self._records = SlotRecords()  # the fields a draw reads, one row per slot
         self._contrib = torch.zeros(0, dtype=torch.float64)  # per slot: its degree term
         self._newest = torch.zeros(0, dtype=torch.long)  # per user row: newest held edge time
         self._degree = {k: torch.zeros(0, 1, 1, dtype=torch.float64) for k in self._sides}
@@ -104,6 +107,7 @@ class MirrorIndex:
             added, gens = slots[new], self._gen[slots[new]]
             self._sides["user"].add(m._users[added], added, gens)
             self._sides["item"].add(m._items[added], added, gens)
+        self._records.pack(m, slots, self._gen, self._written)
         live = slots[m._alive[slots]]
         if live.numel():
             self._w_max = max(self._w_max, float(m._w_ref[live].max()))
@@ -118,6 +122,7 @@ class MirrorIndex:
         if not self.stale:
             self._fit_slots()
             self._written[slots] = True
+            self._records.pack(self.mirror, slots, self._gen, self._written)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -144,6 +149,7 @@ class MirrorIndex:
         self._fit_slots()
         self._written.zero_()
         self._contrib.zero_()
+        self._records.pack(m, torch.arange(m._used), self._gen, self._written)
         self._t0 = m.watermark or 0
         self._far = False
         self._degree = {k: torch.zeros(0, 1, 1, dtype=torch.float64) for k in self._sides}
@@ -167,14 +173,14 @@ class MirrorIndex:
         """``(owner row, other end's row, weight x scale, relation)`` of these rows' edges,
         ``fanout`` per row from the base (and every delta one); below-epsilon ones left out."""
         owner, slots, scale, gens = self._sides[kind].entries(rows, fanout, generator)
-        valid = self._valid(slots, gens)
-        owner, slots, scale = owner[valid], slots[valid], scale[valid]
-        weight, decayed = self.weights(slots)
+        records = self._records.read(slots)
+        keep = slot_records.valid(records, gens)
+        owner, records, scale = owner[keep], records[keep], scale[keep]
+        weight, decayed = self._weights(records)
         live = decayed >= self.mirror.epsilon
-        owner, slots, weight = owner[live], slots[live], (weight * scale)[live]
-        m = self.mirror
-        other = (m._items if kind == "user" else m._users)[slots]
-        return owner, other, weight.float(), m._relations[slots]
+        owner, records, weight = owner[live], records[live], (weight * scale)[live]
+        other = records[:, slot_records.ITEM if kind == "user" else slot_records.USER]
+        return owner, other, weight.float(), records[:, slot_records.RELATION]
 
     def counts(self, kind: str, rows: Tensor, fanout: int) -> Tensor:
         return self._sides[kind].counts(rows, fanout)
@@ -192,11 +198,16 @@ class MirrorIndex:
     def weights(self, slots: Tensor) -> tuple[Tensor, Tensor]:
         """``(weight, decayed)``: each slot's weight decayed to its partition's watermark
         (float64) times its user-recency factor, and without it."""
+        return self._weights(self._records.read(slots))
+
+    def _weights(self, records: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`weights` of these slots' packed rows."""
         m = self.mirror
-        part, t = m._part[slots], m._t_ref[slots]
+        part, t = records[:, slot_records.PART], records[:, slot_records.T_REF]
         age = (self._marks()[part] - t).clamp(min=0).to(torch.float64)
-        decayed = m._w_ref[slots] * torch.exp2(-age / m._half_life_t[m._relations[slots]])
-        return decayed * self._recency(m._users[slots], t), decayed
+        half_life = m._half_life_t[records[:, slot_records.RELATION]]
+        decayed = slot_records.w_ref(records) * torch.exp2(-age / half_life)
+        return decayed * self._recency(records[:, slot_records.USER], t), decayed
 
     def sample_replay(
         self, n: int, generator: torch.Generator, older_than: int | None
@@ -303,6 +314,7 @@ class MirrorIndex:
             self._gen = torch.cat([self._gen, self._gen.new_zeros(more)])
             self._written = torch.cat([self._written, self._written.new_zeros(more)])
             self._contrib = torch.cat([self._contrib, self._contrib.new_zeros(more)])
+        self._records.fit(size)
 
     def _fit_rows(self, kind: str, rows: int, partitions: int = 1) -> None:
         table = self._degree[kind]

@@ -21,7 +21,9 @@ With ``step_scope`` ``local`` a learn call
      kind in a round robin (:func:`stream.learn.refresh.swept`). Their vectors are
      computed on a ``fanout``-capped ``layers``-hop tree around them (the unbiased sampled
      estimate of the full propagation), so the cost is O(seeds x fanout^layers x dim)
-     whatever the graph's size. **Staleness rule**: every other row keeps its cached
+     whatever the graph's size; a seed a step sampled is embedded on that step's own
+     sample (its tree there is complete), the others on a tree drawn now.
+     **Staleness rule**: every other row keeps its cached
      (published) vector, even when its own parameters moved (a negative pushed away, a
      neighbour in the sample) or a neighbour's did, until it is a seed again (its next
      event or replay draw), the sweep reaches it (at most live / ``sweep_rows`` calls) or
@@ -47,7 +49,7 @@ import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph, Encoder
-from models.neighbourhood import NeighbourSource, sample_neighbourhood
+from models.neighbourhood import Neighbourhood, NeighbourSource, sample_neighbourhood
 
 # Re-embed with one full propagation once the rows to re-embed are this share of all rows.
 _FULL_SHARE = 0.25
@@ -88,7 +90,11 @@ class LocalStep:
         self.whole_graph_steps = 0  # steps that ran on the whole graph instead
         none = torch.zeros(0, dtype=torch.long)
         self.positives = (none, none) if positives is None else positives
-        self.reembed_edges = 0  # edges the re-embedding's neighbourhood held (its cost)
+        # the steps' samples, with their seeds (sorted node ids): a seed's tree in it is
+        # complete, so a bounded re-embedding of that seed reuses it instead of drawing
+        self._trees: list[tuple[Neighbourhood, Tensor]] = []
+        self.step_edges = 0  # edges the steps' samples drew from the index
+        self.reembed_edges = 0  # edges the re-embedding drew afresh (seeds no step sampled)
 
     @property
     def bounded(self) -> bool:
@@ -124,6 +130,9 @@ class LocalStep:
         )
         if hood is not None:
             self._moved.append(hood.nodes)
+            self.step_edges += hood.num_edges
+            if self.bounded:
+                self._trees.append((hood, torch.unique(seeds)))
             return encoder.forward_local(hood.to(users.device), users, items)
         self.whole_graph_steps += 1
         self._whole_graph_seeds.append(seeds)
@@ -150,28 +159,58 @@ class LocalStep:
         return self.index.within(seeds, self.hops, int(_FULL_SHARE * self.index.num_nodes))
 
     def embed(self, encoder: Encoder, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(user rows, item rows, their vectors)`` of these nodes: on a ``fanout``-capped
-        tree when bounded, else exactly as a full propagation gives them (every edge)."""
+        """``(user rows, item rows, their vectors)`` of these nodes (sorted): on a
+        ``fanout``-capped tree when bounded, else exactly as a full propagation gives them
+        (every edge). Bounded, a node a step sampled as a seed is embedded on that step's
+        sample (its tree there is complete: the same unbiased estimate, with no second
+        draw; the vector is then computed on the sample the step trained on), the others
+        on a tree drawn now."""
         device = encoder.row_parameters()[0].device
-        users = nodes[nodes < self.num_users].to(device)
-        items = (nodes[nodes >= self.num_users] - self.num_users).to(device)
-        hood = sample_neighbourhood(self.index, nodes.cpu(), self.hops, self.fanout, self.generator)
-        assert hood is not None  # no edge limit
-        self.reembed_edges += hood.num_edges
-        hood = hood.to(device)
+        nodes = nodes.cpu()
+        parts: list[tuple[Neighbourhood, Tensor]] = []
+        rest = nodes
+        for tree, seeds in reversed(self._trees):  # the latest step's sample first
+            covered = torch.isin(rest, seeds)
+            if bool(covered.any()):
+                parts.append((tree, rest[covered]))
+                rest = rest[~covered]
+        if rest.numel() or not parts:
+            hood = sample_neighbourhood(self.index, rest, self.hops, self.fanout, self.generator)
+            assert hood is not None  # no edge limit
+            self.reembed_edges += hood.num_edges
+            parts.append((hood, rest))
+        out_nodes, user_vecs, item_vecs = [], [], []
         was_training = encoder.training
         encoder.eval()
         try:
             with torch.no_grad():
-                user_vec, item_vec = encoder.forward_local(hood, users, items)
+                for hood, mine in parts:
+                    users = mine[mine < self.num_users]
+                    items = mine[mine >= self.num_users] - self.num_users
+                    user_vec, item_vec = encoder.forward_local(
+                        hood.to(device), users.to(device), items.to(device)
+                    )
+                    out_nodes.append(torch.cat([users, items + self.num_users]))
+                    user_vecs.append(user_vec)
+                    item_vecs.append(item_vec)
         finally:
             encoder.train(was_training)
-        return users, items, user_vec, item_vec
+        joined = torch.cat(out_nodes)  # each node once: the parts are disjoint
+        order = torch.argsort(joined)
+        vectors = torch.cat([torch.cat(pair) for pair in zip(user_vecs, item_vecs, strict=True)])
+        joined, vectors = joined[order], vectors[order.to(device)]
+        is_user = joined < self.num_users
+        users, items = joined[is_user], joined[~is_user] - self.num_users
+        on = is_user.to(device)
+        return users.to(device), items.to(device), vectors[on], vectors[~on]
 
     def absorb(self, moved: Tensor, whole_graph_steps: int) -> None:
         """Take ``moved`` as the rows the steps moved and ``whole_graph_steps`` as the
         steps run on the whole graph: those of every rank of a job, whose reduced
-        gradients moved them all (:meth:`stream.learn.ranks.Ranks.merge_moved`)."""
+        gradients moved them all (:meth:`stream.learn.ranks.Ranks.merge_moved`). This
+        rank's samples cover its share of the positives only: its re-embedding draws anew,
+        as every other rank's does."""
+        self._trees = []
         self._moved = [moved]
         self._whole_graph_seeds = []
         self.whole_graph_steps = whole_graph_steps

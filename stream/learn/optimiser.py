@@ -82,7 +82,11 @@ def _sparse_rows_adam(
     betas: tuple[float, float],
     eps: float,
 ) -> None:
-    """Adam on the rows of a row-sparse gradient (gathered, updated, scattered back)."""
+    """Adam on the rows of a row-sparse gradient (gathered, updated, scattered back).
+
+    :func:`_adam_move`'s arithmetic in place on the gathered copies (the same operations in
+    the same order, so the same bits), and ``p - move`` as an index_add of ``-move``
+    (exactly the same in IEEE arithmetic): fewer passes over the rows."""
     b1, b2 = betas
     grad = grad.coalesce()
     rows, values = grad.indices()[0], grad.values()
@@ -94,7 +98,9 @@ def _sparse_rows_adam(
     v = state["exp_avg_sq"][rows].mul_(b2).addcmul_(values, values, value=1 - b2)
     state["exp_avg"][rows] = m
     state["exp_avg_sq"][rows] = v
-    p[rows] = p[rows] - _adam_move(m, v, steps[:, None], lr, betas, eps)
+    denominator = v.div_(1 - b2 ** steps[:, None]).sqrt_().add_(eps)
+    move = m.div_(1 - b1 ** steps[:, None]).mul_(lr).div_(denominator)
+    p.index_add_(0, rows, move, alpha=-1)
 
 
 def _dense_rows_adam(

@@ -47,6 +47,10 @@ class PublishPolicy:
         self._published = {k: torch.zeros(0, dtype=torch.bool, device=device) for k in KINDS}
         # moved past the threshold, left for a later step by the drift cap
         self._pending = {k: torch.zeros(0, dtype=torch.bool, device=device) for k in KINDS}
+        # each pending row's distance when it was last compared (NaN: not known, compare
+        # again): its vector and reported vector have not changed since, unless it is a
+        # candidate again, so a call compares only its candidates, not every pending row
+        self._distance = {k: torch.zeros(0, device=device) for k in KINDS}
         self._event_ms = {k: torch.zeros(0, dtype=torch.long) for k in KINDS}
 
     def grow(self, kind: str, size: int) -> None:
@@ -69,11 +73,16 @@ class PublishPolicy:
             self._pending[kind] = torch.cat(
                 [self._pending[kind], self._pending[kind].new_zeros(extra)]
             )
+        extra = size - self._distance[kind].numel()
+        if extra > 0:
+            distance = self._distance[kind]
+            self._distance[kind] = torch.cat([distance, distance.new_full((extra,), math.nan)])
 
     def forget(self, kind: str, rows: Tensor) -> None:
         """Rows handed to new ids: never reported, no event yet."""
         self._published[kind][rows.to(self.device)] = False
         self._pending[kind][rows.to(self.device)] = False
+        self._distance[kind][rows.to(self.device)] = math.nan
         self._event_ms[kind][rows] = 0
 
     def note_event_times(self, kind: str, rows: Tensor, times: Tensor) -> None:
@@ -101,14 +110,21 @@ class PublishPolicy:
         """
         n = vectors.shape[0]
         reported, published = self._reported[kind][:n], self._published[kind][:n]
-        pending = self._pending[kind][:n]
+        pending, cached = self._pending[kind][:n], self._distance[kind][:n]
         if candidates is None:
             rows = torch.arange(n, device=self.device)
+            cached.fill_(math.nan)
         else:
-            rows = torch.cat([candidates.to(self.device), pending.nonzero().flatten()])
-            rows = torch.unique(rows)
-        distance = (vectors[rows] - reported[rows]).norm(dim=1)
+            candidates = candidates.to(self.device)
+            cached[candidates] = math.nan  # re-embedded: compare again
+            due = pending.clone()
+            due[candidates] = True
+            rows = due.nonzero().flatten()  # sorted, each once
+        distance = cached[rows]
+        again = distance.isnan().nonzero().flatten()
+        distance[again] = (vectors[rows[again]] - reported[rows[again]]).norm(dim=1)
         distance[~published[rows]] = math.inf  # never reported: first in line
+        cached[rows] = distance
         over: Tensor = distance > self.threshold
         report = over
         if self.max_drift and int(over.sum()) > self.max_drift:
@@ -139,6 +155,10 @@ class PublishPolicy:
         pending = state.get("pending") or {}
         self._pending = {
             k: pending[k].to(self.device) if k in pending else torch.zeros_like(self._published[k])
+            for k in KINDS
+        }
+        self._distance = {
+            k: torch.full((self._published[k].numel(),), math.nan, device=self.device)
             for k in KINDS
         }
         event_ms = state.get("event_ms") or {}

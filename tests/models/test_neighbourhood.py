@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -127,3 +129,60 @@ def test_within_is_breadth_first_distance() -> None:
         frontier = {n for f in frontier for n in adjacency.get(f, ())} - reached
         reached |= frontier
     assert index.within(torch.tensor([9]), 2).tolist() == sorted(reached)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_later_layers_reading_only_the_first_hops_change_no_seed_value_or_gradient(
+    layers: int,
+) -> None:
+    """A layer l reads only the first L - l hops' edges: the seeds' vectors and every
+    row's gradient equal a propagation of every layer over every edge."""
+    graph = random_graph(11 + layers)
+    index = GraphIndex.build(graph, graph.num_users, graph.num_items)
+    users, items = torch.tensor([2, 9]), torch.tensor([1, 30])
+    hood = sample(index, torch.cat([users, items + graph.num_users]), layers, 3)
+    assert len(hood.hop_ends) == layers
+    assert layers == 1 or hood.within_hops(1) < hood.num_edges  # a prefix is left out
+    results = []
+    for tree in (hood, dataclasses.replace(hood, hop_ends=())):  # (): every edge, each layer
+        enc = encoder(graph, layers)
+        user_vec, item_vec = enc.forward_local(tree, users, items)
+        (user_vec @ item_vec.T).sum().backward()
+        assert enc.user_emb.grad is not None and enc.item_emb.grad is not None
+        grads = [enc.user_emb.grad.to_dense(), enc.item_emb.grad.to_dense()]
+        results.append([user_vec.detach(), item_vec.detach(), *grads])
+    for prefix, every in zip(*results, strict=True):
+        torch.testing.assert_close(prefix, every, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_uncapped_local_gradients_are_the_full_graphs(layers: int) -> None:
+    graph = random_graph(20 + layers)
+    users, items = torch.tensor([1, 4, 4]), torch.tensor([2, 7, 40])
+    grads = []
+    for local in (True, False):
+        enc = encoder(graph, layers)
+        if local:
+            index = GraphIndex.build(graph, enc.num_users, enc.num_items)
+            hood = sample(index, torch.cat([users, items + enc.num_users]), layers, 0)
+            user_vec, item_vec = enc.forward_local(hood, users, items)
+        else:
+            user_vec, item_vec = enc(graph, users, items)
+        (user_vec @ item_vec.T).sum().backward()
+        assert enc.user_emb.grad is not None and enc.item_emb.grad is not None
+        grads.append([enc.user_emb.grad.to_dense(), enc.item_emb.grad.to_dense()])
+    for local_grad, full_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(local_grad, full_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_seeds_without_edges_keep_their_own_vector() -> None:
+    graph = random_graph(4)
+    enc = encoder(graph, 2)
+    enc.grow(graph.num_users + 5, graph.num_items)
+    index = GraphIndex.build(graph, enc.num_users, enc.num_items)
+    lonely = torch.tensor([graph.num_users + 1])  # a row with no edge
+    hood = sample(index, lonely, 2, 3)
+    assert hood.num_edges == 0
+    user_vec, _ = enc.forward_local(hood, lonely, torch.zeros(0, dtype=torch.long))
+    expected = torch.nn.functional.normalize(enc.user_emb[lonely] / 3, dim=-1)
+    torch.testing.assert_close(user_vec, expected)

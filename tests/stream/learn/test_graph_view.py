@@ -9,6 +9,7 @@ import torch
 
 from stream.behaviours import Behaviour
 from stream.events import Interaction
+from stream.learn import slot_records
 from stream.learn.graph_mirror import GraphMirror
 from stream.learn.graph_view import RECENCY_HALVINGS
 
@@ -97,6 +98,23 @@ def random_writes(mirror: GraphMirror, rng: random.Random, steps: int, gap: int)
         for key, weight in edges.items():
             assert got_edges[key] == pytest.approx(weight, rel=1e-5, abs=1e-12)
         torch.testing.assert_close(got_degree, degree, rtol=1e-5, atol=1e-9)
+        assert_records_match(mirror)
+
+
+def assert_records_match(mirror: GraphMirror) -> None:
+    """The index's packed copy of every held slot equals the mirror's fields."""
+    used = mirror._used
+    held = mirror._alive[:used]
+    records = mirror.index._records.read(torch.arange(used))[held]
+    for column, field in (
+        (slot_records.USER, mirror._users),
+        (slot_records.ITEM, mirror._items),
+        (slot_records.RELATION, mirror._relations),
+        (slot_records.PART, mirror._part),
+        (slot_records.T_REF, mirror._t_ref),
+    ):
+        assert torch.equal(records[:, column], field[:used][held])
+    assert torch.equal(slot_records.w_ref(records), mirror._w_ref[:used][held])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

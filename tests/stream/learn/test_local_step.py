@@ -246,13 +246,60 @@ def test_capped_step_reembeds_and_publishes_only_its_seeds_on_a_bounded_tree() -
         assert not torch.equal(old[kind][~outside], new[~outside])
         # rows whose parameters moved, not seeds: kept stale until they are seeds again
         assert set(moved_rows[kind].tolist()) - seeds[kind]
-    seeds_total = len(seeds["user"]) + len(seeds["item"])
-    # per node and hop: fanout edges of the index's base, plus every edge written since
-    # its last rebuild (the delta, on both sides)
+    # every seed was one of the step's (its positives): the re-embedding reuses the step's
+    # sample and draws nothing; the step drew at most fanout edges per node and hop (plus
+    # the index's unmerged delta), far fewer than the graph holds
+    assert step.reembed_edges == 0
+    step_seeds = pos_users.numel() * (2 + LOCAL.num_negatives)  # users, items, negatives
     fanout, delta = LOCAL.fanout, 2 * trainer.mirror.index.delta_entries
-    first_hop = seeds_total * fanout + delta
-    assert 0 < step.reembed_edges <= first_hop * (1 + fanout) + delta
-    assert step.reembed_edges * 10 < trainer.mirror.num_edges
+    first_hop = step_seeds * fanout + delta
+    assert 0 < step.step_edges <= first_hop * (1 + fanout) + delta
+    assert step.step_edges * 10 < trainer.mirror.num_edges
+
+
+def drawn_at_most(seeds: int, fanout: int, delta: int) -> int:
+    """Edges a ``fanout``-capped two-hop sample of ``seeds`` nodes draws at most: ``fanout``
+    per node and hop from the index's base, plus the delta entries (each node is drawn
+    once, so a hop reads each delta entry at most once)."""
+    first_hop = seeds * fanout + delta
+    return first_hop * (1 + fanout) + delta
+
+
+def test_a_bounded_calls_work_follows_its_batch_not_the_graphs_size() -> None:
+    """Two graphs ten times apart, the same batch size: the edges a call draws from the
+    index (its step's sample and the re-embedding's) and the rows its optimiser moves are
+    bounded by the call's seeds x fanout^layers on both, whatever the graph holds."""
+    settings = dataclasses.replace(
+        LOCAL, negatives="shared", num_negatives=4, fanout=3, sweep_rows=8
+    )
+    batch, fanout = 8, settings.fanout
+    graph_edges = []
+    for nodes in (1_000, 10_000):
+        rng = random.Random(nodes)
+        events = [
+            Interaction(f"u{rng.randrange(nodes)}", f"i{rng.randrange(nodes)}", "click", k)
+            for k in range(8 * nodes + batch)
+        ]
+        trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+        trainer.learn(events[:-batch])
+        trainer.mirror.index.rebuild()  # the measured call's delta: its own edges only
+        trainer.learn(events[-batch:])
+        step = trainer.last_step
+        assert step is not None and step.bounded and step.whole_graph_steps == 0
+        delta = 2 * trainer.mirror.index.delta_entries
+        assert delta <= 2 * batch
+        positives = step.positives[0].numel()
+        assert positives <= 2 * batch  # new and replayed
+        step_seeds = 2 * positives + settings.num_negatives
+        assert 0 < step.step_edges <= drawn_at_most(step_seeds, fanout, delta)
+        rows = trainer.reembedded
+        assert rows["user"] is not None and rows["item"] is not None
+        reembedded = int(rows["user"].numel() + rows["item"].numel())
+        assert reembedded <= 2 * positives + 2 * batch + 2 * settings.sweep_rows
+        assert 0 < step.reembed_edges <= drawn_at_most(reembedded, fanout, delta)
+        assert step.moved.numel() <= step_seeds + step.step_edges  # seeds and what they reach
+        graph_edges.append(trainer.mirror.num_edges)
+    assert graph_edges[1] >= 8 * graph_edges[0]
 
 
 def test_the_sweep_reembeds_the_next_rows_round_robin_and_reaches_every_row() -> None:
