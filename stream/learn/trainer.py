@@ -53,6 +53,10 @@ if TYPE_CHECKING:
     from stream.learn.ranks import Ranks
 
 
+# Edges per observe call when fit replays the graph into an encoder's streaming state.
+FIT_OBSERVE_EDGES = 1000
+
+
 def _seed(*parts: int) -> int:
     value = 0
     for part in parts:
@@ -285,16 +289,20 @@ class IncrementalTrainer:
                 self.score_prior.prior.reset_parameters()
             self.optimizer = self._new_optimiser()
             graph = self._graph()
-            order = torch.argsort(graph.times, stable=True)  # streaming state in time order
-            self.encoder.observe(
-                EdgeBatch(
-                    graph.users[order],
-                    graph.items[order],
-                    graph.relations[order],
-                    graph.weights[order],
-                    graph.times[order],
+            # Streaming state (TGN's memory) sees the graph in time order, in slices the size
+            # of a live micro-batch: one observe of every edge would keep only each node's
+            # last message, so every memory would start from one step of zeros.
+            order = torch.argsort(graph.times, stable=True)
+            for part in torch.split(order, FIT_OBSERVE_EDGES):
+                self.encoder.observe(
+                    EdgeBatch(
+                        graph.users[part],
+                        graph.items[part],
+                        graph.relations[part],
+                        graph.weights[part],
+                        graph.times[part],
+                    )
                 )
-            )
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
             positives = (graph.users, graph.items)
             history = None
