@@ -4,11 +4,11 @@
 mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` call
 
 1. hands rows to new ids (evicted rows are re-initialised first) and grows the tables,
-2. merges the events into the mirror and lets the encoder observe the new edges,
+2. merges the events into the mirror,
 3. trains on the new edges plus a replay sample of older edges drawn ∝ decayed weight,
    against sampled negatives, for a few Adam steps: on each step's sampled neighbourhood
    with row-wise Adam (``step_scope`` ``local``, :mod:`stream.learn.local_step`), or on the
-   whole graph with dense Adam (``full``),
+   whole graph with dense Adam (``full``), then lets the encoder observe the new edges,
 4. re-embeds the rows that can have moved (``local``: those within ``layers`` hops of a
    moved row; ``full``: all), reports those that moved more than ``publish_threshold``
    (L2) since they were last reported, and bumps ``model_version``.
@@ -211,7 +211,6 @@ class IncrementalTrainer:
                 else:
                     parts = None if partitions is None else [partitions[k] for k in chosen]
                     batch = self.mirror.apply(events, users, items, parts)
-                self.encoder.observe(batch.to(self.device))
                 known = ((users >= 0) & (items >= 0)).tolist()
                 reflected = [k for k, ok in zip(chosen, known, strict=True) if ok]
             # Trained against what was rising before this batch came (no self-counting),
@@ -243,6 +242,11 @@ class IncrementalTrainer:
             )
             if self.ranks is not None and local is not None:
                 self.ranks.merge_moved(local)  # re-embed what any rank's share moved
+            # Streaming state absorbs the batch after the step that trained on it (TGN's
+            # order): observed before, a positive's own event would be in the memory that
+            # scores it. The re-embedding below sees it.
+            if events:
+                self.encoder.observe(batch.to(self.device))
             touched = {"user": batch.users, "item": batch.items}
             changed = (
                 self._refresh(graph, touched, local)

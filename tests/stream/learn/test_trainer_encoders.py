@@ -75,3 +75,35 @@ def test_fit_replays_the_graph_into_streaming_state_in_time_order(
         assert int(state.last_update[row]) == committed
         assert int(state.pending_time[row]) == max(times)
         assert float(state.memory[row].norm()) > 0
+
+
+def test_a_batch_is_trained_before_streaming_state_observes_it() -> None:
+    """A positive is scored with the memory of earlier batches (no leak of its own event);
+    after the call its event is pending, so the published vectors reflect it."""
+    behaviours = {"click": Behaviour(1.0, 10**9)}
+    settings = dataclasses.replace(
+        TrainerSettings(**UNCAPPED),  # type: ignore[arg-type]
+        encoder="tgn",
+        dim=DIM,
+        batch_size=64,
+        device="cpu",
+        trend_half_lives_ms=(),
+    )
+    trainer = IncrementalTrainer(settings, behaviours, 1e-3)
+    first = [Interaction(f"u{k % 3}", f"i{k}", "click", 1_000 * (k + 1)) for k in range(6)]
+    second = [Interaction(f"u{k % 3}", f"j{k}", "click", 100_000 + k) for k in range(6)]
+    trainer.learn(first)
+    encoder = trainer.encoder
+    seen: list[int] = []
+    forward = encoder.forward
+
+    def spy(*args: object) -> object:
+        if torch.is_grad_enabled():  # a training step, not a re-embedding
+            seen.append(int(encoder.user_state.pending_time.max()))  # type: ignore[union-attr]
+        return forward(*args)  # type: ignore[arg-type]
+
+    encoder.forward = spy  # type: ignore[method-assign]
+    report = trainer.learn(second)
+    assert report.steps > 0 and seen
+    assert max(seen) < min(e.ts for e in second)
+    assert int(encoder.user_state.pending_time.max()) == max(e.ts for e in second)  # type: ignore[union-attr]
