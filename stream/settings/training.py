@@ -27,7 +27,11 @@ HOUR_MS = DAY_MS // 24
 # encoder not listed (lightgcn) takes the field defaults below. Chosen for each encoder on
 # the first half of ML-100K by time (its own warm-up and 10 chunks scored), never on the
 # scored half (bench/results/eval-ml100k-<encoder>.json, README "Evaluation").
-ENCODER_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
+ENCODER_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "sage": MappingProxyType({"lr": 0.01}),
+    }
+)
 
 
 @dataclass(frozen=True)
