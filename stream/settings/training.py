@@ -30,6 +30,7 @@ HOUR_MS = DAY_MS // 24
 ENCODER_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "sage": MappingProxyType({"lr": 0.01}),
+        "tgn": MappingProxyType({"lr": 0.01}),
     }
 )
 
