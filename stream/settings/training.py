@@ -1,7 +1,8 @@
 """The ``training`` section: how the incremental trainer learns, in the worker and in eval.
 
 One set of defaults, the live worker's: ``streamgnn eval`` runs these too, so a quality
-figure is the deployed worker's figure.
+figure is the deployed worker's figure. An encoder may replace some of them with its own
+(:data:`ENCODER_DEFAULTS`), in the worker and in eval alike.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ HOUR_MS = DAY_MS // 24
 # (stream.settings.load) to the options not given as a flag or an environment twin; an
 # encoder not listed (lightgcn) takes the field defaults below. Chosen for each encoder on
 # the first half of ML-100K by time (its own warm-up and 10 chunks scored), never on the
-# scored half (bench/results/eval-ml100k-<encoder>.json, README "Evaluation").
+# scored half (bench/results/eval-ml100k-encoders-validation.json, README "Other encoders").
 ENCODER_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "sage": MappingProxyType({"lr": 0.01}),
