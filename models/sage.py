@@ -220,7 +220,8 @@ class PinSAGEEncoder(_InductiveEncoder):
         num_relations: number of relation (event) types.
         dim: embedding dimension.
         num_layers: convolution layers.
-        num_neighbors: top-T visited nodes kept as a node's neighbourhood.
+        num_neighbors: top-T visited nodes kept as a node's neighbourhood (20: chosen on
+            ML-100K validation over 10, bench/results/eval-ml100k-encoders-validation.json).
         num_walks: random walks started from each node.
         walk_length: steps per walk (2 reaches co-interacting nodes of the same type).
         init_std: standard deviation of fresh id-embedding rows.
@@ -235,7 +236,7 @@ class PinSAGEEncoder(_InductiveEncoder):
         dim: int = 64,
         *,
         num_layers: int = 2,
-        num_neighbors: int = 10,
+        num_neighbors: int = 20,
         num_walks: int = 16,
         walk_length: int = 3,
         init_std: float = 0.1,

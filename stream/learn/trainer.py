@@ -4,11 +4,11 @@
 mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` call
 
 1. hands rows to new ids (evicted rows are re-initialised first) and grows the tables,
-2. merges the events into the mirror and lets the encoder observe the new edges,
+2. merges the events into the mirror,
 3. trains on the new edges plus a replay sample of older edges drawn ∝ decayed weight,
    against sampled negatives, for a few Adam steps: on each step's sampled neighbourhood
    with row-wise Adam (``step_scope`` ``local``, :mod:`stream.learn.local_step`), or on the
-   whole graph with dense Adam (``full``),
+   whole graph with dense Adam (``full``), then lets the encoder observe the new edges,
 4. re-embeds the rows that can have moved (``local``: those within ``layers`` hops of a
    moved row; ``full``: all), reports those that moved more than ``publish_threshold``
    (L2) since they were last reported, and bumps ``model_version``.
@@ -51,6 +51,10 @@ from stream.state.graph_store import DecayedGraphStore
 
 if TYPE_CHECKING:
     from stream.learn.ranks import Ranks
+
+
+# Edges per observe call when fit replays the graph into an encoder's streaming state.
+FIT_OBSERVE_EDGES = 1000
 
 
 def _seed(*parts: int) -> int:
@@ -207,7 +211,6 @@ class IncrementalTrainer:
                 else:
                     parts = None if partitions is None else [partitions[k] for k in chosen]
                     batch = self.mirror.apply(events, users, items, parts)
-                self.encoder.observe(batch.to(self.device))
                 known = ((users >= 0) & (items >= 0)).tolist()
                 reflected = [k for k, ok in zip(chosen, known, strict=True) if ok]
             # Trained against what was rising before this batch came (no self-counting),
@@ -239,6 +242,11 @@ class IncrementalTrainer:
             )
             if self.ranks is not None and local is not None:
                 self.ranks.merge_moved(local)  # re-embed what any rank's share moved
+            # Streaming state absorbs the batch after the step that trained on it (TGN's
+            # order): observed before, a positive's own event would be in the memory that
+            # scores it. The re-embedding below sees it.
+            if events:
+                self.encoder.observe(batch.to(self.device))
             touched = {"user": batch.users, "item": batch.items}
             changed = (
                 self._refresh(graph, touched, local)
@@ -285,16 +293,20 @@ class IncrementalTrainer:
                 self.score_prior.prior.reset_parameters()
             self.optimizer = self._new_optimiser()
             graph = self._graph()
-            order = torch.argsort(graph.times, stable=True)  # streaming state in time order
-            self.encoder.observe(
-                EdgeBatch(
-                    graph.users[order],
-                    graph.items[order],
-                    graph.relations[order],
-                    graph.weights[order],
-                    graph.times[order],
+            # Streaming state (TGN's memory) sees the graph in time order, in slices the size
+            # of a live micro-batch: one observe of every edge would keep only each node's
+            # last message, so every memory would start from one step of zeros.
+            order = torch.argsort(graph.times, stable=True)
+            for part in torch.split(order, FIT_OBSERVE_EDGES):
+                self.encoder.observe(
+                    EdgeBatch(
+                        graph.users[part],
+                        graph.items[part],
+                        graph.relations[part],
+                        graph.weights[part],
+                        graph.times[part],
+                    )
                 )
-            )
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
             positives = (graph.users, graph.items)
             history = None

@@ -21,6 +21,7 @@ from typing import Any
 from stream.errors import ConfigError
 from stream.settings.options import OPTIONS, Option
 from stream.settings.sections import Settings
+from stream.settings.training import encoder_defaults
 from stream.settings.values import parse_bool
 
 
@@ -69,6 +70,7 @@ def load_settings(
         if raw is None:
             continue
         chosen[option.section][option.name] = _parse(option, raw)
+    chosen["training"] = encoder_defaults(chosen["training"])
     built: dict[str, object] = {}
     for name in sorted(_SECTIONS, key=lambda n: -n.count(".")):  # sub-sections first
         parent, _, field_name = name.rpartition(".")

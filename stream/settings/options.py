@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from stream.behaviours import parse_behaviours
 from stream.settings.commands import EVAL_METHODS
 from stream.settings.secret import Secret
+from stream.settings.training import encoder_defaults_text
 from stream.settings.values import (
     parse_column,
     parse_duration,
@@ -185,7 +186,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt("publish", "flush_timeout_s", "seconds a publish waits for every ack before retrying"),
     # training: how the model learns (the worker and eval alike)
-    _opt("training", "encoder", "lightgcn, tgn, sage, pinsage or mbgat"),
+    _opt(
+        "training",
+        "encoder",
+        "lightgcn, tgn, sage, pinsage or mbgat; an encoder's own training defaults apply "
+        f"where an option is not given ({encoder_defaults_text()}), the defaults shown "
+        "below otherwise",
+    ),
     _opt("training", "dim", "embedding dimension"),
     _opt("training", "layers", "propagation layers"),
     _opt("training", "lr", "Adam learning rate"),
