@@ -182,11 +182,15 @@ class LightGCNEncoder(Encoder):
                 total = total + x
             layers += self.num_layers
 
+        if users.numel() + items.numel() >= total.shape[0]:  # every node, then the rows
+            out = F.normalize((total / layers if layers > 1 else total).float(), dim=-1)
+            return out[users], out[items + n_users]
+
         def rows(nodes: Tensor) -> Tensor:
-            # Mean and normalisation are per row: done for the asked rows only (a training
-            # step asks for a fraction of the nodes; its backward skips the rest too), each
-            # once, so a repeated row's gradients add up before its normalisation's
-            # backward as over every node: the same floats, values and gradients.
+            # Fewer rows asked than nodes (a training step on a large graph): the mean and
+            # normalisation (per row) for those only, and so their backward; each row once,
+            # so a repeated row's gradients add up before its normalisation's backward as
+            # over every node: the same floats, values and gradients.
             again = None
             if total.requires_grad:
                 nodes, again = torch.unique(nodes, return_inverse=True)
