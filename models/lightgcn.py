@@ -174,16 +174,31 @@ class LightGCNEncoder(Encoder):
                 f"{n_users} / {n_items}: grow() first"
             )
         x = torch.cat([self.user_emb, self.item_emb])
-        out = x
+        total, layers = x, 1
         if self.num_layers and graph.num_edges:
             adjacency = self._adjacency(graph, x.dtype)
-            total = x
             for _ in range(self.num_layers):
                 x = adjacency @ x
                 total = total + x
-            out = total / (self.num_layers + 1)
-        out = F.normalize(out.float(), dim=-1)
-        return out[users], out[items + n_users]
+            layers += self.num_layers
+
+        if users.numel() + items.numel() >= total.shape[0]:  # every node, then the rows
+            out = F.normalize((total / layers if layers > 1 else total).float(), dim=-1)
+            return out[users], out[items + n_users]
+
+        def rows(nodes: Tensor) -> Tensor:
+            # Fewer rows asked than nodes (a training step on a large graph): the mean and
+            # normalisation (per row) for those only, and so their backward; each row once,
+            # so a repeated row's gradients add up before its normalisation's backward as
+            # over every node: the same floats, values and gradients.
+            again = None
+            if total.requires_grad:
+                nodes, again = torch.unique(nodes, return_inverse=True)
+            mean = total[nodes] / layers if layers > 1 else total[nodes]
+            out = F.normalize(mean.float(), dim=-1)
+            return out if again is None else out[again]
+
+        return rows(users), rows(items + n_users)
 
     def _adjacency(self, graph: BipartiteGraph, dtype: torch.dtype) -> NormalisedAdjacency:
         """The graph's adjacency; kept for the next call with the same graph object (a

@@ -455,14 +455,14 @@ class GraphMirror:
         users, items = self._users[slots], self._items[slots]
         relations = self._relations[slots]
         if slots.numel():
-            item_span = int(items.max()) + 1
-            order = torch.argsort((users * item_span + items) * self.num_relations + relations)
-            slots, users, items, relations = (
-                slots[order],
-                users[order],
-                items[order],
-                relations[order],
-            )
+            # The columns are decoded from the sorted keys, not gathered by the order: a
+            # gather in random order misses the cache on every element (a third of a
+            # snapshot at 1M edges).
+            item_span, r = int(items.max()) + 1, self.num_relations
+            key, order = torch.sort((users * item_span + items) * r + relations)
+            slots, relations = slots[order], key.remainder(r)
+            pairs = key.div(r, rounding_mode="floor")
+            users, items = pairs.div(item_span, rounding_mode="floor"), pairs.remainder(item_span)
         max_user = int(users.max()) + 1 if users.numel() else 0
         max_item = int(items.max()) + 1 if items.numel() else 0
         if num_users is not None and num_users < max_user:

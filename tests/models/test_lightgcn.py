@@ -10,7 +10,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from models.base import GROW_CHUNK, BipartiteGraph
 from models.errors import ModelConfigError
-from models.lightgcn import LightGCNEncoder
+from models.lightgcn import LightGCNEncoder, NormalisedAdjacency
 from tests.devices import DEVICES
 
 
@@ -223,3 +223,51 @@ def test_graph_larger_than_the_tables_is_refused() -> None:
         enc(make_graph(), torch.tensor([0]), torch.tensor([0]))
     with pytest.raises(ModelConfigError, match="num_layers"):
         LightGCNEncoder(num_relations=1, num_layers=-1)
+
+
+def every_node_then_rows(
+    enc: LightGCNEncoder, g: BipartiteGraph, users: torch.Tensor, items: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward as it was: mean and normalisation over every node, then the rows."""
+    x = torch.cat([enc.user_emb, enc.item_emb])
+    adjacency = NormalisedAdjacency.build(g, enc.num_users, enc.num_items, None, x.dtype)
+    total = x
+    for _ in range(enc.num_layers):
+        x = adjacency @ x
+        total = total + x
+    out = F.normalize(total / (enc.num_layers + 1), dim=-1)
+    return out[users], out[items + enc.num_users]
+
+
+@pytest.mark.parametrize("scored", [150, 64 * 33])  # fewer rows than nodes; more: every node
+def test_rows_only_forward_gives_the_same_floats_and_gradients(scored: int) -> None:
+    """Normalising only the asked rows changes no value and no gradient bit, repeated rows
+    (negatives drawn twice) included."""
+    gen = torch.Generator().manual_seed(5)
+    enc = LightGCNEncoder(num_relations=1, dim=16, num_layers=2)
+    enc.grow(300, 200)
+    n = 3_000
+    g = BipartiteGraph(
+        300,
+        200,
+        torch.randint(0, 300, (n,), generator=gen),
+        torch.randint(0, 200, (n,), generator=gen),
+        torch.zeros(n, dtype=torch.long),
+        torch.rand(n, generator=gen),
+        torch.zeros(n, dtype=torch.long),
+        0,
+    )
+    users = torch.randint(0, 300, (64,), generator=gen)
+    items = torch.randint(0, 200, (scored,), generator=gen)  # repeats
+    weights = torch.randn(64 + scored, 16, generator=gen)
+    grads = []
+    for forward in (enc, lambda *a: every_node_then_rows(enc, *a)):
+        enc.zero_grad(set_to_none=True)
+        u, i = forward(g, users, items)
+        (torch.cat([u, i]) * weights).sum().backward()
+        grads.append((u.detach(), i.detach(), enc.user_emb.grad, enc.item_emb.grad))
+    for new, old in zip(*grads, strict=True):
+        assert old is not None and new is not None and torch.equal(new, old)
+    every = torch.arange(300), torch.arange(200)
+    for new, old in zip(enc.embed(g, *every), every_node_then_rows(enc, g, *every), strict=True):
+        assert torch.equal(new, old)

@@ -147,6 +147,34 @@ def test_snapshot_without_prune_changes_nothing() -> None:
     assert mirror.num_edges == 0
 
 
+def test_snapshot_is_in_canonical_order_with_each_edges_own_columns() -> None:
+    """Rows written in shuffled slot order come out sorted by (user, item, relation), each
+    with its own weight and time (the columns are decoded from the sort keys)."""
+    rng = random.Random(7)
+    keys = [(u, i, r) for u in range(40) for i in range(30) for r in range(3) if rng.random() < 0.3]
+    rng.shuffle(keys)
+    names = sorted(["click", "purchase", "view"])
+    events = [
+        Interaction(f"u{u}", f"i{i}", names[r], 1_000 + k) for k, (u, i, r) in enumerate(keys)
+    ]
+    mirror = GraphMirror({n: BEHAVIOURS[n] for n in names}, EPSILON)
+    users = torch.tensor([u for u, _, _ in keys])
+    items = torch.tensor([i for _, i, _ in keys])
+    mirror.apply(events, users, items)
+    g = mirror.snapshot()
+    got = list(zip(g.users.tolist(), g.items.tolist(), g.relations.tolist(), strict=True))
+    assert got == sorted(keys)
+    time_of = {key: 1_000 + k for k, key in enumerate(keys)}
+    assert g.times.tolist() == [time_of[key] for key in got]
+    watermark = 1_000 + len(keys) - 1
+    expected = [
+        BEHAVIOURS[names[r]].beta
+        * 2 ** (-(watermark - time_of[(u, i, r)]) / BEHAVIOURS[names[r]].half_life_ms)
+        for u, i, r in got
+    ]
+    assert g.weights.tolist() == pytest.approx(expected, rel=1e-6)
+
+
 def test_validation() -> None:
     with pytest.raises(ValueError, match="epsilon"):
         GraphMirror(BEHAVIOURS, 0.0)
