@@ -46,13 +46,8 @@ def test_trainer_reads_change_no_registry_entry_or_weight(name: str, device: str
         assert torch.equal(value, weights[key]), key
 
 
-def test_fit_replays_the_graph_into_streaming_state_in_time_order(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """TGN's memory after fit holds committed messages, in time order: each user's last
-    commit is its last edge of an earlier slice, its newest edge is still pending."""
-    monkeypatch.setattr(trainer_module, "FIT_OBSERVE_EDGES", 4)
-    behaviours = {"click": Behaviour(1.0, 10**9)}
+def _tgn_trainer() -> IncrementalTrainer:
+    """A small uncapped TGN trainer whose clicks never decay during a test."""
     settings = dataclasses.replace(
         TrainerSettings(**UNCAPPED),  # type: ignore[arg-type]
         encoder="tgn",
@@ -61,7 +56,16 @@ def test_fit_replays_the_graph_into_streaming_state_in_time_order(
         device="cpu",
         trend_half_lives_ms=(),
     )
-    trainer = IncrementalTrainer(settings, behaviours, 1e-3)
+    return IncrementalTrainer(settings, {"click": Behaviour(1.0, 10**9)}, 1e-3)
+
+
+def test_fit_replays_the_graph_into_streaming_state_in_time_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TGN's memory after fit holds committed messages, in time order: each user's last
+    commit is its last edge of an earlier slice, its newest edge is still pending."""
+    monkeypatch.setattr(trainer_module, "FIT_OBSERVE_EDGES", 4)
+    trainer = _tgn_trainer()
     # 3 users, each edge a new item, so the graph keeps all 24 edges at distinct times
     events = [Interaction(f"u{k % 3}", f"i{k}", "click", 1_000 * (k + 1)) for k in range(24)]
     trainer.learn(events)
@@ -80,16 +84,7 @@ def test_fit_replays_the_graph_into_streaming_state_in_time_order(
 def test_a_batch_is_trained_before_streaming_state_observes_it() -> None:
     """A positive is scored with the memory of earlier batches (no leak of its own event);
     after the call its event is pending, so the published vectors reflect it."""
-    behaviours = {"click": Behaviour(1.0, 10**9)}
-    settings = dataclasses.replace(
-        TrainerSettings(**UNCAPPED),  # type: ignore[arg-type]
-        encoder="tgn",
-        dim=DIM,
-        batch_size=64,
-        device="cpu",
-        trend_half_lives_ms=(),
-    )
-    trainer = IncrementalTrainer(settings, behaviours, 1e-3)
+    trainer = _tgn_trainer()
     first = [Interaction(f"u{k % 3}", f"i{k}", "click", 1_000 * (k + 1)) for k in range(6)]
     second = [Interaction(f"u{k % 3}", f"j{k}", "click", 100_000 + k) for k in range(6)]
     trainer.learn(first)
