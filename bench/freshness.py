@@ -63,7 +63,7 @@ import orjson
 import torch
 from kafka import KafkaConsumer, TopicPartition
 
-from bench.rss import RssSeries
+from bench.rss import RssSeries, Series
 from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import owns_partitions, scrape_metrics, total
@@ -157,39 +157,18 @@ def seed_graph(
     return {"seed_events": sent, "seed_s": round(time.monotonic() - start, 1)}
 
 
-class EdgeSeries(threading.Thread):
-    """The worker's ``streamgnn_graph_edges`` every 10 s, as (seconds since start, edges)."""
-
-    def __init__(self, metrics_address: str, interval_s: float = 10.0) -> None:
-        super().__init__(daemon=True)
-        self.samples: list[tuple[float, int]] = []
-        self._address = metrics_address
-        self._interval_s = interval_s
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        start = time.monotonic()
-        while not self._halt.wait(self._interval_s):
-            try:
-                edges = int(total(scrape_metrics(self._address), "streamgnn_graph_edges"))
-            except OSError:
-                continue  # a slow scrape: the next one will do
-            self.samples.append((round(time.monotonic() - start, 1), edges))
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-
-    def slope_per_min(self, since_s: float, until_s: float) -> float | None:
-        window = [(t, n) for t, n in self.samples if since_s <= t <= until_s]
-        if len(window) < 3:
-            return None
-        return round(float(np.polyfit([t / 60 for t, _ in window], [n for _, n in window], 1)[0]))
+def edge_series(metrics_address: str) -> Series:
+    """The worker's ``streamgnn_graph_edges`` every 10 s (a slow scrape is skipped)."""
+    return Series(
+        lambda: total(scrape_metrics(metrics_address), "streamgnn_graph_edges"), 10.0, (OSError,)
+    )
 
 
-def _rss_per_edges(
-    rss: RssSeries, edges: EdgeSeries, since_s: float, until_s: float
-) -> float | None:
+def _round_int(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _rss_per_edges(rss: RssSeries, edges: Series, since_s: float, until_s: float) -> float | None:
     """MB of RSS per million graph edges over the window (least squares of RSS on edges,
     each edge sample paired with the RSS sample nearest in time); None when edges hardly moved."""
     pairs = []
@@ -244,7 +223,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         seeded = seed_graph(broker, topic, metrics_address, plan.seed_edges, offered + 1)
     rss = RssSeries(worker.pid)
     rss.start()
-    edges = EdgeSeries(metrics_address)
+    edges = edge_series(metrics_address)
     edges.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
     stream = SyntheticStream(SyntheticConfig(late_share=0.0, seed=offered))
@@ -320,8 +299,10 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         "rss_slope_mb_per_min_last_half": rss.slope_mb_per_min(since_s=window / 2, until_s=window),
         "rss_mb_every_10s": rss.every(10.0) if plan.keep_every > 1 else None,
         "half_life_ms": plan.half_life_ms,
-        "graph_edges_every_10s": edges.samples if plan.keep_every > 1 else None,
-        "graph_edges_slope_per_min_last_half": edges.slope_per_min(window / 2, window),
+        "graph_edges_every_10s": [(round(t, 1), int(n)) for t, n in edges.samples]
+        if plan.keep_every > 1
+        else None,
+        "graph_edges_slope_per_min_last_half": _round_int(edges.slope_per_min(window / 2, window)),
         "rss_mb_per_m_edges_last_half": _rss_per_edges(rss, edges, window / 2, window),
         "train_steps": int(total(end, "streamgnn_train_steps_total")),
         "model_version_end": int(total(end, "streamgnn_model_version")),

@@ -1,4 +1,5 @@
-"""A process's resident memory sampled over time: its peak, and its trend (least squares).
+"""Readings sampled over time (a process's resident memory, a worker's gauge): their trend
+(least squares) and, for memory, the peak.
 
 >>> rss = RssSeries(pid=0)
 >>> rss.samples = [(0.0, 100 * 2**20), (60.0, 110 * 2**20), (120.0, 120 * 2**20)]
@@ -10,33 +11,67 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import psutil
 
 
-class RssSeries(threading.Thread):
-    """Samples ``pid``'s RSS every ``interval_s`` as (seconds since start, bytes)."""
+class Series(threading.Thread):
+    """Samples ``read()`` every ``interval_s`` as (seconds since start, value) until
+    :meth:`stop`. A read raising one of ``skip`` is left out (the next may work); one raising
+    one of ``end`` ends the series (what it reads is gone)."""
 
-    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        read: Callable[[], float],
+        interval_s: float,
+        skip: tuple[type[Exception], ...] = (),
+        end: tuple[type[Exception], ...] = (),
+    ) -> None:
         super().__init__(daemon=True)
-        self.samples: list[tuple[float, int]] = []
-        self._pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._read = read
         self._interval_s = interval_s
+        self._skip, self._end = skip, end
         self._halt = threading.Event()
 
     def run(self) -> None:
-        process = psutil.Process(self._pid)
         start = time.monotonic()
         while not self._halt.wait(self._interval_s):
             try:
-                self.samples.append((time.monotonic() - start, process.memory_info().rss))
-            except psutil.Error:
+                value = self._read()
+            except self._skip:
+                continue
+            except self._end:
                 return
+            self.samples.append((time.monotonic() - start, value))
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(5)
+        self.join(10)
+
+    def slope_per_min(self, since_s: float, until_s: float = float("inf")) -> float | None:
+        """Least-squares slope (value per minute) over the samples in the window."""
+        window = [(t, value) for t, value in self.samples if since_s <= t <= until_s]
+        if len(window) < 3:
+            return None
+        minutes = np.array([t for t, _ in window]) / 60.0
+        return float(np.polyfit(minutes, np.array([value for _, value in window]), 1)[0])
+
+
+class RssSeries(Series):
+    """``pid``'s RSS (bytes) every ``interval_s``; the series ends when the process does."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        process: list[psutil.Process] = []  # made on the first read, in the sampling thread
+
+        def rss() -> float:
+            if not process:
+                process.append(psutil.Process(pid))
+            return float(process[0].memory_info().rss)
+
+        super().__init__(rss, interval_s, end=(psutil.Error,))
 
     @property
     def peak_mb(self) -> float:
@@ -44,13 +79,8 @@ class RssSeries(threading.Thread):
 
     def slope_mb_per_min(self, since_s: float, until_s: float = float("inf")) -> float | None:
         """Least-squares slope of RSS (MB per minute) over the samples in the window."""
-        window = [(t, rss) for t, rss in self.samples if since_s <= t <= until_s]
-        if len(window) < 3:
-            return None
-        minutes = np.array([t for t, _ in window]) / 60.0
-        megabytes = np.array([rss for _, rss in window]) / 2**20
-        slope = np.polyfit(minutes, megabytes, 1)[0]
-        return round(float(slope), 3)
+        slope = self.slope_per_min(since_s, until_s)
+        return None if slope is None else round(slope / 2**20, 3)
 
     def every(self, step_s: float) -> list[tuple[float, float]]:
         """The series thinned to one sample per ``step_s`` (seconds, MB), for a report."""
