@@ -48,7 +48,7 @@ from bench.propagation import NUM_RELATIONS, synthetic_graph
 from models.base import BipartiteGraph
 from stream.behaviours import DAY_MS, Behaviour
 from stream.events import Interaction
-from stream.learn.graph_mirror import GraphMirror
+from stream.learn.graph_mirror import GraphMirror, slot_keys
 from stream.learn.trainer import IncrementalTrainer
 from stream.settings.training import TrainerSettings
 
@@ -91,7 +91,7 @@ def fill_mirror(mirror: GraphMirror, graph: BipartiteGraph, times: torch.Tensor)
     mirror._relations[:n], mirror._t_ref[:n] = graph.relations, times
     mirror._w_ref[:n] = graph.weights.double()
     mirror._alive[:n] = True
-    keys = zip(graph.users.tolist(), graph.items.tolist(), graph.relations.tolist(), strict=True)
+    keys = slot_keys(graph.users, graph.items, graph.relations)
     mirror._index = dict(zip(keys, range(n), strict=True))
     mirror._used = n
     mirror.advance(NOW, [0])

@@ -82,6 +82,14 @@ def _slot_key(key: _EdgeKey) -> int:
     return (((u << _ITEM_BITS) | i) << _RELATION_BITS) | r
 
 
+def slot_keys(users: Tensor, items: Tensor, relations: Tensor) -> list[int]:
+    """:func:`_slot_key` of many edges at once (a bulk load of the index)."""
+    if bool((items >> _ITEM_BITS).any()) or bool((relations >> _RELATION_BITS).any()):
+        raise ValueError("an edge key is out of the slot index's range")
+    keys: list[int] = ((((users << _ITEM_BITS) | items) << _RELATION_BITS) | relations).tolist()
+    return keys
+
+
 @dataclass(frozen=True)
 class StoredEdge:
     """A user -> item edge read from the store, by external id."""

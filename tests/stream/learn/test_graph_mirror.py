@@ -11,7 +11,7 @@ import torch
 from models.ids import IdRegistry
 from stream.behaviours import Behaviour
 from stream.events import Interaction
-from stream.learn.graph_mirror import GraphMirror, store_user_item_edges
+from stream.learn.graph_mirror import GraphMirror, slot_keys, store_user_item_edges
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 from stream.state.keys import ITEM
 
@@ -248,3 +248,19 @@ def test_packed_edge_keys_never_collide_and_rows_out_of_range_are_refused() -> N
     ]
     with pytest.raises(ValueError, match="out of the slot index's range"):
         mirror.apply(events[:1], torch.tensor([0]), torch.tensor([2**32]))
+
+
+def test_bulk_slot_keys_find_the_edges_an_apply_indexed() -> None:
+    # bench.step_cost loads its mirror's index with slot_keys: an event on a loaded edge
+    # must merge into it, not add a second slot
+    mirror = GraphMirror(BEHAVIOURS, EPSILON)
+    users, items = torch.tensor([0, 3, 7]), torch.tensor([5, 2**32 - 1, 0])
+    events = [
+        Interaction(f"u{u}", f"i{i}", "click", 1_000)
+        for u, i in zip(users.tolist(), items.tolist(), strict=True)
+    ]
+    mirror.apply(events, users, items)
+    relations = torch.full_like(users, mirror.relation("click"))
+    assert sorted(slot_keys(users, items, relations)) == sorted(mirror._index)
+    with pytest.raises(ValueError, match="out of the slot index's range"):
+        slot_keys(users, items + 2**32, relations)
