@@ -387,18 +387,9 @@ class TrainingLoop:
     def _train(self, pending: PendingEvents, in_graph: bool = False) -> None:
         self._metrics.train_backlog.set(len(self.backlog))
         partitions = pending.partitions or None
-        # Live events are published twice: re-embedded as soon as they are in the graph
-        # (the fold-in), then as the step that trains on them moves them. A step costs
-        # what the graph costs (the default full one); the fold-in what the batch does.
-        # Catch-up events (in the graph already, published maybe) only with the step.
-        trainer = self.trainer
-        absorbed = trainer.absorb(pending.interactions, partitions, in_graph, not in_graph)
+        report = self.trainer.learn(pending.interactions, partitions, in_graph=in_graph)
         # Freshness counts only what the published vectors reflect (catch-up: nothing).
         times = pending.append_times_ms
-        if absorbed.folded is not None:
-            folded = absorbed.folded
-            self._publish(folded, [times[k] for k in folded.reflected] if times else [])
-        report = trainer.step(absorbed)
         self._publish(report, [times[k] for k in report.reflected] if times else [])
         self.trained_through.update(pending.positions)
         if not in_graph and pending.interactions:

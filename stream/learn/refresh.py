@@ -32,12 +32,9 @@ def refresh(
     graph: Callable[[], BipartiteGraph],
     touched: Mapping[str, Tensor] | None = None,
     local: LocalStep | None = None,
-    always: bool = True,
 ) -> dict[str, list[str]]:
     """Re-embed into the trainer's latest vectors; the ids to publish, by kind
-    (``graph`` builds the whole graph view, called only for a whole-graph re-embedding).
-    ``always``: report the ``touched`` rows however little they moved (False: a fold-in
-    reported them already; now only as they drifted)."""
+    (``graph`` builds the whole graph view, called only for a whole-graph re-embedding)."""
     t = trainer
     candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
     rows = None if local is None or t._latest is None else reembed(t, local, touched)
@@ -54,10 +51,7 @@ def refresh(
         kind: t.registry.ids(
             kind,
             t.publish.select(
-                kind,
-                vectors,
-                None if touched is None or not always else touched[kind],
-                candidates[kind],
+                kind, vectors, None if touched is None else touched[kind], candidates[kind]
             ),
         )
         for kind, vectors in latest.items()
@@ -119,59 +113,14 @@ def reembed(
         users, items, user_vec, item_vec = local.embed(t.encoder, nodes)
     user_vec, item_vec = folded(t, user_vec, item_vec, items)
     rows = {"user": users, "item": items}
-    write_rows(t, rows, {"user": user_vec, "item": item_vec})
-    return rows
-
-
-def write_rows(
-    trainer: IncrementalTrainer, rows: Mapping[str, Tensor], vectors: Mapping[str, Tensor]
-) -> None:
-    """Put these rows' vectors into the trainer's latest vectors (grown to the live rows)."""
-    latest = trainer._latest
-    assert latest is not None
-    for kind in KINDS:
+    for kind, vectors in zip(KINDS, (user_vec, item_vec), strict=True):
         table = latest[kind]
-        live = trainer.registry.live(kind)
-        if table.shape[0] < live:
-            table = torch.cat([table, table.new_zeros(live - table.shape[0], table.shape[1])])
-        table[rows[kind]] = vectors[kind]
+        if table.shape[0] < live[kind]:
+            missing = table.new_zeros(live[kind] - table.shape[0], table.shape[1])
+            table = torch.cat([table, missing])
+        table[rows[kind]] = vectors
         latest[kind] = table
-
-
-def fold_in(
-    trainer: IncrementalTrainer, touched: Mapping[str, Tensor], generator: torch.Generator
-) -> dict[str, list[str]] | None:
-    """Before the step: re-embed the rows with new events on the graph that now holds
-    their edges, with the parameters as they are, into the latest vectors; the ids to
-    publish, by kind (those rows, and rows that drifted past the threshold among them).
-
-    The vectors are the bounded local re-embedding's (a ``fanout``-capped ``layers``-hop
-    tree per row, the unbiased sampled estimate of the full propagation; exact with
-    ``fanout`` 0), so they cost O(rows x fanout^layers x dim) whatever the graph's size:
-    a vector reflects its event before the step trains on it, and the step's re-embedding
-    follows. None: nothing to do this way (nothing embedded yet, or an encoder with no
-    local forward: its vectors come with the step)."""
-    t = trainer
-    if t._latest is None or not t.encoder.local_step:
-        return None
-    hops = int(getattr(t.encoder, "num_layers", t.settings.layers))
-    view = t.mirror.view(t.encoder.num_users, t.encoder.num_items)
-    local = LocalStep(view, _no_whole_graph, t.mirror.num_edges, hops, t.settings.fanout, generator)
-    nodes = torch.unique(torch.cat([touched["user"].cpu(), touched["item"].cpu() + view.num_users]))
-    with t._amp.autocast():
-        users, items, user_vec, item_vec = local.embed(t.encoder, nodes)
-    user_vec, item_vec = folded(t, user_vec, item_vec, items)
-    rows = {"user": users, "item": items}
-    write_rows(t, rows, {"user": user_vec, "item": item_vec})
-    latest = t._latest
-    return {
-        kind: t.registry.ids(kind, t.publish.select(kind, latest[kind], rows[kind], rows[kind]))
-        for kind in KINDS
-    }
-
-
-def _no_whole_graph() -> BipartiteGraph:
-    raise AssertionError("a re-embedding never builds the whole graph")
+    return rows
 
 
 def swept(trainer: IncrementalTrainer, kind: str, live: int) -> Tensor:

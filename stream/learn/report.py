@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from models.base import EdgeBatch
-from models.prior import TrendTable
 
 
 @dataclass(frozen=True)
@@ -34,18 +30,3 @@ class TrainReport:
     # reflect: merged into the graph with a row for both ids. Only these count for
     # freshness; social events and events of refused ids are not reflected.
     reflected: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Absorbed:
-    """A micro-batch :meth:`~IncrementalTrainer.absorb` merged into the graph, for
-    :meth:`~IncrementalTrainer.step` to train on."""
-
-    events: int  # interactions given
-    batch: EdgeBatch  # the edges merged (the new positives)
-    reflected: list[int]  # see TrainReport.reflected
-    trend: TrendTable | None  # the prior's trend table before the batch was counted
-    before: dict[str, Any]  # the registry's counts before the batch
-    start: float  # perf_counter at the absorb's start
-    # The fold-in's report (absorb with fold_in), published before the step; None: none
-    folded: TrainReport | None = None

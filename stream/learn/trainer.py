@@ -16,9 +16,7 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,8 +43,7 @@ from stream.learn.objective import Objective, Trend
 from stream.learn.optimiser import grown_optimiser, new_optimiser
 from stream.learn.publish_policy import PublishPolicy
 from stream.learn.refresh import embed_all, refresh
-from stream.learn.refresh import fold_in as refresh_fold_in
-from stream.learn.report import Absorbed, TrainReport
+from stream.learn.report import TrainReport
 from stream.learn.score_prior import TrendPrior
 from stream.learn.trainer_state import restore_trainer, trainer_state
 from stream.settings.training import TrainerSettings
@@ -184,28 +181,13 @@ class IncrementalTrainer:
         partitions: Sequence[int] | None = None,
         in_graph: bool = False,
     ) -> TrainReport:
-        """Absorb one (possibly coalesced) micro-batch of applied events and fine-tune:
-        :meth:`absorb` then :meth:`step`, in one call."""
-        with self._lock:
-            return self.step(self.absorb(interactions, partitions, in_graph))
-
-    def absorb(
-        self,
-        interactions: Sequence[Interaction],
-        partitions: Sequence[int] | None = None,
-        in_graph: bool = False,
-        fold_in: bool = False,
-    ) -> Absorbed:
-        """Merge a micro-batch into the graph, to be trained on by :meth:`step` next.
+        """Absorb one (possibly coalesced) micro-batch of applied events and fine-tune.
 
         ``partitions`` holds each event's source partition (None: all partition 0); the
         graph ages each partition's edges by that partition's own stream time.
         ``in_graph``: the events' edges are in the mirror already (:meth:`bootstrap` loaded
         them from the store, e.g. events read back after a restart): they are trained on
         and their nodes reported, but not merged a second time.
-        ``fold_in``: also re-embed the rows with new events now, before the step trains on
-        them (:func:`stream.learn.refresh.fold_in`); :attr:`Absorbed.folded` then reports
-        them, at the model version the step will have, for the worker to publish at once.
         """
         with self._lock:
             start = time.perf_counter()
@@ -239,24 +221,6 @@ class IncrementalTrainer:
             if events and prior is not None and not (in_graph and prior.from_store):
                 mass = torch.tensor([self.behaviours[e.event_type].beta * e.weight for e in events])
                 prior.count(items, torch.tensor([e.ts for e in events]), mass)
-            absorbed = Absorbed(len(interactions), batch, reflected, trend, before, start)
-            if fold_in and len(batch) and self.ranks is None:
-                touched = {"user": batch.users, "item": batch.items}
-                generator = torch.Generator().manual_seed(
-                    _seed(self.settings.seed, self.model_version, 3)
-                )
-                changed = refresh_fold_in(self, touched, generator)
-                if changed is not None:  # reported at the step's version, events reflected
-                    absorbed.folded = self._report(
-                        absorbed, changed, self.model_version + 1, absorbed.reflected
-                    )
-            return absorbed
-
-    def step(self, absorbed: Absorbed) -> TrainReport:
-        """Fine-tune on what :meth:`absorb` merged (plus replayed older edges), re-embed
-        what can have moved and report what to publish; bumps ``model_version``."""
-        with self._lock:
-            batch = absorbed.batch
             graph = _Once(self._graph)  # the whole view: only a full step or refresh builds it
             generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
             replay_users = replay_items = torch.zeros(0, dtype=torch.long)
@@ -268,7 +232,6 @@ class IncrementalTrainer:
             pos_items = torch.cat([batch.items, replay_items]).to(self.device)
             positives = (pos_users, pos_items)
             local = self._local_step(graph, generator, positives)
-            trend = absorbed.trend
             loss, steps = self._train(
                 graph,
                 positives,
@@ -282,51 +245,35 @@ class IncrementalTrainer:
             # Streaming state absorbs the batch after the step that trained on it (TGN's
             # order): observed before, a positive's own event would be in the memory that
             # scores it. The re-embedding below sees it.
-            if len(batch):
+            if events:
                 self.encoder.observe(batch.to(self.device))
             touched = {"user": batch.users, "item": batch.items}
             changed = (
-                self._refresh(graph, touched, local, always=absorbed.folded is None)
+                self._refresh(graph, touched, local)
                 if steps or len(batch)
                 else {k: [] for k in KINDS}
             )
             self.model_version += 1
-            # events a fold-in reported are reflected there, not counted twice
-            reflected = absorbed.reflected if absorbed.folded is None else []
-            report = self._report(absorbed, changed, self.model_version, reflected)
-            return dataclasses.replace(
-                report, replayed=int(replay_users.numel()), steps=steps, loss=loss
+            after = {k: self.registry.counts(k) for k in KINDS}
+            return TrainReport(
+                events=len(interactions),
+                edges=len(batch),
+                replayed=int(replay_users.numel()),
+                steps=steps,
+                loss=loss,
+                seconds=time.perf_counter() - start,
+                changed_users=changed["user"],
+                changed_items=changed["item"],
+                model_version=self.model_version,
+                watermark=self.mirror.watermark,
+                evicted_users=after["user"].evicted - before["user"].evicted,
+                evicted_items=after["item"].evicted - before["item"].evicted,
+                refused_users=after["user"].refused - before["user"].refused,
+                refused_items=after["item"].refused - before["item"].refused,
+                changed_user_event_ms=self._event_times("user", changed["user"]),
+                changed_item_event_ms=self._event_times("item", changed["item"]),
+                reflected=reflected,
             )
-
-    def _report(
-        self,
-        absorbed: Absorbed,
-        changed: Mapping[str, list[str]],
-        model_version: int,
-        reflected: list[int],
-    ) -> TrainReport:
-        """What an absorbed batch changed, at ``model_version`` (no step: no loss)."""
-        after = {k: self.registry.counts(k) for k in KINDS}
-        before = absorbed.before
-        return TrainReport(
-            events=absorbed.events,
-            edges=len(absorbed.batch),
-            replayed=0,
-            steps=0,
-            loss=math.nan,
-            seconds=time.perf_counter() - absorbed.start,
-            changed_users=list(changed["user"]),
-            changed_items=list(changed["item"]),
-            model_version=model_version,
-            watermark=self.mirror.watermark,
-            evicted_users=after["user"].evicted - before["user"].evicted,
-            evicted_items=after["item"].evicted - before["item"].evicted,
-            refused_users=after["user"].refused - before["user"].refused,
-            refused_items=after["item"].refused - before["item"].refused,
-            changed_user_event_ms=self._event_times("user", changed["user"]),
-            changed_item_event_ms=self._event_times("item", changed["item"]),
-            reflected=reflected,
-        )
 
     def stored_edges(self, newer_than_ms: int | None = None) -> list[Interaction]:
         """The mirror's edges whose newest event is after ``newer_than_ms`` (all: ``None``),
@@ -504,12 +451,10 @@ class IncrementalTrainer:
         graph: Callable[[], BipartiteGraph],
         touched: Mapping[str, Tensor] | None = None,
         local: LocalStep | None = None,
-        always: bool = True,
     ) -> dict[str, list[str]]:
         """Re-embed what can have moved and report what to publish
-        (:func:`stream.learn.refresh.refresh`; ``always``: the touched rows whatever they
-        moved); in a job, this rank's keys of those."""
-        changed = refresh(self, graph, touched, local, always)
+        (:func:`stream.learn.refresh.refresh`); in a job, this rank's keys of those."""
+        changed = refresh(self, graph, touched, local)
         if self.ranks is not None:  # each key is published by one rank
             changed = {kind: self.ranks.owned(ids) for kind, ids in changed.items()}
         return changed
