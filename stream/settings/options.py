@@ -289,6 +289,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("worker", "torch_threads", "intra-op threads of the trainer's torch kernels (0: all)"),
     _opt(
         "worker",
+        "keep_freed_memory",
+        "serve the trainer's large tensors from freed heap blocks, not fresh pages (glibc)",
+    ),
+    _opt(
+        "worker",
         "max_backlog_events",
         "applied events waiting for the trainer before fetching pauses (backpressure)",
     ),
