@@ -213,9 +213,17 @@ class RecordSource:
     # -- reading ------------------------------------------------------------------------
 
     def poll(self, timeout_s: float, max_records: int) -> dict[int, list[SourceRecord]]:
-        """Up to ``max_records`` records by partition, in offset order (blocking)."""
+        """Up to ``max_records`` records by partition, in offset order: waits up to
+        ``timeout_s`` for the first, then takes what is fetched already without waiting.
+
+        librdkafka's ``consume(n, timeout)`` returns only once it holds ``n`` messages or
+        the timeout passed: below ``n`` records per timeout (2,000 events/s against 5,000
+        per 0.5 s) every record would wait out the timeout before it is applied. Under
+        load the batches still grow: records queue up while the last batch is applied."""
         consumer = self._require()
-        messages = consumer.consume(max_records, timeout_s)
+        messages = consumer.consume(1, timeout_s)
+        if messages and max_records > 1:
+            messages.extend(consumer.consume(max_records - 1, 0))
         now_ms = int(time.time() * 1000)
         fetched: dict[int, list[SourceRecord]] = {}
         for message in messages:

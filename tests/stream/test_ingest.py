@@ -97,3 +97,44 @@ def test_bad_records_go_to_dlq_and_a_restart_applies_nothing_twice(
         headers = dict(r.headers)
         assert headers["dlq.source.topic"] == source.encode()
         assert headers["dlq.reason"] in {b"bad_json", b"null_key", b"missing_field"}
+
+
+def test_a_fetch_applies_the_records_there_are_without_waiting_for_a_full_batch(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    # 30 records, batches of up to 5,000 and a 60 s fetch timeout: the records waiting are
+    # applied by the first fetch that sees them, not once 5,000 came or the minute passed
+    source = topic_factory("interactions", partitions=1)
+    settings = Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=kafka_broker.bootstrap_servers,
+            interactions_topic=source,
+            dlq_topic=topic_factory("dlq", partitions=1),
+            group_id=f"g-{source}",
+            max_batch_records=5_000,
+        ),
+        store=StoreSettings(path=tmp_path / "g"),
+    )
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
+    for k in range(30):
+        key, value = _event(k, k, 1_000 + k)
+        producer.send(source, key=key, value=value)
+    producer.flush()
+    timeout_s = 60.0
+
+    async def fetch_all() -> tuple[int, float]:
+        with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+            worker = IngestWorker(settings, store, PipelineMetrics())
+            await worker.start()
+            try:
+                applied, began = 0, time.monotonic()
+                while applied < 30 and time.monotonic() - began < 3 * timeout_s:
+                    applied += await worker.step(timeout_ms=int(timeout_s * 1000))
+                return applied, time.monotonic() - began
+            finally:
+                await worker.stop()
+
+    applied, seconds = asyncio.run(fetch_all())
+    assert applied == 30
+    # the group join comes first (seconds); waiting out one timeout would take 60
+    assert seconds < timeout_s / 2
