@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from stream.errors import ChangelogError
 from stream.ingest.changelog import changelog_topic
-from stream.kafka.clients import confluent_consumer
+from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
@@ -87,9 +87,10 @@ class ChangelogFollower:
         return bool(self.partitions) and self._ended.issuperset(self.partitions)
 
     def poll(self, max_records: int, timeout_s: float) -> list[ChangelogRecord]:
-        """Up to ``max_records`` records, in log order per partition."""
+        """Up to ``max_records`` records, in log order per partition (waits up to
+        ``timeout_s`` for the first only: :func:`stream.kafka.clients.fetch_available`)."""
         records: list[ChangelogRecord] = []
-        for message in self._consumer.consume(max_records, timeout_s):
+        for message in fetch_available(self._consumer, max_records, timeout_s):
             error = message.error()
             partition = int(message.partition() or 0)  # set on records and partition events
             if error is not None and error.code() == KafkaError._PARTITION_EOF:

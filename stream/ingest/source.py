@@ -38,7 +38,7 @@ from confluent_kafka import (
 
 from stream.errors import ConfigError
 from stream.events import record_clock
-from stream.kafka.clients import confluent_consumer
+from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.settings import KafkaSettings
 
 if TYPE_CHECKING:
@@ -214,16 +214,8 @@ class RecordSource:
 
     def poll(self, timeout_s: float, max_records: int) -> dict[int, list[SourceRecord]]:
         """Up to ``max_records`` records by partition, in offset order: waits up to
-        ``timeout_s`` for the first, then takes what is fetched already without waiting.
-
-        librdkafka's ``consume(n, timeout)`` returns only once it holds ``n`` messages or
-        the timeout passed: below ``n`` records per timeout (2,000 events/s against 5,000
-        per 0.5 s) every record would wait out the timeout before it is applied. Under
-        load the batches still grow: records queue up while the last batch is applied."""
-        consumer = self._require()
-        messages = consumer.consume(1, timeout_s)
-        if messages and max_records > 1:
-            messages.extend(consumer.consume(max_records - 1, 0))
+        ``timeout_s`` for the first only (:func:`stream.kafka.clients.fetch_available`)."""
+        messages = fetch_available(self._require(), max_records, timeout_s)
         now_ms = int(time.time() * 1000)
         fetched: dict[int, list[SourceRecord]] = {}
         for message in messages:
