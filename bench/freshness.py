@@ -12,10 +12,6 @@ load ends are counted, not hidden. The load starts once the worker owns its part
 cost, not freshness. ``--warmup-s`` can leave the first seconds out of p50/p90/p99 (none
 by default); ``p99_by_10s_window`` shows whether the figure holds over the run.
 
-The broker (started here) is warmed first: 30 s of produce at 5,000 events/s to another
-topic, read back (:func:`warm_broker`: a fresh JVM is slow until its JIT has run). The
-worker is not: each load's worker starts fresh, so its own start-up is in the figures.
-
 Seeding (``--seed-edges LOAD:EDGES``; default ``10000:250000``): before that load is
 offered, the worker is fed events of another synthetic stream (same id space, another
 seed) as fast as it ingests them until its graph holds EDGES edges, and the load starts
@@ -159,32 +155,6 @@ def seed_graph(
             _poll(lambda: total(scrape_metrics(metrics_address), "streamgnn_consumer_lag") == 0)
     _poll(settled)
     return {"seed_events": sent, "seed_s": round(time.monotonic() - start, 1)}
-
-
-def warm_broker(broker: LocalKafkaBroker, seconds: float = 30.0, rate: int = 5_000) -> int:
-    """Produce ``rate`` events/s to a throwaway topic for ``seconds`` and read them back.
-
-    The broker is a JVM started by this benchmark: its first tens of seconds of produce
-    and fetch requests run before the JIT compiled them (a fresh broker put p99 at 3.3-3.6 s
-    over the first 20 s of the 2,000 events/s load and under 0.85 s from its 40th second
-    on: bench/results/freshness.json of 2026-12-04T03:47). A deployed broker is warm; the
-    worker is not warmed here: its own start is in the figures. Returns the events read."""
-    topic = f"warm-{time.time_ns() % 10**9}"
-    broker.create_topics({topic: 2})
-    events = SyntheticStream(SyntheticConfig(late_share=0.0, seed=7)).events(wall_clock_ms)
-    with InteractionProducer(KafkaSettings(broker.bootstrap_servers), topic) as producer:
-        sent = produce(events, producer, rate=rate, duration_s=seconds).sent
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=broker.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5_000,
-    )
-    read = sum(1 for _ in consumer)
-    consumer.close()
-    if read < sent:
-        raise RuntimeError(f"broker warm-up: read {read} of {sent} events back")
-    return read
 
 
 def edge_series(metrics_address: str) -> Series:
@@ -425,7 +395,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="streamgnn-freshness-") as tmp:
         workdir = Path(tmp)
         with LocalKafkaBroker(workdir / "kafka") as broker:
-            print(f"broker warm-up: {warm_broker(broker)} events", flush=True)
             for plan in plans:
                 print(f"load {plan.offered} events/s for {plan.duration_s:.0f} s ...", flush=True)
                 entry = run_load(broker, plan, workdir)

@@ -1,4 +1,4 @@
-"""bench/freshness.py's pieces: the RSS trend, the seeding option, the broker warm-up."""
+"""bench/freshness.py's pieces that need no broker: the RSS trend and the seeding option."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from bench.freshness import _seed_edges, main, warm_broker
+from bench.freshness import _seed_edges, main
 from bench.rss import RssSeries
-from stream.local_broker.broker import LocalKafkaBroker
 
 
 def test_the_rss_slope_is_the_least_squares_trend_of_the_window() -> None:
@@ -40,11 +39,3 @@ def test_seed_edges_are_given_per_load() -> None:
         _seed_edges("10000")
     with pytest.raises(SystemExit):
         main(["--seed-edges", "x:1", "--loads", "1"])
-
-
-def test_the_broker_warm_up_reads_back_every_event_it_sent(
-    kafka_broker: LocalKafkaBroker,
-) -> None:
-    # 2 s at 500 events/s: the count read back is the count the producer reports sent
-    read = warm_broker(kafka_broker, seconds=2.0, rate=500)
-    assert 500 <= read <= 1_100

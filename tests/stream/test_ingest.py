@@ -27,6 +27,19 @@ def _event(user: int, item: int, ts: int) -> tuple[bytes, bytes]:
     return f"u{user}".encode(), json.dumps(body).encode()
 
 
+def _settings(
+    broker: LocalKafkaBroker, source: str, dlq: str, tmp_path: Path, max_batch_records: int
+) -> Settings:
+    kafka = KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers,
+        interactions_topic=source,
+        dlq_topic=dlq,
+        group_id=f"g-{source}",
+        max_batch_records=max_batch_records,
+    )
+    return Settings(kafka=kafka, store=StoreSettings(path=tmp_path / "g"))
+
+
 async def _ingest(settings: Settings, limit_steps: int | None, metrics: PipelineMetrics) -> None:
     """Step a worker until idle (or ``limit_steps`` fetches), then stop it."""
     with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
@@ -47,16 +60,7 @@ def test_bad_records_go_to_dlq_and_a_restart_applies_nothing_twice(
 ) -> None:
     source = topic_factory("interactions", partitions=2)
     dlq = topic_factory("dlq", partitions=1)
-    settings = Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=kafka_broker.bootstrap_servers,
-            interactions_topic=source,
-            dlq_topic=dlq,
-            group_id=f"g-{source}",
-            max_batch_records=50,
-        ),
-        store=StoreSettings(path=tmp_path / "g"),
-    )
+    settings = _settings(kafka_broker, source, dlq, tmp_path, max_batch_records=50)
     good = [_event(u, i, 1_000 + u * 10 + i) for u in range(20) for i in range(10)]
     bad = [(b"u1", b"{oops"), (None, b"{}"), (b"u2", b'{"user_id":"u2","item_id":1}')]
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
@@ -105,16 +109,8 @@ def test_a_fetch_applies_the_records_there_are_without_waiting_for_a_full_batch(
     # 30 records, batches of up to 5,000 and a 60 s fetch timeout: the records waiting are
     # applied by the first fetch that sees them, not once 5,000 came or the minute passed
     source = topic_factory("interactions", partitions=1)
-    settings = Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=kafka_broker.bootstrap_servers,
-            interactions_topic=source,
-            dlq_topic=topic_factory("dlq", partitions=1),
-            group_id=f"g-{source}",
-            max_batch_records=5_000,
-        ),
-        store=StoreSettings(path=tmp_path / "g"),
-    )
+    dlq = topic_factory("dlq", partitions=1)
+    settings = _settings(kafka_broker, source, dlq, tmp_path, max_batch_records=5_000)
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all")
     for k in range(30):
         key, value = _event(k, k, 1_000 + k)
