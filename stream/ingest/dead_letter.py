@@ -328,12 +328,27 @@ def _ensure_topic(admin: AdminClient, topic: str) -> int:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-        resource = ConfigResource(ResourceType.TOPIC, topic)
-        configs = admin.describe_configs([resource])[resource].result(ADMIN_TIMEOUT_S)
-        return int(configs["max.message.bytes"].value)
+        return _max_message_bytes(admin, topic)
     except KafkaException as exc:
         raise DeadLetterError(
             f"dead-letter topic {topic!r} does not exist and cannot be created, or cannot be "
             f"described: {exc.args[0].str() if exc.args else exc}. Create it (or grant the "
             "worker CreateTopics and DescribeConfigs on it) and start again."
         ) from exc
+
+
+def _max_message_bytes(admin: AdminClient, topic: str) -> int:
+    """The topic's max.message.bytes. A topic created a moment ago can still be unknown
+    to the broker that answers (its metadata not propagated yet): asked again for up to
+    ``ADMIN_TIMEOUT_S``; any other error, or still unknown then, is raised."""
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while True:
+        try:
+            configs = admin.describe_configs([resource])[resource].result(ADMIN_TIMEOUT_S)
+            return int(configs["max.message.bytes"].value)
+        except KafkaException as exc:
+            unknown = exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
