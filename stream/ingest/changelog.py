@@ -43,14 +43,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
-    ConfigResource,
-    NewTopic,
-    ResourceType,
-)
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
 
 from stream.errors import ChangelogError, ChangelogFenced
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
+from stream.kafka.topics import topic_configs
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore
@@ -348,8 +345,7 @@ def _ensure_topic(
             raise ChangelogError(
                 f"changelog {topic!r} has {found} partitions, {source!r} has {len(partitions)}"
             )
-        resource = ConfigResource(ResourceType.TOPIC, topic)
-        configs = admin.describe_configs([resource])[resource].result(ADMIN_TIMEOUT_S)
+        configs = topic_configs(admin, topic, ADMIN_TIMEOUT_S)
         policy = configs["cleanup.policy"].value
         if "compact" not in str(policy).split(","):
             raise ChangelogError(f"changelog {topic!r} has cleanup.policy={policy!r}, not compact")

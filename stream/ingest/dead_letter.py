@@ -33,16 +33,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
-    ConfigResource,
-    NewTopic,
-    ResourceType,
-)
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
 
 from stream.errors import DeadLetterError
 from stream.events import Rejection
 from stream.ingest.source import CLOSE_TIMEOUT_S, SourceRecord, close_within
 from stream.kafka.clients import confluent_admin, confluent_producer
+from stream.kafka.topics import topic_configs
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
@@ -328,27 +325,11 @@ def _ensure_topic(admin: AdminClient, topic: str) -> int:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-        return _max_message_bytes(admin, topic)
+        configs = topic_configs(admin, topic, ADMIN_TIMEOUT_S)
+        return int(configs["max.message.bytes"].value)
     except KafkaException as exc:
         raise DeadLetterError(
             f"dead-letter topic {topic!r} does not exist and cannot be created, or cannot be "
             f"described: {exc.args[0].str() if exc.args else exc}. Create it (or grant the "
             "worker CreateTopics and DescribeConfigs on it) and start again."
         ) from exc
-
-
-def _max_message_bytes(admin: AdminClient, topic: str) -> int:
-    """The topic's max.message.bytes. A topic created a moment ago can still be unknown
-    to the broker that answers (its metadata not propagated yet): asked again for up to
-    ``ADMIN_TIMEOUT_S``; any other error, or still unknown then, is raised."""
-    resource = ConfigResource(ResourceType.TOPIC, topic)
-    deadline = time.monotonic() + ADMIN_TIMEOUT_S
-    while True:
-        try:
-            configs = admin.describe_configs([resource])[resource].result(ADMIN_TIMEOUT_S)
-            return int(configs["max.message.bytes"].value)
-        except KafkaException as exc:
-            unknown = exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-            if not unknown or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

@@ -1,13 +1,21 @@
-"""Topic creation shared by the local broker and the embedding publisher."""
+"""Topic creation shared by the local broker and the embedding publisher; a topic's
+configuration read right after a worker created it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
+    ConfigResource,
+    ResourceType,
+)
 from kafka.errors import TopicAlreadyExistsError
 
 if TYPE_CHECKING:  # built by stream.kafka.clients only
+    from confluent_kafka.admin import AdminClient
     from kafka import KafkaAdminClient
 
 
@@ -28,3 +36,20 @@ def create_missing_topics(
     if not failed:
         admin.wait_for_topics(list(request), timeout_ms=timeout_ms)
     return failed
+
+
+def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str, Any]:
+    """``topic``'s configuration entries by name. A topic created a moment ago can still be
+    unknown to the broker that answers (its metadata not propagated yet): asked again for
+    up to ``timeout_s``; any other error, or still unknown then, is raised."""
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            configs: dict[str, Any] = admin.describe_configs([resource])[resource].result(timeout_s)
+            return configs
+        except KafkaException as exc:
+            unknown = exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
