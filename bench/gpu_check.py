@@ -15,13 +15,16 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    adjacency with its achieved bandwidth against the peak and the copy: ``compulsory``
    counts the CSR once plus ``X`` read and ``A @ X`` written once (a lower bound of the
    traffic), ``gathered`` counts one row of ``X`` per stored entry (no cache reuse).
-4. ``step_time``: the trainer's learn step at the same sizes, by ``python -m
-   bench.step_cost --device cuda --sizes ... --out FILE`` (issue 13's step-cost bench);
-   recorded as not run when this tree has no bench/step_cost.py.
+4. ``step_time``: the trainer's learn step (local-shared and full configs) at 1M and 10M
+   edges (``--step-sizes``: its graphs are filled on the host, so 100M does not fit), by
+   ``python -m bench.step_cost --device cuda ...`` (issue 13's step-cost bench); the rows
+   it printed are kept when it runs out of time.
 5. ``freshness``: ``python -m bench.freshness --loads 10000 50000 --device cuda`` (shorter
    loads than the CPU figures, to fit the budget). Needs a Java runtime (``java`` on
    PATH or ``JAVA_HOME``) and Kafka's jars (``STREAMGNN_KAFKA_LIBS``, or the default
-   cache); both are checked first, without the network.
+   cache); both are checked first, without the network. A bare GPU machine has neither:
+   bench/gpu_java.sh packs a runtime and the jars into ``.whl/java-kafka.tar.xz``, which
+   this script unpacks there (carry ``.whl``).
 
     .venv/bin/python -m bench.gpu_check                # on the GPU machine: make gpu-check
     .venv/bin/python -m bench.gpu_check --dry-run      # the plumbing on the CPU, seconds
@@ -294,7 +297,8 @@ def step_time(sizes: list[int], device: str, timeout_s: float) -> dict[str, Any]
     if not (ROOT / "bench" / "step_cost.py").is_file():
         return {"status": "not_run", "reason": "bench/step_cost.py is not in this tree"}
     out = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "step_cost.json"
-    command = [sys.executable, "-m", "bench.step_cost", "--device", device]
+    command = [sys.executable, "-m", "bench.step_cost", "--device", device, "--steps", "3"]
+    command += ["--configs", "local-shared", "full", "--threads", "8"]
     command += ["--sizes", *map(str, sizes), "--out", str(out)]
     return _child(command, out, timeout_s)
 
@@ -346,7 +350,19 @@ def _child(command: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
     else:
         result.setdefault("status", "error")
         result["output_tail"] = "\n".join(output.splitlines()[-20:])
+        result["rows"] = _json_rows(output)  # what a benchmark printed before it stopped
     return result
+
+
+def _json_rows(output: str) -> list[dict[str, Any]]:
+    rows = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
 
 
 def _part(
@@ -389,12 +405,57 @@ def ensure_runtime_packages(argv: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "bench.gpu_check", *argv], env)
 
 
+JAVA_ARCHIVE = ROOT / ".whl" / "java-kafka.tar.xz"
+
+
+def ensure_java() -> str | None:
+    """On a machine with no JDK: unpack the runtime and Kafka's jars that bench/gpu_java.sh
+    packed into :data:`JAVA_ARCHIVE` (carried), the jars re-zipped into the default jars
+    folder, and point ``JAVA_HOME`` at the runtime. Returns what was done, or ``None``."""
+    from stream.local_broker import jars
+
+    libs = jars._default_jars_dir()
+    try:
+        jars.java_executable()
+        if (libs / jars._COMPLETE_MARKER).is_file() or os.environ.get("STREAMGNN_KAFKA_LIBS"):
+            return None
+    except Exception:  # BrokerError: no JDK; the archive may bring one
+        pass
+    if not JAVA_ARCHIVE.is_file():
+        return None
+    import shutil
+    import tarfile
+    import zipfile
+
+    unpacked = Path(tempfile.mkdtemp(prefix="gpu-check-java-"))
+    with tarfile.open(JAVA_ARCHIVE) as archive:
+        archive.extractall(unpacked, filter="tar")  # keeps the runtime's executable bits
+    os.environ["JAVA_HOME"] = str(unpacked / "jre")
+    staging = Path(tempfile.mkdtemp(prefix="gpu-check-jars-"))
+    for folder in sorted((unpacked / "kafka-libs").iterdir()):
+        with zipfile.ZipFile(staging / folder.name, "w", zipfile.ZIP_STORED) as jar:
+            for entry in sorted(folder.rglob("*")):
+                jar.write(entry, entry.relative_to(folder).as_posix())
+    (staging / jars._COMPLETE_MARKER).touch()
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(staging, libs)
+    return f"JAVA_HOME={unpacked / 'jre'}, jars re-zipped into {libs}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="the plumbing on the CPU")
     parser.add_argument("--sizes", default=None, help="edge counts (default 1e6,1e7,1e8)")
+    parser.add_argument(
+        "--step-sizes",
+        default=None,
+        help="edge counts of the step-time part (default 1e6,1e7: its graphs are filled on "
+        "the host, about a minute per 10M edges and config, so 100M does not fit the budget)",
+    )
     parser.add_argument("--loads", type=int, nargs="+", default=[10_000, 50_000])
-    parser.add_argument("--freshness-s", type=float, default=45.0, help="seconds per load")
+    parser.add_argument("--freshness-s", type=float, default=35.0, help="seconds per load")
     parser.add_argument("--budget-s", type=float, default=480.0)
     parser.add_argument(
         "--parts",
@@ -411,9 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     ensure_runtime_packages(sys.argv[1:] if argv is None else argv)
+    java_unpacked = ensure_java()
     device = "cpu" if args.dry_run else "cuda"
     default_sizes = "10000,100000" if args.dry_run else "1000000,10000000,100000000"
     sizes = [int(float(s)) for s in (args.sizes or default_sizes).split(",")]
+    default_step_sizes = default_sizes if args.dry_run else "1000000,10000000"
+    step_sizes = [int(float(s)) for s in (args.step_sizes or default_step_sizes).split(",")]
     every = "cuda_tests,propagation,step_time" + ("" if args.dry_run else ",freshness")
     parts = set((args.parts or every).split(","))
     budget = Budget(args.budget_s)
@@ -428,10 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         "dry_run": args.dry_run,
         "device_name": dev.get("name"),
         "device": dev,
+        "java_unpacked": java_unpacked,
     }
     skipped = {"status": "not_run", "reason": "not in --parts"}
     report["cuda_tests"] = (
-        _part("cuda_tests", lambda: cuda_tests(device, budget.left(150)), budget)
+        _part("cuda_tests", lambda: cuda_tests(device, budget.left(120)), budget)
         if "cuda_tests" in parts
         else skipped
     )
@@ -443,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         else {"status": "not_run", "reason": "the device part failed"}
     )
     report["step_time"] = (
-        _part("step_time", lambda: step_time(sizes, device, budget.left(120)), budget)
+        _part("step_time", lambda: step_time(step_sizes, device, budget.left(150)), budget)
         if "step_time" in parts
         else skipped
     )
