@@ -121,14 +121,18 @@ class LightGCNEncoder(Encoder):
         rows = rows.cpu()
         out = torch.empty(rows.numel(), self.dim)
         seed = int(self.get_buffer("seed"))
-        for chunk in sorted(set(rows.div(GROW_CHUNK, rounding_mode="floor").tolist())):
+        std = self.user_init_std if kind == "user" else self.init_std
+        # rows grouped by chunk once (a sort), not a scan of every row per chunk: that
+        # was quadratic, minutes for a table of 14M rows
+        chunks = rows.div(GROW_CHUNK, rounding_mode="floor")
+        order = torch.argsort(chunks, stable=True)
+        unique, counts = torch.unique_consecutive(chunks[order], return_counts=True)
+        for chunk, group in zip(unique.tolist(), torch.split(order, counts.tolist()), strict=True):
             g = torch.Generator().manual_seed(
                 (seed * 1_000_003 + _KIND_CODE[kind]) * 1_000_003 + chunk
             )
-            std = self.user_init_std if kind == "user" else self.init_std
             values = torch.randn(GROW_CHUNK, self.dim, generator=g) * std
-            sel = rows.div(GROW_CHUNK, rounding_mode="floor") == chunk
-            out[sel] = values[rows[sel] - chunk * GROW_CHUNK]
+            out[group] = values[rows[group] - chunk * GROW_CHUNK]
         return out
 
     def _table(self, kind: str) -> torch.nn.Parameter:
@@ -386,12 +390,20 @@ class _SparseProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, matrix: Tensor, transposed: Tensor, x: Tensor) -> Tensor:
         ctx.save_for_backward(transposed)
-        return matrix @ x
+        return _sparse_times(matrix, x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[None, None, Tensor]:
         (transposed,) = ctx.saved_tensors
-        return None, None, transposed @ grad
+        return None, None, _sparse_times(transposed, grad)
+
+
+def _sparse_times(matrix: Tensor, dense: Tensor) -> Tensor:
+    """``matrix @ dense`` in the matrix's dtype: under CUDA autocast a gradient arrives in
+    bf16 while the matrix is fp32, a mix cuSPARSE's SpMM refuses ("operation not
+    supported"); autograd casts the result back to the input's dtype."""
+    with torch.autocast(device_type=dense.device.type, enabled=False):
+        return matrix @ dense.to(matrix.dtype)
 
 
 class _SymmetricSparseProduct(torch.autograd.Function):
@@ -404,9 +416,9 @@ class _SymmetricSparseProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, matrix: Tensor, x: Tensor) -> Tensor:
         ctx.save_for_backward(matrix)
-        return matrix @ x
+        return _sparse_times(matrix, x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
         (matrix,) = ctx.saved_tensors
-        return None, matrix @ grad
+        return None, _sparse_times(matrix, grad)

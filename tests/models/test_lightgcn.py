@@ -137,6 +137,28 @@ def test_sparse_product_matches_the_pyg_path(
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_propagation_under_bf16_autocast_is_the_float32_one(layers: int, device: str) -> None:
+    """The trainer's mixed precision wraps the encoder in autocast: the sparse products run
+    in the adjacency's float32 (cuSPARSE refuses a float32 matrix times a bf16 gradient, the
+    CPU has no bf16 CSR product), so outputs and gradients equal the plain ones."""
+    enc = LightGCNEncoder(num_relations=3, dim=8, num_layers=layers)
+    enc.grow(9, 6)
+    enc.to(device)
+    g = random_graph(40, 3, device)
+    users = torch.arange(enc.num_users, device=device)
+    items = torch.arange(enc.num_items, device=device)
+    plain = enc(g, users, items)
+    with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+        mixed = enc(g, users, items)
+    for a, b in zip(mixed, plain, strict=True):
+        assert a.dtype == torch.float32
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(gradients(enc, mixed), gradients(enc, plain), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
 def test_zero_weight_edges_give_finite_gradients() -> None:
     """A node whose only edges decayed to 0 has degree 0: no NaN may reach the scales."""
     enc = LightGCNEncoder(num_relations=2, dim=4, relation_scale=True)
