@@ -110,3 +110,62 @@ def test_a_bare_machine_installs_the_carried_wheels_and_runs_again(
     monkeypatch.setenv("STREAMGNN_GPU_CHECK_WHEELS", "1")
     gpu_check.ensure_runtime_packages([])
     assert not calls
+
+
+def _java_archive(root: Path) -> Path:
+    """A stand-in of bench/gpu_java.sh's archive: a runtime's launcher, one unpacked jar."""
+    import tarfile
+
+    (root / "jre" / "bin").mkdir(parents=True)
+    (root / "jre" / "bin" / "java").write_text("#!/bin/sh\n")
+    (root / "jre" / "bin" / "java").chmod(0o755)
+    jar = root / "kafka-libs" / "kafka-clients.jar"
+    (jar / "META-INF").mkdir(parents=True)
+    (jar / "META-INF" / "MANIFEST.MF").write_text("Manifest-Version: 1.0\n")
+    (jar / "org" / "apache").mkdir(parents=True)
+    (jar / "org" / "apache" / "Kafka.class").write_bytes(bytes(range(256)))
+    archive = root / "java-kafka.tar.xz"
+    with tarfile.open(archive, "w:xz") as tar:
+        tar.add(root / "jre", "jre")
+        tar.add(root / "kafka-libs", "kafka-libs")
+    return archive
+
+
+def test_a_machine_without_java_unpacks_the_carried_runtime_and_jars(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import zipfile
+
+    from stream.local_broker import jars
+
+    monkeypatch.setattr(gpu_check, "JAVA_ARCHIVE", _java_archive(tmp_path / "packed"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "none"))
+    monkeypatch.delenv("STREAMGNN_KAFKA_LIBS", raising=False)
+    real_java = jars.java_executable
+
+    def no_jdk() -> str:
+        raise jars.BrokerError("java not found")
+
+    monkeypatch.setattr(jars, "java_executable", no_jdk)
+    done = gpu_check.ensure_java()
+    assert done is not None
+    monkeypatch.setattr(jars, "java_executable", real_java)
+    assert Path(real_java()) == Path(gpu_check.os.environ["JAVA_HOME"]) / "bin" / "java"
+    libs = jars._default_jars_dir()
+    assert (libs / jars._COMPLETE_MARKER).is_file()
+    with zipfile.ZipFile(libs / "kafka-clients.jar") as jar:
+        assert sorted(jar.namelist()) == [
+            "META-INF/",
+            "META-INF/MANIFEST.MF",
+            "org/",
+            "org/apache/",
+            "org/apache/Kafka.class",
+        ]
+        assert jar.read("org/apache/Kafka.class") == bytes(range(256))
+    assert gpu_check.ensure_java() is None  # a JDK and the jars are there now: nothing to do
+
+
+def test_a_timed_out_benchmark_keeps_the_rows_it_printed() -> None:
+    output = 'load 10000 events/s ...\n{"p99": 1.5}\n%4|noise\n{"cut off\n{"p99": 2.5}\n'
+    assert gpu_check._json_rows(output) == [{"p99": 1.5}, {"p99": 2.5}]
