@@ -7,7 +7,11 @@ events) for ``--duration-s`` and follows the ``user-embeddings`` topic. An event
 reflected by the first record of its user whose ``event_time_ms`` (the newest own event
 the vector reflects) is >= the event's ``ts``; its freshness is that record's receive
 time minus the event's send time. Events never reflected within ``--drain-s`` after the
-load ends are counted, not hidden. The load starts once the worker owns its partitions
+load ends are counted, not hidden. Each figure is split at the record's timestamp (the
+worker's publish time): ``*_to_publish`` (send -> publish, the worker) and
+``*_publish_to_receive`` (produce, ack and this process's fetch); ``worker_*_append_to_ack``
+is the worker's own histogram (``streamgnn_freshness_seconds``) over the load, append ->
+ack, with no reader in it. The load starts once the worker owns its partitions
 (``streamgnn_assigned_partitions``): before, events wait for its group join, a start-up
 cost, not freshness. ``--warmup-s`` can leave the first seconds out of p50/p90/p99 (none
 by default); ``p99_by_10s_window`` shows whether the figure holds over the run.
@@ -61,12 +65,13 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench.rss import RssSeries, Series
 from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
+from stream.kafka.clients import fetch_available
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
-from stream.metrics import owns_partitions, scrape_metrics, total
+from stream.metrics import histogram_quantile, owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
 from stream.settings import KafkaSettings, PublishSettings
@@ -77,41 +82,63 @@ RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
 
 
 class EmbeddingFollower(threading.Thread):
-    """Reads a user-embeddings topic from the start; keeps (event_time_ms, receive_ms) per id."""
+    """Reads a user-embeddings topic from the start; keeps, per id and record, the newest
+    event time reflected, the receive time and the record's timestamp (the worker's publish
+    time), which splits freshness into the worker's part and the delivery's.
+
+    librdkafka (confluent-kafka), not kafka-python: the pure-Python client decoded the
+    worker's ~8,000 records/s too slowly in this busy process (the producer loop shares
+    its interpreter) and added seconds between a record's ack and its receive time."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
-        self.seen: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+        self.seen: dict[str, tuple[list[int], list[int], list[int]]] = defaultdict(
+            lambda: ([], [], [])
+        )
         self.records = 0
         self._halt = threading.Event()
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-        partitions: set[int] = set()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"freshness-follower-{os.getpid()}",  # assigned, never committed
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,  # what is there now, not a fuller fetch later
+            }
+        )
+        partitions: list[int] = []
         for _ in range(100):  # the worker created the topic; metadata may lag a moment
-            partitions = self._consumer.partitions_for_topic(topic) or set()
+            found = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
+            partitions = sorted(found.partitions) if found is not None else []
             if partitions:
                 break
             time.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        self._consumer.seek_to_beginning(*tps)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
 
     def run(self) -> None:
         while not self._halt.is_set():
-            for records in self._consumer.poll(timeout_ms=100).values():
-                now = wall_clock_ms()
-                for record in records:
-                    value = orjson.loads(record.value)  # both encodings are JSON objects
-                    times, received = self.seen[value["id"]]
-                    times.append(max(value["event_time_ms"], times[-1] if times else 0))
-                    received.append(now)
-                    self.records += 1
+            messages = fetch_available(self._consumer, 10_000, 0.1)
+            now = wall_clock_ms()
+            for message in messages:
+                if message.error() is not None:
+                    continue
+                value = orjson.loads(message.value())  # both encodings are JSON objects
+                times, received, published = self.seen[value["id"]]
+                times.append(max(value["event_time_ms"], times[-1] if times else 0))
+                received.append(now)
+                published.append(message.timestamp()[1])
+                self.records += 1
         self._consumer.close()
 
     def reflected_at(self, user_id: str, ts: int) -> int | None:
         """Receive time of the first record of ``user_id`` reflecting event time ``ts``."""
-        times, received = self.seen.get(user_id, ([], []))
+        first = self.first_reflecting(user_id, ts)
+        return first[0] if first is not None else None
+
+    def first_reflecting(self, user_id: str, ts: int) -> tuple[int, int] | None:
+        """(receive time, publish time) of the first record of ``user_id`` reflecting ``ts``."""
+        times, received, published = self.seen.get(user_id, ([], [], []))
         at = bisect.bisect_left(times, ts)
-        return received[at] if at < len(times) else None
+        return (received[at], published[at]) if at < len(times) else None
 
     def stop(self) -> None:
         self._halt.set()
@@ -189,6 +216,14 @@ def _poll(condition: Callable[[], bool], timeout_s: float = 900.0) -> None:
         time.sleep(0.5)
 
 
+FRESHNESS = "streamgnn_freshness_seconds"
+
+
+def _delta(before: dict[str, float], after: dict[str, float], name: str) -> dict[str, float]:
+    """``name``'s samples grown between two scrapes (a histogram over that window)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if k.startswith(name)}
+
+
 def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[str, Any]:
     offered = plan.offered
     tag = f"{offered}-{time.time_ns() % 10**9}"
@@ -255,12 +290,16 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     missing = 0
     windows: dict[int, list[float]] = defaultdict(list)  # 10 s windows of send time
     first_send = sent[0][2] if sent else 0
+    parts: dict[str, list[float]] = {"to_publish": [], "publish_to_receive": []}
     for user, ts, send_ms in sent:
-        at = follower.reflected_at(user, ts)
-        if at is None:
+        first = follower.first_reflecting(user, ts)
+        if first is None:
             missing += 1
             continue
+        at, published = first
         seconds = max(at - send_ms, 0) / 1000.0
+        parts["to_publish"].append(max(published - send_ms, 0) / 1000.0)
+        parts["publish_to_receive"].append(max(at - published, 0) / 1000.0)
         windows[(send_ms - first_send) // 10_000].append(seconds)
         (warmup if send_ms - first_send < plan.warmup_s * 1000 else freshness).append(seconds)
     everything = np.array(warmup + freshness)
@@ -290,6 +329,20 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         "warmup_s": plan.warmup_s,
         "p99_with_warmup": _round(p99_with_warmup),
         "p99_by_10s_window": p99_by_10s,
+        **{  # where the time goes: the worker (send -> publish), delivery (-> receive)
+            f"{q_name}_{part}": _round(float(np.quantile(values, quantile)))
+            for part, values in parts.items()
+            if values
+            for q_name, quantile in (("p50", 0.5), ("p99", 0.99))
+        },
+        # the worker's own figure, append -> ack, from its histogram over the load: what the
+        # events measured here spent before the follower (this process) read them
+        **{
+            f"worker_{q_name}_append_to_ack": _round(
+                histogram_quantile(quantile, _delta(before, end, FRESHNESS), FRESHNESS)
+            )
+            for q_name, quantile in (("p50", 0.5), ("p99", 0.99))
+        },
         "reflected": len(freshness) + len(warmup),
         "not_reflected_after_drain": missing,
         "drain_s": plan.drain_s,

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from bench.freshness import _seed_edges, main
+from bench.freshness import FRESHNESS, _delta, _seed_edges, main
 from bench.rss import RssSeries
+from stream.metrics import histogram_quantile
 
 
 def test_the_rss_slope_is_the_least_squares_trend_of_the_window() -> None:
@@ -39,3 +40,19 @@ def test_seed_edges_are_given_per_load() -> None:
         _seed_edges("10000")
     with pytest.raises(SystemExit):
         main(["--seed-edges", "x:1", "--loads", "1"])
+
+
+def test_the_worker_quantile_is_over_the_load_window_only() -> None:
+    """Seeding put 1,000 slow events in the histogram before the load; the load's own 100
+    took under 0.5 s, so its p99 comes from the grown buckets alone."""
+
+    def histogram(counts: tuple[float, float, float]) -> dict[str, float]:
+        bounds = ("0.5", "5.0", "+Inf")
+        return {f'{FRESHNESS}_bucket{{le="{b}"}}': c for b, c in zip(bounds, counts, strict=True)}
+
+    before, after = histogram((0.0, 1000.0, 1000.0)), histogram((100.0, 1100.0, 1100.0))
+    after["streamgnn_graph_edges"] = 7.0  # another metric is left out
+    window = _delta(before, after, FRESHNESS)
+    assert set(window) == set(before)
+    assert histogram_quantile(0.99, window, FRESHNESS) == pytest.approx(0.495)
+    assert histogram_quantile(0.99, after, FRESHNESS) > 4.0  # the whole run's, seeding in it
