@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from stream.settings import EventSettings
@@ -142,21 +142,19 @@ class EventValidator:
         :attr:`Interaction.stream_ts`. None skips the check (no Kafka record, e.g. a file).
         """
         try:
-            event = self._parse(key, value)
+            event = self._parse(key, value, clock_ms)
         except _Invalid as invalid:
             return invalid.rejection
-        if clock_ms is None:
-            return event
         skew = self._settings.max_future_skew_ms
-        if event.ts > clock_ms + skew:
+        if clock_ms is not None and event.ts > clock_ms + skew:
             return Rejection(
                 "ts_in_future",
                 f"ts {event.ts} is {event.ts - clock_ms} ms ahead of the record's clock "
                 f"{clock_ms} (allowed skew {skew} ms)",
             )
-        return replace(event, clock_ms=clock_ms)
+        return event
 
-    def _parse(self, key: bytes | None, value: bytes | None) -> Interaction:
+    def _parse(self, key: bytes | None, value: bytes | None, clock_ms: int | None) -> Interaction:
         s = self._settings
         if value is None:
             raise _Invalid("null_value", "record has no value")
@@ -193,6 +191,7 @@ class EventValidator:
             ts=self._timestamp(obj["ts"]),
             weight=self._weight(obj.get("weight", 1.0)),
             event_id=self._event_id(obj.get("event_id")),
+            clock_ms=clock_ms,  # built once: dataclasses.replace showed in the ingest profile
         )
 
     def _node_id(self, field: str, raw: object) -> str:
