@@ -65,11 +65,11 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from bench.rss import RssSeries, Series
 from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
-from stream.kafka.clients import fetch_available
+from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.metrics import histogram_quantile, owns_partitions, scrape_metrics, total
 from stream.produce.producer import InteractionProducer, produce
@@ -97,13 +97,13 @@ class EmbeddingFollower(threading.Thread):
         )
         self.records = 0
         self._halt = threading.Event()
-        self._consumer = Consumer(
+        self._consumer = confluent_consumer(
+            KafkaSettings(bootstrap),
             {
-                "bootstrap.servers": bootstrap,
                 "group.id": f"freshness-follower-{os.getpid()}",  # assigned, never committed
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,  # what is there now, not a fuller fetch later
-            }
+            },
         )
         partitions: list[int] = []
         for _ in range(100):  # the worker created the topic; metadata may lag a moment

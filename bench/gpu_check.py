@@ -419,7 +419,7 @@ def ensure_java() -> str | None:
         jars.java_executable()
         if (libs / jars._COMPLETE_MARKER).is_file() or os.environ.get("STREAMGNN_KAFKA_LIBS"):
             return None
-    except Exception:  # BrokerError: no JDK; the archive may bring one
+    except jars.BrokerError:  # no JDK: the archive may bring one
         pass
     if not JAVA_ARCHIVE.is_file():
         return None
