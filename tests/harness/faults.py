@@ -207,10 +207,12 @@ def run_crash_scenario(
                 since = report.restarts_ms[-1]
                 wait_for(partial(watch.published_since, since), timeout_s, "a publish")
                 first_publish_s.append(time.monotonic() - killed_at)
-        wait_for(complete, timeout_s, "the end of the stream")
         # The store can hold the whole stream before the last restart is up (a kill near
-        # the end): a SIGTERM then would land before its handlers exist.
+        # the end): a SIGTERM then would land before its handlers exist, or before its
+        # changelog restore rewound a partition to the committed position.
         wait_for(worker.consuming, timeout_s, "the worker to consume")
+        wait_for(worker.owns_partitions, timeout_s, "the worker to own its partitions")
+        wait_for(complete, timeout_s, "the end of the stream")
         status = worker.terminate()
         if status != 0:
             raise RuntimeError(f"worker exited {status} on SIGTERM; see its log in {workdir}")

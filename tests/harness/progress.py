@@ -65,7 +65,9 @@ class StoreCompletion:
     Group commits are informational: a SIGKILL between a partition's last store write and
     its commit leaves that commit behind for good (the restarted worker has nothing left to
     read there, so it never commits again). So the end of the stream is read from the
-    store itself, opened read-only, at most every ``every_s`` seconds.
+    store itself, opened read-only, at most every ``every_s`` seconds. Never latched: a
+    restarted worker with a changelog may rewind a partition to its committed position
+    before it applies the rest again.
     """
 
     def __init__(self, store_path: Path, topic: str, events: int, every_s: float = 0.5) -> None:
@@ -74,9 +76,10 @@ class StoreCompletion:
         self._complete = False
 
     def __call__(self) -> bool:
-        if self._complete or time.monotonic() - self._checked_at < self._every_s:
+        if time.monotonic() - self._checked_at < self._every_s:
             return self._complete
         self._checked_at = time.monotonic()
+        self._complete = False
         if not self._path.is_dir():
             return False
         try:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stream.local_broker.broker import free_ports
+from stream.metrics import owns_partitions
 from tests.harness import importable_env
 
 
@@ -75,6 +76,13 @@ class WorkerProcess:
         so a SIGTERM now drains and exits 0); every start appends to the same log."""
         text = self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
         return text.count("worker consuming") >= self._starts
+
+    def owns_partitions(self) -> bool:
+        """Whether the running worker owns partitions: it restores each one from its
+        changelog (when it has one) before it reports them owned."""
+        return self.exit_status() is None and owns_partitions(
+            self._env["STREAMGNN_METRICS_ADDRESS"]
+        )
 
     def exit_status(self) -> int | None:
         return None if self._process is None else self._process.poll()
