@@ -188,7 +188,7 @@ class LightGCNEncoder(Encoder):
 
         if users.numel() + items.numel() >= total.shape[0]:  # every node, then the rows
             out = F.normalize((total / layers if layers > 1 else total).float(), dim=-1)
-            return out[users], out[items + n_users]
+            return out.index_select(0, users), out.index_select(0, items + n_users)
 
         def rows(nodes: Tensor) -> Tensor:
             # Fewer rows asked than nodes (a training step on a large graph): the mean and
@@ -198,9 +198,10 @@ class LightGCNEncoder(Encoder):
             again = None
             if total.requires_grad:
                 nodes, again = torch.unique(nodes, return_inverse=True)
-            mean = total[nodes] / layers if layers > 1 else total[nodes]
+            mean = total.index_select(0, nodes)
+            mean = mean / layers if layers > 1 else mean
             out = F.normalize(mean.float(), dim=-1)
-            return out if again is None else out[again]
+            return out if again is None else out.index_select(0, again)
 
         return rows(users), rows(items + n_users)
 
@@ -240,7 +241,7 @@ class LightGCNEncoder(Encoder):
         coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(x.dtype)
         n_users, count = hood.num_users, users.numel()
         at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
-        total = x[at]
+        total = x.index_select(0, at)
         n = hood.nodes.numel()
         position = torch.arange(n, device=x.device)  # of each hood node in x's rows, or -1
         for layer in range(self.num_layers):
@@ -270,7 +271,7 @@ class LightGCNEncoder(Encoder):
                 x = forward @ x
             seed_row = position[at]
             has = seed_row >= 0
-            total = total + torch.where(has[:, None], x[seed_row.clamp(min=0)], 0.0)
+            total = total + torch.where(has[:, None], x.index_select(0, seed_row.clamp(min=0)), 0.0)
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec

@@ -191,7 +191,7 @@ class MirrorIndex:
         inside = rows < table.shape[0]
         out = torch.zeros(rows.numel(), dtype=torch.float64)
         if bool(inside.any()):
-            terms = table[rows[inside]] * self._scale_now(table.shape[1])
+            terms = table.index_select(0, rows[inside]) * self._scale_now(table.shape[1])
             out[inside] = terms.sum(dim=(1, 2))
         return out.clamp(min=0).float()  # a retraction's rounding never goes negative
 

@@ -94,10 +94,12 @@ def _sparse_rows_adam(
         return
     steps = state["row_step"][rows] + 1
     state["row_step"][rows] = steps
-    m = state["exp_avg"][rows].mul_(b1).add_(values, alpha=1 - b1)
-    v = state["exp_avg_sq"][rows].mul_(b2).addcmul_(values, values, value=1 - b2)
-    state["exp_avg"][rows] = m
-    state["exp_avg_sq"][rows] = v
+    # index_select / index_copy_: whole-row copies, several times faster on the CPU than
+    # advanced indexing (rows are unique: coalesced)
+    m = state["exp_avg"].index_select(0, rows).mul_(b1).add_(values, alpha=1 - b1)
+    v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(values, values, value=1 - b2)
+    state["exp_avg"].index_copy_(0, rows, m)
+    state["exp_avg_sq"].index_copy_(0, rows, v)
     denominator = v.div_(1 - b2 ** steps[:, None]).sqrt_().add_(eps)
     move = m.div_(1 - b1 ** steps[:, None]).mul_(lr).div_(denominator)
     p.index_add_(0, rows, move, alpha=-1)

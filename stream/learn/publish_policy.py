@@ -122,7 +122,10 @@ class PublishPolicy:
             rows = due.nonzero().flatten()  # sorted, each once
         distance = cached[rows]
         again = distance.isnan().nonzero().flatten()
-        distance[again] = (vectors[rows[again]] - reported[rows[again]]).norm(dim=1)
+        compared = rows[again]
+        distance[again] = (
+            vectors.index_select(0, compared) - reported.index_select(0, compared)
+        ).norm(dim=1)
         distance[~published[rows]] = math.inf  # never reported: first in line
         cached[rows] = distance
         over: Tensor = distance > self.threshold
@@ -134,7 +137,7 @@ class PublishPolicy:
         chosen = rows[report]
         if touched is not None and touched.numel():
             chosen = torch.unique(torch.cat([chosen, touched.to(self.device)]))
-        reported[chosen] = vectors[chosen]
+        reported.index_copy_(0, chosen, vectors.index_select(0, chosen))
         published[chosen] = True
         pending[chosen] = False
         return chosen

@@ -47,8 +47,9 @@ class SlotRecords:
             self.rows[part] = torch.stack(columns, dim=1)
 
     def read(self, slots: Tensor) -> Tensor:
-        """``[len(slots), 8]`` rows of these slots (one gather)."""
-        return self.rows[slots]
+        """``[len(slots), 8]`` rows of these slots (one gather; index_select copies whole
+        rows, several times faster on the CPU than advanced indexing)."""
+        return self.rows.index_select(0, slots)
 
 
 def valid(records: Tensor, gens: Tensor) -> Tensor:
