@@ -184,25 +184,26 @@ def seed_graph(
     return {"seed_events": sent, "seed_s": round(time.monotonic() - start, 1)}
 
 
-def edge_series(metrics_address: str) -> Series:
-    """The worker's ``streamgnn_graph_edges`` every 10 s (a slow scrape is skipped)."""
-    return Series(
-        lambda: total(scrape_metrics(metrics_address), "streamgnn_graph_edges"), 10.0, (OSError,)
-    )
+def gauge_series(metrics_address: str, name: str) -> Series:
+    """The sum of the worker's gauge ``name`` every 10 s (a slow scrape is skipped)."""
+    return Series(lambda: total(scrape_metrics(metrics_address), name), 10.0, (OSError,))
 
 
 def _round_int(value: float | None) -> int | None:
     return None if value is None else round(value)
 
 
-def _rss_per_edges(rss: RssSeries, edges: Series, since_s: float, until_s: float) -> float | None:
-    """MB of RSS per million graph edges over the window (least squares of RSS on edges,
-    each edge sample paired with the RSS sample nearest in time); None when edges hardly moved."""
+def _rss_per(
+    rss: RssSeries, counts: Series, per: float, since_s: float, until_s: float
+) -> float | None:
+    """MB of RSS per ``per`` of ``counts`` (graph edges, ids held) over the window: least
+    squares of RSS on the count, each count sample paired with the RSS sample nearest in
+    time; None when the count moved by less than a hundredth of ``per``."""
     pairs = []
-    for t, n in edges.samples:
+    for t, n in counts.samples:
         if since_s <= t <= until_s and rss.samples:
             nearest = min(rss.samples, key=lambda s: abs(s[0] - t))
-            pairs.append((n / 1e6, nearest[1] / 2**20))
+            pairs.append((n / per, nearest[1] / 2**20))
     if len(pairs) < 3 or max(n for n, _ in pairs) - min(n for n, _ in pairs) < 0.01:
         return None
     return round(float(np.polyfit(*zip(*pairs, strict=True), 1)[0]), 1)
@@ -258,8 +259,10 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         seeded = seed_graph(broker, topic, metrics_address, plan.seed_edges, offered + 1)
     rss = RssSeries(worker.pid)
     rss.start()
-    edges = edge_series(metrics_address)
+    edges = gauge_series(metrics_address, "streamgnn_graph_edges")
+    ids = gauge_series(metrics_address, "streamgnn_ids_live")  # both kinds
     edges.start()
+    ids.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
     stream = SyntheticStream(SyntheticConfig(late_share=0.0, seed=offered))
     sample = random.Random(offered)
@@ -283,6 +286,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     end = scrape_metrics(metrics_address)
     rss.stop()
     edges.stop()
+    ids.stop()
     status = worker.terminate(timeout_s=300)
     follower.stop()
     freshness: list[float] = []
@@ -356,7 +360,13 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         if plan.keep_every > 1
         else None,
         "graph_edges_slope_per_min_last_half": _round_int(edges.slope_per_min(window / 2, window)),
-        "rss_mb_per_m_edges_last_half": _rss_per_edges(rss, edges, window / 2, window),
+        "rss_mb_per_m_edges_last_half": _rss_per(rss, edges, 1e6, window / 2, window),
+        # what still grows with a flat graph: ids (SyntheticConfig.new_user_share of events
+        # come from a new user), each holding its rows until evicted (30 days unseen, or
+        # the caps)
+        "ids_live_end": _round_int(ids.samples[-1][1]) if ids.samples else None,
+        "ids_slope_per_min_last_half": _round_int(ids.slope_per_min(window / 2, window)),
+        "rss_mb_per_k_ids_last_half": _rss_per(rss, ids, 1e3, window / 2, window),
         "train_steps": int(total(end, "streamgnn_train_steps_total")),
         "model_version_end": int(total(end, "streamgnn_model_version")),
         "user_records_published": follower.records,

@@ -141,6 +141,13 @@ class PipelineMetrics:
             ["kind"],
             registry=r,
         )
+        self.ids_live = Gauge(
+            "streamgnn_ids_live",
+            "Node ids the id registry holds (each keeps its rows until evicted; capped by "
+            "--max-users / --max-items)",
+            ["kind"],
+            registry=r,
+        )
         self.vectors_published = Counter(
             "streamgnn_vectors_published", "Embedding records published", ["kind"], registry=r
         )
@@ -167,6 +174,7 @@ class PipelineMetrics:
         for kind in ("user", "item"):
             for counter in (self.ids_evicted, self.ids_refused, self.vectors_published):
                 counter.labels(kind=kind)
+            self.ids_live.labels(kind=kind)
 
 
 def serve_metrics(metrics: PipelineMetrics, address: str) -> None:

@@ -403,12 +403,13 @@ class TrainingLoop:
         m.train_step_seconds.observe(report.seconds)
         if not math.isnan(report.loss):
             m.train_loss.set(report.loss)
-        for kind, evicted, refused in (
-            ("user", report.evicted_users, report.refused_users),
-            ("item", report.evicted_items, report.refused_items),
+        for kind, evicted, refused, live in (
+            ("user", report.evicted_users, report.refused_users, report.live_users),
+            ("item", report.evicted_items, report.refused_items, report.live_items),
         ):
             m.ids_evicted.labels(kind=kind).inc(evicted)
             m.ids_refused.labels(kind=kind).inc(refused)
+            m.ids_live.labels(kind=kind).set(live)
 
     def _publish(self, report: TrainReport, append_times_ms: list[int]) -> None:
         """Publish the changed vectors at the report's version; retry until acked."""

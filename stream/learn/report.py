@@ -23,6 +23,8 @@ class TrainReport:
     evicted_items: int = 0
     refused_users: int = 0
     refused_items: int = 0
+    live_users: int = 0  # ids the registry holds after the call
+    live_items: int = 0
     # Newest event time (ms) of each changed id's own events, aligned with changed_*.
     changed_user_event_ms: list[int] = field(default_factory=list)
     changed_item_event_ms: list[int] = field(default_factory=list)

@@ -270,6 +270,8 @@ class IncrementalTrainer:
                 evicted_items=after["item"].evicted - before["item"].evicted,
                 refused_users=after["user"].refused - before["user"].refused,
                 refused_items=after["item"].refused - before["item"].refused,
+                live_users=after["user"].live,
+                live_items=after["item"].live,
                 changed_user_event_ms=self._event_times("user", changed["user"]),
                 changed_item_event_ms=self._event_times("item", changed["item"]),
                 reflected=reflected,
@@ -328,6 +330,8 @@ class IncrementalTrainer:
                 changed_items=changed["item"],
                 model_version=self.model_version,
                 watermark=self.mirror.watermark,
+                live_users=self.registry.live("user"),
+                live_items=self.registry.live("item"),
             )
 
     def _note_event_times(self, users: Tensor, items: Tensor, times: Tensor) -> None:

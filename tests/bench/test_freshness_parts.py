@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bench.freshness import FRESHNESS, _delta, _seed_edges, main
-from bench.rss import RssSeries
+from bench.freshness import FRESHNESS, _delta, _rss_per, _seed_edges, main
+from bench.rss import RssSeries, Series
 from stream.metrics import histogram_quantile
 
 
@@ -23,6 +23,18 @@ def test_the_rss_slope_is_the_least_squares_trend_of_the_window() -> None:
     assert rss.slope_mb_per_min(since_s=0.0, until_s=58.0) == 0.0
     assert rss.slope_mb_per_min(since_s=500.0) is None  # too few samples to say
     assert rss.peak_mb == pytest.approx(600 + 59 + 3, abs=1)
+
+
+def test_rss_per_count_is_the_memory_each_counted_thing_holds() -> None:
+    # ids grow 100 a second, each holding 2 KiB (RSS sampled every 0.5 s, ids every 10 s)
+    rss, ids = RssSeries(pid=os.getpid()), Series(lambda: 0.0, 10.0)
+    rss.samples = [(t / 2, 500 * 2**20 + 100 * (t / 2) * 2048) for t in range(0, 240)]
+    ids.samples = [(float(t), 10_000 + 100.0 * t) for t in range(0, 120, 10)]
+    per_k_ids = 1_000 * 2048 / 2**20
+    assert _rss_per(rss, ids, 1e3, 0.0, 120.0) == pytest.approx(per_k_ids, abs=0.1)
+    flat = Series(lambda: 0.0, 10.0)
+    flat.samples = [(float(t), 10_000.0) for t in range(0, 120, 10)]
+    assert _rss_per(rss, flat, 1e3, 0.0, 120.0) is None  # the count did not move
 
 
 def test_a_live_process_is_sampled() -> None:

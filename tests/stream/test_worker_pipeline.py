@@ -102,6 +102,9 @@ def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
     assert sample("streamgnn_events_applied_total") == len(first)
     assert sample("streamgnn_freshness_seconds_count") == len(first)  # each event once
     assert (sample("streamgnn_train_steps_total") or 0) > 0
+    for kind, id_key in (("user", "user_id"), ("item", "item_id")):  # far below the caps
+        held = sample("streamgnn_ids_live", {"kind": kind})
+        assert held == len({str(e[id_key]) for e in first}), kind
 
     checkpoint = CheckpointStore(settings.worker.checkpoint_dir).load_latest()
     assert checkpoint is not None
