@@ -15,6 +15,9 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    adjacency with its achieved bandwidth against the peak and the copy: ``compulsory``
    counts the CSR once plus ``X`` read and ``A @ X`` written once (a lower bound of the
    traffic), ``gathered`` counts one row of ``X`` per stored entry (no cache reuse).
+   Sizes run while they fit: the later parts' expected seconds stay reserved, and a size
+   whose time, scaled by edges from the last one's, would eat into them is ``not_run``
+   with the estimate (the whole run stays inside the budget and every part gets its turn).
 4. ``step_time``: the trainer's learn step (local-shared and full configs) at 1M and 10M
    edges (``--step-sizes``: its graphs are filled on the host, so 100M does not fit), by
    ``python -m bench.step_cost --device cuda ...`` (issue 13's step-cost bench); the rows
@@ -81,6 +84,9 @@ def peak_tb_s(name: str) -> float | None:
     (4.8, 3.35, None)
     """
     return next((tb for key, tb in PEAK_TB_S if key in name), None)
+
+
+STEP_TIME_EXPECTED_S = 75.0
 
 
 class Budget:
@@ -272,15 +278,27 @@ def _encoder_times(graph: Any, device: str) -> dict[str, float]:
 
 
 def propagation(
-    sizes: list[int], device: str, dev: dict[str, Any], budget: Budget
+    sizes: list[int], device: str, dev: dict[str, Any], budget: Budget, reserve_s: float = 0.0
 ) -> dict[str, Any]:
+    """Each size in turn while it fits: ``reserve_s`` of the budget stays for the later
+    parts, and a size is skipped when the last one's seconds, scaled by edges (the graph is
+    built on the host and copied: linear), say it would not end before that reserve."""
     results: list[dict[str, Any]] = []
+    last: tuple[int, float] | None = None  # (edges, seconds) of the last size run
     for num_edges in sizes:
-        if not budget.left(1e9):
-            results.append({"edges": num_edges, "status": "not_run", "reason": "out of time"})
+        left = budget.left(1e9) - reserve_s
+        estimate = None if last is None else last[1] * num_edges / last[0]
+        if left <= 0 or (estimate is not None and estimate > left):
+            reason = f"{max(left, 0):.0f} s left before the later parts' {reserve_s:.0f} s"
+            if last is not None and estimate is not None:
+                reason += f"; estimated {estimate:.0f} s from {last[0]:,} edges' {last[1]:.0f} s"
+            results.append({"edges": num_edges, "status": "not_run", "reason": reason})
+            print(json.dumps(results[-1]), flush=True)
             continue
+        started = time.monotonic()
         try:
             results.append(propagation_size(num_edges, device, dev["peak_tb_s"], dev["copy_tb_s"]))
+            last = (num_edges, time.monotonic() - started)
         except torch.cuda.OutOfMemoryError as exc:
             results.append(
                 {"edges": num_edges, "status": "error", "reason": f"out of memory: {exc}"}
@@ -500,8 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         if "cuda_tests" in parts
         else skipped
     )
+    # what the later parts are expected to take (not their caps): step time ~55 s on an H200
+    # (gpu.json), freshness its loads plus ~40 s each to start, seed nothing and drain
+    reserve_s = (STEP_TIME_EXPECTED_S if "step_time" in parts else 0.0) + (
+        len(args.loads) * (args.freshness_s + 40.0) if "freshness" in parts else 0.0
+    )
     report["propagation"] = (
-        _part("propagation", lambda: propagation(sizes, device, dev, budget))
+        _part("propagation", lambda: propagation(sizes, device, dev, budget, reserve_s))
         if "propagation" in parts and "copy_tb_s" in dev
         else skipped
         if "propagation" not in parts

@@ -55,6 +55,34 @@ def test_a_failing_part_is_recorded_and_the_next_one_still_runs(
     assert "status" in doc["step_time"]
 
 
+def test_a_size_that_would_eat_the_later_parts_reserve_is_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check.time, "monotonic", lambda: clock[0])
+
+    def one_second_per_million(num_edges: int, *_: Any) -> dict[str, Any]:
+        clock[0] += num_edges / 1e6
+        return {"edges": num_edges}
+
+    monkeypatch.setattr(gpu_check, "propagation_size", one_second_per_million)
+    dev = {"peak_tb_s": None, "copy_tb_s": 1.0}
+    sizes = [1_000_000, 10_000_000, 100_000_000]
+    # 100 s budget, 20 reserved: after 11 s, 100M (estimated 100 s) does not fit the 69 left
+    tight = gpu_check.propagation(sizes, "cpu", dev, gpu_check.Budget(100.0), reserve_s=20.0)
+    assert [r.get("status") for r in tight["sizes"]] == [None, None, "not_run"]
+    assert "estimated 100 s" in tight["sizes"][2]["reason"]
+    assert clock[0] == 11.0 and tight["status"] == "partial"
+    # 200 s budget: 169 left, so it runs
+    clock[0] = 0.0
+    roomy = gpu_check.propagation(sizes, "cpu", dev, gpu_check.Budget(200.0), reserve_s=20.0)
+    assert [r["edges"] for r in roomy["sizes"]] == sizes and roomy["status"] == "ok"
+    # nothing before the reserve: not even the first size
+    clock[0] = 0.0
+    spent = gpu_check.propagation(sizes, "cpu", dev, gpu_check.Budget(20.0), reserve_s=20.0)
+    assert all(r["status"] == "not_run" for r in spent["sizes"]) and clock[0] == 0.0
+
+
 @pytest.mark.parametrize(
     ("name", "peak"),
     [
