@@ -364,7 +364,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         # what still grows with a flat graph: ids (SyntheticConfig.new_user_share of events
         # come from a new user), each holding its rows until evicted (30 days unseen, or
         # the caps)
-        "ids_live_end": _round_int(ids.samples[-1][1]) if ids.samples else None,
+        "ids_live_end": int(total(end, "streamgnn_ids_live")),
         "ids_slope_per_min_last_half": _round_int(ids.slope_per_min(window / 2, window)),
         "rss_mb_per_k_ids_last_half": _rss_per(rss, ids, 1e3, window / 2, window),
         "train_steps": int(total(end, "streamgnn_train_steps_total")),

@@ -86,7 +86,11 @@ def peak_tb_s(name: str) -> float | None:
     return next((tb for key, tb in PEAK_TB_S if key in name), None)
 
 
+# What the parts after propagation are expected to take (not their caps), kept in reserve
+# for them: step time took ~55 s on an H200 (gpu.json); freshness takes each load's seconds
+# plus about this many to start, seed nothing and drain.
 STEP_TIME_EXPECTED_S = 75.0
+FRESHNESS_LOAD_OVERHEAD_S = 40.0
 
 
 class Budget:
@@ -290,7 +294,7 @@ def propagation(
         estimate = None if last is None else last[1] * num_edges / last[0]
         if left <= 0 or (estimate is not None and estimate > left):
             reason = f"{max(left, 0):.0f} s left before the later parts' {reserve_s:.0f} s"
-            if last is not None and estimate is not None:
+            if last is not None:
                 reason += f"; estimated {estimate:.0f} s from {last[0]:,} edges' {last[1]:.0f} s"
             results.append({"edges": num_edges, "status": "not_run", "reason": reason})
             print(json.dumps(results[-1]), flush=True)
@@ -518,10 +522,10 @@ def main(argv: list[str] | None = None) -> int:
         if "cuda_tests" in parts
         else skipped
     )
-    # what the later parts are expected to take (not their caps): step time ~55 s on an H200
-    # (gpu.json), freshness its loads plus ~40 s each to start, seed nothing and drain
     reserve_s = (STEP_TIME_EXPECTED_S if "step_time" in parts else 0.0) + (
-        len(args.loads) * (args.freshness_s + 40.0) if "freshness" in parts else 0.0
+        len(args.loads) * (args.freshness_s + FRESHNESS_LOAD_OVERHEAD_S)
+        if "freshness" in parts
+        else 0.0
     )
     report["propagation"] = (
         _part("propagation", lambda: propagation(sizes, device, dev, budget, reserve_s))
