@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-encoding bench-retrain bench-step-cost bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-encoding bench-retrain bench-step-cost bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ gpu-check: ## on an NVIDIA GPU (< 8 min): CUDA tests, propagation at 1M-100M edg
 
 bench-step-cost: $(STAMP) ## seconds per learn step at 100k, 1M, 10M edges, full vs local step; writes bench/results/step_cost.json
 	OMP_NUM_THREADS=1 $(PY) -m bench.step_cost
+
+bench-gil-switch: $(STAMP) ## a learn call alone and beside a busy Python thread, by GIL switch interval; writes bench/results/gil_switch.json
+	OMP_NUM_THREADS=1 $(PY) -m bench.gil_switch
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) var

@@ -25,9 +25,10 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
 5. ``freshness``: ``python -m bench.freshness --loads 10000 50000 --device cuda`` (shorter
    loads than the CPU figures, to fit the budget); the 10,000 events/s load is seeded
    with :data:`FRESHNESS_SEED_EDGES` so that its graph ends above 1M edges, as the issue's
-   figure asks (the seeding also warms the worker's CUDA kernels before the load). Needs a Java runtime (``java`` on
-   PATH or ``JAVA_HOME``) and Kafka's jars (``STREAMGNN_KAFKA_LIBS``, or the default
-   cache); both are checked first, without the network. A bare GPU machine has neither:
+   figure asks (the seeding also warms the worker's CUDA kernels before the load). Needs a
+   Java runtime (``java`` on PATH or ``JAVA_HOME``) and Kafka's jars
+   (``STREAMGNN_KAFKA_LIBS``, or the default cache); both are checked first, without the
+   network. A bare GPU machine has neither:
    bench/gpu_java.sh packs a runtime and the jars into ``.whl/java-kafka.tar.xz``, which
    this script unpacks there (carry ``.whl``).
 

@@ -219,6 +219,7 @@ TRAIN_OPTIONS = select(
     "publish",
     "training",
     "worker.torch_threads",
+    "worker.gil_switch_interval_ms",
     "worker.keep_freed_memory",
     "worker.max_backlog_events",
     "worker.checkpoint_dir",

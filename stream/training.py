@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -165,6 +166,7 @@ class TrainingLoop:
         w = settings.worker
         if w.torch_threads:
             torch.set_num_threads(w.torch_threads)  # process-wide: only the trainer uses torch
+        sys.setswitchinterval(w.gil_switch_interval_ms / 1000)  # process-wide too
         if w.keep_freed_memory:
             keep_freed_memory()  # process-wide too: the trainer's tensors are its large blocks
         self.backlog = TrainingBacklog(w.max_backlog_events)

@@ -289,6 +289,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("worker", "torch_threads", "intra-op threads of the trainer's torch kernels (0: all)"),
     _opt(
         "worker",
+        "gil_switch_interval_ms",
+        "the interpreter's GIL switch interval (ms): how long a torch op may wait for ingest",
+    ),
+    _opt(
+        "worker",
         "keep_freed_memory",
         "serve the trainer's large tensors from freed heap blocks, not fresh pages (glibc)",
     ),

@@ -159,6 +159,12 @@ class WorkerSettings:
     # share the cores, and an OpenMP team that loses one of its threads to them waits at
     # every barrier (bench/results/torch-threads.json has the freshness figures).
     torch_threads: int = 1
+    # The interpreter's GIL switch interval while the trainer runs (sys.setswitchinterval;
+    # process-wide). Every torch op releases the GIL and must take it back from an ingest
+    # thread running Python, which CPython forces only after this interval: at its 5 ms
+    # default a learn call beside a busy thread took several times as long as alone
+    # (bench/results/gil_switch.json).
+    gil_switch_interval_ms: float = 1.0
     # Large tensors from freed heap blocks, not fresh mmap'd pages (stream/allocator.py:
     # learn calls 17-38 % faster at 210k-1M edges, RSS 130-330 MB higher). Process-wide.
     keep_freed_memory: bool = True
@@ -180,6 +186,9 @@ class WorkerSettings:
         _positive("checkpoints_kept", self.checkpoints_kept)
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads!r}")
+        switch_ms = self.gil_switch_interval_ms
+        if not (math.isfinite(switch_ms) and switch_ms > 0):
+            raise ConfigError(f"gil_switch_interval_ms must be finite and > 0, got {switch_ms!r}")
         if not (math.isfinite(self.checkpoint_interval_s) and self.checkpoint_interval_s > 0):
             raise ConfigError(
                 f"checkpoint_interval_s must be finite and > 0, got {self.checkpoint_interval_s!r}"

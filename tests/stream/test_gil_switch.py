@@ -1,0 +1,47 @@
+"""The worker's GIL switch interval: a setting, validated, applied by the training loop
+(process-wide: torch ops of the trainer thread wait on it for the ingest threads)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream.errors import ConfigError
+from stream.metrics import PipelineMetrics
+from stream.settings import load_settings
+from stream.settings.sections import WorkerSettings
+from stream.state.graph_store import DecayedGraphStore
+from stream.training import TrainingLoop
+from tests.harness.worker_process import training_env
+
+
+@pytest.fixture
+def interval_kept() -> Iterator[None]:
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("interval_kept")
+@pytest.mark.parametrize("value", ["0.5", None])
+def test_the_training_loop_sets_the_interpreters_switch_interval(
+    tmp_path: Path, value: str | None
+) -> None:
+    sys.setswitchinterval(0.02)  # neither the setting nor its default
+    env = training_env(tmp_path, "gil") | {"STREAMGNN_STORE_PATH": str(tmp_path / "graph")}
+    if value is not None:
+        env["STREAMGNN_GIL_SWITCH_INTERVAL_MS"] = value
+    settings = load_settings({}, env)
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        TrainingLoop(settings, store, PipelineMetrics())
+    wanted_ms = float(value) if value is not None else WorkerSettings().gil_switch_interval_ms
+    assert sys.getswitchinterval() == pytest.approx(wanted_ms / 1000)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_switch_interval_that_cannot_work_is_refused(bad: float) -> None:
+    with pytest.raises(ConfigError, match="gil_switch_interval_ms"):
+        WorkerSettings(gil_switch_interval_ms=bad)
