@@ -28,6 +28,10 @@ from stream.settings.training import TrainerSettings
 CHECKPOINT_MISMATCH_POLICIES = ("fail", "discard")
 
 
+# The accepted range of WorkerSettings.gil_switch_interval_ms (milliseconds).
+GIL_SWITCH_MS = (0.01, 1000.0)
+
+
 @dataclass(frozen=True)
 class EventSettings:
     """The event contract (DESIGN.md, "Input"): what counts as a valid interaction."""
@@ -186,9 +190,14 @@ class WorkerSettings:
         _positive("checkpoints_kept", self.checkpoints_kept)
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads!r}")
+        # CPython keeps whole microseconds: below one it would switch without pause, and a
+        # huge value wraps around to 0 in its conversion.
         switch_ms = self.gil_switch_interval_ms
-        if not (math.isfinite(switch_ms) and switch_ms > 0):
-            raise ConfigError(f"gil_switch_interval_ms must be finite and > 0, got {switch_ms!r}")
+        if not (math.isfinite(switch_ms) and GIL_SWITCH_MS[0] <= switch_ms <= GIL_SWITCH_MS[1]):
+            raise ConfigError(
+                f"gil_switch_interval_ms must be between {GIL_SWITCH_MS[0]} and "
+                f"{GIL_SWITCH_MS[1]}, got {switch_ms!r}"
+            )
         if not (math.isfinite(self.checkpoint_interval_s) and self.checkpoint_interval_s > 0):
             raise ConfigError(
                 f"checkpoint_interval_s must be finite and > 0, got {self.checkpoint_interval_s!r}"
