@@ -78,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000, help="events per learn call")
     parser.add_argument("--calls", type=int, default=2, help="timed learn calls per case")
     parser.add_argument("--intervals-ms", type=float, nargs="+", default=[5.0, 1.0, 0.5, 0.2])
+    parser.add_argument("--device", default="cpu", help="the trainer's device (cuda on a GPU)")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     keep_freed_memory()
     torch.set_num_threads(1)
     graph = synthetic_graph(args.edges, "cpu")
-    trainer = loaded_trainer(graph, TrainerSettings(max_users=4_000_000, max_items=4_000_000))
+    settings = TrainerSettings(max_users=4_000_000, max_items=4_000_000, device=args.device)
+    trainer = loaded_trainer(graph, settings)
     step = 0
 
     def learn_calls() -> list[float]:
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, torch {torch.__version__}, 1 torch thread",
+        "device": args.device,
         "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
         "edges": args.edges,
         "events_per_call": args.events,

@@ -22,7 +22,11 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    edges (``--step-sizes``: its graphs are filled on the host, so 100M does not fit), by
    ``python -m bench.step_cost --device cuda ...`` (issue 13's step-cost bench); the rows
    it printed are kept when it runs out of time.
-5. ``freshness``: ``python -m bench.freshness --loads 10000 50000 --device cuda`` (shorter
+5. ``gil_switch``: ``python -m bench.gil_switch --device cuda`` (learn calls of 20,000
+   events at 1M edges, alone and beside a thread spinning in Python, at GIL switch
+   intervals of 5, 1, 0.5 and 0.2 ms): how much of a GPU learn call is waiting for the
+   GIL, the worker's ``--gil-switch-interval-ms``.
+6. ``freshness``: ``python -m bench.freshness --loads 10000 50000 --device cuda`` (shorter
    loads than the CPU figures, to fit the budget); the 10,000 events/s load is seeded
    with :data:`FRESHNESS_SEED_EDGES` so that its graph ends above 1M edges, as the issue's
    figure asks (the seeding also warms the worker's CUDA kernels before the load). Needs a
@@ -93,6 +97,7 @@ def peak_tb_s(name: str) -> float | None:
 # for them: step time took ~40-55 s on an H200 (gpu.json); freshness takes each load's
 # seconds plus about this many to start and drain, and the seeding about its own.
 STEP_TIME_EXPECTED_S = 75.0
+GIL_SWITCH_EXPECTED_S = 60.0  # under the 60 s its one H200 run was given (gpu.json)
 FRESHNESS_LOAD_OVERHEAD_S = 40.0
 FRESHNESS_SEED_S = 60.0
 # Edges grown before the 10,000 events/s load: its 35 s add ~0.3M (304,862 on the H200,
@@ -332,6 +337,15 @@ def step_time(sizes: list[int], device: str, timeout_s: float) -> dict[str, Any]
     return _child(command, out, timeout_s)
 
 
+def gil_switch(dry_run: bool, device: str, timeout_s: float) -> dict[str, Any]:
+    out = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "gil_switch.json"
+    command = [sys.executable, "-m", "bench.gil_switch", "--device", device, "--json", str(out)]
+    if dry_run:  # the plumbing only: one call per case, two intervals, a small graph
+        command += ["--edges", "10000", "--events", "1000", "--calls", "1"]
+        command += ["--intervals-ms", "5", "1"]
+    return _child(command, out, timeout_s)
+
+
 def freshness(loads: list[int], device: str, duration_s: float, timeout_s: float) -> dict[str, Any]:
     from stream.local_broker import jars
 
@@ -507,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(float(s)) for s in (args.sizes or default_sizes).split(",")]
     default_step_sizes = default_sizes if args.dry_run else "1000000,10000000"
     step_sizes = [int(float(s)) for s in (args.step_sizes or default_step_sizes).split(",")]
-    every = "cuda_tests,propagation,step_time" + ("" if args.dry_run else ",freshness")
+    every = "cuda_tests,propagation,step_time,gil_switch" + ("" if args.dry_run else ",freshness")
     parts = set((args.parts or every).split(","))
     budget = Budget(args.budget_s)
     started = time.monotonic()
@@ -529,11 +543,15 @@ def main(argv: list[str] | None = None) -> int:
         if "cuda_tests" in parts
         else skipped
     )
-    reserve_s = (STEP_TIME_EXPECTED_S if "step_time" in parts else 0.0) + (
-        len(args.loads) * (args.freshness_s + FRESHNESS_LOAD_OVERHEAD_S)
-        + (FRESHNESS_SEED_S if 10_000 in args.loads else 0.0)
-        if "freshness" in parts
-        else 0.0
+    reserve_s = (
+        (STEP_TIME_EXPECTED_S if "step_time" in parts else 0.0)
+        + (GIL_SWITCH_EXPECTED_S if "gil_switch" in parts else 0.0)
+        + (
+            len(args.loads) * (args.freshness_s + FRESHNESS_LOAD_OVERHEAD_S)
+            + (FRESHNESS_SEED_S if 10_000 in args.loads else 0.0)
+            if "freshness" in parts
+            else 0.0
+        )
     )
     report["propagation"] = (
         _part("propagation", lambda: propagation(sizes, device, dev, budget, reserve_s))
@@ -545,6 +563,11 @@ def main(argv: list[str] | None = None) -> int:
     report["step_time"] = (
         _part("step_time", lambda: step_time(step_sizes, device, budget.left(150)), budget)
         if "step_time" in parts
+        else skipped
+    )
+    report["gil_switch"] = (
+        _part("gil_switch", lambda: gil_switch(args.dry_run, device, budget.left(90)), budget)
+        if "gil_switch" in parts
         else skipped
     )
     report["freshness"] = (

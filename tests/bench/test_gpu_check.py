@@ -37,7 +37,7 @@ def test_the_dry_run_records_every_part(tmp_path: Path) -> None:
     assert size["edges"] == 3000 and size["users"] == 3000 // 7
     assert size["spmm"]["gathered_tb_s"] >= size["spmm"]["compulsory_tb_s"] > 0
     assert size["forward_backward_s"] > 0 and size["embed_s"] > 0
-    for part in ("cuda_tests", "freshness"):
+    for part in ("cuda_tests", "gil_switch", "freshness"):
         assert doc[part] == {"status": "not_run", "reason": "not in --parts"}
     assert doc["step_time"]["status"] in {"not_run", "ok"}
 
@@ -197,3 +197,13 @@ def test_a_machine_without_java_unpacks_the_carried_runtime_and_jars(
 def test_a_timed_out_benchmark_keeps_the_rows_it_printed() -> None:
     output = 'load 10000 events/s ...\n{"p99": 1.5}\n%4|noise\n{"cut off\n{"p99": 2.5}\n'
     assert gpu_check._json_rows(output) == [{"p99": 1.5}, {"p99": 2.5}]
+
+
+def test_the_dry_run_times_learn_calls_beside_a_busy_thread(tmp_path: Path) -> None:
+    code, doc = _run(tmp_path, "--dry-run", "--parts", "gil_switch")
+    assert code == 0 and doc["gil_switch"]["status"] == "ok"
+    cases = doc["gil_switch"]["result"]["cases"]
+    assert [case["interval_ms"] for case in cases] == [5.0, 1.0]
+    for case in cases:
+        assert len(case["learn_s_alone"]) == len(case["learn_s_beside_busy_thread"]) == 1
+        assert case["busy_loop_per_s_beside_learn"] > 0
