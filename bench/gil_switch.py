@@ -36,6 +36,7 @@ from bench.step_cost import batch_events, loaded_trainer
 from stream.allocator import keep_freed_memory
 from stream.settings.sections import WorkerSettings
 from stream.settings.training import TrainerSettings
+from stream.training import switch_interval_s
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gil_switch.json"
 
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
         "edges": args.edges,
         "events_per_call": args.events,
-        "worker_default_interval_ms": WorkerSettings().gil_switch_interval_ms,
+        "worker_default_interval_ms": 1000
+        * switch_interval_s(WorkerSettings().gil_switch_interval_ms, torch.device(args.device)),
         "cases": cases,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

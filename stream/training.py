@@ -166,12 +166,13 @@ class TrainingLoop:
         w = settings.worker
         if w.torch_threads:
             torch.set_num_threads(w.torch_threads)  # process-wide: only the trainer uses torch
-        sys.setswitchinterval(w.gil_switch_interval_ms / 1000)  # process-wide too
         if w.keep_freed_memory:
             keep_freed_memory()  # process-wide too: the trainer's tensors are its large blocks
         self.backlog = TrainingBacklog(w.max_backlog_events)
         self.checkpoints = CheckpointStore(w.checkpoint_dir, keep=w.checkpoints_kept)
         self.trainer = self._new_trainer()
+        # process-wide too: the ingest threads' share of the GIL against the trainer's
+        sys.setswitchinterval(switch_interval_s(w.gil_switch_interval_ms, self.trainer.device))
         self.trained_through: dict[int, int] = {}  # partition -> next offset trained
         # partition -> [trained, stored) offsets: in the store, not trained on yet
         self.untrained: dict[int, tuple[int, int]] = {}
@@ -443,6 +444,19 @@ class TrainingLoop:
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
                 time.sleep(PUBLISH_RETRY_SECONDS)  # an interrupt() meanwhile ends the retries
+
+
+# The GIL switch interval by the trainer's device when the setting is 0 (seconds): on CUDA
+# an op computes for microseconds and waits for the GIL most of a learn call, so 1 ms; on
+# the CPU the ops are long and ingest is the bound, so CPython's own 5 ms.
+SWITCH_INTERVAL_S = {"cuda": 0.001, "cpu": 0.005}
+
+
+def switch_interval_s(setting_ms: float, device: torch.device) -> float:
+    """The interpreter's GIL switch interval for the worker: the setting, or by device."""
+    if setting_ms:
+        return setting_ms / 1000
+    return SWITCH_INTERVAL_S.get(device.type, SWITCH_INTERVAL_S["cpu"])
 
 
 def checkpoint_offsets(payload: Payload, topic: str) -> dict[int, int]:

@@ -290,7 +290,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "worker",
         "gil_switch_interval_ms",
-        "the interpreter's GIL switch interval (ms): how long a torch op may wait for ingest",
+        "the interpreter's GIL switch interval, ms (0: 1 on CUDA, 5 on the CPU)",
     ),
     _opt(
         "worker",

@@ -163,12 +163,14 @@ class WorkerSettings:
     # share the cores, and an OpenMP team that loses one of its threads to them waits at
     # every barrier (bench/results/torch-threads.json has the freshness figures).
     torch_threads: int = 1
-    # The interpreter's GIL switch interval while the trainer runs (sys.setswitchinterval;
-    # process-wide). Every torch op releases the GIL and must take it back from an ingest
-    # thread running Python, which CPython forces only after this interval: at its 5 ms
-    # default a learn call beside a busy thread took several times as long as alone
-    # (bench/results/gil_switch.json).
-    gil_switch_interval_ms: float = 1.0
+    # The interpreter's GIL switch interval (sys.setswitchinterval; process-wide), or 0: by
+    # the trainer's device (stream.training.switch_interval_s: 1 ms on CUDA, CPython's own
+    # 5 ms on the CPU). Every torch op releases the GIL and takes it back from an ingest
+    # thread running Python only after this interval, so a short one speeds the trainer
+    # (a GPU learn call beside a busy thread: 13.7x its time alone at 5 ms, 2.75x at 1 ms;
+    # bench/results/gil_switch.json, gpu.json) and slows ingest, which on a small CPU is
+    # the bound (the 2-core runs at 1 ms applied fewer events/s: README, "GIL switch").
+    gil_switch_interval_ms: float = 0.0
     # Large tensors from freed heap blocks, not fresh mmap'd pages (stream/allocator.py:
     # learn calls 17-38 % faster at 210k-1M edges, RSS 130-330 MB higher). Process-wide.
     keep_freed_memory: bool = True
@@ -193,10 +195,11 @@ class WorkerSettings:
         # CPython keeps whole microseconds: below one it would switch without pause, and a
         # huge value wraps around to 0 in its conversion.
         switch_ms = self.gil_switch_interval_ms
-        if not (math.isfinite(switch_ms) and GIL_SWITCH_MS[0] <= switch_ms <= GIL_SWITCH_MS[1]):
+        low, high = GIL_SWITCH_MS
+        if switch_ms != 0 and not (math.isfinite(switch_ms) and low <= switch_ms <= high):
             raise ConfigError(
-                f"gil_switch_interval_ms must be between {GIL_SWITCH_MS[0]} and "
-                f"{GIL_SWITCH_MS[1]}, got {switch_ms!r}"
+                f"gil_switch_interval_ms must be 0 (by device) or between {low} and {high}, "
+                f"got {switch_ms!r}"
             )
         if not (math.isfinite(self.checkpoint_interval_s) and self.checkpoint_interval_s > 0):
             raise ConfigError(
