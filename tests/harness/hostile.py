@@ -233,7 +233,7 @@ class HostileRun:
         self.worker = WorkerProcess(self.env, self.log_path)
         self.sigterm_s: list[float] = []
         self.exit_codes: list[int] = []
-        self.crashes = 0
+        self.crashes: list[str] = []  # each unasked exit: its status and the log's tail
         self._letters = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -252,9 +252,11 @@ class HostileRun:
 
     def alive(self) -> bool:
         """False (and a crash counted) if the worker exited without being told to."""
-        if self.worker.exit_status() is None:
+        status = self.worker.exit_status()
+        if status is None:
             return True
-        self.crashes += 1
+        tail = self.log_path.read_text(errors="replace")[-3_000:]
+        self.crashes.append(f"exit status {status}; the log ends:\n{tail}")
         self.worker.start()
         return False
 

@@ -112,7 +112,7 @@ def test_hostile_records_never_stop_stall_or_slip_past_the_worker(
 def test_over_ten_thousand_hostile_records_were_tried(hostile: HostileRun) -> None:
     """Runs after the hypothesis test (same module, in order)."""
     assert sum(TRIED) >= 10_000
-    assert hostile.crashes == 0
+    assert not hostile.crashes, "\n\n".join(hostile.crashes)
     assert hostile.sigterm_s and max(hostile.sigterm_s) <= SIGTERM_LIMIT_S
 
 
