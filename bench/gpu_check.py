@@ -115,6 +115,12 @@ class Budget:
         return max(0.0, min(cap, self.deadline - time.monotonic()))
 
 
+def _rate(value: float) -> float:
+    """A rate to 4 significant figures: a fixed number of decimals rounds a small graph's
+    (or a loaded CPU's) TB/s to 0."""
+    return float(f"{value:.4g}")
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -149,7 +155,7 @@ def device_part(device: str, copy_bytes: int) -> dict[str, Any]:
     source = torch.empty(copy_bytes // 4, dtype=torch.float32, device=device)
     target = torch.empty_like(source)
     seconds = _best_seconds(lambda: target.copy_(source), device, repeats=10)
-    info["copy_tb_s"] = round(2 * copy_bytes / seconds / 1e12, 3)
+    info["copy_tb_s"] = _rate(2 * copy_bytes / seconds / 1e12)
     info["copy_note"] = f"device-to-device copy of {copy_bytes / 2**30:.1f} GiB, read + written"
     return info
 
@@ -263,10 +269,10 @@ def _spmm(graph: Any, device: str, peak: float | None, copy: float) -> dict[str,
     return {
         "stored_entries": nnz,
         "seconds": round(seconds, 6),
-        "compulsory_tb_s": round(compulsory, 3),
-        "gathered_tb_s": round(gathered, 3),
-        "compulsory_of_peak": round(compulsory / peak, 3) if peak else None,
-        "compulsory_of_copy": round(compulsory / copy, 3),
+        "compulsory_tb_s": _rate(compulsory),
+        "gathered_tb_s": _rate(gathered),
+        "compulsory_of_peak": _rate(compulsory / peak) if peak else None,
+        "compulsory_of_copy": _rate(compulsory / copy),
     }
 
 
