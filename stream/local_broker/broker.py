@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import signal
 import socket
@@ -391,13 +392,43 @@ def _parent_death_prefix() -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--"]
 
 
+# Listening ports are drawn below the kernel's ephemeral range: a port from inside it can be
+# taken, while its listener restarts (a broker restarted on its fixed port, a restarted
+# worker's metrics), as the local end of any outgoing connection on the machine.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LISTEN_PORTS = range(20_000, 32_768)  # below Linux's default ephemeral 32768-60999
+
+
 def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, outside the ephemeral range when it
+    is known (else any the kernel gives)."""
+    candidates = _listen_ports()
     # All sockets stay bound until every port is read, so the ports are distinct.
     with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
+        ports: list[int] = []
+        for port in random.sample(candidates, len(candidates)) if candidates else []:
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind((_HOST, port))
+            except OSError:
+                continue
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket())
             sock.bind((_HOST, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def _listen_ports() -> list[int]:
+    """The ports of :data:`LISTEN_PORTS` outside the ephemeral range ([] if unreadable)."""
+    try:
+        low, high = (int(v) for v in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return []
+    return [p for p in LISTEN_PORTS if not low <= p <= high]
 
 
 def _new_cluster_id() -> str:

@@ -12,7 +12,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream.errors import BrokerError
-from stream.local_broker.broker import LocalKafkaBroker
+from stream.local_broker import broker as broker_module
+from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.local_broker.jars import ensure_kafka_jars
 
 _LARGE_PAYLOAD_BYTES = 3 * 1024 * 1024  # above Kafka's 1 MiB default, below our 8 MiB limit
@@ -164,3 +165,22 @@ def test_only_loopback_listeners_are_configured(tmp_path: Path) -> None:
             for entry in properties[key].split(",")
         ]
         assert set(hosts) == {"127.0.0.1"}, key
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A listener restarted on its port must not find it taken by a client's local end."""
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("20000\t31000\n")  # leaves 31001-32767 of LISTEN_PORTS
+    monkeypatch.setattr(broker_module, "EPHEMERAL_RANGE_FILE", ranges)
+    ports = free_ports(40)
+    assert len(set(ports)) == 40
+    assert all(31_000 < p < 32_768 for p in ports)
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+    ranges.write_text("1024 65535\n")  # nothing outside it: the kernel chooses
+    assert len(set(free_ports(3))) == 3
+    monkeypatch.setattr(broker_module, "EPHEMERAL_RANGE_FILE", tmp_path / "missing")
+    assert len(set(free_ports(3))) == 3
