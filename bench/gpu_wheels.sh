@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 mkdir -p .whl
 packages=()
-for name in orjson rocksdict kafka-python confluent-kafka aiokafka async-timeout; do
+for name in orjson rocksdict kafka-python crc32c confluent-kafka aiokafka async-timeout; do
     packages+=("$name==$("$PY" -c "import importlib.metadata as m; print(m.version('$name'))")")
 done
 platforms=()
