@@ -182,7 +182,10 @@ def serve_metrics(metrics: PipelineMetrics, address: str) -> None:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) == 0:
         raise ConfigError(f"metrics address must be host:port, got {address!r}")
-    start_http_server(int(port), addr=host, registry=metrics.registry)
+    try:
+        start_http_server(int(port), addr=host, registry=metrics.registry)
+    except OSError as exc:  # in use, or not an address of this host: one line, not a trace
+        raise ConfigError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
 
 
 def scrape_metrics(address: str, timeout_s: float = 5.0) -> dict[str, float]:

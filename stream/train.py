@@ -244,13 +244,13 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def main(args: argparse.Namespace) -> int:
     faulthandler.enable()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    metrics = PipelineMetrics()
     try:
         settings = settings_from_args(args)
-    except ConfigError as exc:
+        serve_metrics(metrics, rank_metrics_address(settings.metrics_address))
+    except ConfigError as exc:  # a setting that cannot work, or a metrics port taken
         log.error("%s", exc)
         return 2
-    metrics = PipelineMetrics()
-    serve_metrics(metrics, rank_metrics_address(settings.metrics_address))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -9,8 +9,9 @@ their environment twins), metrics are served on ``--metrics-address``, SIGTERM/S
 the worker within seconds wherever it is (the batch in flight lands in the store or is left
 for the next start; the trainer checkpoints what it published) and exit 0, and any
 unhandled error exits non-zero so an orchestrator restarts the worker (which then resumes
-from the store's offsets). A checkpoint that does not match the settings exits 2 at once,
-naming each setting (see :mod:`stream.learn.compatibility` and
+from the store's offsets). A metrics address it cannot listen on (the port taken) exits 2
+in one line, before any client starts. A checkpoint that does not match the settings exits
+2 at once, naming each setting (see :mod:`stream.learn.compatibility` and
 ``--on-checkpoint-mismatch``). A dead-letter topic that is missing and cannot be created,
 or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1. With
 ``--changelog``, a worker fenced by another one with its transactional.id (same group and
@@ -147,7 +148,11 @@ def serve(settings: Settings) -> int:
     faulthandler.enable()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     metrics = PipelineMetrics()
-    serve_metrics(metrics, settings.metrics_address)
+    try:
+        serve_metrics(metrics, settings.metrics_address)
+    except ConfigError as exc:  # e.g. the port is taken: say so and exit 2, as settings do
+        log.error("%s", exc)
+        return 2
     try:
         totals = asyncio.run(_serve(settings, metrics))
     except CheckpointMismatchError as exc:  # a start-up error with a documented way out

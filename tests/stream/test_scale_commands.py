@@ -4,6 +4,9 @@ trainer's options and no store path."""
 
 from __future__ import annotations
 
+import logging
+import socket
+
 import pytest
 
 from stream.cli import build_parser, main
@@ -45,3 +48,20 @@ def test_worker_with_the_changelog_and_no_instance_id_exits_2_in_one_line(
     assert main(["worker", "--bootstrap-servers", "127.0.0.1:9", "--changelog", "true"]) == 2
     err = capsys.readouterr().err
     assert "--instance-id" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["worker", "ingest", "train"])
+def test_a_metrics_address_taken_exits_2_in_one_line_before_any_client(
+    command: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process listens on the port (or a restart raced a client onto it)."""
+    monkeypatch.setenv("STREAMGNN_INSTANCE_ID", "a")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        # 127.0.0.1:9: nothing listens there, so a client started first would not return 2
+        args = [command, "--bootstrap-servers", "127.0.0.1:9", "--metrics-address", address]
+        assert main(args) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and address in errors[0] and "\n" not in errors[0]
