@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-encoding bench-retrain bench-step-cost bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-step-cost bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ bench-soak: $(STAMP) ## 10 minutes at 10,000 events/s: the worker's RSS slope ov
 
 bench-soak-steady: $(STAMP) ## the soak with every half-life 10 s, so the graph stops growing: is RSS flat then? writes bench/results/freshness-soak-steady.json
 	$(PY) -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 10000 --json bench/results/freshness-soak-steady.json
+
+bench-soak-closed: $(STAMP) ## the steady soak with no brand-new users: edges and ids flat, so an RSS slope is memory not given back; writes bench/results/freshness-soak-closed.json
+	$(PY) -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 10000 --soak-new-user-share 0 --json bench/results/freshness-soak-closed.json
 
 bench-encoding: $(STAMP) ## embedding records encoded per second (dim 64), JSON vs base64 vs the previous JSON; writes bench/results/encoding.json
 	$(PY) -m bench.encoding

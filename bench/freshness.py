@@ -32,11 +32,16 @@ all run: the graph's edges are sampled beside the RSS and ``rss_mb_per_m_edges_l
 (least squares of RSS on edges) says what each million edges costs. ``--soak-half-life-ms``
 sets every behaviour's half-life (weights kept) so that edges are pruned within the run and
 the graph reaches a steady state: there the RSS slope says whether memory is bounded.
+Ids still grow then (1 % of the synthetic events come from a brand-new user, who keeps
+their rows until evicted), so ``--soak-new-user-share 0`` closes the population too: with
+edges and ids both flat, an RSS slope is memory the worker does not give back.
 
     make bench-freshness                                     # 2,000 and 10,000 events/s
     .venv/bin/python -m bench.freshness --loads 2000 --duration-s 30
     .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000
     .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 10000
+    .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 10000 \
+        --soak-new-user-share 0
 
 Writes bench/results/freshness.json: one entry per load under ``loads`` with
 ``offered_per_s``, ``sustained_per_s`` (events the worker applied per second during the
@@ -58,7 +63,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +163,7 @@ class LoadPlan:
     encoding: str | None = None  # None: the worker's default
     device: str | None = None  # None: the worker's default ("auto")
     half_life_ms: int | None = None  # every behaviour's; None: the worker's defaults
+    new_user_share: float | None = None  # of the offered events; None: the stream's default
 
 
 def seed_graph(
@@ -264,7 +270,10 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     edges.start()
     ids.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
-    stream = SyntheticStream(SyntheticConfig(late_share=0.0, seed=offered))
+    shape = SyntheticConfig(late_share=0.0, seed=offered)
+    if plan.new_user_share is not None:
+        shape = replace(shape, new_user_share=plan.new_user_share)
+    stream = SyntheticStream(shape)
     sample = random.Random(offered)
     before = scrape_metrics(metrics_address)
     with InteractionProducer(KafkaSettings(broker.bootstrap_servers), topic) as producer:
@@ -356,6 +365,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         "rss_slope_mb_per_min_last_half": rss.slope_mb_per_min(since_s=window / 2, until_s=window),
         "rss_mb_every_10s": rss.every(10.0) if plan.keep_every > 1 else None,
         "half_life_ms": plan.half_life_ms,
+        "new_user_share": stream.config.new_user_share,
         "graph_edges_every_10s": [(round(t, 1), int(n)) for t, n in edges.samples]
         if plan.keep_every > 1
         else None,
@@ -428,6 +438,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the soak worker's half-life for every behaviour (edges pruned within the run: a "
         "steady-state graph); default: the worker's own half-lives",
     )
+    parser.add_argument(
+        "--soak-new-user-share",
+        type=float,
+        default=None,
+        help="share of the soak's events from a brand-new user (0: a closed population, ids "
+        "flat); default: the synthetic stream's",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--encoding",
@@ -449,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             encoding=args.encoding,
             device=args.device,
             half_life_ms=args.soak_half_life_ms if args.soak_s else None,
+            new_user_share=args.soak_new_user_share if args.soak_s else None,
         )
         for rate in ([args.rate] if args.soak_s else args.loads)
     ]
