@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-step-cost bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-step-cost bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ bench-scale: $(STAMP) ## ingest events/s with 1 and 2 processes, trainer events/
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 gpu-check: ## on an NVIDIA GPU (< 8 min): CUDA tests, propagation at 1M-100M edges, step time, freshness; writes bench/results/gpu.json
 	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpu_check
+
+bench-id-memory: $(STAMP) ## the trainer's memory per live id, and the bound it puts under the default id caps; writes bench/results/id_memory.json
+	$(PY) -m bench.id_memory
 
 bench-step-cost: $(STAMP) ## seconds per learn step at 100k, 1M, 10M edges, full vs local step; writes bench/results/step_cost.json
 	OMP_NUM_THREADS=1 $(PY) -m bench.step_cost
