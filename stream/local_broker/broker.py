@@ -406,7 +406,7 @@ def free_ports(count: int) -> list[int]:
     # All sockets stay bound until every port is read, so the ports are distinct.
     with ExitStack() as stack:
         ports: list[int] = []
-        for port in random.sample(candidates, len(candidates)) if candidates else []:
+        for port in random.sample(candidates, len(candidates)):  # in random order
             sock = stack.enter_context(socket.socket())
             try:
                 sock.bind((_HOST, port))
