@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-step-cost bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-step-cost bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ bench-ingest: $(STAMP) ## measure consume vs ingest rate; writes bench/results/i
 
 bench-freshness: $(STAMP) ## end-to-end freshness at 2,000 and 10,000 events/s, default settings (10k: graph seeded to 250k edges); writes bench/results/freshness.json
 	$(PY) -m bench.freshness
+
+bench-freshness-split: $(STAMP) ## the same loads offered to one streamgnn ingest plus one streamgnn train (the split deployment); writes bench/results/freshness-split.json
+	$(PY) -m bench.freshness --deployment split --json bench/results/freshness-split.json
 
 bench-soak: $(STAMP) ## 10 minutes at 10,000 events/s: the worker's RSS slope over the last half; writes bench/results/freshness-soak.json
 	$(PY) -m bench.freshness --soak-s 600 --rate 10000

@@ -43,6 +43,13 @@ edges and ids both flat, an RSS slope is memory the worker does not give back.
     .venv/bin/python -m bench.freshness --soak-s 600 --rate 10000 --soak-half-life-ms 10000 \
         --soak-new-user-share 0
 
+Split (``--deployment split``, ``make bench-freshness-split``): the same loads offered to
+one ``streamgnn ingest`` and one ``streamgnn train`` process instead of the all-in-one
+worker (:mod:`bench.deployments`): the trainer no longer shares the ingest threads' GIL,
+and each event takes one more Kafka hop (the changelog transaction, read_committed);
+metrics and RSS are the two processes' sums, and ``worker_*_append_to_ack`` is absent
+(the trainer's histogram is not fed from the changelog).
+
 Writes bench/results/freshness.json: one entry per load under ``loads`` with
 ``offered_per_s``, ``sustained_per_s`` (events the worker applied per second during the
 load), ``p50``/``p90``/``p99`` (seconds), ``lag_end`` (records not yet in the store when
@@ -72,16 +79,17 @@ import orjson
 import torch
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from bench.deployments import DEPLOYMENTS, Deployment
 from bench.rss import RssSeries, Series
 from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
 from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
-from stream.metrics import histogram_quantile, owns_partitions, scrape_metrics, total
+from stream.metrics import histogram_quantile, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
 from stream.settings import KafkaSettings, PublishSettings
 from stream.settings.training import TrainerSettings
-from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
+from tests.harness.worker_process import training_env, worker_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "freshness.json"
 
@@ -164,35 +172,40 @@ class LoadPlan:
     device: str | None = None  # None: the worker's default ("auto")
     half_life_ms: int | None = None  # every behaviour's; None: the worker's defaults
     new_user_share: float | None = None  # of the offered events; None: the stream's default
+    deployment: str = "worker"  # bench.deployments: one all-in-one worker, or split
 
 
 def seed_graph(
-    broker: LocalKafkaBroker, topic: str, metrics_address: str, edges: int, seed: int
+    broker: LocalKafkaBroker,
+    topic: str,
+    scrape: Callable[[], dict[str, float]],
+    edges: int,
+    seed: int,
 ) -> dict[str, float]:
-    """Feed events until the worker's graph holds ``edges`` edges, then wait until the lag
-    and the trainer's backlog are 0. Each event adds at most one edge, so each round sends
-    what is missing; what the rounds took is reported."""
+    """Feed events until the graph holds ``edges`` edges, then wait until the lag (and a
+    split trainer's changelog lag) and the trainer's backlog are 0. Each event adds at most
+    one edge, so each round sends what is missing; what the rounds took is reported."""
     start = time.monotonic()
     events = SyntheticStream(SyntheticConfig(late_share=0.0, seed=seed)).events(wall_clock_ms)
     sent = 0
 
     def settled() -> bool:
-        m = scrape_metrics(metrics_address)
-        idle = total(m, "streamgnn_consumer_lag") == 0
-        return idle and total(m, "streamgnn_train_backlog_events") == 0
+        m = scrape()
+        lags = ("streamgnn_consumer_lag", "streamgnn_changelog_lag")
+        return all(total(m, name) == 0 for name in (*lags, "streamgnn_train_backlog_events"))
 
     with InteractionProducer(KafkaSettings(broker.bootstrap_servers), topic) as producer:
-        while (have := total(scrape_metrics(metrics_address), "streamgnn_graph_edges")) < edges:
+        while (have := total(scrape(), "streamgnn_graph_edges")) < edges:
             sent += produce(events, producer, count=max(int(edges - have), 1_000)).sent
             time.sleep(2.0)  # the lag gauge follows the consumer's fetches
-            _poll(lambda: total(scrape_metrics(metrics_address), "streamgnn_consumer_lag") == 0)
+            _poll(lambda: total(scrape(), "streamgnn_consumer_lag") == 0)
     _poll(settled)
     return {"seed_events": sent, "seed_s": round(time.monotonic() - start, 1)}
 
 
-def gauge_series(metrics_address: str, name: str) -> Series:
-    """The sum of the worker's gauge ``name`` every 10 s (a slow scrape is skipped)."""
-    return Series(lambda: total(scrape_metrics(metrics_address), name), 10.0, (OSError,))
+def gauge_series(scrape: Callable[[], dict[str, float]], name: str) -> Series:
+    """The sum of the deployment's gauge ``name`` every 10 s (a slow scrape is skipped)."""
+    return Series(lambda: total(scrape(), name), 10.0, (OSError,))
 
 
 def _round_int(value: float | None) -> int | None:
@@ -255,18 +268,18 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
                 for n, b in DEFAULT_BEHAVIOURS.items()
             }
         )
-    worker = WorkerProcess(env, workdir / f"worker-{tag}.log")
-    worker.start()
-    wait_for(lambda: owns_partitions(metrics_address), 180, "the worker to own its partitions")
+    under_test = Deployment(plan.deployment, env, workdir, tag)
+    under_test.start()
+    scrape = under_test.scrape
     follower = EmbeddingFollower(broker.bootstrap_servers, env["STREAMGNN_USER_EMBEDDINGS_TOPIC"])
     follower.start()
     seeded = {"seed_events": 0, "seed_s": 0.0}
     if plan.seed_edges:
-        seeded = seed_graph(broker, topic, metrics_address, plan.seed_edges, offered + 1)
-    rss = RssSeries(worker.pid)
+        seeded = seed_graph(broker, topic, scrape, plan.seed_edges, offered + 1)
+    rss = RssSeries(under_test.pids)
     rss.start()
-    edges = gauge_series(metrics_address, "streamgnn_graph_edges")
-    ids = gauge_series(metrics_address, "streamgnn_ids_live")  # both kinds
+    edges = gauge_series(scrape, "streamgnn_graph_edges")
+    ids = gauge_series(scrape, "streamgnn_ids_live")  # both kinds
     edges.start()
     ids.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
@@ -275,7 +288,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         shape = replace(shape, new_user_share=plan.new_user_share)
     stream = SyntheticStream(shape)
     sample = random.Random(offered)
-    before = scrape_metrics(metrics_address)
+    before = scrape()
     with InteractionProducer(KafkaSettings(broker.bootstrap_servers), topic) as producer:
         report = produce(
             stream.events(wall_clock_ms),
@@ -284,7 +297,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
             duration_s=plan.duration_s,
             on_send=lambda e, ms: _record(sent, e, ms, plan.keep_every, sample),
         )
-    after = scrape_metrics(metrics_address)
+    after = scrape()
     window = report.seconds
     deadline = time.monotonic() + plan.drain_s
     while time.monotonic() < deadline:
@@ -292,11 +305,11 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         if follower.reflected_at(last_user, last_ts) is not None:
             break
         time.sleep(0.2)
-    end = scrape_metrics(metrics_address)
+    end = scrape()
     rss.stop()
     edges.stop()
     ids.stop()
-    status = worker.terminate(timeout_s=300)
+    status = under_test.terminate(timeout_s=300)
     follower.stop()
     freshness: list[float] = []
     warmup: list[float] = []
@@ -327,6 +340,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     trained = grew("streamgnn_freshness_seconds_count")
     return {
         "offered_per_s": offered,
+        "deployment": plan.deployment,
         "vector_encoding": plan.encoding or PublishSettings().vector_encoding,
         "achieved_offer_per_s": round(report.rate, 1),
         "duration_s": round(window, 1),
@@ -384,7 +398,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         **seeded,
         "graph_edges_start": int(total(before, "streamgnn_graph_edges")),
         "graph_edges_end": int(total(end, "streamgnn_graph_edges")),
-        "worker_exit_status": status,
+        "exit_status": status,
     }
 
 
@@ -453,6 +467,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the worker's vector encoding (default: the worker's default)",
     )
     parser.add_argument("--device", default=None, help="the trainer's device (default: auto)")
+    parser.add_argument(
+        "--deployment",
+        default="worker",
+        choices=DEPLOYMENTS,
+        help="one all-in-one worker, or split: one streamgnn ingest plus one streamgnn train",
+    )
     args = parser.parse_args(argv)
     seeds = dict(args.seed_edges)
     plans = [
@@ -467,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             half_life_ms=args.soak_half_life_ms if args.soak_s else None,
             new_user_share=args.soak_new_user_share if args.soak_s else None,
+            deployment=args.deployment,
         )
         for rate in ([args.rate] if args.soak_s else args.loads)
     ]
@@ -486,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, "-m", "bench.freshness", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "deployment": args.deployment,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average_1_5_15_min": {
             "start": [round(x, 2) for x in load_before],

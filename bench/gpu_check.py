@@ -35,6 +35,9 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    network. A bare GPU machine has neither:
    bench/gpu_java.sh packs a runtime and the jars into ``.whl/java-kafka.tar.xz``, which
    this script unpacks there (carry ``.whl``).
+7. ``freshness_split``: the 10,000 events/s load (seeded alike) offered to the split
+   deployment, one ``streamgnn ingest`` plus one ``streamgnn train`` on the GPU
+   (``--deployment split``): the trainer then shares no GIL with the ingest threads.
 
     .venv/bin/python -m bench.gpu_check                # on the GPU machine: make gpu-check
     .venv/bin/python -m bench.gpu_check --dry-run      # the plumbing on the CPU, seconds
@@ -352,7 +355,9 @@ def gil_switch(dry_run: bool, device: str, timeout_s: float) -> dict[str, Any]:
     return _child(command, out, timeout_s)
 
 
-def freshness(loads: list[int], device: str, duration_s: float, timeout_s: float) -> dict[str, Any]:
+def freshness(
+    loads: list[int], device: str, duration_s: float, timeout_s: float, deployment: str = "worker"
+) -> dict[str, Any]:
     from stream.local_broker import jars
 
     try:
@@ -369,7 +374,7 @@ def freshness(loads: list[int], device: str, duration_s: float, timeout_s: float
     out = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "freshness.json"
     command = [sys.executable, "-m", "bench.freshness", "--loads", *map(str, loads)]
     command += ["--duration-s", str(duration_s), "--drain-s", "15", "--device", device]
-    command += ["--seed-edges", f"10000:{FRESHNESS_SEED_EDGES}"]
+    command += ["--seed-edges", f"10000:{FRESHNESS_SEED_EDGES}", "--deployment", deployment]
     command += ["--json", str(out)]
     return {"java": java, **_child(command, out, timeout_s)}
 
@@ -527,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(float(s)) for s in (args.sizes or default_sizes).split(",")]
     default_step_sizes = default_sizes if args.dry_run else "1000000,10000000"
     step_sizes = [int(float(s)) for s in (args.step_sizes or default_step_sizes).split(",")]
-    every = "cuda_tests,propagation,step_time,gil_switch" + ("" if args.dry_run else ",freshness")
+    freshness_parts = "" if args.dry_run else ",freshness,freshness_split"
+    every = "cuda_tests,propagation,step_time,gil_switch" + freshness_parts
     parts = set((args.parts or every).split(","))
     budget = Budget(args.budget_s)
     started = time.monotonic()
@@ -558,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
             if "freshness" in parts
             else 0.0
         )
+        + (
+            args.freshness_s + FRESHNESS_LOAD_OVERHEAD_S + FRESHNESS_SEED_S
+            if "freshness_split" in parts
+            else 0.0
+        )
     )
     report["propagation"] = (
         _part("propagation", lambda: propagation(sizes, device, dev, budget, reserve_s))
@@ -583,6 +594,15 @@ def main(argv: list[str] | None = None) -> int:
             budget,
         )
         if "freshness" in parts
+        else skipped
+    )
+    report["freshness_split"] = (
+        _part(
+            "freshness_split",
+            lambda: freshness([10_000], device, args.freshness_s, budget.left(180), "split"),
+            budget,
+        )
+        if "freshness_split" in parts
         else skipped
     )
     report["total_s"] = round(time.monotonic() - started, 1)

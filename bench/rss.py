@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import psutil
@@ -61,15 +61,17 @@ class Series(threading.Thread):
 
 
 class RssSeries(Series):
-    """``pid``'s RSS (bytes) every ``interval_s``; the series ends when the process does."""
+    """``pid``'s RSS (bytes) every ``interval_s``, or the sum of several processes' (one
+    deployment's); the series ends when a process does."""
 
-    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
-        process: list[psutil.Process] = []  # made on the first read, in the sampling thread
+    def __init__(self, pid: int | Sequence[int], interval_s: float = 0.5) -> None:
+        pids = [pid] if isinstance(pid, int) else list(pid)
+        processes: list[psutil.Process] = []  # made on the first read, in the sampling thread
 
         def rss() -> float:
-            if not process:
-                process.append(psutil.Process(pid))
-            return float(process[0].memory_info().rss)
+            if not processes:
+                processes.extend(psutil.Process(p) for p in pids)
+            return float(sum(process.memory_info().rss for process in processes))
 
         super().__init__(rss, interval_s, end=(psutil.Error,))
 

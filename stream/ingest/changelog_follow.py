@@ -52,6 +52,7 @@ class ChangelogFollower:
                 "client.id": "streamgnn-changelog-trainer",
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
+                "fetch.wait.max.ms": 20,
                 "enable.auto.commit": False,
                 "logger": log,
             },

@@ -37,7 +37,7 @@ def test_the_dry_run_records_every_part(tmp_path: Path) -> None:
     assert size["edges"] == 3000 and size["users"] == 3000 // 7
     assert size["spmm"]["gathered_tb_s"] >= size["spmm"]["compulsory_tb_s"] > 0
     assert size["forward_backward_s"] > 0 and size["embed_s"] > 0
-    for part in ("cuda_tests", "gil_switch", "freshness"):
+    for part in ("cuda_tests", "gil_switch", "freshness", "freshness_split"):
         assert doc[part] == {"status": "not_run", "reason": "not in --parts"}
     assert doc["step_time"]["status"] in {"not_run", "ok"}
 
