@@ -25,7 +25,9 @@ seed the graph ends above 1 M edges (``graph_edges_start``, ``graph_edges_end``)
 
 Soak (``--soak-s 600 --rate 10000``): one load for that long, ids capped at the worker's
 defaults, the worker's RSS sampled every 0.5 s; reports ``rss_slope_mb_per_min`` over the
-last half of the load (least squares) and the thinned series, into
+last half of the load (least squares), ``rss_median_slope_mb_per_min_last_half`` (Theil-Sen:
+the trend of what is kept, which a learn call's transient peaks do not move) and the
+thinned series, into
 ``freshness-soak.json``. Freshness there is measured on every 10th event. With every default
 half-life (days) nothing decays away in 10 minutes, so the graph, and with it the RSS, grows
 all run: the graph's edges are sampled beside the RSS and ``rss_mb_per_m_edges_last_half``
@@ -377,6 +379,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         "train_backlog_end": int(total(after, "streamgnn_train_backlog_events")),
         "peak_rss_mb": rss.peak_mb,
         "rss_slope_mb_per_min_last_half": rss.slope_mb_per_min(since_s=window / 2, until_s=window),
+        "rss_median_slope_mb_per_min_last_half": rss.median_slope_mb_per_min(window / 2, window),
         "rss_mb_every_10s": rss.every(10.0) if plan.keep_every > 1 else None,
         "half_life_ms": plan.half_life_ms,
         "new_user_share": stream.config.new_user_share,

@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import psutil
 
+# Samples a median slope uses at most: its pairs grow with the square.
+MEDIAN_SLOPE_POINTS = 1_500
+
 
 class Series(threading.Thread):
     """Samples ``read()`` every ``interval_s`` as (seconds since start, value) until
@@ -59,6 +62,22 @@ class Series(threading.Thread):
         minutes = np.array([t for t, _ in window]) / 60.0
         return float(np.polyfit(minutes, np.array([value for _, value in window]), 1)[0])
 
+    def median_slope_per_min(self, since_s: float, until_s: float = float("inf")) -> float | None:
+        """Theil-Sen slope (value per minute) over the window: the median of the slopes
+        between every two samples (at most ``MEDIAN_SLOPE_POINTS``, evenly spaced). Unlike
+        least squares it is not moved by short excursions (a learn call's temporaries lift
+        RSS by hundreds of MB for a second and give them back) wherever they fall, as long
+        as they are under ~29 % of the samples."""
+        window = [(t, value) for t, value in self.samples if since_s <= t <= until_s]
+        if len(window) < 3:
+            return None
+        step = max(1, -(-len(window) // MEDIAN_SLOPE_POINTS))
+        t, v = (np.array(column, dtype=float) for column in zip(*window[::step], strict=True))
+        first, second = np.triu_indices(len(t), k=1)
+        apart = t[second] - t[first]
+        slopes = (v[second] - v[first])[apart > 0] / apart[apart > 0]
+        return float(np.median(slopes)) * 60.0 if slopes.size else None
+
 
 class RssSeries(Series):
     """``pid``'s RSS (bytes) every ``interval_s``, or the sum of several processes' (one
@@ -82,6 +101,14 @@ class RssSeries(Series):
     def slope_mb_per_min(self, since_s: float, until_s: float = float("inf")) -> float | None:
         """Least-squares slope of RSS (MB per minute) over the samples in the window."""
         slope = self.slope_per_min(since_s, until_s)
+        return None if slope is None else round(slope / 2**20, 3)
+
+    def median_slope_mb_per_min(
+        self, since_s: float, until_s: float = float("inf")
+    ) -> float | None:
+        """Theil-Sen slope of RSS (MB per minute): the trend of what is kept, not of the
+        transient peaks (see :meth:`Series.median_slope_per_min`)."""
+        slope = self.median_slope_per_min(since_s, until_s)
         return None if slope is None else round(slope / 2**20, 3)
 
     def every(self, step_s: float) -> list[tuple[float, float]]:

@@ -52,6 +52,8 @@ class ChangelogFollower:
                 "client.id": "streamgnn-changelog-trainer",
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
+                # Live following: librdkafka's 500 ms default held read_committed fetches
+                # for most of it after a batch's commit (split freshness p50 1.08 s; 0.28 s).
                 "fetch.wait.max.ms": 20,
                 "enable.auto.commit": False,
                 "logger": log,

@@ -25,6 +25,22 @@ def test_the_rss_slope_is_the_least_squares_trend_of_the_window() -> None:
     assert rss.peak_mb == pytest.approx(600 + 59 + 3, abs=1)
 
 
+def test_the_median_slope_follows_what_is_kept_not_the_peaks() -> None:
+    """RSS kept grows 2 MB a minute; a learn call's temporaries lift it by 300 MB for a
+    sample now and then, more often late in the window: least squares reads the peaks'
+    timing as growth, the median of pairwise slopes does not."""
+    rss = RssSeries(pid=os.getpid())
+    kept = [(t / 2, (1_000 + 2 * (t / 2) / 60) * 2**20) for t in range(1_200)]  # 10 min
+    rss.samples = [
+        (t, mb + (300 * 2**20 if (i % 20 == 0 or (t > 450 and i % 7 == 0)) else 0))
+        for i, (t, mb) in enumerate(kept)
+    ]
+    assert rss.median_slope_mb_per_min(since_s=300.0) == pytest.approx(2.0, abs=0.2)
+    least_squares = rss.slope_mb_per_min(since_s=300.0)
+    assert least_squares is not None and least_squares > 10.0
+    assert rss.median_slope_mb_per_min(since_s=599.0) is None  # two samples: too few
+
+
 def test_rss_per_count_is_the_memory_each_counted_thing_holds() -> None:
     # ids grow 100 a second, each holding 2 KiB (RSS sampled every 0.5 s, ids every 10 s)
     rss, ids = RssSeries(pid=os.getpid()), Series(lambda: 0.0, 10.0)
