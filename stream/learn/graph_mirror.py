@@ -408,16 +408,16 @@ class GraphMirror:
         return int(slots.numel())
 
     def _forget(self, slots: Tensor) -> None:
-        users = torch.unique(self._users[slots])
+        """:meth:`_release` of many slots, vectorised (a pruning snapshot forgets every edge
+        that decayed away since the last: thousands a call at a steady state)."""
+        rows = self._users[slots]
+        users = torch.unique(rows)
         self.index.retract(users)
-        for slot, u, i, r in zip(
-            slots.tolist(),
-            self._users[slots].tolist(),
-            self._items[slots].tolist(),
-            self._relations[slots].tolist(),
-            strict=True,
-        ):
-            self._release((u, i, r), slot)
+        index = self._index
+        for key in slot_keys(rows, self._items[slots], self._relations[slots]):
+            del index[key]
+        self._free.extend(slots.tolist())
+        self._alive[slots] = False
         self.index.released(slots)
         self.index.written(slots[:0], torch.zeros(0, dtype=torch.bool), users)
 
