@@ -15,17 +15,14 @@ from their own process. RSS is the processes' sum.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from stream.local_broker.broker import free_ports
 from stream.metrics import owns_partitions, scrape_metrics
-from tests.harness.worker_process import WorkerProcess, wait_for
+from tests.harness.worker_process import INGEST_COMMAND, TRAIN_COMMAND, WorkerProcess, wait_for
 
 DEPLOYMENTS = ("worker", "split")
-INGEST = [sys.executable, "-m", "stream.ingest.command"]
-TRAIN = [sys.executable, "-m", "stream.train"]
 
 
 def merged(scrapes: list[dict[str, float]]) -> dict[str, float]:
@@ -62,11 +59,11 @@ class Deployment:
         self.addresses.append(f"127.0.0.1:{free_ports(1)[0]}")
         self._train_log = workdir / f"train-{tag}.log"
         self.processes = {
-            "ingest": WorkerProcess(env, workdir / f"ingest-{tag}.log", command=INGEST),
+            "ingest": WorkerProcess(env, workdir / f"ingest-{tag}.log", command=INGEST_COMMAND),
             "train": WorkerProcess(
                 {**env, "STREAMGNN_METRICS_ADDRESS": self.addresses[1]},
                 self._train_log,
-                command=TRAIN,
+                command=TRAIN_COMMAND,
             ),
         }
 

@@ -19,6 +19,10 @@ from stream.local_broker.broker import free_ports
 from stream.metrics import owns_partitions
 from tests.harness import importable_env
 
+# The scaled-out deployment's two processes (``streamgnn ingest``, ``streamgnn train``).
+INGEST_COMMAND = [sys.executable, "-m", "stream.ingest.command"]
+TRAIN_COMMAND = [sys.executable, "-m", "stream.train"]
+
 
 class WorkerProcess:
     """``python -m stream.worker`` as a child process, configured by environment.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,7 +33,14 @@ from tests.harness.changelog_state import (
 from tests.harness.embedding_log import read_published, version_regressions
 from tests.harness.faults import event, event_seq
 from tests.harness.progress import GroupProgress, metric_value
-from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
+from tests.harness.worker_process import (
+    INGEST_COMMAND,
+    TRAIN_COMMAND,
+    WorkerProcess,
+    training_env,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +49,6 @@ PARTITIONS = 4
 RATE = 3_000.0  # events/s offered
 AHEAD = 2_000  # events the producer may send past an action's point before it is done
 TIMEOUT_S = 300.0
-INGEST = [sys.executable, "-m", "stream.ingest.command"]
-TRAIN = [sys.executable, "-m", "stream.train"]
 
 
 def _produce(bootstrap: str, topic: str, gates: list[tuple[float, threading.Event]]) -> None:
@@ -79,7 +83,7 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
             worker_env(bootstrap, topic, group, tmp_path / f"store-{name}", 2_000)
             | {"STREAMGNN_INSTANCE_ID": name},
             tmp_path / f"ingest-{name}.log",
-            command=INGEST,
+            command=INGEST_COMMAND,
         )
         for name in ("a", "b", "c")
     }
@@ -95,7 +99,7 @@ def test_two_ingest_workers_and_one_trainer_survive_kills_and_rebalances(
             **{key: v for key, v in published.items() if key != "STREAMGNN_TRAIN"},
         },
         tmp_path / "trainer.log",
-        command=TRAIN,
+        command=TRAIN_COMMAND,
     )
     rng = random.Random(14)
     plan = sorted(

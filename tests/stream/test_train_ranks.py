@@ -22,7 +22,13 @@ from tests.harness.changelog_state import fold_changelog
 from tests.harness.embedding_log import read_published
 from tests.harness.faults import event, produce
 from tests.harness.progress import GroupProgress, metric_value
-from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
+from tests.harness.worker_process import (
+    INGEST_COMMAND,
+    WorkerProcess,
+    training_env,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +77,7 @@ def test_two_trainer_ranks_publish_one_space(
     ingest = WorkerProcess(
         worker_env(bootstrap, topic, group, tmp_path / "store", 200),
         tmp_path / "ingest.log",
-        command=[sys.executable, "-m", "stream.ingest.command"],
+        command=INGEST_COMMAND,
     )
     progress = GroupProgress(bootstrap, group, topic)
 
