@@ -90,6 +90,7 @@ from stream.metrics import histogram_quantile, total
 from stream.produce.producer import InteractionProducer, produce
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream, wall_clock_ms
 from stream.settings import KafkaSettings, PublishSettings
+from stream.settings.options import OPTIONS
 from stream.settings.training import TrainerSettings
 from tests.harness.worker_process import training_env, worker_env
 
@@ -422,6 +423,12 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
+def environment_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The worker options set in this run's environment, which the worker inherits (a run
+    with ``STREAMGNN_STEP_SCOPE=local`` is not a run of the defaults); secrets left out."""
+    return {o.env: environ[o.env] for o in OPTIONS if o.kind != "secret" and o.env in environ}
+
+
 def _seed_edges(text: str) -> tuple[int, int]:
     load, _, edges = text.partition(":")
     return int(load), int(edges)
@@ -511,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
         "deployment": args.deployment,
+        "environment": environment_settings(os.environ),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average_1_5_15_min": {
             "start": [round(x, 2) for x in load_before],

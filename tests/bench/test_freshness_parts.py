@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.freshness import FRESHNESS, _delta, _rss_per, _seed_edges, main
+from bench.freshness import FRESHNESS, _delta, _rss_per, _seed_edges, environment_settings, main
 from bench.rss import RssSeries, Series
 from stream.metrics import histogram_quantile
 
@@ -84,3 +84,17 @@ def test_the_worker_quantile_is_over_the_load_window_only() -> None:
     assert set(window) == set(before)
     assert histogram_quantile(0.99, window, FRESHNESS) == pytest.approx(0.495)
     assert histogram_quantile(0.99, after, FRESHNESS) > 4.0  # the whole run's, seeding in it
+
+
+def test_the_report_names_the_worker_options_the_environment_sets_but_no_secret() -> None:
+    environ = {
+        "STREAMGNN_STEP_SCOPE": "local",
+        "STREAMGNN_NUM_NEGATIVES": "1024",
+        "STREAMGNN_KAFKA_SASL_PASSWORD": "hunter2",
+        "PATH": "/usr/bin",
+    }
+    assert environment_settings(environ) == {
+        "STREAMGNN_STEP_SCOPE": "local",
+        "STREAMGNN_NUM_NEGATIVES": "1024",
+    }
+    assert environment_settings({"HOME": "/root"}) == {}
