@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-step-cost bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-seed-spread bench-step-cost bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ gpu-check: ## on an NVIDIA GPU (< 8 min): CUDA tests, propagation at 1M-100M edg
 
 bench-id-memory: $(STAMP) ## the trainer's memory per live id, and the bound it puts under the default id caps; writes bench/results/id_memory.json
 	$(PY) -m bench.id_memory
+
+bench-seed-spread: $(STAMP) ## the default incremental method on ML-100K and RetailRocket under 5 training seeds: mean, sd, range, ratio to the best baseline; writes bench/results/seed_spread.json
+	OMP_NUM_THREADS=1 $(PY) -m bench.seed_spread
 
 bench-step-cost: $(STAMP) ## seconds per learn step at 100k, 1M, 10M edges, full vs local step; writes bench/results/step_cost.json
 	OMP_NUM_THREADS=1 $(PY) -m bench.step_cost

@@ -1,0 +1,151 @@
+"""How far the default ``incremental`` figures move with nothing but the trainer's seed.
+
+``streamgnn eval`` reports 95 % bootstrap intervals over queries: how much a figure
+would move with other users asked. A learnt method also moves with its seed (initial
+vectors, negatives, replay draws), which those intervals do not show; a lever whose gain
+is smaller than this spread cannot be chosen from one run. Each data set goes through the
+default eval protocol (50 % warm-up, 10 chunks, the worker's training settings) with the
+protocol's seed fixed at the default for every run, so every seed is scored on the same
+queries with the same item tie-break; only ``training.seed`` changes. The baselines run
+once (they do not learn from a seed), for the ratio of ``incremental``'s mean to the best
+baseline's figure on each metric.
+
+    .venv/bin/python -m bench.seed_spread                       # ML-100K, RetailRocket, seeds 0-4
+    .venv/bin/python -m bench.seed_spread --datasets ml-100k --seeds 3
+
+Writes bench/results/seed_spread.json (``--out``): per data set the baselines' figures,
+each seed's, and per metric the mean, sample standard deviation, min, max and
+mean / best baseline. ``make bench-seed-spread``; about 15 minutes on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stream.evaluation.catalogue import BASELINES, MethodOptions, build_methods
+from stream.evaluation.data import data_format, read_interactions
+from stream.evaluation.methods import TrainerRecipe
+from stream.evaluation.metrics import METRICS
+from stream.evaluation.prequential import ProtocolSettings, run_prequential
+from stream.evaluation.report import figures
+from stream.events import Interaction
+from stream.settings import Settings
+from stream.settings.commands import DataSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DATASETS = {
+    "ml-100k": DataSettings(SHARED / "ml-100k" / "u.data", "movielens"),
+    "retailrocket": DataSettings(SHARED / "retailrocket" / "sampled_events.csv", "retailrocket"),
+}
+RESULTS = ROOT / "bench" / "results" / "seed_spread.json"
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), min and max.
+
+    >>> spread([1.0, 2.0, 3.0])
+    {'mean': 2.0, 'sd': 1.0, 'min': 1.0, 'max': 3.0}
+    """
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd, "min": min(values), "max": max(values)}
+
+
+def run_methods(
+    events: Sequence[Interaction], names: Sequence[str], settings: Settings, training_seed: int
+) -> dict[str, dict[str, Any]]:
+    """Each method's figures (means and intervals) on the default protocol, the trainer
+    seeded with ``training_seed`` and everything else as ``settings`` says."""
+    training = dataclasses.replace(settings.training, seed=training_seed)
+    ev, behaviours = settings.eval, settings.events.behaviours
+    protocol = ProtocolSettings(
+        warmup=ev.warmup,
+        chunks=ev.chunk_count,
+        chunk_duration_ms=ev.chunk_duration_ms,
+        micro_batch=ev.micro_batch,
+        behaviours=behaviours,
+        epsilon=settings.store.epsilon,
+        seed=settings.training.seed,  # the protocol's own: the same queries for every seed
+    )
+    recipe = TrainerRecipe(training, dict(behaviours), settings.store.epsilon, ev.epochs)
+    options = MethodOptions(behaviours, recipe, ev.retrain_epochs, ev.window_fractions)
+    result = run_prequential(events, build_methods(names, options), protocol)
+    return {
+        name: figures(method.per_query(), ev.bootstrap_resamples)
+        for name, method in result.methods.items()
+    }
+
+
+def dataset_spread(
+    events: Sequence[Interaction], seeds: Sequence[int], settings: Settings
+) -> dict[str, Any]:
+    """The baselines once, ``incremental`` under each seed, and the spread per metric."""
+    baselines = run_methods(events, BASELINES, settings, settings.training.seed)
+    runs = {seed: run_methods(events, ["incremental"], settings, seed)["incremental"]
+            for seed in seeds}  # fmt: skip
+    summary = {}
+    for metric in METRICS:
+        best = max(baselines, key=lambda name: baselines[name][metric])
+        figures_ = spread([runs[seed][metric] for seed in seeds])
+        ratio = figures_["mean"] / baselines[best][metric] if baselines[best][metric] else None
+        summary[metric] = {**figures_, "best_baseline": best, "mean_over_best_baseline": ratio}
+    return {
+        "queries": baselines[BASELINES[0]]["queries"],
+        "baselines": baselines,
+        "incremental_by_seed": {str(seed): runs[seed] for seed in seeds},
+        "incremental_spread": summary,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", type=int, default=5, help="training seeds 0 .. N-1")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    settings = Settings()
+    seeds = list(range(args.seeds))
+    load_before = os.getloadavg()
+    results = {}
+    for name in args.datasets:
+        data = DATASETS[name]
+        assert data.path is not None
+        events = read_interactions(data.path, data_format(data)).interactions
+        results[name] = dataset_spread(events, seeds, settings)
+        print(name, json.dumps(results[name]["incremental_spread"]), flush=True)
+    report = {
+        "benchmark": "the default incremental method's figures under several training seeds",
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.seed_spread", *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        },
+        "protocol": "streamgnn eval's defaults (50 % warm-up, 10 chunks, protocol seed "
+        f"{settings.training.seed}); the trainer's settings the worker's but its seed",
+        "seeds": seeds,
+        "datasets": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
