@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from stream.events import EventValidator, Interaction, Rejection
-from stream.ingest.changelog import Changelog, validate_or_restore
+from stream.ingest.changelog import Changelog, ChangelogInterrupted, validate_or_restore
 from stream.ingest.dead_letter import DeadLetterInterrupted, DeadLetterWriter
 from stream.ingest.source import RecordSource, SourceRecord
 from stream.metrics import PipelineMetrics
@@ -213,7 +213,17 @@ class IngestWorker:
         positions = {b.partition: b.next_offset for b in batches}
         if self._changelog is not None:
             metadata = self._source.group_metadata()
-            await asyncio.to_thread(self._changelog.commit, result.changes, positions, metadata)
+            try:
+                await asyncio.to_thread(
+                    self._changelog.commit, result.changes, positions, metadata, self._interrupted
+                )
+            except ChangelogInterrupted as exc:
+                log.warning(
+                    "stopping: the batch in flight is left for the next start, which restores "
+                    "its partitions from the changelog (transaction not committed: %s)",
+                    exc,
+                )
+                return 0
         self._count(consumed, result)
         self._source.commit(positions)
         if self._on_applied is not None:

@@ -7,7 +7,9 @@ records them), like :mod:`tests.harness.faults` is for crashes.
   SIGTERM meanwhile.
 - :func:`unwritable_dlq`: the same with a short dlq timeout: the worker must stop itself.
 - :func:`brokers_away`: the network to the brokers is cut while a training worker
-  consumes, trains and publishes; SIGTERM meanwhile.
+  consumes, trains and publishes; SIGTERM meanwhile. With ``changelog``, the worker writes
+  its store's changelog in transactions, one of which the cut leaves waiting; the network
+  then comes back and the worker is started again.
 - :func:`random_batch`: a seeded batch of every class, for long runs.
 """
 
@@ -129,12 +131,16 @@ def unwritable_dlq(broker: LocalKafkaBroker, workdir: Path, timeout_s: int = 3) 
     return ScenarioReport("dlq-unwritable", run.worker.exit_status(), elapsed, details)
 
 
-def brokers_away(workdir: Path) -> ScenarioReport:
-    """SIGTERM a training worker while the network to its broker (its own) is cut."""
+def brokers_away(workdir: Path, changelog: bool = False) -> ScenarioReport:
+    """SIGTERM a training worker while the network to its broker (its own) is cut; with
+    ``changelog``, restore the network, start it again and count what its store holds."""
     with proxied_broker(workdir / "kafka") as (broker, proxy):
         env = {**training_env(workdir, "away"), "STREAMGNN_BOOTSTRAP_SERVERS": proxy.address}
+        if changelog:
+            env["STREAMGNN_CHANGELOG"] = "true"
         run = HostileRun(broker, workdir, partitions=1, env=env)
         run.start()
+        details: dict[str, object] = {"sent": 11 * GOOD}
         try:
             send_records(run.bootstrap, run.topic, good_records(GOOD))
             wait_for(lambda: sum(run.positions().values()) == GOOD, 90, "the stream stored")
@@ -142,11 +148,19 @@ def brokers_away(workdir: Path) -> ScenarioReport:
             proxy.cut()  # while that is being consumed, trained on and published
             time.sleep(2)
             start = time.monotonic()
-            status = run.worker.terminate(60)
+            status = run.worker.terminate(90)
             elapsed = time.monotonic() - start
+            details["stored_at_sigterm"] = sum(run.positions().values())
+            if changelog:
+                proxy.restore()
+                run.start()
+                wait_for(lambda: sum(run.positions().values()) == 11 * GOOD, 120, "the rest stored")
+                details["stored_after_restart"] = sum(run.positions().values())
+                details["restart_exit_status"] = run.worker.terminate(60)
         finally:
             run.close()
-    return ScenarioReport("sigterm-brokers-away", status, elapsed)
+    name = "sigterm-brokers-away" + ("-changelog" if changelog else "")
+    return ScenarioReport(name, status, elapsed, details)
 
 
 def random_batch(
