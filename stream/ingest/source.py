@@ -22,6 +22,7 @@ batch.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -71,11 +72,22 @@ class SourceRecord:
         return record_clock(self.timestamp_ms, self.received_ms)
 
 
+# ``Message.headers()`` through a C-level call. For a header key that is not UTF-8,
+# confluent_kafka returns a list holding a (NULL, value) tuple with the decode error still
+# set; a call through the C API turns that into SystemError every time, but once the
+# adaptive interpreter (3.11+) specialises a plain ``message.headers()`` call site, the
+# list can come back as a value, and reading the tuple dereferences NULL: the worker died
+# of SIGSEGV in ``_header`` in the hostile-record suite, and a loop calling
+# ``message.headers()`` on 200 such records crashed every time (through this: SystemError
+# each time, no crash).
+_HEADERS = operator.methodcaller("headers")
+
+
 def read_record(message: Message, received_ms: int) -> SourceRecord:
     """A :class:`SourceRecord` from a librdkafka message; never raises."""
     undecodable = None
     try:
-        headers = tuple(_header(item) for item in message.headers() or ())
+        headers = tuple(_header(item) for item in _HEADERS(message) or ())
     except (SystemError, UnicodeDecodeError, ValueError) as exc:
         # confluent_kafka decodes header keys as UTF-8 and raises (SystemError chained to a
         # UnicodeDecodeError) when one is not: the keys' bytes cannot be read back at all.

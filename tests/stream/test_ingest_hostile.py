@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings, Settings, StoreSettings
 from stream.state.graph_store import DecayedGraphStore
+from tests.harness import importable_env
 from tests.harness.raw_records import RawRecord, send_records
 
 pytestmark = pytest.mark.integration
@@ -116,6 +120,43 @@ def test_a_record_the_client_cannot_decode_is_dead_lettered_and_the_stream_goes_
     assert headers["dlq.reason"] == b"undecodable"
     assert headers["dlq.headers"] == b"undecodable"
     assert headers["dlq.source.offset"] == str(sent[1].offset).encode()
+
+
+READ_IN_A_CHILD = """
+import sys, time
+from confluent_kafka import Consumer
+from stream.ingest.source import read_record
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic,
+                     "auto.offset.reset": "earliest"})
+consumer.subscribe([topic])
+records, deadline = [], time.monotonic() + 60
+while len(records) < count and time.monotonic() < deadline:
+    records += [read_record(m, 0) for m in consumer.consume(count, 1.0) if m.error() is None]
+consumer.close()
+print(sum(r.undecodable is not None for r in records), len(records))
+"""
+
+
+def test_hundreds_of_undecodable_header_keys_in_a_row_are_each_read_as_undecodable(
+    kafka_broker: LocalKafkaBroker, topic_factory: Callable[..., str]
+) -> None:
+    """Enough of them in a row for the interpreter to specialise the reading call site
+    (stream/ingest/source.py says why that matters). Read in a child process, so a crash
+    fails this test instead of ending the run. It did not crash without the fix either: the
+    crash it guards against was seen only in the live worker (SIGSEGV in the hostile-record
+    suite) and in a standalone loop calling ``message.headers()`` directly."""
+    topic, count = topic_factory("bad-header-keys"), 300
+    bad = RawRecord(b"u1", b"{}", [(b"k\xff", b"v")])
+    send_records(kafka_broker.bootstrap_servers, topic, [bad] * count)
+    child = subprocess.run(
+        [sys.executable, "-c", READ_IN_A_CHILD, kafka_broker.bootstrap_servers, topic, str(count)],
+        capture_output=True,
+        timeout=120,
+        env=importable_env(os.environ),
+    )
+    assert child.returncode == 0, child.stderr.decode(errors="replace")[-2_000:]
+    assert child.stdout.split() == [str(count).encode()] * 2
 
 
 def test_dead_letters_shrink_until_the_dlq_accepts_them(
