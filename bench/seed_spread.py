@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
-from stream.evaluation.catalogue import BASELINES, MethodOptions, build_methods
+from stream.evaluation.catalogue import BASELINES, build_methods
+from stream.evaluation.command import method_options, protocol_settings, recipe
 from stream.evaluation.data import data_format, read_interactions
-from stream.evaluation.methods import TrainerRecipe
 from stream.evaluation.metrics import METRICS
-from stream.evaluation.prequential import ProtocolSettings, run_prequential
+from stream.evaluation.prequential import run_prequential
 from stream.evaluation.report import figures
 from stream.events import Interaction
 from stream.settings import Settings
@@ -69,21 +69,12 @@ def run_methods(
     """Each method's figures (means and intervals) on the default protocol, the trainer
     seeded with ``training_seed`` and everything else as ``settings`` says."""
     training = dataclasses.replace(settings.training, seed=training_seed)
-    ev, behaviours = settings.eval, settings.events.behaviours
-    protocol = ProtocolSettings(
-        warmup=ev.warmup,
-        chunks=ev.chunk_count,
-        chunk_duration_ms=ev.chunk_duration_ms,
-        micro_batch=ev.micro_batch,
-        behaviours=behaviours,
-        epsilon=settings.store.epsilon,
-        seed=settings.training.seed,  # the protocol's own: the same queries for every seed
-    )
-    recipe = TrainerRecipe(training, dict(behaviours), settings.store.epsilon, ev.epochs)
-    options = MethodOptions(behaviours, recipe, ev.retrain_epochs, ev.window_fractions)
-    result = run_prequential(events, build_methods(names, options), protocol)
+    # the protocol's seed stays ``settings``': the same queries for every training seed
+    chosen = recipe(dataclasses.replace(settings, training=training))
+    methods = build_methods(names, method_options(settings, chosen))
+    result = run_prequential(events, methods, protocol_settings(settings))
     return {
-        name: figures(method.per_query(), ev.bootstrap_resamples)
+        name: figures(method.per_query(), settings.eval.bootstrap_resamples)
         for name, method in result.methods.items()
     }
 

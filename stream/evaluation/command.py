@@ -67,6 +67,40 @@ def recipe(settings: Settings) -> TrainerRecipe:
     )
 
 
+def protocol_settings(settings: Settings) -> ProtocolSettings:
+    """The prequential protocol the ``eval`` section describes (its seed: ``training.seed``)."""
+    ev = settings.eval
+    return ProtocolSettings(
+        warmup=ev.warmup,
+        chunks=ev.chunk_count,
+        chunk_duration_ms=ev.chunk_duration_ms,
+        micro_batch=ev.micro_batch,
+        behaviours=settings.events.behaviours,
+        epsilon=settings.store.epsilon,
+        seed=settings.training.seed,
+        target_types=_targets(settings),
+    )
+
+
+def method_options(settings: Settings, chosen: TrainerRecipe) -> MethodOptions:
+    """What the methods share with :func:`protocol_settings`'s protocol; model methods learn
+    by ``chosen``."""
+    ev = settings.eval
+    return MethodOptions(
+        settings.events.behaviours,
+        chosen,
+        retrain_epochs=ev.retrain_epochs,
+        window_fractions=ev.window_fractions,
+        target_types=_targets(settings),
+        seed=settings.training.seed,
+    )
+
+
+def _targets(settings: Settings) -> frozenset[str] | None:
+    types = settings.eval.target_types
+    return frozenset(types) if types is not None else None
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     began = time.perf_counter()
@@ -75,32 +109,14 @@ def main(args: argparse.Namespace) -> int:
     if data.path is None:
         raise ConfigError("--data / STREAMGNN_DATA: the interaction file to evaluate on")
     fmt = data_format(data)
-    targets = frozenset(ev.target_types) if ev.target_types is not None else None
+    targets = _targets(settings)
 
-    chosen_recipe = recipe(settings)
     loaded = read_interactions(data.path, fmt)
     print(f"{data.path}: {loaded.summary()}", file=sys.stderr)
     for example in loaded.bad_examples:
         print(f"  {example}", file=sys.stderr)
-    protocol = ProtocolSettings(
-        warmup=ev.warmup,
-        chunks=ev.chunk_count,
-        chunk_duration_ms=ev.chunk_duration_ms,
-        micro_batch=ev.micro_batch,
-        behaviours=settings.events.behaviours,
-        epsilon=settings.store.epsilon,
-        seed=settings.training.seed,
-        target_types=targets,
-    )
-    options = MethodOptions(
-        settings.events.behaviours,
-        chosen_recipe,
-        retrain_epochs=ev.retrain_epochs,
-        window_fractions=ev.window_fractions,
-        target_types=targets,
-        seed=settings.training.seed,
-    )
-    methods = build_methods(ev.methods, options)
+    protocol = protocol_settings(settings)
+    methods = build_methods(ev.methods, method_options(settings, recipe(settings)))
     with _progress_bar(not ev.no_progress) as bar:
         result = run_prequential(loaded.interactions, methods, protocol, progress=bar)
     stream = loaded.interactions

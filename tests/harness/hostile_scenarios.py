@@ -140,7 +140,8 @@ def brokers_away(workdir: Path, changelog: bool = False) -> ScenarioReport:
             env["STREAMGNN_CHANGELOG"] = "true"
         run = HostileRun(broker, workdir, partitions=1, env=env)
         run.start()
-        details: dict[str, object] = {"sent": 11 * GOOD}
+        sent = 11 * GOOD  # GOOD, then 10 * GOOD
+        details: dict[str, object] = {"sent": sent}
         try:
             send_records(run.bootstrap, run.topic, good_records(GOOD))
             wait_for(lambda: sum(run.positions().values()) == GOOD, 90, "the stream stored")
@@ -154,7 +155,7 @@ def brokers_away(workdir: Path, changelog: bool = False) -> ScenarioReport:
             if changelog:
                 proxy.restore()
                 run.start()
-                wait_for(lambda: sum(run.positions().values()) == 11 * GOOD, 120, "the rest stored")
+                wait_for(lambda: sum(run.positions().values()) == sent, 120, "the rest stored")
                 details["stored_after_restart"] = sum(run.positions().values())
                 details["restart_exit_status"] = run.worker.terminate(60)
         finally:
