@@ -7,6 +7,7 @@ environments the scenarios and benchmarks start it with.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,11 +70,20 @@ class WorkerProcess:
             self._process.wait()
 
     def terminate(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM (drain and exit); returns the exit status."""
+        """SIGTERM (drain and exit); returns the exit status.
+
+        A worker still running ``timeout_s`` later is SIGKILLed with its process group (a
+        torchrun's ranks too) before the timeout is raised: a hung worker fails its test,
+        and does not outlive the run holding its broker, ports and store.
+        """
         if self._process is None:
             raise RuntimeError("worker was never started")
         self._process.send_signal(signal.SIGTERM)
-        return self._process.wait(timeout=timeout_s)
+        try:
+            return self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(self._process)
+            raise
 
     def consuming(self) -> bool:
         """Whether the latest start got as far as consuming (its signal handlers are set,
@@ -96,6 +106,14 @@ class WorkerProcess:
         if self._process is None:
             raise RuntimeError("worker was never started")
         return self._process.pid
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``process`` and every process of its session (started with
+    ``start_new_session``, its pid is the group's id), and reap it."""
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> float:

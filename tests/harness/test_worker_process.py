@@ -1,0 +1,63 @@
+"""The harness's worker process: a worker that will not stop is killed, children and all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness.worker_process import WorkerProcess, wait_for
+
+# Ignores SIGTERM, starts a child that ignores it too, writes the child's pid, then sleeps.
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child of a killed parent is reaped by init; until then it is a zombie.
+    status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    return status != "Z"
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    worker = WorkerProcess(
+        {}, tmp_path / "stubborn.log", command=[sys.executable, "-c", STUBBORN, str(pid_file)]
+    )
+    worker.start()
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the child's pid")
+    child = int(pid_file.read_text())
+    time.sleep(0.2)  # the parent's SIGTERM handler is set before it writes the pid
+
+    with pytest.raises(subprocess.TimeoutExpired):
+        worker.terminate(timeout_s=1)
+
+    assert worker.exit_status() is not None  # reaped, not left running
+    wait_for(lambda: not _alive(child), 10, "the worker's child to be gone")
+
+
+def test_a_worker_that_stops_on_sigterm_returns_its_exit_status(tmp_path: Path) -> None:
+    worker = WorkerProcess(
+        {},
+        tmp_path / "polite.log",
+        command=[sys.executable, "-c", "import time; time.sleep(60)"],
+    )
+    worker.start()
+    time.sleep(0.5)
+    assert worker.terminate(timeout_s=30) == -15  # SIGTERM's default action: killed by it
