@@ -27,9 +27,10 @@ With ``step_scope`` ``local`` a learn call
      (published) vector, even when its own parameters moved (a negative pushed away, a
      neighbour in the sample) or a neighbour's did, until it is a seed again (its next
      event or replay draw), the sweep reaches it (at most live / ``sweep_rows`` calls) or
-     ``full_refresh_every`` re-embeds every row. A call whose step ran on the whole graph
-     re-embeds every row instead, with one full propagation: exact, and no dearer than
-     that step (small graphs, or negatives reaching most of one).
+     ``full_refresh_every`` re-embeds every row. A call whose step ran on the whole graph,
+     or whose re-embedding would draw more edges than the graph holds (a call coalescing
+     thousands of events under load), re-embeds every row instead, with one full
+     propagation: exact, and no dearer than the step or the trees it replaces.
    * ``fanout`` 0 (exact): every row within ``layers`` hops of a row that moved plus the
      batch's own rows (new edges), with the full graph's propagation at those rows (every
      edge, no cap): the same vectors a full step's re-embedding gives them. When those
@@ -158,13 +159,17 @@ class LocalStep:
         seeds = torch.cat([*self._moved, users.cpu(), items.cpu() + self.num_users])
         return self.index.within(seeds, self.hops, int(_FULL_SHARE * self.index.num_nodes))
 
-    def embed(self, encoder: Encoder, nodes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def embed(
+        self, encoder: Encoder, nodes: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
         """``(user rows, item rows, their vectors)`` of these nodes (sorted): on a
         ``fanout``-capped tree when bounded, else exactly as a full propagation gives them
         (every edge). Bounded, a node a step sampled as a seed is embedded on that step's
         sample (its tree there is complete: the same unbiased estimate, with no second
         draw; the vector is then computed on the sample the step trained on), the others
-        on a tree drawn now."""
+        on a tree drawn now. Bounded, None when that draw would hold more edges than the
+        graph (a call coalescing thousands of events): re-embed every row with one full
+        propagation instead, cheaper and exact, as after a whole-graph step."""
         device = encoder.row_parameters()[0].device
         nodes = nodes.cpu()
         parts: list[tuple[Neighbourhood, Tensor]] = []
@@ -175,8 +180,14 @@ class LocalStep:
                 parts.append((tree, rest[covered]))
                 rest = rest[~covered]
         if rest.numel() or not parts:
-            hood = sample_neighbourhood(self.index, rest, self.hops, self.fanout, self.generator)
-            assert hood is not None  # no edge limit
+            # bounded: trees as large as the graph make one full propagation the cheaper
+            # way (exact mode has its own rule in to_reembed)
+            limit = self.num_edges if self.bounded else None
+            hood = sample_neighbourhood(
+                self.index, rest, self.hops, self.fanout, self.generator, limit
+            )
+            if hood is None:
+                return None
             self.reembed_edges += hood.num_edges
             parts.append((hood, rest))
         out_nodes, user_vecs, item_vecs = [], [], []

@@ -87,7 +87,8 @@ def reembed(
     trainer: IncrementalTrainer, local: LocalStep, touched: Mapping[str, Tensor] | None
 ) -> dict[str, Tensor] | None:
     """Re-embed, into the latest vectors, the rows a local step can have moved; returns
-    them by kind (None: re-embed every row instead, see :meth:`LocalStep.to_reembed`)."""
+    them by kind (None: re-embed every row instead, see :meth:`LocalStep.to_reembed` and
+    :meth:`LocalStep.embed`)."""
     t = trainer
     latest = t._latest
     assert latest is not None
@@ -110,7 +111,10 @@ def reembed(
     if nodes is None:
         return None
     with t._amp.autocast():
-        users, items, user_vec, item_vec = local.embed(t.encoder, nodes)
+        embedded = local.embed(t.encoder, nodes)
+    if embedded is None:
+        return None
+    users, items, user_vec, item_vec = embedded
     user_vec, item_vec = folded(t, user_vec, item_vec, items)
     rows = {"user": users, "item": items}
     for kind, vectors in zip(KINDS, (user_vec, item_vec), strict=True):

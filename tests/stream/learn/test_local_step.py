@@ -335,3 +335,26 @@ def test_a_capped_call_whose_step_ran_on_the_whole_graph_reembeds_every_row_exac
     full_users, _ = trainer.encoder.embed(graph, users, items)
     latest = trainer.vectors("user", trainer.registry.ids("user", users))
     torch.testing.assert_close(latest[:, : trainer.settings.dim], full_users)
+
+
+def test_a_capped_call_whose_reembedding_would_outgrow_the_graph_reembeds_every_row_exactly() -> (
+    None
+):
+    """The step samples locally, but its re-embedding's seeds (here a sweep of every row,
+    as a call coalescing thousands of events brings) would draw trees holding more edges
+    than the graph: every row is re-embedded with one full propagation instead, the same
+    values a full step's re-embedding gives."""
+    trainer, batch = warm(dataclasses.replace(LOCAL, sweep_rows=300))
+    trainer.learn(batch)
+    step = trainer.last_step
+    assert step is not None and step.bounded and step.whole_graph_steps == 0
+    assert step.step_edges > 0 and step.reembed_edges == 0  # no tree drawn, none used
+    assert trainer.reembedded == {"user": None, "item": None}
+    graph = trainer._graph(prune=False)
+    users = torch.arange(trainer.registry.live("user"))
+    items = torch.arange(trainer.registry.live("item"))
+    full_users, full_items = trainer.encoder.embed(graph, users, items)
+    dim = trainer.settings.dim
+    for kind, rows, full in (("user", users, full_users), ("item", items, full_items)):
+        latest = trainer.vectors(kind, trainer.registry.ids(kind, rows))
+        torch.testing.assert_close(latest[:, :dim], full)

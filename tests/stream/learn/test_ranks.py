@@ -21,6 +21,9 @@ BASE: dict[str, Any] = {
     "max_steps_per_batch": 0,
     "num_negatives": 2,
     "fanout": 4,
+    # a sweep of a few rows: sweeping every row (the default 1,024 > these 960) would draw
+    # trees larger than the graph, and a local call would re-embed every row instead
+    "sweep_rows": 16,
 }
 
 
