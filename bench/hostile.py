@@ -8,7 +8,9 @@ every compression codec, good events between them; a multi-megabyte record in so
 batches, shrunk into its letter or refused by the broker). ``--sigterms`` of the batches
 SIGTERM the worker at a random moment 0-1.5 s after sending (mid-batch) and start it
 again. Then the scenarios of tests/harness/hostile_scenarios.py: SIGTERM while stuck on
-a dead letter, a DLQ that stays unwritable, SIGTERM with the brokers cut away.
+a dead letter, a DLQ that stays unwritable, SIGTERM with the brokers cut away (without and
+with ``--changelog``; with it, the worker is started again once the network is back and
+what its store then holds is counted).
 
 Reports records tried per class; crashes (the worker exited unasked), stalls (a batch
 not in the store within 120 s), silent drops, doubles and wrong outcomes (goal: 0 each);
@@ -83,8 +85,9 @@ def main() -> None:
             stuck_on_dead_letter(broker, Path(tmp) / "stuck"),
             unwritable_dlq(broker, Path(tmp) / "unwritable"),
         ]
-    with tempfile.TemporaryDirectory() as tmp:
-        scenarios.append(brokers_away(Path(tmp)))
+    for changelog in (False, True):  # the changelog's transaction is stuck too with it on
+        with tempfile.TemporaryDirectory() as tmp:
+            scenarios.append(brokers_away(Path(tmp), changelog=changelog))
     times = run.sigterm_s + [
         s.seconds for s in scenarios if s.name.startswith("sigterm") and s.seconds is not None
     ]
