@@ -29,7 +29,10 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A killed child of a killed parent is reaped by init; until then it is a zombie.
-    status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:  # reaped between the two looks
+        return False
     return status != "Z"
 
 
