@@ -337,9 +337,7 @@ def test_a_capped_call_whose_step_ran_on_the_whole_graph_reembeds_every_row_exac
     torch.testing.assert_close(latest[:, : trainer.settings.dim], full_users)
 
 
-def test_a_capped_call_whose_reembedding_would_outgrow_the_graph_reembeds_every_row_exactly() -> (
-    None
-):
+def test_reembedding_trees_larger_than_the_graph_give_way_to_one_full_propagation() -> None:
     """The step samples locally, but its re-embedding's seeds (here a sweep of every row,
     as a call coalescing thousands of events brings) would draw trees holding more edges
     than the graph: every row is re-embedded with one full propagation instead, the same
