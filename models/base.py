@@ -26,6 +26,13 @@ A step's cost can follow its batch: an encoder whose ``local_step`` is true comp
 :class:`~models.neighbourhood.Neighbourhood` (exactly ``forward``'s with no fan-out cap), and
 its ``row_parameters()`` (the id tables) get row-sparse gradients, so an optimiser moves
 only the rows the neighbourhood holds. LightGCN has one (without learnt relation scales).
+
+A node's vector can also follow from its own edges alone: ``embed_with_partial`` returns,
+beside ``embed``'s vectors, the :class:`PartialSums` of one full propagation, from which
+``embed_one_hop(partial, neighbourhood, users, items, stale)`` computes the vectors of
+rows whose edges changed since, reading their neighbours' sums as of that propagation (a
+worker publishes what a user just did before the next gradient step; see
+:mod:`stream.learn.reflect`). LightGCN has it; the others return no sums.
 The others (sage, pinsage, tgn, mbgat) train on the full graph, for a reason of substance:
 they have dense weights shared by every node (SAGE/PinSage layer matrices, TGN's memory
 updater and attention, MBGAT's relation attention), so each optimiser step moves every
@@ -53,6 +60,15 @@ if TYPE_CHECKING:
     from models.neighbourhood import Neighbourhood
 
 GROW_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class PartialSums:
+    """Per row, what a propagation passes on to a neighbour's vector, as of one full
+    propagation (LightGCN: the sum of layers ``0 .. L-1``), by kind."""
+
+    users: Tensor
+    items: Tensor
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,29 @@ class Encoder(torch.nn.Module, abc.ABC):
 
     def reset_state(self) -> None:
         """Forget streaming state (memories, caches); stateless encoders have none."""
+
+    def embed_with_partial(
+        self, graph: BipartiteGraph, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor, PartialSums | None]:
+        """:meth:`embed`'s vectors, and the partial sums :meth:`embed_one_hop` reads
+        (None: the encoder has no one-hop re-embedding)."""
+        user_vectors, item_vectors = self.embed(graph, users, items)
+        return user_vectors, item_vectors, None
+
+    def embed_one_hop(
+        self,
+        partial: PartialSums,
+        neighbourhood: Neighbourhood,
+        users: Tensor,
+        items: Tensor,
+        stale: tuple[Tensor, Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """Vectors of these rows from their own edges (``neighbourhood``: their one-hop
+        neighbourhood, every edge) and their neighbours' ``partial`` sums; a neighbour
+        with no sum there (a row newer than ``partial``, or one of the ``stale``
+        ``(user rows, item rows)``, reset since) passes on its own initial row. No
+        gradient, no side effect."""
+        raise NotImplementedError(f"encoder {self.name!r} has no one-hop re-embedding")
 
     @torch.no_grad()
     def embed(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:

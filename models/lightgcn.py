@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.base import GROW_CHUNK, BipartiteGraph, Encoder, grown_size
+from models.base import GROW_CHUNK, BipartiteGraph, Encoder, PartialSums, grown_size
 from models.errors import ModelConfigError
 from models.neighbourhood import Neighbourhood
 
@@ -171,6 +171,11 @@ class LightGCNEncoder(Encoder):
     # -- propagation -------------------------------------------------------------------
 
     def forward(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        total, _, layers = self._propagate(graph)
+        return self._select(total, layers, users, items)
+
+    def _propagate(self, graph: BipartiteGraph) -> tuple[Tensor, Tensor | None, int]:
+        """``(Σ_k e^(k) over every node, the last layer e^(L) or None, the layers summed)``."""
         n_users, n_items = self.num_users, self.num_items
         if graph.num_users > n_users or graph.num_items > n_items:
             raise ValueError(
@@ -178,14 +183,20 @@ class LightGCNEncoder(Encoder):
                 f"{n_users} / {n_items}: grow() first"
             )
         x = torch.cat([self.user_emb, self.item_emb])
-        total, layers = x, 1
+        total, last, layers = x, None, 1
         if self.num_layers and graph.num_edges:
             adjacency = self._adjacency(graph, x.dtype)
             for _ in range(self.num_layers):
                 x = adjacency @ x
                 total = total + x
-            layers += self.num_layers
+            last, layers = x, layers + self.num_layers
+        return total, last, layers
 
+    def _select(
+        self, total: Tensor, layers: int, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The normalised layer mean of these rows."""
+        n_users = self.num_users
         if users.numel() + items.numel() >= total.shape[0]:  # every node, then the rows
             out = F.normalize((total / layers if layers > 1 else total).float(), dim=-1)
             return out.index_select(0, users), out.index_select(0, items + n_users)
@@ -204,6 +215,52 @@ class LightGCNEncoder(Encoder):
             return out if again is None else out.index_select(0, again)
 
         return rows(users), rows(items + n_users)
+
+    @torch.no_grad()
+    def embed_with_partial(
+        self, graph: BipartiteGraph, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor, PartialSums | None]:
+        was_training = self.training
+        self.eval()
+        try:
+            total, last, layers = self._propagate(graph)
+            user_vec, item_vec = self._select(total, layers, users, items)
+        finally:
+            self.train(was_training)
+        # Σ_{k<L} e^(k): a node's layers 1..L are its edges' coefficients times these
+        partial = total if last is None else total - last
+        user_part, item_part = torch.split(partial, [self.num_users, self.num_items])
+        return user_vec, item_vec, PartialSums(user_part, item_part)
+
+    @torch.no_grad()
+    def embed_one_hop(
+        self,
+        partial: PartialSums,
+        neighbourhood: Neighbourhood,
+        users: Tensor,
+        items: Tensor,
+        stale: tuple[Tensor, Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        hood = neighbourhood
+        user_rows, item_rows = hood.rows()
+        own = torch.cat([self.user_emb[user_rows], self.item_emb[item_rows]])
+        at = torch.cat([hood.local(users), hood.local(items + hood.num_users)])
+        total = own.index_select(0, at)
+        if self.num_layers and hood.num_edges:
+            passed = torch.cat(
+                [
+                    _sums_or_own(partial.users, user_rows, stale[0], own[: user_rows.numel()]),
+                    _sums_or_own(partial.items, item_rows, stale[1], own[user_rows.numel() :]),
+                ]
+            )
+            inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
+            coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(own.dtype)
+            layers = torch.zeros_like(own).index_add_(
+                0, hood.dst, coefficient[:, None] * passed.index_select(0, hood.src)
+            )
+            total = total + layers.index_select(0, at)
+        out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
+        return torch.split(out, [users.numel(), items.numel()])  # type: ignore[return-value]
 
     def _adjacency(self, graph: BipartiteGraph, dtype: torch.dtype) -> NormalisedAdjacency:
         """The graph's adjacency; kept for the next call with the same graph object (a
@@ -275,6 +332,14 @@ class LightGCNEncoder(Encoder):
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
+
+
+def _sums_or_own(sums: Tensor, rows: Tensor, stale: Tensor, own: Tensor) -> Tensor:
+    """``sums`` of these rows; a row past them or ``stale`` has only its own row."""
+    known = (rows < sums.shape[0]) & ~torch.isin(rows, stale.to(rows.device))
+    out = own.clone()
+    out[known] = sums[rows[known]].to(own.dtype)
+    return out
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,7 @@ TRAIN_OPTIONS = select(
     "worker.gil_switch_interval_ms",
     "worker.keep_freed_memory",
     "worker.max_backlog_events",
+    "worker.reflect_before_step",
     "worker.checkpoint_dir",
     "worker.checkpoint_interval_s",
     "worker.checkpoints_kept",

@@ -8,7 +8,9 @@ up. The backlog is bounded: once it holds ``max_backlog_events`` the ingest loop
 fetching (:meth:`TrainingLoop.has_room`) and the excess waits in Kafka as consumer lag.
 
 After each step the vectors that moved are published (``EmbeddingPublisher.publish``
-returns once every record is acked; a broker outage is retried, never dropped), then a
+returns once every record is acked; a broker outage is retried, never dropped); with
+``reflect_before_step`` the rows of the batch's events are published first, re-embedded
+from their own edges (:mod:`stream.learn.reflect`), and the step's after. Then a
 checkpoint is written when ``checkpoint_interval_s`` has passed, and always on
 :meth:`TrainingLoop.stop`. A checkpoint holds the trainer's complete state, the source
 offsets it has trained through and the settings that give its vectors their meaning.
@@ -393,9 +395,17 @@ class TrainingLoop:
     def _train(self, pending: PendingEvents, in_graph: bool = False) -> None:
         self._metrics.train_backlog.set(len(self.backlog))
         partitions = pending.partitions or None
-        report = self.trainer.learn(pending.interactions, partitions, in_graph=in_graph)
-        # Freshness counts only what the published vectors reflect (catch-up: nothing).
+        # Freshness counts only what the published vectors reflect (catch-up: nothing),
+        # each event once: with the first vectors that reflect it.
         times = pending.append_times_ms
+        if self._settings.worker.reflect_before_step:
+            absorbed, early = self.trainer.reflect(pending.interactions, partitions, in_graph)
+            if early is not None:
+                self._publish(early, [times[k] for k in early.reflected] if times else [])
+                times = []
+            report = self.trainer.step(absorbed)
+        else:
+            report = self.trainer.learn(pending.interactions, partitions, in_graph=in_graph)
         self._publish(report, [times[k] for k in report.reflected] if times else [])
         self.trained_through.update(pending.positions)
         if not in_graph and pending.interactions:

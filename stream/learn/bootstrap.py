@@ -51,6 +51,7 @@ def rebuild_mirror(trainer: IncrementalTrainer, store: DecayedGraphStore) -> Non
         if watermark >= 0:  # each partition's own stream time, never the newest one
             t.mirror.advance(watermark, [partition])
     t._grow()
+    t._partial = None  # the rebuilt graph is not the one they were propagated on
     latest = t._latest
     if latest is not None and any(latest[k].shape[0] != t.registry.live(k) for k in KINDS):
         t._latest = None

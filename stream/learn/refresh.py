@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from models.base import BipartiteGraph
+from models.base import BipartiteGraph, PartialSums
 from models.ids import KINDS
 from stream.learn.local_step import LocalStep
 
@@ -39,12 +39,13 @@ def refresh(
     candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
     rows = None if local is None or t._latest is None else reembed(t, local, touched)
     if rows is None:
-        latest = embed_all(t, graph())
+        latest, t._partial = embed_all(t, graph())
         t._latest = latest
     else:
         candidates = dict(rows)
         assert t._latest is not None
         latest = t._latest
+        t._partial = None  # the rows the step moved pass on other sums now
     t.reembedded = dict(candidates)
     t._reset_rows = {k: [] for k in KINDS}
     return {
@@ -58,14 +59,17 @@ def refresh(
     }
 
 
-def embed_all(trainer: IncrementalTrainer, graph: BipartiteGraph) -> dict[str, Tensor]:
-    """Every live row's vector, by kind (one full propagation)."""
+def embed_all(
+    trainer: IncrementalTrainer, graph: BipartiteGraph
+) -> tuple[dict[str, Tensor], PartialSums | None]:
+    """Every live row's vector, by kind (one full propagation), and its partial sums
+    (None: the encoder has no one-hop re-embedding; see :mod:`stream.learn.reflect`)."""
     t = trainer
     users = torch.arange(t.registry.live("user"), device=t.device)
     items = torch.arange(t.registry.live("item"), device=t.device)
     with t._amp.autocast():
-        user_vec, item_vec = t.encoder.embed(graph, users, items)
-    return dict(zip(KINDS, folded(t, user_vec, item_vec, items), strict=True))
+        user_vec, item_vec, partial = t.encoder.embed_with_partial(graph, users, items)
+    return dict(zip(KINDS, folded(t, user_vec, item_vec, items), strict=True)), partial
 
 
 def folded(
@@ -115,16 +119,26 @@ def reembed(
     if embedded is None:
         return None
     users, items, user_vec, item_vec = embedded
-    user_vec, item_vec = folded(t, user_vec, item_vec, items)
     rows = {"user": users, "item": items}
-    for kind, vectors in zip(KINDS, (user_vec, item_vec), strict=True):
-        table = latest[kind]
-        if table.shape[0] < live[kind]:
-            missing = table.new_zeros(live[kind] - table.shape[0], table.shape[1])
-            table = torch.cat([table, missing])
-        table[rows[kind]] = vectors
-        latest[kind] = table
+    write_rows(t, rows, folded(t, user_vec, item_vec, items))
     return rows
+
+
+def write_rows(
+    trainer: IncrementalTrainer, rows: Mapping[str, Tensor], vectors: tuple[Tensor, Tensor]
+) -> None:
+    """Put these rows' new vectors (users', items') into the latest vectors, which grow to
+    the live rows first."""
+    t = trainer
+    latest = t._latest
+    assert latest is not None
+    for kind, new in zip(KINDS, vectors, strict=True):
+        table = latest[kind]
+        live = t.registry.live(kind)
+        if table.shape[0] < live:
+            table = torch.cat([table, table.new_zeros(live - table.shape[0], table.shape[1])])
+        table[rows[kind]] = new
+        latest[kind] = table
 
 
 def swept(trainer: IncrementalTrainer, kind: str, live: int) -> Tensor:

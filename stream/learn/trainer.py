@@ -17,17 +17,20 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 from __future__ import annotations
 
 import inspect
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from models.base import BipartiteGraph, EdgeBatch, Encoder
-from models.ids import KINDS, IdRegistry
+from models.base import BipartiteGraph, EdgeBatch, Encoder, PartialSums
+from models.ids import KINDS, IdRegistry, RegistryCounts
+from models.prior import TrendTable
 from models.resolver import encoder_class
 from models.sampling import sample_replay
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
@@ -42,6 +45,7 @@ from stream.learn.local_step import LocalStep
 from stream.learn.objective import Objective, Trend
 from stream.learn.optimiser import grown_optimiser, new_optimiser
 from stream.learn.publish_policy import PublishPolicy
+from stream.learn.reflect import reflect_rows
 from stream.learn.refresh import embed_all, refresh
 from stream.learn.report import TrainReport
 from stream.learn.score_prior import TrendPrior
@@ -106,6 +110,9 @@ class IncrementalTrainer:
             settings.out_dim, self.device, settings.publish_threshold, settings.max_drift_reports
         )
         self._latest: dict[str, Tensor] | None = None  # vectors after the last learn/fit
+        # the last full propagation's partial sums (stream.learn.reflect), None after a
+        # local re-embedding, a restore or a rebuilt mirror: no reflect until the next
+        self._partial: PartialSums | None = None
         self._reset_rows: dict[str, list[Tensor]] = {k: [] for k in KINDS}  # since then
         # rows the last refresh re-embedded, by kind (None: all)
         self.reembedded: dict[str, Tensor | None] = {k: None for k in KINDS}
@@ -190,92 +197,147 @@ class IncrementalTrainer:
         and their nodes reported, but not merged a second time.
         """
         with self._lock:
-            start = time.perf_counter()
-            before = {k: self.registry.counts(k) for k in KINDS}
-            chosen = [
-                k for k, e in enumerate(interactions) if e.event_type not in SOCIAL_EVENT_TYPES
-            ]
-            events = [interactions[k] for k in chosen]
-            for event in events:
-                self.mirror.relation(event.event_type)  # unknown event type: ValueError
-            batch = _empty_batch()
-            reflected: list[int] = []
-            if events:
-                now = max(e.stream_ts for e in events)
-                users = self.registry.assign("user", [e.user_id for e in events], now)
-                items = self.registry.assign("item", [e.item_id for e in events], now)
-                self._absorb_evictions()
-                self._note_event_times(users, items, torch.tensor([e.ts for e in events]))
-                if in_graph:
-                    batch = self.mirror.positives(events, users, items)
-                else:
-                    parts = None if partitions is None else [partitions[k] for k in chosen]
-                    batch = self.mirror.apply(events, users, items, parts)
-                known = ((users >= 0) & (items >= 0)).tolist()
-                reflected = [k for k, ok in zip(chosen, known, strict=True) if ok]
-            # Trained against what was rising before this batch came (no self-counting),
-            # published with the batch counted. Events read back after a restart were
-            # counted by bootstrap when it rebuilt the trend from the store.
-            prior = self.score_prior
-            trend = prior.table(self.encoder.num_items) if prior is not None else None
-            if events and prior is not None and not (in_graph and prior.from_store):
-                mass = torch.tensor([self.behaviours[e.event_type].beta * e.weight for e in events])
-                prior.count(items, torch.tensor([e.ts for e in events]), mass)
-            graph = _Once(self._graph)  # the whole view: only a full step or refresh builds it
-            generator = torch.Generator().manual_seed(_seed(self.settings.seed, self.model_version))
-            replay_users = replay_items = torch.zeros(0, dtype=torch.long)
-            if len(batch):
-                wanted = round(self.settings.replay_ratio * len(batch))
-                older_than = int(batch.times.min())
-                replay_users, replay_items = self._replay(graph, wanted, generator, older_than)
-            pos_users = torch.cat([batch.users, replay_users]).to(self.device)
-            pos_items = torch.cat([batch.items, replay_items]).to(self.device)
-            positives = (pos_users, pos_items)
-            local = self._local_step(graph, generator, positives)
-            loss, steps = self._train(
-                graph,
-                positives,
-                self.settings.steps_per_batch,
-                generator,
-                None if trend is None else (trend, torch.zeros_like(pos_users)),
-                local=local,
-            )
-            if self.ranks is not None and local is not None:
-                self.ranks.merge_moved(local)  # re-embed what any rank's share moved
-            # Streaming state absorbs the batch after the step that trained on it (TGN's
-            # order): observed before, a positive's own event would be in the memory that
-            # scores it. The re-embedding below sees it.
-            if events:
-                self.encoder.observe(batch.to(self.device))
-            touched = {"user": batch.users, "item": batch.items}
-            changed = (
-                self._refresh(graph, touched, local)
-                if steps or len(batch)
-                else {k: [] for k in KINDS}
-            )
+            return self._step(self._absorb(interactions, partitions, in_graph))
+
+    def reflect(
+        self,
+        interactions: Sequence[Interaction],
+        partitions: Sequence[int] | None = None,
+        in_graph: bool = False,
+    ) -> tuple[Absorbed, TrainReport | None]:
+        """:meth:`learn`'s first half, and its rows' vectors before the step: absorb the
+        events, then re-embed the rows with new events from their own edges and the last
+        full propagation's partial sums (:mod:`stream.learn.reflect`). Returns the absorbed
+        events, to train on with :meth:`step`, and the report of the rows to publish now
+        (None: no partial sums to read, nothing was re-embedded)."""
+        with self._lock:
+            absorbed = self._absorb(interactions, partitions, in_graph)
+            batch = absorbed.batch
+            changed = reflect_rows(self, batch.users, batch.items) if len(batch) else None
+            if changed is None:
+                return absorbed, None
             self.model_version += 1
-            after = {k: self.registry.counts(k) for k in KINDS}
-            return TrainReport(
-                events=len(interactions),
-                edges=len(batch),
-                replayed=int(replay_users.numel()),
-                steps=steps,
-                loss=loss,
-                seconds=time.perf_counter() - start,
-                changed_users=changed["user"],
-                changed_items=changed["item"],
-                model_version=self.model_version,
-                watermark=self.mirror.watermark,
-                evicted_users=after["user"].evicted - before["user"].evicted,
-                evicted_items=after["item"].evicted - before["item"].evicted,
-                refused_users=after["user"].refused - before["user"].refused,
-                refused_items=after["item"].refused - before["item"].refused,
-                live_users=after["user"].live,
-                live_items=after["item"].live,
-                changed_user_event_ms=self._event_times("user", changed["user"]),
-                changed_item_event_ms=self._event_times("item", changed["item"]),
-                reflected=reflected,
-            )
+            report = self._report(absorbed, changed, replayed=0, steps=0, loss=math.nan)
+            return absorbed, report
+
+    def step(self, absorbed: Absorbed) -> TrainReport:
+        """:meth:`learn`'s second half: fine-tune on events :meth:`reflect` absorbed."""
+        with self._lock:
+            return self._step(absorbed)
+
+    def _absorb(
+        self,
+        interactions: Sequence[Interaction],
+        partitions: Sequence[int] | None,
+        in_graph: bool,
+    ) -> Absorbed:
+        """Hand rows to the events' ids and merge their edges into the mirror."""
+        start = time.perf_counter()
+        before = {k: self.registry.counts(k) for k in KINDS}
+        chosen = [k for k, e in enumerate(interactions) if e.event_type not in SOCIAL_EVENT_TYPES]
+        events = [interactions[k] for k in chosen]
+        for event in events:
+            self.mirror.relation(event.event_type)  # unknown event type: ValueError
+        batch = _empty_batch()
+        reflected: list[int] = []
+        if events:
+            now = max(e.stream_ts for e in events)
+            users = self.registry.assign("user", [e.user_id for e in events], now)
+            items = self.registry.assign("item", [e.item_id for e in events], now)
+            self._absorb_evictions()
+            self._note_event_times(users, items, torch.tensor([e.ts for e in events]))
+            if in_graph:
+                batch = self.mirror.positives(events, users, items)
+            else:
+                parts = None if partitions is None else [partitions[k] for k in chosen]
+                batch = self.mirror.apply(events, users, items, parts)
+            known = ((users >= 0) & (items >= 0)).tolist()
+            reflected = [k for k, ok in zip(chosen, known, strict=True) if ok]
+        # Trained against what was rising before this batch came (no self-counting),
+        # published with the batch counted. Events read back after a restart were
+        # counted by bootstrap when it rebuilt the trend from the store.
+        prior = self.score_prior
+        trend = prior.table(self.encoder.num_items) if prior is not None else None
+        if events and prior is not None and not (in_graph and prior.from_store):
+            mass = torch.tensor([self.behaviours[e.event_type].beta * e.weight for e in events])
+            prior.count(items, torch.tensor([e.ts for e in events]), mass)
+        return Absorbed(
+            len(interactions), batch, reflected, before, trend, self.model_version, start
+        )
+
+    def _step(self, absorbed: Absorbed) -> TrainReport:
+        """Train on the absorbed events plus replay, re-embed, report what to publish."""
+        batch, trend = absorbed.batch, absorbed.trend
+        graph = _Once(self._graph)  # the whole view: only a full step or refresh builds it
+        generator = torch.Generator().manual_seed(_seed(self.settings.seed, absorbed.version))
+        replay_users = replay_items = torch.zeros(0, dtype=torch.long)
+        if len(batch):
+            wanted = round(self.settings.replay_ratio * len(batch))
+            older_than = int(batch.times.min())
+            replay_users, replay_items = self._replay(graph, wanted, generator, older_than)
+        pos_users = torch.cat([batch.users, replay_users]).to(self.device)
+        pos_items = torch.cat([batch.items, replay_items]).to(self.device)
+        positives = (pos_users, pos_items)
+        local = self._local_step(graph, generator, positives, absorbed.version)
+        loss, steps = self._train(
+            graph,
+            positives,
+            self.settings.steps_per_batch,
+            generator,
+            None if trend is None else (trend, torch.zeros_like(pos_users)),
+            local=local,
+        )
+        if self.ranks is not None and local is not None:
+            self.ranks.merge_moved(local)  # re-embed what any rank's share moved
+        # Streaming state absorbs the batch after the step that trained on it (TGN's
+        # order): observed before, a positive's own event would be in the memory that
+        # scores it. The re-embedding below sees it.
+        if len(batch):
+            self.encoder.observe(batch.to(self.device))
+        touched = {"user": batch.users, "item": batch.items}
+        changed = (
+            self._refresh(graph, touched, local) if steps or len(batch) else {k: [] for k in KINDS}
+        )
+        self.model_version += 1
+        return self._report(
+            absorbed, changed, int(replay_users.numel()), steps, loss, absorbed.reflected
+        )
+
+    def _report(
+        self,
+        absorbed: Absorbed,
+        changed: Mapping[str, list[str]],
+        replayed: int,
+        steps: int,
+        loss: float,
+        reflected: list[int] | None = None,
+    ) -> TrainReport:
+        """The call's report; ids evicted and refused count once, with ``reflected`` (the
+        step's report, not :meth:`reflect`'s)."""
+        before = absorbed.before
+        after = {k: self.registry.counts(k) for k in KINDS}
+        counted = reflected is not None
+        return TrainReport(
+            events=absorbed.events,
+            edges=len(absorbed.batch),
+            replayed=replayed,
+            steps=steps,
+            loss=loss,
+            seconds=time.perf_counter() - absorbed.start,
+            changed_users=list(changed["user"]),
+            changed_items=list(changed["item"]),
+            model_version=self.model_version,
+            watermark=self.mirror.watermark,
+            evicted_users=after["user"].evicted - before["user"].evicted if counted else 0,
+            evicted_items=after["item"].evicted - before["item"].evicted if counted else 0,
+            refused_users=after["user"].refused - before["user"].refused if counted else 0,
+            refused_items=after["item"].refused - before["item"].refused if counted else 0,
+            live_users=after["user"].live,
+            live_items=after["item"].live,
+            changed_user_event_ms=self._event_times("user", changed["user"]),
+            changed_item_event_ms=self._event_times("item", changed["item"]),
+            reflected=absorbed.reflected if reflected is None else reflected,
+        )
 
     def stored_edges(self, newer_than_ms: int | None = None) -> list[Interaction]:
         """The mirror's edges whose newest event is after ``newer_than_ms`` (all: ``None``),
@@ -433,13 +495,15 @@ class IncrementalTrainer:
         graph: Callable[[], BipartiteGraph],
         generator: torch.Generator,
         positives: tuple[Tensor, Tensor],
+        version: int,
     ) -> LocalStep | None:
         """This learn call's local step (its positives seed a bounded re-embedding), or
-        None: a full one (by settings, by encoder, or a periodic full refresh)."""
+        None: a full one (by settings, by encoder, or a periodic full refresh, by the
+        ``version`` the call's events were absorbed at)."""
         s = self.settings
         every = s.full_refresh_every
         self.last_step = None
-        if self.scope != "local" or (every and (self.model_version + 1) % every == 0):
+        if self.scope != "local" or (every and (version + 1) % every == 0):
             return None
         hops = int(getattr(self.encoder, "num_layers", s.layers))
         view = self.mirror.view(self.encoder.num_users, self.encoder.num_items)
@@ -476,7 +540,7 @@ class IncrementalTrainer:
     def _current(self) -> dict[str, Tensor]:
         if self._latest is not None:
             return self._latest
-        return embed_all(self, self._graph(prune=False))  # not cached: reads never write
+        return embed_all(self, self._graph(prune=False))[0]  # not cached: reads never write
 
     def vectors(self, kind: str, ids: Sequence[str]) -> Tensor:
         """``[len(ids), dim]`` float32 vectors on the CPU, as of the last learn or fit.
@@ -504,6 +568,21 @@ class IncrementalTrainer:
         """Resume from :meth:`state_dict`; then call :meth:`bootstrap` to rebuild the graph."""
         with self._lock:
             restore_trainer(self, state)
+
+
+@dataclass(frozen=True)
+class Absorbed:
+    """Events :meth:`IncrementalTrainer.reflect` merged into the graph, not trained on yet."""
+
+    events: int  # interactions given
+    batch: EdgeBatch  # their edges (the positives)
+    reflected: list[int]  # indices of the events with a row for both ids
+    before: dict[str, RegistryCounts]  # the registry's counts before them
+    trend: TrendTable | None  # the score prior's table before them (trained against)
+    # the model version then: seeds the step's draws, as in a learn call, whether or not
+    # a reflect published in between
+    version: int
+    start: float  # time.perf_counter() when absorbing began
 
 
 class _Once:

@@ -73,6 +73,7 @@ def restore_trainer(trainer: IncrementalTrainer, state: Mapping[str, Any]) -> No
     t.mirror = t.new_mirror()
     vectors = state.get("vectors")
     t._latest = None
+    t._partial = None
     if vectors is not None and all(vectors[k].shape[0] == t.registry.live(k) for k in KINDS):
         t._latest = {k: vectors[k].to(t.device) for k in KINDS}
     t.sweep_cursor = {k: int((state.get("sweep_cursor") or {}).get(k, 0)) for k in KINDS}

@@ -302,6 +302,12 @@ OPTIONS: tuple[Option, ...] = (
         "max_backlog_events",
         "applied events waiting for the trainer before fetching pauses (backpressure)",
     ),
+    _opt(
+        "worker",
+        "reflect_before_step",
+        "publish the vectors of an event's rows from their own edges before the step "
+        "trains on it (after a full propagation; LightGCN)",
+    ),
     _opt("worker", "checkpoint_dir", "directory of trainer checkpoints (loaded on start)"),
     _opt(
         "worker",

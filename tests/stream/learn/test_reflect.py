@@ -1,0 +1,105 @@
+"""Reflect: the rows with new events re-embedded from their own edges before the step.
+
+Invariants: with one layer the reflected rows are exactly what a full propagation over
+the new graph gives them (nothing they read is stale); with two, a row whose edges did not
+change gets the full propagation's vector back; a reflect moves no parameter and the step
+after it is the learn call's step; a reflect without partial sums (a local re-embedding
+came last) re-embeds nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stream.behaviours import Behaviour
+from stream.events import Interaction
+from stream.learn.reflect import reflect_rows
+from stream.learn.refresh import embed_all
+from stream.learn.trainer import IncrementalTrainer
+from stream.settings.training import TrainerSettings
+
+BEHAVIOURS = {"click": Behaviour(1.0, 3_600_000), "purchase": Behaviour(5.0, 36_000_000)}
+EPSILON = 1e-3
+T0 = 1_700_000_000_000
+FIRST = [
+    Interaction(f"u{k % 40}", f"i{(k * 7) % 60}", ("click", "purchase")[k % 3 == 0], T0 + k)
+    for k in range(400)
+]
+# old users and items, a new user, a new item, a new pair of both
+SECOND = [
+    Interaction("u3", "i5", "purchase", T0 + 1_000),
+    Interaction("u7", "i59", "click", T0 + 1_001),
+    Interaction("new-user", "i2", "click", T0 + 1_002),
+    Interaction("u11", "new-item", "click", T0 + 1_003),
+    Interaction("new-user-2", "new-item-2", "purchase", T0 + 1_004),
+]
+
+
+def trainer(layers: int, **options: object) -> IncrementalTrainer:
+    settings = TrainerSettings(dim=8, device="cpu", layers=layers, **options)  # type: ignore[arg-type]
+    return IncrementalTrainer(settings, BEHAVIOURS, EPSILON)
+
+
+def parameters(t: IncrementalTrainer) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in t.encoder.named_parameters()}
+
+
+def test_with_one_layer_reflected_rows_are_the_full_propagations() -> None:
+    t = trainer(layers=1)
+    t.learn(FIRST)
+    before, version = parameters(t), t.model_version
+    _, report = t.reflect(SECOND)
+    assert report is not None and report.steps == 0
+    assert report.model_version == version + 1 == t.model_version
+    assert {e.user_id for e in SECOND} <= set(report.changed_users)
+    assert {e.item_id for e in SECOND} <= set(report.changed_items)
+    after = parameters(t)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    full, _ = embed_all(t, t._graph())
+    for kind, ids in (("user", report.changed_users), ("item", report.changed_items)):
+        rows = t.registry.rows(kind, ids)
+        assert torch.allclose(t.vectors(kind, ids), full[kind][rows], atol=1e-5)
+    # not the vectors before the events: the reflect did move them
+    assert not torch.allclose(t.vectors("user", ["u3"]), t.vectors("user", ["u4"]))
+
+
+def test_with_two_layers_a_row_with_no_new_edge_gets_the_propagations_vector_back() -> None:
+    t = trainer(layers=2)
+    t.learn(FIRST)
+    assert t._latest is not None
+    kept = {kind: table.clone() for kind, table in t._latest.items()}
+    users, items = torch.arange(0, 40, 3), torch.arange(0, 60, 5)
+    reflect_rows(t, users, items)
+    assert torch.allclose(t._latest["user"][users], kept["user"][users], atol=1e-5)
+    assert torch.allclose(t._latest["item"][items], kept["item"][items], atol=1e-5)
+
+
+def test_the_step_after_a_reflect_is_the_learn_calls_step() -> None:
+    learned, reflected = trainer(layers=2), trainer(layers=2)
+    learned.learn(FIRST)
+    reflected.learn(FIRST)
+    plain = learned.learn(SECOND)
+    absorbed, early = reflected.reflect(SECOND)
+    assert early is not None
+    stepped = reflected.step(absorbed)
+    assert (stepped.steps, stepped.loss, stepped.edges) == (plain.steps, plain.loss, plain.edges)
+    ours, theirs = parameters(reflected), parameters(learned)
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    assert reflected._latest is not None and learned._latest is not None
+    assert all(torch.equal(reflected._latest[k], learned._latest[k]) for k in ("user", "item"))
+    # the events count once: in the step's report, not again in the reflect's
+    assert early.reflected == stepped.reflected == plain.reflected
+    assert stepped.model_version == early.model_version + 1
+
+
+def test_after_a_local_re_embedding_there_is_nothing_to_reflect_from() -> None:
+    t = trainer(layers=2, step_scope="local", fanout=3, sweep_rows=4, num_negatives=1)
+    t.learn(FIRST)  # a first call re-embeds every row: sums kept
+    assert t._partial is not None
+    t.learn(SECOND[:2])
+    assert t.last_step is not None and t.last_step.whole_graph_steps == 0
+    assert t._partial is None
+    version = t.model_version
+    absorbed, report = t.reflect(SECOND[2:])
+    assert report is None and t.model_version == version
+    assert t.step(absorbed).edges == 3
