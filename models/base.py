@@ -64,11 +64,14 @@ GROW_CHUNK = 1024
 
 @dataclass(frozen=True)
 class PartialSums:
-    """Per row, what a propagation passes on to a neighbour's vector, as of one full
-    propagation (LightGCN: the sum of layers ``0 .. L-1``), by kind."""
+    """What one full propagation leaves for :meth:`Encoder.embed_one_hop`, by kind: each
+    row's own row then (``own_*``) and what it passes on to a neighbour's vector
+    (``passed_*``; LightGCN: the sum of its layers ``0 .. L-1``)."""
 
-    users: Tensor
-    items: Tensor
+    own_users: Tensor
+    own_items: Tensor
+    passed_users: Tensor
+    passed_items: Tensor
 
 
 @dataclass(frozen=True)
@@ -220,10 +223,11 @@ class Encoder(torch.nn.Module, abc.ABC):
         stale: tuple[Tensor, Tensor],
     ) -> tuple[Tensor, Tensor]:
         """Vectors of these rows from their own edges (``neighbourhood``: their one-hop
-        neighbourhood, every edge) and their neighbours' ``partial`` sums; a neighbour
-        with no sum there (a row newer than ``partial``, or one of the ``stale``
-        ``(user rows, item rows)``, reset since) passes on its own initial row. No
-        gradient, no side effect."""
+        neighbourhood, every edge) and, for them and their neighbours, the rows as of the
+        ``partial`` sums' propagation, not the parameters now (a step may be running); a
+        row newer than ``partial``, or one of the ``stale`` ``(user rows, item rows)``
+        (reset since), has its initial row and passes it on. No gradient, no side
+        effect."""
         raise NotImplementedError(f"encoder {self.name!r} has no one-hop re-embedding")
 
     @torch.no_grad()

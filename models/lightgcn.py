@@ -223,14 +223,19 @@ class LightGCNEncoder(Encoder):
         was_training = self.training
         self.eval()
         try:
+            own = torch.cat([self.user_emb, self.item_emb])  # a copy: the step moves these
             total, last, layers = self._propagate(graph)
             user_vec, item_vec = self._select(total, layers, users, items)
         finally:
             self.train(was_training)
         # Σ_{k<L} e^(k): a node's layers 1..L are its edges' coefficients times these
-        partial = total if last is None else total - last
-        user_part, item_part = torch.split(partial, [self.num_users, self.num_items])
-        return user_vec, item_vec, PartialSums(user_part, item_part)
+        passed = total if last is None else total - last
+        sizes = [self.num_users, self.num_items]
+        return (
+            user_vec,
+            item_vec,
+            PartialSums(*torch.split(own, sizes), *torch.split(passed, sizes)),
+        )
 
     @torch.no_grad()
     def embed_one_hop(
@@ -243,24 +248,49 @@ class LightGCNEncoder(Encoder):
     ) -> tuple[Tensor, Tensor]:
         hood = neighbourhood
         user_rows, item_rows = hood.rows()
-        own = torch.cat([self.user_emb[user_rows], self.item_emb[item_rows]])
+        then = {
+            "user": self._rows_then(
+                "user", partial.own_users, partial.passed_users, user_rows, stale[0]
+            ),
+            "item": self._rows_then(
+                "item", partial.own_items, partial.passed_items, item_rows, stale[1]
+            ),
+        }
+        own = torch.cat([then["user"][0], then["item"][0]])
         at = torch.cat([hood.local(users), hood.local(items + hood.num_users)])
         total = own.index_select(0, at)
         if self.num_layers and hood.num_edges:
-            passed = torch.cat(
-                [
-                    _sums_or_own(partial.users, user_rows, stale[0], own[: user_rows.numel()]),
-                    _sums_or_own(partial.items, item_rows, stale[1], own[user_rows.numel() :]),
-                ]
-            )
+            passed = torch.cat([then["user"][1], then["item"][1]])
             inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
             coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(own.dtype)
-            layers = torch.zeros_like(own).index_add_(
-                0, hood.dst, coefficient[:, None] * passed.index_select(0, hood.src)
+            # only the asked rows' edges: one sparse product, not an edge-by-dim gather
+            asked = torch.full((own.shape[0],), -1, dtype=torch.long, device=own.device)
+            asked[at] = torch.arange(at.numel(), device=own.device)
+            mine = asked[hood.dst] >= 0
+            product = _csr(
+                asked[hood.dst[mine]],
+                hood.src[mine],
+                coefficient[mine],
+                (at.numel(), own.shape[0]),
             )
-            total = total + layers.index_select(0, at)
+            total = total + product @ passed
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         return torch.split(out, [users.numel(), items.numel()])  # type: ignore[return-value]
+
+    def _rows_then(
+        self, kind: str, own: Tensor, passed: Tensor, rows: Tensor, stale: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``(own row, passed-on sum)`` of these rows as of the propagation; a row past its
+        tables or ``stale`` has its initial row for both (it had no edge then)."""
+        known = (rows < own.shape[0]) & ~torch.isin(rows, stale.to(rows.device))
+        mine = torch.empty(rows.numel(), own.shape[1], dtype=own.dtype, device=own.device)
+        mine[known] = own[rows[known]]
+        if not bool(known.all()):
+            fresh = rows[~known]
+            mine[~known] = self._init_rows(kind, fresh).to(own.device, own.dtype)
+        sums = mine.clone()
+        sums[known] = passed[rows[known]].to(own.dtype)
+        return mine, sums
 
     def _adjacency(self, graph: BipartiteGraph, dtype: torch.dtype) -> NormalisedAdjacency:
         """The graph's adjacency; kept for the next call with the same graph object (a
@@ -332,14 +362,6 @@ class LightGCNEncoder(Encoder):
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
-
-
-def _sums_or_own(sums: Tensor, rows: Tensor, stale: Tensor, own: Tensor) -> Tensor:
-    """``sums`` of these rows; a row past them or ``stale`` has only its own row."""
-    known = (rows < sums.shape[0]) & ~torch.isin(rows, stale.to(rows.device))
-    out = own.clone()
-    out[known] = sums[rows[known]].to(own.dtype)
-    return out
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,9 @@ class TrainingLoop:
 
     def _new_trainer(self) -> IncrementalTrainer:
         s = self._settings
-        return IncrementalTrainer(s.training, s.events.behaviours, s.store.epsilon, self._ranks)
+        trainer = IncrementalTrainer(s.training, s.events.behaviours, s.store.epsilon, self._ranks)
+        trainer.keep_partial_sums = s.worker.reflect_before_step
+        return trainer
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -3,9 +3,11 @@
 A full learn call costs what the whole graph costs (a million edges: a second or more on a
 small CPU), and an event waits for the call in progress and then its own. With
 ``reflect_before_step`` the worker splits the call: :meth:`IncrementalTrainer.reflect`
-merges the events into the graph and re-embeds only the rows with new events, from their
+merges the events into the graph and re-embeds only the users with new events, from their
 own edges; those vectors are published at once, and the step
-(:meth:`IncrementalTrainer.step`) follows and publishes what it moved.
+(:meth:`IncrementalTrainer.step`) follows and publishes what it moved, items included
+(a batch's items are the popular ones, whose edges are a large share of the graph: a
+second's worth of them at 10,000 events/s reaches most of a million edges).
 
 The re-embedding is LightGCN's last hop: a row's layers ``1..L`` are its edges'
 normalised coefficients times its neighbours' sums of layers ``0..L-1``
@@ -45,13 +47,15 @@ if TYPE_CHECKING:
 def reflect_rows(
     trainer: IncrementalTrainer, users: Tensor, items: Tensor
 ) -> dict[str, list[str]] | None:
-    """Re-embed these rows (the new edges' ends) into the latest vectors from their own
-    edges; the ids to publish, by kind (None: no partial sums to read from)."""
+    """Re-embed these users (the new edges' users; ``items`` are left to the step) into
+    the latest vectors from their own edges; the ids to publish, by kind (None: no
+    partial sums to read from)."""
     t = trainer
     partial = t._partial
     if partial is None or t._latest is None or t.ranks is not None:
         return None
-    rows = {"user": torch.unique(users.cpu()), "item": torch.unique(items.cpu())}
+    del items  # see the module docstring
+    rows = {"user": torch.unique(users.cpu()), "item": torch.zeros(0, dtype=torch.long)}
     view = t.mirror.view(t.encoder.num_users, t.encoder.num_items)
     seeds = torch.cat([rows["user"], rows["item"] + view.num_users])
     hood = sample_neighbourhood(view, seeds, hops=1, fanout=0)
@@ -63,8 +67,5 @@ def reflect_rows(
             partial, hood.to(t.device), on["user"], on["item"], (stale[0], stale[1])
         )
     write_rows(t, on, folded(t, user_vec, item_vec, on["item"]))
-    latest = t._latest
-    return {
-        kind: t.registry.ids(kind, t.publish.select(kind, latest[kind], on[kind], on[kind]))
-        for kind in KINDS
-    }
+    user_rows = t.publish.select("user", t._latest["user"], on["user"], on["user"])
+    return {"user": t.registry.ids("user", user_rows), "item": []}

@@ -39,8 +39,8 @@ def refresh(
     candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
     rows = None if local is None or t._latest is None else reembed(t, local, touched)
     if rows is None:
-        latest, t._partial = embed_all(t, graph())
-        t._latest = latest
+        latest, partial = embed_all(t, graph())
+        t._latest, t._partial = latest, partial if t.keep_partial_sums else None
     else:
         candidates = dict(rows)
         assert t._latest is not None

@@ -110,8 +110,10 @@ class IncrementalTrainer:
             settings.out_dim, self.device, settings.publish_threshold, settings.max_drift_reports
         )
         self._latest: dict[str, Tensor] | None = None  # vectors after the last learn/fit
-        # the last full propagation's partial sums (stream.learn.reflect), None after a
-        # local re-embedding, a restore or a rebuilt mirror: no reflect until the next
+        # Keep each full propagation's partial sums for :meth:`reflect` (two more tables
+        # of every row; the worker sets it with reflect_before_step). None after a local
+        # re-embedding, a restore or a rebuilt mirror: no reflect until the next.
+        self.keep_partial_sums = False
         self._partial: PartialSums | None = None
         self._reset_rows: dict[str, list[Tensor]] = {k: [] for k in KINDS}  # since then
         # rows the last refresh re-embedded, by kind (None: all)

@@ -1,7 +1,7 @@
-"""Reflect: the rows with new events re-embedded from their own edges before the step.
+"""Reflect: the users with new events re-embedded from their own edges before the step.
 
-Invariants: with one layer the reflected rows are exactly what a full propagation over
-the new graph gives them (nothing they read is stale); with two, a row whose edges did not
+Invariants: with one layer the reflected users are exactly what a full propagation over
+the new graph gives them (nothing they read is stale); with two, a user whose edges did not
 change gets the full propagation's vector back; a reflect moves no parameter and the step
 after it is the learn call's step; a reflect without partial sums (a local re-embedding
 came last) re-embeds nothing.
@@ -37,7 +37,9 @@ SECOND = [
 
 def trainer(layers: int, **options: object) -> IncrementalTrainer:
     settings = TrainerSettings(dim=8, device="cpu", layers=layers, **options)  # type: ignore[arg-type]
-    return IncrementalTrainer(settings, BEHAVIOURS, EPSILON)
+    t = IncrementalTrainer(settings, BEHAVIOURS, EPSILON)
+    t.keep_partial_sums = True
+    return t
 
 
 def parameters(t: IncrementalTrainer) -> dict[str, torch.Tensor]:
@@ -51,14 +53,13 @@ def test_with_one_layer_reflected_rows_are_the_full_propagations() -> None:
     _, report = t.reflect(SECOND)
     assert report is not None and report.steps == 0
     assert report.model_version == version + 1 == t.model_version
-    assert {e.user_id for e in SECOND} <= set(report.changed_users)
-    assert {e.item_id for e in SECOND} <= set(report.changed_items)
+    assert set(report.changed_users) == {e.user_id for e in SECOND}
+    assert report.changed_items == []  # left to the step
     after = parameters(t)
     assert all(torch.equal(before[name], after[name]) for name in before)
     full, _ = embed_all(t, t._graph())
-    for kind, ids in (("user", report.changed_users), ("item", report.changed_items)):
-        rows = t.registry.rows(kind, ids)
-        assert torch.allclose(t.vectors(kind, ids), full[kind][rows], atol=1e-5)
+    rows = t.registry.rows("user", report.changed_users)
+    assert torch.allclose(t.vectors("user", report.changed_users), full["user"][rows], atol=1e-5)
     # not the vectors before the events: the reflect did move them
     assert not torch.allclose(t.vectors("user", ["u3"]), t.vectors("user", ["u4"]))
 
@@ -68,10 +69,10 @@ def test_with_two_layers_a_row_with_no_new_edge_gets_the_propagations_vector_bac
     t.learn(FIRST)
     assert t._latest is not None
     kept = {kind: table.clone() for kind, table in t._latest.items()}
-    users, items = torch.arange(0, 40, 3), torch.arange(0, 60, 5)
-    reflect_rows(t, users, items)
+    users = torch.arange(0, 40, 3)
+    reflect_rows(t, users, torch.arange(0, 60, 5))
     assert torch.allclose(t._latest["user"][users], kept["user"][users], atol=1e-5)
-    assert torch.allclose(t._latest["item"][items], kept["item"][items], atol=1e-5)
+    assert torch.equal(t._latest["item"], kept["item"])
 
 
 def test_the_step_after_a_reflect_is_the_learn_calls_step() -> None:
@@ -90,6 +91,15 @@ def test_the_step_after_a_reflect_is_the_learn_calls_step() -> None:
     # the events count once: in the step's report, not again in the reflect's
     assert early.reflected == stepped.reflected == plain.reflected
     assert stepped.model_version == early.model_version + 1
+
+
+def test_without_kept_sums_there_is_nothing_to_reflect_from() -> None:
+    t = trainer(layers=2)
+    t.keep_partial_sums = False
+    t.learn(FIRST)
+    absorbed, report = t.reflect(SECOND)
+    assert report is None and t._partial is None
+    assert t.step(absorbed).edges == len(SECOND)
 
 
 def test_after_a_local_re_embedding_there_is_nothing_to_reflect_from() -> None:
