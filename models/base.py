@@ -48,6 +48,7 @@ registry can hand out rows without a reallocation per new id or per chunk of new
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -89,6 +90,13 @@ class EdgeBatch:
 
     def to(self, device: torch.device | str) -> EdgeBatch:
         return EdgeBatch(*(t.to(device) for t in self._tensors()))
+
+    @staticmethod
+    def concat(batches: Sequence[EdgeBatch]) -> EdgeBatch:
+        """These batches' edges, one after another."""
+        return EdgeBatch(
+            *(torch.cat(parts) for parts in zip(*(b._tensors() for b in batches), strict=True))
+        )
 
     def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         return (self.users, self.items, self.relations, self.weights, self.times)

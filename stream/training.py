@@ -9,8 +9,9 @@ fetching (:meth:`TrainingLoop.has_room`) and the excess waits in Kafka as consum
 
 After each step the vectors that moved are published (``EmbeddingPublisher.publish``
 returns once every record is acked; a broker outage is retried, never dropped); with
-``reflect_before_step`` the rows of the batch's events are published first, re-embedded
-from their own edges (:mod:`stream.learn.reflect`), and the step's after. Then a
+``reflect_before_step`` the users of each batch's events are published first, re-embedded
+from their own edges (:mod:`stream.learn.reflect`), and the step runs behind in a learner
+thread (:mod:`stream.learner`) whose reports this thread publishes. Then a
 checkpoint is written when ``checkpoint_interval_s`` has passed, and always on
 :meth:`TrainingLoop.stop`. A checkpoint holds the trainer's complete state, the source
 offsets it has trained through and the settings that give its vectors their meaning.
@@ -56,6 +57,7 @@ from stream.learn.compatibility import (
 from stream.learn.ranks import Ranks
 from stream.learn.report import TrainReport
 from stream.learn.trainer import IncrementalTrainer
+from stream.learner import Handed, Learner
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.settings import Settings
@@ -337,6 +339,9 @@ class TrainingLoop:
         try:
             if self.untrained and not self._catch_up():
                 return  # stopped first: the next start reads the rest back
+            if self._settings.worker.reflect_before_step:
+                self._run_behind()
+                return
             while True:
                 pending = self.backlog.take(timeout_s=0.05)
                 if pending is None:
@@ -394,24 +399,69 @@ class TrainingLoop:
         log.info("catch-up done: trained through %s", self.trained_through)
         return True
 
+    def _run_behind(self) -> None:
+        """The live loop with ``reflect_before_step``: reflect and publish each batch's
+        users here, step in the learner thread (:mod:`stream.learner`), publish its steps
+        here (one thread publishes: versions go up in publish order)."""
+        learner = Learner(self.trainer)
+        learner.start()
+        try:
+            while True:
+                self._publish_steps(learner)
+                pending = self.backlog.take(timeout_s=0.05)
+                if pending is None:
+                    if self._stopping.is_set() and learner.idle():
+                        return
+                    continue
+                self._metrics.train_backlog.set(len(self.backlog))
+                learner.hand(self._reflect(pending, self.applied_in_graph, learner))
+                self._checkpoint_when_due()  # waits for a step computing
+        finally:
+            learner.close()
+
+    def _reflect(self, pending: PendingEvents, in_graph: bool, learner: Learner) -> Handed:
+        """Absorb ``pending`` and publish its users' reflected vectors, in version order
+        with the steps finished meanwhile; what to step on."""
+        partitions = pending.partitions or None
+        absorbed, early = self.trainer.reflect(pending.interactions, partitions, in_graph)
+        times = pending.append_times_ms
+        reflected = [times[k] for k in absorbed.reflected] if times else []
+        if early is not None:
+            steps = learner.finished()  # each below or above the reflect's version
+            below = [done for done in steps if done[0].model_version < early.model_version]
+            self._publish_finished(below)
+            self._publish(early, reflected)
+            self._publish_finished(steps[len(below) :])
+            reflected = []  # counted once, with the first vectors that reflect them
+        newest = None
+        if not in_graph and pending.interactions:
+            newest = max(e.ts for e in pending.interactions)
+        return Handed([absorbed], dict(pending.positions), reflected, newest)
+
+    def _publish_steps(self, learner: Learner) -> None:
+        self._publish_finished(learner.finished())
+
+    def _publish_finished(self, steps: list[tuple[TrainReport, Handed]]) -> None:
+        for report, handed in steps:
+            self._publish(report, handed.append_times_ms)
+            self._settle(report, handed.positions, handed.newest_ts)
+
     def _train(self, pending: PendingEvents, in_graph: bool = False) -> None:
         self._metrics.train_backlog.set(len(self.backlog))
         partitions = pending.partitions or None
-        # Freshness counts only what the published vectors reflect (catch-up: nothing),
-        # each event once: with the first vectors that reflect it.
+        report = self.trainer.learn(pending.interactions, partitions, in_graph=in_graph)
+        # Freshness counts only what the published vectors reflect (catch-up: nothing).
         times = pending.append_times_ms
-        if self._settings.worker.reflect_before_step:
-            absorbed, early = self.trainer.reflect(pending.interactions, partitions, in_graph)
-            if early is not None:
-                self._publish(early, [times[k] for k in early.reflected] if times else [])
-                times = []
-            report = self.trainer.step(absorbed)
-        else:
-            report = self.trainer.learn(pending.interactions, partitions, in_graph=in_graph)
         self._publish(report, [times[k] for k in report.reflected] if times else [])
-        self.trained_through.update(pending.positions)
+        newest = None
         if not in_graph and pending.interactions:
             newest = max(e.ts for e in pending.interactions)
+        self._settle(report, pending.positions, newest)
+
+    def _settle(self, report: TrainReport, positions: dict[int, int], newest: int | None) -> None:
+        """A published step: its offsets are trained through; its metrics."""
+        self.trained_through.update(positions)
+        if newest is not None:
             self._trained_watermark = _newest(self._trained_watermark, newest)
         m = self._metrics
         m.train_steps.inc(report.steps)

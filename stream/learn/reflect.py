@@ -67,5 +67,7 @@ def reflect_rows(
             partial, hood.to(t.device), on["user"], on["item"], (stale[0], stale[1])
         )
     write_rows(t, on, folded(t, user_vec, item_vec, on["item"]))
+    if t.reflected_behind is not None:
+        t.reflected_behind.append(rows["user"])
     user_rows = t.publish.select("user", t._latest["user"], on["user"], on["user"])
     return {"user": t.registry.ids("user", user_rows), "item": []}

@@ -36,6 +36,7 @@ from models.sampling import sample_replay
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import model_config_errors
 from stream.events import Interaction
+from stream.learn.behind import step_behind
 from stream.learn.bootstrap import rebuild_mirror, stored_interactions
 from stream.learn.changelog_fold import Change, Folded, fold_changes
 from stream.learn.device import MixedPrecision, resolve_device
@@ -99,6 +100,10 @@ class IncrementalTrainer:
         self._amp = MixedPrecision(self.device, settings.mixed_precision)
         self._objective = Objective(settings, self._amp, self.device)
         self._lock = threading.RLock()
+        # The encoder's parameters and the optimiser: held with the lock by every step, and
+        # without it by the compute of a step behind (stream.learn.behind), which reflects
+        # run beside. Taken after the lock, never before it.
+        self._params_lock = threading.RLock()
         with model_config_errors():
             self.registry = IdRegistry(settings.max_users, settings.max_items, settings.id_ttl_ms)
         self.mirror = self.new_mirror()
@@ -115,6 +120,8 @@ class IncrementalTrainer:
         # re-embedding, a restore or a rebuilt mirror: no reflect until the next.
         self.keep_partial_sums = False
         self._partial: PartialSums | None = None
+        # users reflected while a step behind computes (stream.learn.behind), else None
+        self.reflected_behind: list[Tensor] | None = None
         self._reset_rows: dict[str, list[Tensor]] = {k: [] for k in KINDS}  # since then
         # rows the last refresh re-embedded, by kind (None: all)
         self.reembedded: dict[str, Tensor | None] = {k: None for k in KINDS}
@@ -227,6 +234,19 @@ class IncrementalTrainer:
         with self._lock:
             return self._step(absorbed)
 
+    def step_behind(
+        self, absorbed: Absorbed, deliver: Callable[[TrainReport], object] = lambda r: None
+    ) -> TrainReport:
+        """:meth:`step`, its optimiser steps and propagation computed outside the lock, so
+        :meth:`reflect` runs meanwhile (:mod:`stream.learn.behind`; a full step of an
+        encoder with partial sums, alone, else :meth:`step`); ``deliver`` gets the report
+        as its version is taken."""
+        return step_behind(self, absorbed, deliver)
+
+    def seed_of(self, version: int) -> int:
+        """The seed of the draws of the step taken at model ``version``."""
+        return _seed(self.settings.seed, version)
+
     def _absorb(
         self,
         interactions: Sequence[Interaction],
@@ -269,9 +289,13 @@ class IncrementalTrainer:
 
     def _step(self, absorbed: Absorbed) -> TrainReport:
         """Train on the absorbed events plus replay, re-embed, report what to publish."""
+        with self._params_lock:
+            return self._step_holding(absorbed)
+
+    def _step_holding(self, absorbed: Absorbed) -> TrainReport:
         batch, trend = absorbed.batch, absorbed.trend
         graph = _Once(self._graph)  # the whole view: only a full step or refresh builds it
-        generator = torch.Generator().manual_seed(_seed(self.settings.seed, absorbed.version))
+        generator = torch.Generator().manual_seed(self.seed_of(absorbed.version))
         replay_users = replay_items = torch.zeros(0, dtype=torch.long)
         if len(batch):
             wanted = round(self.settings.replay_ratio * len(batch))
@@ -426,7 +450,8 @@ class IncrementalTrainer:
         self.mirror.drop_rows(users, items)
         self._reset_rows["user"].append(users)
         self._reset_rows["item"].append(items)
-        self.encoder.reset_rows(users.to(self.device), items.to(self.device))
+        with self._params_lock:  # a step behind computing: after it
+            self.encoder.reset_rows(users.to(self.device), items.to(self.device))
         if self.score_prior is not None:
             self.score_prior.trend.reset_rows(items)
         # Adam moments of the row are not reset: an evicted row went unseen for a TTL, so
@@ -434,17 +459,23 @@ class IncrementalTrainer:
         self.publish.forget("user", users)
         self.publish.forget("item", items)
 
-    def _grow(self) -> None:
-        users, items = self.registry.size("user"), self.registry.size("item")
+    def _grow(self, headroom: int = 0) -> None:
+        """Tables for every registered row (and ``headroom`` more, within the caps)."""
+        s = self.settings
+        users = min(self.registry.size("user") + headroom, s.max_users)
+        items = min(self.registry.size("item") + headroom, s.max_items)
+        users = max(users, self.registry.size("user"))
+        items = max(items, self.registry.size("item"))
         if users > self.encoder.num_users or items > self.encoder.num_items:
-            self.encoder.grow(users, items)
-            self.optimizer = grown_optimiser(
-                self.optimizer,
-                self.scope,
-                self._parameters(),
-                self.encoder.row_parameters(),
-                self.settings.lr,
-            )
+            with self._params_lock:  # a step behind computing: after it
+                self.encoder.grow(users, items)
+                self.optimizer = grown_optimiser(
+                    self.optimizer,
+                    self.scope,
+                    self._parameters(),
+                    self.encoder.row_parameters(),
+                    s.lr,
+                )
         self.publish.grow("user", self.encoder.num_users)
         self.publish.grow("item", self.encoder.num_items)
 
@@ -563,7 +594,7 @@ class IncrementalTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume, copied to the CPU (tensors and plain data only);
         see :func:`stream.learn.trainer_state.trainer_state`."""
-        with self._lock:
+        with self._lock, self._params_lock:
             return trainer_state(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -585,6 +616,16 @@ class Absorbed:
     # a reflect published in between
     version: int
     start: float  # time.perf_counter() when absorbing began
+
+
+def merged(absorbed: Sequence[Absorbed]) -> Absorbed:
+    """Batches absorbed one after another, as one (for one step: a slow step coalesces)."""
+    first = absorbed[0]
+    if len(absorbed) == 1:
+        return first
+    batch = EdgeBatch.concat([a.batch for a in absorbed])
+    events = sum(a.events for a in absorbed)
+    return Absorbed(events, batch, [], first.before, first.trend, first.version, first.start)
 
 
 class _Once:

@@ -1,0 +1,120 @@
+"""A step that runs behind the stream: its heavy half outside the trainer's lock.
+
+With ``reflect_before_step`` the worker's learner thread takes the steps while the trainer
+thread reflects (:mod:`stream.learn.reflect`) and publishes each new batch's users at once:
+an event then waits for its own reflect, not for a step in progress. A step behind is
+
+1. under the trainer's lock (short): the tables grown for every registered row plus
+   ``GROW_CHUNK`` more (so a reflect meanwhile seldom has to grow them and wait), the whole
+   graph's view, the replay draw, the live rows;
+2. under the parameters' lock only (the second or so of a full step on a large graph): the
+   optimiser steps and one propagation over that view, which also gives the new partial
+   sums. Reflects run meanwhile; they read the partial sums and the rows as of the last
+   propagation, never the parameters being moved;
+3. under the trainer's lock again: the new vectors of the rows live at (1) put in place,
+   the users reflected during (2) reflected again on the new sums (their newest edges
+   are not in the view of (1)), and every row of (1) compared for publishing.
+
+Rows reset by eviction during (2) stay stale for the next reflects (their new id's edges
+are not in that view either). Only for a full step of an encoder with partial sums, in a
+process of its own (no torchrun job); otherwise :meth:`IncrementalTrainer.step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from models.base import GROW_CHUNK
+from models.ids import KINDS
+from stream.learn.reflect import reflect_rows
+from stream.learn.refresh import folded
+
+if TYPE_CHECKING:
+    from stream.learn.report import TrainReport
+    from stream.learn.trainer import Absorbed, IncrementalTrainer
+
+
+def step_behind(
+    trainer: IncrementalTrainer,
+    absorbed: Absorbed,
+    deliver: Callable[[TrainReport], object] = lambda report: None,
+) -> TrainReport:
+    """Fine-tune on ``absorbed`` with the compute outside the lock; see the module.
+    ``deliver`` gets the report under the trainer's lock, as its version is taken: a
+    reflect's version is then above every report delivered before it, below any after."""
+    t = trainer
+    if t.scope != "full" or t.ranks is not None or not t.keep_partial_sums:
+        with t._lock:
+            report = t.step(absorbed)
+            deliver(report)
+            return report
+    batch = absorbed.batch
+    with t._lock, t._params_lock:
+        t._grow(headroom=GROW_CHUNK)
+        graph = t._graph()
+        generator = torch.Generator().manual_seed(t.seed_of(absorbed.version))
+        replay_users = replay_items = torch.zeros(0, dtype=torch.long)
+        if len(batch):
+            wanted = round(t.settings.replay_ratio * len(batch))
+            older_than = int(batch.times.min())
+            replay_users, replay_items = t._replay(lambda: graph, wanted, generator, older_than)
+        positives = (
+            torch.cat([batch.users, replay_users]).to(t.device),
+            torch.cat([batch.items, replay_items]).to(t.device),
+        )
+        live = {k: t.registry.live(k) for k in KINDS}
+        resets = {k: len(t._reset_rows[k]) for k in KINDS}
+        t.reflected_behind = []
+    trend = absorbed.trend
+    with t._params_lock:
+        loss, steps = t._objective.train(
+            t.encoder,
+            t.optimizer,
+            lambda: graph,
+            positives,
+            live["item"],
+            t.settings.steps_per_batch,
+            generator,
+            None if trend is None else (trend, torch.zeros_like(positives[0])),
+        )
+        if len(batch):
+            t.encoder.observe(batch.to(t.device))
+        users = torch.arange(live["user"], device=t.device)
+        items = torch.arange(live["item"], device=t.device)
+        with t._amp.autocast():
+            user_vec, item_vec, partial = t.encoder.embed_with_partial(graph, users, items)
+    with t._lock:
+        vectors = dict(zip(KINDS, folded(t, user_vec, item_vec, items), strict=True))
+        latest = t._latest if t._latest is not None else {}
+        for kind in KINDS:
+            size = max(t.registry.live(kind), live[kind])
+            table = latest.get(kind)
+            if table is None or table.shape[0] < size:
+                grown = vectors[kind].new_zeros(size, vectors[kind].shape[1])
+                if table is not None:
+                    grown[: table.shape[0]] = table
+                table = grown
+            table[: live[kind]] = vectors[kind]
+            latest[kind] = table
+        t._latest, t._partial = latest, partial
+        t._reset_rows = {k: t._reset_rows[k][resets[k] :] for k in KINDS}
+        t.reembedded = {k: None for k in KINDS}
+        again = torch.cat([torch.zeros(0, dtype=torch.long), *t.reflected_behind])
+        t.reflected_behind = None
+        none = torch.zeros(0, dtype=torch.long)
+        if again.numel():
+            reflect_rows(t, again, none)
+        touched = {"user": torch.cat([batch.users, again]), "item": batch.items}
+        changed = {}
+        for kind in KINDS:
+            mine = touched[kind]
+            mine = mine[mine < live[kind]].to(t.device)
+            rows = t.publish.select(kind, t._latest[kind][: live[kind]], mine)
+            changed[kind] = t.registry.ids(kind, rows)
+        t.model_version += 1
+        report = t._report(absorbed, changed, int(replay_users.numel()), steps, loss, [])
+        deliver(report)
+        return report
