@@ -4,9 +4,8 @@ With ``reflect_before_step`` the worker's learner thread takes the steps while t
 thread reflects (:mod:`stream.learn.reflect`) and publishes each new batch's users at once:
 an event then waits for its own reflect, not for a step in progress. A step behind is
 
-1. under the trainer's lock (short): the tables grown for every registered row plus
-   ``GROW_CHUNK`` more (so a reflect meanwhile seldom has to grow them and wait), the whole
-   graph's view, the replay draw, the live rows;
+1. under the trainer's lock (short): the whole graph's view, the replay draw, the live
+   rows;
 2. under the parameters' lock only (the second or so of a full step on a large graph): the
    optimiser steps and one propagation over that view, which also gives the new partial
    sums. Reflects run meanwhile; they read the partial sums and the rows as of the last
@@ -16,8 +15,10 @@ an event then waits for its own reflect, not for a step in progress. A step behi
    are not in the view of (1)), and every row of (1) compared for publishing.
 
 Rows reset by eviction during (2) stay stale for the next reflects (their new id's edges
-are not in that view either). Only for a full step of an encoder with partial sums, in a
-process of its own (no torchrun job); otherwise :meth:`IncrementalTrainer.step`.
+are not in that view either). A reflect that has to grow the tables (geometrically: seldom)
+or reset evicted rows waits for (2) to end: those move parameters. Only for a full step of
+an encoder with partial sums, in a process of its own (no torchrun job); otherwise
+:meth:`IncrementalTrainer.step`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from models.base import GROW_CHUNK
 from models.ids import KINDS
 from stream.learn.reflect import reflect_rows
 from stream.learn.refresh import folded
@@ -53,7 +53,7 @@ def step_behind(
             return report
     batch = absorbed.batch
     with t._lock, t._params_lock:
-        t._grow(headroom=GROW_CHUNK)
+        t._grow()
         graph = t._graph()
         generator = torch.Generator().manual_seed(t.seed_of(absorbed.version))
         replay_users = replay_items = torch.zeros(0, dtype=torch.long)

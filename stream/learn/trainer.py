@@ -459,13 +459,8 @@ class IncrementalTrainer:
         self.publish.forget("user", users)
         self.publish.forget("item", items)
 
-    def _grow(self, headroom: int = 0) -> None:
-        """Tables for every registered row (and ``headroom`` more, within the caps)."""
-        s = self.settings
-        users = min(self.registry.size("user") + headroom, s.max_users)
-        items = min(self.registry.size("item") + headroom, s.max_items)
-        users = max(users, self.registry.size("user"))
-        items = max(items, self.registry.size("item"))
+    def _grow(self) -> None:
+        users, items = self.registry.size("user"), self.registry.size("item")
         if users > self.encoder.num_users or items > self.encoder.num_items:
             with self._params_lock:  # a step behind computing: after it
                 self.encoder.grow(users, items)
@@ -474,7 +469,7 @@ class IncrementalTrainer:
                     self.scope,
                     self._parameters(),
                     self.encoder.row_parameters(),
-                    s.lr,
+                    self.settings.lr,
                 )
         self.publish.grow("user", self.encoder.num_users)
         self.publish.grow("item", self.encoder.num_items)
@@ -625,7 +620,15 @@ def merged(absorbed: Sequence[Absorbed]) -> Absorbed:
         return first
     batch = EdgeBatch.concat([a.batch for a in absorbed])
     events = sum(a.events for a in absorbed)
-    return Absorbed(events, batch, [], first.before, first.trend, first.version, first.start)
+    trend = first.trend  # what was rising before all of them; items new since: nothing
+    widest = max((a.trend.features.shape[1] for a in absorbed if a.trend is not None), default=0)
+    if trend is not None and trend.features.shape[1] < widest:
+        features = trend.features
+        padding = features.new_zeros(
+            features.shape[0], widest - features.shape[1], features.shape[2]
+        )
+        trend = TrendTable(torch.cat([features, padding], dim=1))
+    return Absorbed(events, batch, [], first.before, trend, first.version, first.start)
 
 
 class _Once:

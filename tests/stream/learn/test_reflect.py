@@ -15,7 +15,7 @@ from stream.behaviours import Behaviour
 from stream.events import Interaction
 from stream.learn.reflect import reflect_rows
 from stream.learn.refresh import embed_all
-from stream.learn.trainer import IncrementalTrainer
+from stream.learn.trainer import IncrementalTrainer, merged
 from stream.settings.training import TrainerSettings
 
 BEHAVIOURS = {"click": Behaviour(1.0, 3_600_000), "purchase": Behaviour(5.0, 36_000_000)}
@@ -113,3 +113,40 @@ def test_after_a_local_re_embedding_there_is_nothing_to_reflect_from() -> None:
     absorbed, report = t.reflect(SECOND[2:])
     assert report is None and t.model_version == version
     assert t.step(absorbed).edges == 3
+
+
+def test_a_step_behind_with_nothing_beside_it_is_the_step() -> None:
+    stepped, behind = trainer(layers=2), trainer(layers=2)
+    for t in (stepped, behind):
+        t.learn(FIRST)
+    plain = stepped.step(stepped.reflect(SECOND)[0])
+    delivered = []
+    report = behind.step_behind(behind.reflect(SECOND)[0], delivered.append)
+    assert delivered == [report]
+    assert (report.steps, report.loss, report.model_version) == (
+        plain.steps,
+        plain.loss,
+        plain.model_version,
+    )
+    for name, table in stepped.encoder.named_parameters():
+        mine = dict(behind.encoder.named_parameters())[name]
+        assert torch.equal(mine[: table.shape[0]], table.detach()), name
+    assert stepped._latest is not None and behind._latest is not None
+    for kind in ("user", "item"):
+        assert torch.allclose(behind._latest[kind], stepped._latest[kind], atol=1e-6)
+    # the reflected users are not published again unless the step moved them past the
+    # threshold; the batch's items are (no reflect published them)
+    assert set(report.changed_items) >= {e.item_id for e in SECOND}
+
+
+def test_batches_coalesced_for_one_step_behind_may_grow_the_tables_between_them() -> None:
+    t = trainer(layers=2)
+    t.learn(FIRST)
+    capacity = t.encoder.num_items
+    first, _ = t.reflect(SECOND)
+    wide = [Interaction(f"w{k % 7}", f"wide-{k}", "click", T0 + 2_000 + k) for k in range(1_100)]
+    second, _ = t.reflect(wide)
+    assert t.encoder.num_items > capacity  # the second batch grew them
+    report = t.step_behind(merged([first, second]))
+    assert report.steps > 0 and report.edges == len(SECOND) + len(wide)
+    assert set(report.changed_items) >= {e.item_id for e in wide}
