@@ -29,12 +29,23 @@ from typing import TYPE_CHECKING
 import torch
 
 from models.ids import KINDS
+from models.prior import TrendTable
 from stream.learn.reflect import reflect_rows
 from stream.learn.refresh import folded
 
 if TYPE_CHECKING:
     from stream.learn.report import TrainReport
     from stream.learn.trainer import Absorbed, IncrementalTrainer
+
+
+def widened(trend: TrendTable | None, items: int) -> TrendTable | None:
+    """The trend table as of the batch's absorption, over ``items`` rows: ids registered
+    since (later batches, drawn as replay or negatives) had nothing rising then."""
+    if trend is None or trend.features.shape[1] >= items:
+        return trend
+    features = trend.features
+    padding = features.new_zeros(features.shape[0], items - features.shape[1], features.shape[2])
+    return TrendTable(torch.cat([features, padding], dim=1))
 
 
 def step_behind(
@@ -66,9 +77,9 @@ def step_behind(
             torch.cat([batch.items, replay_items]).to(t.device),
         )
         live = {k: t.registry.live(k) for k in KINDS}
+        trend = widened(absorbed.trend, t.encoder.num_items)
         resets = {k: len(t._reset_rows[k]) for k in KINDS}
         t.reflected_behind = []
-    trend = absorbed.trend
     with t._params_lock:
         loss, steps = t._objective.train(
             t.encoder,

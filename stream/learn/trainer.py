@@ -620,15 +620,8 @@ def merged(absorbed: Sequence[Absorbed]) -> Absorbed:
         return first
     batch = EdgeBatch.concat([a.batch for a in absorbed])
     events = sum(a.events for a in absorbed)
-    trend = first.trend  # what was rising before all of them; items new since: nothing
-    widest = max((a.trend.features.shape[1] for a in absorbed if a.trend is not None), default=0)
-    if trend is not None and trend.features.shape[1] < widest:
-        features = trend.features
-        padding = features.new_zeros(
-            features.shape[0], widest - features.shape[1], features.shape[2]
-        )
-        trend = TrendTable(torch.cat([features, padding], dim=1))
-    return Absorbed(events, batch, [], first.before, trend, first.version, first.start)
+    # the trend before all of them (stream.learn.behind widens it to the rows at the step)
+    return Absorbed(events, batch, [], first.before, first.trend, first.version, first.start)
 
 
 class _Once:

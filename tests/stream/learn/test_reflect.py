@@ -139,7 +139,7 @@ def test_a_step_behind_with_nothing_beside_it_is_the_step() -> None:
     assert set(report.changed_items) >= {e.item_id for e in SECOND}
 
 
-def test_batches_coalesced_for_one_step_behind_may_grow_the_tables_between_them() -> None:
+def test_a_step_behind_may_come_after_later_batches_grew_the_tables() -> None:
     t = trainer(layers=2)
     t.learn(FIRST)
     capacity = t.encoder.num_items
@@ -147,6 +147,18 @@ def test_batches_coalesced_for_one_step_behind_may_grow_the_tables_between_them(
     wide = [Interaction(f"w{k % 7}", f"wide-{k}", "click", T0 + 2_000 + k) for k in range(1_100)]
     second, _ = t.reflect(wide)
     assert t.encoder.num_items > capacity  # the second batch grew them
-    report = t.step_behind(merged([first, second]))
-    assert report.steps > 0 and report.edges == len(SECOND) + len(wide)
+    # the first alone: its negatives and replay reach the rows the second registered
+    report = t.step_behind(first)
+    assert report.steps > 0 and report.edges == len(SECOND)
+    report = t.step_behind(merged([second]))
     assert set(report.changed_items) >= {e.item_id for e in wide}
+
+
+def test_batches_coalesced_for_one_step_behind_are_one_batch() -> None:
+    t = trainer(layers=2)
+    t.learn(FIRST)
+    first, _ = t.reflect(SECOND[:2])
+    second, _ = t.reflect(SECOND[2:])
+    report = t.step_behind(merged([first, second]))
+    assert report.edges == len(SECOND) and report.events == len(SECOND)
+    assert set(report.changed_items) >= {e.item_id for e in SECOND}
