@@ -12,7 +12,9 @@ an event then waits for its own reflect, not for a step in progress. A step behi
    propagation, never the parameters being moved;
 3. under the trainer's lock again: the new vectors of the rows live at (1) put in place,
    the users reflected during (2) reflected again on the new sums (their newest edges
-   are not in the view of (1)), and every row of (1) compared for publishing.
+   are not in the view of (1)) and published, the batch's items published, and every row
+   of (1) compared for publishing as after any step (the batch's users, published by
+   their reflect, among them: once the step moved them past the threshold).
 
 Rows reset by eviction during (2) stay stale for the next reflects (their new id's edges
 are not in that view either). A reflect that has to grow the tables (geometrically: seldom)
@@ -118,7 +120,9 @@ def step_behind(
         none = torch.zeros(0, dtype=torch.long)
         if again.numel():
             reflect_rows(t, again, none)
-        touched = {"user": torch.cat([batch.users, again]), "item": batch.items}
+        # The batch's users were published by their reflect: again only if the step moved
+        # them past the threshold (as any row), or if they were reflected on stale sums.
+        touched = {"user": again, "item": batch.items}
         changed = {}
         for kind in KINDS:
             mine = touched[kind]
