@@ -478,18 +478,16 @@ class TrainingLoop:
 
     def _publish(self, report: TrainReport, append_times_ms: list[int]) -> None:
         """Publish the changed vectors at the report's version; retry until acked."""
+        vectors = report.vectors or {
+            kind: self.trainer.vectors(kind, ids)
+            for kind, ids in (("user", report.changed_users), ("item", report.changed_items))
+        }
         batches = [
             NodeVectors(
-                "user",
-                report.changed_users,
-                self.trainer.vectors("user", report.changed_users),
-                report.changed_user_event_ms,
+                "user", report.changed_users, vectors["user"], report.changed_user_event_ms
             ),
             NodeVectors(
-                "item",
-                report.changed_items,
-                self.trainer.vectors("item", report.changed_items),
-                report.changed_item_event_ms,
+                "item", report.changed_items, vectors["item"], report.changed_item_event_ms
             ),
         ]
         if self._publisher is None:

@@ -10,11 +10,12 @@ an event then waits for its own reflect, not for a step in progress. A step behi
    optimiser steps and one propagation over that view, which also gives the new partial
    sums. Reflects run meanwhile; they read the partial sums and the rows as of the last
    propagation, never the parameters being moved;
-3. under the trainer's lock again: the new vectors of the rows live at (1) put in place,
-   the users reflected during (2) reflected again on the new sums (their newest edges
-   are not in the view of (1)) and published, the batch's items published, and every row
-   of (1) compared for publishing as after any step (the batch's users, published by
-   their reflect, among them: once the step moved them past the threshold).
+3. under the trainer's lock again: the new vectors of the rows live at (1) put in place
+   but for the users reflected during (2), which keep their reflected vectors (their
+   newest edges are not in the view of (1)) until the next step; the batch's items
+   published, and every row of (1) compared for publishing as after any step (the
+   batch's users, published by their reflect, among them: once the step moved them past
+   the threshold).
 
 Rows reset by eviction during (2) stay stale for the next reflects (their new id's edges
 are not in that view either). A reflect that has to grow the tables (geometrically: seldom)
@@ -32,7 +33,6 @@ import torch
 
 from models.ids import KINDS
 from models.prior import TrendTable
-from stream.learn.reflect import reflect_rows
 from stream.learn.refresh import folded
 
 if TYPE_CHECKING:
@@ -101,7 +101,15 @@ def step_behind(
             user_vec, item_vec, partial = t.encoder.embed_with_partial(graph, users, items)
     with t._lock:
         vectors = dict(zip(KINDS, folded(t, user_vec, item_vec, items), strict=True))
+        # Users reflected meanwhile keep their reflected vectors (their newest edges are
+        # not in the view of (1)) until the next step.
+        again = torch.unique(torch.cat([torch.zeros(0, dtype=torch.long), *t.reflected_behind]))
+        t.reflected_behind = None
         latest = t._latest if t._latest is not None else {}
+        kept = None
+        if "user" in latest:
+            again = again[again < min(live["user"], latest["user"].shape[0])]
+            kept = latest["user"][again.to(t.device)].clone()
         for kind in KINDS:
             size = max(t.registry.live(kind), live[kind])
             table = latest.get(kind)
@@ -112,24 +120,19 @@ def step_behind(
                 table = grown
             table[: live[kind]] = vectors[kind]
             latest[kind] = table
+        if kept is not None:
+            latest["user"][again.to(t.device)] = kept
         t._latest, t._partial = latest, partial
         t._reset_rows = {k: t._reset_rows[k][resets[k] :] for k in KINDS}
         t.reembedded = {k: None for k in KINDS}
-        again = torch.cat([torch.zeros(0, dtype=torch.long), *t.reflected_behind])
-        t.reflected_behind = None
-        none = torch.zeros(0, dtype=torch.long)
-        if again.numel():
-            reflect_rows(t, again, none)
-        # The batch's users were published by their reflect: again only if the step moved
-        # them past the threshold (as any row), or if they were reflected on stale sums.
-        touched = {"user": again, "item": batch.items}
+        # The batch's users were published by their reflect: again only once the step
+        # moved them past the threshold, as any row; its items now.
         changed = {}
-        for kind in KINDS:
-            mine = touched[kind]
-            mine = mine[mine < live[kind]].to(t.device)
-            rows = t.publish.select(kind, t._latest[kind][: live[kind]], mine)
+        for kind, touched in (("user", None), ("item", batch.items.to(t.device))):
+            rows = t.publish.select(kind, t._latest[kind][: live[kind]], touched)
             changed[kind] = t.registry.ids(kind, rows)
         t.model_version += 1
-        report = t._report(absorbed, changed, int(replay_users.numel()), steps, loss, [])
+        replayed = int(replay_users.numel())
+        report = t._report(absorbed, changed, replayed, steps, loss, [], with_vectors=True)
         deliver(report)
         return report

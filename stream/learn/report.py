@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from torch import Tensor
+
 
 @dataclass(frozen=True)
 class TrainReport:
@@ -32,3 +34,6 @@ class TrainReport:
     # reflect: merged into the graph with a row for both ids. Only these count for
     # freshness; social events and events of refused ids are not reflected.
     reflected: list[int] = field(default_factory=list)
+    # The changed ids' vectors (kind -> [ids, out_dim], aligned with changed_*), taken with
+    # the report when a step runs beside the publishing thread; None: read them after.
+    vectors: dict[str, Tensor] | None = None

@@ -226,7 +226,9 @@ class IncrementalTrainer:
             if changed is None:
                 return absorbed, None
             self.model_version += 1
-            report = self._report(absorbed, changed, replayed=0, steps=0, loss=math.nan)
+            report = self._report(
+                absorbed, changed, replayed=0, steps=0, loss=math.nan, with_vectors=True
+            )
             return absorbed, report
 
     def step(self, absorbed: Absorbed) -> TrainReport:
@@ -337,9 +339,11 @@ class IncrementalTrainer:
         steps: int,
         loss: float,
         reflected: list[int] | None = None,
+        with_vectors: bool = False,
     ) -> TrainReport:
         """The call's report; ids evicted and refused count once, with ``reflected`` (the
-        step's report, not :meth:`reflect`'s)."""
+        step's report, not :meth:`reflect`'s); ``with_vectors``: the changed ids' vectors
+        in it (read now, under the lock: a step behind may move them before a publish)."""
         before = absorbed.before
         after = {k: self.registry.counts(k) for k in KINDS}
         counted = reflected is not None
@@ -363,6 +367,7 @@ class IncrementalTrainer:
             changed_user_event_ms=self._event_times("user", changed["user"]),
             changed_item_event_ms=self._event_times("item", changed["item"]),
             reflected=absorbed.reflected if reflected is None else reflected,
+            vectors={k: self.vectors(k, changed[k]) for k in KINDS} if with_vectors else None,
         )
 
     def stored_edges(self, newer_than_ms: int | None = None) -> list[Interaction]:
