@@ -125,10 +125,11 @@ def step_behind(
         t._latest, t._partial = latest, partial
         t._reset_rows = {k: t._reset_rows[k][resets[k] :] for k in KINDS}
         t.reembedded = {k: None for k in KINDS}
-        # The batch's users were published by their reflect: again only once the step
-        # moved them past the threshold, as any row; its items now.
+        # The batch's users published by their reflect: again only once the step moved
+        # them past the threshold, as any row; the others and its items now.
         changed = {}
-        for kind, touched in (("user", None), ("item", batch.items.to(t.device))):
+        users_now = absorbed.users_to_publish.to(t.device)
+        for kind, touched in (("user", users_now), ("item", batch.items.to(t.device))):
             rows = t.publish.select(kind, t._latest[kind][: live[kind]], touched)
             changed[kind] = t.registry.ids(kind, rows)
         t.model_version += 1

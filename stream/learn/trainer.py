@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -225,6 +225,7 @@ class IncrementalTrainer:
             changed = reflect_rows(self, batch.users, batch.items) if len(batch) else None
             if changed is None:
                 return absorbed, None
+            absorbed = replace(absorbed, unpublished_users=_NO_ROWS)
             self.model_version += 1
             report = self._report(
                 absorbed, changed, replayed=0, steps=0, loss=math.nan, with_vectors=True
@@ -615,7 +616,15 @@ class Absorbed:
     # the model version then: seeds the step's draws, as in a learn call, whether or not
     # a reflect published in between
     version: int
-    start: float  # time.perf_counter() when absorbing began
+    start: float
+    # users the step must publish: the batch's (None), unless a reflect published them
+    unpublished_users: Tensor | None = None
+
+    @property
+    def users_to_publish(self) -> Tensor:
+        return (
+            self.batch.users if self.unpublished_users is None else self.unpublished_users
+        )  # time.perf_counter() when absorbing began
 
 
 def merged(absorbed: Sequence[Absorbed]) -> Absorbed:
@@ -625,8 +634,14 @@ def merged(absorbed: Sequence[Absorbed]) -> Absorbed:
         return first
     batch = EdgeBatch.concat([a.batch for a in absorbed])
     events = sum(a.events for a in absorbed)
+    unpublished = torch.cat([a.users_to_publish for a in absorbed])
     # the trend before all of them (stream.learn.behind widens it to the rows at the step)
-    return Absorbed(events, batch, [], first.before, first.trend, first.version, first.start)
+    return Absorbed(
+        events, batch, [], first.before, first.trend, first.version, first.start, unpublished
+    )
+
+
+_NO_ROWS = torch.zeros(0, dtype=torch.long)
 
 
 class _Once:

@@ -162,3 +162,15 @@ def test_batches_coalesced_for_one_step_behind_are_one_batch() -> None:
     report = t.step_behind(merged([first, second]))
     assert report.edges == len(SECOND) and report.events == len(SECOND)
     assert set(report.changed_items) >= {e.item_id for e in SECOND}
+
+
+def test_a_step_behind_publishes_every_user_no_reflect_published() -> None:
+    t = trainer(layers=2, max_drift_reports=5)
+    absorbed, early = t.reflect(FIRST)  # no propagation yet: nothing reflected
+    assert early is None
+    report = t.step_behind(absorbed)
+    assert set(report.changed_users) == {e.user_id for e in FIRST}  # 40, past the cap of 5
+    reflected, early = t.reflect(SECOND)
+    assert early is not None
+    report = t.step_behind(reflected)
+    assert len(report.changed_users) <= 5  # published by the reflect: by drift only
