@@ -12,6 +12,11 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 4. re-embeds the rows that can have moved (``local``: those within ``layers`` hops of a
    moved row; ``full``: all), reports those that moved more than ``publish_threshold``
    (L2) since they were last reported, and bumps ``model_version``.
+
+Steps 1-2 are :meth:`IncrementalTrainer.reflect`'s first half and 3-4
+:meth:`IncrementalTrainer.step` (or :meth:`IncrementalTrainer.step_behind`, its compute
+outside the lock): a worker with ``reflect_before_step`` publishes the batch's users
+re-embedded from their own edges between the two (:mod:`stream.learn.reflect`).
 """
 
 from __future__ import annotations

@@ -76,9 +76,8 @@ async def _run_until_published(settings: Settings, metrics: PipelineMetrics, eve
     await task
 
 
-@pytest.mark.parametrize("reflect", [False, True], ids=["learn", "reflect-before-step"])
 def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
-    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path, reflect: bool
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     source = topic_factory("interactions", partitions=2)
@@ -93,7 +92,7 @@ def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
         store=StoreSettings(path=tmp_path / "graph"),
         publish=unique_settings(tmp_path / "ledger"),
         training=TrainerSettings(dim=16, device="cpu"),
-        worker=WorkerSettings(checkpoint_dir=tmp_path / "ckpt", reflect_before_step=reflect),
+        worker=WorkerSettings(checkpoint_dir=tmp_path / "ckpt"),
     )
     first = _events(1_500, start_ts=1_700_000_000_000)
     _send(bootstrap, source, first)
@@ -106,14 +105,6 @@ def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
     for kind, id_key in (("user", "user_id"), ("item", "item_id")):  # far below the caps
         held = sample("streamgnn_ids_live", {"kind": kind})
         assert held == len({str(e[id_key]) for e in first}), kind
-
-    calls = sample("streamgnn_train_step_seconds_count") or 0
-    published = {
-        decode_record(r.value).model_version
-        for r in read_topic(bootstrap, settings.publish.user_topic)
-    }
-    # reflect-before-step: a publish before each step but the first call's (no sums yet)
-    assert len(published) == (2 * calls - 1 if reflect else calls), (len(published), calls)
 
     checkpoint = CheckpointStore(settings.worker.checkpoint_dir).load_latest()
     assert checkpoint is not None
