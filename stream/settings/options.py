@@ -305,8 +305,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "worker",
         "reflect_before_step",
-        "publish the vectors of an event's rows from their own edges before the step "
-        "trains on it (after a full propagation; LightGCN)",
+        "publish each batch's users re-embedded from their own edges at once and take "
+        "the steps behind in a learner thread (full step, LightGCN)",
     ),
     _opt("worker", "checkpoint_dir", "directory of trainer checkpoints (loaded on start)"),
     _opt(
