@@ -27,18 +27,19 @@ A step's cost can follow its batch: an encoder whose ``local_step`` is true comp
 its ``row_parameters()`` (the id tables) get row-sparse gradients, so an optimiser moves
 only the rows the neighbourhood holds. LightGCN has one (without learnt relation scales).
 
-A node's vector can also follow from its own edges alone: ``embed_with_partial`` returns,
-beside ``embed``'s vectors, the :class:`PartialSums` of one full propagation, from which
-``embed_one_hop(partial, neighbourhood, users, items, stale)`` computes the vectors of
-rows whose edges changed since, reading their neighbours' sums as of that propagation (a
-worker publishes what a user just did before the next gradient step; see
-:mod:`stream.learn.reflect`). LightGCN has it; the others return no sums.
 The others (sage, pinsage, tgn, mbgat) train on the full graph, for a reason of substance:
 they have dense weights shared by every node (SAGE/PinSage layer matrices, TGN's memory
 updater and attention, MBGAT's relation attention), so each optimiser step moves every
 node's vector and the rows "within L hops of what moved" are all rows; a local step would
 publish stale vectors or re-embed everything anyway. (They already compute a batch's
 vectors on sampled neighbourhoods inside ``forward``.)
+
+A node's vector can also follow from its own edges alone: ``embed_with_partial`` returns,
+beside ``embed``'s vectors, the :class:`PartialSums` of one full propagation, from which
+``embed_one_hop(partial, neighbourhood, users, items, stale)`` computes the vectors of
+rows whose edges changed since, reading their neighbours' sums as of that propagation (a
+worker publishes what a user just did before the next gradient step; see
+:mod:`stream.learn.reflect`). LightGCN has it; the others return no sums.
 
 Everything needed to resume lives in ``state_dict()`` (registered parameters and buffers);
 no per-node Python dict lives outside it. Tables grow geometrically, in chunks, so the

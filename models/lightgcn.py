@@ -261,8 +261,7 @@ class LightGCNEncoder(Encoder):
         total = own.index_select(0, at)
         if self.num_layers and hood.num_edges:
             passed = torch.cat([then["user"][1], then["item"][1]])
-            inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
-            coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(own.dtype)
+            coefficient = _coefficients(hood, own.dtype)
             # only the asked rows' edges: one sparse product, not an edge-by-dim gather
             asked = torch.full((own.shape[0],), -1, dtype=torch.long, device=own.device)
             asked[at] = torch.arange(at.numel(), device=own.device)
@@ -324,8 +323,7 @@ class LightGCNEncoder(Encoder):
                 F.embedding(item_rows, self.item_emb, sparse=True),
             ]
         )
-        inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
-        coefficient = (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(x.dtype)
+        coefficient = _coefficients(hood, x.dtype)
         n_users, count = hood.num_users, users.numel()
         at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
         total = x.index_select(0, at)
@@ -362,6 +360,12 @@ class LightGCNEncoder(Encoder):
         out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
+
+
+def _coefficients(hood: Neighbourhood, dtype: torch.dtype) -> Tensor:
+    """Each edge's ``w / sqrt(deg(dst) deg(src))`` with the full graph's degrees."""
+    inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
+    return (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(dtype)
 
 
 @dataclass(frozen=True)

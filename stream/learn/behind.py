@@ -33,7 +33,7 @@ import torch
 
 from models.ids import KINDS
 from models.prior import TrendTable
-from stream.learn.refresh import folded
+from stream.learn.refresh import folded, write_rows
 
 if TYPE_CHECKING:
     from stream.learn.report import TrainReport
@@ -69,15 +69,7 @@ def step_behind(
         t._grow()
         graph = t._graph()
         generator = torch.Generator().manual_seed(t.seed_of(absorbed.version))
-        replay_users = replay_items = torch.zeros(0, dtype=torch.long)
-        if len(batch):
-            wanted = round(t.settings.replay_ratio * len(batch))
-            older_than = int(batch.times.min())
-            replay_users, replay_items = t._replay(lambda: graph, wanted, generator, older_than)
-        positives = (
-            torch.cat([batch.users, replay_users]).to(t.device),
-            torch.cat([batch.items, replay_items]).to(t.device),
-        )
+        positives, replayed = t._positives(batch, lambda: graph, generator)
         live = {k: t.registry.live(k) for k in KINDS}
         trend = widened(absorbed.trend, t.encoder.num_items)
         resets = {k: len(t._reset_rows[k]) for k in KINDS}
@@ -105,24 +97,14 @@ def step_behind(
         # not in the view of (1)) until the next step.
         again = torch.unique(torch.cat([torch.zeros(0, dtype=torch.long), *t.reflected_behind]))
         t.reflected_behind = None
-        latest = t._latest if t._latest is not None else {}
-        kept = None
-        if "user" in latest:
-            again = again[again < min(live["user"], latest["user"].shape[0])]
-            kept = latest["user"][again.to(t.device)].clone()
-        for kind in KINDS:
-            size = max(t.registry.live(kind), live[kind])
-            table = latest.get(kind)
-            if table is None or table.shape[0] < size:
-                grown = vectors[kind].new_zeros(size, vectors[kind].shape[1])
-                if table is not None:
-                    grown[: table.shape[0]] = table
-                table = grown
-            table[: live[kind]] = vectors[kind]
-            latest[kind] = table
-        if kept is not None:
-            latest["user"][again.to(t.device)] = kept
-        t._latest, t._partial = latest, partial
+        if t._latest is None:
+            t._latest = {k: vectors[k][:0] for k in KINDS}
+        again = again[again < min(live["user"], t._latest["user"].shape[0])].to(t.device)
+        kept = t._latest["user"][again].clone()
+        stepped = {k: torch.arange(live[k], device=t.device) for k in KINDS}
+        write_rows(t, stepped, (vectors["user"], vectors["item"]))
+        t._latest["user"][again] = kept
+        t._partial = partial
         t._reset_rows = {k: t._reset_rows[k][resets[k] :] for k in KINDS}
         t.reembedded = {k: None for k in KINDS}
         # The batch's users published by their reflect: again only once the step moved
@@ -133,7 +115,6 @@ def step_behind(
             rows = t.publish.select(kind, t._latest[kind][: live[kind]], touched)
             changed[kind] = t.registry.ids(kind, rows)
         t.model_version += 1
-        replayed = int(replay_users.numel())
         report = t._report(absorbed, changed, replayed, steps, loss, [], with_vectors=True)
         deliver(report)
         return report

@@ -44,17 +44,14 @@ if TYPE_CHECKING:
     from stream.learn.trainer import IncrementalTrainer
 
 
-def reflect_rows(
-    trainer: IncrementalTrainer, users: Tensor, items: Tensor
-) -> dict[str, list[str]] | None:
-    """Re-embed these users (the new edges' users; ``items`` are left to the step) into
-    the latest vectors from their own edges; the ids to publish, by kind (None: no
-    partial sums to read from)."""
+def reflect_rows(trainer: IncrementalTrainer, users: Tensor) -> dict[str, list[str]] | None:
+    """Re-embed these users (the new edges' users; their items are left to the step, see
+    the module docstring) into the latest vectors from their own edges; the ids to
+    publish, by kind (None: no partial sums to read from)."""
     t = trainer
     partial = t._partial
     if partial is None or t._latest is None or t.ranks is not None:
         return None
-    del items  # see the module docstring
     rows = {"user": torch.unique(users.cpu()), "item": torch.zeros(0, dtype=torch.long)}
     view = t.mirror.view(t.encoder.num_users, t.encoder.num_items)
     seeds = torch.cat([rows["user"], rows["item"] + view.num_users])

@@ -227,7 +227,7 @@ class IncrementalTrainer:
         with self._lock:
             absorbed = self._absorb(interactions, partitions, in_graph)
             batch = absorbed.batch
-            changed = reflect_rows(self, batch.users, batch.items) if len(batch) else None
+            changed = reflect_rows(self, batch.users) if len(batch) else None
             if changed is None:
                 return absorbed, None
             absorbed = replace(absorbed, unpublished_users=_NO_ROWS)
@@ -304,21 +304,14 @@ class IncrementalTrainer:
         batch, trend = absorbed.batch, absorbed.trend
         graph = _Once(self._graph)  # the whole view: only a full step or refresh builds it
         generator = torch.Generator().manual_seed(self.seed_of(absorbed.version))
-        replay_users = replay_items = torch.zeros(0, dtype=torch.long)
-        if len(batch):
-            wanted = round(self.settings.replay_ratio * len(batch))
-            older_than = int(batch.times.min())
-            replay_users, replay_items = self._replay(graph, wanted, generator, older_than)
-        pos_users = torch.cat([batch.users, replay_users]).to(self.device)
-        pos_items = torch.cat([batch.items, replay_items]).to(self.device)
-        positives = (pos_users, pos_items)
+        positives, replayed = self._positives(batch, graph, generator)
         local = self._local_step(graph, generator, positives, absorbed.version)
         loss, steps = self._train(
             graph,
             positives,
             self.settings.steps_per_batch,
             generator,
-            None if trend is None else (trend, torch.zeros_like(pos_users)),
+            None if trend is None else (trend, torch.zeros_like(positives[0])),
             local=local,
         )
         if self.ranks is not None and local is not None:
@@ -333,9 +326,20 @@ class IncrementalTrainer:
             self._refresh(graph, touched, local) if steps or len(batch) else {k: [] for k in KINDS}
         )
         self.model_version += 1
-        return self._report(
-            absorbed, changed, int(replay_users.numel()), steps, loss, absorbed.reflected
-        )
+        return self._report(absorbed, changed, replayed, steps, loss, absorbed.reflected)
+
+    def _positives(
+        self, batch: EdgeBatch, graph: Callable[[], BipartiteGraph], generator: torch.Generator
+    ) -> tuple[tuple[Tensor, Tensor], int]:
+        """The step's positives: the batch's edges, then older ones replayed (their count)."""
+        replay_users = replay_items = _NO_ROWS
+        if len(batch):
+            wanted = round(self.settings.replay_ratio * len(batch))
+            older_than = int(batch.times.min())
+            replay_users, replay_items = self._replay(graph, wanted, generator, older_than)
+        users = torch.cat([batch.users, replay_users]).to(self.device)
+        items = torch.cat([batch.items, replay_items]).to(self.device)
+        return (users, items), int(replay_users.numel())
 
     def _report(
         self,
@@ -621,15 +625,13 @@ class Absorbed:
     # the model version then: seeds the step's draws, as in a learn call, whether or not
     # a reflect published in between
     version: int
-    start: float
+    start: float  # time.perf_counter() when absorbing began
     # users the step must publish: the batch's (None), unless a reflect published them
     unpublished_users: Tensor | None = None
 
     @property
     def users_to_publish(self) -> Tensor:
-        return (
-            self.batch.users if self.unpublished_users is None else self.unpublished_users
-        )  # time.perf_counter() when absorbing began
+        return self.batch.users if self.unpublished_users is None else self.unpublished_users
 
 
 def merged(absorbed: Sequence[Absorbed]) -> Absorbed:
