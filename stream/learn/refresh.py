@@ -39,8 +39,8 @@ def refresh(
     candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
     rows = None if local is None or t._latest is None else reembed(t, local, touched)
     if rows is None:
-        latest, partial = embed_all(t, graph())
-        t._latest, t._partial = latest, partial if t.keep_partial_sums else None
+        t._latest, t._partial = embed_all(t, graph(), t.keep_partial_sums)
+        latest = t._latest
     else:
         candidates = dict(rows)
         assert t._latest is not None
@@ -60,15 +60,20 @@ def refresh(
 
 
 def embed_all(
-    trainer: IncrementalTrainer, graph: BipartiteGraph
+    trainer: IncrementalTrainer, graph: BipartiteGraph, with_partial: bool = False
 ) -> tuple[dict[str, Tensor], PartialSums | None]:
-    """Every live row's vector, by kind (one full propagation), and its partial sums
-    (None: the encoder has no one-hop re-embedding; see :mod:`stream.learn.reflect`)."""
+    """Every live row's vector, by kind (one full propagation), and, ``with_partial``, its
+    partial sums (None without, or when the encoder has no one-hop re-embedding; see
+    :mod:`stream.learn.reflect`): two more tables, left out unless a reflect reads them."""
     t = trainer
     users = torch.arange(t.registry.live("user"), device=t.device)
     items = torch.arange(t.registry.live("item"), device=t.device)
+    partial = None
     with t._amp.autocast():
-        user_vec, item_vec, partial = t.encoder.embed_with_partial(graph, users, items)
+        if with_partial:
+            user_vec, item_vec, partial = t.encoder.embed_with_partial(graph, users, items)
+        else:
+            user_vec, item_vec = t.encoder.embed(graph, users, items)
     return dict(zip(KINDS, folded(t, user_vec, item_vec, items), strict=True)), partial
 
 
