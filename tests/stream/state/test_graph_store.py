@@ -138,3 +138,43 @@ def test_changed_behaviours_are_refused(tmp_path: Path) -> None:
     DecayedGraphStore(tmp_path / "g", BEHAVIOURS).close()
     with pytest.raises(StoreError, match="behaviours"):
         DecayedGraphStore(tmp_path / "g", {"click": Behaviour(1.0, 1)})
+
+
+def _table_property(store: DecayedGraphStore, name: str) -> int:
+    """One figure of RocksDB's aggregated properties of the store's table files."""
+    text = store._db.property_value("rocksdb.aggregated-table-properties") or ""
+    fields = dict(part.strip().rsplit("=", 1) for part in text.split(";") if "=" in part)
+    return int(fields[name])
+
+
+def test_table_files_carry_a_bloom_filter_of_every_key(tmp_path: Path) -> None:
+    evs = [Interaction(f"u{n % 7}", f"i{n}", "click", 1_000 + n) for n in range(50)]
+    answers = []
+    for bits in (10, 0):
+        with DecayedGraphStore(tmp_path / f"g{bits}", BEHAVIOURS, bloom_bits_per_key=bits) as s:
+            s.apply("t", [PartitionBatch(0, len(evs), evs)])
+            s._db.flush()  # the memtable into a table file
+            entries = _table_property(s, "# entries")
+            assert entries > len(evs)  # edges both ways, nodes, the pruning index, offsets
+            filtered = _table_property(s, "# entries for filter")
+            assert filtered == (entries if bits else 0)
+            answers.append(_weights(s, 2_000))
+    assert answers[0] == answers[1]  # a filter changes how fast a miss is, never an answer
+
+
+def test_a_store_written_without_filters_opens_with_them_and_reads_the_same(
+    tmp_path: Path,
+) -> None:
+    first = [Interaction(f"u{n % 5}", f"i{n}", "click", 1_000 + n) for n in range(30)]
+    then = [Interaction(f"u{n % 5}", f"i{n % 40}", "purchase", 2_000 + n) for n in range(30)]
+    with DecayedGraphStore(tmp_path / "old", BEHAVIOURS, bloom_bits_per_key=0) as store:
+        store.apply("t", [PartitionBatch(0, 30, first)])
+        store._db.flush()
+    with DecayedGraphStore(tmp_path / "old", BEHAVIOURS) as store:  # filters from now on
+        store.apply("t", [PartitionBatch(0, 60, then)])
+        store._db.flush()
+        mixed = _weights(store, 3_000)
+    with DecayedGraphStore(tmp_path / "new", BEHAVIOURS) as store:
+        store.apply("t", [PartitionBatch(0, 30, first)])
+        store.apply("t", [PartitionBatch(0, 60, then)])
+        assert _weights(store, 3_000) == mixed
