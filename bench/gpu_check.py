@@ -38,6 +38,11 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
 7. ``freshness_split``: the 10,000 events/s load (seeded alike) offered to the split
    deployment, one ``streamgnn ingest`` plus one ``streamgnn train`` on the GPU
    (``--deployment split``): the trainer then shares no GIL with the ingest threads.
+8. ``freshness_reflect``: the same split load with ``STREAMGNN_REFLECT_BEFORE_STEP=true``
+   (the trainer publishes each batch's users before the step, which runs in its learner
+   thread): on this 2-core CPU the thread that absorbs and publishes was the bound at
+   10,000 events/s (README, "Reflect before the step"); a machine with cores to spare is
+   where it can show what it does. Last, so a run short of budget skips it first.
 
     .venv/bin/python -m bench.gpu_check                # on the GPU machine: make gpu-check
     .venv/bin/python -m bench.gpu_check --dry-run      # the plumbing on the CPU, seconds
@@ -356,8 +361,15 @@ def gil_switch(dry_run: bool, device: str, timeout_s: float) -> dict[str, Any]:
 
 
 def freshness(
-    loads: list[int], device: str, duration_s: float, timeout_s: float, deployment: str = "worker"
+    loads: list[int],
+    device: str,
+    duration_s: float,
+    timeout_s: float,
+    deployment: str = "worker",
+    options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``bench.freshness`` on the device; ``options``: worker settings, as environment
+    variables its processes inherit (the benchmark records them)."""
     from stream.local_broker import jars
 
     try:
@@ -376,10 +388,12 @@ def freshness(
     command += ["--duration-s", str(duration_s), "--drain-s", "15", "--device", device]
     command += ["--seed-edges", f"10000:{FRESHNESS_SEED_EDGES}", "--deployment", deployment]
     command += ["--json", str(out)]
-    return {"java": java, **_child(command, out, timeout_s)}
+    return {"java": java, **_child(command, out, timeout_s, options)}
 
 
-def _child(command: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
+def _child(
+    command: list[str], out: Path, timeout_s: float, options: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run a benchmark in its own process group: on timeout the whole group (a broker's
     JVM, a worker) is killed, so nothing holds the GPU for the next part."""
     started = time.monotonic()
@@ -391,6 +405,7 @@ def _child(command: list[str], out: Path, timeout_s: float) -> dict[str, Any]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, **(options or {})},
     )
     try:
         output, _ = child.communicate(timeout=timeout_s)
@@ -532,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(float(s)) for s in (args.sizes or default_sizes).split(",")]
     default_step_sizes = default_sizes if args.dry_run else "1000000,10000000"
     step_sizes = [int(float(s)) for s in (args.step_sizes or default_step_sizes).split(",")]
-    freshness_parts = "" if args.dry_run else ",freshness,freshness_split"
+    freshness_parts = "" if args.dry_run else ",freshness,freshness_split,freshness_reflect"
     every = "cuda_tests,propagation,step_time,gil_switch" + freshness_parts
     parts = set((args.parts or every).split(","))
     budget = Budget(args.budget_s)
@@ -564,10 +579,10 @@ def main(argv: list[str] | None = None) -> int:
             if "freshness" in parts
             else 0.0
         )
-        + (
+        + sum(
             args.freshness_s + FRESHNESS_LOAD_OVERHEAD_S + FRESHNESS_SEED_S
-            if "freshness_split" in parts
-            else 0.0
+            for part in ("freshness_split", "freshness_reflect")
+            if part in parts
         )
     )
     report["propagation"] = (
@@ -603,6 +618,22 @@ def main(argv: list[str] | None = None) -> int:
             budget,
         )
         if "freshness_split" in parts
+        else skipped
+    )
+    report["freshness_reflect"] = (
+        _part(
+            "freshness_reflect",
+            lambda: freshness(
+                [10_000],
+                device,
+                args.freshness_s,
+                budget.left(180),
+                "split",
+                {"STREAMGNN_REFLECT_BEFORE_STEP": "true"},
+            ),
+            budget,
+        )
+        if "freshness_reflect" in parts
         else skipped
     )
     report["total_s"] = round(time.monotonic() - started, 1)

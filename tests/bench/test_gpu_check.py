@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def test_the_dry_run_records_every_part(tmp_path: Path) -> None:
     assert size["edges"] == 3000 and size["users"] == 3000 // 7
     assert size["spmm"]["gathered_tb_s"] >= size["spmm"]["compulsory_tb_s"] > 0
     assert size["forward_backward_s"] > 0 and size["embed_s"] > 0
-    for part in ("cuda_tests", "gil_switch", "freshness", "freshness_split"):
+    for part in ("cuda_tests", "gil_switch", "freshness", "freshness_split", "freshness_reflect"):
         assert doc[part] == {"status": "not_run", "reason": "not in --parts"}
     assert doc["step_time"]["status"] in {"not_run", "ok"}
 
@@ -207,3 +208,32 @@ def test_the_dry_run_times_learn_calls_beside_a_busy_thread(tmp_path: Path) -> N
     for case in cases:
         assert len(case["learn_s_alone"]) == len(case["learn_s_beside_busy_thread"]) == 1
         assert case["busy_loop_per_s_beside_learn"] > 0
+
+
+def test_the_reflect_load_runs_the_split_deployment_with_the_setting_in_its_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def recorded(*args: Any) -> dict[str, Any]:
+        calls.append(args)
+        return {"status": "ok"}
+
+    monkeypatch.setattr(gpu_check, "freshness", recorded)
+    code, doc = _run(tmp_path, "--dry-run", "--parts", "freshness_reflect")
+    assert code == 0 and doc["freshness_reflect"]["status"] == "ok"
+    ((loads, _, _, _, deployment, options),) = calls
+    assert loads == [10_000] and deployment == "split"
+    assert options == {"STREAMGNN_REFLECT_BEFORE_STEP": "true"}
+    assert doc["freshness_split"] == {"status": "not_run", "reason": "not in --parts"}
+
+
+def test_a_benchmark_child_inherits_the_options_given_it(tmp_path: Path) -> None:
+    out = tmp_path / "child.json"
+    script = (
+        "import json, os, sys; "
+        "open(sys.argv[1], 'w').write(json.dumps({k: os.environ.get(k) for k in ('A', 'PATH')}))"
+    )
+    result = gpu_check._child([sys.executable, "-c", script, str(out)], out, 30, {"A": "on"})
+    assert result["status"] == "ok"
+    assert result["result"]["A"] == "on" and result["result"]["PATH"]  # added, not replaced
