@@ -237,3 +237,13 @@ def test_a_benchmark_child_inherits_the_options_given_it(tmp_path: Path) -> None
     result = gpu_check._child([sys.executable, "-c", script, str(out)], out, 30, {"A": "on"})
     assert result["status"] == "ok"
     assert result["result"]["A"] == "on" and result["result"]["PATH"]  # added, not replaced
+
+
+def test_the_propagation_keeps_most_of_the_budget_whatever_optional_parts_run() -> None:
+    required = {"step_time", "freshness"}
+    optional = {"cuda_tests", "gil_switch", "freshness_split", "freshness_reflect"}
+    loads = [10_000, 50_000]
+    reserve = gpu_check.propagation_reserve_s(required | optional, loads, 35.0)
+    assert reserve == gpu_check.propagation_reserve_s(required, loads, 35.0)
+    assert reserve < 480.0  # the default --budget-s: the propagation's sizes get a turn
+    assert gpu_check.propagation_reserve_s(optional, loads, 35.0) == 0.0
