@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=5_000, help="events per apply call")
-    parser.add_argument("--calls", type=int, default=7, help="timed calls per size")
+    parser.add_argument("--calls", type=int, default=9, help="timed calls per size")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results = measure(sorted(args.sizes), args.batch, args.calls)
