@@ -15,18 +15,15 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    adjacency with its achieved bandwidth against the peak and the copy: ``compulsory``
    counts the CSR once plus ``X`` read and ``A @ X`` written once (a lower bound of the
    traffic), ``gathered`` counts one row of ``X`` per stored entry (no cache reuse).
-   Sizes run while they fit: the later parts' expected seconds stay reserved, and a size
-   whose time, scaled by edges from the last one's, would eat into them is ``not_run``
-   with the estimate (the whole run stays inside the budget and every part gets its turn).
+   Sizes run while they fit: the later required parts' expected seconds stay reserved,
+   and a size whose time, scaled by edges from the last one's, would eat into them is
+   ``not_run`` with the estimate (the whole run stays inside the budget and every required
+   part gets its turn).
 4. ``step_time``: the trainer's learn step (local-shared and full configs) at 1M and 10M
    edges (``--step-sizes``: its graphs are filled on the host, so 100M does not fit), by
    ``python -m bench.step_cost --device cuda ...`` (issue 13's step-cost bench); the rows
    it printed are kept when it runs out of time.
-5. ``gil_switch``: ``python -m bench.gil_switch --device cuda`` (learn calls of 20,000
-   events at 1M edges, alone and beside a thread spinning in Python, at GIL switch
-   intervals of 5, 1, 0.5 and 0.2 ms): how much of a GPU learn call is waiting for the
-   GIL, the worker's ``--gil-switch-interval-ms``.
-6. ``freshness``: ``python -m bench.freshness --loads 10000 50000 --device cuda`` (shorter
+5. ``freshness``: ``python -m bench.freshness --loads 10000 50000 --device cuda`` (shorter
    loads than the CPU figures, to fit the budget); the 10,000 events/s load is seeded
    with :data:`FRESHNESS_SEED_EDGES` so that its graph ends above 1M edges, as the issue's
    figure asks (the seeding also warms the worker's CUDA kernels before the load). Needs a
@@ -35,6 +32,10 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    network. A bare GPU machine has neither:
    bench/gpu_java.sh packs a runtime and the jars into ``.whl/java-kafka.tar.xz``, which
    this script unpacks there (carry ``.whl``).
+6. ``gil_switch``: ``python -m bench.gil_switch --device cuda`` (learn calls of 20,000
+   events at 1M edges, alone and beside a thread spinning in Python, at GIL switch
+   intervals of 5, 1, 0.5 and 0.2 ms): how much of a GPU learn call is waiting for the
+   GIL, the worker's ``--gil-switch-interval-ms``.
 7. ``freshness_split``: the 10,000 events/s load (seeded alike) offered to the split
    deployment, one ``streamgnn ingest`` plus one ``streamgnn train`` on the GPU
    (``--deployment split``): the trainer then shares no GIL with the ingest threads.
@@ -46,9 +47,10 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    machine with cores to spare is where it can show what it does:
    ``python -m bench.gpu_check --parts freshness_reflect --out bench/results/gpu-reflect.json``.
 
-The propagation's sizes run while they leave the expected seconds of the parts the issue
-asks for after it (step time, freshness); the optional ones (GIL switch, the split and
-reflect loads) take what is left and are the first a short run skips.
+The parts the issue asks for (1-5) run first; the propagation's sizes run while they leave
+the expected seconds of the required ones after it (step time, freshness); the optional
+ones (6-8) run only if their expected seconds are left, so a short run skips them, never
+a required one, and does not cut them short into an error.
 
     .venv/bin/python -m bench.gpu_check                # on the GPU machine: make gpu-check
     .venv/bin/python -m bench.gpu_check --dry-run      # the plumbing on the CPU, seconds
@@ -111,6 +113,7 @@ def peak_tb_s(name: str) -> float | None:
 # reserve for them: step time took ~40-55 s on an H200 (gpu.json); freshness takes each
 # load's seconds plus about this many to start and drain, and the seeding about its own.
 STEP_TIME_EXPECTED_S = 75.0
+GIL_SWITCH_EXPECTED_S = 60.0  # under the 60 s its one H200 run was given (gpu.json)
 FRESHNESS_LOAD_OVERHEAD_S = 40.0
 FRESHNESS_SEED_S = 60.0
 
@@ -453,12 +456,21 @@ def _json_rows(output: str) -> list[dict[str, Any]]:
 
 
 def _part(
-    name: str, body: Callable[[], dict[str, Any]], budget: Budget | None = None
+    name: str,
+    body: Callable[[], dict[str, Any]],
+    budget: Budget | None = None,
+    needs_s: float = 20.0,
 ) -> dict[str, Any]:
+    """Run one part, unless the budget has less than ``needs_s`` left (an optional part
+    passes what it is expected to take: skipped, rather than cut short into an error)."""
     print(f"== {name}", flush=True)
     started = time.monotonic()
-    if budget is not None and budget.left(1e9) < 20:
-        return {"status": "not_run", "reason": "less than 20 s of the run's budget left"}
+    if budget is not None and budget.left(1e9) < needs_s:
+        left = budget.left(1e9)
+        return {
+            "status": "not_run",
+            "reason": f"{left:.0f} s of the run's budget left, {needs_s:.0f} s needed",
+        }
     try:
         result = body()
     except Exception as exc:  # one part's failure is recorded, the next part still runs
@@ -601,11 +613,6 @@ def main(argv: list[str] | None = None) -> int:
         if "step_time" in parts
         else skipped
     )
-    report["gil_switch"] = (
-        _part("gil_switch", lambda: gil_switch(args.dry_run, device, budget.left(90)), budget)
-        if "gil_switch" in parts
-        else skipped
-    )
     report["freshness"] = (
         _part(
             "freshness",
@@ -615,11 +622,24 @@ def main(argv: list[str] | None = None) -> int:
         if "freshness" in parts
         else skipped
     )
+    # The optional parts: each only if what it is expected to take is left.
+    split_s = args.freshness_s + FRESHNESS_LOAD_OVERHEAD_S + FRESHNESS_SEED_S
+    report["gil_switch"] = (
+        _part(
+            "gil_switch",
+            lambda: gil_switch(args.dry_run, device, budget.left(90)),
+            budget,
+            GIL_SWITCH_EXPECTED_S,
+        )
+        if "gil_switch" in parts
+        else skipped
+    )
     report["freshness_split"] = (
         _part(
             "freshness_split",
             lambda: freshness([10_000], device, args.freshness_s, budget.left(180), "split"),
             budget,
+            split_s,
         )
         if "freshness_split" in parts
         else skipped
@@ -636,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"STREAMGNN_REFLECT_BEFORE_STEP": "true"},
             ),
             budget,
+            split_s,
         )
         if "freshness_reflect" in parts
         else skipped

@@ -247,3 +247,17 @@ def test_the_propagation_keeps_most_of_the_budget_whatever_optional_parts_run() 
     assert reserve == gpu_check.propagation_reserve_s(required, loads, 35.0)
     assert reserve < 480.0  # the default --budget-s: the propagation's sizes get a turn
     assert gpu_check.propagation_reserve_s(optional, loads, 35.0) == 0.0
+
+
+def test_an_optional_load_without_its_expected_seconds_left_is_skipped_not_cut_short(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def never(*_: Any) -> dict[str, Any]:
+        raise AssertionError("started with too little budget")
+
+    monkeypatch.setattr(gpu_check, "freshness", never)
+    code, doc = _run(tmp_path, "--dry-run", "--parts", "freshness_split", "--budget-s", "100")
+    expected = 35.0 + gpu_check.FRESHNESS_LOAD_OVERHEAD_S + gpu_check.FRESHNESS_SEED_S
+    assert expected > 100  # the default load cannot fit this budget
+    assert code == 0 and doc["freshness_split"]["status"] == "not_run"
+    assert f"{expected:.0f} s needed" in doc["freshness_split"]["reason"]
