@@ -66,6 +66,9 @@ from stream.state.keys import ITEM, USER
 
 _EdgeKey = tuple[int, int, int]  # (user row, item row, relation)
 _ITEM_BITS, _RELATION_BITS = 32, 8
+_ROW_SHIFT = _ITEM_BITS + _RELATION_BITS  # a slot key's user row is above this bit
+_USER_BITS = 63 - _ROW_SHIFT  # the rest of a non-negative int64 (keys are built in tensors)
+_ITEM_MASK, _RELATION_MASK = (1 << _ITEM_BITS) - 1, (1 << _RELATION_BITS) - 1
 
 
 def _slot_key(key: _EdgeKey) -> int:
@@ -77,14 +80,18 @@ def _slot_key(key: _EdgeKey) -> int:
     True
     """
     u, i, r = key
-    if i >> _ITEM_BITS or r >> _RELATION_BITS:
+    if u >> _USER_BITS or i >> _ITEM_BITS or r >> _RELATION_BITS:
         raise ValueError(f"edge key {key} is out of the slot index's range")
     return (((u << _ITEM_BITS) | i) << _RELATION_BITS) | r
 
 
 def slot_keys(users: Tensor, items: Tensor, relations: Tensor) -> list[int]:
     """:func:`_slot_key` of many edges at once (a bulk load of the index)."""
-    if bool((items >> _ITEM_BITS).any()) or bool((relations >> _RELATION_BITS).any()):
+    if (
+        bool((users >> _USER_BITS).any())
+        or bool((items >> _ITEM_BITS).any())
+        or bool((relations >> _RELATION_BITS).any())
+    ):
         raise ValueError("an edge key is out of the slot index's range")
     keys: list[int] = ((((users << _ITEM_BITS) | items) << _RELATION_BITS) | relations).tolist()
     return keys
@@ -180,7 +187,7 @@ class GraphMirror:
                 states[key], parts[key] = edge.state, edge.partition
                 self._advance(edge.partition, edge.state[1])
         self.index.stale = True  # a bulk load: rebuilt at the next read, not kept per edge
-        self._write(states, parts)
+        self._write_edges(states, parts)
 
     def set_edges(
         self, states: Mapping[_EdgeKey, DecayedWeight | None], parts: Mapping[_EdgeKey, int]
@@ -190,7 +197,7 @@ class GraphMirror:
         for key, state in states.items():
             if state is not None:
                 self._advance(parts[key], state[1])
-        self._write(states, parts)
+        self._write_edges(states, parts)
 
     def edge_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(user rows, item rows, relations, ``w_ref``, ``t_ref``) of every held edge, as
@@ -234,23 +241,24 @@ class GraphMirror:
                 f"{len(interactions)} interactions but {users.numel()} user rows, "
                 f"{items.numel()} item rows and {len(partitions)} partitions"
             )
-        current = self._gather(interactions, users.tolist(), items.tolist())
-        parts: dict[_EdgeKey, int] = {}
+        rows = (users.tolist(), items.tolist())
+        relations = self._relations_of(interactions, *rows)
+        keys, slots, current = self._lookup(*rows, relations)
+        parts: dict[int, int] = {}
         marks = dict(self.watermarks)
         out_u: list[int] = []
         out_i: list[int] = []
         out_r: list[int] = []
         out_w: list[float] = []
         out_t: list[int] = []
-        rows = zip(interactions, users.tolist(), items.tolist(), partitions, strict=True)
-        for event, u, i, p in rows:
+        key_of = iter(keys)  # the kept events' keys, in order
+        for event, u, i, r, p in zip(interactions, *rows, relations, partitions, strict=True):
             # every event moves its partition's stream time, as in the store
             wm = marks[p] = max(event.stream_ts, marks.get(p, event.stream_ts))
-            if u < 0 or i < 0 or event.event_type in SOCIAL_EVENT_TYPES:
+            if r < 0:
                 continue
-            r = self._code[event.event_type]
+            key = next(key_of)
             h = self._half_life[r]
-            key = (u, i, r)
             parts[key] = p
             old = current[key]
             base = old if old is not None and not is_dead(old, wm, h, self.epsilon) else None
@@ -265,7 +273,7 @@ class GraphMirror:
             out_w.append(new[0])
             out_t.append(event.ts)
         self.watermarks = marks
-        self._write(current, parts)
+        self._write(current, parts, slots)
         return EdgeBatch(
             torch.tensor(out_u, dtype=torch.long),
             torch.tensor(out_i, dtype=torch.long),
@@ -280,13 +288,15 @@ class GraphMirror:
         """The edges of events already merged (e.g. loaded from the store), as the
         :class:`EdgeBatch` :meth:`apply` returns, changing nothing: ``weights`` are the
         edges' ``w_ref`` now; events whose edge is not held (pruned, refused) are left out."""
-        current = self._gather(interactions, users.tolist(), items.tolist())
+        rows = (users.tolist(), items.tolist())
+        relations = self._relations_of(interactions, *rows)
+        keys, _, current = self._lookup(*rows, relations)
         out: list[tuple[int, int, int, float, int]] = []
-        for event, u, i in zip(interactions, users.tolist(), items.tolist(), strict=True):
-            if u < 0 or i < 0 or event.event_type in SOCIAL_EVENT_TYPES:
+        key_of = iter(keys)
+        for event, u, i, r in zip(interactions, *rows, relations, strict=True):
+            if r < 0:
                 continue
-            r = self._code[event.event_type]
-            state = current[(u, i, r)]
+            state = current[next(key_of)]
             if state is not None:
                 out.append((u, i, r, state[0], event.ts))
         u_, i_, r_, w_, t_ = zip(*out, strict=True) if out else ((), (), (), (), ())
@@ -308,70 +318,95 @@ class GraphMirror:
         slots = held.nonzero().flatten()
         return self._users[slots], self._items[slots], self._relations[slots], self._t_ref[slots]
 
-    def _gather(
+    def _relations_of(
         self, interactions: Sequence[Interaction], users: list[int], items: list[int]
-    ) -> dict[_EdgeKey, DecayedWeight | None]:
-        """Current state of every edge the events touch, read with one tensor gather."""
-        current: dict[_EdgeKey, DecayedWeight | None] = {}
-        slots: list[int] = []
-        keys: list[_EdgeKey] = []
-        for event, u, i in zip(interactions, users, items, strict=True):
-            if u < 0 or i < 0 or event.event_type in SOCIAL_EVENT_TYPES:
-                continue
-            key = (u, i, self.relation(event.event_type))
-            if key in current:
-                continue
-            current[key] = None
-            slot = self._index.get(_slot_key(key))
-            if slot is not None:
-                keys.append(key)
-                slots.append(slot)
-        if slots:
-            at = torch.tensor(slots, dtype=torch.long)
-            for key, w, t in zip(
-                keys, self._w_ref[at].tolist(), self._t_ref[at].tolist(), strict=True
-            ):
-                current[key] = (w, t)
-        return current
+    ) -> list[int]:
+        """Each event's relation, -1 for one the mirror skips (a refused row, a social
+        event); an unknown event type raises ValueError before anything changes."""
+        social, relation = SOCIAL_EVENT_TYPES, self.relation
+        return [
+            -1 if u < 0 or i < 0 or event.event_type in social else relation(event.event_type)
+            for event, u, i in zip(interactions, users, items, strict=True)
+        ]
 
-    def _write(
+    def _lookup(
+        self, users: list[int], items: list[int], relations: list[int]
+    ) -> tuple[list[int], dict[int, int | None], dict[int, DecayedWeight | None]]:
+        """The slot keys of the events the mirror keeps (one per such event, in order), each
+        distinct key's slot (None: not held) and current state, read with one gather."""
+        kept = [k for k, r in enumerate(relations) if r >= 0]
+        if not kept:
+            return [], {}, {}
+        keys = slot_keys(
+            torch.tensor([users[k] for k in kept]),
+            torch.tensor([items[k] for k in kept]),
+            torch.tensor([relations[k] for k in kept]),
+        )
+        index = self._index
+        slots = {key: index.get(key) for key in keys}
+        current: dict[int, DecayedWeight | None] = dict.fromkeys(slots)
+        held = [(key, slot) for key, slot in slots.items() if slot is not None]
+        if held:
+            at = torch.tensor([slot for _, slot in held], dtype=torch.long)
+            w_ref, t_ref = self._w_ref[at].tolist(), self._t_ref[at].tolist()
+            for (key, _), w, t in zip(held, w_ref, t_ref, strict=True):
+                current[key] = (w, t)
+        return keys, slots, current
+
+    def _write_edges(
         self, states: Mapping[_EdgeKey, DecayedWeight | None], parts: Mapping[_EdgeKey, int]
     ) -> None:
-        """Store edge states (and their partitions); ``None`` removes the edge."""
-        users = torch.tensor(sorted({key[0] for key in states}), dtype=torch.long)
+        """:meth:`_write` of states keyed by ``(user row, item row, relation)``."""
+        keys = [_slot_key(key) for key in states]
+        index = self._index
+        self._write(
+            dict(zip(keys, states.values(), strict=True)),
+            {_slot_key(key): part for key, part in parts.items()},
+            {key: index.get(key) for key in keys},
+        )
+
+    def _write(
+        self,
+        states: Mapping[int, DecayedWeight | None],
+        parts: Mapping[int, int],
+        slots: Mapping[int, int | None],
+    ) -> None:
+        """Store edge states (and their partitions) by slot key; ``None`` removes the edge.
+        ``slots``: each key's slot as the index holds it now (None: not held)."""
+        users = torch.tensor(sorted({key >> _ROW_SHIFT for key in states}), dtype=torch.long)
         self.index.retract(users)
-        slots: list[int] = []
+        at: list[int] = []
         fresh: list[bool] = []
         released: list[int] = []
-        rows: tuple[list[int], ...] = ([], [], [], [], [])
+        keys: list[int] = []
+        t_refs: list[int] = []
         w_refs: list[float] = []
         for key, state in states.items():
-            slot = self._index.get(_slot_key(key))
+            slot = slots[key]
             if state is None:
                 if slot is not None:
                     self._release(key, slot)
                     released.append(slot)
                 continue
             fresh.append(slot is None)
-            if slot is None:
-                slot = self._allocate(key)
-            slots.append(slot)
-            for column, value in zip(rows, (*key, state[1], parts.get(key, 0)), strict=True):
-                column.append(value)
+            at.append(self._allocate(key) if slot is None else slot)
+            keys.append(key)
+            t_refs.append(state[1])
             w_refs.append(state[0])
-        at = torch.tensor(slots, dtype=torch.long)
-        if slots:
-            self._users[at] = torch.tensor(rows[0], dtype=torch.long)
-            self._items[at] = torch.tensor(rows[1], dtype=torch.long)
-            self._relations[at] = torch.tensor(rows[2], dtype=torch.long)
-            self._t_ref[at] = torch.tensor(rows[3], dtype=torch.long)
-            self._part[at] = torch.tensor(rows[4], dtype=torch.long)
-            self._w_ref[at] = torch.tensor(w_refs, dtype=torch.float64)
-            self._alive[at] = True
+        written = torch.tensor(at, dtype=torch.long)
+        if at:
+            packed = torch.tensor(keys, dtype=torch.long)
+            self._users[written] = packed >> _ROW_SHIFT
+            self._items[written] = (packed >> _RELATION_BITS) & _ITEM_MASK
+            self._relations[written] = packed & _RELATION_MASK
+            self._t_ref[written] = torch.tensor(t_refs, dtype=torch.long)
+            self._part[written] = torch.tensor([parts.get(k, 0) for k in keys], dtype=torch.long)
+            self._w_ref[written] = torch.tensor(w_refs, dtype=torch.float64)
+            self._alive[written] = True
         self.index.released(torch.tensor(released, dtype=torch.long))
-        self.index.written(at, torch.tensor(fresh, dtype=torch.bool), users)
+        self.index.written(written, torch.tensor(fresh, dtype=torch.bool), users)
 
-    def _allocate(self, key: _EdgeKey) -> int:
+    def _allocate(self, key: int) -> int:
         if self._free:
             slot = self._free.pop()
         else:
@@ -379,11 +414,11 @@ class GraphMirror:
             self._used += 1
             if slot >= self._alive.numel():
                 self._grow(max(1024, 2 * self._alive.numel()))
-        self._index[_slot_key(key)] = slot
+        self._index[key] = slot
         return slot
 
-    def _release(self, key: _EdgeKey, slot: int) -> None:
-        del self._index[_slot_key(key)]
+    def _release(self, key: int, slot: int) -> None:
+        del self._index[key]
         self._free.append(slot)
         self._alive[slot] = False
 

@@ -248,6 +248,10 @@ def test_packed_edge_keys_never_collide_and_rows_out_of_range_are_refused() -> N
     ]
     with pytest.raises(ValueError, match="out of the slot index's range"):
         mirror.apply(events[:1], torch.tensor([0]), torch.tensor([2**32]))
+    # keys are built in int64 tensors: a user row past 23 bits would wrap onto another's
+    mirror.apply(events[:1], torch.tensor([2**23 - 1]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="out of the slot index's range"):
+        mirror.apply(events[:1], torch.tensor([2**23]), torch.tensor([0]))
 
 
 def test_bulk_slot_keys_find_the_edges_an_apply_indexed() -> None:
