@@ -231,9 +231,10 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "training",
         "max_users",
-        "user rows at most; beyond it expired ids are evicted, else new ones refused",
+        "user rows at most (up to 8,388,608); beyond it expired ids are evicted, else new "
+        "ones refused",
     ),
-    _opt("training", "max_items", "item rows at most (same policy as users)"),
+    _opt("training", "max_items", "item rows at most (up to 4,294,967,296; same policy)"),
     _opt("training", "id_ttl_ms", "event time after which an unseen id may be evicted"),
     _opt(
         "training",

@@ -21,6 +21,9 @@ from stream.errors import ConfigError, model_config_errors
 LOSSES = ("bpr", "info_nce")
 STEP_SCOPES = ("local", "full")
 HOUR_MS = DAY_MS // 24
+# The graph mirror packs (user row, item row, relation) into one non-negative int64 slot key
+# (stream.learn.graph_mirror): 23 bits of user row, 32 of item row, 8 of relation.
+MAX_USERS, MAX_ITEMS = 1 << 23, 1 << 32
 
 
 # Training defaults that differ by encoder, applied by the settings loader
@@ -144,6 +147,12 @@ class TrainerSettings:
         for name in ("batch_size", "max_users", "max_items", "id_ttl_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"trainer {name} must be > 0, got {getattr(self, name)!r}")
+        for name, most in (("max_users", MAX_USERS), ("max_items", MAX_ITEMS)):
+            if getattr(self, name) > most:
+                raise ConfigError(
+                    f"trainer {name} must be at most {most:,} (the graph mirror's edge keys "
+                    f"hold rows below that), got {getattr(self, name)!r}"
+                )
         for name in ("lr", "temperature"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -268,3 +268,19 @@ def test_bulk_slot_keys_find_the_edges_an_apply_indexed() -> None:
     assert sorted(slot_keys(users, items, relations)) == sorted(mirror._index)
     with pytest.raises(ValueError, match="out of the slot index's range"):
         slot_keys(users, items + 2**32, relations)
+
+
+def test_the_trainer_settings_cap_id_rows_where_the_mirror_keys_end() -> None:
+    from stream.errors import ConfigError
+    from stream.settings.training import MAX_ITEMS, MAX_USERS, TrainerSettings
+
+    mirror = GraphMirror(BEHAVIOURS, EPSILON)
+    event = [Interaction("a", "x", "click", 1_000)]
+    mirror.apply(event, torch.tensor([MAX_USERS - 1]), torch.tensor([MAX_ITEMS - 1]))
+    for users, items in ((MAX_USERS, 0), (0, MAX_ITEMS)):
+        with pytest.raises(ValueError, match="out of the slot index's range"):
+            mirror.apply(event, torch.tensor([users]), torch.tensor([items]))
+    TrainerSettings(max_users=MAX_USERS, max_items=MAX_ITEMS)
+    for too_many in ({"max_users": MAX_USERS + 1}, {"max_items": MAX_ITEMS + 1}):
+        with pytest.raises(ConfigError, match="at most"):
+            TrainerSettings(**too_many)
