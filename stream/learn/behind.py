@@ -33,7 +33,7 @@ import torch
 
 from models.ids import KINDS
 from models.prior import TrendTable
-from stream.learn.refresh import folded, write_rows
+from stream.learn.refresh import folded, joined_rows, write_rows
 
 if TYPE_CHECKING:
     from stream.learn.report import TrainReport
@@ -95,7 +95,7 @@ def step_behind(
         vectors = dict(zip(KINDS, folded(t, user_vec, item_vec, items), strict=True))
         # Users reflected meanwhile keep their reflected vectors (their newest edges are
         # not in the view of (1)) until the next step.
-        again = torch.unique(torch.cat([torch.zeros(0, dtype=torch.long), *t.reflected_behind]))
+        again = torch.unique(joined_rows(t.reflected_behind))
         t.reflected_behind = None
         if t._latest is None:
             t._latest = {k: vectors[k][:0] for k in KINDS}

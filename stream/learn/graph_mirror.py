@@ -357,12 +357,12 @@ class GraphMirror:
         self, states: Mapping[_EdgeKey, DecayedWeight | None], parts: Mapping[_EdgeKey, int]
     ) -> None:
         """:meth:`_write` of states keyed by ``(user row, item row, relation)``."""
-        keys = [_slot_key(key) for key in states]
+        packed = {edge: _slot_key(edge) for edge in states}
         index = self._index
         self._write(
-            dict(zip(keys, states.values(), strict=True)),
-            {_slot_key(key): part for key, part in parts.items()},
-            {key: index.get(key) for key in keys},
+            {packed[edge]: state for edge, state in states.items()},
+            {packed[edge]: part for edge, part in parts.items() if edge in packed},
+            {key: index.get(key) for key in packed.values()},
         )
 
     def _write(

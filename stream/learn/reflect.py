@@ -38,7 +38,7 @@ from torch import Tensor
 
 from models.ids import KINDS
 from models.neighbourhood import sample_neighbourhood
-from stream.learn.refresh import folded, write_rows
+from stream.learn.refresh import folded, joined_rows, write_rows
 
 if TYPE_CHECKING:
     from stream.learn.trainer import IncrementalTrainer
@@ -52,19 +52,18 @@ def reflect_rows(trainer: IncrementalTrainer, users: Tensor) -> dict[str, list[s
     partial = t._partial
     if partial is None or t._latest is None or t.ranks is not None:
         return None
-    rows = {"user": torch.unique(users.cpu()), "item": torch.zeros(0, dtype=torch.long)}
+    users = torch.unique(users.cpu())
     view = t.mirror.view(t.encoder.num_users, t.encoder.num_items)
-    seeds = torch.cat([rows["user"], rows["item"] + view.num_users])
-    hood = sample_neighbourhood(view, seeds, hops=1, fanout=0)
+    hood = sample_neighbourhood(view, users, hops=1, fanout=0)
     assert hood is not None  # no edge limit
-    stale = tuple(torch.cat([torch.zeros(0, dtype=torch.long), *t._reset_rows[k]]) for k in KINDS)
-    on = {kind: r.to(t.device) for kind, r in rows.items()}
+    stale = tuple(joined_rows(t._reset_rows[k]) for k in KINDS)
+    on = {"user": users.to(t.device), "item": torch.zeros(0, dtype=torch.long, device=t.device)}
     with t._amp.autocast():
         user_vec, item_vec = t.encoder.embed_one_hop(
             partial, hood.to(t.device), on["user"], on["item"], (stale[0], stale[1])
         )
     write_rows(t, on, folded(t, user_vec, item_vec, on["item"]))
     if t.reflected_behind is not None:
-        t.reflected_behind.append(rows["user"])
+        t.reflected_behind.append(users)
     user_rows = t.publish.select("user", t._latest["user"], on["user"], on["user"])
     return {"user": t.registry.ids("user", user_rows), "item": []}

@@ -13,7 +13,7 @@ the others once they moved past the threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -107,7 +107,7 @@ def reembed(
         k: torch.cat(
             [
                 torch.arange(latest[k].shape[0], live[k]),
-                *(rows.cpu() for rows in t._reset_rows[k]),
+                joined_rows(t._reset_rows[k]),
                 touched[k].cpu() if touched is not None else none,
             ]
         ).to(t.device)
@@ -127,6 +127,12 @@ def reembed(
     rows = {"user": users, "item": items}
     write_rows(t, rows, folded(t, user_vec, item_vec, items))
     return rows
+
+
+def joined_rows(parts: Sequence[Tensor]) -> Tensor:
+    """Row lists kept one per call (reset rows, reflected users) as one tensor (empty for
+    none)."""
+    return torch.cat([torch.zeros(0, dtype=torch.long), *(rows.cpu() for rows in parts)])
 
 
 def write_rows(
