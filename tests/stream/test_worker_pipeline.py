@@ -22,15 +22,10 @@ from stream.learn.checkpoint import CheckpointStore
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.schema import EmbeddingRecord, decode_record
-from stream.settings import (
-    KafkaSettings,
-    Settings,
-    StoreSettings,
-    TrainerSettings,
-    WorkerSettings,
-)
+from stream.settings import Settings
 from stream.worker import run_worker
-from tests.harness.embedding_topics import read_topic, unique_settings
+from tests.harness.embedding_topics import read_topic
+from tests.harness.worker_settings import worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -81,18 +76,13 @@ def test_worker_trains_publishes_and_resumes_from_its_checkpoint(
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     source = topic_factory("interactions", partitions=2)
-    settings = Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=bootstrap,
-            interactions_topic=source,
-            dlq_topic=topic_factory("dlq"),
-            group_id=f"g-{source}",
-            max_batch_records=300,
-        ),
-        store=StoreSettings(path=tmp_path / "graph"),
-        publish=unique_settings(tmp_path / "ledger"),
-        training=TrainerSettings(dim=16, device="cpu"),
-        worker=WorkerSettings(checkpoint_dir=tmp_path / "ckpt"),
+    settings = worker_settings(
+        bootstrap,
+        source,
+        topic_factory("dlq"),
+        tmp_path,
+        dim=16,
+        kafka={"max_batch_records": 300},
     )
     first = _events(1_500, start_ts=1_700_000_000_000)
     _send(bootstrap, source, first)

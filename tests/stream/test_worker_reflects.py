@@ -19,16 +19,9 @@ import pytest
 
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
-from stream.settings import (
-    KafkaSettings,
-    Settings,
-    StoreSettings,
-    TrainerSettings,
-    WorkerSettings,
-)
 from stream.worker import run_worker
-from tests.harness.embedding_topics import unique_settings
 from tests.harness.raw_records import RawRecord, send_records
+from tests.harness.worker_settings import worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +36,8 @@ def test_freshness_counts_each_reflected_event_once(
     kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
 ) -> None:
     source = topic_factory("reflect", partitions=2)
-    settings = Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=kafka_broker.bootstrap_servers,
-            interactions_topic=source,
-            dlq_topic=topic_factory("dlq"),
-            group_id=f"g-{source}",
-        ),
-        store=StoreSettings(path=tmp_path / "graph"),
-        publish=unique_settings(tmp_path / "ledger"),
-        training=TrainerSettings(dim=8, device="cpu"),
-        worker=WorkerSettings(checkpoint_dir=tmp_path / "ckpt"),
+    settings = worker_settings(
+        kafka_broker.bootstrap_servers, source, topic_factory("dlq"), tmp_path, dim=8
     )
     duplicate = _record("u0", "i0", event_id="the-same-event")
     clicks = [_record(f"u{n}", f"i{n}") for n in range(1, 10)]

@@ -21,15 +21,9 @@ from stream.learn.checkpoint import CheckpointStore
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.schema import decode_record
-from stream.settings import (
-    KafkaSettings,
-    Settings,
-    StoreSettings,
-    TrainerSettings,
-    WorkerSettings,
-)
 from stream.worker import run_worker
-from tests.harness.embedding_topics import read_topic, unique_settings
+from tests.harness.embedding_topics import read_topic
+from tests.harness.worker_settings import worker_settings
 from tests.stream.test_worker_pipeline import _events, _send
 
 pytestmark = pytest.mark.integration
@@ -42,18 +36,14 @@ def test_reflects_publish_between_steps_and_every_event_counts_once(
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     source = topic_factory("behind", partitions=2)
-    settings = Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=bootstrap,
-            interactions_topic=source,
-            dlq_topic=topic_factory("dlq"),
-            group_id=f"g-{source}",
-            max_batch_records=200,
-        ),
-        store=StoreSettings(path=tmp_path / "graph"),
-        publish=unique_settings(tmp_path / "ledger"),
-        training=TrainerSettings(dim=16, device="cpu"),
-        worker=WorkerSettings(checkpoint_dir=tmp_path / "ckpt", reflect_before_step=True),
+    settings = worker_settings(
+        bootstrap,
+        source,
+        topic_factory("dlq"),
+        tmp_path,
+        dim=16,
+        kafka={"max_batch_records": 200},
+        worker={"reflect_before_step": True},
     )
     rounds = [_events(400, start_ts=1_700_000_000_000 + 10_000 * r) for r in range(ROUNDS)]
     metrics = PipelineMetrics()
