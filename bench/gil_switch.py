@@ -33,7 +33,7 @@ import torch
 
 from bench.propagation import synthetic_graph
 from bench.step_cost import batch_events, loaded_trainer
-from stream.allocator import keep_freed_memory
+from stream.allocator import worker_heap
 from stream.settings.sections import WorkerSettings
 from stream.settings.training import TrainerSettings
 from stream.training import switch_interval_s
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="the trainer's device (cuda on a GPU)")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    keep_freed_memory()
+    worker_heap(WorkerSettings())
     torch.set_num_threads(1)
     graph = synthetic_graph(args.edges, "cpu")
     settings = TrainerSettings(max_users=4_000_000, max_items=4_000_000, device=args.device)

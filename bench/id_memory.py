@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 import torch
 
-from stream.allocator import keep_freed_memory
+from stream.allocator import worker_heap
 from stream.behaviours import DEFAULT_BEHAVIOURS, Behaviour
 from stream.events import Interaction
 from stream.learn.trainer import IncrementalTrainer
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-interval-ms", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    kept = WorkerSettings().keep_freed_memory and keep_freed_memory()
+    heap = worker_heap(WorkerSettings())
     torch.set_num_threads(1)  # the worker's default
     behaviours = {n: Behaviour(b.beta, args.half_life_ms) for n, b in DEFAULT_BEHAVIOURS.items()}
     settings = TrainerSettings()
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "torch": torch.__version__,
-            "keep_freed_memory": kept,
+            **heap,
         },
         "settings": {k: v for k, v in vars(args).items() if k != "out"}
         | {"encoder": settings.encoder},

@@ -46,7 +46,7 @@ import torch
 
 from bench.propagation import NUM_RELATIONS, synthetic_graph
 from models.base import BipartiteGraph
-from stream.allocator import keep_freed_memory
+from stream.allocator import worker_heap
 from stream.behaviours import DAY_MS, Behaviour
 from stream.events import Interaction
 from stream.learn.graph_mirror import GraphMirror, slot_keys
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (make gpu-check)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     # the worker's heap options (stream/allocator.py), so a step costs what it costs there
-    kept_freed_memory = WorkerSettings().keep_freed_memory and keep_freed_memory()
+    heap = worker_heap(WorkerSettings())
+    torch.set_num_threads(args.threads)
     load_before = os.getloadavg()  # other jobs on the machine slow every figure alike
     base = TrainerSettings(device=args.device, max_users=4_000_000, max_items=4_000_000)
     results: list[dict[str, Any]] = []
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
             "torch_threads": args.threads,
-            "keep_freed_memory": kept_freed_memory,
+            **heap,
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "torch": torch.__version__,
             "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},

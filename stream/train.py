@@ -221,6 +221,7 @@ TRAIN_OPTIONS = select(
     "worker.torch_threads",
     "worker.gil_switch_interval_ms",
     "worker.keep_freed_memory",
+    "worker.huge_pages",
     "worker.max_backlog_events",
     "worker.reflect_before_step",
     "worker.checkpoint_dir",

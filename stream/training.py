@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from stream.allocator import keep_freed_memory
+from stream.allocator import worker_heap
 from stream.catch_up import UntrainedEvents
 from stream.errors import PublishError, PublishInterrupted, StreamGNNError
 from stream.events import Interaction
@@ -170,8 +170,7 @@ class TrainingLoop:
         w = settings.worker
         if w.torch_threads:
             torch.set_num_threads(w.torch_threads)  # process-wide: only the trainer uses torch
-        if w.keep_freed_memory:
-            keep_freed_memory()  # process-wide too: the trainer's tensors are its large blocks
+        worker_heap(w)  # process-wide too: the trainer's tensors are its large blocks
         self.backlog = TrainingBacklog(w.max_backlog_events)
         self.checkpoints = CheckpointStore(w.checkpoint_dir, keep=w.checkpoints_kept)
         self.trainer = self._new_trainer()

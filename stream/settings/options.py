@@ -300,6 +300,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt(
         "worker",
+        "huge_pages",
+        "advise transparent huge pages for the trainer's large CPU tensors (torch)",
+    ),
+    _opt(
+        "worker",
         "max_backlog_events",
         "applied events waiting for the trainer before fetching pauses (backpressure)",
     ),

@@ -1,9 +1,12 @@
-"""keep_freed_memory: a large tensor comes from the heap, not its own mmap'd pages."""
+"""The trainer process's heap: large tensors from the heap, not their own mmap'd pages
+(keep_freed_memory), and advised for huge pages (huge_pages)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 # Allocates a 64 MiB tensor and prints glibc's count of mmap'd blocks (mallinfo2's hblks)
 # while it lives, optionally after keep_freed_memory(): run in a fresh interpreter so the
@@ -37,3 +40,39 @@ def test_a_large_tensor_is_mmapped_by_default_and_from_the_heap_when_freed_memor
     assert probe("default") == ["None", "1", "True"]  # its own mapping: the probe can tell
     kept, new_mappings, _ = probe("keep")
     assert kept == "True" and new_mappings == "0"
+
+
+# huge_pages() before (or after) torch's first CPU allocation, then whether a 64 MiB tensor
+# lies in a mapping the kernel marks advised for huge pages: in a fresh interpreter, as
+# torch reads the setting once per process.
+HUGE_PROBE = """
+import sys, torch
+from stream.allocator import _vm_flags, huge_pages
+first = torch.ones(4) if sys.argv[1] == "late" else None
+taken = huge_pages()
+big = torch.ones(16 << 20)
+print(taken, "hg" in _vm_flags(big.data_ptr()))
+"""
+
+
+def huge_probe(mode: str) -> list[str]:
+    # without the setting this test process may have (importing bench/ requests it)
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    done = subprocess.run(
+        [sys.executable, "-c", HUGE_PROBE, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return done.stdout.split()
+
+
+def test_huge_pages_before_the_first_tensor_advise_every_large_one() -> None:
+    # the kernel honours the advice unless its mode is "never" (this machine: "madvise")
+    advised = "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    assert huge_probe("first") == [str(advised), str(advised)]
+
+
+def test_huge_pages_after_a_tensor_report_that_they_did_not_take() -> None:
+    assert huge_probe("late") == ["False", "False"]

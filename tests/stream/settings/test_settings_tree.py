@@ -122,13 +122,15 @@ def _streamgnn_names(path: Path) -> set[str]:
 def test_the_environment_is_read_in_one_place() -> None:
     # demo.py configures its child processes through their twins (and passes the rest of
     # the environment on); jars.py reads XDG_CACHE_HOME and JAVA_HOME, platform settings;
-    # learn/ranks.py reads torchrun's WORLD_SIZE and LOCAL_RANK (its rendezvous contract).
+    # learn/ranks.py reads torchrun's WORLD_SIZE and LOCAL_RANK (its rendezvous contract);
+    # allocator.py writes torch's THP_MEM_ALLOC_ENABLE (read once by torch, never by us).
     allowed = {
         "settings/load.py",
         "settings/options.py",
         "demo.py",
         "local_broker/jars.py",
         "learn/ranks.py",
+        "allocator.py",
     }
     readers = {
         str(path.relative_to(STREAM)): names
