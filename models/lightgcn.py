@@ -446,15 +446,26 @@ def _symmetric_csr(
     ``items`` are already offset into node space; with ``inv_sqrt`` each value is
     ``inv_sqrt[row] * w * inv_sqrt[col]``. Indices are int32 where they fit: the CPU
     product (MKL) would otherwise convert them on every call.
+
+    Every user node is below every item node, so the user rows' entries (keyed by user,
+    item) and the item rows' (by item, user) are sorted one side at a time and concatenated:
+    a graph already in canonical order (by user, then item: a snapshot's) sorts only its
+    item side, where sorting both sides together cost a sort of twice the edges. Stable
+    sorts, so parallel edges add up in the order given, as they always have.
     """
-    rows = torch.cat([users, items])
-    key, slot = torch.unique(
-        rows * num_nodes + torch.cat([items, users]), sorted=True, return_inverse=True
+    user_side = users * num_nodes + items
+    user_weights = weights
+    if user_side.numel() > 1 and not bool((user_side[1:] >= user_side[:-1]).all()):
+        user_side, order = torch.sort(user_side, stable=True)
+        user_weights = weights.index_select(0, order)
+    item_side, order = torch.sort(items * num_nodes + users, stable=True)
+    key, slot = torch.unique_consecutive(torch.cat([user_side, item_side]), return_inverse=True)
+    values = weights.new_zeros(key.numel()).index_add(
+        0, slot, torch.cat([user_weights, weights.index_select(0, order)])
     )
-    values = weights.new_zeros(key.numel()).index_add(0, slot, torch.cat([weights, weights]))
     row, col = key.div(num_nodes, rounding_mode="floor"), key.remainder(num_nodes)
-    if inv_sqrt is not None:
-        values = inv_sqrt[row] * values * inv_sqrt[col]
+    if inv_sqrt is not None:  # index_select: advanced indexing's gather is 4x slower on CPU
+        values = inv_sqrt.index_select(0, row) * values * inv_sqrt.index_select(0, col)
     index = torch.int32 if max(num_nodes, key.numel()) < 2**31 else torch.int64
     crow = torch.zeros(num_nodes + 1, dtype=index, device=key.device)
     crow[1:] = torch.bincount(row, minlength=num_nodes).cumsum(0)

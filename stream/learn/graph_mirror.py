@@ -496,15 +496,16 @@ class GraphMirror:
         if prune:
             self._forget((alive & ~live).nonzero().flatten())
         slots = live.nonzero().flatten()
-        users, items = self._users[slots], self._items[slots]
-        relations = self._relations[slots]
+        # index_select throughout: advanced indexing's gather costs ~4x as much on the CPU
+        users, items = self._users.index_select(0, slots), self._items.index_select(0, slots)
+        relations = self._relations.index_select(0, slots)
         if slots.numel():
             # The columns are decoded from the sorted keys, not gathered by the order: a
             # gather in random order misses the cache on every element (a third of a
             # snapshot at 1M edges).
             item_span, r = int(items.max()) + 1, self.num_relations
             key, order = torch.sort((users * item_span + items) * r + relations)
-            slots, relations = slots[order], key.remainder(r)
+            slots, relations = slots.index_select(0, order), key.remainder(r)
             pairs = key.div(r, rounding_mode="floor")
             users, items = pairs.div(item_span, rounding_mode="floor"), pairs.remainder(item_span)
         max_user = int(users.max()) + 1 if users.numel() else 0
@@ -519,8 +520,8 @@ class GraphMirror:
             users,
             items,
             relations,
-            weights[slots].to(torch.float32),
-            self._t_ref[slots],
+            weights.index_select(0, slots).to(torch.float32),
+            self._t_ref.index_select(0, slots),
             now,
         )
 
@@ -531,6 +532,7 @@ class GraphMirror:
         marks = torch.zeros(span, dtype=torch.long)
         for partition, mark in self.watermarks.items():
             marks[partition] = mark
-        now = marks[self._part[:n].clamp(max=span - 1)]
+        now = marks.index_select(0, self._part[:n].clamp(max=span - 1))
         age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
-        return self._w_ref[:n] * decay_factor(age, self._half_life_t[self._relations[:n]])
+        half_life = self._half_life_t.index_select(0, self._relations[:n])
+        return self._w_ref[:n] * decay_factor(age, half_life)

@@ -388,7 +388,7 @@ def user_recency(graph: BipartiteGraph, half_life_ms: float) -> BipartiteGraph:
         return graph
     newest = torch.zeros(graph.num_users, dtype=graph.times.dtype, device=graph.times.device)
     newest = newest.scatter_reduce(0, graph.users, graph.times, "amax", include_self=False)
-    age = (newest[graph.users] - graph.times).clamp(min=0).to(torch.float64)
+    age = (newest.index_select(0, graph.users) - graph.times).clamp(min=0).to(torch.float64)
     halvings = age / half_life_ms
     # Past RECENCY_HALVINGS an edge counts 0 in this view (its user's other edges weigh
     # 2^20 times more): a float32 factor would turn subnormal there, and an encoder that

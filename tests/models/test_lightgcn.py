@@ -307,3 +307,43 @@ def test_rows_only_forward_gives_the_same_floats_and_gradients(
     every = torch.arange(300), torch.arange(200)
     for new, old in zip(enc.embed(g, *every), every_node_then_rows(enc, g, *every), strict=True):
         assert torch.equal(new, old)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_adjacency_of_a_canonical_graph_equals_that_of_any_order(device: str) -> None:
+    # A snapshot's canonical order (by user, item, relation) takes the one-sort path, any
+    # other order the two-sort one: the same entries (values up to the order in which
+    # parallel edges add up, which follows the order given), and the dense matrix's.
+    g = random_graph(40, 3, device)
+    order = torch.argsort((g.users * g.num_items + g.items) * 3 + g.relations, stable=True)
+    canonical = BipartiteGraph(
+        g.num_users,
+        g.num_items,
+        g.users[order],
+        g.items[order],
+        g.relations[order],
+        g.weights[order],
+        g.times[order],
+        0,
+    )
+    shuffled = torch.randperm(order.numel(), generator=torch.Generator().manual_seed(3))
+    as_given = BipartiteGraph(
+        g.num_users,
+        g.num_items,
+        *(t[shuffled.to(t.device)] for t in (g.users, g.items, g.relations, g.weights, g.times)),
+        0,
+    )
+    built = [
+        NormalisedAdjacency.build(graph, g.num_users, g.num_items, None, torch.float64).blocks[0]
+        for graph in (canonical, as_given)
+    ]
+    for part in ("crow_indices", "col_indices"):
+        assert torch.equal(getattr(built[0], part)(), getattr(built[1], part)())
+    assert torch.allclose(built[0].values(), built[1].values(), rtol=1e-12, atol=0)
+    n = g.num_users + g.num_items
+    dense = torch.zeros(n, n, dtype=torch.float64)
+    for u, i, w in zip(g.users.tolist(), g.items.tolist(), g.weights.tolist(), strict=True):
+        dense[u, g.num_users + i] += w
+        dense[g.num_users + i, u] += w
+    inv = dense.sum(1).pow(-0.5).nan_to_num(posinf=0.0)
+    assert torch.allclose(built[0].to_dense().cpu(), inv[:, None] * dense * inv[None, :])
