@@ -34,16 +34,15 @@ class SlotLists:
     def add(self, rows: Tensor, slots: Tensor, gens: Tensor) -> None:
         """Merge entries into the sorted delta (a merge of two sorted runs, no full sort)."""
         order = torch.argsort(rows, stable=True)
-        rows, slots, gens = rows[order], slots[order], gens[order]
+        rows, slots, gens = (t.index_select(0, order) for t in (rows, slots, gens))
+        # where each run's entries land: a new one after the held ones of its row
         at = torch.searchsorted(self.key, rows, right=True) + torch.arange(rows.numel())
+        held_at = torch.searchsorted(rows, self.key) + torch.arange(self.key.numel())
         size = self.key.numel() + rows.numel()
-        old = torch.ones(size, dtype=torch.bool)
-        old[at] = False
         merged = []
         for column, new in ((self.key, rows), (self.delta_slot, slots), (self.delta_gen, gens)):
             out = torch.empty(size, dtype=torch.long)
-            out[at], out[old] = new, column
-            merged.append(out)
+            merged.append(out.index_copy_(0, at, new).index_copy_(0, held_at, column))
         self.key, self.delta_slot, self.delta_gen = merged
 
     def entries(
@@ -58,9 +57,13 @@ class SlotLists:
         d_owner, d_position = incident(rows, lo, hi - lo)
         return (
             torch.cat([owner, d_owner]),
-            torch.cat([self.slot[position], self.delta_slot[d_position]]),
+            torch.cat(
+                [self.slot.index_select(0, position), self.delta_slot.index_select(0, d_position)]
+            ),
             torch.cat([scale, torch.ones(d_owner.numel())]),
-            torch.cat([torch.full((owner.numel(),), -1), self.delta_gen[d_position]]),
+            torch.cat(
+                [torch.full((owner.numel(),), -1), self.delta_gen.index_select(0, d_position)]
+            ),
         )
 
     def _base(self, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,8 +73,8 @@ class SlotLists:
             return torch.zeros_like(rows), torch.zeros_like(rows)
         inside = rows < size
         at = rows.clamp(max=size - 1)
-        start = torch.where(inside, self.crow[at], 0)
-        return start, torch.where(inside, self.crow[at + 1] - start, 0)
+        start = torch.where(inside, self.crow.index_select(0, at), 0)
+        return start, torch.where(inside, self.crow.index_select(0, at + 1) - start, 0)
 
     def counts(self, rows: Tensor, fanout: int) -> Tensor:
         """At most how many entries :meth:`entries` gives each row."""

@@ -40,11 +40,13 @@ class SlotRecords:
         """Copy these slots' fields from the mirror and the index's ``gen`` / ``written``."""
         m = mirror
         for part in torch.split(slots, _CHUNK):
-            flags = m._alive[part].long() * ALIVE + written[part].long() * WRITTEN
+            alive, done = m._alive.index_select(0, part), written.index_select(0, part)
+            flags = alive.long() * ALIVE + done.long() * WRITTEN
             fields = (m._users, m._items, m._relations, m._part, m._t_ref)
-            columns = [field[part] for field in fields]
-            columns += [m._w_ref[part].view(torch.long), gen[part], flags]
-            self.rows[part] = torch.stack(columns, dim=1)
+            columns = [field.index_select(0, part) for field in fields]
+            columns += [m._w_ref.index_select(0, part).view(torch.long)]
+            columns += [gen.index_select(0, part), flags]
+            self.rows.index_copy_(0, part, torch.stack(columns, dim=1))
 
     def read(self, slots: Tensor) -> Tensor:
         """``[len(slots), 8]`` rows of these slots (one gather; index_select copies whole
