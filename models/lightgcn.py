@@ -282,6 +282,8 @@ class LightGCNEncoder(Encoder):
         """``(own row, passed-on sum)`` of these rows as of the propagation; a row past its
         tables or ``stale`` has its initial row for both (it had no edge then)."""
         known = (rows < own.shape[0]) & ~torch.isin(rows, stale.to(rows.device))
+        if bool(known.all()):  # the usual case: whole-row gathers (index_select, ~3x faster)
+            return own.index_select(0, rows), passed.index_select(0, rows).to(own.dtype)
         mine = torch.empty(rows.numel(), own.shape[1], dtype=own.dtype, device=own.device)
         mine[known] = own[rows[known]]
         if not bool(known.all()):
@@ -365,7 +367,8 @@ class LightGCNEncoder(Encoder):
 def _coefficients(hood: Neighbourhood, dtype: torch.dtype) -> Tensor:
     """Each edge's ``w / sqrt(deg(dst) deg(src))`` with the full graph's degrees."""
     inv_sqrt = torch.where(hood.degree > 0, hood.degree.clamp(min=1e-30).rsqrt(), 0.0)
-    return (inv_sqrt[hood.dst] * hood.weight * inv_sqrt[hood.src]).to(dtype)
+    dst, src = inv_sqrt.index_select(0, hood.dst), inv_sqrt.index_select(0, hood.src)
+    return (dst * hood.weight * src).to(dtype)
 
 
 @dataclass(frozen=True)
