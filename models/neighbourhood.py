@@ -261,8 +261,8 @@ def sample_neighbourhood(
     return Neighbourhood(
         num_users=index.num_users,
         nodes=nodes,
-        src=local[neighbour],
-        dst=local[owner],
+        src=local.index_select(0, neighbour),  # advanced indexing's gather is ~4x slower
+        dst=local.index_select(0, owner),
         weight=weight,
         relation=relation,
         degree=index.node_degree(nodes),
