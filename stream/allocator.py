@@ -39,6 +39,7 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 256 << 20
 HUGE_PAGE_BYTES = 2 << 20  # torch advises allocations of this size and more
 SMAPS = Path("/proc/self/smaps")
+THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 def worker_heap(worker: WorkerSettings) -> dict[str, bool]:
@@ -70,12 +71,15 @@ def huge_pages() -> bool:
     """Have torch advise huge pages for this process's large CPU tensors; True when a large
     tensor's pages carry the advice (the kernel's ``hg`` flag). torch reads the setting
     once, at its first CPU allocation, so this must come before any tensor: False (and a
-    log line) when one came first, or where the kernel has no transparent huge pages."""
+    log line) when one came first, or where the kernel has no transparent huge pages. A
+    kernel in mode ``never`` marks the advice and ignores it (a log line says so)."""
     request_huge_pages()
     probe = torch.empty(2 * HUGE_PAGE_BYTES, dtype=torch.uint8)
     taken = "hg" in _vm_flags(probe.data_ptr())
     if not taken:
         log.info("no huge-page advice (a CPU tensor came first, or no THP): 4 KiB pages")
+    elif "[never]" in _read(THP_MODE):
+        log.info("huge pages advised, but %s says never: 4 KiB pages", THP_MODE)
     return taken
 
 
@@ -87,10 +91,7 @@ def request_huge_pages() -> None:
 
 def _vm_flags(address: int) -> list[str]:
     """The kernel's flags of the mapping holding this address (/proc/self/smaps)."""
-    try:
-        lines = SMAPS.read_text().splitlines()
-    except OSError:
-        return []  # not Linux
+    lines = _read(SMAPS).splitlines()  # empty where not Linux
     inside = False
     for line in lines:
         head = line.split(maxsplit=1)[0]
@@ -100,3 +101,10 @@ def _vm_flags(address: int) -> list[str]:
         elif inside and head == "VmFlags:":
             return line.split()[1:]
     return []
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -69,8 +69,8 @@ def huge_probe(mode: str) -> list[str]:
 
 
 def test_huge_pages_before_the_first_tensor_advise_every_large_one() -> None:
-    # the kernel honours the advice unless its mode is "never" (this machine: "madvise")
-    advised = "[never]" not in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    # a kernel built with transparent huge pages marks advised mappings in any mode
+    advised = Path("/sys/kernel/mm/transparent_hugepage/enabled").exists()
     assert huge_probe("first") == [str(advised), str(advised)]
 
 
