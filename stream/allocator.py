@@ -45,10 +45,12 @@ THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 def worker_heap(worker: WorkerSettings) -> dict[str, bool]:
     """The worker's heap options for this process, huge pages first (they must come before
     any tensor); which of them took, by setting name (a benchmark records it)."""
-    return {
+    taken = {
         "huge_pages": worker.huge_pages and huge_pages(),
         "keep_freed_memory": worker.keep_freed_memory and keep_freed_memory(),
     }
+    log.info("heap options: %s", " ".join(f"{name}={on}" for name, on in taken.items()))
+    return taken
 
 
 def keep_freed_memory() -> bool:
