@@ -286,9 +286,7 @@ class LightGCNEncoder(Encoder):
             return own.index_select(0, rows), passed.index_select(0, rows).to(own.dtype)
         mine = torch.empty(rows.numel(), own.shape[1], dtype=own.dtype, device=own.device)
         mine[known] = own[rows[known]]
-        if not bool(known.all()):
-            fresh = rows[~known]
-            mine[~known] = self._init_rows(kind, fresh).to(own.device, own.dtype)
+        mine[~known] = self._init_rows(kind, rows[~known]).to(own.device, own.dtype)
         sums = mine.clone()
         sums[known] = passed[rows[known]].to(own.dtype)
         return mine, sums
