@@ -525,14 +525,18 @@ class GraphMirror:
             now,
         )
 
+    def watermarks_by_partition(self) -> Tensor:
+        """Each partition's watermark, indexed by partition (0 for one never seen)."""
+        marks = torch.zeros(max(self.watermarks, default=0) + 1, dtype=torch.long)
+        for partition, mark in self.watermarks.items():
+            marks[partition] = mark
+        return marks
+
     def _decayed(self, n: int) -> Tensor:
         """``weight_at`` each edge's partition watermark for the first ``n`` slots,
         vectorised (float64, as the store)."""
-        span = max(self.watermarks, default=0) + 1
-        marks = torch.zeros(span, dtype=torch.long)
-        for partition, mark in self.watermarks.items():
-            marks[partition] = mark
-        now = marks.index_select(0, self._part[:n].clamp(max=span - 1))
+        marks = self.watermarks_by_partition()
+        now = marks.index_select(0, self._part[:n].clamp(max=marks.numel() - 1))
         age = (now - self._t_ref[:n]).clamp(min=0).to(torch.float64)
         half_life = self._half_life_t.index_select(0, self._relations[:n])
         return self._w_ref[:n] * decay_factor(age, half_life)

@@ -204,7 +204,8 @@ class MirrorIndex:
         """:meth:`weights` of these slots' packed rows."""
         m = self.mirror
         part, t = records[:, slot_records.PART], records[:, slot_records.T_REF]
-        age = (self._marks().index_select(0, part) - t).clamp(min=0).to(torch.float64)
+        now = m.watermarks_by_partition().index_select(0, part)
+        age = (now - t).clamp(min=0).to(torch.float64)
         half_life = m._half_life_t.index_select(0, records[:, slot_records.RELATION])
         decayed = slot_records.w_ref(records) * torch.exp2(-age / half_life)
         return decayed * self._recency(records[:, slot_records.USER], t), decayed
@@ -261,17 +262,9 @@ class MirrorIndex:
         same_gen = self._gen.index_select(0, slots) == gens
         return m._alive.index_select(0, slots) & torch.where(gens < 0, unwritten, same_gen)
 
-    def _marks(self) -> Tensor:
-        """Watermark by partition (0 for one never seen)."""
-        marks = self.mirror.watermarks
-        out = torch.zeros(max(marks, default=0) + 1, dtype=torch.long)
-        for partition, mark in marks.items():
-            out[partition] = mark
-        return out
-
     def _scale_now(self, partitions: int) -> Tensor:
         """``[P, R]``: ``2^(-(wm_p - T0)/h_r)``, the terms' decay from ``T0`` to now."""
-        marks = self._marks()
+        marks = self.mirror.watermarks_by_partition()
         span = torch.zeros(partitions, dtype=torch.float64)
         span[: min(partitions, marks.numel())] = (marks[:partitions] - self._t0).double()
         return torch.exp2(-span[:, None] / self.mirror._half_life_t[None, :])
