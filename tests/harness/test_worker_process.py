@@ -1,4 +1,5 @@
-"""The harness's worker process: a worker that will not stop is killed, children and all."""
+"""The harness's worker process: a worker that will not stop is killed, children and all;
+whether the latest start consumes is read from that start's own lines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.worker_process import WorkerProcess, wait_for
+from tests.harness.worker_process import WorkerExited, WorkerProcess, wait_for
 
 # Ignores SIGTERM, starts a child that ignores it too, writes the child's pid, then sleeps.
 STUBBORN = """
@@ -64,3 +65,50 @@ def test_a_worker_that_stops_on_sigterm_returns_its_exit_status(tmp_path: Path) 
     worker.start()
     time.sleep(0.5)
     assert worker.terminate(timeout_s=30) == -15  # SIGTERM's default action: killed by it
+
+
+# Says it consumes once the file its argument names exists, then sleeps.
+CONSUMES_WHEN_TOLD = """
+import pathlib, sys, time
+go = pathlib.Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.02)
+print("worker consuming topic", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_start_killed_before_it_consumed_leaves_the_next_start_to_say_so(
+    tmp_path: Path,
+) -> None:
+    go = tmp_path / "go"
+    worker = WorkerProcess(
+        {}, tmp_path / "restarts.log", command=[sys.executable, "-c", CONSUMES_WHEN_TOLD, str(go)]
+    )
+    worker.start()
+    time.sleep(0.3)
+    assert not worker.consuming()
+    worker.kill()  # before it consumed: it wrote no line
+    worker.start()
+    assert not worker.consuming()
+    go.touch()
+    try:
+        wait_for(worker.consuming, 30, "the restarted worker to consume")
+        worker.kill()
+        go.unlink()
+        worker.start()  # the earlier start's line is not this one's
+        time.sleep(0.3)
+        assert not worker.consuming()
+    finally:
+        worker.kill()
+
+
+def test_a_start_that_exits_before_consuming_is_reported_with_its_log(tmp_path: Path) -> None:
+    worker = WorkerProcess(
+        {},
+        tmp_path / "failing.log",
+        command=[sys.executable, "-c", "import sys; print('cannot open the store'); sys.exit(3)"],
+    )
+    worker.start()
+    with pytest.raises(WorkerExited, match=r"exited 3 before consuming(.|\n)*cannot open"):
+        wait_for(worker.consuming, 30, "the worker to consume")

@@ -25,6 +25,10 @@ INGEST_COMMAND = [sys.executable, "-m", "stream.ingest.command"]
 TRAIN_COMMAND = [sys.executable, "-m", "stream.train"]
 
 
+class WorkerExited(RuntimeError):
+    """The worker exited while a scenario waited for it to get somewhere."""
+
+
 class WorkerProcess:
     """``python -m stream.worker`` as a child process, configured by environment.
 
@@ -51,11 +55,11 @@ class WorkerProcess:
                 str(kill_trigger),
             ]
         self._process: subprocess.Popen[bytes] | None = None
-        self._starts = 0
+        self._log_start = 0  # where the latest start's lines begin in the shared log
 
     def start(self) -> None:
-        self._starts += 1
         with self._log_path.open("ab") as log:
+            self._log_start = log.tell()
             self._process = subprocess.Popen(
                 self._command,
                 env=self._env,
@@ -87,9 +91,24 @@ class WorkerProcess:
 
     def consuming(self) -> bool:
         """Whether the latest start got as far as consuming (its signal handlers are set,
-        so a SIGTERM now drains and exits 0); every start appends to the same log."""
-        text = self._log_path.read_text(errors="replace") if self._log_path.exists() else ""
-        return text.count("worker consuming") >= self._starts
+        so a SIGTERM now drains and exits 0). Only the latest start's lines count: a start
+        killed before it consumed wrote none. Raises if that start exited first."""
+        if "worker consuming" in self._latest_log():
+            return True
+        status = self.exit_status()
+        if status is not None:
+            tail = "\n".join(self._latest_log().splitlines()[-20:])
+            raise WorkerExited(
+                f"worker exited {status} before consuming; its log {self._log_path} ends:\n{tail}"
+            )
+        return False
+
+    def _latest_log(self) -> str:
+        if not self._log_path.exists():
+            return ""
+        with self._log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def owns_partitions(self) -> bool:
         """Whether the running worker owns partitions: it restores each one from its
