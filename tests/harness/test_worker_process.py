@@ -56,6 +56,21 @@ def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_tim
     wait_for(lambda: not _alive(child), 10, "the worker's child to be gone")
 
 
+def test_a_killed_worker_takes_its_children_with_it(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    worker = WorkerProcess(
+        {}, tmp_path / "parent.log", command=[sys.executable, "-c", STUBBORN, str(pid_file)]
+    )
+    worker.start()
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the child's pid")
+    child = int(pid_file.read_text())
+
+    worker.kill()
+
+    assert worker.exit_status() == -9
+    wait_for(lambda: not _alive(child), 10, "the worker's child to be gone")
+
+
 def test_a_worker_that_stops_on_sigterm_returns_its_exit_status(tmp_path: Path) -> None:
     worker = WorkerProcess(
         {},

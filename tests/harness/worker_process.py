@@ -69,9 +69,10 @@ class WorkerProcess:
             )
 
     def kill(self) -> None:
+        """SIGKILL the worker with its process group: a child it started (a torchrun's
+        ranks) must not outlive it holding ports, stores and checkpoints."""
         if self._process is not None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.wait()
+            _kill_group(self._process)
 
     def terminate(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (drain and exit); returns the exit status.
