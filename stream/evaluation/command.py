@@ -139,6 +139,13 @@ def main(args: argparse.Namespace) -> int:
             "event_types": dict(sorted(Counter(e.event_type for e in stream).items())),
         },
         encoder=settings.training.encoder,
+        graph={
+            "behaviours": {
+                name: {"beta": b.beta, "half_life_ms": b.half_life_ms}
+                for name, b in sorted(settings.events.behaviours.items())
+            },
+            "epsilon": settings.store.epsilon,
+        },
         protocol={
             "warmup": protocol.warmup,
             "chunks": protocol.chunks if protocol.chunk_duration_ms is None else None,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.behaviours import DEFAULT_BEHAVIOURS
 from stream.cli import main
 from stream.errors import ConfigError
 from stream.evaluation.catalogue import DEFAULT_METHODS
@@ -65,6 +66,22 @@ def test_eval_writes_json_and_plot_and_prints_a_table(
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "recall@20" in out and "incremental" in out
+
+
+def test_the_report_records_the_graph_it_ran_on(tmp_path: Path) -> None:
+    report, defaults = tmp_path / "given.json", tmp_path / "defaults.json"
+    argv = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--user-col", "who"]
+    argv += ["--item-col", "what", "--time-col", "ts", "--methods", "popularity", "--no-progress"]
+    given = ["--behaviours", '{"click": {"beta": 2, "half_life_ms": 5000}}', "--epsilon", "0.01"]
+    assert main([*argv, *given, "--json", str(report)]) == 0
+    assert main([*argv, "--json", str(defaults)]) == 0
+    graph = json.loads(report.read_text())["graph"]
+    assert graph == {"behaviours": {"click": {"beta": 2.0, "half_life_ms": 5000}}, "epsilon": 0.01}
+    recorded = json.loads(defaults.read_text())["graph"]["behaviours"]
+    assert recorded == {
+        name: {"beta": b.beta, "half_life_ms": b.half_life_ms}
+        for name, b in DEFAULT_BEHAVIOURS.items()
+    }
 
 
 def test_eval_popularity_only_by_duration(tmp_path: Path) -> None:
