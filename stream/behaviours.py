@@ -33,12 +33,19 @@ class Behaviour:
             raise ConfigError(f"behaviour half_life_ms must be > 0, got {self.half_life_ms!r}")
 
 
+# No behaviour forgets faster than a 30-day half-life: an edge outlives its last event by
+# about ten half-lives (beta 1 decays below the default epsilon in ~10), so a user who comes
+# back within months still has a graph. Recency is the user-recency view's (a user's edges
+# weigh by their age behind the user's own newest) and the trend prior's; with view, click
+# and cart at 1, 3 and 7 days, RetailRocket's warm-up stretched to 30x its span (a user back
+# weeks later instead of hours) lost half its Recall@20 to pruning, below co-occurrence
+# (bench/results/eval-levers-half-lives.json). The price: a graph that holds more edges.
 DEFAULT_BEHAVIOURS: Mapping[str, Behaviour] = MappingProxyType(
     {
-        "view": Behaviour(0.5, 1 * DAY_MS),
-        "click": Behaviour(1.0, 3 * DAY_MS),
+        "view": Behaviour(0.5, 30 * DAY_MS),
+        "click": Behaviour(1.0, 30 * DAY_MS),
         "favorite": Behaviour(2.0, 30 * DAY_MS),
-        "cart": Behaviour(3.0, 7 * DAY_MS),
+        "cart": Behaviour(3.0, 30 * DAY_MS),
         "purchase": Behaviour(5.0, 60 * DAY_MS),
         "rating": Behaviour(1.0, 60 * DAY_MS),
         "follow": Behaviour(1.0, 180 * DAY_MS),
