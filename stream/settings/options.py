@@ -129,7 +129,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "events",
         "behaviours",
-        'JSON {"click": {"beta": 1, "half_life_ms": 259200000}, ...}',
+        'JSON {"click": {"beta": 1, "half_life_ms": 2592000000}, ...} (the defaults: '
+        "stream/behaviours.py, every half-life at least 30 days)",
         parse=parse_behaviours,
     ),
     _opt("events", "max_id_bytes", "longer user/item ids are dead-lettered"),
