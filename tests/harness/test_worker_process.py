@@ -37,16 +37,21 @@ def _alive(pid: int) -> bool:
     return status != "Z"
 
 
-def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_timeout(
-    tmp_path: Path,
-) -> None:
+def _stubborn_worker(tmp_path: Path) -> tuple[WorkerProcess, int]:
+    """A started :data:`STUBBORN` worker and its child's pid."""
     pid_file = tmp_path / "child.pid"
     worker = WorkerProcess(
         {}, tmp_path / "stubborn.log", command=[sys.executable, "-c", STUBBORN, str(pid_file)]
     )
     worker.start()
     wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the child's pid")
-    child = int(pid_file.read_text())
+    return worker, int(pid_file.read_text())
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    worker, child = _stubborn_worker(tmp_path)
     time.sleep(0.2)  # the parent's SIGTERM handler is set before it writes the pid
 
     with pytest.raises(subprocess.TimeoutExpired):
@@ -57,13 +62,7 @@ def test_a_worker_that_ignores_sigterm_is_killed_with_its_children_after_the_tim
 
 
 def test_a_killed_worker_takes_its_children_with_it(tmp_path: Path) -> None:
-    pid_file = tmp_path / "child.pid"
-    worker = WorkerProcess(
-        {}, tmp_path / "parent.log", command=[sys.executable, "-c", STUBBORN, str(pid_file)]
-    )
-    worker.start()
-    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the child's pid")
-    child = int(pid_file.read_text())
+    worker, child = _stubborn_worker(tmp_path)
 
     worker.kill()
 
