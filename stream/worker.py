@@ -29,7 +29,13 @@ import signal
 import sys
 from collections.abc import Callable
 
-from stream.errors import ChangelogError, ChangelogFenced, ConfigError, DeadLetterError
+from stream.errors import (
+    ChangelogError,
+    ChangelogFenced,
+    ConfigError,
+    DeadLetterError,
+    StoreError,
+)
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import check_access
 from stream.learn.changelog_fold import log_graph
@@ -155,7 +161,7 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         totals = asyncio.run(_serve(settings, metrics))
-    except CheckpointMismatchError as exc:  # a start-up error with a documented way out
+    except (CheckpointMismatchError, StoreError) as exc:  # start-up errors with a way out
         log.error("%s", exc)
         return 2
     except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1

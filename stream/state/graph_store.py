@@ -110,6 +110,16 @@ def _options(bloom_bits_per_key: int) -> Options:
     return options
 
 
+def _as_option(raw: bytes | None) -> str:
+    """Stored behaviours (``{name: [beta, half_life_ms]}``) as ``--behaviours`` takes them,
+    for an error message to copy from; what was there if that is not what it holds."""
+    try:
+        stored = json.loads(raw or b"")
+        return json.dumps({n: {"beta": b, "half_life_ms": h} for n, (b, h) in stored.items()})
+    except (ValueError, TypeError, AttributeError):
+        return repr(raw)
+
+
 @dataclass(frozen=True)
 class _Relation:
     code: int
@@ -172,7 +182,11 @@ class DecayedGraphStore:
             raise StoreError(f"cannot open graph store at {path}: {exc}") from exc
         self._write_options = WriteOptions()
         self._write_options.sync = sync_writes
-        self._check_format(behaviours, read_only)
+        try:
+            self._check_format(behaviours, read_only)
+        except StoreError:
+            self._db.close()  # a refused store is not left locked
+            raise
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -195,8 +209,10 @@ class DecayedGraphStore:
         stored = self._db.get(_META_BEHAVIOURS)
         if stored != wanted:
             raise StoreError(
-                f"store was built with behaviours {stored!r}, configuration says {wanted!r}; "
-                "changing half-lives or weights needs a fresh store (replay the topic)"
+                f"store {self._db.path()} was built with behaviours {_as_option(stored)}, "
+                f"the configuration says {_as_option(wanted)}: start with --behaviours "
+                "(STREAMGNN_BEHAVIOURS) set to the store's, or replay the topic into a fresh "
+                "store (changing half-lives or weights changes what every stored weight means)"
             )
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.behaviours import Behaviour
 from stream.events import Interaction
 from stream.learn.checkpoint import CheckpointStore
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
@@ -103,3 +104,23 @@ def test_discard_starts_fresh_and_keeps_the_old_checkpoints_aside(
     (warning,) = [line for line in log.read_text().splitlines() if "discard: moved" in line]
     assert " WARNING " in warning and all(name in warning for name in files)
     assert "--dim (STREAMGNN_DIM): checkpoint 8, settings 32" in warning
+
+
+def test_a_store_built_under_other_behaviours_exits_2_at_once_naming_both(tmp_path: Path) -> None:
+    """The store's own start-up refusal (a default's half-life changed, say), the same way:
+    one message, the way out, no traceback, no Kafka reached."""
+    env = base_env(tmp_path, f"127.0.0.1:{free_ports(1)[0]}", "interactions")
+    DecayedGraphStore(Path(env["STREAMGNN_STORE_PATH"]), {"click": Behaviour(1.0, 1_000)}).close()
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(env, log)
+    worker.start()
+    try:
+        wait_for(lambda: worker.exit_status() is not None, 120, f"the worker to exit ({log})")
+    finally:
+        if worker.exit_status() is None:
+            worker.kill()
+    text = log.read_text()
+    assert worker.exit_status() == 2, text
+    assert len(re.findall("was built with behaviours", text)) == 1
+    assert '{"click": {"beta": 1.0, "half_life_ms": 1000}}' in text  # as --behaviours takes it
+    assert "--behaviours" in text and "Traceback" not in text

@@ -130,14 +130,21 @@ def test_duplicate_event_ids_apply_once_within_window(tmp_path: Path) -> None:
         assert (r.applied, r.duplicates) == (2, 0)
 
 
-def test_changed_behaviours_are_refused(tmp_path: Path) -> None:
+def test_changed_behaviours_are_refused_naming_the_stored_ones_as_the_option_takes_them(
+    tmp_path: Path,
+) -> None:
     import pytest
 
+    from stream.behaviours import parse_behaviours
     from stream.errors import StoreError
 
     DecayedGraphStore(tmp_path / "g", BEHAVIOURS).close()
-    with pytest.raises(StoreError, match="behaviours"):
+    with pytest.raises(StoreError, match="behaviours") as refused:
         DecayedGraphStore(tmp_path / "g", {"click": Behaviour(1.0, 1)})
+    # what the message offers for --behaviours opens the store again
+    stored = str(refused.value).split("built with behaviours ", 1)[1].split(", the ", 1)[0]
+    assert parse_behaviours(stored) == BEHAVIOURS
+    DecayedGraphStore(tmp_path / "g", parse_behaviours(stored)).close()
 
 
 def _table_property(store: DecayedGraphStore, name: str) -> int:
