@@ -94,11 +94,12 @@ class WorkerProcess:
         """Whether the latest start got as far as consuming (its signal handlers are set,
         so a SIGTERM now drains and exits 0). Only the latest start's lines count: a start
         killed before it consumed wrote none. Raises if that start exited first."""
-        if "worker consuming" in self._latest_log():
+        status = self.exit_status()  # first: an exited start has written all it will
+        text = self._latest_log()
+        if "worker consuming" in text:
             return True
-        status = self.exit_status()
         if status is not None:
-            tail = "\n".join(self._latest_log().splitlines()[-20:])
+            tail = "\n".join(text.splitlines()[-20:])
             raise WorkerExited(
                 f"worker exited {status} before consuming; its log {self._log_path} ends:\n{tail}"
             )
