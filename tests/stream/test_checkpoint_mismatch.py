@@ -49,6 +49,18 @@ def write_checkpoint(env: dict[str, str]) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in loop.checkpoints.paths()}
 
 
+def _run_to_exit(env: dict[str, str], log: Path) -> tuple[int | None, str]:
+    """Start a worker that must exit by itself; its exit status and log."""
+    worker = WorkerProcess(env, log)
+    worker.start()
+    try:
+        wait_for(lambda: worker.exit_status() is not None, 120, f"the worker to exit ({log})")
+    finally:
+        if worker.exit_status() is None:
+            worker.kill()
+    return worker.exit_status(), log.read_text()
+
+
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_a_mismatch_exits_2_at_once_naming_the_setting_and_both_values(
     tmp_path: Path, key: str
@@ -57,17 +69,9 @@ def test_a_mismatch_exits_2_at_once_naming_the_setting_and_both_values(
     env = base_env(tmp_path, f"127.0.0.1:{free_ports(1)[0]}", "interactions")
     files = write_checkpoint(env)
     changed = env | CASES[key] | {"STREAMGNN_STORE_PATH": str(tmp_path / "fresh-graph")}
-    log = tmp_path / "worker.log"
-    worker = WorkerProcess(changed, log)
-    worker.start()
-    try:
-        wait_for(lambda: worker.exit_status() is not None, 120, f"the worker to exit ({log})")
-    finally:
-        if worker.exit_status() is None:
-            worker.kill()
-    text = log.read_text()
+    status, text = _run_to_exit(changed, tmp_path / "worker.log")
     option = next(o for o in OPTIONS if o.key == key)
-    assert worker.exit_status() == 2, text
+    assert status == 2, text
     assert len(re.findall("does not match the settings", text)) == 1
     (line,) = [line for line in text.splitlines() if line.strip().startswith(option.flag)]
     assert re.search(r"checkpoint .+, settings .+", line), line
@@ -111,16 +115,8 @@ def test_a_store_built_under_other_behaviours_exits_2_at_once_naming_both(tmp_pa
     one message, the way out, no traceback, no Kafka reached."""
     env = base_env(tmp_path, f"127.0.0.1:{free_ports(1)[0]}", "interactions")
     DecayedGraphStore(Path(env["STREAMGNN_STORE_PATH"]), {"click": Behaviour(1.0, 1_000)}).close()
-    log = tmp_path / "worker.log"
-    worker = WorkerProcess(env, log)
-    worker.start()
-    try:
-        wait_for(lambda: worker.exit_status() is not None, 120, f"the worker to exit ({log})")
-    finally:
-        if worker.exit_status() is None:
-            worker.kill()
-    text = log.read_text()
-    assert worker.exit_status() == 2, text
+    status, text = _run_to_exit(env, tmp_path / "worker.log")
+    assert status == 2, text
     assert len(re.findall("was built with behaviours", text)) == 1
     assert '{"click": {"beta": 1.0, "half_life_ms": 1000}}' in text  # as --behaviours takes it
     assert "--behaviours" in text and "Traceback" not in text
