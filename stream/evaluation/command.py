@@ -141,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
         encoder=settings.training.encoder,
         graph={
             "behaviours": {
-                name: {"beta": b.beta, "half_life_ms": b.half_life_ms}
+                name: dataclasses.asdict(b)  # as --behaviours takes them, as _text spells them
                 for name, b in sorted(settings.events.behaviours.items())
             },
             "epsilon": settings.store.epsilon,
