@@ -152,6 +152,9 @@ class Encoder(torch.nn.Module, abc.ABC):
     """
 
     name: ClassVar[str]
+    # Bumped when the same parameters compute other vectors (a change of the forward), so
+    # a checkpoint of an older revision is refused rather than published as if it fitted.
+    revision: ClassVar[int] = 1
 
     def __init__(self, num_relations: int, dim: int = 64) -> None:
         super().__init__()

@@ -12,6 +12,9 @@ or could not load, under another value. Every checkpoint records these
   half-life, and whether the vectors carry the prior component at all (``--dim`` + 1).
 - ``--user-recency-half-life``: like ``--layers``, the same parameters would average
   another neighbourhood (a user's older edges weigh differently).
+- the encoder's revision (:attr:`models.base.Encoder.revision`, not a setting): this
+  build's forward of ``--encoder`` may compute other vectors from the same parameters
+  than the build that wrote the checkpoint did (a checkpoint without one: revision 1).
 - ``--behaviours``: relation ``r`` is the ``r``-th behaviour by name (relation-typed
   encoders hold parameters per relation), and beta and half-life weigh the edges every
   encoder propagates over. The store refuses a change too; this catches a fresh store
@@ -41,6 +44,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from models.resolver import encoder_class
 from stream.errors import ConfigError
 from stream.settings import OPTIONS, Settings
 
@@ -56,6 +60,9 @@ MEANING: tuple[str, ...] = (
     "events.behaviours",
 )
 """Option keys whose values a checkpoint must have been written under."""
+
+REVISION = "encoder_revision"
+"""The record's key of :attr:`models.base.Encoder.revision`, beside the option keys."""
 
 CAPACITY: Mapping[str, str] = {"training.max_users": "user", "training.max_items": "item"}
 """Option keys bounding how many ids (of a kind) a checkpoint may hold."""
@@ -93,6 +100,7 @@ def recorded_settings(settings: Settings) -> dict[str, str | int]:
     record: dict[str, str | int] = {key: _canonical(_value(settings, key)) for key in MEANING}
     for key in CAPACITY:
         record[key] = int(_value(settings, key))
+    record[REVISION] = encoder_class(settings.training.encoder).revision
     return record
 
 
@@ -112,6 +120,17 @@ def conflicts(payload: Mapping[str, Any], settings: Settings) -> list[Conflict]:
         for key in MEANING
         if key in recorded and recorded[key] != current[key]
     ]
+    revision = int(recorded.get(REVISION, 1))
+    if recorded.get("training.encoder") == current["training.encoder"] and (
+        revision != current[REVISION]
+    ):
+        found.append(
+            Conflict(
+                _named("training.encoder"),
+                f"checkpoint {current['training.encoder']} revision {revision}, this build "
+                f"computes revision {current[REVISION]} (other vectors from the same parameters)",
+            )
+        )
     for key, kind in CAPACITY.items():
         held = _ids_held(payload, kind)
         if held > int(current[key]):

@@ -70,6 +70,29 @@ def test_vectors_are_unit_length_and_differentiable(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("combine", [True, False])
+def test_combined_layers_keep_the_id_row_and_the_last_layer_alone_does_not(
+    name: str, combine: bool
+) -> None:
+    encoder, graph = build(name, combine_layers=combine), random_graph()
+    with torch.no_grad():
+        for conv in encoder.convs:  # every layer's output zero: only layer 0 is left
+            for parameter in conv.parameters():
+                parameter.zero_()
+    users, items = encoder.embed(graph, ALL_USERS, ALL_ITEMS)
+    own = F.normalize(torch.cat([encoder.user_emb[:12], encoder.item_emb[:9]]), dim=-1)
+    if combine:
+        assert torch.allclose(torch.cat([users, items]), own, atol=1e-6)
+    else:
+        assert torch.cat([users, items]).abs().max() == 0
+
+
+def test_only_pinsage_combines_layers_by_default_and_its_revision_says_so() -> None:
+    assert PinSAGEEncoder(2).combine_layers and not SAGEEncoder(2).combine_layers
+    assert PinSAGEEncoder.revision > SAGEEncoder.revision == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_embed_moves_nothing_is_deterministic_and_independent_of_the_request(name: str) -> None:
     encoder, graph = build(name), random_graph()
     before = snapshot(encoder)

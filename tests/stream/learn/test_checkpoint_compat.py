@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from models.lightgcn import LightGCNEncoder
+from models.sage import PinSAGEEncoder
 from stream.errors import ConfigError
 from stream.events import Interaction
 from stream.learn.checkpoint import CheckpointStore, load_checkpoint
 from stream.learn.compatibility import (
     MEANING,
+    REVISION,
     CheckpointMismatchError,
     conflicts,
     recorded_settings,
@@ -61,15 +64,19 @@ def resumed(s: Settings) -> TrainingLoop:
         return loop
 
 
-def write_checkpoint(s: Settings, legacy: bool = False) -> Path:
-    """A checkpoint trained on :data:`EVENTS` under ``s`` (``legacy``: no settings record)."""
+def write_checkpoint(s: Settings, legacy: bool = False, unrevised: bool = False) -> Path:
+    """A checkpoint trained on :data:`EVENTS` under ``s`` (``legacy``: no settings record;
+    ``unrevised``: settings without the encoder's revision, as before revisions existed)."""
     loop = resumed(s)
     loop.trainer.learn(EVENTS)
     loop.checkpoint()
     path = loop.checkpoints.paths()[-1]
-    if legacy:
+    if legacy or unrevised:
         payload = load_checkpoint(path)
-        del payload["settings"]
+        if legacy:
+            del payload["settings"]
+        else:
+            del payload["settings"][REVISION]
         path.unlink()
         path = loop.checkpoints.save(payload)
     return path
@@ -107,6 +114,28 @@ def test_a_changed_meaning_setting_stops_the_start_naming_it_and_both_values(
     assert option.flag in message and str(path) in message
     assert "--on-checkpoint-mismatch discard" in message
     assert [p.name for p in CheckpointStore(base.worker.checkpoint_dir).paths()] == [path.name]
+
+
+def test_a_checkpoint_of_another_encoder_revision_is_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pinsage's forward changed since revision 1; a checkpoint from before revisions is one
+    pinsage = settings(tmp_path, STREAMGNN_ENCODER="pinsage")
+    write_checkpoint(pinsage, unrevised=True)
+    with pytest.raises(CheckpointMismatchError) as raised:
+        resumed(pinsage)
+    (conflict,) = raised.value.conflicts
+    assert conflict.setting == "--encoder (STREAMGNN_ENCODER)"
+    expected = f"pinsage revision 1, this build computes revision {PinSAGEEncoder.revision}"
+    assert expected in str(conflict)
+    # lightgcn's forward did not change: its checkpoints from before revisions still fit ...
+    base = settings(tmp_path / "lightgcn")
+    path = write_checkpoint(base, unrevised=True)
+    assert conflicts(load_checkpoint(path), base) == []
+    # ... until a build's lightgcn computes other vectors
+    monkeypatch.setattr(LightGCNEncoder, "revision", LightGCNEncoder.revision + 1)
+    with pytest.raises(CheckpointMismatchError, match="lightgcn revision 1, this build"):
+        resumed(base)
 
 
 def test_every_conflict_is_named_at_once(tmp_path: Path) -> None:
