@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-seed-spread bench-step-cost bench-store-apply bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-seed-spread bench-step-cost bench-heap-growth bench-store-apply bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ bench-seed-spread: $(STAMP) ## the default incremental method on ML-100K and Ret
 
 bench-step-cost: $(STAMP) ## seconds per learn step at 100k, 1M, 10M edges, full vs local step; writes bench/results/step_cost.json
 	OMP_NUM_THREADS=1 $(PY) -m bench.step_cost
+
+bench-heap-growth: $(STAMP) ## a trainer's first learn calls from empty (heap growing) and first-touch GB/s, by heap option set; writes bench/results/heap_growth.json
+	$(PY) -m bench.heap_growth
 
 bench-store-apply: $(STAMP) ## microseconds per event of the graph store's apply at 100k and 1M edges, bloom filters on and off; writes bench/results/store_apply.json
 	$(PY) -m bench.store_apply
