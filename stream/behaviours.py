@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
 from stream.errors import ConfigError
@@ -71,3 +71,12 @@ def parse_behaviours(raw: str) -> Mapping[str, Behaviour]:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ConfigError(f"invalid behaviours JSON {raw!r}: {exc}") from exc
     return MappingProxyType(behaviours)
+
+
+def behaviours_option(behaviours: Mapping[str, Behaviour]) -> str:
+    """Behaviours as ``--behaviours`` takes them (the inverse of :func:`parse_behaviours`).
+
+    >>> behaviours_option({"click": Behaviour(2.0, 1000)})
+    '{"click": {"beta": 2.0, "half_life_ms": 1000}}'
+    """
+    return json.dumps({str(name): asdict(b) for name, b in behaviours.items()})

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from stream.behaviours import Behaviour
+from stream.behaviours import Behaviour, behaviours_option
 from stream.errors import ConfigError
 from stream.evaluation.catalogue import BASELINES, MethodOptions, build_methods
 from stream.evaluation.data import data_format, read_interactions
@@ -141,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
         encoder=settings.training.encoder,
         graph={
             "behaviours": {
-                name: dataclasses.asdict(b)  # as --behaviours takes them, as _text spells them
+                name: dataclasses.asdict(b)  # as --behaviours takes them (behaviours_option)
                 for name, b in sorted(settings.events.behaviours.items())
             },
             "epsilon": settings.store.epsilon,
@@ -201,12 +201,9 @@ def _value(settings: Settings, option: Option) -> Any:
 
 def _text(value: Any) -> str:
     if isinstance(value, Mapping):
-        return json.dumps(
-            {
-                str(k): dataclasses.asdict(v) if isinstance(v, Behaviour) else v
-                for k, v in value.items()
-            }
-        )
+        if value and all(isinstance(v, Behaviour) for v in value.values()):
+            return behaviours_option(value)
+        return json.dumps({str(k): v for k, v in value.items()})
     if isinstance(value, tuple):
         return ",".join(map(str, value))
     return str(value)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
-from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
+from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour, behaviours_option
 from stream.errors import StoreError
 from stream.events import Interaction
 from stream.state import keys as k
@@ -115,7 +115,7 @@ def _as_option(raw: bytes | None) -> str:
     for an error message to copy from; what was there if that is not what it holds."""
     try:
         stored = json.loads(raw or b"")
-        return json.dumps({n: {"beta": b, "half_life_ms": h} for n, (b, h) in stored.items()})
+        return behaviours_option({n: Behaviour(b, h) for n, (b, h) in stored.items()})
     except (ValueError, TypeError, AttributeError):
         return repr(raw)
 
