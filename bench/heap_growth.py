@@ -67,7 +67,7 @@ def child(huge: bool, keep: bool) -> dict[str, Any]:
         start = time.perf_counter()
         trainer.learn(batch)
         learn.append(round(time.perf_counter() - start, 4))
-    touch, kept = {}, []
+    touch, kept = {}, []  # kept alive, so each size meets pages no tensor had before
     for mb in TOUCH_MB:
         start = time.perf_counter()
         fresh = torch.empty(mb << 18).fill_(1.0)
