@@ -28,10 +28,10 @@ full graph's degrees, the tables read with row-sparse gradients. Not with learnt
 scales: moving a scale moves every edge, so no step of theirs is local.
 
 Row ``r`` of either table is initialised from a generator seeded by
-``(seed, kind, r // GROW_CHUNK)``: a row's initial value depends on nothing but the seed
-and its place, so growing, :meth:`LightGCNEncoder.reset_rows` and
-:meth:`LightGCNEncoder.reset_parameters` all agree, with no random state outside
-``state_dict``.
+``(seed, kind, r // GROW_CHUNK)`` (:func:`models.id_tables.seeded_rows`): a row's initial
+value depends on nothing but the seed and its place, so growing,
+:meth:`LightGCNEncoder.reset_rows` and :meth:`LightGCNEncoder.reset_parameters` all agree,
+with no random state outside ``state_dict``.
 
 >>> import torch
 >>> from models.base import BipartiteGraph
@@ -53,11 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.base import GROW_CHUNK, BipartiteGraph, Encoder, PartialSums, grown_size
+from models.base import BipartiteGraph, Encoder, PartialSums, grown_size
 from models.errors import ModelConfigError
+from models.id_tables import KIND_CODE, seeded_rows
 from models.neighbourhood import Neighbourhood
-
-_KIND_CODE = {"user": 1, "item": 2}
 
 
 class LightGCNEncoder(Encoder):
@@ -117,30 +116,16 @@ class LightGCNEncoder(Encoder):
     # -- initialisation --------------------------------------------------------------
 
     def _init_rows(self, kind: str, rows: Tensor) -> Tensor:
-        """Initial values of these rows (a function of seed, kind and chunk only)."""
-        rows = rows.cpu()
-        out = torch.empty(rows.numel(), self.dim)
-        seed = int(self.get_buffer("seed"))
+        """Initial values of these rows (a function of seed, kind and row only)."""
         std = self.user_init_std if kind == "user" else self.init_std
-        # rows grouped by chunk once (a sort), not a scan of every row per chunk: that
-        # was quadratic, minutes for a table of 14M rows
-        chunks = rows.div(GROW_CHUNK, rounding_mode="floor")
-        order = torch.argsort(chunks, stable=True)
-        unique, counts = torch.unique_consecutive(chunks[order], return_counts=True)
-        for chunk, group in zip(unique.tolist(), torch.split(order, counts.tolist()), strict=True):
-            g = torch.Generator().manual_seed(
-                (seed * 1_000_003 + _KIND_CODE[kind]) * 1_000_003 + chunk
-            )
-            values = torch.randn(GROW_CHUNK, self.dim, generator=g) * std
-            out[group] = values[rows[group] - chunk * GROW_CHUNK]
-        return out
+        return seeded_rows(int(self.get_buffer("seed")), kind, rows, self.dim, std)
 
     def _table(self, kind: str) -> torch.nn.Parameter:
         return self.user_emb if kind == "user" else self.item_emb
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            for kind in _KIND_CODE:
+            for kind in KIND_CODE:
                 table = self._table(kind)
                 rows = torch.arange(table.shape[0])
                 table.copy_(self._init_rows(kind, rows).to(table.device, table.dtype))

@@ -88,6 +88,7 @@ class MultiBehaviourGATEncoder(IdTableEncoder):
         heads: attention heads per behaviour.
         num_neighbors: heaviest neighbours kept per node and behaviour.
         init_std: standard deviation of fresh id-embedding rows.
+        seed: seed of the id-embedding rows (:func:`models.id_tables.seeded_rows`).
     """
 
     name = "mbgat"
@@ -101,8 +102,9 @@ class MultiBehaviourGATEncoder(IdTableEncoder):
         heads: int = 2,
         num_neighbors: int = 20,
         init_std: float = 0.1,
+        seed: int = 0,
     ) -> None:
-        super().__init__(num_relations, dim, init_std=init_std)
+        super().__init__(num_relations, dim, init_std=init_std, seed=seed)
         check_positive(num_layers=num_layers, heads=heads, num_neighbors=num_neighbors)
         self.num_layers = num_layers
         self.num_neighbors = num_neighbors

@@ -125,12 +125,11 @@ class _InductiveEncoder(IdTableEncoder):
         init_std: float,
         seed: int,
     ) -> None:
-        super().__init__(num_relations, dim, init_std=init_std)
+        super().__init__(num_relations, dim, init_std=init_std, seed=seed)
         check_positive(num_layers=num_layers, num_neighbors=num_neighbors)
         self.num_layers = num_layers
         self.num_neighbors = num_neighbors
         self.combine_layers = combine_layers
-        self.seed = seed
         self.convs = torch.nn.ModuleList(GraphConv(dim, dim, aggr="add") for _ in range(num_layers))
 
     def reset_parameters(self) -> None:
@@ -183,7 +182,7 @@ class SAGEEncoder(_InductiveEncoder):
         num_neighbors: neighbours sampled per node and layer.
         combine_layers: the vector sums every layer's direction (module docstring).
         init_std: standard deviation of fresh id-embedding rows.
-        seed: seed of the stateless neighbour sampling.
+        seed: seed of the id rows and of the stateless neighbour sampling.
     """
 
     name = "sage"
@@ -242,7 +241,7 @@ class PinSAGEEncoder(_InductiveEncoder):
         num_walks: random walks started from each node.
         walk_length: steps per walk (2 reaches co-interacting nodes of the same type).
         init_std: standard deviation of fresh id-embedding rows.
-        seed: seed of the stateless random walks.
+        seed: seed of the id rows and of the stateless random walks.
     """
 
     name = "pinsage"

@@ -124,6 +124,7 @@ class TGNEncoder(IdTableEncoder):
         num_neighbors: most recent neighbours attended to per node (30: chosen on ML-100K
             validation over 10 and 50, bench/results/eval-ml100k-encoders-validation.json).
         init_std: standard deviation of fresh id-embedding rows.
+        seed: seed of the id-embedding rows (:func:`models.id_tables.seeded_rows`).
     """
 
     name = "tgn"
@@ -139,8 +140,9 @@ class TGNEncoder(IdTableEncoder):
         heads: int = 2,
         num_neighbors: int = 30,
         init_std: float = 0.1,
+        seed: int = 0,
     ) -> None:
-        super().__init__(num_relations, dim, init_std=init_std)
+        super().__init__(num_relations, dim, init_std=init_std, seed=seed)
         memory_dim = dim if memory_dim is None else memory_dim
         check_positive(
             memory_dim=memory_dim,

@@ -21,11 +21,12 @@ re-embedded from their own edges between the two (:mod:`stream.learn.reflect`).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,20 @@ def _seed(*parts: int) -> int:
     for part in parts:
         value = (value * 1_000_003 + part) % (2**63 - 1)
     return value
+
+
+@contextlib.contextmanager
+def _drawing_from(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global generators (this device's too) seeded here, and restored after.
+
+    Encoders draw their layer weights from them when built and when reset (PyG's
+    ``reset_parameters``); seeded, a trainer depends on its settings alone, never on what
+    ran before it in the process (an evaluation's other methods, another trainer).
+    """
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class IncrementalTrainer:
@@ -150,8 +165,9 @@ class IncrementalTrainer:
             if key in accepted
         }
         kwargs.update(s.encoder_options)
-        with model_config_errors():
-            return cls(len(self.behaviours), dim=s.dim, **kwargs).to(self.device)
+        with model_config_errors(), _drawing_from(s.seed, torch.device("cpu")):
+            encoder = cls(len(self.behaviours), dim=s.dim, **kwargs)
+        return encoder.to(self.device)
 
     def _build_prior(self) -> TrendPrior | None:
         """The score prior (:mod:`models.prior`), when trend half-lives are set."""
@@ -392,7 +408,8 @@ class IncrementalTrainer:
             raise ValueError(f"epochs must be > 0, got {epochs!r}")
         with self._lock:
             start = time.perf_counter()
-            self.encoder.reset_parameters()
+            with _drawing_from(_seed(self.settings.seed, self.model_version), self.device):
+                self.encoder.reset_parameters()
             self.encoder.reset_state()
             if self.score_prior is not None:
                 self.score_prior.prior.reset_parameters()

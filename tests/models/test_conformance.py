@@ -138,3 +138,30 @@ def test_seeded_runs_are_identical(name: str, device: str) -> None:
     users, items = rows(g)
     for x, y in zip(a.embed(g, users, items), b.embed(g, users, items), strict=True):
         assert_same(x, y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_id_rows_depend_on_the_seed_and_their_place_alone(name: str) -> None:
+    def tables(enc: Encoder) -> list[torch.Tensor]:
+        return [enc.get_parameter(f"{kind}_emb").detach().clone() for kind in ("user", "item")]
+
+    at_once = encoder_resolver(name, NUM_RELATIONS, dim=DIM, seed=7)
+    at_once.grow(GROW_CHUNK + 3, 6)
+    in_steps = encoder_resolver(name, NUM_RELATIONS, dim=DIM, seed=7)
+    in_steps.grow(5, 6)
+    torch.manual_seed(99)  # the global generator's state plays no part
+    torch.rand(10)
+    in_steps.grow(GROW_CHUNK + 3, 6)
+    for a, b in zip(tables(at_once), tables(in_steps), strict=True):
+        assert torch.equal(a, b)
+    initial = tables(at_once)
+    with torch.no_grad():
+        for table in at_once.parameters():
+            table.add_(1.0)
+    at_once.reset_rows(torch.tensor([1, GROW_CHUNK + 2]), torch.tensor([4]))
+    users, items = tables(at_once)
+    assert torch.equal(users[[1, GROW_CHUNK + 2]], initial[0][[1, GROW_CHUNK + 2]])
+    assert torch.equal(items[4], initial[1][4]) and not torch.equal(users[0], initial[0][0])
+    other = encoder_resolver(name, NUM_RELATIONS, dim=DIM, seed=8)
+    other.grow(5, 6)
+    assert not torch.equal(tables(other)[0], initial[0][:GROW_CHUNK])

@@ -68,6 +68,23 @@ def test_eval_writes_json_and_plot_and_prints_a_table(
     assert "recall@20" in out and "incremental" in out
 
 
+def test_an_encoders_figures_do_not_depend_on_the_methods_beside_it(tmp_path: Path) -> None:
+    # sage draws its id rows and layer weights from torch's generator; static and retrain
+    # draw from it too, before and between incremental's draws
+    data = _log(tmp_path)
+    figures = []
+    for methods in ("static,incremental,retrain", "incremental"):
+        report = tmp_path / f"{methods}.json"
+        argv = ["eval", "--data", str(data), "--sep", ";", "--user-col", "who"]
+        argv += ["--item-col", "what", "--time-col", "0", "--chunks", "2", "--epochs", "1"]
+        argv += ["--micro-batch", "100", "--no-progress", "--encoder", "sage", *TINY_TRAINER]
+        argv += ["--methods", methods, "--json", str(report)]
+        assert main(argv) == 0
+        chunks = json.loads(report.read_text())["methods"]["incremental"]["per_chunk"]
+        figures.append([(c["queries"], c["recall@20"], c["ndcg@20"], c["mrr"]) for c in chunks])
+    assert figures[0] == figures[1]
+
+
 def test_the_report_records_the_graph_it_ran_on(tmp_path: Path) -> None:
     report, defaults = tmp_path / "given.json", tmp_path / "defaults.json"
     argv = ["eval", "--data", str(_log(tmp_path)), "--sep", ";", "--user-col", "who"]
