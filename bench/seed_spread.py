@@ -12,6 +12,8 @@ baseline's figure on each metric.
 
     .venv/bin/python -m bench.seed_spread                       # ML-100K, RetailRocket, seeds 0-4
     .venv/bin/python -m bench.seed_spread --datasets ml-100k --seeds 3
+    .venv/bin/python -m bench.seed_spread --datasets ml-100k --seeds 3 --encoder sage \
+        --lr 0.01 --out bench/results/seed_spread-sage.json
 
 Writes bench/results/seed_spread.json (``--out``): per data set the baselines' figures,
 each seed's, and per metric the mean, sample standard deviation, min, max and
@@ -104,10 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--seeds", type=int, default=5, help="training seeds 0 .. N-1")
+    parser.add_argument("--encoder", help="the trainer's encoder (default: the worker's)")
+    parser.add_argument(
+        "--lr", type=float, help="the trainer's learning rate (default: the worker's)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     settings = Settings()
+    chosen = {k: v for k, v in (("encoder", args.encoder), ("lr", args.lr)) if v is not None}
+    settings = dataclasses.replace(
+        settings, training=dataclasses.replace(settings.training, **chosen)
+    )
     seeds = list(range(args.seeds))
     load_before = os.getloadavg()
     results = {}
@@ -128,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
         },
         "protocol": "streamgnn eval's defaults (50 % warm-up, 10 chunks, protocol seed "
-        f"{settings.training.seed}); the trainer's settings the worker's but its seed",
+        f"{settings.training.seed}); the trainer's settings the worker's but its seed"
+        + "".join(f", {key} {value}" for key, value in chosen.items()),
+        "encoder": settings.training.encoder,
         "seeds": seeds,
         "datasets": results,
     }
