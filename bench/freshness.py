@@ -14,7 +14,9 @@ is the worker's own histogram (``streamgnn_freshness_seconds``) over the load, a
 ack, with no reader in it. The load starts once the worker owns its partitions
 (``streamgnn_assigned_partitions``): before, events wait for its group join, a start-up
 cost, not freshness. ``--warmup-s`` can leave the first seconds out of p50/p90/p99 (none
-by default); ``p99_by_10s_window`` shows whether the figure holds over the run.
+by default); ``p99_by_10s_window`` shows whether the figure holds over the run, and
+``trainer_every_5s`` where a slow window's time went (the worker's learn calls and their
+seconds so far, its consumer lag and its trainer's backlog, scraped every 5 s).
 
 Seeding (``--seed-edges LOAD:EDGES``; default ``10000:250000``): before that load is
 offered, the worker is fed events of another synthetic stream (same id space, another
@@ -206,9 +208,22 @@ def seed_graph(
     return {"seed_events": sent, "seed_s": round(time.monotonic() - start, 1)}
 
 
-def gauge_series(scrape: Callable[[], dict[str, float]], name: str) -> Series:
-    """The sum of the deployment's gauge ``name`` every 10 s (a slow scrape is skipped)."""
-    return Series(lambda: total(scrape(), name), 10.0, (OSError,))
+def gauge_series(
+    scrape: Callable[[], dict[str, float]], name: str, interval_s: float = 10.0
+) -> Series:
+    """The sum of the deployment's gauge ``name`` every ``interval_s`` (a slow scrape is
+    skipped)."""
+    return Series(lambda: total(scrape(), name), interval_s, (OSError,))
+
+
+# Where a slow window's time went, every 5 s: learn calls and their seconds so far (the
+# trainer), records not yet applied (ingest) and applied but not yet trained.
+TRAINER_SERIES = {
+    "learn_calls": "streamgnn_train_step_seconds_count",
+    "learn_seconds": "streamgnn_train_step_seconds_sum",
+    "consumer_lag": "streamgnn_consumer_lag",
+    "train_backlog": "streamgnn_train_backlog_events",
+}
 
 
 def _round_int(value: float | None) -> int | None:
@@ -285,6 +300,9 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     ids = gauge_series(scrape, "streamgnn_ids_live")  # both kinds
     edges.start()
     ids.start()
+    trainer = {key: gauge_series(scrape, name, 5.0) for key, name in TRAINER_SERIES.items()}
+    for series in trainer.values():
+        series.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
     shape = SyntheticConfig(late_share=0.0, seed=offered)
     if plan.new_user_share is not None:
@@ -312,6 +330,8 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     rss.stop()
     edges.stop()
     ids.stop()
+    for series in trainer.values():
+        series.stop()
     status = under_test.terminate(timeout_s=300)
     follower.stop()
     freshness: list[float] = []
@@ -403,6 +423,10 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
         "graph_edges_start": int(total(before, "streamgnn_graph_edges")),
         "graph_edges_end": int(total(end, "streamgnn_graph_edges")),
         "exit_status": status,
+        "trainer_every_5s": {
+            key: [(round(t, 1), round(v, 3)) for t, v in series.samples]
+            for key, series in trainer.items()
+        },
     }
 
 

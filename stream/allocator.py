@@ -18,6 +18,14 @@ TLB miss. torch advises huge pages (``madvise(MADV_HUGEPAGE)``) for each CPU all
 honours that in its default ``madvise`` mode (not in ``never``). Measured (bench.step_cost,
 one thread, with the heap options above, medians of 5): local step with shared negatives
 0.65 -> 0.57 s at 10M edges, the full step 0.99 -> 0.86 s at 1M.
+
+A starting trainer's heap grows by hundreds of MB in its first learn calls (tables,
+moments, a step's temporaries) and every new page is faulted in on first touch: on this
+project's virtual machine at 0.16-0.6 GB/s when the guest's pages are new to the host
+(bench/results/heap_growth.json), which stalled a fresh worker's first seconds (most of
+its trainer thread's time in the kernel). :func:`pretouch_heap` faults a kept allowance of
+the training thread's heap in once, before the first event (the JVM's ``AlwaysPreTouch``):
+the first learn calls then reuse resident pages.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -37,6 +46,9 @@ log = logging.getLogger("streamgnn.allocator")
 M_TRIM_THRESHOLD = -1  # glibc malloc.h
 M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 256 << 20
+# Pre-touched in pieces below glibc's 64 MiB per-thread heap, so the calling thread's own
+# arena serves them (a larger block falls back to the main arena) and keeps them, freed.
+PRETOUCH_PIECE_BYTES = 8 << 20
 HUGE_PAGE_BYTES = 2 << 20  # torch advises allocations of this size and more
 SMAPS = Path("/proc/self/smaps")
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -67,6 +79,19 @@ def keep_freed_memory() -> bool:
     if not ok:
         log.info("mallopt refused M_MMAP_MAX / M_TRIM_THRESHOLD: default heap options")
     return ok
+
+
+def pretouch_heap(mib: int) -> float:
+    """Fault ``mib`` MiB of the calling thread's heap in and free it again, for that
+    thread's next allocations (with :func:`keep_freed_memory` on: otherwise freed pieces
+    go back to the kernel at once); the seconds it took."""
+    start = time.perf_counter()
+    pieces = [
+        torch.empty(PRETOUCH_PIECE_BYTES, dtype=torch.uint8).fill_(0)
+        for _ in range(-(-(mib << 20) // PRETOUCH_PIECE_BYTES))
+    ]
+    del pieces
+    return time.perf_counter() - start
 
 
 def huge_pages() -> bool:

@@ -71,6 +71,7 @@ def run_ranked(
     try:
         ready = follower.start(stop) if follower is not None else True
         training.attach(publisher)
+        training.warm_heap()  # this thread trains (train_now)
         version = torch.tensor([training.trainer.model_version], dtype=torch.long)
         dist.all_reduce(version, op=dist.ReduceOp.MAX, group=ranks.group)
         training.trainer.model_version = int(version)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from stream.allocator import worker_heap
+from stream.allocator import pretouch_heap, worker_heap
 from stream.catch_up import UntrainedEvents
 from stream.errors import PublishError, PublishInterrupted, StreamGNNError
 from stream.events import Interaction
@@ -170,7 +170,7 @@ class TrainingLoop:
         w = settings.worker
         if w.torch_threads:
             torch.set_num_threads(w.torch_threads)  # process-wide: only the trainer uses torch
-        worker_heap(w)  # process-wide too: the trainer's tensors are its large blocks
+        self._heap = worker_heap(w)  # process-wide too: the trainer's tensors are its large blocks
         self.backlog = TrainingBacklog(w.max_backlog_events)
         self.checkpoints = CheckpointStore(w.checkpoint_dir, keep=w.checkpoints_kept)
         self.trainer = self._new_trainer()
@@ -187,6 +187,7 @@ class TrainingLoop:
         self.failure: BaseException | None = None
         self._abandoned = False  # a publish was interrupted by stop(): no final checkpoint
         self._stopping = threading.Event()
+        self._heap_warm = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamgnn-trainer", daemon=True)
         self._last_checkpoint = time.monotonic()
 
@@ -227,10 +228,24 @@ class TrainingLoop:
             if stored_topic == topic and offset > trained:
                 self.untrained[partition] = (trained, offset)
 
-    def start(self, publisher: EmbeddingPublisher) -> None:
-        """Start the trainer thread: it trains on :attr:`untrained` first, then the backlog."""
+    def start(self, publisher: EmbeddingPublisher, ready_timeout_s: float = 60.0) -> None:
+        """Start the trainer thread: it trains on :attr:`untrained` first, then the backlog.
+        Returns once the thread has warmed its heap (:meth:`warm_heap`), so events come
+        after it."""
         self.attach(publisher)
         self._thread.start()
+        self._heap_warm.wait(ready_timeout_s)
+
+    def warm_heap(self) -> None:
+        """Fault the calling thread's heap allowance in (``pretouch_heap_mib``), once: the
+        thread that trains calls it before its first event (stream/allocator.py)."""
+        mib = self._settings.worker.pretouch_heap_mib
+        try:
+            if mib and self._heap["keep_freed_memory"] and not self._heap_warm.is_set():
+                seconds = pretouch_heap(mib)
+                log.info("heap pretouched: %d MiB in %.2f s", mib, seconds)
+        finally:  # start() waits for it, even when it failed (the thread reports that)
+            self._heap_warm.set()
 
     def attach(self, publisher: EmbeddingPublisher) -> None:
         """Publish through ``publisher``, continuing above anything already on the topics
@@ -336,6 +351,7 @@ class TrainingLoop:
 
     def _run(self) -> None:
         try:
+            self.warm_heap()
             if self.untrained and not self._catch_up():
                 return  # stopped first: the next start reads the rest back
             if self._settings.worker.reflect_before_step:

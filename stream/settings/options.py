@@ -306,6 +306,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt(
         "worker",
+        "pretouch_heap_mib",
+        "MiB of the training thread's heap faulted in before the first event (0: none)",
+    ),
+    _opt(
+        "worker",
         "max_backlog_events",
         "applied events waiting for the trainer before fetching pauses (backpressure)",
     ),

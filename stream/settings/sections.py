@@ -177,6 +177,10 @@ class WorkerSettings:
     # Huge-page advice for the trainer's large CPU tensors (stream/allocator.py: learn calls
     # 11-13 % faster at 1M-10M edges). Process-wide.
     huge_pages: bool = True
+    # MiB of the training thread's heap faulted in before the first event (0: none), with
+    # keep_freed_memory on (stream/allocator.py: a fresh worker's first seconds went to
+    # page faults). Below the 256 MiB the heap keeps free: more would be returned at once.
+    pretouch_heap_mib: int = 240
     max_backlog_events: int = 100_000
     # Publish the users of each taken batch's events at once, re-embedded from their own
     # edges (stream/learn/reflect.py), while a learner thread takes the steps behind
@@ -199,6 +203,11 @@ class WorkerSettings:
             )
         _positive("max_backlog_events", self.max_backlog_events)
         _positive("checkpoints_kept", self.checkpoints_kept)
+        if not 0 <= self.pretouch_heap_mib < 256:
+            raise ConfigError(
+                f"pretouch_heap_mib must be 0 to 255 (the heap keeps 256 MiB free at most), "
+                f"got {self.pretouch_heap_mib!r}"
+            )
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads!r}")
         # CPython keeps whole microseconds: below one it would switch without pause, and a
