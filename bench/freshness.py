@@ -16,7 +16,8 @@ ack, with no reader in it. The load starts once the worker owns its partitions
 cost, not freshness. ``--warmup-s`` can leave the first seconds out of p50/p90/p99 (none
 by default); ``p99_by_10s_window`` shows whether the figure holds over the run, and
 ``trainer_every_5s`` where a slow window's time went (the worker's learn calls and their
-seconds so far, its consumer lag and its trainer's backlog, scraped every 5 s).
+seconds so far, its consumer lag and its trainer's backlog, scraped every 5 s, and its CPU
+seconds in the kernel so far: a fresh worker faulting its heap in spent seconds there).
 
 Seeding (``--seed-edges LOAD:EDGES``; default ``10000:250000``): before that load is
 offered, the worker is fed events of another synthetic stream (same id space, another
@@ -84,7 +85,7 @@ import torch
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from bench.deployments import DEPLOYMENTS, Deployment
-from bench.rss import RssSeries, Series
+from bench.rss import RssSeries, Series, kernel_seconds
 from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
 from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
@@ -217,7 +218,8 @@ def gauge_series(
 
 
 # Where a slow window's time went, every 5 s: learn calls and their seconds so far (the
-# trainer), records not yet applied (ingest) and applied but not yet trained.
+# trainer), records not yet applied (ingest) and applied but not yet trained (and, beside
+# them, the worker's kernel seconds so far).
 TRAINER_SERIES = {
     "learn_calls": "streamgnn_train_step_seconds_count",
     "learn_seconds": "streamgnn_train_step_seconds_sum",
@@ -301,6 +303,7 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     edges.start()
     ids.start()
     trainer = {key: gauge_series(scrape, name, 5.0) for key, name in TRAINER_SERIES.items()}
+    trainer["kernel_seconds"] = kernel_seconds(under_test.pids)
     for series in trainer.values():
         series.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)

@@ -79,6 +79,19 @@ class Series(threading.Thread):
         return float(np.median(slopes)) * 60.0 if slopes.size else None
 
 
+def kernel_seconds(pids: Sequence[int], interval_s: float = 5.0) -> Series:
+    """The processes' CPU seconds in the kernel so far (page faults, syscalls), summed, every
+    ``interval_s``; the series ends when a process does."""
+    processes: list[psutil.Process] = []  # made on the first read, in the sampling thread
+
+    def system() -> float:
+        if not processes:
+            processes.extend(psutil.Process(p) for p in pids)
+        return float(sum(process.cpu_times().system for process in processes))
+
+    return Series(system, interval_s, end=(psutil.Error,))
+
+
 class RssSeries(Series):
     """``pid``'s RSS (bytes) every ``interval_s``, or the sum of several processes' (one
     deployment's); the series ends when a process does."""

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bench.freshness import FRESHNESS, _delta, _rss_per, _seed_edges, environment_settings, main
-from bench.rss import RssSeries, Series
+from bench.rss import RssSeries, Series, kernel_seconds
 from stream.metrics import histogram_quantile
 
 
@@ -60,6 +60,17 @@ def test_a_live_process_is_sampled() -> None:
         time.sleep(0.01)
     rss.stop()
     assert rss.peak_mb > 0 and [t for t, _ in rss.samples] == sorted(t for t, _ in rss.samples)
+
+
+def test_kernel_seconds_of_a_live_process_only_grow() -> None:
+    series = kernel_seconds([os.getpid()], interval_s=0.01)
+    series.start()
+    while len(series.samples) < 5:
+        os.stat(".")  # a syscall or two
+    series.stop()
+    values = [v for _, v in series.samples]
+    assert values == sorted(values) and values[0] >= 0.0
+    assert values[-1] <= time.process_time()  # part of this process's CPU time
 
 
 def test_seed_edges_are_given_per_load() -> None:
