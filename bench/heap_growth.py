@@ -102,14 +102,9 @@ def run_set(name: str) -> dict[str, Any]:
     return result
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
+    from stream.allocator import read_kernel_file
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", choices=sorted(OPTION_SETS), help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=2)
@@ -131,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
-            "thp_enabled": _read(THP / "enabled"),
-            "thp_defrag": _read(THP / "defrag"),
+            "thp_enabled": read_kernel_file(THP / "enabled").strip() or None,
+            "thp_defrag": read_kernel_file(THP / "defrag").strip() or None,
             "load_average_1_5_15_min": list(os.getloadavg()),
         },
         "batches": BATCHES,

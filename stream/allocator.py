@@ -105,7 +105,7 @@ def huge_pages() -> bool:
     taken = "hg" in _vm_flags(probe.data_ptr())
     if not taken:
         log.info("no huge-page advice (a CPU tensor came first, or no THP): 4 KiB pages")
-    elif "[never]" in _read(THP_MODE):
+    elif "[never]" in read_kernel_file(THP_MODE):
         log.info("huge pages advised, but %s says never: 4 KiB pages", THP_MODE)
     return taken
 
@@ -118,7 +118,7 @@ def request_huge_pages() -> None:
 
 def _vm_flags(address: int) -> list[str]:
     """The kernel's flags of the mapping holding this address (/proc/self/smaps)."""
-    lines = _read(SMAPS).splitlines()  # empty where not Linux
+    lines = read_kernel_file(SMAPS).splitlines()  # empty where not Linux
     inside = False
     for line in lines:
         head = line.split(maxsplit=1)[0]
@@ -130,7 +130,8 @@ def _vm_flags(address: int) -> list[str]:
     return []
 
 
-def _read(path: Path) -> str:
+def read_kernel_file(path: Path) -> str:
+    """A /proc or /sys file's text; empty where it cannot be read (not Linux, no THP)."""
     try:
         return path.read_text()
     except OSError:
