@@ -152,13 +152,15 @@ class _InductiveEncoder(IdTableEncoder):
         total = torch.zeros(nodes.numel(), device=device, dtype=weight.dtype)
         alpha = weight / total.index_add(0, edge_index[1], weight)[edge_index[1]]
         h = node_rows(nodes, offset, self.user_emb, self.item_emb)
-        combined = F.normalize(h, dim=-1)
+        layers = [F.normalize(h, dim=-1)] if self.combine_layers else []
         for layer, conv in enumerate(self.convs):
             h = conv((self._transform(layer, h), h), edge_index, alpha)
             if layer < self.num_layers - 1:
                 h = F.relu(h)
             h = F.normalize(h, dim=-1)
-            combined = combined + h if self.combine_layers else h
+            if self.combine_layers:
+                layers.append(h)
+        combined = sum(layers[1:], layers[0]) if self.combine_layers else h
         out = F.normalize(combined, dim=-1)[torch.searchsorted(nodes, targets)]
         return out[: users.numel()], out[users.numel() :]
 
