@@ -19,13 +19,9 @@ from stream.state.graph_store import DecayedGraphStore
 from stream.training import TrainingLoop
 from tests.harness.worker_process import training_env
 
-# Allocates a 64 MiB tensor and prints glibc's count of mmap'd blocks (mallinfo2's hblks)
-# while it lives, optionally after keep_freed_memory(): run in a fresh interpreter so the
-# test process keeps its own allocator options.
-PROBE = """
-import ctypes, ctypes.util, sys, torch
-from stream.allocator import keep_freed_memory
-
+# glibc's heap statistics (every arena), for the probes below.
+MALLINFO = """
+import ctypes, ctypes.util
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
@@ -33,18 +29,36 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.mallinfo2.restype = MallInfo2
+"""
+
+# Allocates a 64 MiB tensor and prints glibc's count of mmap'd blocks (mallinfo2's hblks)
+# while it lives, optionally after keep_freed_memory(): run in a fresh interpreter so the
+# test process keeps its own allocator options.
+PROBE = (
+    MALLINFO
+    + """
+import sys, torch
+from stream.allocator import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 before = libc.mallinfo2().hblks
 big = torch.ones(16 << 20)  # 64 MiB of float32
 print(kept, libc.mallinfo2().hblks - before, libc.mallinfo2().hblkhd >= big.nbytes)
 """
+)
+
+
+def run_probe(script: str, mode: str) -> list[str]:
+    """What ``script`` prints, run with ``mode`` in a fresh interpreter without the huge-page
+    setting this test process may have (importing bench/ requests it)."""
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True, env=env
+    )
+    return done.stdout.split()
 
 
 def probe(mode: str) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
-    )
-    return done.stdout.split()
+    return run_probe(PROBE, mode)
 
 
 def test_a_large_tensor_is_mmapped_by_default_and_from_the_heap_when_freed_memory_is_kept() -> None:
@@ -67,16 +81,7 @@ print(taken, "hg" in _vm_flags(big.data_ptr()))
 
 
 def huge_probe(mode: str) -> list[str]:
-    # without the setting this test process may have (importing bench/ requests it)
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    done = subprocess.run(
-        [sys.executable, "-c", HUGE_PROBE, mode],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    return done.stdout.split()
+    return run_probe(HUGE_PROBE, mode)
 
 
 def test_huge_pages_before_the_first_tensor_advise_every_large_one() -> None:
@@ -92,17 +97,11 @@ def test_huge_pages_after_a_tensor_report_that_they_did_not_take() -> None:
 # What pretouch_heap(64) in a thread leaves behind: resident MiB (RSS) and MiB free in the
 # heap (mallinfo2's fordblks, every arena), with keep_freed_memory() on or not; in a fresh
 # interpreter (the options are process-wide).
-PRETOUCH_PROBE = """
-import ctypes, ctypes.util, sys, threading
+PRETOUCH_PROBE = (
+    MALLINFO
+    + """
+import sys, threading
 from stream.allocator import keep_freed_memory, pretouch_heap
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
-libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def rss():
@@ -117,18 +116,11 @@ thread.start()
 thread.join()
 print(*grown)
 """
+)
 
 
 def pretouch_probe(mode: str) -> list[int]:
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    done = subprocess.run(
-        [sys.executable, "-c", PRETOUCH_PROBE, mode],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    return [int(mib) for mib in done.stdout.split()]
+    return [int(mib) for mib in run_probe(PRETOUCH_PROBE, mode)]
 
 
 def test_a_pretouched_heap_stays_resident_and_free_only_when_freed_memory_is_kept() -> None:
