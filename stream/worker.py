@@ -81,7 +81,9 @@ async def run_worker(
             EmbeddingPublisher, settings.kafka, settings.publish, metrics
         )
         try:
-            training.start(publisher)
+            # off the loop: start waits for the trainer thread's heap pretouch (a second),
+            # and a SIGTERM meanwhile must still set ``stop``
+            await asyncio.to_thread(training.start, publisher)
             ingest = IngestWorker(
                 settings,
                 store,
