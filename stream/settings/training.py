@@ -33,8 +33,9 @@ MAX_USERS, MAX_ITEMS = 1 << 23, 1 << 32
 # scored half (bench/results/eval-ml100k-encoders-validation.json, README "Other encoders").
 ENCODER_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
-        "sage": MappingProxyType({"lr": 0.01}),
+        "sage": MappingProxyType({"lr": 0.01, "temperature": 0.3}),
         "tgn": MappingProxyType({"lr": 0.01}),
+        "mbgat": MappingProxyType({"temperature": 0.3}),
     }
 )
 
