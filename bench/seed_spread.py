@@ -43,7 +43,7 @@ from stream.evaluation.metrics import METRICS
 from stream.evaluation.prequential import run_prequential
 from stream.evaluation.report import figures
 from stream.events import Interaction
-from stream.settings import Settings
+from stream.settings import Settings, load_settings
 from stream.settings.commands import DataSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,11 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    settings = Settings()
     chosen = {k: v for k, v in (("encoder", args.encoder), ("lr", args.lr)) if v is not None}
-    settings = dataclasses.replace(
-        settings, training=dataclasses.replace(settings.training, **chosen)
-    )
+    # as streamgnn eval loads them: an encoder's own defaults (ENCODER_DEFAULTS) apply to
+    # what is not given; the environment plays no part
+    settings = load_settings({f"training.{k}": str(v) for k, v in chosen.items()}, {})
     seeds = list(range(args.seeds))
     load_before = os.getloadavg()
     results = {}
