@@ -79,16 +79,25 @@ class Series(threading.Thread):
         return float(np.median(slopes)) * 60.0 if slopes.size else None
 
 
+def summed_over(
+    pids: Sequence[int], measure: Callable[[psutil.Process], float]
+) -> Callable[[], float]:
+    """A reading of ``measure`` summed over the processes, for a :class:`Series`; the
+    ``psutil.Process`` objects are made on the first read, in the sampling thread."""
+    processes: list[psutil.Process] = []
+
+    def read() -> float:
+        if not processes:
+            processes.extend(psutil.Process(p) for p in pids)
+        return float(sum(measure(process) for process in processes))
+
+    return read
+
+
 def kernel_seconds(pids: Sequence[int], interval_s: float = 5.0) -> Series:
     """The processes' CPU seconds in the kernel so far (page faults, syscalls), summed, every
     ``interval_s``; the series ends when a process does."""
-    processes: list[psutil.Process] = []  # made on the first read, in the sampling thread
-
-    def system() -> float:
-        if not processes:
-            processes.extend(psutil.Process(p) for p in pids)
-        return float(sum(process.cpu_times().system for process in processes))
-
+    system = summed_over(pids, lambda process: process.cpu_times().system)
     return Series(system, interval_s, end=(psutil.Error,))
 
 
@@ -98,13 +107,7 @@ class RssSeries(Series):
 
     def __init__(self, pid: int | Sequence[int], interval_s: float = 0.5) -> None:
         pids = [pid] if isinstance(pid, int) else list(pid)
-        processes: list[psutil.Process] = []  # made on the first read, in the sampling thread
-
-        def rss() -> float:
-            if not processes:
-                processes.extend(psutil.Process(p) for p in pids)
-            return float(sum(process.memory_info().rss for process in processes))
-
+        rss = summed_over(pids, lambda process: process.memory_info().rss)
         super().__init__(rss, interval_s, end=(psutil.Error,))
 
     @property
