@@ -64,11 +64,17 @@ def info_nce(
     return F.cross_entropy(logits, target)
 
 
-def in_batch_scores(user: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
-    """``(s⁺ [B], s⁻ [B, B])``: each row's negatives are the other rows' positives (its own
-    column is ``-inf``)."""
+def in_batch_scores(
+    user: Tensor, pos: Tensor, items: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(s⁺ [B], s⁻ [B, B])``: each row's negatives are the other rows' positives. Its own
+    column is ``-inf``, and with ``items`` (``[B]``, the rows' positive items) so is every
+    column of the same item: another row's positive is no negative of a row that has it."""
     scores = user @ pos.T
-    own = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    if items is None:
+        own = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    else:
+        own = items.unsqueeze(1) == items.unsqueeze(0)
     return scores.diagonal(), scores.masked_fill(own, float("-inf"))
 
 

@@ -11,7 +11,9 @@ Negative samplers (:data:`NEGATIVE_SAMPLERS`):
   ``B x n``, so many negatives cost little);
 * ``popularity``: ∝ ``degree^0.75`` (word2vec's popularity correction), the degree being
   an item's decayed weighted degree in the graph; uniform when the graph is empty;
-* ``in_batch``: another row's positive item from the same batch;
+* ``in_batch``: another row's positive item from the same batch (with InfoNCE the trainer
+  scores each row against every other row's positive instead, corrected by ``log Q``:
+  :mod:`stream.learn.objective`);
 * ``hard``: the top-scored items, under the current model, of a uniform candidate pool,
   leaving out the row's positive and every item the user already has an edge to.
 
@@ -93,13 +95,18 @@ def sample_negatives(
     return torch.randint(0, num_items, shape, generator=generator).to(users.device)
 
 
-def popularity_weights(graph: BipartiteGraph, num_items: int) -> Tensor:
-    """``[num_items]`` float64 draw weights of ``popularity`` negatives (unnormalised):
-    each item's decayed weighted degree to the power :data:`POPULARITY_EXPONENT`."""
+def item_degrees(graph: BipartiteGraph, num_items: int) -> Tensor:
+    """``[num_items]`` float64: each item's decayed weighted degree in ``graph``."""
     degree = torch.bincount(
         graph.items.cpu(), weights=graph.weights.cpu().double(), minlength=num_items
     )[:num_items]
-    return degree.clamp(min=0) ** POPULARITY_EXPONENT
+    return degree.clamp(min=0)
+
+
+def popularity_weights(graph: BipartiteGraph, num_items: int) -> Tensor:
+    """``[num_items]`` float64 draw weights of ``popularity`` negatives (unnormalised):
+    each item's decayed weighted degree to the power :data:`POPULARITY_EXPONENT`."""
+    return item_degrees(graph, num_items) ** POPULARITY_EXPONENT
 
 
 def _hard(

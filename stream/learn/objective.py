@@ -7,7 +7,12 @@ where enabled. With the score prior on (:mod:`models.prior`) a score is ``<z_u, 
 (the dot product of the folded vectors a ranker gets), each positive's items priced at the
 trend of its own moment. InfoNCE over ``popularity`` negatives subtracts ``log Q`` (their draw
 probability) from every logit, so the sampled softmax estimates the full one instead of
-learning the sampler's bias.
+learning the sampler's bias; so does the in-batch softmax, whose negatives (the other rows'
+positives) come as often as their items are interacted with: ``Q`` ∝ the item's decayed
+weighted degree (Yi et al., https://doi.org/10.1145/3298689.3346996), and a column of the
+row's own item is masked (no false negative). On the ML-100K warm-up the correction took
+the in-batch softmax's Recall@20 from 0.075 to 0.117, still short of 64 uniform negatives
+per positive (0.170; README, "Negatives").
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from torch import Tensor
 from models.base import BipartiteGraph, Encoder
 from models.losses import bpr, in_batch_scores, info_nce
 from models.prior import ScorePrior, TrendTable, fold
-from models.sampling import popularity_weights, sample_negatives
+from models.sampling import item_degrees, popularity_weights, sample_negatives
 from stream.learn.device import MixedPrecision
 from stream.learn.local_step import LocalStep
 from stream.settings.training import TrainerSettings
@@ -150,7 +155,7 @@ class Objective:
             # split, not two slices: a slice's backward zero-fills a tensor of the full size
             pos_vec, neg_vec = item_vec.split([batch, item_vec.shape[0] - batch])
             if in_batch_softmax:
-                pos_score, neg_score = in_batch_scores(user_vec, pos_vec)
+                pos_score, neg_score = in_batch_scores(user_vec, pos_vec, items)
                 neg = items.unsqueeze(0).expand(batch, batch)
             elif shared:
                 pos_score, neg_score = (user_vec * pos_vec).sum(-1), user_vec @ neg_vec.T
@@ -168,6 +173,11 @@ class Objective:
                     weights = popularity_weights(graph(), num_items).to(self.device)
                     log_q = (weights / weights.sum()).clamp(min=1e-30).log().float()
                     offset = -torch.cat([log_q[items, None], log_q[neg]], dim=1)
+                elif in_batch_softmax:
+                    # the other rows' positives come as often as the item is interacted
+                    # with: Q ∝ its decayed weighted degree (a constant factor cancels)
+                    log_q = _degrees(graph, local, items, num_items).clamp(min=1e-30).log()
+                    offset = -torch.cat([log_q[:, None], log_q[None, :].expand(batch, batch)], 1)
                 loss = info_nce(pos_score, neg_score, s.temperature, offset)
         self.amp.step(loss, optimizer, reduce)
         return loss.detach().float()
@@ -206,3 +216,15 @@ class Objective:
             with torch.no_grad():
                 scores = scores + self.item_prior(trend, pool)
         return scores
+
+
+def _degrees(
+    graph: Callable[[], BipartiteGraph], local: LocalStep | None, items: Tensor, num_items: int
+) -> Tensor:
+    """float32 decayed weighted degrees of ``items``: from the local step's index (no
+    O(edges) work), or the whole graph view a full step has built anyway."""
+    if local is not None:
+        degree = local.index.node_degree((items + local.num_users).cpu())
+    else:
+        degree = item_degrees(graph(), num_items).index_select(0, items.cpu())
+    return degree.float().to(items.device)

@@ -86,3 +86,11 @@ def test_info_nce_from_scores_with_a_log_q_offset() -> None:
     user = torch.nn.functional.normalize(torch.randn(4, 3, generator=g), dim=1)
     s_pos, s_neg = in_batch_scores(user, user)
     assert torch.isinf(s_neg.diagonal()).all() and torch.allclose(s_pos, torch.ones(4))
+    # with the rows' items: a column of the row's own item is no negative either
+    _, s_neg = in_batch_scores(user, user, torch.tensor([7, 3, 7, 5]))
+    assert torch.isinf(s_neg).tolist() == [
+        [True, False, True, False],
+        [False, True, False, False],
+        [True, False, True, False],
+        [False, False, False, True],
+    ]

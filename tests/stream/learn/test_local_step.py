@@ -149,14 +149,15 @@ def test_published_keys_are_the_reembedded_rows_plus_pending_drift() -> None:
 
 @pytest.mark.parametrize(
     ("sampler", "negatives", "whole_graph"),
-    [("uniform", 2, False), ("uniform", 64, True), ("shared", 64, False)],
+    [("uniform", 2, False), ("uniform", 64, True), ("shared", 64, False), ("in_batch", 1, False)],
 )
 def test_uncapped_local_step_trains_on_the_full_graph_loss(
     sampler: str, negatives: int, whole_graph: bool
 ) -> None:
     """Same model, positives and negatives: with no fan-out cap the step's loss (computed
     before it moves anything) is the full step's, whether the step ran on the sampled
-    neighbourhood (2 negatives per positive, or 64 shared by the step: the default) or fell
+    neighbourhood (2 negatives per positive, 64 shared by the step, or the other positives,
+    whose log Q comes from the index's degrees there and the whole view's here) or fell
     back to the whole graph (64 per positive reach most of it)."""
     # no replay: the two scopes draw it from different (equally distributed) samplers
     settings = dataclasses.replace(

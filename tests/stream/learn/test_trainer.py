@@ -6,14 +6,18 @@ import dataclasses
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from models.base import grown_size
+from models.losses import in_batch_scores, info_nce
+from models.sampling import item_degrees
 from stream.behaviours import Behaviour
 from stream.errors import ConfigError
 from stream.events import Interaction
+from stream.learn import objective
 from stream.learn.trainer import IncrementalTrainer
 from stream.settings.training import TrainerSettings
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
@@ -175,6 +179,37 @@ def test_every_loss_and_sampler_trains(loss: str, negatives: str) -> None:
     settings = dataclasses.replace(SMALL, loss=loss, negatives=negatives, num_negatives=2)
     report = IncrementalTrainer(settings, BEHAVIOURS, EPS).learn(block_stream(7, 40))
     assert report.steps > 0 and math.isfinite(report.loss) and report.loss >= 0
+
+
+def test_in_batch_softmax_corrects_by_log_degree_and_masks_the_rows_own_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other rows' positives come as often as their items are interacted with: every
+    logit gets ``-log`` of its item's decayed weighted degree (the positive's too), and a
+    column holding the row's own item is no negative of it."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def scores(user: torch.Tensor, pos: torch.Tensor, items: torch.Tensor) -> Any:
+        seen["items"] = items
+        return in_batch_scores(user, pos, items)
+
+    def loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, offset: Any) -> Any:
+        seen["neg"], seen["offset"] = neg, offset
+        return info_nce(pos, neg, temperature, offset)
+
+    monkeypatch.setattr(objective, "in_batch_scores", scores)
+    monkeypatch.setattr(objective, "info_nce", loss)
+    settings = dataclasses.replace(SMALL, negatives="in_batch", replay_ratio=0.0)
+    trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+    trainer.learn(block_stream(9, 60))
+    items, neg, offset = seen["items"], seen["neg"], seen["offset"]
+    degree = item_degrees(trainer._graph(prune=False), trainer.encoder.num_items)
+    expected = -degree[items].log().float()
+    torch.testing.assert_close(offset[:, 0], expected)
+    torch.testing.assert_close(offset[:, 1:], expected.expand(items.numel(), -1))
+    same = items[:, None] == items[None, :]
+    assert bool(torch.isinf(neg[same]).all()) and bool(torch.isfinite(neg[~same]).all())
+    assert bool((~same).any()) and bool((same.sum(1) > 1).any())  # both cases occur
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
