@@ -203,6 +203,11 @@ class Encoder(torch.nn.Module, abc.ABC):
         (which holds them), the id tables getting row-sparse gradients."""
         raise NotImplementedError(f"encoder {self.name!r} has no local step")
 
+    def negative_vectors(self, items: Tensor) -> Tensor:
+        """A local step's vectors of negative items: from their own rows (row-sparse
+        gradients) and what their last embedding kept, with no neighbourhood sampled."""
+        raise NotImplementedError(f"encoder {self.name!r} has no local step")
+
     def row_parameters(self) -> tuple[torch.nn.Parameter, ...]:
         """Parameters with one row per node, moved row by row (see :meth:`forward_local`)."""
         return ()
@@ -244,7 +249,9 @@ class Encoder(torch.nn.Module, abc.ABC):
 
     @torch.no_grad()
     def embed(self, graph: BipartiteGraph, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        """``forward`` without gradient or side effects, in eval mode; restores the mode."""
+        """``forward`` without gradient, in eval mode; restores the mode. Its only side
+        effect is what an encoder keeps for :meth:`negative_vectors` (LightGCN: the items'
+        layers 1..L)."""
         was_training = self.training
         self.eval()
         try:

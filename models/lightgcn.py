@@ -75,6 +75,7 @@ class LightGCNEncoder(Encoder):
     """
 
     name = "lightgcn"
+    neighbour_mean: Tensor  # a buffer (see __init__)
 
     def __init__(
         self,
@@ -103,6 +104,10 @@ class LightGCNEncoder(Encoder):
             torch.nn.Parameter(torch.zeros(num_relations)) if relation_scale else None
         )
         self._last_adjacency: tuple[BipartiteGraph, Any, NormalisedAdjacency] | None = None
+        # per item row, its layers 1..L over L + 1 as of its last embedding (zero before
+        # any): a local step's negatives (negative_vectors). Kept only once those are asked
+        # for (a full step never reads them); derived, not state: not saved.
+        self.register_buffer("neighbour_mean", torch.zeros(0, dim), persistent=False)
         self.reset_parameters()
 
     @property
@@ -142,6 +147,19 @@ class LightGCNEncoder(Encoder):
             fresh = self._init_rows(kind, new_rows).to(table.device, table.dtype)
             grown = torch.nn.Parameter(torch.cat([table.detach(), fresh]))
             setattr(self, f"{kind}_emb", grown)
+        if self.keeps_neighbour_means:
+            self._fit_neighbour_means()
+
+    @property
+    def keeps_neighbour_means(self) -> bool:
+        """Whether embeddings keep the items' layers 1..L (once negatives were asked for)."""
+        return self.neighbour_mean.shape[0] > 0
+
+    def _fit_neighbour_means(self) -> None:
+        missing = self.num_items - self.neighbour_mean.shape[0]
+        if missing > 0:
+            mean = self.neighbour_mean
+            self.neighbour_mean = torch.cat([mean, mean.new_zeros(missing, self.dim)])
 
     @torch.no_grad()
     def reset_rows(self, users: Tensor, items: Tensor) -> None:
@@ -152,6 +170,8 @@ class LightGCNEncoder(Encoder):
                 table[rows.to(table.device)] = self._init_rows(kind, rows).to(
                     table.device, table.dtype
                 )
+        if items.numel() and self.keeps_neighbour_means:
+            self.neighbour_mean[items.to(torch.long).to(self.neighbour_mean.device)] = 0.0
 
     # -- propagation -------------------------------------------------------------------
 
@@ -182,6 +202,10 @@ class LightGCNEncoder(Encoder):
     ) -> tuple[Tensor, Tensor]:
         """The normalised layer mean of these rows."""
         n_users = self.num_users
+        if not torch.is_grad_enabled() and items.numel() and self.keeps_neighbour_means:
+            # an embedding: keep these items' layers 1..L
+            mine = total.index_select(0, items + n_users) - self.item_emb.index_select(0, items)
+            self.neighbour_mean[items] = (mine / layers).float()
         if users.numel() + items.numel() >= total.shape[0]:  # every node, then the rows
             out = F.normalize((total / layers if layers > 1 else total).float(), dim=-1)
             return out.index_select(0, users), out.index_select(0, items + n_users)
@@ -311,7 +335,7 @@ class LightGCNEncoder(Encoder):
         coefficient = _coefficients(hood, x.dtype)
         n_users, count = hood.num_users, users.numel()
         at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
-        total = x.index_select(0, at)
+        total = own = x.index_select(0, at)
         n = hood.nodes.numel()
         position = torch.arange(n, device=x.device)  # of each hood node in x's rows, or -1
         for layer in range(self.num_layers):
@@ -342,9 +366,25 @@ class LightGCNEncoder(Encoder):
             seed_row = position[at]
             has = seed_row >= 0
             total = total + torch.where(has[:, None], x.index_select(0, seed_row.clamp(min=0)), 0.0)
-        out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
+        mean = total / (self.num_layers + 1)
+        if not torch.is_grad_enabled() and items.numel() and self.keeps_neighbour_means:
+            passed = (mean - own / (self.num_layers + 1))[count:]
+            self.neighbour_mean[items.to(self.neighbour_mean.device)] = passed.float()
+        out = F.normalize(mean.float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
+
+    def negative_vectors(self, items: Tensor) -> Tensor:
+        """Vectors of negative items for a local step: ``normalise(e⁽⁰⁾ / (L + 1) +``
+        their layers 1..L as of their last embedding), with a row-sparse gradient on their
+        own rows only. The same values as :meth:`forward`'s right after an embedding of
+        every row; no neighbourhood to sample, so a negative costs one row, not a tree.
+        A negative's neighbours are pushed by no step (on the full step, letting the
+        gradient reach only the own row measured even: eval-levers-negatives.json)."""
+        self._fit_neighbour_means()  # from the first call on, embeddings keep them
+        own = F.embedding(items, self.item_emb, sparse=True)
+        passed = self.neighbour_mean.index_select(0, items).to(own.dtype)
+        return F.normalize((passed + own / (self.num_layers + 1)).float(), dim=-1)
 
 
 def _coefficients(hood: Neighbourhood, dtype: torch.dtype) -> Tensor:

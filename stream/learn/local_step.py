@@ -5,14 +5,16 @@ With ``step_scope`` ``local`` a learn call
 1. reads the graph through the mirror's incremental index
    (:class:`stream.learn.graph_view.NodeView`: each node's incident edges and full weighted
    degree, weights decayed lazily for what is gathered; no O(edges) work per call),
-2. for each optimiser step, samples the ``layers``-hop neighbourhood of the step's users,
-   positive items and negatives, at most ``fanout`` edges per node and hop
+2. for each optimiser step, samples the ``layers``-hop neighbourhood of the step's users
+   and positive items, at most ``fanout`` edges per node and hop
    (:func:`models.neighbourhood.sample_neighbourhood`), and computes their vectors on it
-   (:meth:`models.base.Encoder.forward_local`); the id tables get row-sparse gradients and
-   :class:`stream.learn.optimiser.RowAdam` moves only those rows. When the sample holds
-   more than half the graph's edges (negatives reaching most of a small graph) the step
-   runs on the whole graph instead, as cheap and exact, moving the rows within ``layers``
-   hops of the step's rows,
+   (:meth:`models.base.Encoder.forward_local`); a negative item is its own row plus its
+   layers 1..L as of its last embedding (:meth:`models.base.Encoder.negative_vectors`: no
+   tree per negative, so 64 per positive cost 64 rows, not 64 trees); the id tables get
+   row-sparse gradients and :class:`stream.learn.optimiser.RowAdam` moves only those rows.
+   When the sample holds more than half the graph's edges (a small graph) the step runs on
+   the whole graph instead, as cheap and exact, moving the rows within ``layers`` hops of
+   the step's rows,
 3. re-embeds some rows and publishes among those:
 
    * ``fanout`` > 0 (bounded): exactly the *seeds*, the rows of the call's positives (new
@@ -123,8 +125,8 @@ class LocalStep:
     def vectors(self, encoder: Encoder, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """The step's vectors of these rows, on their sampled neighbourhood (its nodes are
         the rows moved), or on the whole graph when the sample would hold more than half
-        its edges (a batch whose negatives reach most of a small graph): as cheap then,
-        and exact; the rows moved are those within ``hops`` of these."""
+        its edges (a small graph): as cheap then, and exact; the rows moved are those
+        within ``hops`` of these."""
         seeds = torch.cat([users, items + self.num_users]).cpu()
         hood = sample_neighbourhood(
             self.index, seeds, self.hops, self.fanout, self.generator, self.num_edges
@@ -139,6 +141,13 @@ class LocalStep:
         self._whole_graph_seeds.append(seeds)
         vectors: tuple[Tensor, Tensor] = encoder(self.whole_graph(), users, items)
         return vectors
+
+    def negatives(self, encoder: Encoder, items: Tensor) -> Tensor:
+        """The step's vectors of these negative items (:meth:`Encoder.negative_vectors`:
+        no tree each; their own rows move)."""
+        if items.numel():
+            self._moved.append(torch.unique(items).cpu() + self.num_users)
+        return encoder.negative_vectors(items)
 
     def to_reembed(self, users: Tensor, items: Tensor) -> Tensor | None:
         """Sorted nodes to re-embed, given these rows (new events, new or reset rows, the

@@ -13,6 +13,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from models.base import GROW_CHUNK, BipartiteGraph
 from models.errors import ModelConfigError
 from models.lightgcn import LightGCNEncoder, NormalisedAdjacency
+from models.neighbourhood import GraphIndex, sample_neighbourhood
 from tests.devices import DEVICES
 
 
@@ -347,3 +348,44 @@ def test_the_adjacency_of_a_canonical_graph_equals_that_of_any_order(device: str
         dense[g.num_users + i, u] += w
     inv = dense.sum(1).pow(-0.5).nan_to_num(posinf=0.0)
     assert torch.allclose(built[0].to_dense().cpu(), inv[:, None] * dense * inv[None, :])
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+def test_negative_vectors_are_the_last_embeddings_moving_only_their_own_rows(
+    layers: int,
+) -> None:
+    """A local step's negatives: right after an embedding (of every row, or of some rows
+    on their exact neighbourhood) the same values as the forward's; the gradient reaches
+    the negatives' own item rows only; a grown or reset row holds its own row alone."""
+    enc = LightGCNEncoder(num_relations=1, dim=8, num_layers=layers)
+    enc.grow(5, 5)
+    g = make_graph()
+    items = torch.tensor([0, 3, 3, 1])
+    assert not enc.keeps_neighbour_means  # a full step never asks: nothing kept
+    enc.negative_vectors(items)  # from now on embeddings keep the items' layers 1..L
+    assert enc.keeps_neighbour_means
+    _, embedded = enc.embed(g, torch.arange(5), torch.arange(5))
+    torch.testing.assert_close(enc.negative_vectors(items), embedded[items])
+    # an embedding of two items alone on their exact (no fan-out cap) neighbourhood
+    with torch.no_grad():
+        enc.item_emb.mul_(2.0)  # parameters moved since: only what is re-embedded follows
+    index = GraphIndex.build(g, enc.num_users, enc.num_items)
+    seeds = torch.tensor([enc.num_users + 1, enc.num_users + 2])
+    hood = sample_neighbourhood(index, seeds, layers, 0)
+    assert hood is not None
+    with torch.no_grad():
+        _, local = enc.forward_local(hood, torch.zeros(0, dtype=torch.long), seeds - enc.num_users)
+    _, full = enc.embed(g, torch.arange(5), torch.arange(5))
+    torch.testing.assert_close(enc.negative_vectors(torch.tensor([1, 2])), local)
+    torch.testing.assert_close(local, full[1:3])
+    enc.zero_grad()
+    enc.negative_vectors(items).sum().backward()
+    assert enc.user_emb.grad is None
+    grad = enc.item_emb.grad
+    assert grad is not None and grad.is_sparse
+    assert set(grad.coalesce().indices()[0].tolist()) == {0, 1, 3}
+    enc.reset_rows(torch.zeros(0, dtype=torch.long), torch.tensor([3]))
+    enc.grow(5, GROW_CHUNK + 1)  # fresh rows: nothing embedded yet
+    for row in (3, GROW_CHUNK):
+        alone = F.normalize(enc.item_emb[row : row + 1].detach(), dim=-1)
+        torch.testing.assert_close(enc.negative_vectors(torch.tensor([row])).detach(), alone)
