@@ -13,8 +13,8 @@ With ``step_scope`` ``local`` a learn call
    tree per negative, so 64 per positive cost 64 rows, not 64 trees); the id tables get
    row-sparse gradients and :class:`stream.learn.optimiser.RowAdam` moves only those rows.
    When the sample holds more than half the graph's edges (a small graph) the step runs on
-   the whole graph instead, as cheap and exact, moving the rows within ``layers`` hops of
-   the step's rows,
+   the whole graph instead, as cheap and exact (its negatives too: the full step's
+   vectors), moving the rows within ``layers`` hops of the step's rows,
 3. re-embeds some rows and publishes among those:
 
    * ``fanout`` > 0 (bounded): exactly the *seeds*, the rows of the call's positives (new
@@ -122,11 +122,15 @@ class LocalStep:
         moved: Tensor = self.index.mask(torch.cat(parts)).nonzero().flatten()
         return moved
 
-    def vectors(self, encoder: Encoder, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        """The step's vectors of these rows, on their sampled neighbourhood (its nodes are
-        the rows moved), or on the whole graph when the sample would hold more than half
-        its edges (a small graph): as cheap then, and exact; the rows moved are those
-        within ``hops`` of these."""
+    def vectors(
+        self, encoder: Encoder, users: Tensor, items: Tensor, negatives: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The step's vectors of its users, positive items and negative items. Users and
+        positives on their sampled neighbourhood (its nodes are the rows moved), negatives
+        from their own rows and kept layers (:meth:`Encoder.negative_vectors`: their rows
+        move too). When the sample would hold more than half the graph's edges (a small
+        graph) all three on the whole graph instead: as cheap then, and exact (the full
+        step's vectors); the rows moved are those within ``hops`` of these."""
         seeds = torch.cat([users, items + self.num_users]).cpu()
         hood = sample_neighbourhood(
             self.index, seeds, self.hops, self.fanout, self.generator, self.num_edges
@@ -136,18 +140,15 @@ class LocalStep:
             self.step_edges += hood.num_edges
             if self.bounded:
                 self._trees.append((hood, torch.unique(seeds)))
-            return encoder.forward_local(hood.to(users.device), users, items)
+            if negatives.numel():
+                self._moved.append(torch.unique(negatives).cpu() + self.num_users)
+            user_vec, pos_vec = encoder.forward_local(hood.to(users.device), users, items)
+            return user_vec, pos_vec, encoder.negative_vectors(negatives)
         self.whole_graph_steps += 1
-        self._whole_graph_seeds.append(seeds)
-        vectors: tuple[Tensor, Tensor] = encoder(self.whole_graph(), users, items)
-        return vectors
-
-    def negatives(self, encoder: Encoder, items: Tensor) -> Tensor:
-        """The step's vectors of these negative items (:meth:`Encoder.negative_vectors`:
-        no tree each; their own rows move)."""
-        if items.numel():
-            self._moved.append(torch.unique(items).cpu() + self.num_users)
-        return encoder.negative_vectors(items)
+        self._whole_graph_seeds.append(torch.cat([seeds, negatives.cpu() + self.num_users]))
+        user_vec, item_vec = encoder(self.whole_graph(), users, torch.cat([items, negatives]))
+        pos_vec, neg_vec = item_vec.split([items.numel(), negatives.numel()])
+        return user_vec, pos_vec, neg_vec
 
     def to_reembed(self, users: Tensor, items: Tensor) -> Tensor | None:
         """Sorted nodes to re-embed, given these rows (new events, new or reset rows, the

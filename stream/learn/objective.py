@@ -152,9 +152,8 @@ class Objective:
                 user_vec, item_vec = encoder(graph(), users, scored)
                 # split, not two slices: a slice's backward zero-fills a tensor of the full size
                 pos_vec, neg_vec = item_vec.split([batch, item_vec.shape[0] - batch])
-            else:  # a negative is its own row, not a tree (Encoder.negative_vectors)
-                user_vec, pos_vec = local.vectors(encoder, users, items)
-                neg_vec = local.negatives(encoder, pool)
+            else:
+                user_vec, pos_vec, neg_vec = local.vectors(encoder, users, items, pool)
             if in_batch_softmax:
                 pos_score, neg_score = in_batch_scores(user_vec, pos_vec, items)
                 neg = items.unsqueeze(0).expand(batch, batch)

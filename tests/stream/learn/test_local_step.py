@@ -149,7 +149,7 @@ def test_published_keys_are_the_reembedded_rows_plus_pending_drift() -> None:
 
 @pytest.mark.parametrize(
     ("sampler", "negatives", "held_out", "whole_graph"),
-    [("in_batch", 1, 2, False), ("in_batch", 1, 300, True)],
+    [("in_batch", 1, 2, False), ("in_batch", 1, 300, True), ("uniform", 64, 300, True)],
 )
 def test_uncapped_local_step_trains_on_the_full_graph_loss(
     sampler: str, negatives: int, held_out: int, whole_graph: bool
@@ -157,8 +157,9 @@ def test_uncapped_local_step_trains_on_the_full_graph_loss(
     """Same model and positives: with no fan-out cap the step's loss (computed before it
     moves anything) is the full step's, whether the step ran on the sampled neighbourhood
     of its users and positives or fell back to the whole graph (300 positives'
-    neighbourhoods are most of it). In-batch negatives (the other positives, whose log Q
-    comes from the index's degrees there and the whole view's here): sampled negatives are
+    neighbourhoods are most of it, and then its negatives too are the full step's). With
+    in-batch negatives (the other positives, whose log Q comes from the index's degrees
+    there and the whole view's here) on a sample too; sampled negatives on a sample are
     scored from what the last embedding kept, before the batch's edges (their own test)."""
     # no replay: the two scopes draw it from different (equally distributed) samplers
     settings = dataclasses.replace(
