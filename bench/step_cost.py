@@ -11,9 +11,8 @@ per positive, replay ratio 1, fan-out 10, a sweep of 1,024 rows per kind, two la
 score prior).
 
 A second local configuration, ``local-shared``, draws 64 negatives shared by the whole
-step instead of 64 per positive: with per-positive negatives a step scores ~128k negative
-items, whose neighbourhoods are most of a small graph; it shows how the local step's cost
-follows the batch's footprint.
+step instead of 64 per positive: a local step scores each negative from its own row (no
+tree), so the two differ by ~128k negative rows' gathers, scores and row-wise Adam.
 
     .venv/bin/python -m bench.step_cost                      # 100k, 1M, 10M edges
     .venv/bin/python -m bench.step_cost --sizes 100000 --steps 3
