@@ -140,9 +140,10 @@ class LocalStep:
             self.step_edges += hood.num_edges
             if self.bounded:
                 self._trees.append((hood, torch.unique(seeds)))
-            if negatives.numel():
-                self._moved.append(torch.unique(negatives).cpu() + self.num_users)
             user_vec, pos_vec = encoder.forward_local(hood.to(users.device), users, items)
+            if negatives.numel() == 0:  # in-batch: the other positives are the negatives
+                return user_vec, pos_vec, pos_vec[:0]
+            self._moved.append(torch.unique(negatives).cpu() + self.num_users)
             return user_vec, pos_vec, encoder.negative_vectors(negatives)
         self.whole_graph_steps += 1
         self._whole_graph_seeds.append(torch.cat([seeds, negatives.cpu() + self.num_users]))
