@@ -68,6 +68,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "full": {"step_scope": "full"},
     "local": {"step_scope": "local"},
     "local-shared": {"step_scope": "local", "negatives": "shared"},
+    "local-history": {"step_scope": "local", "layer_history": True},
 }
 
 

@@ -26,6 +26,10 @@ A step's cost can follow its batch: an encoder whose ``local_step`` is true comp
 :class:`~models.neighbourhood.Neighbourhood` (exactly ``forward``'s with no fan-out cap), and
 its ``row_parameters()`` (the id tables) get row-sparse gradients, so an optimiser moves
 only the rows the neighbourhood holds. LightGCN has one (without learnt relation scales).
+With ``keep_layer_history()`` every embedding of every row also keeps each row's deeper
+layers, and ``forward_historical(neighbourhood, users, items)`` computes the seeds' vectors
+from a *one-hop* neighbourhood, reading the neighbours' deeper layers from what was kept
+(historical embeddings): a step and a re-embedding cost the seeds' edges, not their trees.
 
 The others (sage, pinsage, tgn, mbgat) train on the full graph, for a reason of substance:
 they have dense weights shared by every node (SAGE/PinSage layer matrices, TGN's memory
@@ -202,6 +206,24 @@ class Encoder(torch.nn.Module, abc.ABC):
         """``forward``'s vectors of these rows computed on their sampled neighbourhood
         (which holds them), the id tables getting row-sparse gradients."""
         raise NotImplementedError(f"encoder {self.name!r} has no local step")
+
+    def keep_layer_history(self) -> None:
+        """From the next embedding of every row on, keep what :meth:`forward_historical`
+        reads of a neighbour."""
+        raise NotImplementedError(f"encoder {self.name!r} keeps no layer history")
+
+    @property
+    def has_layer_history(self) -> bool:
+        """Whether an embedding of every row has filled the kept layers since they were
+        asked for (:meth:`keep_layer_history`) or the parameters were reset."""
+        return False
+
+    def forward_historical(
+        self, neighbourhood: Neighbourhood, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward_local`'s vectors from a *one-hop* neighbourhood, the neighbours'
+        deeper layers read from what their last embedding kept (row-sparse gradients)."""
+        raise NotImplementedError(f"encoder {self.name!r} keeps no layer history")
 
     def negative_vectors(self, items: Tensor) -> Tensor:
         """A local step's vectors of negative items: from their own rows (row-sparse

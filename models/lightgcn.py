@@ -75,7 +75,9 @@ class LightGCNEncoder(Encoder):
     """
 
     name = "lightgcn"
-    neighbour_mean: Tensor  # a buffer (see __init__)
+    neighbour_mean: Tensor  # buffers (see __init__)
+    user_history: Tensor
+    item_history: Tensor
 
     def __init__(
         self,
@@ -108,6 +110,14 @@ class LightGCNEncoder(Encoder):
         # any): a local step's negatives (negative_vectors). Kept only once those are asked
         # for (a full step never reads them); derived, not state: not saved.
         self.register_buffer("neighbour_mean", torch.zeros(0, dim), persistent=False)
+        # per row, its layers 1..L-1 side by side as of its last embedding: what a local
+        # step with layer history reads of a neighbour (forward_historical). Kept once
+        # asked for (keep_layer_history), filled by every full embedding; not saved.
+        width = max(num_layers - 1, 0) * dim
+        self.register_buffer("user_history", torch.zeros(0, width), persistent=False)
+        self.register_buffer("item_history", torch.zeros(0, width), persistent=False)
+        self._history_wanted = False
+        self._history_filled = False
         self.reset_parameters()
 
     @property
@@ -136,6 +146,7 @@ class LightGCNEncoder(Encoder):
                 table.copy_(self._init_rows(kind, rows).to(table.device, table.dtype))
             if self.relation_log_scale is not None:
                 self.relation_log_scale.zero_()
+        self._history_filled = False  # the kept layers are of other parameters
 
     def grow(self, num_users: int, num_items: int) -> None:
         for kind, needed in (("user", num_users), ("item", num_items)):
@@ -149,6 +160,8 @@ class LightGCNEncoder(Encoder):
             setattr(self, f"{kind}_emb", grown)
         if self.keeps_neighbour_means:
             self._fit_neighbour_means()
+        if self._history_wanted:
+            self._fit_history()
 
     @property
     def keeps_neighbour_means(self) -> bool:
@@ -161,6 +174,23 @@ class LightGCNEncoder(Encoder):
             mean = self.neighbour_mean
             self.neighbour_mean = torch.cat([mean, mean.new_zeros(missing, self.dim)])
 
+    def keep_layer_history(self) -> None:
+        """From the next full embedding on, keep every row's layers 1..L-1 for
+        :meth:`forward_historical`."""
+        self._history_wanted = True
+        self._fit_history()
+
+    @property
+    def has_layer_history(self) -> bool:
+        return self._history_filled
+
+    def _fit_history(self) -> None:
+        for kind, size in (("user", self.num_users), ("item", self.num_items)):
+            kept = getattr(self, f"{kind}_history")
+            if kept.shape[0] < size:
+                extra = kept.new_zeros(size - kept.shape[0], kept.shape[1])  # no edge: 0
+                setattr(self, f"{kind}_history", torch.cat([kept, extra]))
+
     @torch.no_grad()
     def reset_rows(self, users: Tensor, items: Tensor) -> None:
         for kind, rows in (("user", users), ("item", items)):
@@ -172,6 +202,10 @@ class LightGCNEncoder(Encoder):
                 )
         if items.numel() and self.keeps_neighbour_means:
             self.neighbour_mean[items.to(torch.long).to(self.neighbour_mean.device)] = 0.0
+        for kind, rows in (("user", users), ("item", items)):
+            kept = getattr(self, f"{kind}_history")
+            if rows.numel() and kept.shape[0]:
+                kept[rows.to(torch.long).to(kept.device)] = 0.0  # a reset row has no edge
 
     # -- propagation -------------------------------------------------------------------
 
@@ -189,12 +223,26 @@ class LightGCNEncoder(Encoder):
             )
         x = torch.cat([self.user_emb, self.item_emb])
         total, last, layers = x, None, 1
+        # an embedding of every row: keep its layers 1..L-1 (forward_historical)
+        deep: list[Tensor] | None = (
+            [] if self._history_wanted and not torch.is_grad_enabled() else None
+        )
         if self.num_layers and graph.num_edges:
             adjacency = self._adjacency(graph, x.dtype)
-            for _ in range(self.num_layers):
+            for layer in range(self.num_layers):
                 x = adjacency @ x
                 total = total + x
+                if deep is not None and layer < self.num_layers - 1:
+                    deep.append(x)
             last, layers = x, layers + self.num_layers
+        if deep is not None:
+            self._fit_history()
+            kept = torch.cat(deep, dim=1) if deep else x.new_zeros(x.shape[0], 0)
+            if kept.shape[1] < self.user_history.shape[1]:  # no edge: every layer 0
+                kept = x.new_zeros(x.shape[0], self.user_history.shape[1])
+            self.user_history.copy_(kept[:n_users].float())
+            self.item_history.copy_(kept[n_users:].float())
+            self._history_filled = True
         return total, last, layers
 
     def _select(
@@ -385,6 +433,72 @@ class LightGCNEncoder(Encoder):
         own = F.embedding(items, self.item_emb, sparse=True)
         passed = self.neighbour_mean.index_select(0, items).to(own.dtype)
         return F.normalize((passed + own / (self.num_layers + 1)).float(), dim=-1)
+
+    def forward_historical(
+        self, neighbourhood: Neighbourhood, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """These seeds' vectors from their one-hop ``neighbourhood`` alone: layer 1 from
+        the neighbours' rows now (row-sparse gradients: the seeds' and neighbours' rows
+        move), layer ``k`` > 1 from the neighbours' layer ``k - 1`` as of their last
+        embedding (kept, no gradient: GNNAutoScale's historical embeddings). Exact when
+        those are current and the neighbourhood holds every edge; the cost is the seeds'
+        edges, not their trees. Without gradient (an embedding) the seeds' own layers
+        1..L-1 are kept in turn."""
+        hood = neighbourhood
+        if not self.local_step:
+            raise ValueError("learnt relation scales move every edge: no local step")
+        user_rows, item_rows = hood.rows()
+        x = torch.cat(
+            [
+                F.embedding(user_rows, self.user_emb, sparse=True),
+                F.embedding(item_rows, self.item_emb, sparse=True),
+            ]
+        )
+        n_users, count = hood.num_users, users.numel()
+        at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
+        seeds, again = torch.unique(at, return_inverse=True)
+        total = x.index_select(0, seeds)
+        deep = x.new_zeros(seeds.numel(), self.user_history.shape[1])  # no edge: layers 0
+        if self.num_layers and hood.num_edges:
+            # the seeds' own edges: one sparse product over the neighbours' rows
+            row_of = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+            row_of[seeds] = torch.arange(seeds.numel(), device=x.device)
+            mine = row_of[hood.dst] >= 0
+            target, source = row_of[hood.dst[mine]], hood.src[mine]
+            value = _coefficients(hood, x.dtype)[mine]
+            shape = (seeds.numel(), x.shape[0])
+            forward = _csr(target, source, value, shape)
+            if torch.is_grad_enabled() and x.requires_grad:  # the backward's transpose too
+                first = _SparseProduct.apply(forward, _csr(source, target, value, shape[::-1]), x)
+            else:
+                first = forward @ x
+            kept = torch.cat(
+                [
+                    self.user_history.index_select(0, user_rows),
+                    self.item_history.index_select(0, item_rows),
+                ]
+            )
+            with torch.no_grad():
+                later = forward @ kept.to(x.dtype) if kept.shape[1] else first[:, :0]
+            deep = torch.cat([first, later], dim=1)[:, : later.shape[1]]  # layers 1..L-1
+            total = total + first + later.view(seeds.numel(), -1, self.dim).sum(dim=1)
+        if not torch.is_grad_enabled():  # an embedding: keep what a later one reads
+            self._keep_layers(hood.nodes[seeds], deep, total - x.index_select(0, seeds))
+        mean = total.index_select(0, again) / (self.num_layers + 1)
+        out = F.normalize(mean.float(), dim=-1)
+        user_vec, item_vec = torch.split(out, [count, at.numel() - count])
+        return user_vec, item_vec
+
+    def _keep_layers(self, nodes: Tensor, deep: Tensor, passed: Tensor) -> None:
+        """Keep these nodes' layers 1..L-1 (``deep``) and, for items, their layers 1..L
+        over L + 1 (``passed`` is their sum), when kept at all."""
+        is_user = nodes < self.num_users
+        items = nodes[~is_user] - self.num_users
+        if self._history_wanted and deep.shape[1] == self.user_history.shape[1]:
+            self.user_history[nodes[is_user]] = deep[is_user].float()
+            self.item_history[items] = deep[~is_user].float()
+        if self.keeps_neighbour_means and items.numel():
+            self.neighbour_mean[items] = (passed[~is_user] / (self.num_layers + 1)).float()
 
 
 def _coefficients(hood: Neighbourhood, dtype: torch.dtype) -> Tensor:

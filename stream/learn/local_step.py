@@ -70,6 +70,9 @@ class LocalStep:
         generator: the learn call's generator (sampling is reproducible).
         positives: the call's positives ``(users, items)`` (rows), seeds of a bounded
             re-embedding.
+        history: sample one hop and read the neighbours' deeper layers from their last
+            embedding (:meth:`Encoder.forward_historical`) instead of sampling ``hops``;
+            the re-embedding is then bounded (its seeds) whatever ``fanout`` is.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class LocalStep:
         fanout: int,
         generator: torch.Generator,
         positives: tuple[Tensor, Tensor] | None = None,
+        history: bool = False,
     ) -> None:
         self.index = index
         self.whole_graph = whole_graph
@@ -88,6 +92,7 @@ class LocalStep:
         self.hops = hops
         self.fanout = fanout
         self.generator = generator
+        self.history = history
         self._moved: list[Tensor] = []
         self._whole_graph_seeds: list[Tensor] = []
         self.whole_graph_steps = 0  # steps that ran on the whole graph instead
@@ -101,8 +106,20 @@ class LocalStep:
 
     @property
     def bounded(self) -> bool:
-        """Re-embed only the seeds, on a capped tree (see the module docstring)."""
-        return self.fanout > 0
+        """Re-embed only the seeds (see the module docstring)."""
+        return self.fanout > 0 or self.history
+
+    @property
+    def sample_hops(self) -> int:
+        """Hops a neighbourhood spans: one with layer history, else every layer's."""
+        return min(self.hops, 1) if self.history else self.hops
+
+    def _forward(
+        self, encoder: Encoder, hood: Neighbourhood, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        if self.history:
+            return encoder.forward_historical(hood, users, items)
+        return encoder.forward_local(hood, users, items)
 
     @property
     def num_users(self) -> int:
@@ -132,15 +149,17 @@ class LocalStep:
         graph) all three on the whole graph instead: as cheap then, and exact (the full
         step's vectors); the rows moved are those within ``hops`` of these."""
         seeds = torch.cat([users, items + self.num_users]).cpu()
-        hood = sample_neighbourhood(
-            self.index, seeds, self.hops, self.fanout, self.generator, self.num_edges
-        )
+        hood = None
+        if not self.history or encoder.has_layer_history:  # none kept yet: the whole graph
+            hood = sample_neighbourhood(
+                self.index, seeds, self.sample_hops, self.fanout, self.generator, self.num_edges
+            )
         if hood is not None:
             self._moved.append(hood.nodes)
             self.step_edges += hood.num_edges
             if self.bounded:
                 self._trees.append((hood, torch.unique(seeds)))
-            user_vec, pos_vec = encoder.forward_local(hood.to(users.device), users, items)
+            user_vec, pos_vec = self._forward(encoder, hood.to(users.device), users, items)
             if negatives.numel() == 0:  # in-batch: the other positives are the negatives
                 return user_vec, pos_vec, pos_vec[:0]
             self._moved.append(torch.unique(negatives).cpu() + self.num_users)
@@ -195,7 +214,7 @@ class LocalStep:
             # way (exact mode has its own rule in to_reembed)
             limit = self.num_edges if self.bounded else None
             hood = sample_neighbourhood(
-                self.index, rest, self.hops, self.fanout, self.generator, limit
+                self.index, rest, self.sample_hops, self.fanout, self.generator, limit
             )
             if hood is None:
                 return None
@@ -209,8 +228,8 @@ class LocalStep:
                 for hood, mine in parts:
                     users = mine[mine < self.num_users]
                     items = mine[mine >= self.num_users] - self.num_users
-                    user_vec, item_vec = encoder.forward_local(
-                        hood.to(device), users.to(device), items.to(device)
+                    user_vec, item_vec = self._forward(
+                        encoder, hood.to(device), users.to(device), items.to(device)
                     )
                     out_nodes.append(torch.cat([users, items + self.num_users]))
                     user_vecs.append(user_vec)

@@ -569,8 +569,17 @@ class IncrementalTrainer:
         view = self.mirror.view(self.encoder.num_users, self.encoder.num_items)
         if self.ranks is not None:  # neighbourhoods sampled per rank
             generator = self.ranks.own_generator(generator, salt=2)
+        if s.layer_history:
+            self.encoder.keep_layer_history()  # filled by the next embedding of every row
         self.last_step = LocalStep(
-            view, graph, self.mirror.num_edges, hops, s.fanout, generator, positives
+            view,
+            graph,
+            self.mirror.num_edges,
+            hops,
+            s.fanout,
+            generator,
+            positives,
+            history=s.layer_history,
         )
         return self.last_step
 

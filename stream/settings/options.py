@@ -272,6 +272,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _opt(
         "training",
+        "layer_history",
+        "a local step samples one hop and reads the neighbours' deeper layers from their "
+        "last embedding instead of sampling --layers hops (historical embeddings)",
+    ),
+    _opt(
+        "training",
         "sweep_rows",
         "rows per kind a bounded local step also re-embeds per call, round robin (0: none)",
     ),

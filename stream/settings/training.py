@@ -111,6 +111,12 @@ class TrainerSettings:
     # or fully refreshed (stream/learn/local_step.py). 0: every row within ``layers`` hops
     # of a moved row, exactly.
     fanout: int = 10
+    # A local step samples one hop around its seeds and reads their neighbours' deeper
+    # layers from those neighbours' last embedding (historical embeddings, GNNAutoScale;
+    # models.base.Encoder.forward_historical) instead of sampling ``layers`` hops: a step
+    # and a re-embedding cost the seeds' edges (~fanout each), not their trees
+    # (~fanout^layers). Off by default: see README "A cheaper default step, tried".
+    layer_history: bool = False
     # A bounded local step also re-embeds this many rows of each kind per learn call, round
     # robin over the live rows, so a cached vector is at most live / sweep_rows calls old
     # (0: no sweep).

@@ -389,3 +389,56 @@ def test_negative_vectors_are_the_last_embeddings_moving_only_their_own_rows(
     for row in (3, GROW_CHUNK):
         alone = F.normalize(enc.item_emb[row : row + 1].detach(), dim=-1)
         torch.testing.assert_close(enc.negative_vectors(torch.tensor([row])).detach(), alone)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_historical_vectors_from_one_hop_are_the_full_forwards_while_the_history_is_current(
+    layers: int,
+) -> None:
+    """Right after an embedding of every row, a one-hop neighbourhood (every edge) and the
+    kept layers give the seeds the full forward's vectors, repeated seeds included; the
+    gradient reaches the seeds' and their neighbours' rows only; an embedding of some rows
+    keeps their layers in turn (a second full embedding agrees), and a reset row keeps
+    none."""
+    enc = LightGCNEncoder(num_relations=1, dim=8, num_layers=layers)
+    enc.grow(5, 5)
+    g = make_graph()
+    index = GraphIndex.build(g, enc.num_users, enc.num_items)
+    users, items = torch.tensor([0, 2, 0]), torch.tensor([3, 1])
+    seeds = torch.cat([users, items + enc.num_users])
+    hood = sample_neighbourhood(index, seeds, 1, 0)
+    assert hood is not None
+    enc.keep_layer_history()
+    assert not enc.has_layer_history  # asked for, nothing embedded yet
+    full_users, full_items = enc.embed(g, torch.arange(5), torch.arange(5))
+    assert enc.has_layer_history
+    user_vec, item_vec = enc.forward_historical(hood, users, items)
+    torch.testing.assert_close(user_vec, full_users[users])
+    torch.testing.assert_close(item_vec, full_items[items])
+    enc.zero_grad()
+    (user_vec.sum() + item_vec.sum()).backward()
+    reached = {  # the seeds and their one-hop neighbours, in node space
+        *seeds.tolist(),
+        *hood.nodes[hood.src].tolist(),
+    }
+    for table, offset in ((enc.user_emb, 0), (enc.item_emb, enc.num_users)):
+        assert table.grad is not None and table.grad.is_sparse
+        rows = set(table.grad.coalesce().indices()[0].tolist())
+        assert {r + offset for r in rows} <= reached
+    # parameters move; an embedding of user 2 alone keeps its layers from its neighbours'
+    with torch.no_grad():
+        enc.user_emb.mul_(2.0)
+        one = torch.tensor([2])
+        alone = sample_neighbourhood(index, one, 1, 0)
+        assert alone is not None
+        enc.forward_historical(alone, one, torch.zeros(0, dtype=torch.long))
+    kept = enc.user_history[2].clone()
+    enc.embed(g, torch.arange(5), torch.arange(5))  # every row's layers, exactly
+    if layers == 1:
+        assert kept.numel() == 0
+    else:  # layer 1 is exact from the neighbours' rows now; deeper ones from older layers
+        torch.testing.assert_close(kept[:8], enc.user_history[2, :8])
+    enc.reset_rows(torch.tensor([2]), torch.zeros(0, dtype=torch.long))
+    assert not enc.user_history[2].any()
+    enc.grow(GROW_CHUNK + 1, 5)
+    assert enc.user_history.shape[0] == enc.num_users and not enc.user_history[5:].any()

@@ -365,3 +365,34 @@ def test_reembedding_trees_larger_than_the_graph_give_way_to_one_full_propagatio
     for kind, rows, full in (("user", users, full_users), ("item", items, full_items)):
         latest = trainer.vectors(kind, trainer.registry.ids(kind, rows))
         torch.testing.assert_close(latest[:, :dim], full)
+
+
+def test_a_step_with_layer_history_draws_one_hop_once_an_embedding_kept_the_layers() -> None:
+    """With layer history the first call (nothing kept yet) steps on the whole graph, whose
+    embedding keeps every row's layers; later calls draw one hop around their positives
+    (at most fanout edges each, negatives none), re-embed and publish exactly their seeds
+    on that sample, and leave every other vector as cached."""
+    settings = dataclasses.replace(LOCAL, layer_history=True, fanout=3)
+    dense = dense_stream()
+    trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+    assert not trainer.encoder.has_layer_history
+    trainer.learn(dense[:-2])
+    first = trainer.last_step
+    assert first is not None and first.whole_graph_steps == settings.steps_per_batch
+    assert trainer.encoder.has_layer_history
+    ids = [f"u{u}" for u in range(100)]
+    old = trainer.vectors("user", ids)
+    trainer.learn(dense[-2:])
+    step = trainer.last_step
+    assert step is not None and step.whole_graph_steps == 0
+    pos_users, pos_items = step.positives
+    delta = 2 * trainer.mirror.index.delta_entries
+    seeds = torch.unique(torch.cat([pos_users, pos_items + step.num_users]))
+    assert 0 < step.step_edges <= seeds.numel() * settings.fanout + delta
+    assert step.reembed_edges == 0  # every seed was the step's: its one-hop sample reused
+    rows = trainer.reembedded["user"]
+    assert rows is not None and set(rows.tolist()) == set(pos_users.tolist())
+    new = trainer.vectors("user", ids)
+    outside = ~torch.isin(trainer.registry.rows("user", ids), rows)
+    assert torch.equal(old[outside], new[outside])
+    assert not torch.equal(old[~outside], new[~outside])
