@@ -39,6 +39,15 @@ With ``step_scope`` ``local`` a learn call
      rows are more than a quarter of the graph, or a step ran on the whole graph, every
      row is re-embedded with one full propagation (cheaper, the same values).
 
+With ``layer_history`` (:meth:`models.base.Encoder.forward_historical`) a neighbourhood, the
+step's and the re-embedding's alike, is *one* hop around its seeds, and the neighbours'
+layers 1..L-1 are read from what their last embedding kept (GNNAutoScale's historical
+embeddings; an embedding of every row fills them, so a call with none kept yet steps on
+the whole graph): the cost is O(seeds x fanout x dim), not O(seeds x fanout^layers x
+dim). The gradient reaches the seeds' and their neighbours' rows, not the rows two hops
+away; a re-embedded row's vector is exact up to its neighbours' kept layers' staleness (and
+the fan-out's sampling). The re-embedding is bounded (the seeds) whatever ``fanout`` is.
+
 Never re-embedded between refreshes in either mode: rows whose vectors drift only because
 the graph decays or renormalises around them, or because the score prior's mix (a few
 dense weights) moved; ``full_refresh_every`` re-embeds everything periodically for those.
