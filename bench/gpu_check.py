@@ -367,6 +367,7 @@ def step_time(sizes: list[int], device: str, timeout_s: float) -> dict[str, Any]
         return {"status": "not_run", "reason": "bench/step_cost.py is not in this tree"}
     out = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "step_cost.json"
     command = [sys.executable, "-m", "bench.step_cost", "--device", device, "--steps", "3"]
+    command += ["--warmup", "1"]  # as in the committed run; the budget is 8 minutes
     command += ["--configs", "local-shared", "full", "--threads", "8"]
     command += ["--sizes", *map(str, sizes), "--out", str(out)]
     return _child(command, out, timeout_s)
