@@ -371,7 +371,8 @@ def test_a_step_with_layer_history_draws_one_hop_once_an_embedding_kept_the_laye
     """With layer history the first call (nothing kept yet) steps on the whole graph, whose
     embedding keeps every row's layers; later calls draw one hop around their positives
     (at most fanout edges each, negatives none), re-embed and publish exactly their seeds
-    on that sample, and leave every other vector as cached."""
+    on that sample, and leave every other vector as cached. The kept layers are not saved:
+    a resumed trainer's first call steps on the whole graph again."""
     settings = dataclasses.replace(LOCAL, layer_history=True, fanout=3)
     dense = dense_stream()
     trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
@@ -396,3 +397,11 @@ def test_a_step_with_layer_history_draws_one_hop_once_an_embedding_kept_the_laye
     outside = ~torch.isin(trainer.registry.rows("user", ids), rows)
     assert torch.equal(old[outside], new[outside])
     assert not torch.equal(old[~outside], new[~outside])
+    # the kept layers are not saved: a resumed trainer's first call steps on the whole graph
+    resumed = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+    resumed.load_state_dict(trainer.state_dict())
+    assert not resumed.encoder.has_layer_history
+    resumed.learn(sparse_stream(4, users=100, items=100))
+    again = resumed.last_step
+    assert again is not None and again.whole_graph_steps == settings.steps_per_batch
+    assert resumed.encoder.has_layer_history
