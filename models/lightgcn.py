@@ -367,10 +367,9 @@ class LightGCNEncoder(Encoder):
     def row_parameters(self) -> tuple[torch.nn.Parameter, ...]:
         return (self.user_emb, self.item_emb)
 
-    def forward_local(
-        self, neighbourhood: Neighbourhood, users: Tensor, items: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        hood = neighbourhood
+    def _rows_of(self, hood: Neighbourhood) -> tuple[Tensor, Tensor, Tensor]:
+        """``(user rows, item rows, their id rows)`` of a neighbourhood's nodes in local
+        order, the id rows with row-sparse gradients."""
         if not self.local_step:
             raise ValueError("learnt relation scales move every edge: no local step")
         user_rows, item_rows = hood.rows()
@@ -380,6 +379,13 @@ class LightGCNEncoder(Encoder):
                 F.embedding(item_rows, self.item_emb, sparse=True),
             ]
         )
+        return user_rows, item_rows, x
+
+    def forward_local(
+        self, neighbourhood: Neighbourhood, users: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        hood = neighbourhood
+        x = self._rows_of(hood)[2]
         coefficient = _coefficients(hood, x.dtype)
         n_users, count = hood.num_users, users.numel()
         at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
@@ -406,11 +412,7 @@ class LightGCNEncoder(Encoder):
             position[rows] = torch.arange(rows.numel(), device=x.device)
             target = position[dst]
             shape = (rows.numel(), x.shape[0])
-            forward = _csr(target, source, value, shape)
-            if torch.is_grad_enabled() and x.requires_grad:  # the backward's transpose too
-                x = _SparseProduct.apply(forward, _csr(source, target, value, shape[::-1]), x)
-            else:
-                x = forward @ x
+            x = _product(target, source, value, shape, x)
             seed_row = position[at]
             has = seed_row >= 0
             total = total + torch.where(has[:, None], x.index_select(0, seed_row.clamp(min=0)), 0.0)
@@ -445,15 +447,7 @@ class LightGCNEncoder(Encoder):
         edges, not their trees. Without gradient (an embedding) the seeds' own layers
         1..L-1 are kept in turn."""
         hood = neighbourhood
-        if not self.local_step:
-            raise ValueError("learnt relation scales move every edge: no local step")
-        user_rows, item_rows = hood.rows()
-        x = torch.cat(
-            [
-                F.embedding(user_rows, self.user_emb, sparse=True),
-                F.embedding(item_rows, self.item_emb, sparse=True),
-            ]
-        )
+        user_rows, item_rows, x = self._rows_of(hood)
         n_users, count = hood.num_users, users.numel()
         at = torch.cat([hood.local(users), hood.local(items + n_users)])  # the seeds asked
         seeds, again = torch.unique(at, return_inverse=True)
@@ -467,11 +461,7 @@ class LightGCNEncoder(Encoder):
             target, source = row_of[hood.dst[mine]], hood.src[mine]
             value = _coefficients(hood, x.dtype)[mine]
             shape = (seeds.numel(), x.shape[0])
-            forward = _csr(target, source, value, shape)
-            if torch.is_grad_enabled() and x.requires_grad:  # the backward's transpose too
-                first = _SparseProduct.apply(forward, _csr(source, target, value, shape[::-1]), x)
-            else:
-                first = forward @ x
+            first = _product(target, source, value, shape, x)
             kept = torch.cat(
                 [
                     self.user_history.index_select(0, user_rows),
@@ -479,7 +469,11 @@ class LightGCNEncoder(Encoder):
                 ]
             )
             with torch.no_grad():
-                later = forward @ kept.to(x.dtype) if kept.shape[1] else first[:, :0]
+                later = (
+                    _product(target, source, value, shape, kept.to(x.dtype))
+                    if kept.shape[1]
+                    else first[:, :0]
+                )
             deep = torch.cat([first, later], dim=1)[:, : later.shape[1]]  # layers 1..L-1
             total = total + first + later.view(seeds.numel(), -1, self.dim).sum(dim=1)
         if not torch.is_grad_enabled():  # an embedding: keep what a later one reads
@@ -499,6 +493,19 @@ class LightGCNEncoder(Encoder):
             self.item_history[items] = deep[~is_user].float()
         if self.keeps_neighbour_means and items.numel():
             self.neighbour_mean[items] = (passed[~is_user] / (self.num_layers + 1)).float()
+
+
+def _product(
+    rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], x: Tensor
+) -> Tensor:
+    """The sparse matrix ``(rows, cols, values)`` of ``shape`` times ``x``; when a gradient
+    is to reach ``x``, through the transpose built once too (no gradient to ``values``)."""
+    forward = _csr(rows, cols, values, shape)
+    if torch.is_grad_enabled() and x.requires_grad:
+        transposed = _csr(cols, rows, values, (shape[1], shape[0]))
+        product: Tensor = _SparseProduct.apply(forward, transposed, x)
+        return product
+    return forward @ x
 
 
 def _coefficients(hood: Neighbourhood, dtype: torch.dtype) -> Tensor:
