@@ -112,35 +112,39 @@ class PublishPolicy:
         reported, published = self._reported[kind][:n], self._published[kind][:n]
         pending, cached = self._pending[kind][:n], self._distance[kind][:n]
         if candidates is None:
-            rows = torch.arange(n, device=self.device)
-            cached.fill_(math.nan)
-        else:
-            candidates = candidates.to(self.device)
-            cached[candidates] = math.nan  # re-embedded: compare again
-            due = pending.clone()
-            due[candidates] = True
-            rows = due.nonzero().flatten()  # sorted, each once
-        distance = cached[rows]
-        again = distance.isnan().nonzero().flatten()
-        compared = rows[again]
-        distance[again] = (
-            vectors.index_select(0, compared) - reported.index_select(0, compared)
+            candidates = torch.arange(n, device=self.device)
+        else:  # and the pending rows whose distance is not known (a resumed trainer's)
+            unknown = (pending & cached.isnan()).nonzero().flatten()
+            candidates = torch.unique(torch.cat([candidates.to(self.device), unknown]))
+        # any other pending row kept its vector, reported vector and distance since it was
+        # compared: only the candidates are compared again
+        distance = (
+            vectors.index_select(0, candidates) - reported.index_select(0, candidates)
         ).norm(dim=1)
-        distance[~published[rows]] = math.inf  # never reported: first in line
-        cached[rows] = distance
-        over: Tensor = distance > self.threshold
-        report = over
-        if self.max_drift and int(over.sum()) > self.max_drift:
-            report = torch.zeros_like(over)
-            report[distance.topk(self.max_drift).indices] = True
-        pending[rows] = over & ~report
-        chosen = rows[report]
+        distance[~published[candidates]] = math.inf  # never reported: first in line
+        cached[candidates] = distance
+        pending[candidates] = distance > self.threshold
+        chosen = self._over_threshold(pending, published, cached)
         if touched is not None and touched.numel():
             chosen = torch.unique(torch.cat([chosen, touched.to(self.device)]))
         reported.index_copy_(0, chosen, vectors.index_select(0, chosen))
         published[chosen] = True
         pending[chosen] = False
         return chosen
+
+    def _over_threshold(self, pending: Tensor, published: Tensor, distance: Tensor) -> Tensor:
+        """The pending rows to report now (sorted): all of them, or the ``max_drift`` with
+        the largest distances. Rows never reported (distance inf) come first; while at
+        least ``max_drift`` of them wait (a loaded graph's backlog) those are the lowest
+        of them, found without gathering every pending row's distance."""
+        if not self.max_drift or int(pending.sum()) <= self.max_drift:
+            return pending.nonzero().flatten()
+        never = (pending & ~published).nonzero().flatten()
+        if never.numel() >= self.max_drift:
+            return never[: self.max_drift]
+        rows = pending.nonzero().flatten()
+        top = distance.index_select(0, rows).topk(self.max_drift).indices
+        return torch.sort(rows.index_select(0, top)).values
 
     def state_dict(self) -> dict[str, Any]:
         return {
