@@ -145,7 +145,7 @@ class LocalStep:
             parts.append(ball)
         if not parts:
             return torch.zeros(0, dtype=torch.long)
-        moved: Tensor = self.index.mask(torch.cat(parts)).nonzero().flatten()
+        moved: Tensor = torch.unique(torch.cat(parts))
         return moved
 
     def vectors(
