@@ -227,15 +227,15 @@ def sample_neighbourhood(
     node at most (0: all); see the module docstring. None once it holds more than
     ``max_edges`` edges (the caller has a cheaper way then)."""
     device = seeds.device
-    # sorted sets of node ids, not masks over every node: the work follows the sample
-    done = torch.zeros(0, dtype=torch.long, device=device)
-    reached = frontier = torch.unique(seeds)
+    done = torch.zeros(index.num_nodes, dtype=torch.bool, device=device)
+    reached = index.mask(seeds)
+    frontier = reached.nonzero().flatten()
     parts: list[Draw] = []
     drawn = 0
     hop_ends: list[int] = []
     for _ in range(hops):
-        frontier = frontier[~torch.isin(frontier, done)]
-        done = torch.unique(torch.cat([done, frontier]))
+        frontier = frontier[~done[frontier]]
+        done[frontier] = True
         if frontier.numel() == 0:
             break
         # what this hop will draw at most, known before drawing
@@ -244,9 +244,12 @@ def sample_neighbourhood(
         parts.append(index.draw(frontier, fanout, generator))
         drawn += int(parts[-1].owner.numel())
         hop_ends.append(drawn)
-        frontier = torch.unique(parts[-1].neighbour)
-        reached = torch.unique(torch.cat([reached, frontier]))
-    nodes = reached
+        found = index.mask(parts[-1].neighbour)
+        reached |= found
+        frontier = found.nonzero().flatten()
+    nodes = reached.nonzero().flatten()
+    local = torch.full((index.num_nodes,), -1, dtype=torch.long, device=device)
+    local[nodes] = torch.arange(nodes.numel(), device=device)
     if parts:
         owner, neighbour, weight, relation = (
             torch.cat([getattr(part, name) for part in parts])
@@ -258,8 +261,8 @@ def sample_neighbourhood(
     return Neighbourhood(
         num_users=index.num_users,
         nodes=nodes,
-        src=torch.searchsorted(nodes, neighbour),  # each is in ``nodes``: its position
-        dst=torch.searchsorted(nodes, owner),
+        src=local.index_select(0, neighbour),  # advanced indexing's gather is ~4x slower
+        dst=local.index_select(0, owner),
         weight=weight,
         relation=relation,
         degree=index.node_degree(nodes),

@@ -145,7 +145,7 @@ class LocalStep:
             parts.append(ball)
         if not parts:
             return torch.zeros(0, dtype=torch.long)
-        moved: Tensor = torch.unique(torch.cat(parts))
+        moved: Tensor = self.index.mask(torch.cat(parts)).nonzero().flatten()
         return moved
 
     def vectors(
