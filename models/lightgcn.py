@@ -237,9 +237,9 @@ class LightGCNEncoder(Encoder):
             last, layers = x, layers + self.num_layers
         if deep is not None:
             self._fit_history()
-            kept = torch.cat(deep, dim=1) if deep else x.new_zeros(x.shape[0], 0)
-            if kept.shape[1] < self.user_history.shape[1]:  # no edge: every layer 0
-                kept = x.new_zeros(x.shape[0], self.user_history.shape[1])
+            # no layer kept: one layer (width 0), or no edge (every layer 0)
+            width = self.user_history.shape[1]
+            kept = torch.cat(deep, dim=1) if deep else x.new_zeros(x.shape[0], width)
             self.user_history.copy_(kept[:n_users].float())
             self.item_history.copy_(kept[n_users:].float())
             self._history_filled = True
@@ -416,11 +416,9 @@ class LightGCNEncoder(Encoder):
             seed_row = position[at]
             has = seed_row >= 0
             total = total + torch.where(has[:, None], x.index_select(0, seed_row.clamp(min=0)), 0.0)
-        mean = total / (self.num_layers + 1)
-        if not torch.is_grad_enabled() and items.numel() and self.keeps_neighbour_means:
-            passed = (mean - own / (self.num_layers + 1))[count:]
-            self.neighbour_mean[items.to(self.neighbour_mean.device)] = passed.float()
-        out = F.normalize(mean.float(), dim=-1)
+        if not torch.is_grad_enabled():  # an embedding: keep the items' layers 1..L
+            self._keep_layers(hood.nodes[at], None, total - own)
+        out = F.normalize((total / (self.num_layers + 1)).float(), dim=-1)
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
 
@@ -483,12 +481,12 @@ class LightGCNEncoder(Encoder):
         user_vec, item_vec = torch.split(out, [count, at.numel() - count])
         return user_vec, item_vec
 
-    def _keep_layers(self, nodes: Tensor, deep: Tensor, passed: Tensor) -> None:
-        """Keep these nodes' layers 1..L-1 (``deep``) and, for items, their layers 1..L
-        over L + 1 (``passed`` is their sum), when kept at all."""
+    def _keep_layers(self, nodes: Tensor, deep: Tensor | None, passed: Tensor) -> None:
+        """Keep these nodes' layers 1..L-1 (``deep``; None: not computed) and, for items,
+        their layers 1..L over L + 1 (``passed`` is their sum), when kept at all."""
         is_user = nodes < self.num_users
         items = nodes[~is_user] - self.num_users
-        if self._history_wanted and deep.shape[1] == self.user_history.shape[1]:
+        if deep is not None and self._history_wanted:
             self.user_history[nodes[is_user]] = deep[is_user].float()
             self.item_history[items] = deep[~is_user].float()
         if self.keeps_neighbour_means and items.numel():
