@@ -51,6 +51,9 @@ class PublishPolicy:
         # again): its vector and reported vector have not changed since, unless it is a
         # candidate again, so a call compares only its candidates, not every pending row
         self._distance = {k: torch.zeros(0, device=device) for k in KINDS}
+        # kinds whose pending rows have no known distance (restored: distances are not
+        # saved), compared on their next call
+        self._unknown: set[str] = set()
         self._event_ms = {k: torch.zeros(0, dtype=torch.long) for k in KINDS}
 
     def grow(self, kind: str, size: int) -> None:
@@ -113,9 +116,13 @@ class PublishPolicy:
         pending, cached = self._pending[kind][:n], self._distance[kind][:n]
         if candidates is None:
             candidates = torch.arange(n, device=self.device)
-        else:  # and the pending rows whose distance is not known (a resumed trainer's)
-            unknown = (pending & cached.isnan()).nonzero().flatten()
-            candidates = torch.unique(torch.cat([candidates.to(self.device), unknown]))
+        elif kind in self._unknown:  # and, once restored, every pending row
+            candidates = torch.unique(
+                torch.cat([candidates.to(self.device), pending.nonzero()[:, 0]])
+            )
+        else:
+            candidates = torch.unique(candidates.to(self.device))
+        self._unknown.discard(kind)
         # any other pending row kept its vector, reported vector and distance since it was
         # compared: only the candidates are compared again
         distance = (
@@ -168,6 +175,7 @@ class PublishPolicy:
             k: torch.full((self._published[k].numel(),), math.nan, device=self.device)
             for k in KINDS
         }
+        self._unknown = set(KINDS)
         event_ms = state.get("event_ms") or {}
         self._event_ms = {
             k: event_ms[k].clone() if k in event_ms else torch.zeros(0, dtype=torch.long)
