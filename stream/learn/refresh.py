@@ -80,14 +80,16 @@ def embed_all(
 def folded(
     trainer: IncrementalTrainer, user_vec: Tensor, item_vec: Tensor, items: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """The vectors a ranker gets: the prior folded in, at the trend of now."""
+    """The vectors a ranker gets: the prior folded in, at the trend of now (computed for
+    these items only: a local re-embedding's are a few of a large catalogue)."""
     prior = trainer.score_prior
-    table = prior.table(trainer.encoder.num_items) if prior is not None else None
+    table = prior.table(trainer.encoder.num_items, items) if prior is not None else None
+    at = torch.arange(items.numel(), device=items.device)  # row j of the table is items[j]
     with torch.no_grad():
         return trainer._objective.with_prior(
             user_vec.float(),
             item_vec.float(),
-            items,
+            at,
             None if table is None else (table, torch.zeros_like(items)),
         )
 

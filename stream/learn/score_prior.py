@@ -48,9 +48,10 @@ class TrendPrior:
         """Count events (item rows, times in ms, masses); ``-1`` rows are skipped."""
         self.trend.add(items, times, mass)
 
-    def table(self, num_items: int) -> TrendTable:
-        """The items' features now, as the table's only moment."""
-        return TrendTable(self.trend.features(num_items).to(self.device)[None])
+    def table(self, num_items: int, items: Tensor | None = None) -> TrendTable:
+        """The items' features now, as the table's only moment (``items``: only those rows,
+        the table's row ``j`` being ``items[j]``; see :meth:`ItemTrend.features`)."""
+        return TrendTable(self.trend.features(num_items, items).to(self.device)[None])
 
     def history(self, graph: BipartiteGraph) -> Trend:
         """Features through the graph's history, and each edge's moment in it."""

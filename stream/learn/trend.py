@@ -87,11 +87,15 @@ class ItemTrend:
         self.mass *= torch.exp2(-(landmark - self.landmark) * self._rate)[None, :]
         self.landmark = landmark
 
-    def features(self, num_items: int) -> Tensor:
-        """``[num_items, K]`` float32 features ``log(1 + c_k(i) / mean_j c_k(j))``."""
+    def features(self, num_items: int, items: Tensor | None = None) -> Tensor:
+        """``[num_items, K]`` float32 features ``log(1 + c_k(i) / mean_j c_k(j))``, the mean
+        over the first ``num_items`` rows; ``items``: only these rows' (``[len(items), K]``,
+        in their order), at the cost of the mean alone."""
         self.grow(num_items)
         mass = self.mass[:num_items]
         mean = mass.mean(dim=0, keepdim=True) if num_items else mass.new_ones(1, 1)
+        if items is not None:
+            mass = mass.index_select(0, items.cpu())
         scaled = mass / torch.where(mean > 0, mean, torch.ones_like(mean))
         return torch.log1p(scaled).to(torch.float32)
 

@@ -55,6 +55,9 @@ def test_features_match_the_decay_rule_in_any_arrival_order(span_days: int) -> N
         got = trend.features(25).double()
         assert torch.isfinite(got).all()
         assert torch.allclose(got, expected, atol=1e-5)
+        # some rows only (repeated, out of order): the same features, against every row's mean
+        rows = torch.tensor([24, 3, 3, 0, 17])
+        assert torch.allclose(trend.features(25, rows).double(), expected[rows], atol=1e-5)
 
 
 def test_features_ignore_the_streams_rate_and_the_passing_of_time() -> None:
