@@ -28,6 +28,8 @@ from torch import Tensor
 
 from models.ids import KINDS
 
+NEVER_SPAN = 1 << 16  # rows read at a time looking for never-reported ones
+
 
 class PublishPolicy:
     """Per-kind reported vectors, reported flags and newest own event times, by row.
@@ -54,6 +56,9 @@ class PublishPolicy:
         # kinds whose pending rows have no known distance (restored: distances are not
         # saved), compared on their next call
         self._unknown: set[str] = set()
+        # no row below this one is pending and never reported: a loaded graph's backlog is
+        # found from here, not by scanning every row each call
+        self._never_from = dict.fromkeys(KINDS, 0)
         self._event_ms = {k: torch.zeros(0, dtype=torch.long) for k in KINDS}
 
     def grow(self, kind: str, size: int) -> None:
@@ -128,10 +133,14 @@ class PublishPolicy:
         distance = (
             vectors.index_select(0, candidates) - reported.index_select(0, candidates)
         ).norm(dim=1)
-        distance[~published[candidates]] = math.inf  # never reported: first in line
+        never = ~published[candidates]
+        distance[never] = math.inf  # never reported: first in line
+        if bool(never.any()):
+            lowest = int(candidates[never].min())
+            self._never_from[kind] = min(self._never_from[kind], lowest)
         cached[candidates] = distance
         pending[candidates] = distance > self.threshold
-        chosen = self._over_threshold(pending, published, cached)
+        chosen = self._over_threshold(kind, pending, published, cached)
         if touched is not None and touched.numel():
             chosen = torch.unique(torch.cat([chosen, touched.to(self.device)]))
         reported.index_copy_(0, chosen, vectors.index_select(0, chosen))
@@ -139,19 +148,40 @@ class PublishPolicy:
         pending[chosen] = False
         return chosen
 
-    def _over_threshold(self, pending: Tensor, published: Tensor, distance: Tensor) -> Tensor:
+    def _over_threshold(
+        self, kind: str, pending: Tensor, published: Tensor, distance: Tensor
+    ) -> Tensor:
         """The pending rows to report now (sorted): all of them, or the ``max_drift`` with
         the largest distances. Rows never reported (distance inf) come first; while at
         least ``max_drift`` of them wait (a loaded graph's backlog) those are the lowest
-        of them, found without gathering every pending row's distance."""
-        if not self.max_drift or int(pending.sum()) <= self.max_drift:
-            return pending.nonzero().flatten()
-        never = (pending & ~published).nonzero().flatten()
-        if never.numel() >= self.max_drift:
-            return never[: self.max_drift]
+        of them, found from the last call's lowest without reading every row."""
+        if self.max_drift:
+            never = self._lowest_never(kind, pending, published)
+            if never.numel() >= self.max_drift:
+                return never
         rows = pending.nonzero().flatten()
+        if not self.max_drift or rows.numel() <= self.max_drift:
+            return rows
         top = distance.index_select(0, rows).topk(self.max_drift).indices
         return torch.sort(rows.index_select(0, top)).values
+
+    def _lowest_never(self, kind: str, pending: Tensor, published: Tensor) -> Tensor:
+        """The lowest ``max_drift`` pending rows never reported (fewer: all there are),
+        read in spans from :attr:`_never_from`, which moves up to the first of them."""
+        n, start = pending.numel(), self._never_from[kind]
+        span = max(16 * self.max_drift, NEVER_SPAN)
+        found: list[Tensor] = []
+        count, end = 0, start
+        while end < n and count < self.max_drift:
+            begin, end = end, min(end + span, n)
+            rows = (pending[begin:end] & ~published[begin:end]).nonzero().flatten() + begin
+            found.append(rows)
+            count += rows.numel()
+        never = (
+            torch.cat(found)[: self.max_drift] if found else pending.new_zeros(0, dtype=torch.long)
+        )
+        self._never_from[kind] = int(never[0]) if never.numel() else end
+        return never
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -176,6 +206,7 @@ class PublishPolicy:
             for k in KINDS
         }
         self._unknown = set(KINDS)
+        self._never_from = dict.fromkeys(KINDS, 0)
         event_ms = state.get("event_ms") or {}
         self._event_ms = {
             k: event_ms[k].clone() if k in event_ms else torch.zeros(0, dtype=torch.long)

@@ -4,33 +4,42 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from stream.learn.publish_policy import PublishPolicy
+from stream.learn import publish_policy
+from stream.learn.publish_policy import NEVER_SPAN, PublishPolicy
 
 DIM = 4
 
 
-def test_reports_the_largest_moves_first_never_reported_rows_before_all() -> None:
+@pytest.mark.parametrize("span", [NEVER_SPAN, 5])  # the backlog read in one span, or many
+def test_reports_the_largest_moves_first_never_reported_rows_before_all(
+    span: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Random calls over a table with a backlog of never-reported rows (a loaded graph's):
     each call reports its touched rows, and of the rest every row over the threshold when
     they are at most ``max_drift``, else ``max_drift`` rows none of which moved less than a
     row left pending (never-reported rows counting as moved infinitely); a row is pending
     exactly when it moved past the threshold and was not reported; nothing else is
-    reported, and a report records the row's current vector."""
+    reported, and a report records the row's current vector. Never-reported rows go lowest
+    first, rows handed to new ids (forgotten, then re-embedded) among them."""
+    monkeypatch.setattr(publish_policy, "NEVER_SPAN", span)
     gen = torch.Generator().manual_seed(0)
     rows, threshold, cap = 200, 0.5, 7
     policy = PublishPolicy(DIM, torch.device("cpu"), threshold, cap)
     policy.grow("user", rows)
     vectors = torch.randn(rows, DIM, generator=gen)
     last: torch.Tensor = torch.full((rows, DIM), math.nan)  # what was reported, by row
-    seen_backlog_drain = False
+    seen_backlog_drain = seen_forgotten_first = False
+    forgotten = torch.zeros(0, dtype=torch.long)
     for call in range(60):
         moved = torch.randperm(rows, generator=gen)[:20]
         vectors[moved] += torch.randn(20, DIM, generator=gen) * 0.6
         touched = torch.randperm(rows, generator=gen)[:2]
-        # the first call compares every row (a full step); later ones their candidates
-        candidates = None if call == 0 else moved
+        # the first call compares every row (a full step); later ones their candidates,
+        # the rows forgotten since the last call among them (a refresh re-embeds them)
+        candidates = None if call == 0 else torch.cat([moved, forgotten])
         before = last.clone()
         chosen = policy.select("user", vectors, touched, candidates)
         assert torch.equal(chosen, torch.unique(chosen))  # sorted, each once
@@ -46,9 +55,20 @@ def test_reports_the_largest_moves_first_never_reported_rows_before_all() -> Non
             if drift:
                 assert min(float(distance[r]) for r in drift) >= float(distance[left].max())
             seen_backlog_drain |= bool(distance[left].isinf().any())
+            never_chosen = [r for r in drift if math.isinf(float(distance[r]))]
+            never_left = left & distance.isinf()
+            if never_chosen and bool(never_left.any()):  # the lowest never-reported first
+                assert max(never_chosen) < int(never_left.nonzero().min())
+                seen_forgotten_first |= bool(set(never_chosen) & set(forgotten.tolist()))
         assert torch.equal(policy._pending["user"], left)
         last[chosen] = vectors[chosen]
+        forgotten = torch.zeros(0, dtype=torch.long)
+        if call % 5 == 4 and call < 55:  # rows handed to new ids, low ones too
+            forgotten = torch.randperm(rows // 4, generator=gen)[:3]
+            policy.forget("user", forgotten)
+            last[forgotten] = math.nan
     assert seen_backlog_drain  # the never-reported backlog was drained a cap at a time
+    assert seen_forgotten_first  # forgotten rows below the backlog came before it
     assert not bool(last.isnan().any())  # every row reported by now
 
 
