@@ -229,11 +229,13 @@ def sample_neighbourhood(
     device = seeds.device
     done = torch.zeros(index.num_nodes, dtype=torch.bool, device=device)
     reached = index.mask(seeds)
-    frontier = reached.nonzero().flatten()
+    # the seeds' set sorted (a few thousand) rather than read from the mask over every
+    # node; a hop's reached nodes likewise only when another hop draws from them
+    frontier = torch.unique(seeds)
     parts: list[Draw] = []
     drawn = 0
     hop_ends: list[int] = []
-    for _ in range(hops):
+    for hop in range(hops):
         frontier = frontier[~done[frontier]]
         done[frontier] = True
         if frontier.numel() == 0:
@@ -246,7 +248,8 @@ def sample_neighbourhood(
         hop_ends.append(drawn)
         found = index.mask(parts[-1].neighbour)
         reached |= found
-        frontier = found.nonzero().flatten()
+        if hop + 1 < hops:
+            frontier = found.nonzero().flatten()
     nodes = reached.nonzero().flatten()
     local = torch.full((index.num_nodes,), -1, dtype=torch.long, device=device)
     local[nodes] = torch.arange(nodes.numel(), device=device)
