@@ -97,7 +97,9 @@ class ItemTrend:
         if items is not None:
             mass = mass.index_select(0, items.cpu())
         scaled = mass / torch.where(mean > 0, mean, torch.ones_like(mean))
-        return torch.log1p(scaled).to(torch.float32)
+        # log1p in float32: a quarter of float64's time over a large catalogue, and what the
+        # features are kept in anyway (within one float32 rounding of the float64 result)
+        return torch.log1p(scaled.to(torch.float32))
 
     def reset_rows(self, items: Tensor) -> None:
         """Forget the mass of these (evicted) item rows."""
