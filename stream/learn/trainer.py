@@ -347,14 +347,28 @@ class IncrementalTrainer:
     def _positives(
         self, batch: EdgeBatch, graph: Callable[[], BipartiteGraph], generator: torch.Generator
     ) -> tuple[tuple[Tensor, Tensor], int]:
-        """The step's positives: the batch's edges, then older ones replayed (their count)."""
+        """The step's positives: the batch's edges, then older ones replayed (their count).
+
+        A call that trains on fewer positives than that (``max_steps_per_batch`` steps of
+        ``batch_size``: a batch coalesced under load) keeps only those, new and replayed in
+        the same proportion: a uniform share of the new edges, and only as many replay
+        draws, not a draw per new edge of which most would go untrained (the new edges'
+        rows are re-embedded and published all the same)."""
+        s = self.settings
+        new_users, new_items = batch.users, batch.items
         replay_users = replay_items = _NO_ROWS
         if len(batch):
-            wanted = round(self.settings.replay_ratio * len(batch))
+            wanted = round(s.replay_ratio * len(batch))
+            room = s.max_steps_per_batch * s.batch_size
+            if room and len(batch) + wanted > room:
+                kept = max(1, round(room * len(batch) / (len(batch) + wanted)))
+                chosen = torch.randperm(len(batch), generator=generator)[:kept]
+                new_users, new_items = new_users[chosen], new_items[chosen]
+                wanted = room - kept
             older_than = int(batch.times.min())
             replay_users, replay_items = self._replay(graph, wanted, generator, older_than)
-        users = torch.cat([batch.users, replay_users]).to(self.device)
-        items = torch.cat([batch.items, replay_items]).to(self.device)
+        users = torch.cat([new_users, replay_users]).to(self.device)
+        items = torch.cat([new_items, replay_items]).to(self.device)
         return (users, items), int(replay_users.numel())
 
     def _report(

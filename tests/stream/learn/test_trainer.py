@@ -238,6 +238,28 @@ def test_settings_are_validated(change: dict[str, object], name: str) -> None:
         TrainerSettings(**change)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("scope", ["full", "local"])
+def test_a_coalesced_batch_draws_only_the_replay_its_capped_steps_train_on(scope: str) -> None:
+    """A batch of more positives than max_steps_per_batch x batch_size keeps that many, new
+    and replayed in the batch's proportion (replay_ratio), so the replay draw follows what
+    the steps train on, not the batch; a batch within that room replays replay_ratio per new
+    edge; every row with a new event is reported either way."""
+    settings = dataclasses.replace(
+        SMALL, batch_size=16, max_steps_per_batch=2, replay_ratio=0.5, step_scope=scope
+    )
+    trainer = IncrementalTrainer(settings, BEHAVIOURS, EPS)
+    trainer.learn(block_stream(0, 120))
+    small = trainer.learn(block_stream(1, 12, t0=9_000_000))
+    assert small.edges == 12 and small.replayed == 6  # 18 positives: room for 32
+    big_events = block_stream(2, 200, t0=20_000_000)
+    big = trainer.learn(big_events)
+    assert big.edges == 200
+    kept = round(32 * 200 / 300)  # of the 32 positives, the new edges' share: 2 / 3
+    assert big.replayed == 32 - kept and big.steps == 2
+    assert {e.user_id for e in big_events} <= set(big.changed_users)
+    assert {e.item_id for e in big_events} <= set(big.changed_items)
+
+
 def test_live_options_bound_steps_and_drift_but_always_report_new_events() -> None:
     """A coalesced batch trains at most max_steps_per_batch steps; drift alone reports at
     most max_drift_reports rows; every row with a new event is reported, with the newest
