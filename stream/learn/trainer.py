@@ -5,7 +5,8 @@ mirror, the encoder and its optimiser. Each :meth:`IncrementalTrainer.learn` cal
 
 1. hands rows to new ids (evicted rows are re-initialised first) and grows the tables,
 2. merges the events into the mirror,
-3. trains on the new edges plus a replay sample of older edges drawn ∝ decayed weight,
+3. trains on the new edges plus a replay sample of older edges drawn ∝ decayed weight
+   (a call with more than its steps can take: a share of each, in proportion),
    against sampled negatives, for a few Adam steps: on each step's sampled neighbourhood
    with row-wise Adam (``step_scope`` ``local``, :mod:`stream.learn.local_step`), or on the
    whole graph with dense Adam (``full``), then lets the encoder observe the new edges,
