@@ -169,10 +169,7 @@ class LightGCNEncoder(Encoder):
         return self.neighbour_mean.shape[0] > 0
 
     def _fit_neighbour_means(self) -> None:
-        missing = self.num_items - self.neighbour_mean.shape[0]
-        if missing > 0:
-            mean = self.neighbour_mean
-            self.neighbour_mean = torch.cat([mean, mean.new_zeros(missing, self.dim)])
+        self.neighbour_mean = _zero_padded(self.neighbour_mean, self.num_items)
 
     def keep_layer_history(self) -> None:
         """From the next full embedding on, keep every row's layers 1..L-1 for
@@ -187,9 +184,7 @@ class LightGCNEncoder(Encoder):
     def _fit_history(self) -> None:
         for kind, size in (("user", self.num_users), ("item", self.num_items)):
             kept = getattr(self, f"{kind}_history")
-            if kept.shape[0] < size:
-                extra = kept.new_zeros(size - kept.shape[0], kept.shape[1])  # no edge: 0
-                setattr(self, f"{kind}_history", torch.cat([kept, extra]))
+            setattr(self, f"{kind}_history", _zero_padded(kept, size))  # no edge yet: 0
 
     @torch.no_grad()
     def reset_rows(self, users: Tensor, items: Tensor) -> None:
@@ -200,10 +195,12 @@ class LightGCNEncoder(Encoder):
                 table[rows.to(table.device)] = self._init_rows(kind, rows).to(
                     table.device, table.dtype
                 )
-        if items.numel() and self.keeps_neighbour_means:
-            self.neighbour_mean[items.to(torch.long).to(self.neighbour_mean.device)] = 0.0
-        for kind, rows in (("user", users), ("item", items)):
-            kept = getattr(self, f"{kind}_history")
+        kept_of = (
+            (self.user_history, users),
+            (self.item_history, items),
+            (self.neighbour_mean, items),
+        )
+        for kept, rows in kept_of:  # what is kept of a row's edges, where it is kept at all
             if rows.numel() and kept.shape[0]:
                 kept[rows.to(torch.long).to(kept.device)] = 0.0  # a reset row has no edge
 
@@ -491,6 +488,14 @@ class LightGCNEncoder(Encoder):
             self.item_history[items] = deep[~is_user].float()
         if self.keeps_neighbour_means and items.numel():
             self.neighbour_mean[items] = (passed[~is_user] / (self.num_layers + 1)).float()
+
+
+def _zero_padded(table: Tensor, rows: int) -> Tensor:
+    """``table`` with zero rows appended up to ``rows`` (itself when it has them)."""
+    missing = rows - table.shape[0]
+    if missing <= 0:
+        return table
+    return torch.cat([table, table.new_zeros(missing, table.shape[1])])
 
 
 def _product(
