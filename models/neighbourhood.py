@@ -228,10 +228,8 @@ def sample_neighbourhood(
     ``max_edges`` edges (the caller has a cheaper way then)."""
     device = seeds.device
     done = torch.zeros(index.num_nodes, dtype=torch.bool, device=device)
-    reached = index.mask(seeds)
-    # the seeds' set sorted (a few thousand) rather than read from the mask over every
-    # node; a hop's reached nodes likewise only when another hop draws from them
     frontier = torch.unique(seeds)
+    reached = [frontier]
     parts: list[Draw] = []
     drawn = 0
     hop_ends: list[int] = []
@@ -246,11 +244,10 @@ def sample_neighbourhood(
         parts.append(index.draw(frontier, fanout, generator))
         drawn += int(parts[-1].owner.numel())
         hop_ends.append(drawn)
-        found = index.mask(parts[-1].neighbour)
-        reached |= found
-        if hop + 1 < hops:
-            frontier = found.nonzero().flatten()
-    nodes = reached.nonzero().flatten()
+        reached.append(parts[-1].neighbour)
+        if hop + 1 < hops:  # a frontier only where another hop draws from it
+            frontier = node_set(parts[-1].neighbour, index.num_nodes)
+    nodes = node_set(torch.cat(reached), index.num_nodes)
     local = torch.full((index.num_nodes,), -1, dtype=torch.long, device=device)
     local[nodes] = torch.arange(nodes.numel(), device=device)
     if parts:
@@ -271,6 +268,21 @@ def sample_neighbourhood(
         degree=index.node_degree(nodes),
         hop_ends=tuple(hop_ends),
     )
+
+
+def node_set(nodes: Tensor, num_nodes: int) -> Tensor:
+    """The distinct ``nodes``, sorted: a scan of every node's flag while the node space is
+    small beside them, else a sort of them (~1 ns a node against ~15 ns a candidate on the
+    CPU: at 2M nodes and 40k candidates the scan costs 2.1 ms, the sort 0.6 ms)."""
+    if num_nodes > _SCAN_PER_CANDIDATE * nodes.numel():
+        distinct: Tensor = torch.unique(nodes)
+        return distinct
+    flags = torch.zeros(num_nodes, dtype=torch.bool, device=nodes.device)
+    flags[nodes] = True
+    return flags.nonzero().flatten()
+
+
+_SCAN_PER_CANDIDATE = 16  # node flags a scan reads for the cost of sorting one candidate
 
 
 def _ascending(values: Tensor) -> bool:

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph, Encoder
-from models.neighbourhood import Neighbourhood, NeighbourSource, sample_neighbourhood
+from models.neighbourhood import Neighbourhood, NeighbourSource, node_set, sample_neighbourhood
 
 # Re-embed with one full propagation once the rows to re-embed are this share of all rows.
 _FULL_SHARE = 0.25
@@ -145,8 +145,7 @@ class LocalStep:
             parts.append(ball)
         if not parts:
             return torch.zeros(0, dtype=torch.long)
-        moved: Tensor = self.index.mask(torch.cat(parts)).nonzero().flatten()
-        return moved
+        return node_set(torch.cat(parts), self.index.num_nodes)
 
     def vectors(
         self, encoder: Encoder, users: Tensor, items: Tensor, negatives: Tensor

@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+import models.neighbourhood as neighbourhood
 from models.base import BipartiteGraph
 from models.lightgcn import LightGCNEncoder
-from models.neighbourhood import GraphIndex, Neighbourhood, sample_neighbourhood
+from models.neighbourhood import GraphIndex, Neighbourhood, node_set, sample_neighbourhood
 
 
 def random_graph(seed: int, users: int = 60, items: int = 50, edges: int = 400) -> BipartiteGraph:
@@ -31,6 +32,29 @@ def sample(*args: object, **kwargs: object) -> Neighbourhood:
     hood = sample_neighbourhood(*args, **kwargs)  # type: ignore[arg-type]
     assert hood is not None
     return hood
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 300])
+def test_node_set_is_the_sorted_distinct_nodes_by_either_way(size: int) -> None:
+    g = torch.Generator().manual_seed(size)
+    nodes = torch.randint(0, 50, (size,), generator=g)
+    expected = sorted(set(nodes.tolist()))
+    for num_nodes in (50, 16 * size + 1):  # a scan of the flags, a sort of the nodes
+        assert node_set(nodes, num_nodes).tolist() == expected
+
+
+@pytest.mark.parametrize("scan_per_candidate", [0, 10**9])
+def test_a_sample_is_the_same_whichever_way_it_takes_its_node_sets(
+    monkeypatch: pytest.MonkeyPatch, scan_per_candidate: int
+) -> None:
+    index = GraphIndex.build(random_graph(3), num_users=60)
+    seeds = torch.tensor([0, 5, 5, 61, 90])
+    reference = sample(index, seeds, hops=3, fanout=2, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(neighbourhood, "_SCAN_PER_CANDIDATE", scan_per_candidate)
+    hood = sample(index, seeds, hops=3, fanout=2, generator=torch.Generator().manual_seed(1))
+    for name in ("nodes", "src", "dst", "weight", "relation", "degree"):
+        assert torch.equal(getattr(hood, name), getattr(reference, name)), name
+    assert hood.hop_ends == reference.hop_ends
 
 
 def test_an_edge_limit_gives_up_past_it() -> None:
