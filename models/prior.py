@@ -21,6 +21,7 @@ The published vectors carry the prior as one extra component, user ``[z_u, 1]`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -65,6 +66,14 @@ def fold(user_vec: Tensor, item_vec: Tensor, prior: Tensor) -> tuple[Tensor, Ten
         torch.cat([user_vec, user_vec.new_ones(user_vec.shape[0], 1)], dim=1),
         torch.cat([item_vec, prior.to(item_vec.dtype).unsqueeze(1)], dim=1),
     )
+
+
+class TrendFeatures(Protocol):
+    """Item trend features as of some moments, read by (moment, item)."""
+
+    def at(self, moments: Tensor, items: Tensor) -> Tensor:
+        """``[N, K]`` float32 features of ``items[j]`` as of moment ``moments[j]``."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -32,22 +32,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from models.ids import KINDS
-from models.prior import TrendTable
 from stream.learn.refresh import folded, joined_rows, write_rows
 
 if TYPE_CHECKING:
     from stream.learn.report import TrainReport
     from stream.learn.trainer import Absorbed, IncrementalTrainer
-
-
-def widened(trend: TrendTable | None, items: int) -> TrendTable | None:
-    """The trend table as of the batch's absorption, over ``items`` rows: ids registered
-    since (later batches, drawn as replay or negatives) had nothing rising then."""
-    if trend is None or trend.features.shape[1] >= items:
-        return trend
-    features = trend.features
-    padding = features.new_zeros(features.shape[0], items - features.shape[1], features.shape[2])
-    return TrendTable(torch.cat([features, padding], dim=1))
 
 
 def step_behind(
@@ -71,7 +60,7 @@ def step_behind(
         generator = torch.Generator().manual_seed(t.seed_of(absorbed.version))
         positives, replayed = t._positives(batch, lambda: graph, generator)
         live = {k: t.registry.live(k) for k in KINDS}
-        trend = widened(absorbed.trend, t.encoder.num_items)
+        trend = absorbed.trend
         resets = {k: len(t._reset_rows[k]) for k in KINDS}
         t.reflected_behind = []
     with t._params_lock:

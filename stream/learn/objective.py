@@ -27,7 +27,7 @@ from torch import Tensor
 
 from models.base import BipartiteGraph, Encoder
 from models.losses import bpr, in_batch_scores, info_nce
-from models.prior import ScorePrior, TrendTable, fold
+from models.prior import ScorePrior, TrendFeatures, fold
 from models.sampling import item_degrees, popularity_weights, sample_negatives
 from stream.learn.device import MixedPrecision
 from stream.learn.local_step import LocalStep
@@ -36,7 +36,7 @@ from stream.settings.training import TrainerSettings
 if TYPE_CHECKING:
     from stream.learn.ranks import Ranks
 
-Trend = tuple[TrendTable, Tensor]
+Trend = tuple[TrendFeatures, Tensor]
 """The items' trend features, and the moment (a row of the table) of each positive."""
 
 

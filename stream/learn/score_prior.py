@@ -19,7 +19,7 @@ from models.prior import ScorePrior, TrendTable
 from stream.errors import ConfigError
 from stream.learn.checkpoint import cpu_copy
 from stream.learn.objective import Trend
-from stream.learn.trend import ItemTrend, graph_trend_history
+from stream.learn.trend import ItemTrend, TrendSnapshot, graph_trend_history
 
 
 class TrendPrior:
@@ -48,10 +48,14 @@ class TrendPrior:
         """Count events (item rows, times in ms, masses); ``-1`` rows are skipped."""
         self.trend.add(items, times, mass)
 
-    def table(self, num_items: int, items: Tensor | None = None) -> TrendTable:
-        """The items' features now, as the table's only moment (``items``: only those rows,
-        the table's row ``j`` being ``items[j]``; see :meth:`ItemTrend.features`)."""
+    def table(self, num_items: int, items: Tensor) -> TrendTable:
+        """These items' features now, as the table's only moment (its row ``j`` being
+        ``items[j]``; see :meth:`ItemTrend.features`)."""
         return TrendTable(self.trend.features(num_items, items).to(self.device)[None])
+
+    def snapshot(self, num_items: int) -> TrendSnapshot:
+        """The items' features now, read later (see :class:`TrendSnapshot`)."""
+        return self.trend.snapshot(num_items)
 
     def history(self, graph: BipartiteGraph) -> Trend:
         """Features through the graph's history, and each edge's moment in it."""

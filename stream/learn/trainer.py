@@ -37,7 +37,7 @@ from torch import Tensor
 
 from models.base import BipartiteGraph, EdgeBatch, Encoder, PartialSums
 from models.ids import KINDS, IdRegistry, RegistryCounts
-from models.prior import TrendTable
+from models.prior import TrendFeatures
 from models.resolver import encoder_class
 from models.sampling import sample_replay
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
@@ -304,7 +304,7 @@ class IncrementalTrainer:
         # published with the batch counted. Events read back after a restart were
         # counted by bootstrap when it rebuilt the trend from the store.
         prior = self.score_prior
-        trend = prior.table(self.encoder.num_items) if prior is not None else None
+        trend = prior.snapshot(self.encoder.num_items) if prior is not None else None
         if events and prior is not None and not (in_graph and prior.from_store):
             mass = torch.tensor([self.behaviours[e.event_type].beta * e.weight for e in events])
             prior.count(items, torch.tensor([e.ts for e in events]), mass)
@@ -662,7 +662,7 @@ class Absorbed:
     batch: EdgeBatch  # their edges (the positives)
     reflected: list[int]  # indices of the events with a row for both ids
     before: dict[str, RegistryCounts]  # the registry's counts before them
-    trend: TrendTable | None  # the score prior's table before them (trained against)
+    trend: TrendFeatures | None  # the score prior's features before them (trained against)
     # the model version then: seeds the step's draws, as in a learn call, whether or not
     # a reflect published in between
     version: int
@@ -683,7 +683,7 @@ def merged(absorbed: Sequence[Absorbed]) -> Absorbed:
     batch = EdgeBatch.concat([a.batch for a in absorbed])
     events = sum(a.events for a in absorbed)
     unpublished = torch.cat([a.users_to_publish for a in absorbed])
-    # the trend before all of them (stream.learn.behind widens it to the rows at the step)
+    # the trend before all of them
     return Absorbed(
         events, batch, [], first.before, first.trend, first.version, first.start, unpublished
     )

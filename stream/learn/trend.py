@@ -13,7 +13,12 @@ Counts use forward decay (Cormode et al., "Forward Decay", ICDE 2009): an event 
 ``m`` at time ``t`` adds ``m 2^{(t - L)/h}`` for a landmark ``L``, so an update costs
 O(batch), a late event lands exactly where it belongs, and the result does not depend on
 arrival order. The landmark moves forward (rescaling every count once) before the
-exponent could overflow.
+exponent could overflow. The counts' sum is kept beside them, so the mean costs O(1).
+
+A :class:`TrendSnapshot` is the features as they were at one moment (what a step trains
+against: the trend before its batch), computed for the rows it is asked for: before changing
+a row the trend hands the row's mass to its live snapshots (copy on write), so taking one
+costs O(1) and reading it O(rows read), not a table over the whole catalogue.
 
 >>> trend = ItemTrend([1_000, 0])
 >>> trend.add(torch.tensor([0, 0, 1]), torch.tensor([0, 1_000, 1_000]), torch.ones(3))
@@ -25,6 +30,8 @@ exponent could overflow.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +41,12 @@ from torch import Tensor
 from models.base import BipartiteGraph, grown_size
 
 _MAX_EXPONENT = 512.0  # 2^512 leaves float64 ample room for sums and products
+# the kept sum is counted again, exactly, once it falls below this share of its last exact
+# count (evictions took most of it): its rounding stays this share of the sum at most
+_RECOUNT_BELOW = 2.0**-10
+# a snapshot holding this share of its rows' old mass becomes a table: reading it stays cheap
+_DENSE_SHARE = 8
+_MAX_CHANGES = 8  # a snapshot's changes merged into one past this many: reads stay cheap
 
 
 class ItemTrend:
@@ -54,6 +67,12 @@ class ItemTrend:
         )
         self.mass = torch.zeros(0, len(self.half_lives_ms), dtype=torch.float64)
         self.landmark: int | None = None  # ms; None until the first event
+        self._total = torch.zeros(len(self.half_lives_ms), dtype=torch.float64)
+        self._exact_total = self._total.clone()  # the last exact count of it
+        self._rows_counted = 0  # every row with mass is below this
+        self._snapshots: weakref.WeakSet[TrendSnapshot] = weakref.WeakSet()
+        # a step behind (stream.learn.behind) reads a snapshot while the ingest side counts
+        self._lock = threading.Lock()
 
     @property
     def num_features(self) -> int:
@@ -73,39 +92,57 @@ class ItemTrend:
         mass = mass[keep].cpu().to(torch.float64)
         if items.numel() == 0:
             return
-        self.grow(int(items.max()) + 1)
-        newest = int(times.max())
-        if self.landmark is None:
-            self.landmark = newest
-        if (newest - self.landmark) * float(self._rate.max()) > _MAX_EXPONENT:
-            self._move_landmark(newest)
-        exponent = (times - self.landmark).to(torch.float64)[:, None] * self._rate[None, :]
-        self.mass.index_add_(0, items, mass[:, None] * torch.exp2(exponent))
+        with self._lock:
+            self.grow(int(items.max()) + 1)
+            newest = int(times.max())
+            if self.landmark is None:
+                self.landmark = newest
+            if (newest - self.landmark) * float(self._rate.max()) > _MAX_EXPONENT:
+                self._move_landmark(newest)
+            exponent = (times - self.landmark).to(torch.float64)[:, None] * self._rate[None, :]
+            added = mass[:, None] * torch.exp2(exponent)
+            self._before_change(torch.unique(items))
+            self.mass.index_add_(0, items, added)
+            self._total += added.sum(dim=0)
+            self._rows_counted = max(self._rows_counted, int(items.max()) + 1)
 
     def _move_landmark(self, landmark: int) -> None:
         assert self.landmark is not None
+        for snapshot in list(self._snapshots):  # their mass is in the old landmark's units
+            self._make_dense(snapshot)
         self.mass *= torch.exp2(-(landmark - self.landmark) * self._rate)[None, :]
         self.landmark = landmark
+        self._recount()
 
     def features(self, num_items: int, items: Tensor | None = None) -> Tensor:
         """``[num_items, K]`` float32 features ``log(1 + c_k(i) / mean_j c_k(j))``, the mean
-        over the first ``num_items`` rows; ``items``: only these rows' (``[len(items), K]``,
-        in their order), at the cost of the mean alone."""
-        self.grow(num_items)
-        mass = self.mass[:num_items]
-        mean = mass.mean(dim=0, keepdim=True) if num_items else mass.new_ones(1, 1)
-        if items is not None:
-            mass = mass.index_select(0, items.cpu())
-        scaled = mass / torch.where(mean > 0, mean, torch.ones_like(mean))
-        # log1p in float32: a quarter of float64's time over a large catalogue, and what the
-        # features are kept in anyway (within one float32 rounding of the float64 result)
-        return torch.log1p(scaled.to(torch.float32))
+        over the first ``num_items`` rows (every counted row among them); ``items``: only
+        these rows' (``[len(items), K]``, in their order), at O(len(items))."""
+        with self._lock:
+            mean = self._mean(num_items)
+            rows = torch.arange(num_items) if items is None else items.cpu()
+            return _log_share(self._mass_of(rows), mean)
+
+    def snapshot(self, num_items: int) -> TrendSnapshot:
+        """The features of the first ``num_items`` rows as they are now, read later
+        (:class:`TrendSnapshot`); rows past them had nothing counted."""
+        with self._lock:
+            taken = TrendSnapshot(self, num_items, self._mean(num_items))
+            self._snapshots.add(taken)
+            return taken
 
     def reset_rows(self, items: Tensor) -> None:
         """Forget the mass of these (evicted) item rows."""
-        if items.numel():
-            self.grow(int(items.max()) + 1)
-            self.mass[items.cpu()] = 0.0
+        if not items.numel():
+            return
+        rows = torch.unique(items.cpu())
+        with self._lock:
+            self.grow(int(rows.max()) + 1)
+            self._before_change(rows)
+            self._total -= self.mass.index_select(0, rows).sum(dim=0)
+            self.mass[rows] = 0.0
+            if bool((self._total < self._exact_total * _RECOUNT_BELOW).any()):
+                self._recount()
 
     def is_empty(self) -> bool:
         return self.landmark is None
@@ -126,8 +163,119 @@ class ItemTrend:
         mass = state["mass"]
         if mass.dim() != 2 or mass.shape[1] != self.num_features:
             raise ValueError(f"trend mass of shape {tuple(mass.shape)} does not fit")
-        self.mass = mass.to(torch.float64).clone()
-        self.landmark = None if state["landmark"] is None else int(state["landmark"])
+        with self._lock:
+            for snapshot in list(self._snapshots):
+                self._make_dense(snapshot)
+            self.mass = mass.to(torch.float64).clone()
+            self.landmark = None if state["landmark"] is None else int(state["landmark"])
+            held = (self.mass != 0).any(dim=1).nonzero()
+            self._rows_counted = int(held.max()) + 1 if held.numel() else 0
+            self._recount()
+
+    # -- internals (under the lock) --------------------------------------------------------
+
+    def _mean(self, num_items: int) -> Tensor:
+        """``[1, K]``: the mean mass over the first ``num_items`` rows."""
+        if num_items < self._rows_counted:
+            raise ValueError(
+                f"a mean over {num_items} items leaves out counted rows up to "
+                f"{self._rows_counted - 1}"
+            )
+        if not num_items:
+            return torch.ones(1, self.num_features, dtype=torch.float64)
+        return (self._total / num_items)[None, :]
+
+    def _mass_of(self, rows: Tensor) -> Tensor:
+        """``[len(rows), K]`` float64 mass of these rows (0 past the table)."""
+        inside = rows < self.mass.shape[0]
+        if bool(inside.all()):
+            return self.mass.index_select(0, rows)
+        out = self.mass.new_zeros(rows.numel(), self.num_features)
+        out[inside] = self.mass.index_select(0, rows[inside])
+        return out
+
+    def _recount(self) -> None:
+        self._total = self.mass.sum(dim=0)
+        self._exact_total = self._total.clone()
+
+    def _before_change(self, rows: Tensor) -> None:
+        """Hand these (sorted, distinct) rows' mass to every live snapshot."""
+        for snapshot in list(self._snapshots):
+            snapshot.changed_rows.append(rows)
+            snapshot.old_mass.append(self._mass_of(rows))
+            snapshot.saved += rows.numel()
+            if snapshot.saved * _DENSE_SHARE > max(snapshot.num_items, 1024):
+                self._make_dense(snapshot)
+            elif len(snapshot.changed_rows) > _MAX_CHANGES:
+                _merge_changes(snapshot)
+
+    def _snapshot_mass(self, snapshot: TrendSnapshot, rows: Tensor) -> Tensor:
+        """The mass ``rows`` had when ``snapshot`` was taken."""
+        mass = self._mass_of(rows)
+        # the earliest change of a row holds its mass then: applied last
+        changes = zip(snapshot.changed_rows, snapshot.old_mass, strict=True)
+        for changed, old in reversed(list(changes)):
+            at = torch.searchsorted(changed, rows).clamp(max=changed.numel() - 1)
+            hit = changed.index_select(0, at) == rows
+            mass[hit] = old.index_select(0, at[hit])
+        mass[rows >= snapshot.num_items] = 0.0
+        return mass
+
+    def _make_dense(self, snapshot: TrendSnapshot) -> None:
+        rows = torch.arange(snapshot.num_items)
+        snapshot.dense = _log_share(self._snapshot_mass(snapshot, rows), snapshot.mean)
+        snapshot.changed_rows, snapshot.old_mass = [], []
+        self._snapshots.discard(snapshot)
+
+    def _read(self, snapshot: TrendSnapshot, rows: Tensor) -> Tensor:
+        with self._lock:
+            if snapshot.dense is None:
+                return _log_share(self._snapshot_mass(snapshot, rows), snapshot.mean)
+        out = torch.zeros(rows.numel(), self.num_features)
+        inside = rows < snapshot.num_items
+        out[inside] = snapshot.dense.index_select(0, rows[inside])
+        return out
+
+
+class TrendSnapshot:
+    """:meth:`ItemTrend.features` as they were when :meth:`ItemTrend.snapshot` took it,
+    computed for the rows read (:class:`models.prior.TrendFeatures`, one moment). It holds
+    the old mass of the rows counted since (a table of its features instead once that
+    passes an eighth of its rows, or the trend's landmark moves); its trend stops handing it
+    rows once it is garbage."""
+
+    def __init__(self, trend: ItemTrend, num_items: int, mean: Tensor) -> None:
+        self.trend = trend
+        self.num_items = num_items
+        self.mean = mean  # [1, K] then
+        self.changed_rows: list[Tensor] = []  # sorted distinct rows of each change since
+        self.old_mass: list[Tensor] = []  # their mass before that change
+        self.saved = 0
+        self.dense: Tensor | None = None  # [num_items, K] features, once made a table
+
+    def at(self, moments: Tensor, items: Tensor) -> Tensor:
+        """``[N, K]`` float32 features of ``items`` then (``moments``: all 0, its one)."""
+        del moments
+        return self.trend._read(self, items.cpu()).to(items.device)
+
+
+def _merge_changes(snapshot: TrendSnapshot) -> None:
+    """One change in place of a snapshot's several: each row with its earliest old mass."""
+    rows = torch.cat(snapshot.changed_rows)
+    old = torch.cat(snapshot.old_mass)
+    rows, order = torch.sort(rows, stable=True)  # a row's changes stay earliest first
+    first = torch.ones(rows.numel(), dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]
+    snapshot.changed_rows = [rows[first]]
+    snapshot.old_mass = [old.index_select(0, order[first])]
+    snapshot.saved = int(first.sum())
+
+
+def _log_share(mass: Tensor, mean: Tensor) -> Tensor:
+    scaled = mass / torch.where(mean > 0, mean, torch.ones_like(mean))
+    # log1p in float32: a quarter of float64's time over a large catalogue, and what the
+    # features are kept in anyway (within one float32 rounding of the float64 result)
+    return torch.log1p(scaled.to(torch.float32))
 
 
 def trend_history(

@@ -108,3 +108,50 @@ def test_history_scores_each_edge_against_the_slices_before_it() -> None:
         before = [e for e, m in zip(events, moment.tolist(), strict=True) if m < b]
         expected = direct_features(before, [HOUR, 0], 12)
         assert torch.allclose(table[b].double(), expected, atol=1e-5)
+
+
+def test_features_after_evictions_match_the_remaining_items_decay_rule() -> None:
+    half_lives = [HOUR, 0]
+    events = random_events(4, 400, 25, 30 * 24 * HOUR)
+    trend = fed(ItemTrend(half_lives), events, 40)
+    # most of the mass forgotten: the kept sum is counted again, not left to its roundings
+    evicted = [i for i in range(25) if i % 6]
+    trend.reset_rows(torch.tensor(evicted))
+    kept = [e for e in events if e[0] not in evicted]
+    # the decay rule's "now" is the newest event seen, evicted or not
+    now = max(t for _, t, _ in events)
+    expected = direct_features([*kept, (0, now, 0.0)], half_lives, 25)
+    assert torch.allclose(trend.features(25).double(), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="counted rows"):
+        trend.features(20)  # a mean that would leave counted rows out
+
+
+@pytest.mark.parametrize(
+    ("batch", "span_days", "evict"),
+    [
+        (3, 1, False),  # many small changes: merged
+        (60, 1, False),  # changes of most rows: a table then
+        (7, 400, False),  # the landmark moves: a table then
+        (5, 2, True),  # evictions
+    ],
+)
+def test_a_snapshot_reads_the_features_as_they_were_when_taken(
+    batch: int, span_days: int, evict: bool
+) -> None:
+    half_lives = [HOUR, 24 * HOUR, 0]
+    events = sorted(random_events(5, 600, 40, span_days * 24 * HOUR), key=lambda e: e[1])
+    num_items = 30  # rows 30..39 are first counted after the snapshot
+    trend = fed(ItemTrend(half_lives), [e for e in events[:200] if e[0] < num_items], 10)
+    rows = torch.randperm(45, generator=torch.Generator().manual_seed(0)).repeat(2)
+    then = torch.zeros(45, 3)
+    then[:num_items] = trend.features(num_items)
+    snapshot = trend.snapshot(num_items)
+    for start in range(200, 600, 100):
+        # read while the trend changes, as a step behind does beside the ingest
+        assert torch.equal(snapshot.at(torch.zeros_like(rows), rows), then[rows])
+        fed(trend, events[start : start + 100], batch)
+        if evict:
+            trend.reset_rows(torch.tensor([1, 2, 3, 35]))
+    assert not torch.equal(trend.features(45)[rows], then[rows])  # it did change
+    assert torch.equal(snapshot.at(torch.zeros_like(rows), rows), then[rows])
+    assert snapshot.changed_rows == [] or len(snapshot.changed_rows) <= 8
