@@ -71,6 +71,10 @@ class ItemTrend:
         self._exact_total = self._total.clone()  # the last exact count of it
         self._rows_counted = 0  # every row with mass is below this
         self._snapshots: weakref.WeakSet[TrendSnapshot] = weakref.WeakSet()
+        # which change (a count) last changed each row while a snapshot lived: a snapshot
+        # looks up only the rows changed after it was taken
+        self._changes = 0
+        self._changed_at = torch.zeros(0, dtype=torch.long)
         # a step behind (stream.learn.behind) reads a snapshot while the ingest side counts
         self._lock = threading.Lock()
 
@@ -84,6 +88,8 @@ class ItemTrend:
         if size > self.mass.shape[0]:
             extra = self.mass.new_zeros(size - self.mass.shape[0], self.num_features)
             self.mass = torch.cat([self.mass, extra])
+            more = self._changed_at.new_zeros(size - self._changed_at.numel())
+            self._changed_at = torch.cat([self._changed_at, more])
 
     def add(self, items: Tensor, times: Tensor, mass: Tensor) -> None:
         """Count events: item rows (``-1`` is skipped), event times (ms) and masses."""
@@ -127,7 +133,7 @@ class ItemTrend:
         """The features of the first ``num_items`` rows as they are now, read later
         (:class:`TrendSnapshot`); rows past them had nothing counted."""
         with self._lock:
-            taken = TrendSnapshot(self, num_items, self._mean(num_items))
+            taken = TrendSnapshot(self, num_items, self._mean(num_items), self._changes)
             self._snapshots.add(taken)
             return taken
 
@@ -167,6 +173,7 @@ class ItemTrend:
             for snapshot in list(self._snapshots):
                 self._make_dense(snapshot)
             self.mass = mass.to(torch.float64).clone()
+            self._changed_at = torch.zeros(self.mass.shape[0], dtype=torch.long)
             self.landmark = None if state["landmark"] is None else int(state["landmark"])
             held = (self.mass != 0).any(dim=1).nonzero()
             self._rows_counted = int(held.max()) + 1 if held.numel() else 0
@@ -200,7 +207,12 @@ class ItemTrend:
 
     def _before_change(self, rows: Tensor) -> None:
         """Hand these (sorted, distinct) rows' mass to every live snapshot."""
-        for snapshot in list(self._snapshots):
+        snapshots = list(self._snapshots)
+        if not snapshots:
+            return
+        self._changes += 1
+        self._changed_at[rows] = self._changes
+        for snapshot in snapshots:
             snapshot.changed_rows.append(rows)
             snapshot.old_mass.append(self._mass_of(rows))
             snapshot.saved += rows.numel()
@@ -212,13 +224,22 @@ class ItemTrend:
     def _snapshot_mass(self, snapshot: TrendSnapshot, rows: Tensor) -> Tensor:
         """The mass ``rows`` had when ``snapshot`` was taken."""
         mass = self._mass_of(rows)
-        # the earliest change of a row holds its mass then: applied last
-        changes = zip(snapshot.changed_rows, snapshot.old_mass, strict=True)
-        for changed, old in reversed(list(changes)):
-            at = torch.searchsorted(changed, rows).clamp(max=changed.numel() - 1)
-            hit = changed.index_select(0, at) == rows
-            mass[hit] = old.index_select(0, at[hit])
-        mass[rows >= snapshot.num_items] = 0.0
+        inside = rows < self._changed_at.numel()
+        changed_at = self._changed_at.index_select(0, torch.where(inside, rows, 0))
+        since = (inside & (changed_at > snapshot.changes)).nonzero().flatten()
+        if since.numel():
+            changed = rows.index_select(0, since)
+            then = mass.index_select(0, since)
+            # the earliest change of a row holds its mass then: applied last
+            changes = zip(snapshot.changed_rows, snapshot.old_mass, strict=True)
+            for rows_then, old in reversed(list(changes)):
+                at = torch.searchsorted(rows_then, changed).clamp(max=rows_then.numel() - 1)
+                hit = rows_then.index_select(0, at) == changed
+                then[hit] = old.index_select(0, at[hit])
+            mass.index_copy_(0, since, then)
+        beyond = rows >= snapshot.num_items
+        if bool(beyond.any()):
+            mass[beyond] = 0.0
         return mass
 
     def _make_dense(self, snapshot: TrendSnapshot) -> None:
@@ -231,8 +252,10 @@ class ItemTrend:
         with self._lock:
             if snapshot.dense is None:
                 return _log_share(self._snapshot_mass(snapshot, rows), snapshot.mean)
-        out = torch.zeros(rows.numel(), self.num_features)
         inside = rows < snapshot.num_items
+        if bool(inside.all()):
+            return snapshot.dense.index_select(0, rows)
+        out = torch.zeros(rows.numel(), self.num_features)
         out[inside] = snapshot.dense.index_select(0, rows[inside])
         return out
 
@@ -244,10 +267,11 @@ class TrendSnapshot:
     passes an eighth of its rows, or the trend's landmark moves); its trend stops handing it
     rows once it is garbage."""
 
-    def __init__(self, trend: ItemTrend, num_items: int, mean: Tensor) -> None:
+    def __init__(self, trend: ItemTrend, num_items: int, mean: Tensor, changes: int) -> None:
         self.trend = trend
         self.num_items = num_items
         self.mean = mean  # [1, K] then
+        self.changes = changes  # the trend's change count then
         self.changed_rows: list[Tensor] = []  # sorted distinct rows of each change since
         self.old_mass: list[Tensor] = []  # their mass before that change
         self.saved = 0
