@@ -46,6 +46,9 @@ _MAX_EXPONENT = 512.0  # 2^512 leaves float64 ample room for sums and products
 _RECOUNT_BELOW = 2.0**-10
 # a snapshot holding this share of its rows' old mass becomes a table: reading it stays cheap
 _DENSE_SHARE = 8
+# a read of more rows than this share of a snapshot's makes it a table first: a gather from
+# it costs a quarter of the read's own work per row
+_DENSE_READ = 4
 _MAX_CHANGES = 8  # a snapshot's changes merged into one past this many: reads stay cheap
 
 
@@ -251,12 +254,16 @@ class ItemTrend:
     def _read(self, snapshot: TrendSnapshot, rows: Tensor) -> Tensor:
         with self._lock:
             if snapshot.dense is None:
-                return _log_share(self._snapshot_mass(snapshot, rows), snapshot.mean)
+                if rows.numel() * _DENSE_READ <= snapshot.num_items:
+                    return _log_share(self._snapshot_mass(snapshot, rows), snapshot.mean)
+                self._make_dense(snapshot)  # as cheap, and kept for the next read
+            table = snapshot.dense
+            assert table is not None
         inside = rows < snapshot.num_items
         if bool(inside.all()):
-            return snapshot.dense.index_select(0, rows)
+            return table.index_select(0, rows)
         out = torch.zeros(rows.numel(), self.num_features)
-        out[inside] = snapshot.dense.index_select(0, rows[inside])
+        out[inside] = table.index_select(0, rows[inside])
         return out
 
 
@@ -264,8 +271,8 @@ class TrendSnapshot:
     """:meth:`ItemTrend.features` as they were when :meth:`ItemTrend.snapshot` took it,
     computed for the rows read (:class:`models.prior.TrendFeatures`, one moment). It holds
     the old mass of the rows counted since (a table of its features instead once that
-    passes an eighth of its rows, or the trend's landmark moves); its trend stops handing it
-    rows once it is garbage."""
+    passes an eighth of its rows, a read asks for more than a quarter of them, or the
+    trend's landmark moves); its trend stops handing it rows once it is garbage."""
 
     def __init__(self, trend: ItemTrend, num_items: int, mean: Tensor, changes: int) -> None:
         self.trend = trend
