@@ -186,6 +186,11 @@ class Objective:
         """The prior of ``items`` (``[B]`` or ``[B, n]``: row ``b`` at positive ``b``'s moment)."""
         assert self.prior is not None
         table, moments = trend
+        shared = items.dim() == 2 and items.shape[0] > 1 and items.stride(0) == 0
+        if shared and bool((moments == moments[0]).all()):
+            # one row of items for every positive (shared negatives) at one moment: that
+            # row's prior, broadcast (64 reads of the trend instead of 64 per positive)
+            return self.item_prior((table, moments[:1]), items[:1]).expand(items.shape)
         at = moments.view(-1, *([1] * (items.dim() - 1))).expand_as(items)
         features = table.at(at.reshape(-1), items.reshape(-1))
         return self.prior.item_prior(features).view(items.shape)

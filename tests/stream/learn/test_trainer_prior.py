@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.prior import TrendTable
 from stream.behaviours import Behaviour
 from stream.errors import ConfigError
 from stream.events import Interaction
@@ -151,3 +152,18 @@ def test_a_new_user_is_placed_by_its_first_events() -> None:
     scores[0, [6, 7]] = -math.inf  # what the user already had
     top = scores[0].topk(4).indices.tolist()
     assert all(6 <= i < 12 for i in top)
+
+
+@pytest.mark.parametrize("moments", [[0, 0, 0], [0, 1, 1]])
+def test_shared_negatives_prior_is_each_rows_own(moments: list[int]) -> None:
+    trainer = IncrementalTrainer(PRIOR, BEHAVIOURS, EPS)
+    trainer.learn(trending_stream(0, 2, 60))
+    assert trainer.score_prior is not None
+    with torch.no_grad():
+        trainer.score_prior.prior.mix.copy_(torch.tensor([0.7, -0.3]))
+    features = torch.rand(2, 20, 2, generator=torch.Generator().manual_seed(0))
+    trend = (TrendTable(features), torch.tensor(moments))
+    pool = torch.tensor([[3, 0, 19, 3]])
+    shared = trainer._objective.item_prior(trend, pool.expand(3, 4))  # a broadcast row
+    each = trainer._objective.item_prior(trend, pool.repeat(3, 1))  # rows of their own
+    assert torch.allclose(shared, each) and shared.shape == (3, 4)
