@@ -26,8 +26,9 @@ Writes bench/results/step_cost.json (``--out``): the command, date, machine, set
 per size and configuration ``seconds`` (median), ``seconds_all`` and ``edges``, the local
 step's fallbacks and, for bounded calls, their work (``step_edges_max``,
 ``reembed_edges_max``: edges drawn from the mirror's index; ``moved_rows_max``: rows the
-optimiser moved), which follows the batch, not the graph, and ``nodes`` (users plus
-items); plus, per local configuration, ``<config>_10m_over_100k`` (``local_10m_over_100k``,
+optimiser moved), which follows the batch, not the graph, ``nodes`` (users plus items)
+and ``huge_page_share`` (of the process's anonymous memory, after the calls: huge pages the
+kernel could not back cost a TLB miss per row again); plus, per local configuration, ``<config>_10m_over_100k`` (``local_10m_over_100k``,
 ...), the goal being at most 1.5, and ``<config>_10m_over_1m``. At 100k edges (21k nodes) a
 step's neighbourhood holds most of the graph's nodes (its moved rows are ~70 % of them), so
 from 100k to 10M the rows a step moves still grow (~15k to ~34k with layer history and
@@ -54,7 +55,7 @@ import torch
 
 from bench.propagation import NUM_RELATIONS, synthetic_graph
 from models.base import BipartiteGraph
-from stream.allocator import worker_heap
+from stream.allocator import huge_page_share, worker_heap
 from stream.behaviours import DAY_MS, Behaviour
 from stream.events import Interaction
 from stream.learn.graph_mirror import GraphMirror, slot_keys
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 **fallbacks,
                 "index_rebuilds": trainer.mirror.index.rebuilds,
                 "rss_gb": psutil.Process().memory_info().rss / 2**30,
+                "huge_page_share": huge_page_share(),
             }
             print(json.dumps(row), flush=True)
             results.append(row)

@@ -51,6 +51,7 @@ TRIM_THRESHOLD_BYTES = 256 << 20
 PRETOUCH_PIECE_BYTES = 8 << 20
 HUGE_PAGE_BYTES = 2 << 20  # torch advises allocations of this size and more
 SMAPS = Path("/proc/self/smaps")
+SMAPS_ROLLUP = Path("/proc/self/smaps_rollup")
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -114,6 +115,20 @@ def request_huge_pages() -> None:
     """Only set what torch reads (for a process that must ask before its imports allocate,
     as importing torch_geometric does); :func:`huge_pages` checks it took."""
     os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
+
+
+def huge_page_share() -> float | None:
+    """The share of this process's anonymous memory on huge pages (/proc/self/smaps_rollup),
+    None where it cannot be read: advised pages the kernel could not back with huge ones (a
+    fragmented host) cost a TLB miss per row again."""
+    fields = {}
+    for line in read_kernel_file(SMAPS_ROLLUP).splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("Anonymous", "AnonHugePages"):
+            fields[name] = int(rest.split()[0])
+    if not fields.get("Anonymous"):
+        return None
+    return fields.get("AnonHugePages", 0) / fields["Anonymous"]
 
 
 def _vm_flags(address: int) -> list[str]:

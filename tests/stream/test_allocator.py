@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stream import training
+from stream import allocator, training
 from stream.errors import ConfigError
 from stream.metrics import PipelineMetrics
 from stream.settings import load_settings
@@ -147,3 +147,16 @@ def test_the_training_thread_pretouches_its_heap_once_before_training(
     assert calls == expected
     with pytest.raises(ConfigError, match="pretouch_heap_mib must be 0 to 255"):
         WorkerSettings(pretouch_heap_mib=256)
+
+
+def test_huge_page_share_reads_the_rollup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rollup = tmp_path / "smaps_rollup"
+    rollup.write_text(
+        "00400000-7ffd [rollup]\nRss:   9000 kB\nAnonymous:   8192 kB\nAnonHugePages:   2048 kB\n"
+    )
+    monkeypatch.setattr(allocator, "SMAPS_ROLLUP", rollup)
+    assert allocator.huge_page_share() == 0.25
+    rollup.write_text("Anonymous:   8192 kB\n")  # a kernel without THP has no such line
+    assert allocator.huge_page_share() == 0.0
+    monkeypatch.setattr(allocator, "SMAPS_ROLLUP", tmp_path / "absent")
+    assert allocator.huge_page_share() is None
