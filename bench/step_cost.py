@@ -28,8 +28,9 @@ step's fallbacks and, for bounded calls, their work (``step_edges_max``,
 ``reembed_edges_max``: edges drawn from the mirror's index; ``moved_rows_max``: rows the
 optimiser moved), which follows the batch, not the graph, ``nodes`` (users plus items)
 and ``huge_page_share`` (of the process's anonymous memory, after the calls: huge pages the
-kernel could not back cost a TLB miss per row again); plus, per local configuration, ``<config>_10m_over_100k`` (``local_10m_over_100k``,
-...), the goal being at most 1.5, and ``<config>_10m_over_1m``. At 100k edges (21k nodes) a
+kernel could not back cost a TLB miss per row again); plus, per local configuration,
+``<config>_10m_over_100k`` (``local_10m_over_100k``, ...), the goal being at most 1.5, and
+``<config>_10m_over_1m``. At 100k edges (21k nodes) a
 step's neighbourhood holds most of the graph's nodes (its moved rows are ~70 % of them), so
 from 100k to 10M the rows a step moves still grow (~15k to ~34k with layer history and
 shared negatives); from 1M (214k nodes) to 10M they barely do.
