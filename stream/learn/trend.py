@@ -130,7 +130,7 @@ class ItemTrend:
         with self._lock:
             mean = self._mean(num_items)
             rows = torch.arange(num_items) if items is None else items.cpu()
-            return _log_share(self._mass_of(rows), mean)
+            return _log_share(_gathered(self.mass, rows), mean)
 
     def snapshot(self, num_items: int) -> TrendSnapshot:
         """The features of the first ``num_items`` rows as they are now, read later
@@ -195,15 +195,6 @@ class ItemTrend:
             return torch.ones(1, self.num_features, dtype=torch.float64)
         return (self._total / num_items)[None, :]
 
-    def _mass_of(self, rows: Tensor) -> Tensor:
-        """``[len(rows), K]`` float64 mass of these rows (0 past the table)."""
-        inside = rows < self.mass.shape[0]
-        if bool(inside.all()):
-            return self.mass.index_select(0, rows)
-        out = self.mass.new_zeros(rows.numel(), self.num_features)
-        out[inside] = self.mass.index_select(0, rows[inside])
-        return out
-
     def _recount(self) -> None:
         self._total = self.mass.sum(dim=0)
         self._exact_total = self._total.clone()
@@ -217,19 +208,17 @@ class ItemTrend:
         self._changed_at[rows] = self._changes
         for snapshot in snapshots:
             snapshot.changed_rows.append(rows)
-            snapshot.old_mass.append(self._mass_of(rows))
-            snapshot.saved += rows.numel()
-            if snapshot.saved * _DENSE_SHARE > max(snapshot.num_items, 1024):
+            snapshot.old_mass.append(_gathered(self.mass, rows))
+            saved = sum(int(changed.numel()) for changed in snapshot.changed_rows)
+            if saved * _DENSE_SHARE > max(snapshot.num_items, 1024):
                 self._make_dense(snapshot)
             elif len(snapshot.changed_rows) > _MAX_CHANGES:
                 _merge_changes(snapshot)
 
     def _snapshot_mass(self, snapshot: TrendSnapshot, rows: Tensor) -> Tensor:
         """The mass ``rows`` had when ``snapshot`` was taken."""
-        mass = self._mass_of(rows)
-        inside = rows < self._changed_at.numel()
-        changed_at = self._changed_at.index_select(0, torch.where(inside, rows, 0))
-        since = (inside & (changed_at > snapshot.changes)).nonzero().flatten()
+        mass = _gathered(self.mass, rows)
+        since = (_gathered(self._changed_at, rows) > snapshot.changes).nonzero().flatten()
         if since.numel():
             changed = rows.index_select(0, since)
             then = mass.index_select(0, since)
@@ -259,12 +248,7 @@ class ItemTrend:
                 self._make_dense(snapshot)  # as cheap, and kept for the next read
             table = snapshot.dense
             assert table is not None
-        inside = rows < snapshot.num_items
-        if bool(inside.all()):
-            return table.index_select(0, rows)
-        out = torch.zeros(rows.numel(), self.num_features)
-        out[inside] = table.index_select(0, rows[inside])
-        return out
+        return _gathered(table, rows)  # its rows are the snapshot's items
 
 
 class TrendSnapshot:
@@ -281,7 +265,6 @@ class TrendSnapshot:
         self.changes = changes  # the trend's change count then
         self.changed_rows: list[Tensor] = []  # sorted distinct rows of each change since
         self.old_mass: list[Tensor] = []  # their mass before that change
-        self.saved = 0
         self.dense: Tensor | None = None  # [num_items, K] features, once made a table
 
     def at(self, moments: Tensor, items: Tensor) -> Tensor:
@@ -299,7 +282,16 @@ def _merge_changes(snapshot: TrendSnapshot) -> None:
     first[1:] = rows[1:] != rows[:-1]
     snapshot.changed_rows = [rows[first]]
     snapshot.old_mass = [old.index_select(0, order[first])]
-    snapshot.saved = int(first.sum())
+
+
+def _gathered(table: Tensor, rows: Tensor) -> Tensor:
+    """``table``'s rows ``rows``, zero for those past its end."""
+    inside = rows < table.shape[0]
+    if bool(inside.all()):
+        return table.index_select(0, rows)
+    out = table.new_zeros(rows.numel(), *table.shape[1:])
+    out[inside] = table.index_select(0, rows[inside])
+    return out
 
 
 def _log_share(mass: Tensor, mean: Tensor) -> Tensor:
