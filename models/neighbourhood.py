@@ -77,10 +77,8 @@ class NeighbourSource(ABC):
         count), or ``fanout`` of them scaled so the weighted sum stays unbiased."""
 
     def mask(self, nodes: Tensor) -> Tensor:
-        """``[N]`` bool, true at ``nodes`` (a scatter: cheaper than sorting for a set)."""
-        out = torch.zeros(self.num_nodes, dtype=torch.bool, device=nodes.device)
-        out[nodes] = True
-        return out
+        """``[N]`` bool, true at ``nodes``."""
+        return _flags(nodes, self.num_nodes)
 
     def within(self, seeds: Tensor, hops: int, limit: int | None = None) -> Tensor | None:
         """Sorted nodes at most ``hops`` edges away from ``seeds`` (every edge, no cap);
@@ -277,9 +275,13 @@ def node_set(nodes: Tensor, num_nodes: int) -> Tensor:
     if num_nodes > _SCAN_PER_CANDIDATE * nodes.numel():
         distinct: Tensor = torch.unique(nodes)
         return distinct
-    flags = torch.zeros(num_nodes, dtype=torch.bool, device=nodes.device)
-    flags[nodes] = True
-    return flags.nonzero().flatten()
+    return _flags(nodes, num_nodes).nonzero().flatten()
+
+
+def _flags(nodes: Tensor, num_nodes: int) -> Tensor:
+    out = torch.zeros(num_nodes, dtype=torch.bool, device=nodes.device)
+    out[nodes] = True
+    return out
 
 
 _SCAN_PER_CANDIDATE = 16  # node flags a scan reads for the cost of sorting one candidate
