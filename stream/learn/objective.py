@@ -164,7 +164,10 @@ class Objective:
                 neg_score = torch.einsum("bd,bnd->bn", user_vec, neg_vec.view(*neg.shape, -1))
             if trend is not None and self.prior is not None:
                 pos_score = pos_score + self.item_prior(trend, items)
-                neg_score = neg_score + self.item_prior(trend, neg)
+                if shared:
+                    neg_score = neg_score + self.shared_item_prior(trend, pool)
+                else:
+                    neg_score = neg_score + self.item_prior(trend, neg)
             if s.loss == "bpr":
                 loss = bpr(pos_score, neg_score)
             else:
@@ -186,14 +189,20 @@ class Objective:
         """The prior of ``items`` (``[B]`` or ``[B, n]``: row ``b`` at positive ``b``'s moment)."""
         assert self.prior is not None
         table, moments = trend
-        shared = items.dim() == 2 and items.shape[0] > 1 and items.stride(0) == 0
-        if shared and bool((moments == moments[0]).all()):
-            # one row of items for every positive (shared negatives) at one moment: that
-            # row's prior, broadcast (64 reads of the trend instead of 64 per positive)
-            return self.item_prior((table, moments[:1]), items[:1]).expand(items.shape)
         at = moments.view(-1, *([1] * (items.dim() - 1))).expand_as(items)
         features = table.at(at.reshape(-1), items.reshape(-1))
         return self.prior.item_prior(features).view(items.shape)
+
+    def shared_item_prior(self, trend: Trend, pool: Tensor) -> Tensor:
+        """``[B, n]``: the prior of one row of items (``pool``, shared negatives) at each
+        positive's moment, read once per distinct moment, not once per positive."""
+        assert self.prior is not None
+        table, moments = trend
+        distinct, which = torch.unique(moments, return_inverse=True)
+        at = distinct[:, None].expand(-1, pool.numel())
+        features = table.at(at.reshape(-1), pool.repeat(distinct.numel()))
+        prior = self.prior.item_prior(features).view(distinct.numel(), pool.numel())
+        return prior.index_select(0, which)
 
     def with_prior(
         self, user_vec: Tensor, item_vec: Tensor, items: Tensor, trend: Trend | None

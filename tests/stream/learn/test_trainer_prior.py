@@ -163,7 +163,7 @@ def test_shared_negatives_prior_is_each_rows_own(moments: list[int]) -> None:
         trainer.score_prior.prior.mix.copy_(torch.tensor([0.7, -0.3]))
     features = torch.rand(2, 20, 2, generator=torch.Generator().manual_seed(0))
     trend = (TrendTable(features), torch.tensor(moments))
-    pool = torch.tensor([[3, 0, 19, 3]])
-    shared = trainer._objective.item_prior(trend, pool.expand(3, 4))  # a broadcast row
+    pool = torch.tensor([3, 0, 19, 3])
+    shared = trainer._objective.shared_item_prior(trend, pool)  # read once per moment
     each = trainer._objective.item_prior(trend, pool.repeat(3, 1))  # rows of their own
     assert torch.allclose(shared, each) and shared.shape == (3, 4)
