@@ -60,7 +60,6 @@ def step_behind(
         generator = torch.Generator().manual_seed(t.seed_of(absorbed.version))
         positives, replayed = t._positives(batch, lambda: graph, generator)
         live = {k: t.registry.live(k) for k in KINDS}
-        trend = absorbed.trend
         resets = {k: len(t._reset_rows[k]) for k in KINDS}
         t.reflected_behind = []
     with t._params_lock:
@@ -72,7 +71,7 @@ def step_behind(
             live["item"],
             t.settings.steps_per_batch,
             generator,
-            None if trend is None else (trend, torch.zeros_like(positives[0])),
+            None if absorbed.trend is None else (absorbed.trend, torch.zeros_like(positives[0])),
         )
         if len(batch):
             t.encoder.observe(batch.to(t.device))
