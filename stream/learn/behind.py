@@ -100,8 +100,7 @@ def step_behind(
         changed = {}
         users_now = absorbed.users_to_publish.to(t.device)
         for kind, touched in (("user", users_now), ("item", batch.items.to(t.device))):
-            rows = t.publish.select(kind, t._latest[kind][: live[kind]], touched)
-            changed[kind] = t.registry.ids(kind, rows)
+            changed[kind] = t.publish.select(kind, t._latest[kind][: live[kind]], touched)
         t.model_version += 1
         report = t._report(absorbed, changed, replayed, steps, loss, [], with_vectors=True)
         deliver(report)

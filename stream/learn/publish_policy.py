@@ -100,7 +100,7 @@ class PublishPolicy:
 
     def event_times(self, kind: str, rows: Tensor) -> list[int]:
         """Newest own event time (ms) of each row (0: none yet)."""
-        return self._event_ms[kind][rows.clamp(min=0)].tolist() if rows.numel() else []
+        return self._event_ms[kind][rows.cpu().clamp(min=0)].tolist() if rows.numel() else []
 
     def select(
         self,

@@ -83,9 +83,9 @@ class Ranks:
         """The rank that publishes ``key``."""
         return zlib.crc32(key.encode()) % self.world
 
-    def owned(self, keys: Iterable[str]) -> list[str]:
-        """The keys this rank publishes, in their order."""
-        return [key for key in keys if self.owner(key) == self.rank]
+    def owned(self, keys: Iterable[str]) -> list[int]:
+        """Positions of the keys this rank publishes, in their order."""
+        return [k for k, key in enumerate(keys) if self.owner(key) == self.rank]
 
     def share(self, chunk: Tensor) -> Tensor:
         """This rank's positions of one step's chunk (every ``world``-th, from ``rank``)."""

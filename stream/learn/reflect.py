@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from stream.learn.trainer import IncrementalTrainer
 
 
-def reflect_rows(trainer: IncrementalTrainer, users: Tensor) -> dict[str, list[str]] | None:
+def reflect_rows(trainer: IncrementalTrainer, users: Tensor) -> dict[str, Tensor] | None:
     """Re-embed these users (the new edges' users; their items are left to the step, see
-    the module docstring) into the latest vectors from their own edges; the ids to
+    the module docstring) into the latest vectors from their own edges; the rows to
     publish, by kind (None: no partial sums to read from)."""
     t = trainer
     partial = t._partial
@@ -66,4 +66,4 @@ def reflect_rows(trainer: IncrementalTrainer, users: Tensor) -> dict[str, list[s
     if t.reflected_behind is not None:
         t.reflected_behind.append(users)
     user_rows = t.publish.select("user", t._latest["user"], on["user"], on["user"])
-    return {"user": t.registry.ids("user", user_rows), "item": []}
+    return {"user": user_rows, "item": user_rows[:0]}

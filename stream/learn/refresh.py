@@ -32,8 +32,8 @@ def refresh(
     graph: Callable[[], BipartiteGraph],
     touched: Mapping[str, Tensor] | None = None,
     local: LocalStep | None = None,
-) -> dict[str, list[str]]:
-    """Re-embed into the trainer's latest vectors; the ids to publish, by kind
+) -> dict[str, Tensor]:
+    """Re-embed into the trainer's latest vectors; the rows to publish, by kind
     (``graph`` builds the whole graph view, called only for a whole-graph re-embedding)."""
     t = trainer
     candidates: dict[str, Tensor | None] = {k: None for k in KINDS}
@@ -49,11 +49,8 @@ def refresh(
     t.reembedded = dict(candidates)
     t._reset_rows = {k: [] for k in KINDS}
     return {
-        kind: t.registry.ids(
-            kind,
-            t.publish.select(
-                kind, vectors, None if touched is None else touched[kind], candidates[kind]
-            ),
+        kind: t.publish.select(
+            kind, vectors, None if touched is None else touched[kind], candidates[kind]
         )
         for kind, vectors in latest.items()
     }

@@ -340,7 +340,9 @@ class IncrementalTrainer:
             self.encoder.observe(batch.to(self.device))
         touched = {"user": batch.users, "item": batch.items}
         changed = (
-            self._refresh(graph, touched, local) if steps or len(batch) else {k: [] for k in KINDS}
+            self._refresh(graph, touched, local)
+            if steps or len(batch)
+            else {k: _NO_ROWS for k in KINDS}
         )
         self.model_version += 1
         return self._report(absorbed, changed, replayed, steps, loss, absorbed.reflected)
@@ -375,7 +377,7 @@ class IncrementalTrainer:
     def _report(
         self,
         absorbed: Absorbed,
-        changed: Mapping[str, list[str]],
+        changed: Mapping[str, Tensor],
         replayed: int,
         steps: int,
         loss: float,
@@ -387,6 +389,7 @@ class IncrementalTrainer:
         in it (read now, under the lock: a step behind may move them before a publish)."""
         before = absorbed.before
         after = {k: self.registry.counts(k) for k in KINDS}
+        ids = {k: self.registry.ids(k, changed[k]) for k in KINDS}
         counted = reflected is not None
         return TrainReport(
             events=absorbed.events,
@@ -395,8 +398,8 @@ class IncrementalTrainer:
             steps=steps,
             loss=loss,
             seconds=time.perf_counter() - absorbed.start,
-            changed_users=list(changed["user"]),
-            changed_items=list(changed["item"]),
+            changed_users=ids["user"],
+            changed_items=ids["item"],
             model_version=self.model_version,
             watermark=self.mirror.watermark,
             evicted_users=after["user"].evicted - before["user"].evicted if counted else 0,
@@ -405,10 +408,10 @@ class IncrementalTrainer:
             refused_items=after["item"].refused - before["item"].refused if counted else 0,
             live_users=after["user"].live,
             live_items=after["item"].live,
-            changed_user_event_ms=self._event_times("user", changed["user"]),
-            changed_item_event_ms=self._event_times("item", changed["item"]),
+            changed_user_event_ms=self.publish.event_times("user", changed["user"]),
+            changed_item_event_ms=self.publish.event_times("item", changed["item"]),
             reflected=absorbed.reflected if reflected is None else reflected,
-            vectors={k: self.vectors(k, changed[k]) for k in KINDS} if with_vectors else None,
+            vectors={k: self._rows_vectors(k, changed[k]) for k in KINDS} if with_vectors else None,
         )
 
     def stored_edges(self, newer_than_ms: int | None = None) -> list[Interaction]:
@@ -461,8 +464,8 @@ class IncrementalTrainer:
                 steps=steps,
                 loss=loss,
                 seconds=time.perf_counter() - start,
-                changed_users=changed["user"],
-                changed_items=changed["item"],
+                changed_users=self.registry.ids("user", changed["user"]),
+                changed_items=self.registry.ids("item", changed["item"]),
                 model_version=self.model_version,
                 watermark=self.mirror.watermark,
                 live_users=self.registry.live("user"),
@@ -474,9 +477,6 @@ class IncrementalTrainer:
         self._grow()
         self.publish.note_event_times("user", users, times)
         self.publish.note_event_times("item", items, times)
-
-    def _event_times(self, kind: str, ids: Sequence[str]) -> list[int]:
-        return self.publish.event_times(kind, self.registry.rows(kind, ids))
 
     def _graph(self, prune: bool = True) -> BipartiteGraph:
         """The decayed graph as the encoder sees it (a user's latest edges weigh more)."""
@@ -603,12 +603,21 @@ class IncrementalTrainer:
         graph: Callable[[], BipartiteGraph],
         touched: Mapping[str, Tensor] | None = None,
         local: LocalStep | None = None,
-    ) -> dict[str, list[str]]:
-        """Re-embed what can have moved and report what to publish
+    ) -> dict[str, Tensor]:
+        """Re-embed what can have moved and the rows to publish
         (:func:`stream.learn.refresh.refresh`); in a job, this rank's keys of those."""
         changed = refresh(self, graph, touched, local)
         if self.ranks is not None:  # each key is published by one rank
-            changed = {kind: self.ranks.owned(ids) for kind, ids in changed.items()}
+            changed = {
+                kind: rows[
+                    torch.tensor(
+                        self.ranks.owned(self.registry.ids(kind, rows)),
+                        dtype=torch.long,
+                        device=rows.device,
+                    )
+                ]
+                for kind, rows in changed.items()
+            }
         return changed
 
     def check_ranks(self) -> None:
@@ -634,11 +643,15 @@ class IncrementalTrainer:
         """
         with self._lock:
             rows = self.registry.rows(kind, ids)
-            table = self._current()[kind].cpu()
             out = torch.zeros(len(rows), self.settings.out_dim)
             known = rows >= 0
-            out[known] = table[rows[known]]
+            out[known] = self._rows_vectors(kind, rows[known])
             return out
+
+    def _rows_vectors(self, kind: str, rows: Tensor) -> Tensor:
+        """:meth:`vectors` of live rows (float32, on the CPU)."""
+        table = self._current()[kind]
+        return table.index_select(0, rows.to(table.device)).float().cpu()
 
     # -- checkpoint --------------------------------------------------------------------
 
