@@ -456,7 +456,8 @@ class LightGCNEncoder(Encoder):
             target, source = row_of[hood.dst[mine]], hood.src[mine]
             value = _coefficients(hood, x.dtype)[mine]
             shape = (seeds.numel(), x.shape[0])
-            first = _product(target, source, value, shape, x)
+            matrix = _csr(target, source, value, shape)  # both products below read it
+            first = _product(target, source, value, shape, x, matrix)
             kept = torch.cat(
                 [
                     self.user_history.index_select(0, user_rows),
@@ -465,7 +466,7 @@ class LightGCNEncoder(Encoder):
             )
             with torch.no_grad():
                 later = (
-                    _product(target, source, value, shape, kept.to(x.dtype))
+                    _product(target, source, value, shape, kept.to(x.dtype), matrix)
                     if kept.shape[1]
                     else first[:, :0]
                 )
@@ -499,11 +500,18 @@ def _zero_padded(table: Tensor, rows: int) -> Tensor:
 
 
 def _product(
-    rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], x: Tensor
+    rows: Tensor,
+    cols: Tensor,
+    values: Tensor,
+    shape: tuple[int, int],
+    x: Tensor,
+    forward: Tensor | None = None,
 ) -> Tensor:
     """The sparse matrix ``(rows, cols, values)`` of ``shape`` times ``x``; when a gradient
-    is to reach ``x``, through the transpose built once too (no gradient to ``values``)."""
-    forward = _csr(rows, cols, values, shape)
+    is to reach ``x``, through the transpose built once too (no gradient to ``values``).
+    ``forward``: that matrix's :func:`_csr`, where the caller has built it already."""
+    if forward is None:
+        forward = _csr(rows, cols, values, shape)
     if torch.is_grad_enabled() and x.requires_grad:
         transposed = _csr(cols, rows, values, (shape[1], shape[0]))
         product: Tensor = _SparseProduct.apply(forward, transposed, x)
