@@ -17,7 +17,15 @@ cost, not freshness. ``--warmup-s`` can leave the first seconds out of p50/p90/p
 by default); ``p99_by_10s_window`` shows whether the figure holds over the run, and
 ``trainer_every_5s`` where a slow window's time went (the worker's learn calls and their
 seconds so far, its consumer lag and its trainer's backlog, scraped every 5 s, and its CPU
-seconds in the kernel so far: a fresh worker faulting its heap in spent seconds there).
+seconds in the kernel so far: a fresh worker faulting its heap in spent seconds there; and
+the broker's CPU seconds so far, on the cores the worker shares).
+
+The broker is started once, and warmed for ``--broker-warmup-s`` (default 60 s) by traffic
+at the first load's rate to a topic of its own (``bench/broker_warmup.py``): a freshly
+started JVM runs its request paths in the interpreter until the JIT compiles them, at 0.75-
+0.87 of a core in its first 10 s at 2,000 events/s, which a deployed broker does not (the
+result's ``broker_cpu_cores_every_5s`` shows it settle). Each worker still starts fresh,
+and its own start-up stays in the figures.
 
 Seeding (``--seed-edges LOAD:EDGES``; default ``10000:250000``): before that load is
 offered, the worker is fed events of another synthetic stream (same id space, another
@@ -84,8 +92,9 @@ import orjson
 import torch
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from bench.broker_warmup import warm_broker
 from bench.deployments import DEPLOYMENTS, Deployment
-from bench.rss import RssSeries, Series, kernel_seconds
+from bench.rss import RssSeries, Series, cpu_seconds, kernel_seconds
 from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
 from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
@@ -304,6 +313,8 @@ def run_load(broker: LocalKafkaBroker, plan: LoadPlan, workdir: Path) -> dict[st
     ids.start()
     trainer = {key: gauge_series(scrape, name, 5.0) for key, name in TRAINER_SERIES.items()}
     trainer["kernel_seconds"] = kernel_seconds(under_test.pids)
+    if broker.pid is not None:
+        trainer["broker_cpu_seconds"] = cpu_seconds([broker.pid])
     for series in trainer.values():
         series.start()
     sent: list[tuple[str, int, int]] = []  # (user, ts, send ms)
@@ -480,6 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LOAD:EDGES",
         help="grow the graph to EDGES edges before offering LOAD (default 10000:250000)",
     )
+    parser.add_argument(
+        "--broker-warmup-s",
+        type=float,
+        default=60.0,
+        help="traffic at the first load's rate to a topic of its own first, so the fresh "
+        "broker's JVM is warm (bench/broker_warmup.py); 0: none",
+    )
     parser.add_argument("--soak-s", type=float, default=0.0, help="one long load: RSS slope")
     parser.add_argument("--rate", type=int, default=10_000, help="the soak's offered load")
     parser.add_argument(
@@ -534,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="streamgnn-freshness-") as tmp:
         workdir = Path(tmp)
         with LocalKafkaBroker(workdir / "kafka") as broker:
+            print(f"broker warm-up {args.broker_warmup_s:.0f} s ...", flush=True)
+            warmup = warm_broker(broker, plans[0].offered, args.broker_warmup_s)
             for plan in plans:
                 print(f"load {plan.offered} events/s for {plan.duration_s:.0f} s ...", flush=True)
                 entry = run_load(broker, plan, workdir)
@@ -553,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "goal": "p99 < 1 s at 2,000 and 10,000 events/s (>= 1 M edges by the end of the "
         "10,000 load), default settings and encoding; soak: RSS slope ~ 0 over the last half",
+        **warmup,
         "loads": loads,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,13 @@ def kernel_seconds(pids: Sequence[int], interval_s: float = 5.0) -> Series:
     return Series(system, interval_s, end=(psutil.Error,))
 
 
+def cpu_seconds(pids: Sequence[int], interval_s: float = 5.0) -> Series:
+    """The processes' CPU seconds (user and kernel) so far, summed, every ``interval_s``;
+    the series ends when a process does."""
+    used = summed_over(pids, lambda process: sum(process.cpu_times()[:2]))
+    return Series(used, interval_s, end=(psutil.Error,))
+
+
 class RssSeries(Series):
     """``pid``'s RSS (bytes) every ``interval_s``, or the sum of several processes' (one
     deployment's); the series ends when a process does."""
