@@ -20,12 +20,15 @@ seconds so far, its consumer lag and its trainer's backlog, scraped every 5 s, a
 seconds in the kernel so far: a fresh worker faulting its heap in spent seconds there; and
 the broker's CPU seconds so far, on the cores the worker shares).
 
-The broker is started once, and warmed for ``--broker-warmup-s`` (default 60 s) by traffic
-at the first load's rate to a topic of its own (``bench/broker_warmup.py``): a freshly
-started JVM runs its request paths in the interpreter until the JIT compiles them, at 0.75-
-0.87 of a core in its first 10 s at 2,000 events/s, which a deployed broker does not (the
-result's ``broker_cpu_cores_every_5s`` shows it settle). Each worker still starts fresh,
-and its own start-up stays in the figures.
+The broker is started once and warmed first by a throwaway load (``--broker-warmup-s``,
+default 60 s): the first load's plan on topics of its own, with a worker of its own, its
+figures discarded. A freshly started JVM runs Kafka's request paths in the interpreter
+until its JIT has compiled them: on this 2-core machine the broker took 0.88 and 0.73 of a
+core in the first two 5 s of 2,000 events/s and ~0.2 from 40 s on (2026-12-06; events
+alone as warm-up did not do: the next load's first 10 s took 0.75 and 0.70 again), on the
+cores the worker shares, which a deployed broker does not. ``broker_cpu_cores_every_5s``
+shows it settle. The worker under test still starts fresh: its own start-up stays in the
+figures.
 
 Seeding (``--seed-edges LOAD:EDGES``; default ``10000:250000``): before that load is
 offered, the worker is fed events of another synthetic stream (same id space, another
@@ -73,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import os
 import platform
@@ -92,7 +96,6 @@ import orjson
 import torch
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from bench.broker_warmup import warm_broker
 from bench.deployments import DEPLOYMENTS, Deployment
 from bench.rss import RssSeries, Series, cpu_seconds, kernel_seconds
 from stream.behaviours import DEFAULT_BEHAVIOURS, SOCIAL_EVENT_TYPES
@@ -467,6 +470,27 @@ def environment_settings(environ: Mapping[str, str]) -> dict[str, str]:
     return {o.env: environ[o.env] for o in OPTIONS if o.kind != "secret" and o.env in environ}
 
 
+def warm_broker(
+    broker: LocalKafkaBroker, plan: LoadPlan, seconds: float, workdir: Path
+) -> dict[str, Any]:
+    """Offer ``plan``'s load for ``seconds`` to a worker and topics of its own (see the
+    module docstring); the broker's CPU (cores) every 5 s of it."""
+    if seconds <= 0:
+        return {"broker_warmup_s": 0.0, "broker_cpu_cores_every_5s": []}
+    print(f"broker warm-up: {plan.offered} events/s for {seconds:.0f} s ...", flush=True)
+    warm = replace(plan, duration_s=seconds, drain_s=5.0, seed_edges=0, keep_every=100)
+    used = run_load(broker, warm, workdir)["trainer_every_5s"].get("broker_cpu_seconds", [])
+    return {"broker_warmup_s": seconds, "broker_cpu_cores_every_5s": cores(used)}
+
+
+def cores(cpu_seconds: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``(seconds, cores)`` per interval of a series of CPU seconds so far."""
+    return [
+        (t, round((used - before) / (t - at), 3))
+        for (at, before), (t, used) in itertools.pairwise(cpu_seconds)
+    ]
+
+
 def _seed_edges(text: str) -> tuple[int, int]:
     load, _, edges = text.partition(":")
     return int(load), int(edges)
@@ -495,8 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         "--broker-warmup-s",
         type=float,
         default=60.0,
-        help="traffic at the first load's rate to a topic of its own first, so the fresh "
-        "broker's JVM is warm (bench/broker_warmup.py); 0: none",
+        help="a throwaway load (the first load's plan, on topics of its own) first, so the "
+        "fresh broker's JVM is warm; 0: none",
     )
     parser.add_argument("--soak-s", type=float, default=0.0, help="one long load: RSS slope")
     parser.add_argument("--rate", type=int, default=10_000, help="the soak's offered load")
@@ -552,8 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="streamgnn-freshness-") as tmp:
         workdir = Path(tmp)
         with LocalKafkaBroker(workdir / "kafka") as broker:
-            print(f"broker warm-up {args.broker_warmup_s:.0f} s ...", flush=True)
-            warmup = warm_broker(broker, plans[0].offered, args.broker_warmup_s)
+            warmup = warm_broker(broker, plans[0], args.broker_warmup_s, workdir)
             for plan in plans:
                 print(f"load {plan.offered} events/s for {plan.duration_s:.0f} s ...", flush=True)
                 entry = run_load(broker, plan, workdir)

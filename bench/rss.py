@@ -23,7 +23,8 @@ MEDIAN_SLOPE_POINTS = 1_500
 class Series(threading.Thread):
     """Samples ``read()`` every ``interval_s`` as (seconds since start, value) until
     :meth:`stop`. A read raising one of ``skip`` is left out (the next may work); one raising
-    one of ``end`` ends the series (what it reads is gone)."""
+    one of ``end`` ends the series (what it reads is gone). ``at_start``: a first sample as
+    it starts (at 0 s), for a series of totals whose first interval counts too."""
 
     def __init__(
         self,
@@ -31,8 +32,10 @@ class Series(threading.Thread):
         interval_s: float,
         skip: tuple[type[Exception], ...] = (),
         end: tuple[type[Exception], ...] = (),
+        at_start: bool = False,
     ) -> None:
         super().__init__(daemon=True)
+        self._at_start = at_start
         self.samples: list[tuple[float, float]] = []
         self._read = read
         self._interval_s = interval_s
@@ -41,7 +44,9 @@ class Series(threading.Thread):
 
     def run(self) -> None:
         start = time.monotonic()
-        while not self._halt.wait(self._interval_s):
+        wait = 0.0 if self._at_start else self._interval_s
+        while not self._halt.wait(wait):
+            wait = self._interval_s
             try:
                 value = self._read()
             except self._skip:
@@ -105,7 +110,7 @@ def cpu_seconds(pids: Sequence[int], interval_s: float = 5.0) -> Series:
     """The processes' CPU seconds (user and kernel) so far, summed, every ``interval_s``;
     the series ends when a process does."""
     used = summed_over(pids, lambda process: sum(process.cpu_times()[:2]))
-    return Series(used, interval_s, end=(psutil.Error,))
+    return Series(used, interval_s, end=(psutil.Error,), at_start=True)
 
 
 class RssSeries(Series):

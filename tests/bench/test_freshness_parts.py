@@ -7,8 +7,16 @@ import time
 
 import pytest
 
-from bench.freshness import FRESHNESS, _delta, _rss_per, _seed_edges, environment_settings, main
-from bench.rss import RssSeries, Series, kernel_seconds
+from bench.freshness import (
+    FRESHNESS,
+    _delta,
+    _rss_per,
+    _seed_edges,
+    cores,
+    environment_settings,
+    main,
+)
+from bench.rss import RssSeries, Series, cpu_seconds, kernel_seconds
 from stream.metrics import histogram_quantile
 
 
@@ -109,3 +117,21 @@ def test_the_report_names_the_worker_options_the_environment_sets_but_no_secret(
         "STREAMGNN_NUM_NEGATIVES": "1024",
     }
     assert environment_settings({"HOME": "/root"}) == {}
+
+
+def test_cpu_seconds_start_at_zero_seconds_and_count_user_time() -> None:
+    series = cpu_seconds([os.getpid()], interval_s=0.4)
+    series.start()
+    while len(series.samples) < 3:
+        sum(range(10_000))  # user time, no syscall
+    series.stop()
+    times, values = zip(*series.samples, strict=True)
+    assert times[0] < 0.2 and list(times) == sorted(times)  # read once as it started
+    assert list(values) == sorted(values) and values[-1] > values[0]
+    assert values[-1] <= time.process_time()
+
+
+def test_cores_are_the_cpu_seconds_between_samples_over_their_time() -> None:
+    used = [(0.0, 10.0), (5.0, 12.0), (10.0, 14.5), (20.0, 15.5)]
+    assert cores(used) == [(5.0, 0.4), (10.0, 0.5), (20.0, 0.1)]
+    assert cores(used[:1]) == []
