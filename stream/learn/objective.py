@@ -196,13 +196,10 @@ class Objective:
     def shared_item_prior(self, trend: Trend, pool: Tensor) -> Tensor:
         """``[B, n]``: the prior of one row of items (``pool``, shared negatives) at each
         positive's moment, read once per distinct moment, not once per positive."""
-        assert self.prior is not None
         table, moments = trend
         distinct, which = torch.unique(moments, return_inverse=True)
-        at = distinct[:, None].expand(-1, pool.numel())
-        features = table.at(at.reshape(-1), pool.repeat(distinct.numel()))
-        prior = self.prior.item_prior(features).view(distinct.numel(), pool.numel())
-        return prior.index_select(0, which)
+        rows = pool.expand(distinct.numel(), -1)  # one row of the pool per distinct moment
+        return self.item_prior((table, distinct), rows).index_select(0, which)
 
     def with_prior(
         self, user_vec: Tensor, item_vec: Tensor, items: Tensor, trend: Trend | None
