@@ -147,11 +147,19 @@ def test_snapshot_without_prune_changes_nothing() -> None:
     assert mirror.num_edges == 0
 
 
-def test_snapshot_is_in_canonical_order_with_each_edges_own_columns() -> None:
+@pytest.mark.parametrize("offset", [0, 60_000], ids=["int32-keys", "int64-keys"])
+def test_snapshot_is_in_canonical_order_with_each_edges_own_columns(offset: int) -> None:
     """Rows written in shuffled slot order come out sorted by (user, item, relation), each
-    with its own weight and time (the columns are decoded from the sort keys)."""
+    with its own weight and time (the columns are decoded from the sort keys, int32 ones
+    while users x items x relations fits, int64 past it: 60k x 60k x 3 does not)."""
     rng = random.Random(7)
-    keys = [(u, i, r) for u in range(40) for i in range(30) for r in range(3) if rng.random() < 0.3]
+    keys = [
+        (offset + u, offset + i, r)
+        for u in range(40)
+        for i in range(30)
+        for r in range(3)
+        if rng.random() < 0.3
+    ]
     rng.shuffle(keys)
     names = sorted(["click", "purchase", "view"])
     events = [
@@ -164,6 +172,7 @@ def test_snapshot_is_in_canonical_order_with_each_edges_own_columns() -> None:
     g = mirror.snapshot()
     got = list(zip(g.users.tolist(), g.items.tolist(), g.relations.tolist(), strict=True))
     assert got == sorted(keys)
+    assert g.users.dtype == g.items.dtype == g.relations.dtype == torch.long
     time_of = {key: 1_000 + k for k, key in enumerate(keys)}
     assert g.times.tolist() == [time_of[key] for key in got]
     watermark = 1_000 + len(keys) - 1
