@@ -59,6 +59,7 @@ from models.base import BipartiteGraph, EdgeBatch
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour
 from stream.errors import ConfigError
 from stream.events import Interaction
+from stream.learn.canonical_order import CanonicalOrder
 from stream.learn.graph_view import MirrorIndex, NodeView
 from stream.state.decay import DecayedWeight, decay_factor, is_dead, merge
 from stream.state.graph_store import DecayedGraphStore
@@ -153,6 +154,7 @@ class GraphMirror:
         self._alive = torch.zeros(0, dtype=torch.bool)
         self.watermarks: dict[int, int] = {}  # source partition -> its stream time
         self.index = MirrorIndex(self, recency_half_life_ms)
+        self._order = CanonicalOrder()  # the held edges by key, as of the last snapshot
 
     @property
     def watermark(self) -> int | None:
@@ -403,8 +405,12 @@ class GraphMirror:
             self._part[written] = torch.tensor([parts.get(k, 0) for k in keys], dtype=torch.long)
             self._w_ref[written] = torch.tensor(w_refs, dtype=torch.float64)
             self._alive[written] = True
-        self.index.released(torch.tensor(released, dtype=torch.long))
-        self.index.written(written, torch.tensor(fresh, dtype=torch.bool), users)
+        freed = torch.tensor(released, dtype=torch.long)
+        handed_out = torch.tensor(fresh, dtype=torch.bool)
+        self._order.released(freed)
+        self._order.allocated(written[handed_out])
+        self.index.released(freed)
+        self.index.written(written, handed_out, users)
 
     def _allocate(self, key: int) -> int:
         if self._free:
@@ -430,6 +436,7 @@ class GraphMirror:
         self._relations, self._t_ref = grown(self._relations), grown(self._t_ref)
         self._part = grown(self._part)
         self._w_ref, self._alive = grown(self._w_ref), grown(self._alive)
+        self._order.grow(capacity)
 
     def drop_rows(self, users: Tensor, items: Tensor) -> int:
         """Forget every edge of these (evicted) rows; returns how many edges went."""
@@ -453,6 +460,7 @@ class GraphMirror:
             del index[key]
         self._free.extend(slots.tolist())
         self._alive[slots] = False
+        self._order.released(slots)
         self.index.released(slots)
         self.index.written(slots[:0], torch.zeros(0, dtype=torch.bool), users)
 
@@ -495,25 +503,13 @@ class GraphMirror:
         live = alive & (weights >= self.epsilon)
         if prune:
             self._forget((alive & ~live).nonzero().flatten())
-        slots = live.nonzero().flatten()
-        # index_select throughout: advanced indexing's gather costs ~4x as much on the CPU
-        users, items = self._users.index_select(0, slots), self._items.index_select(0, slots)
-        relations = self._relations.index_select(0, slots)
-        if slots.numel():
-            # The columns are decoded from the sorted keys, not gathered by the order: a
-            # gather in random order misses the cache on every element (a third of a
-            # snapshot at 1M edges).
-            # Keys are unique (an edge per user, item and relation), so the order is the
-            # same in any width: int32 where they fit sorts and decodes in half the time.
-            item_span, r = int(items.max()) + 1, self.num_relations
-            narrow = (int(users.max()) + 1) * item_span * r <= 2**31
-            width = torch.int32 if narrow else torch.long
-            key = (users.to(width) * item_span + items.to(width)) * r + relations.to(width)
-            key, order = torch.sort(key)
-            slots, relations = slots.index_select(0, order), key.remainder(r).long()
-            pairs = key.div(r, rounding_mode="floor")
-            users = pairs.div(item_span, rounding_mode="floor").long()
-            items = pairs.remainder(item_span).long()
+        slots, keys = self._order.current(live, self._packed_keys)
+        if prune:
+            self._order.keep(slots, keys)
+        # The columns are decoded from the keys, not gathered by the order: a gather in
+        # random order misses the cache on every element (a third of a snapshot at 1M edges).
+        users, relations = keys >> _ROW_SHIFT, keys & _RELATION_MASK
+        items = (keys >> _RELATION_BITS) & _ITEM_MASK
         max_user = int(users.max()) + 1 if users.numel() else 0
         max_item = int(items.max()) + 1 if items.numel() else 0
         if num_users is not None and num_users < max_user:
@@ -530,6 +526,13 @@ class GraphMirror:
             self._t_ref.index_select(0, slots),
             now,
         )
+
+    def _packed_keys(self, slots: Tensor) -> Tensor:
+        """These slots' slot keys (:func:`_slot_key`), whose order is the (user, item,
+        relation) order. index_select: advanced indexing's gather is ~4x slower on CPU."""
+        users, items = self._users.index_select(0, slots), self._items.index_select(0, slots)
+        relations = self._relations.index_select(0, slots)
+        return (((users << _ITEM_BITS) | items) << _RELATION_BITS) | relations
 
     def watermarks_by_partition(self) -> Tensor:
         """Each partition's watermark, indexed by partition (0 for one never seen)."""

@@ -79,8 +79,13 @@ def test_mirror_matches_the_store_after_the_same_batches(tmp_path: Path, seed: i
                 for e in store.edges()
                 if e.dst_kind == ITEM
             }
+            unpruned = mirror.snapshot(prune=False)  # reads the kept order, keeps nothing
             got = as_edges(mirror, reg)
             assert got.keys() == expected.keys()
+            for g in (unpruned, mirror.snapshot()):  # by (user, item, relation), each once
+                columns = (g.users.tolist(), g.items.tolist(), g.relations.tolist())
+                triples = list(zip(*columns, strict=True))
+                assert triples == sorted(set(triples))
             for key, weight in got.items():
                 assert weight == pytest.approx(expected[key], rel=1e-6)
         assert any(e.relation == "follow" for e in store.edges())  # skipped, on purpose
