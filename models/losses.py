@@ -22,6 +22,8 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,7 +37,43 @@ def _negative_scores(user: Tensor, neg: Tensor) -> Tensor:
         raise ValueError(
             f"negatives of shape {tuple(neg.shape)} do not fit users {tuple(user.shape)}"
         )
+    return negative_scores(user, neg)
+
+
+def negative_scores(user: Tensor, neg: Tensor) -> Tensor:
+    """``[B, n]``: each of ``[B, d]`` users scored against its own ``[n, d]`` negatives
+    (``[B, n, d]``), ``einsum("bd,bnd->bn")``.
+
+    On the CPU its backward hands the negatives their gradient in their own layout:
+    einsum's is the transpose of it, which the caller's view of ``[B * n, d]`` rows
+    copies whole (67 MB for 4,096 positives of 64 negatives); the same products, so the
+    same floats.
+    """
+    if user.device.type == "cpu":
+        scores: Tensor = _RowScores.apply(user, neg)
+        return scores
     return torch.einsum("bd,bnd->bn", user, neg)
+
+
+class _RowScores(torch.autograd.Function):
+    """einsum's own products (``bmm`` of ``[B, 1, d]`` by ``[B, d, n]``), with a backward
+    that writes the negatives' gradient ``[B, n, d]`` directly: each entry is one product
+    ``g[b, n] * user[b, d]``, whichever way it is laid out."""
+
+    @staticmethod
+    def forward(ctx: Any, user: Tensor, neg: Tensor) -> Tensor:
+        ctx.save_for_backward(user, neg)
+        return torch.bmm(user.unsqueeze(1), neg.transpose(1, 2)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        user, neg = ctx.saved_tensors
+        grad_user = grad_neg = None
+        if ctx.needs_input_grad[0]:
+            grad_user = torch.bmm(grad.unsqueeze(1), neg).squeeze(1)
+        if ctx.needs_input_grad[1]:
+            grad_neg = torch.bmm(grad.unsqueeze(2), user.unsqueeze(1))
+        return grad_user, grad_neg
 
 
 def bpr(pos_score: Tensor, neg_score: Tensor) -> Tensor:

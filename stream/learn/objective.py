@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from models.base import BipartiteGraph, Encoder
-from models.losses import bpr, in_batch_scores, info_nce
+from models.losses import bpr, in_batch_scores, info_nce, negative_scores
 from models.prior import ScorePrior, TrendFeatures, fold
 from models.sampling import item_degrees, popularity_weights, sample_negatives
 from stream.learn.device import MixedPrecision
@@ -161,7 +161,7 @@ class Objective:
                 pos_score, neg_score = (user_vec * pos_vec).sum(-1), user_vec @ neg_vec.T
             else:
                 pos_score = (user_vec * pos_vec).sum(-1)
-                neg_score = torch.einsum("bd,bnd->bn", user_vec, neg_vec.view(*neg.shape, -1))
+                neg_score = negative_scores(user_vec, neg_vec.view(*neg.shape, -1))
             if trend is not None and self.prior is not None:
                 pos_score = pos_score + self.item_prior(trend, items)
                 if shared:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.losses import bpr_loss, in_batch_scores, info_nce, info_nce_loss
+from models.losses import bpr_loss, in_batch_scores, info_nce, info_nce_loss, negative_scores
 
 
 def unit(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -94,3 +94,26 @@ def test_info_nce_from_scores_with_a_log_q_offset() -> None:
         [True, False, True, False],
         [False, False, False, True],
     ]
+
+
+@pytest.mark.parametrize("shape", [(4096, 64, 64), (513, 17, 64), (7, 5, 3), (1, 1, 1)])
+def test_negative_scores_are_einsums_floats_and_gradients(shape: tuple[int, int, int]) -> None:
+    """The CPU's own backward (the negatives' gradient in their layout) gives einsum's
+    values and both gradients bit for bit, with a gradient of every size of batch."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        b, n, d = shape
+        gen = torch.Generator().manual_seed(b)
+        user = torch.randn(b, d, generator=gen, requires_grad=True)
+        rows = torch.randn(b * n, d, generator=gen, requires_grad=True)
+        grad = torch.randn(b, n, generator=gen)
+        expected = torch.einsum("bd,bnd->bn", user, rows.view(b, n, d))
+        got = negative_scores(user, rows.view(b, n, d))
+        assert torch.equal(got, expected)
+        want = torch.autograd.grad(expected, (user, rows), grad)
+        have = torch.autograd.grad(got, (user, rows), grad)
+        assert torch.equal(have[0], want[0]) and torch.equal(have[1], want[1])
+        assert have[1].is_contiguous()
+    finally:
+        torch.set_num_threads(threads)
