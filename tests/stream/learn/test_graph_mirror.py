@@ -152,11 +152,11 @@ def test_snapshot_without_prune_changes_nothing() -> None:
     assert mirror.num_edges == 0
 
 
-@pytest.mark.parametrize("offset", [0, 60_000], ids=["int32-keys", "int64-keys"])
+@pytest.mark.parametrize("offset", [0, 60_000], ids=["low-rows", "high-rows"])
 def test_snapshot_is_in_canonical_order_with_each_edges_own_columns(offset: int) -> None:
     """Rows written in shuffled slot order come out sorted by (user, item, relation), each
-    with its own weight and time (the columns are decoded from the sort keys, int32 ones
-    while users x items x relations fits, int64 past it: 60k x 60k x 3 does not)."""
+    with its own weight and time (the columns are decoded from the packed slot keys, whose
+    user row sits above bit 40: high rows check the decoding past 32 bits)."""
     rng = random.Random(7)
     keys = [
         (offset + u, offset + i, r)
