@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from models.base import BipartiteGraph
 from models.ids import IdRegistry
 from stream.behaviours import Behaviour
 from stream.events import Interaction
+from stream.learn.canonical_order import CanonicalOrder
 from stream.learn.graph_mirror import GraphMirror, slot_keys, store_user_item_edges
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 from stream.state.keys import ITEM
@@ -187,6 +189,43 @@ def test_snapshot_is_in_canonical_order_with_each_edges_own_columns(offset: int)
         for u, i, r in got
     ]
     assert g.weights.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def sorted_afresh(mirror: GraphMirror) -> BipartiteGraph:
+    """The mirror's read snapshot with no order kept: every held edge sorted anew."""
+    kept = mirror._order
+    mirror._order = CanonicalOrder()
+    mirror._order.grow(mirror._alive.numel())
+    try:
+        return mirror.snapshot(prune=False)
+    finally:
+        mirror._order = kept
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kept_order_equals_sorting_afresh_through_every_kind_of_write(seed: int) -> None:
+    """Batches with late and dying events, evictions, changelog removals and both kinds of
+    snapshot, interleaved: each snapshot is the one a full sort of the held edges gives
+    (slots are released and handed out again with other edges throughout)."""
+    rng = random.Random(seed)
+    mirror, reg = GraphMirror(BEHAVIOURS, EPSILON), IdRegistry()
+    events = synthetic_stream(seed, 600)
+    for start in range(0, len(events), 29):
+        # edges go first, so the batch after hands their slots out again
+        held = mirror.edge_states()
+        if held[0].numel() and rng.random() < 0.5:  # a changelog record removing an edge
+            k = rng.randrange(held[0].numel())
+            edge = (int(held[0][k]), int(held[1][k]), int(held[2][k]))
+            mirror.set_edges({edge: None}, {edge: 0})
+        if rng.random() < 0.3:  # an evicted row
+            mirror.drop_rows(torch.tensor([rng.randrange(6)]), torch.tensor([rng.randrange(8)]))
+        mirror_apply(mirror, reg, events[start : start + 29])
+        for prune in (False, True):
+            expected = sorted_afresh(mirror)
+            got = mirror.snapshot(prune=prune)
+            for name in ("users", "items", "relations", "weights", "times"):
+                assert torch.equal(getattr(got, name), getattr(expected, name)), name
+    assert mirror._free or mirror._used > mirror.num_edges  # slots were released
 
 
 def test_validation() -> None:
