@@ -94,8 +94,18 @@ def slot_keys(users: Tensor, items: Tensor, relations: Tensor) -> list[int]:
         or bool((relations >> _RELATION_BITS).any())
     ):
         raise ValueError("an edge key is out of the slot index's range")
-    keys: list[int] = ((((users << _ITEM_BITS) | items) << _RELATION_BITS) | relations).tolist()
+    keys: list[int] = _packed(users, items, relations).tolist()
     return keys
+
+
+def _packed(users: Tensor, items: Tensor, relations: Tensor) -> Tensor:
+    """:func:`_slot_key` of edges in range, as a tensor (no range check)."""
+    return (((users << _ITEM_BITS) | items) << _RELATION_BITS) | relations
+
+
+def _unpacked(keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(user rows, item rows, relations)`` of packed slot keys."""
+    return keys >> _ROW_SHIFT, (keys >> _RELATION_BITS) & _ITEM_MASK, keys & _RELATION_MASK
 
 
 @dataclass(frozen=True)
@@ -398,9 +408,7 @@ class GraphMirror:
         written = torch.tensor(at, dtype=torch.long)
         if at:
             packed = torch.tensor(keys, dtype=torch.long)
-            self._users[written] = packed >> _ROW_SHIFT
-            self._items[written] = (packed >> _RELATION_BITS) & _ITEM_MASK
-            self._relations[written] = packed & _RELATION_MASK
+            self._users[written], self._items[written], self._relations[written] = _unpacked(packed)
             self._t_ref[written] = torch.tensor(t_refs, dtype=torch.long)
             self._part[written] = torch.tensor([parts.get(k, 0) for k in keys], dtype=torch.long)
             self._w_ref[written] = torch.tensor(w_refs, dtype=torch.float64)
@@ -508,8 +516,7 @@ class GraphMirror:
             self._order.keep(slots, keys)
         # The columns are decoded from the keys, not gathered by the order: a gather in
         # random order misses the cache on every element (a third of a snapshot at 1M edges).
-        users, relations = keys >> _ROW_SHIFT, keys & _RELATION_MASK
-        items = (keys >> _RELATION_BITS) & _ITEM_MASK
+        users, items, relations = _unpacked(keys)
         max_user = int(users.max()) + 1 if users.numel() else 0
         max_item = int(items.max()) + 1 if items.numel() else 0
         if num_users is not None and num_users < max_user:
@@ -532,7 +539,7 @@ class GraphMirror:
         relation) order. index_select: advanced indexing's gather is ~4x slower on CPU."""
         users, items = self._users.index_select(0, slots), self._items.index_select(0, slots)
         relations = self._relations.index_select(0, slots)
-        return (((users << _ITEM_BITS) | items) << _RELATION_BITS) | relations
+        return _packed(users, items, relations)
 
     def watermarks_by_partition(self) -> Tensor:
         """Each partition's watermark, indexed by partition (0 for one never seen)."""
