@@ -1,21 +1,26 @@
-"""Microseconds per event of the graph store's write path, by graph size, with and without
-the table files' bloom filters.
+"""Microseconds per event of the graph store's write path, by graph size: the store as
+the worker opens it, without the table files' bloom filters, and with RocksDB's default
+64 MiB memtables.
 
 No Kafka and no trainer: :meth:`DecayedGraphStore.apply` alone, the work the ingest loop
-does under the GIL for every event (and, in RocksDB, without releasing it). The synthetic
+does for every event, all of it under the GIL but the batch's one list get of what it reads
+(rocksdict releases the GIL there; its single gets and its writes hold it). The synthetic
 stream of the freshness benchmark (its shape and seed: most events are a user-item pair's
 first, so most edge reads miss) is applied in ``--batch`` events per call until the graph
 holds each of ``--sizes`` edges; there the next ``--calls`` calls are timed and their
-median reported, per bloom setting. The two stores (filters on and off) are filled with
-the same batches in step and their timed calls alternate, so a busy moment of the machine
-lands on both.
+median reported, per variant (:data:`VARIANTS`). The stores are filled with the same
+batches in step and their timed calls take turns, so a busy moment of the machine lands on
+each; the default 24 calls write more than a 64 MiB memtable holds, so every variant's
+figure spans a memtable's filling.
 
     .venv/bin/python -m bench.store_apply                       # 100k and 1M edges
     .venv/bin/python -m bench.store_apply --sizes 100000 --calls 3
 
 Writes bench/results/store_apply.json (``--json``): the command, date, machine and, per
-size and setting, ``us_per_event`` (median), ``us_per_event_all`` and ``edges`` (when the
-timed calls began), plus ``bloom_speedup`` per size (without over with; keyed by ``edges``).
+size and variant, ``us_per_event`` (median), ``us_per_event_all``, the variant's
+``bloom_bits_per_key`` and ``write_buffer_bytes`` and ``edges`` (when the timed calls
+began), plus per size (keyed by ``edges``) ``bloom_speedup`` (without filters over the
+default) and ``memtable_speedup`` (64 MiB memtables over the default).
 """
 
 from __future__ import annotations
@@ -37,9 +42,20 @@ from typing import Any
 from stream.behaviours import DEFAULT_BEHAVIOURS
 from stream.events import Interaction
 from stream.produce.synthetic import SyntheticConfig, SyntheticStream
-from stream.state.graph_store import BLOOM_BITS_PER_KEY, DecayedGraphStore, PartitionBatch
+from stream.state.graph_store import (
+    BLOOM_BITS_PER_KEY,
+    WRITE_BUFFER_BYTES,
+    DecayedGraphStore,
+    PartitionBatch,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store_apply.json"
+# name -> (bloom bits per key, memtable bytes)
+VARIANTS = {
+    "default": (BLOOM_BITS_PER_KEY, WRITE_BUFFER_BYTES),
+    "no_bloom": (0, WRITE_BUFFER_BYTES),
+    "memtable_64mib": (BLOOM_BITS_PER_KEY, 64 << 20),
+}
 START_MS = 1_700_000_000_000
 
 
@@ -58,16 +74,20 @@ def stream_events(seed: int) -> Iterator[Interaction]:
 
 
 def measure(sizes: list[int], batch: int, calls: int) -> list[dict[str, Any]]:
-    """Fill a store with filters and one without, in step, to each size in turn; there time
-    ``calls`` applies on each, alternating (the same batches; background load hits both)."""
-    settings = (BLOOM_BITS_PER_KEY, 0)
+    """Fill one store per variant, in step, to each size in turn; there time ``calls``
+    applies on each, taking turns (the same batches; background load hits all)."""
     out: list[dict[str, Any]] = []
     events = stream_events(seed=1)
     offset = 0
     with tempfile.TemporaryDirectory() as tmp:
         stores = [
-            DecayedGraphStore(Path(tmp) / str(bits), DEFAULT_BEHAVIOURS, bloom_bits_per_key=bits)
-            for bits in settings
+            DecayedGraphStore(
+                Path(tmp) / name,
+                DEFAULT_BEHAVIOURS,
+                bloom_bits_per_key=bits,
+                write_buffer_bytes=buffer,
+            )
+            for name, (bits, buffer) in VARIANTS.items()
         ]
         try:
             for size in sizes:
@@ -81,17 +101,19 @@ def measure(sizes: list[int], batch: int, calls: int) -> list[dict[str, Any]]:
                 for call in range(calls):
                     part = list(itertools.islice(events, batch))
                     offset += len(part)
-                    order = range(len(stores)) if call % 2 == 0 else reversed(range(len(stores)))
-                    for k in order:
+                    turn = call % len(stores)
+                    for k in [*range(turn, len(stores)), *range(turn)]:
                         start = time.perf_counter()
                         stores[k].apply("bench", [PartitionBatch(0, offset, part)])
                         seconds[k].append(time.perf_counter() - start)
-                for bits, timed in zip(settings, seconds, strict=True):
+                for (name, (bits, buffer)), timed in zip(VARIANTS.items(), seconds, strict=True):
                     per_event = [s / batch * 1e6 for s in timed]
                     out.append(
                         {
                             "edges": edges,
+                            "variant": name,
                             "bloom_bits_per_key": bits,
+                            "write_buffer_bytes": buffer,
                             "us_per_event": round(statistics.median(per_event), 2),
                             "us_per_event_all": [round(x, 2) for x in per_event],
                         }
@@ -107,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--batch", type=int, default=5_000, help="events per apply call")
-    parser.add_argument("--calls", type=int, default=9, help="timed calls per size")
+    parser.add_argument("--calls", type=int, default=24, help="timed calls per size")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results = measure(sorted(args.sizes), args.batch, args.calls)
-    by = {(r["bloom_bits_per_key"], r["edges"]): r["us_per_event"] for r in results}
+    by = {(r["variant"], r["edges"]): r["us_per_event"] for r in results}
     edges = sorted({r["edges"] for r in results})
     result: dict[str, Any] = {
-        "benchmark": "graph store apply, microseconds per event, by graph size and bloom filter",
+        "benchmark": "graph store apply, microseconds per event, by graph size and store options",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.store_apply", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -123,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         "batch_events": args.batch,
         "calls": args.calls,
         "results": results,
-        "bloom_speedup": {
-            str(e): round(by[(0, e)] / by[(BLOOM_BITS_PER_KEY, e)], 2) for e in edges
+        **{
+            f"{variant}_speedup": {
+                str(e): round(by[(name, e)] / by[("default", e)], 2) for e in edges
+            }
+            for variant, name in (("bloom", "no_bloom"), ("memtable", "memtable_64mib"))
         },
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,11 @@ def split_edge_suffix(suffix: bytes) -> tuple[tuple[bytes, str], int, tuple[byte
     return src, suffix[pos], dst
 
 
+def reverse_of(src: bytes, relation: int, dst: bytes) -> bytes:
+    """:func:`reverse_suffix` of ``edge_suffix(src, relation, dst)``, from its parts."""
+    return dst + bytes((relation,)) + src
+
+
 def reverse_suffix(suffix: bytes) -> bytes:
     """The same edge keyed from its destination side."""
     (_, _), pos = _split_node(suffix, 0)

@@ -69,6 +69,35 @@ def test_any_order_and_batching_gives_reference_weights(evs, order, cut) -> None
         store.close()
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    evs=st.lists(
+        st.builds(
+            Interaction,
+            user_id=st.sampled_from(["u1", "u2"]),
+            item_id=st.sampled_from(["i1", "i2"]),
+            event_type=st.sampled_from(sorted(BEHAVIOURS)),
+            ts=st.integers(0, 100_000),
+            weight=st.floats(0.0, 10.0),
+            event_id=st.none() | st.sampled_from(["e1", "e2"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_one_batch_leaves_every_record_as_one_event_per_batch_does(evs) -> None:
+    """A batch reads the store once up front (a list get) and its own writes after: every
+    record (edges both ways, degrees, pruning index, duplicate filter, counts) ends as
+    applying the events one per batch leaves it, repeats of an edge or an id included."""
+    whole, single = _store(1e-300), _store(1e-300)
+    whole.apply("t", [PartitionBatch(0, len(evs), evs)])
+    for i, e in enumerate(evs):
+        single.apply("t", [PartitionBatch(0, i + 1, [e])])
+    assert list(whole.scan(b"")) == list(single.scan(b""))
+    whole.close()
+    single.close()
+
+
 def _pruned_reference(evs: list[Interaction], epsilon: float) -> dict[tuple[str, str, str], float]:
     """Event by event, in plain Python: the watermark moves, an edge that fell below
     epsilon by then is dropped before the event's term is added, then all are pruned."""
