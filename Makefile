@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-seed-spread bench-step-cost bench-heap-growth bench-store-apply bench-id-memory bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-seed-spread bench-step-cost bench-heap-growth bench-store-apply bench-id-memory bench-gil-share bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -95,6 +95,9 @@ bench-heap-growth: $(STAMP) ## a trainer's first learn calls from empty (heap gr
 
 bench-store-apply: $(STAMP) ## microseconds per event of the graph store's apply at 100k and 1M edges, bloom filters on and off; writes bench/results/store_apply.json
 	$(PY) -m bench.store_apply
+
+bench-gil-share: $(STAMP) ## who holds the worker's GIL at 10,000 events/s (py-spy --gil samples by thread); writes bench/results/gil_share.json
+	$(PY) -m bench.gil_share
 
 bench-gil-switch: $(STAMP) ## a learn call alone and beside a busy Python thread, by GIL switch interval; writes bench/results/gil_switch.json
 	OMP_NUM_THREADS=1 $(PY) -m bench.gil_switch
