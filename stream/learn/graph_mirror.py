@@ -266,7 +266,8 @@ class GraphMirror:
         key_of = iter(keys)  # the kept events' keys, in order
         for event, u, i, r, p in zip(interactions, *rows, relations, partitions, strict=True):
             # every event moves its partition's stream time, as in the store
-            wm = marks[p] = max(event.stream_ts, marks.get(p, event.stream_ts))
+            stream_ts = event.stream_ts
+            wm = marks[p] = max(stream_ts, marks.get(p, stream_ts))
             if r < 0:
                 continue
             key = next(key_of)
