@@ -88,13 +88,16 @@ def parse_raw(text: str) -> tuple[Counter[str], dict[str, Counter[str]], dict[st
     return per_role, functions, leaves
 
 
-def worker_pid(parent: psutil.Process, after: float) -> int | None:
-    """The newest ``stream.worker`` under ``parent`` started after ``after`` (epoch s)."""
-    found = [
-        p
-        for p in parent.children(recursive=True)
-        if "stream.worker" in " ".join(p.cmdline()) and p.create_time() >= after
-    ]
+def worker_pid(parent: psutil.Process) -> int | None:
+    """The newest running ``stream.worker`` under ``parent`` (the broker warm-up's own worker
+    has stopped by the time the load runs)."""
+    found = []
+    for child in parent.children(recursive=True):
+        try:
+            if "stream.worker" in " ".join(child.cmdline()) and child.is_running():
+                found.append(child)
+        except psutil.Error:  # ended meanwhile
+            continue
     return max(found, key=lambda p: p.create_time()).pid if found else None
 
 
@@ -121,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert load.stdout is not None
-        began = None
+        began = False
         for line in load.stdout:  # the broker's warm-up first; then this load
             print(line, end="", flush=True)
             if line.startswith(f"load {args.rate} "):
-                began = time.time()
+                began = True
                 break
-        if began is None:
+        if not began:
             raise SystemExit(f"bench.freshness ended before its load (exit {load.wait()})")
         time.sleep(args.settle_s)
-        pid = worker_pid(psutil.Process(load.pid), began)
+        pid = worker_pid(psutil.Process(load.pid))
         if pid is None:
             load.kill()
             raise SystemExit("no stream.worker process of the load found")
