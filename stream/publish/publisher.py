@@ -193,6 +193,10 @@ class EmbeddingPublisher:
                     "linger.ms": 5,
                     "message.max.bytes": 8 * 1024 * 1024,
                     "queue.buffering.max.messages": 1_000_000,
+                    # Delivery reports for failures only: an acked record needs no Python
+                    # call (under the GIL the ingest threads share) for each of the
+                    # thousands a step publishes; flush's count says what is not acked yet.
+                    "delivery.report.only.error": True,
                     "logger": log,
                 },
             )

@@ -183,3 +183,30 @@ def test_an_existing_topic_that_is_not_compacted_is_refused(
     kafka_broker.create_topics({settings.item_topic: 1}, {"cleanup.policy": "delete"})
     with pytest.raises(PublishError, match="compact"):
         EmbeddingPublisher(KafkaSettings(kafka_broker.bootstrap_servers), settings)
+
+
+def test_records_the_broker_refuses_fail_the_publish_and_the_rest_still_arrive(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    """Only failed deliveries are reported back (successes cost no Python call each): a
+    record the broker refuses, here one over the user topic's ``max.message.bytes``, still
+    fails the publish; its small neighbours on the other topic are acked and readable."""
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path)
+    compacted = {"cleanup.policy": "compact"}
+    kafka_broker.create_topics({settings.user_topic: 1}, {**compacted, "max.message.bytes": "600"})
+    kafka_broker.create_topics({settings.item_topic: 1}, compacted)
+    refused = pytest.raises(PublishError, match=r"1 of 3 embedding records were not acked")
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher, refused:
+        publisher.publish(
+            [
+                NodeVectors("user", ["big"], _vectors(1, 64, 0), 0),  # ~1.2 KB of JSON
+                NodeVectors("item", ["a", "b"], _vectors(2, 2, 1), 0),
+            ],
+            model_version=0,
+        )
+    assert sorted(record.key for record in read_topic(bootstrap, settings.item_topic)) == [
+        b"a",
+        b"b",
+    ]
+    assert sum(end_offsets(bootstrap, settings.user_topic).values()) == 0
