@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,24 @@ RESULTS = Path(__file__).resolve().parent / "results" / "gil_share.json"
 ROLES = {"streamgnn-trainer": "trainer", "MainThread": "event_loop"}
 EXECUTOR_PREFIX = "asyncio_"  # the event loop's default executor names its threads so
 OURS = ("stream/", "models/")  # py-spy's paths of this project's modules
+STACK_MARKERS = {  # a frame only that role's stacks hold
+    "_worker (concurrent/futures/thread.py:": "ingest_executor",
+    "TrainingLoop._run (": "trainer",
+    "BaseEventLoop.run_forever (": "event_loop",
+}
 
 
-def role(thread_name: str) -> str:
-    """``trainer``, ``ingest_executor``, ``event_loop`` or ``other`` for a thread name."""
+def role(thread_name: str, frames: Sequence[str] = ()) -> str:
+    """``trainer``, ``ingest_executor``, ``event_loop`` or ``other``, by the thread's name,
+    or by its stack where py-spy could not read the name."""
     if thread_name.startswith(EXECUTOR_PREFIX):
         return "ingest_executor"
-    return ROLES.get(thread_name, "other")
+    if thread_name in ROLES:
+        return ROLES[thread_name]
+    for marker, who in STACK_MARKERS.items():
+        if any(marker in frame for frame in frames):
+            return who
+    return "other"
 
 
 def parse_raw(text: str) -> tuple[Counter[str], dict[str, Counter[str]], dict[str, Counter[str]]]:
@@ -71,7 +83,7 @@ def parse_raw(text: str) -> tuple[Counter[str], dict[str, Counter[str]], dict[st
             continue
         frames = stack.split(";")
         thread = frames[0].split(": ", 1)[1] if ": " in frames[0] else frames[0]
-        who, n = role(thread), int(count)
+        who, n = role(thread, frames[1:]), int(count)
         per_role[who] += n
         seen = set()
         for frame in frames[1:]:
@@ -150,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         per_role, functions, leaves = parse_raw(raw.read_text())
         freshness = json.loads(fresh_json.read_text())["loads"][0]
     possible = args.hz * int(args.seconds)
-    errors = [ln for ln in sampled.stderr.splitlines() if "Errors:" in ln]
+    output = (sampled.stdout + sampled.stderr).splitlines()
+    errors = [ln for ln in output if "Errors:" in ln]
     report: dict[str, Any] = {
         "benchmark": "the all-in-one worker's GIL, py-spy --gil samples by thread role",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.gil_share", *sys.argv[1:]]),

@@ -25,6 +25,10 @@ def test_thread_names_map_to_their_roles() -> None:
     assert role("asyncio_0") == role("asyncio_11") == "ingest_executor"
     assert role("MainThread") == "event_loop"
     assert role("Thread-7 (serve_forever)") == "other"
+    unnamed = "thread (99)"  # py-spy could not read the name: the stack says
+    assert role(unnamed, ["_worker (concurrent/futures/thread.py:83)"]) == "ingest_executor"
+    assert role(unnamed, ["TrainingLoop._run (stream/training.py:366)"]) == "trainer"
+    assert role("MainThread", ["submit (concurrent/futures/thread.py:175)"]) == "event_loop"
 
 
 def test_samples_add_up_per_role_and_callers_include_their_callees() -> None:
