@@ -226,8 +226,10 @@ class RecordSource:
 
     def poll(self, timeout_s: float, max_records: int) -> dict[int, list[SourceRecord]]:
         """Up to ``max_records`` records by partition, in offset order: waits up to
-        ``timeout_s`` for the first only (:func:`stream.kafka.clients.fetch_available`)."""
-        messages = fetch_available(self._require(), max_records, timeout_s)
+        ``timeout_s`` for the first, then up to ``batch_linger_ms`` for more
+        (:func:`stream.kafka.clients.fetch_available`)."""
+        linger_s = self._kafka.batch_linger_ms / 1000
+        messages = fetch_available(self._require(), max_records, timeout_s, linger_s)
         now_ms = int(time.time() * 1000)
         fetched: dict[int, list[SourceRecord]] = {}
         for message in messages:

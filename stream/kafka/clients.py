@@ -67,15 +67,19 @@ async def aiokafka_connection(
     return await create_conn(host, port, **common, **options)
 
 
-def fetch_available(consumer: Consumer, max_records: int, timeout_s: float) -> list[Message]:
-    """Up to ``max_records`` messages: waits up to ``timeout_s`` for the first, then takes
-    what the client has fetched already without waiting.
+def fetch_available(
+    consumer: Consumer, max_records: int, timeout_s: float, linger_s: float = 0.0
+) -> list[Message]:
+    """Up to ``max_records`` messages: waits up to ``timeout_s`` for the first, then up to
+    ``linger_s`` for more (0: takes what the client has fetched already, without waiting).
 
     librdkafka's ``consume(n, timeout)`` returns only once it holds ``n`` messages or the
     timeout passed: below ``n`` records per timeout (2,000 events/s against 5,000 per
     0.5 s) every record would wait out the timeout. Under load the batches still grow:
-    records queue up in the client while the last batch is handled."""
+    records queue up in the client while the last batch is handled. A short linger makes
+    them grow where handling a batch is quick (the ingest loop: see
+    ``KafkaSettings.batch_linger_ms``)."""
     messages: list[Message] = consumer.consume(1, timeout_s)
     if messages and max_records > 1:
-        messages.extend(consumer.consume(max_records - 1, 0))
+        messages.extend(consumer.consume(max_records - 1, linger_s))
     return messages

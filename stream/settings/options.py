@@ -92,6 +92,11 @@ OPTIONS: tuple[Option, ...] = (
         "static group membership id (one per worker; with --changelog, its transactional.id)",
     ),
     _opt("kafka", "max_batch_records", "records applied per store write batch at most"),
+    _opt(
+        "kafka",
+        "batch_linger_ms",
+        "ms ingest waits, after a batch's first record, for more before applying it",
+    ),
     _opt("kafka", "session_timeout_ms", "consumer group session timeout"),
     _opt(
         "kafka",
