@@ -85,19 +85,21 @@ def parse_raw(text: str) -> tuple[Counter[str], dict[str, Counter[str]], dict[st
         thread = frames[0].split(": ", 1)[1] if ": " in frames[0] else frames[0]
         who, n = role(thread, frames[1:]), int(count)
         per_role[who] += n
-        seen = set()
-        for frame in frames[1:]:
-            name, _, place = frame.rpartition(" (")
-            path = place.rstrip(")").rsplit(":", 1)[0]
-            if path.startswith(OURS):
-                function = f"{name} ({path.rsplit('/', 1)[-1]})"
-                if function not in seen:
-                    seen.add(function)
-                    functions[who][function] += n
-        if len(frames) > 1:
-            name, _, place = frames[-1].rpartition(" (")
-            leaves[who][f"{name} ({place.rstrip(')').rsplit('/', 1)[-1]})"] += n
+        parsed = [_split_frame(frame) for frame in frames[1:]]
+        ours = {f"{name} ({file})" for name, path, file, _ in parsed if path.startswith(OURS)}
+        for function in ours:  # once per sample, however deep it recurs
+            functions[who][function] += n
+        if parsed:
+            name, _, file, line_no = parsed[-1]
+            leaves[who][f"{name} ({file}:{line_no})"] += n
     return per_role, functions, leaves
+
+
+def _split_frame(frame: str) -> tuple[str, str, str, str]:
+    """``(function, path, file name, line)`` of a py-spy frame ``function (path:line)``."""
+    name, _, place = frame.rpartition(" (")
+    path, _, line_no = place.rstrip(")").rpartition(":")
+    return name, path, path.rsplit("/", 1)[-1], line_no
 
 
 def worker_pid(parent: psutil.Process) -> int | None:
