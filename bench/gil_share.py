@@ -12,9 +12,8 @@ defaults otherwise: the broker warmed, the graph seeded) and, ``--settle-s`` aft
 began, samples the load's worker with ``py-spy record --gil --nonblocking`` for
 ``--seconds`` at ``--hz``: a sample is taken only from the thread holding the GIL at that
 moment. ``held_share`` is the samples over the ones possible (``hz x seconds``; py-spy's
-errors are reported, not counted), and per thread role (``trainer``, ``publisher``: the
-step's publish beside the next step, ``ingest_executor``: the executor's threads,
-``event_loop``, ``other``) its share of the possible samples, this
+errors are reported, not counted), and per thread role (``trainer``, ``ingest_executor``:
+the executor's threads, ``event_loop``, ``other``) its share of the possible samples, this
 project's functions it spent them in (inclusive: a function's samples include its
 callees') and the innermost lines (a C call's caller among them), top ``--top`` each. The
 freshness run's own figures are kept under ``freshness``.
@@ -46,24 +45,19 @@ from typing import Any
 import psutil
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gil_share.json"
-ROLES = {
-    "streamgnn-trainer": "trainer",
-    "streamgnn-publisher": "publisher",
-    "MainThread": "event_loop",
-}
+ROLES = {"streamgnn-trainer": "trainer", "MainThread": "event_loop"}
 EXECUTOR_PREFIX = "asyncio_"  # the event loop's default executor names its threads so
 OURS = ("stream/", "models/")  # py-spy's paths of this project's modules
 STACK_MARKERS = {  # a frame only that role's stacks hold
     "_worker (concurrent/futures/thread.py:": "ingest_executor",
     "TrainingLoop._run (": "trainer",
-    "PublishInFlight._run (": "publisher",
     "BaseEventLoop.run_forever (": "event_loop",
 }
 
 
 def role(thread_name: str, frames: Sequence[str] = ()) -> str:
-    """``trainer``, ``publisher``, ``ingest_executor``, ``event_loop`` or ``other``, by the
-    thread's name, or by its stack where py-spy could not read the name."""
+    """``trainer``, ``ingest_executor``, ``event_loop`` or ``other``, by the thread's name,
+    or by its stack where py-spy could not read the name."""
     if thread_name.startswith(EXECUTOR_PREFIX):
         return "ingest_executor"
     if thread_name in ROLES:

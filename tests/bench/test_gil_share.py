@@ -22,14 +22,12 @@ RAW = "\n".join(
 
 def test_thread_names_map_to_their_roles() -> None:
     assert role("streamgnn-trainer") == "trainer"
-    assert role("streamgnn-publisher") == "publisher"
     assert role("asyncio_0") == role("asyncio_11") == "ingest_executor"
     assert role("MainThread") == "event_loop"
     assert role("Thread-7 (serve_forever)") == "other"
     unnamed = "thread (99)"  # py-spy could not read the name: the stack says
     assert role(unnamed, ["_worker (concurrent/futures/thread.py:83)"]) == "ingest_executor"
     assert role(unnamed, ["TrainingLoop._run (stream/training.py:366)"]) == "trainer"
-    assert role(unnamed, ["PublishInFlight._run (stream/publish/in_flight.py:70)"]) == "publisher"
     assert role("MainThread", ["submit (concurrent/futures/thread.py:175)"]) == "event_loop"
 
 
