@@ -8,16 +8,13 @@ up. The backlog is bounded: once it holds ``max_backlog_events`` the ingest loop
 fetching (:meth:`TrainingLoop.has_room`) and the excess waits in Kafka as consumer lag.
 
 After each step the vectors that moved are published (``EmbeddingPublisher.publish``
-returns once every record is acked; a broker outage is retried, never dropped) in a thread
-of their own while the next step computes (:mod:`stream.publish.in_flight`: one publish in
-flight at a time; a step's offsets count as trained once its records are acked); with
+returns once every record is acked; a broker outage is retried, never dropped); with
 ``reflect_before_step`` the users of each batch's events are published first, re-embedded
 from their own edges (:mod:`stream.learn.reflect`), and the step runs behind in a learner
 thread (:mod:`stream.learner`) whose reports this thread publishes. Then a
-checkpoint is written when ``checkpoint_interval_s`` has passed (after the publish in
-flight is acked), and always on :meth:`TrainingLoop.stop`. A checkpoint holds the
-trainer's complete state, the source offsets it has trained through and the settings that
-give its vectors their meaning.
+checkpoint is written when ``checkpoint_interval_s`` has passed, and always on
+:meth:`TrainingLoop.stop`. A checkpoint holds the trainer's complete state, the source
+offsets it has trained through and the settings that give its vectors their meaning.
 
 On start (:meth:`TrainingLoop.resume`) the newest good checkpoint is checked against the
 settings (:mod:`stream.learn.compatibility`: a mismatch stops the worker naming each
@@ -42,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 
@@ -63,7 +59,6 @@ from stream.learn.report import TrainReport
 from stream.learn.trainer import IncrementalTrainer
 from stream.learner import Handed, Learner
 from stream.metrics import PipelineMetrics
-from stream.publish.in_flight import PublishInFlight
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.settings import Settings
 from stream.state.graph_store import DecayedGraphStore
@@ -189,7 +184,6 @@ class TrainingLoop:
         self._trained_watermark: int | None = None
         self._store_watermark: int | None = None
         self._publisher: EmbeddingPublisher | None = None
-        self._in_flight = PublishInFlight()  # the live loop's publish beside its next step
         self.failure: BaseException | None = None
         self._abandoned = False  # a publish was interrupted by stop(): no final checkpoint
         self._stopping = threading.Event()
@@ -341,9 +335,6 @@ class TrainingLoop:
             self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Save the trainer with the offsets it has trained through, once the publish in
-        flight is acked (the offsets never run ahead of the vectors on the topics)."""
-        self._in_flight.wait()
         topic = self.source_topic
         offsets = {f"{topic}:{p}": offset for p, offset in sorted(self.trained_through.items())}
         payload = {
@@ -361,30 +352,25 @@ class TrainingLoop:
     def _run(self) -> None:
         try:
             self.warm_heap()
-            self._train_until_stopped()
-            self._in_flight.wait()  # the last step's vectors are acked before the thread ends
+            if self.untrained and not self._catch_up():
+                return  # stopped first: the next start reads the rest back
+            if self._settings.worker.reflect_before_step:
+                self._run_behind()
+                return
+            while True:
+                pending = self.backlog.take(timeout_s=0.05)
+                if pending is None:
+                    if self._stopping.is_set():
+                        return
+                    continue
+                self._train(pending, in_graph=self.applied_in_graph)
+                self._checkpoint_when_due()
         except PublishInterrupted:
             self._abandoned = True
         except BaseException as exc:
             log.exception("trainer thread failed")
             self.failure = exc
             self._on_failure(exc)
-
-    def _train_until_stopped(self) -> None:
-        if self.untrained and not self._catch_up():
-            return  # stopped first: the next start reads the rest back
-        if self._settings.worker.reflect_before_step:
-            self._run_behind()
-            return
-        while True:
-            pending = self.backlog.take(timeout_s=0.05)
-            if pending is None:
-                self._in_flight.wait()  # idle: the step in flight settles now
-                if self._stopping.is_set():
-                    return
-                continue
-            self._train(pending, in_graph=self.applied_in_graph, overlap=True)
-            self._checkpoint_when_due()
 
     def _checkpoint_when_due(self) -> None:
         if self.checkpoint_due():
@@ -475,36 +461,17 @@ class TrainingLoop:
             self._publish(report, handed.append_times_ms)
             self._settle(report, handed.positions, handed.newest_ts)
 
-    def _train(self, pending: PendingEvents, in_graph: bool = False, overlap: bool = False) -> None:
-        """Learn ``pending``, then publish and settle the step: in the publishing thread
-        with ``overlap`` (the live loop: this thread goes on to the next step), else here."""
+    def _train(self, pending: PendingEvents, in_graph: bool = False) -> None:
         self._metrics.train_backlog.set(len(self.backlog))
         partitions = pending.partitions or None
-        report = self.trainer.learn(
-            pending.interactions, partitions, in_graph=in_graph, with_vectors=overlap
-        )
+        report = self.trainer.learn(pending.interactions, partitions, in_graph=in_graph)
         # Freshness counts only what the published vectors reflect (catch-up: nothing).
         times = pending.append_times_ms
-        reflected = [times[k] for k in report.reflected] if times else []
+        self._publish(report, [times[k] for k in report.reflected] if times else [])
         newest = None
         if not in_graph and pending.interactions:
             newest = max(e.ts for e in pending.interactions)
-        done = partial(self._publish_and_settle, report, reflected, pending.positions, newest)
-        if overlap:
-            self._in_flight.hand(done)
-        else:
-            self._in_flight.wait()
-            done()
-
-    def _publish_and_settle(
-        self,
-        report: TrainReport,
-        append_times_ms: list[int],
-        positions: dict[int, int],
-        newest: int | None,
-    ) -> None:
-        self._publish(report, append_times_ms)
-        self._settle(report, positions, newest)
+        self._settle(report, pending.positions, newest)
 
     def _settle(self, report: TrainReport, positions: dict[int, int], newest: int | None) -> None:
         """A published step: its offsets are trained through; its metrics."""

@@ -218,7 +218,6 @@ class IncrementalTrainer:
         interactions: Sequence[Interaction],
         partitions: Sequence[int] | None = None,
         in_graph: bool = False,
-        with_vectors: bool = False,
     ) -> TrainReport:
         """Absorb one (possibly coalesced) micro-batch of applied events and fine-tune.
 
@@ -227,11 +226,9 @@ class IncrementalTrainer:
         ``in_graph``: the events' edges are in the mirror already (:meth:`bootstrap` loaded
         them from the store, e.g. events read back after a restart): they are trained on
         and their nodes reported, but not merged a second time.
-        ``with_vectors``: the report carries the changed ids' vectors (for a publish that
-        runs while the next call moves them).
         """
         with self._lock:
-            return self._step(self._absorb(interactions, partitions, in_graph), with_vectors)
+            return self._step(self._absorb(interactions, partitions, in_graph))
 
     def reflect(
         self,
@@ -315,12 +312,12 @@ class IncrementalTrainer:
             len(interactions), batch, reflected, before, trend, self.model_version, start
         )
 
-    def _step(self, absorbed: Absorbed, with_vectors: bool = False) -> TrainReport:
+    def _step(self, absorbed: Absorbed) -> TrainReport:
         """Train on the absorbed events plus replay, re-embed, report what to publish."""
         with self._params_lock:
-            return self._step_holding(absorbed, with_vectors)
+            return self._step_holding(absorbed)
 
-    def _step_holding(self, absorbed: Absorbed, with_vectors: bool = False) -> TrainReport:
+    def _step_holding(self, absorbed: Absorbed) -> TrainReport:
         batch, trend = absorbed.batch, absorbed.trend
         graph = _Once(self._graph)  # the whole view: only a full step or refresh builds it
         generator = torch.Generator().manual_seed(self.seed_of(absorbed.version))
@@ -348,9 +345,7 @@ class IncrementalTrainer:
             else {k: _NO_ROWS for k in KINDS}
         )
         self.model_version += 1
-        return self._report(
-            absorbed, changed, replayed, steps, loss, absorbed.reflected, with_vectors
-        )
+        return self._report(absorbed, changed, replayed, steps, loss, absorbed.reflected)
 
     def _positives(
         self, batch: EdgeBatch, graph: Callable[[], BipartiteGraph], generator: torch.Generator
