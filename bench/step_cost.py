@@ -91,7 +91,8 @@ def loaded_trainer(graph: BipartiteGraph, settings: TrainerSettings) -> Incremen
     for kind, count in (("user", graph.num_users), ("item", graph.num_items)):
         trainer.registry.assign(kind, [f"{kind[0]}{r}" for r in range(count)], NOW)
     trainer._grow()
-    times = NOW - torch.randint(0, 3_600_000, (graph.num_edges,), dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)  # a trainer's work: a function of its graph alone
+    times = NOW - torch.randint(0, 3_600_000, (graph.num_edges,), dtype=torch.long, generator=gen)
     fill_mirror(trainer.mirror, graph, times)
     return trainer
 
@@ -131,32 +132,72 @@ def time_steps(
     whole graph or re-embedded every row (a local step's fallbacks), the most rows a call
     re-embedded otherwise, and a bounded call's work: the most edges its step's samples
     and its re-embedding drew from the index, and rows its optimiser moved."""
-    for call in range(warmup):  # one-off costs (see the module docstring)
+    warm(trainer, graph, size, warmup)
+    tally = new_tally()
+    seconds = [
+        timed_call(trainer, graph, size, step, tally) for step in range(warmup, warmup + steps)
+    ]
+    return seconds, tally
+
+
+def warm(trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, warmup: int) -> None:
+    """The untimed first calls: one-off costs (see the module docstring)."""
+    for call in range(warmup):
         trainer.learn(batch_events(graph, size, call))
-    out = []
+
+
+def new_tally() -> dict[str, int]:
+    """:func:`timed_call`'s counters, zero."""
     fallbacks = {"whole_graph_steps": 0, "whole_graph_reembeds": 0, "reembedded_rows_max": 0}
-    work = {"step_edges_max": 0, "reembed_edges_max": 0, "moved_rows_max": 0}
+    return {**fallbacks, "step_edges_max": 0, "reembed_edges_max": 0, "moved_rows_max": 0}
+
+
+def timed_call(
+    trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, step: int, tally: dict[str, int]
+) -> float:
+    """Seconds of learn call ``step`` (its events: :func:`batch_events`); its fallbacks and
+    work counted into ``tally`` (see :func:`time_steps`)."""
+    events = batch_events(graph, size, step)
+    start = time.perf_counter()
+    trainer.learn(events)
+    seconds = time.perf_counter() - start
+    local = trainer.last_step
+    tally["whole_graph_steps"] += local.whole_graph_steps if local is not None else 0
+    if local is not None and not local.whole_graph_steps:
+        for key, count in (
+            ("step_edges_max", local.step_edges),
+            ("reembed_edges_max", local.reembed_edges),
+            ("moved_rows_max", int(local.moved.numel())),
+        ):
+            tally[key] = max(tally[key], count)
+    rows = trainer.reembedded
+    if rows["user"] is None or rows["item"] is None:
+        tally["whole_graph_reembeds"] += 1
+    else:
+        count = int(rows["user"].numel() + rows["item"].numel())
+        tally["reembedded_rows_max"] = max(tally["reembedded_rows_max"], count)
+    return seconds
+
+
+def interleaved(
+    sizes: list[int], settings: TrainerSettings, batch: int, steps: int, warmup: int
+) -> dict[int, tuple[list[float], dict[str, int], IncrementalTrainer, BipartiteGraph]]:
+    """:func:`time_steps` for every size at once: each size's trainer loaded and warmed,
+    then call ``k`` timed for every size before call ``k + 1`` for any, so a change of the
+    machine's speed during the run weighs on every size alike (this 2-core machine's moves
+    by tens of percent within the hour; sizes timed one after another read it as cost)."""
+    graphs = {size: synthetic_graph(size, "cpu") for size in sizes}
+    trainers = {size: loaded_trainer(graphs[size], settings) for size in sizes}
+    for size in sizes:
+        warm(trainers[size], graphs[size], batch, warmup)
+    seconds: dict[int, list[float]] = {size: [] for size in sizes}
+    tallies = {size: new_tally() for size in sizes}
     for step in range(warmup, warmup + steps):
-        events = batch_events(graph, size, step)
-        start = time.perf_counter()
-        trainer.learn(events)
-        out.append(time.perf_counter() - start)
-        local = trainer.last_step
-        fallbacks["whole_graph_steps"] += local.whole_graph_steps if local is not None else 0
-        if local is not None and not local.whole_graph_steps:
-            for key, count in (
-                ("step_edges_max", local.step_edges),
-                ("reembed_edges_max", local.reembed_edges),
-                ("moved_rows_max", int(local.moved.numel())),
-            ):
-                work[key] = max(work[key], count)
-        rows = trainer.reembedded
-        if rows["user"] is None or rows["item"] is None:
-            fallbacks["whole_graph_reembeds"] += 1
-        else:
-            count = int(rows["user"].numel() + rows["item"].numel())
-            fallbacks["reembedded_rows_max"] = max(fallbacks["reembedded_rows_max"], count)
-    return out, {**fallbacks, **work}
+        for size in sizes:
+            seconds[size].append(
+                timed_call(trainers[size], graphs[size], batch, step, tallies[size])
+            )
+    return {size: (seconds[size], tallies[size], trainers[size], graphs[size]) for size in sizes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (make gpu-check)")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="load every size's trainer at once and take their timed calls in turn",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     # the worker's heap options (stream/allocator.py), so a step costs what it costs there
@@ -176,25 +222,44 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()  # other jobs on the machine slow every figure alike
     base = TrainerSettings(device=args.device, max_users=4_000_000, max_items=4_000_000)
     results: list[dict[str, Any]] = []
-    for size in args.sizes:
+
+    def record(
+        size: int,
+        name: str,
+        seconds: list[float],
+        tally: dict[str, int],
+        trainer: IncrementalTrainer,
+        graph: BipartiteGraph,
+    ) -> None:
+        row = {
+            "edges": size,
+            "nodes": graph.num_users + graph.num_items,
+            "config": name,
+            "seconds": statistics.median(seconds),
+            "seconds_all": seconds,
+            **tally,
+            "index_rebuilds": trainer.mirror.index.rebuilds,
+            "rss_gb": psutil.Process().memory_info().rss / 2**30,  # interleaved: every size's
+            "huge_page_share": huge_page_share(),
+        }
+        print(json.dumps(row), flush=True)
+        results.append(row)
+
+    if args.interleave:
+        for name in args.configs:
+            settings = dataclasses.replace(base, **CONFIGS[name])
+            timed = interleaved(args.sizes, settings, args.batch, args.steps, args.warmup)
+            for size, (seconds, tally, trainer, graph) in timed.items():
+                record(size, name, seconds, tally, trainer, graph)
+            del timed
+            gc.collect()
+    for size in [] if args.interleave else args.sizes:
         graph = synthetic_graph(size, "cpu")  # the mirror lives on the host
         for name in args.configs:
             settings = dataclasses.replace(base, **CONFIGS[name])
             trainer = loaded_trainer(graph, settings)
-            seconds, fallbacks = time_steps(trainer, graph, args.batch, args.steps, args.warmup)
-            row = {
-                "edges": size,
-                "nodes": graph.num_users + graph.num_items,
-                "config": name,
-                "seconds": statistics.median(seconds),
-                "seconds_all": seconds,
-                **fallbacks,
-                "index_rebuilds": trainer.mirror.index.rebuilds,
-                "rss_gb": psutil.Process().memory_info().rss / 2**30,
-                "huge_page_share": huge_page_share(),
-            }
-            print(json.dumps(row), flush=True)
-            results.append(row)
+            seconds, tally = time_steps(trainer, graph, args.batch, args.steps, args.warmup)
+            record(size, name, seconds, tally, trainer, graph)
             del trainer
             gc.collect()
     report = {
@@ -214,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_events": args.batch,
             "timed_steps": args.steps,
             "untimed_first_calls": args.warmup,
+            "interleaved": args.interleave,
             "trainer": {
                 f.name: getattr(base, f.name)
                 for f in dataclasses.fields(base)
