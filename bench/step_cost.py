@@ -19,8 +19,15 @@ tree), so the two differ by ~128k negative rows' gathers, scores and row-wise Ad
 (``layer_history``: one hop around the seeds, the neighbours' deeper layers as of their
 last embedding); their first, untimed call steps on the whole graph (nothing kept yet).
 
+With ``--interleave`` every size's trainer is loaded at once (one configuration at a time:
+~11 GB at 10M edges) and call ``k`` is timed for every size before call ``k + 1`` for any:
+this machine's speed moves by tens of percent within the hour, and sizes timed one after
+another read that drift as cost (their ratio moved 1.42x -> 1.86x between two runs; taken
+in turn, 1.55x and 1.58x while every figure moved 1.6x).
+
     .venv/bin/python -m bench.step_cost                      # 100k, 1M, 10M edges
     .venv/bin/python -m bench.step_cost --sizes 100000 --steps 3
+    .venv/bin/python -m bench.step_cost --configs local-history-shared --steps 15 --interleave
 
 Writes bench/results/step_cost.json (``--out``): the command, date, machine, settings and
 per size and configuration ``seconds`` (median), ``seconds_all`` and ``edges``, the local
@@ -253,15 +260,16 @@ def main(argv: list[str] | None = None) -> int:
                 record(size, name, seconds, tally, trainer, graph)
             del timed
             gc.collect()
-    for size in [] if args.interleave else args.sizes:
-        graph = synthetic_graph(size, "cpu")  # the mirror lives on the host
-        for name in args.configs:
-            settings = dataclasses.replace(base, **CONFIGS[name])
-            trainer = loaded_trainer(graph, settings)
-            seconds, tally = time_steps(trainer, graph, args.batch, args.steps, args.warmup)
-            record(size, name, seconds, tally, trainer, graph)
-            del trainer
-            gc.collect()
+    else:
+        for size in args.sizes:
+            graph = synthetic_graph(size, "cpu")  # the mirror lives on the host
+            for name in args.configs:
+                settings = dataclasses.replace(base, **CONFIGS[name])
+                trainer = loaded_trainer(graph, settings)
+                seconds, tally = time_steps(trainer, graph, args.batch, args.steps, args.warmup)
+                record(size, name, seconds, tally, trainer, graph)
+                del trainer
+                gc.collect()
     report = {
         "command": " ".join([Path(sys.executable).name, "-m", "bench.step_cost", *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
