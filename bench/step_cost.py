@@ -133,24 +133,24 @@ def batch_events(graph: BipartiteGraph, size: int, step: int) -> list[Interactio
 
 
 def time_steps(
-    trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, steps: int, warmup: int = 3
+    trainer: IncrementalTrainer, graph: BipartiteGraph, batch: int, steps: int, warmup: int = 3
 ) -> tuple[list[float], dict[str, int]]:
     """Seconds of each timed learn call, how many of them ran an optimiser step on the
     whole graph or re-embedded every row (a local step's fallbacks), the most rows a call
     re-embedded otherwise, and a bounded call's work: the most edges its step's samples
     and its re-embedding drew from the index, and rows its optimiser moved."""
-    warm(trainer, graph, size, warmup)
+    warm(trainer, graph, batch, warmup)
     tally = new_tally()
     seconds = [
-        timed_call(trainer, graph, size, step, tally) for step in range(warmup, warmup + steps)
+        timed_call(trainer, graph, batch, step, tally) for step in range(warmup, warmup + steps)
     ]
     return seconds, tally
 
 
-def warm(trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, warmup: int) -> None:
-    """The untimed first calls: one-off costs (see the module docstring)."""
+def warm(trainer: IncrementalTrainer, graph: BipartiteGraph, batch: int, warmup: int) -> None:
+    """The untimed first calls of ``batch`` events: one-off costs (the module docstring)."""
     for call in range(warmup):
-        trainer.learn(batch_events(graph, size, call))
+        trainer.learn(batch_events(graph, batch, call))
 
 
 def new_tally() -> dict[str, int]:
@@ -160,11 +160,11 @@ def new_tally() -> dict[str, int]:
 
 
 def timed_call(
-    trainer: IncrementalTrainer, graph: BipartiteGraph, size: int, step: int, tally: dict[str, int]
+    trainer: IncrementalTrainer, graph: BipartiteGraph, batch: int, step: int, tally: dict[str, int]
 ) -> float:
-    """Seconds of learn call ``step`` (its events: :func:`batch_events`); its fallbacks and
-    work counted into ``tally`` (see :func:`time_steps`)."""
-    events = batch_events(graph, size, step)
+    """Seconds of learn call ``step`` (its ``batch`` events: :func:`batch_events`); its
+    fallbacks and work counted into ``tally`` (see :func:`time_steps`)."""
+    events = batch_events(graph, batch, step)
     start = time.perf_counter()
     trainer.learn(events)
     seconds = time.perf_counter() - start

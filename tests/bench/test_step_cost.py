@@ -26,9 +26,9 @@ def test_calls_take_turns_and_do_what_one_size_alone_does(
     order: list[tuple[int, int]] = []
     real = step_cost.timed_call
 
-    def spy(trainer, graph, size, step, tally):  # type: ignore[no-untyped-def]
+    def spy(trainer, graph, batch, step, tally):  # type: ignore[no-untyped-def]
         order.append((graph.num_edges, step))
-        return real(trainer, graph, size, step, tally)
+        return real(trainer, graph, batch, step, tally)
 
     monkeypatch.setattr(step_cost, "timed_call", spy)
     timed = step_cost.interleaved(SIZES, settings, batch=20, steps=3, warmup=1)
