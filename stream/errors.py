@@ -43,6 +43,11 @@ class BrokerError(StreamGNNError, RuntimeError):
     """The local Kafka node (or the jars it runs from) could not be provided."""
 
 
+class BrokersUnreachable(StreamGNNError):
+    """No Kafka bootstrap server answered while a command started (exit 1: a restart may
+    find them up)."""
+
+
 class KafkaAccessError(StreamGNNError):
     """A Kafka broker refused this client: a failed login or TLS handshake (never retried)."""
 

@@ -38,11 +38,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stream.errors import ChangelogError, ConfigError
+from stream.errors import BrokersUnreachable, ChangelogError, ConfigError, PublishError
 from stream.ingest import AppliedBatch
 from stream.ingest.changelog import changelog_topic
 from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
-from stream.kafka.access import check_access
+from stream.kafka.access import wait_for_access
 from stream.learn.changelog_fold import Folded, log_graph
 from stream.learn.compatibility import CheckpointMismatchError
 from stream.learn.device import resolve_device
@@ -138,14 +138,18 @@ class ChangelogTraining(TrainingLoop):
 def run_trainer(
     settings: Settings, stop: threading.Event, metrics: PipelineMetrics | None = None
 ) -> TrainTotals:
-    """Fold the changelog and train until ``stop`` is set; returns what it did."""
-    asyncio.run(check_access(settings.kafka))
+    """Fold the changelog and train until ``stop`` is set; returns what it did.
+
+    A broker must answer first, as for the worker (:func:`stream.worker.run_worker`).
+    """
     metrics = metrics if metrics is not None else PipelineMetrics()
     ranks = Ranks.from_env(resolve_device(settings.training.device))
     if ranks is not None:
         settings = rank_settings(settings, ranks)
     training = ChangelogTraining(settings, metrics, stop, ranks)
     training.resume()  # before any client: a mismatch fails fast
+    if not asyncio.run(wait_for_access(settings.kafka, stop.is_set)):
+        return TrainTotals()
     if ranks is not None:  # under torchrun: every rank in lockstep (stream.train_ranks)
         totals = TrainTotals()
         poll = (MAX_POLL_RECORDS, POLL_S)
@@ -261,7 +265,7 @@ def main(args: argparse.Namespace) -> int:
     except CheckpointMismatchError as exc:
         log.error("%s", exc)
         return 2
-    except ChangelogError as exc:
+    except (ChangelogError, BrokersUnreachable, PublishError) as exc:
         log.error("%s", exc)
         return 1
     log.info("stopped: %s", totals)

@@ -10,7 +10,8 @@ the worker within seconds wherever it is (the batch in flight lands in the store
 for the next start; the trainer checkpoints what it published) and exit 0, and any
 unhandled error exits non-zero so an orchestrator restarts the worker (which then resumes
 from the store's offsets). A metrics address it cannot listen on (the port taken) exits 2
-in one line, before any client starts. A checkpoint that does not match the settings exits
+in one line, before any client starts. Brokers that do not answer are waited for up to
+30 s (:func:`stream.kafka.access.wait_for_access`), then the worker exits 1 in one line. A checkpoint that does not match the settings exits
 2 at once, naming each setting (see :mod:`stream.learn.compatibility` and
 ``--on-checkpoint-mismatch``). A dead-letter topic that is missing and cannot be created,
 or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1. With
@@ -30,14 +31,16 @@ import sys
 from collections.abc import Callable
 
 from stream.errors import (
+    BrokersUnreachable,
     ChangelogError,
     ChangelogFenced,
     ConfigError,
     DeadLetterError,
+    PublishError,
     StoreError,
 )
 from stream.ingest import IngestTotals, IngestWorker
-from stream.kafka.access import check_access
+from stream.kafka.access import wait_for_access
 from stream.learn.changelog_fold import log_graph
 from stream.learn.compatibility import CheckpointMismatchError
 from stream.metrics import PipelineMetrics, serve_metrics
@@ -54,10 +57,13 @@ async def run_worker(
 ) -> IngestTotals:
     """Run until ``stop`` is set; returns what was ingested.
 
-    A refused login or TLS handshake raises :class:`~stream.errors.KafkaAccessError`
-    before anything is opened (the clients would retry it for ever).
+    The store and the checkpoint are checked first (a mismatch fails fast, brokers or
+    not); then a broker must answer (:func:`~stream.kafka.access.wait_for_access`) before
+    any client starts: a refused login or TLS handshake raises
+    :class:`~stream.errors.KafkaAccessError` (the clients would retry it for ever), no
+    answer within half a minute :class:`~stream.errors.BrokersUnreachable`, and ``stop``
+    meanwhile returns at once with nothing ingested.
     """
-    await check_access(settings.kafka)
     metrics = metrics if metrics is not None else PipelineMetrics()
     store = DecayedGraphStore(
         settings.store.path,
@@ -69,6 +75,8 @@ async def run_worker(
     )
     try:
         if not settings.worker.train:
+            if not await wait_for_access(settings.kafka, stop.is_set):
+                return IngestTotals()
             ingest = IngestWorker(settings, store, metrics)
             await _ingest(ingest, stop)
             return ingest.totals
@@ -77,6 +85,8 @@ async def run_worker(
             settings, store, metrics, on_failure=lambda exc: loop.call_soon_threadsafe(stop.set)
         )
         await asyncio.to_thread(training.resume)  # before any client: a mismatch fails fast
+        if not await wait_for_access(settings.kafka, stop.is_set):
+            return IngestTotals()
         publisher = await asyncio.to_thread(
             EmbeddingPublisher, settings.kafka, settings.publish, metrics
         )
@@ -167,6 +177,9 @@ def serve(settings: Settings) -> int:
         log.error("%s", exc)
         return 2
     except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1
+        log.error("%s", exc)
+        return 1
+    except (BrokersUnreachable, PublishError) as exc:  # a restart may find them up: exit 1
         log.error("%s", exc)
         return 1
     except ChangelogFenced as exc:  # a restart would fence the other worker in turn: exit 0

@@ -8,18 +8,26 @@ its access first (:func:`check_access`): one connection to a bootstrap server, t
 handshake and the SASL exchange, within a bounded time. A refused login or an unverified
 certificate raises :class:`~stream.errors.KafkaAccessError` saying so (never with a
 password); a broker that cannot be reached is left to the clients' own retries.
+
+The long-running commands (``worker``, ``ingest``, ``train``) wait for a broker instead
+(:func:`wait_for_access`): the clients they build next block in their own bootstrap for
+half a minute, deaf to SIGTERM, and then fail with a traceback; the wait answers a
+SIGTERM within a second or two and gives up in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
+import time
+from collections.abc import Callable
 from contextlib import suppress
 
 from aiokafka import errors as aiokafka_errors
 
-from stream.errors import ConfigError, KafkaAccessError
+from stream.errors import BrokersUnreachable, ConfigError, KafkaAccessError
 from stream.kafka.clients import aiokafka_connection
 from stream.settings import KafkaSettings, SecuritySettings
 
@@ -35,6 +43,13 @@ _AUTHENTICATION_ERRORS = (
 # so a connection lost by accident does not stop a command.
 _CLOSED_TRIES = 3
 _CLOSED_PAUSE_S = 1.0
+# wait_for_access: pauses between rounds grow to the cap; one connection attempt is kept
+# short so a SIGTERM is answered within about that long.
+_WAIT_PAUSE_S = (0.25, 0.5, 1.0, 2.0)
+_WAIT_TRY_S = 2.0
+START_WAIT_S = 30.0
+"""How long :func:`wait_for_access` waits by default: about what the clients' own
+bootstrap waited before, so an orchestrator's restarts come no faster than they did."""
 
 
 class _Closed(Exception):
@@ -54,6 +69,45 @@ async def check_access(kafka: KafkaSettings, timeout_s: float = 15.0) -> None:
     for host, port in _addresses(kafka.bootstrap_servers):
         if await _try_server(kafka, host, port, timeout_s):
             return
+
+
+async def wait_for_access(
+    kafka: KafkaSettings, stopping: Callable[[], bool], wait_s: float | None = None
+) -> bool:
+    """:func:`check_access`, waiting for a bootstrap server to answer (any protocol).
+
+    True once one accepted the connection (and login); False as soon as ``stopping()``
+    turns true (a SIGTERM while the brokers are away); raises :class:`BrokersUnreachable`
+    when none answered within ``wait_s`` (:data:`START_WAIT_S` when ``None``) and
+    :class:`KafkaAccessError` when one refused.
+    """
+    wait_s = START_WAIT_S if wait_s is None else wait_s
+    addresses = _addresses(kafka.bootstrap_servers)
+    deadline = time.monotonic() + wait_s
+    for attempt in itertools.count():
+        for host, port in addresses:
+            if stopping():
+                return False
+            if await _try_server(kafka, host, port, _WAIT_TRY_S):
+                return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        pause = min(_WAIT_PAUSE_S[min(attempt, len(_WAIT_PAUSE_S) - 1)], left)
+        if attempt == 0:
+            logger.warning(
+                "no Kafka broker answers at %s yet; waiting up to %.0f s",
+                kafka.bootstrap_servers,
+                wait_s,
+            )
+        for _ in range(max(1, int(pause / 0.1))):
+            if stopping():
+                return False
+            await asyncio.sleep(0.1)
+    raise BrokersUnreachable(
+        f"no Kafka broker answered at {kafka.bootstrap_servers} within {wait_s:.0f} s "
+        "(is the address right, and the broker up?)"
+    )
 
 
 def check_access_blocking(kafka: KafkaSettings, timeout_s: float = 15.0) -> None:
