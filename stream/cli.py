@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from stream.errors import KafkaAccessError
+from stream.errors import ConfigError, KafkaAccessError, StreamGNNError
 
 COMMANDS: tuple[str, ...] = (
     "stream.worker",
@@ -39,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.run(args)
-    except KafkaAccessError as exc:  # a refused login: one clear line, not a traceback
+    except (KafkaAccessError, ConfigError) as exc:  # a refused login, a missing topic
         print(f"streamgnn {args.command}: {exc}", file=sys.stderr)
         return 2
+    except StreamGNNError as exc:  # ours, with a message that says it: no traceback
+        print(f"streamgnn {args.command}: {exc}", file=sys.stderr)
+        return 1
     return status
 
 

@@ -6,18 +6,19 @@ thread (:mod:`stream.training`) fine-tunes on them and publishes the vectors tha
 
 Wiring only: settings come from :func:`stream.settings.settings_from_args` (flags over
 their environment twins), metrics are served on ``--metrics-address``, SIGTERM/SIGINT end
-the worker within seconds wherever it is (the batch in flight lands in the store or is left
-for the next start; the trainer checkpoints what it published) and exit 0, and any
+the worker within seconds wherever it is (the batch in flight lands in the store or is
+left for the next start; the trainer checkpoints what it published) and exit 0, and any
 unhandled error exits non-zero so an orchestrator restarts the worker (which then resumes
 from the store's offsets). A metrics address it cannot listen on (the port taken) exits 2
-in one line, before any client starts. Brokers that do not answer are waited for up to
-30 s (:func:`stream.kafka.access.wait_for_access`), then the worker exits 1 in one line. A checkpoint that does not match the settings exits
-2 at once, naming each setting (see :mod:`stream.learn.compatibility` and
-``--on-checkpoint-mismatch``). A dead-letter topic that is missing and cannot be created,
-or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1. With
-``--changelog``, a worker fenced by another one with its transactional.id (same group and
-``--instance-id``) logs it and exits 0: restarting it would fence the other in turn; any
-other changelog failure (its transaction aborted, a restore that cannot finish) exits 1.
+in one line, before any client starts. Brokers that do not answer are waited for up to 30
+s (:func:`stream.kafka.access.wait_for_access`), then the worker exits 1 in one line. A
+checkpoint that does not match the settings exits 2 at once, naming each setting (see
+:mod:`stream.learn.compatibility` and ``--on-checkpoint-mismatch``). A dead-letter topic
+that is missing and cannot be created, or that refuses a letter for ``--dlq-timeout-s``,
+stops the worker with exit status 1. With ``--changelog``, a worker fenced by another one
+with its transactional.id (same group and ``--instance-id``) logs it and exits 0:
+restarting it would fence the other in turn; any other changelog failure (its transaction
+aborted, a restore that cannot finish) exits 1.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ _BAR_EVERY = 256  # progress-bar updates are batched: tqdm per event would cost 
 _DELIVERY_TIMEOUT_MS = 120_000  # kafka-python's delivery timeout, which this producer had before
 _QUEUE_FULL_WAIT_S = 0.05
 _CLOSE_WAIT_S = 5.0
+_TOPIC_CHECK_S = 10.0
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once, not per event
 
 
@@ -104,6 +105,25 @@ class InteractionProducer:
             self._producer = confluent_producer(kafka, options)
         except KafkaException as exc:  # a setting librdkafka refuses (e.g. an unreadable CA)
             raise StreamGNNError(f"cannot create a producer for Kafka: {exc}") from exc
+        self._refuse_a_missing_topic(kafka.bootstrap_servers)
+
+    def _refuse_a_missing_topic(self, where: str) -> None:
+        """Raise :class:`ConfigError` when the broker answers that the topic does not exist
+        (and will not create it): librdkafka would queue the first seconds of events and
+        then fail every send. A broker that does not answer is left to the delivery
+        timeout, as before."""
+        try:
+            metadata = self._producer.list_topics(self.topic, timeout=_TOPIC_CHECK_S)
+        except KafkaException:
+            return
+        found = metadata.topics.get(self.topic)
+        error = None if found is None else found.error
+        if error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            self._producer.flush(0)
+            raise ConfigError(
+                f"topic {self.topic!r} does not exist at {where}, and the broker does not "
+                "create topics on demand: create it first"
+            )
 
     def send(self, key: bytes, value: bytes) -> None:
         while True:
@@ -112,6 +132,10 @@ class InteractionProducer:
                 break
             except BufferError:  # the local queue is full: let acknowledgements drain it
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
+            except KafkaException as exc:  # e.g. the topic was deleted meanwhile
+                raise StreamGNNError(
+                    f"cannot send to {self.topic!r}: {exc.args[0].str()}"
+                ) from None
         self._producer.poll(0)  # serve delivery callbacks as they arrive
 
     def flush(self, timeout_s: float | None = None) -> None:

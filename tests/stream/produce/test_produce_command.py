@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
 
 from stream.cli import main
 from stream.events import EventValidator, Interaction
@@ -134,3 +134,20 @@ def test_sigterm_flushes_and_exits_zero(
     assert child.returncode == 0, err
     sent = int(err.rsplit("sent ", 1)[1].split()[0])
     assert len(_read_back(kafka_broker.bootstrap_servers, topic, expected=sent)) == sent
+
+
+def test_a_topic_the_broker_does_not_have_ends_the_run_in_one_line_before_any_send(
+    kafka_broker: LocalKafkaBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The local broker does not create topics on demand; librdkafka queued the first
+    seconds of events, then every send raised (a traceback, the queued events lost)."""
+    topic = f"produce-missing-{time.time_ns()}"
+    assert main([*_argv(kafka_broker, topic), "--count", "100", "--rate", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"topic {topic!r} does not exist" in err and "Traceback" not in err
+    assert "sent " not in err
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
+    try:
+        assert topic not in admin.list_topics()  # asking for it did not create it
+    finally:
+        admin.close()
