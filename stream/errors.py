@@ -48,6 +48,11 @@ class BrokersUnreachable(StreamGNNError):
     find them up)."""
 
 
+class GroupShared(StreamGNNError):
+    """This worker may not share its consumer group with a member already in it (a training
+    worker must be alone in its group; see :mod:`stream.kafka.group`)."""
+
+
 class KafkaAccessError(StreamGNNError):
     """A Kafka broker refused this client: a failed login or TLS handshake (never retried)."""
 

@@ -37,11 +37,13 @@ from stream.errors import (
     ChangelogFenced,
     ConfigError,
     DeadLetterError,
+    GroupShared,
     PublishError,
     StoreError,
 )
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import wait_for_access
+from stream.kafka.group import refuse_a_shared_group
 from stream.learn.changelog_fold import log_graph
 from stream.learn.compatibility import CheckpointMismatchError
 from stream.metrics import PipelineMetrics, serve_metrics
@@ -76,7 +78,7 @@ async def run_worker(
     )
     try:
         if not settings.worker.train:
-            if not await wait_for_access(settings.kafka, stop.is_set):
+            if not await _may_join(settings, stop):
                 return IngestTotals()
             ingest = IngestWorker(settings, store, metrics)
             await _ingest(ingest, stop)
@@ -86,7 +88,7 @@ async def run_worker(
             settings, store, metrics, on_failure=lambda exc: loop.call_soon_threadsafe(stop.set)
         )
         await asyncio.to_thread(training.resume)  # before any client: a mismatch fails fast
-        if not await wait_for_access(settings.kafka, stop.is_set):
+        if not await _may_join(settings, stop):
             return IngestTotals()
         publisher = await asyncio.to_thread(
             EmbeddingPublisher, settings.kafka, settings.publish, metrics
@@ -113,6 +115,13 @@ async def run_worker(
             publisher.close()
     finally:
         store.close()
+
+
+async def _may_join(settings: Settings, stop: asyncio.Event) -> bool:
+    """Wait for a broker, then check the group's members; False when stopped meanwhile."""
+    if not await wait_for_access(settings.kafka, stop.is_set):
+        return False
+    return await refuse_a_shared_group(settings.kafka, settings.worker.train, stop.is_set)
 
 
 async def _ingest(
@@ -174,7 +183,7 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         totals = asyncio.run(_serve(settings, metrics))
-    except (CheckpointMismatchError, StoreError) as exc:  # start-up errors with a way out
+    except (CheckpointMismatchError, StoreError, GroupShared) as exc:  # with a way out
         log.error("%s", exc)
         return 2
     except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1

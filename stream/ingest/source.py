@@ -37,9 +37,16 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from stream.errors import ConfigError
+from stream.errors import ConfigError, GroupShared
 from stream.events import record_clock
 from stream.kafka.clients import confluent_consumer, fetch_available
+from stream.kafka.group import (
+    INGEST_CLIENT_ID,
+    TRAINING_CLIENT_ID,
+    group_members,
+    must_leave,
+    shared_message,
+)
 from stream.settings import KafkaSettings
 
 if TYPE_CHECKING:
@@ -132,6 +139,10 @@ class RecordSource:
             (None when none) before it is positioned: the changelog's cache check and
             restore (:mod:`stream.ingest.changelog`). With it, the group offsets are the
             truth and only transactions commit them: no informational commits.
+        training: whether this consumer is a training worker's; its ``client.id`` says so,
+            and each assignment checks that no member it may not share the group with is
+            in it (:func:`stream.kafka.group.must_leave`), raising
+            :class:`~stream.errors.GroupShared` from :meth:`poll` if one is.
     """
 
     def __init__(
@@ -142,8 +153,10 @@ class RecordSource:
         on_revoked: Callable[[frozenset[int]], None],
         on_skipped: Callable[[int, int, int], None],
         on_assigning: Callable[[dict[int, int | None]], None] | None = None,
+        training: bool = False,
     ) -> None:
         self._kafka = kafka
+        self._training = training
         self._on_assigning = on_assigning
         self._topic = kafka.interactions_topic
         self._position = position
@@ -165,7 +178,7 @@ class RecordSource:
         k = self._kafka
         config: dict[str, str | int | float | bool | object] = {
             "group.id": k.group_id,
-            "client.id": "streamgnn-ingest",
+            "client.id": TRAINING_CLIENT_ID if self._training else INGEST_CLIENT_ID,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             # A position outside the log is reported to us (see _offset_reset), never
@@ -291,6 +304,7 @@ class RecordSource:
     # -- rebalancing (runs inside poll) ----------------------------------------------
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refuse_a_shared_group(consumer)
         if self._on_assigning is not None and partitions:
             committed = consumer.committed(
                 [TopicPartition(tp.topic, tp.partition) for tp in partitions],
@@ -320,6 +334,18 @@ class RecordSource:
         # A crash between a store write and its commit left the commit behind.
         self.commit({tp.partition: tp.offset for tp in placed if tp.offset >= 0})
         self._on_assigned(self._assigned)
+
+    def _refuse_a_shared_group(self, consumer: Consumer) -> None:
+        """Raise :class:`GroupShared` when this member must leave (two joined at once)."""
+        try:
+            members = group_members(self._kafka)
+        except KafkaException as exc:  # not refused: the start checked, and will again
+            log.warning("could not describe group %s (%s)", self._kafka.group_id, exc)
+            return
+        k = self._kafka
+        other = must_leave(members, self._training, k.instance_id, consumer.memberid() or "")
+        if other is not None:
+            raise GroupShared(shared_message(k.group_id, self._training, other))
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = frozenset(tp.partition for tp in partitions)

@@ -120,6 +120,7 @@ class IngestWorker:
             on_revoked=self._revoked,
             on_skipped=self._skipped,
             on_assigning=self._assigning if self._changelog is not None else None,
+            training=on_applied is not None,  # a trainer learns what it applies
         )
         self._dlq = DeadLetterWriter(settings.kafka, self._metrics)
         self._interrupted = threading.Event()
