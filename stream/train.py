@@ -38,7 +38,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stream.errors import BrokersUnreachable, ChangelogError, ConfigError, PublishError
+from stream.errors import (
+    BrokersUnreachable,
+    ChangelogError,
+    ConfigError,
+    GroupShared,
+    PublishError,
+)
 from stream.ingest import AppliedBatch
 from stream.ingest.changelog import changelog_topic
 from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
@@ -262,7 +268,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         totals = run_trainer(settings, stop, metrics)
-    except CheckpointMismatchError as exc:
+    except (CheckpointMismatchError, GroupShared) as exc:
         log.error("%s", exc)
         return 2
     except (ChangelogError, BrokersUnreachable, PublishError) as exc:

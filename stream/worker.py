@@ -43,7 +43,7 @@ from stream.errors import (
 )
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import wait_for_access
-from stream.kafka.group import refuse_a_shared_group
+from stream.kafka.group import Role, refuse_a_shared_group
 from stream.learn.changelog_fold import log_graph
 from stream.learn.compatibility import CheckpointMismatchError
 from stream.metrics import PipelineMetrics, serve_metrics
@@ -121,7 +121,8 @@ async def _may_join(settings: Settings, stop: asyncio.Event) -> bool:
     """Wait for a broker, then check the group's members; False when stopped meanwhile."""
     if not await wait_for_access(settings.kafka, stop.is_set):
         return False
-    return await refuse_a_shared_group(settings.kafka, settings.worker.train, stop.is_set)
+    role: Role = "worker" if settings.worker.train else "ingest"
+    return await refuse_a_shared_group(settings.kafka, role, stop.is_set)
 
 
 async def _ingest(

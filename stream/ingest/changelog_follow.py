@@ -6,7 +6,8 @@ a group and never commits: the trainer's checkpoint holds its offsets), reading
 starts at the beginning: the compacted topic is the whole graph, and a restarted trainer
 folds what its checkpoint trained through again without training on it (its mirror is
 not in the checkpoint). The end of each partition is known from librdkafka's
-end-of-partition event; the gap to it is the ``streamgnn_changelog_lag`` gauge.
+end-of-partition event; the gap to it is the ``streamgnn_changelog_lag`` gauge. It holds
+the group's trainer lease (:class:`stream.kafka.group.GroupLease`): one follower a group.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from stream.errors import ChangelogError
 from stream.ingest.changelog import changelog_topic
 from stream.kafka.clients import confluent_consumer, fetch_available
+from stream.kafka.group import GroupLease
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
@@ -62,6 +64,7 @@ class ChangelogFollower:
         self.partitions: list[int] = []
         self.positions: dict[int, int] = {}  # partition -> next offset after what was read
         self._ended: set[int] = set()  # partitions whose end was reached at least once
+        self._lease = GroupLease(kafka, f"{kafka.group_id}.trainer")  # one trainer a group
 
     def start(self, stop: threading.Event, timeout_s: float = 15.0) -> bool:
         """Wait until the changelog topic exists (the ingest workers create it), then assign
@@ -77,6 +80,8 @@ class ChangelogFollower:
             if time.monotonic() - waited > TOPIC_WAIT_LOG_S:
                 log.info("waiting for changelog %s (is `streamgnn ingest` running?)", self.topic)
                 waited = time.monotonic()
+        if not self._lease.acquire(self.topic, stop.is_set):
+            return False
         self.partitions = sorted(found.partitions)
         self._consumer.assign(
             [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions]
@@ -92,6 +97,7 @@ class ChangelogFollower:
     def poll(self, max_records: int, timeout_s: float) -> list[ChangelogRecord]:
         """Up to ``max_records`` records, in log order per partition (waits up to
         ``timeout_s`` for the first only: :func:`stream.kafka.clients.fetch_available`)."""
+        self._lease.poll()  # raises GroupShared if a trainer that joined with this one stays
         records: list[ChangelogRecord] = []
         for message in fetch_available(self._consumer, max_records, timeout_s):
             error = message.error()
@@ -124,4 +130,5 @@ class ChangelogFollower:
         self._metrics.changelog_lag.set(lag)
 
     def close(self) -> None:
+        self._lease.close()
         self._consumer.close()

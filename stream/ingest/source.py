@@ -43,6 +43,7 @@ from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.kafka.group import (
     INGEST_CLIENT_ID,
     TRAINING_CLIENT_ID,
+    Role,
     group_members,
     must_leave,
     shared_message,
@@ -345,7 +346,8 @@ class RecordSource:
         k = self._kafka
         other = must_leave(members, self._training, k.instance_id, consumer.memberid() or "")
         if other is not None:
-            raise GroupShared(shared_message(k.group_id, self._training, other))
+            role: Role = "worker" if self._training else "ingest"
+            raise GroupShared(shared_message(k.group_id, role, other))
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = frozenset(tp.partition for tp in partitions)

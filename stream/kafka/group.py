@@ -19,23 +19,30 @@ one side of each conflict leaves).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream.errors import GroupShared
-from stream.kafka.clients import confluent_admin
+from stream.kafka.clients import confluent_admin, confluent_consumer
 from stream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 TRAINING_CLIENT_ID = "streamgnn-worker"
 """The ``client.id`` of a training worker's group consumer."""
+TRAINER_CLIENT_ID = "streamgnn-train"
+"""The ``client.id`` of ``streamgnn train``'s lease (:class:`GroupLease`)."""
 INGEST_CLIENT_ID = "streamgnn-ingest"
 """The ``client.id`` of an ingest-only worker's group consumer."""
+
+Role = Literal["worker", "ingest", "train"]
+"""Who checks a group: a training worker, an ingest worker, ``streamgnn train``'s lease."""
 
 _DESCRIBE_TIMEOUT_S = 10.0
 _RECHECK_S = 1.0
@@ -85,7 +92,7 @@ def conflicts(
 
 
 async def refuse_a_shared_group(
-    kafka: KafkaSettings, training: bool, stopping: Callable[[], bool]
+    kafka: KafkaSettings, role: Role, stopping: Callable[[], bool]
 ) -> bool:
     """Before joining: raise :class:`GroupShared` naming a member this worker may not
     share the group with, once it has stayed a session timeout (a member this worker's
@@ -100,11 +107,11 @@ async def refuse_a_shared_group(
         except KafkaException as exc:
             log.warning("could not describe group %s (%s); joining it", kafka.group_id, exc)
             return True
-        found = conflicts(members, training, kafka.instance_id)
+        found = conflicts(members, role != "ingest", kafka.instance_id)
         if not found:
             return True
         if time.monotonic() >= deadline:
-            raise GroupShared(shared_message(kafka.group_id, training, found[0]))
+            raise GroupShared(shared_message(kafka.group_id, role, found[0]))
         if not said:
             log.warning(
                 "group %s has %s; waiting up to %.0f s for it to leave",
@@ -128,15 +135,68 @@ def must_leave(
     return rivals[0] if rivals else None
 
 
-def shared_message(group: str, training: bool, other: Member) -> str:
-    what = "a training worker" if training else "an ingest worker"
-    why = (
-        "trains one model on all of the group's partitions and must be alone in it"
-        if training
-        else "cannot share a group with a training worker, which must be alone in it"
-    )
-    return (
-        f"consumer group {group!r} already has {other}: {what} {why}. Scale out with "
-        "`streamgnn ingest` workers and one `streamgnn train` (README, Scaling out), or "
-        "give this worker its own --group-id"
-    )
+def shared_message(group: str, role: Role, other: Member) -> str:
+    """Why ``role`` may not join ``group`` beside ``other``, and the way out."""
+    why = {
+        "worker": "a training worker trains one model on all of the group's partitions and "
+        "must be alone in it. Scale out with `streamgnn ingest` workers and one `streamgnn "
+        "train` (README, Scaling out), or give this worker its own --group-id",
+        "ingest": "an ingest worker cannot share a group with a training worker, which must "
+        "be alone in it; give one of them its own --group-id",
+        "train": "one `streamgnn train` follows an ingest group's changelog (two would "
+        "publish two models under the same keys); stop the other first",
+    }[role]
+    return f"consumer group {group!r} already has {other}: {why}"
+
+
+class GroupLease:
+    """Membership of a group only one process may hold: ``streamgnn train``, one trainer
+    per ingest group (two would each publish a model under the same keys), in the group
+    ``<group>.trainer``.
+
+    A consumer subscribed to ``topic`` that never fetches (its partitions paused), only so
+    that the coordinator lists it: :meth:`acquire` refuses a group another trainer holds,
+    as a worker's start does, and :meth:`poll`, called with the holder's own reads, raises
+    :class:`GroupShared` when a rival that joined at the same moment sorts first.
+    """
+
+    def __init__(self, kafka: KafkaSettings, group_id: str) -> None:
+        self._kafka = dataclasses.replace(kafka, group_id=group_id)
+        self._consumer: Consumer | None = None
+
+    def acquire(self, topic: str, stopping: Callable[[], bool]) -> bool:
+        """Check the group, then join it; False when ``stopping()`` turned true first."""
+        if not asyncio.run(refuse_a_shared_group(self._kafka, "train", stopping)):
+            return False
+        k = self._kafka
+        config: dict[str, object] = {
+            "group.id": k.group_id,
+            "client.id": TRAINER_CLIENT_ID,
+            "enable.auto.commit": False,
+            "session.timeout.ms": k.session_timeout_ms,
+            "logger": log,
+        }
+        if k.instance_id:
+            config["group.instance.id"] = k.instance_id
+        self._consumer = confluent_consumer(k, config)
+        self._consumer.subscribe([topic], on_assign=self._assigned)
+        self._consumer.poll(0)
+        return True
+
+    def poll(self) -> None:
+        """Serve the membership (heartbeats run on their own; rebalances need this)."""
+        if self._consumer is not None:
+            self._consumer.poll(0)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        k = self._kafka
+        other = must_leave(group_members(k), True, k.instance_id, consumer.memberid() or "")
+        if other is not None:
+            raise GroupShared(shared_message(k.group_id, "train", other))
+        consumer.assign(partitions)
+        consumer.pause(partitions)  # a lease, not a reader

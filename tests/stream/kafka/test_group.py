@@ -4,22 +4,26 @@ The rules on described members (pure), two group consumers that joined at once (
 one leaves, the other ends with every partition), and worker processes: a second training
 worker, or an ingest worker beside a training one, is refused at start with exit 2 and one
 line naming the member, while the first keeps every partition; ingest workers share a
-group as before.
+group as before; ``streamgnn train``'s lease (one trainer a group) is refused to a second
+holder, and of two that joined at once one stays.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from stream.errors import GroupShared
 from stream.ingest.source import RecordSource
+from stream.kafka import group as group_module
 from stream.kafka.group import (
     INGEST_CLIENT_ID,
     TRAINING_CLIENT_ID,
+    GroupLease,
     Member,
     conflicts,
     group_members,
@@ -182,3 +186,63 @@ def test_ingest_workers_share_a_group(
         for worker in workers:
             if worker.exit_status() is None:
                 worker.kill()
+
+
+@pytest.mark.integration
+def test_a_second_trainer_lease_is_refused_and_of_two_at_once_one_stays(
+    kafka_broker: LocalKafkaBroker, topic_factory: TopicFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = topic_factory("lease", partitions=2)
+    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, session_timeout_ms=6000)
+    group = f"lease-{uuid.uuid4().hex[:8]}.trainer"
+    held, second = GroupLease(kafka, group), GroupLease(kafka, group)
+    try:
+        assert held.acquire(topic, lambda: False)
+        wait_for_members(kafka, group, 1, held)
+        with pytest.raises(GroupShared, match="one `streamgnn train`"):
+            second.acquire(topic, lambda: False)
+        held.poll()  # still the holder: nothing to leave
+    finally:
+        held.close()
+        second.close()
+
+    # Two that both passed the start's check (it saw the group empty): the assignment decides.
+    async def empty_then(*_: object) -> bool:
+        return True
+
+    monkeypatch.setattr(group_module, "refuse_a_shared_group", empty_then)
+    race = f"race-{uuid.uuid4().hex[:8]}.trainer"
+    leases = [GroupLease(kafka, race) for _ in range(2)]
+    assert all(lease.acquire(topic, lambda: False) for lease in leases)
+    refused: list[GroupLease] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not refused and time.monotonic() < deadline:
+            for lease in leases:
+                try:
+                    lease.poll()
+                except GroupShared:
+                    refused.append(lease)
+            time.sleep(0.1)
+        assert len(refused) == 1
+        refused[0].close()
+        (stayed,) = [lease for lease in leases if lease not in refused]
+        members = wait_for_members(kafka, race, 1, stayed)
+        assert members[0].client_id == "streamgnn-train"
+    finally:
+        for lease in leases:
+            lease.close()
+
+
+def wait_for_members(
+    kafka: KafkaSettings, group: str, count: int, lease: GroupLease
+) -> list[Member]:
+    """The group's members once there are ``count`` (the lease polled meanwhile)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lease.poll()
+        members = group_members(replace(kafka, group_id=group))
+        if len(members) == count:
+            return members
+        time.sleep(0.2)
+    raise AssertionError(f"group {group} never had {count} members")
