@@ -24,13 +24,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from stream.errors import GroupShared
 from stream.kafka.clients import confluent_admin, confluent_consumer
 from stream.settings import KafkaSettings
+
+if TYPE_CHECKING:  # built by stream.kafka.clients only
+    from confluent_kafka import Consumer
 
 log = logging.getLogger(__name__)
 
