@@ -44,9 +44,7 @@ from stream.kafka.group import (
     INGEST_CLIENT_ID,
     TRAINING_CLIENT_ID,
     Role,
-    group_members,
-    must_leave,
-    shared_message,
+    leaving_for,
 )
 from stream.settings import KafkaSettings
 
@@ -338,16 +336,10 @@ class RecordSource:
 
     def _refuse_a_shared_group(self, consumer: Consumer) -> None:
         """Raise :class:`GroupShared` when this member must leave (two joined at once)."""
-        try:
-            members = group_members(self._kafka)
-        except KafkaException as exc:  # not refused: the start checked, and will again
-            log.warning("could not describe group %s (%s)", self._kafka.group_id, exc)
-            return
-        k = self._kafka
-        other = must_leave(members, self._training, k.instance_id, consumer.memberid() or "")
-        if other is not None:
-            role: Role = "worker" if self._training else "ingest"
-            raise GroupShared(shared_message(k.group_id, role, other))
+        role: Role = "worker" if self._training else "ingest"
+        why = leaving_for(self._kafka, role, consumer.memberid() or "")
+        if why is not None:
+            raise GroupShared(why)
 
     def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = frozenset(tp.partition for tp in partitions)

@@ -1,4 +1,5 @@
-"""Who shares a consumer group: a training worker must be alone in its group.
+"""Who shares a consumer group: a training worker must be alone in its group, and one
+``streamgnn train`` follows an ingest group (:class:`GroupLease`).
 
 A training worker (``streamgnn worker``, training on) trains one model on the partitions it
 is assigned and publishes it to the embedding topics. Two in one group each train on a
@@ -107,8 +108,8 @@ async def refuse_a_shared_group(
     while not stopping():
         try:
             members = await asyncio.to_thread(group_members, kafka)
-        except KafkaException as exc:
-            log.warning("could not describe group %s (%s); joining it", kafka.group_id, exc)
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("could not describe group %s (%r); joining it", kafka.group_id, exc)
             return True
         found = conflicts(members, role != "ingest", kafka.instance_id)
         if not found:
@@ -136,6 +137,18 @@ def must_leave(
     pair the member whose id sorts first stays, and both sides decide alike."""
     rivals = [m for m in conflicts(members, training, instance_id, own_id) if m.member_id < own_id]
     return rivals[0] if rivals else None
+
+
+def leaving_for(kafka: KafkaSettings, role: Role, own_id: str) -> str | None:
+    """On an assignment: why this member must leave the group (:func:`must_leave`), or
+    None. A group the coordinator cannot describe now is not left (the start checked)."""
+    try:
+        members = group_members(kafka)
+    except (KafkaException, TimeoutError) as exc:
+        log.warning("could not describe group %s (%r)", kafka.group_id, exc)
+        return None
+    other = must_leave(members, role != "ingest", kafka.instance_id, own_id)
+    return None if other is None else shared_message(kafka.group_id, role, other)
 
 
 def shared_message(group: str, role: Role, other: Member) -> str:
@@ -197,9 +210,8 @@ class GroupLease:
             self._consumer = None
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        k = self._kafka
-        other = must_leave(group_members(k), True, k.instance_id, consumer.memberid() or "")
+        other = leaving_for(self._kafka, "train", consumer.memberid() or "")
         if other is not None:
-            raise GroupShared(shared_message(k.group_id, "train", other))
+            raise GroupShared(other)
         consumer.assign(partitions)
         consumer.pause(partitions)  # a lease, not a reader
