@@ -12,13 +12,15 @@ unhandled error exits non-zero so an orchestrator restarts the worker (which the
 from the store's offsets). A metrics address it cannot listen on (the port taken) exits 2
 in one line, before any client starts. Brokers that do not answer are waited for up to 30
 s (:func:`stream.kafka.access.wait_for_access`), then the worker exits 1 in one line. A
-checkpoint that does not match the settings exits 2 at once, naming each setting (see
-:mod:`stream.learn.compatibility` and ``--on-checkpoint-mismatch``). A dead-letter topic
-that is missing and cannot be created, or that refuses a letter for ``--dlq-timeout-s``,
-stops the worker with exit status 1. With ``--changelog``, a worker fenced by another one
-with its transactional.id (same group and ``--instance-id``) logs it and exits 0:
-restarting it would fence the other in turn; any other changelog failure (its transaction
-aborted, a restore that cannot finish) exits 1.
+group it may not share (a training worker is alone in its group:
+:mod:`stream.kafka.group`) exits 2 in one line. A checkpoint that does not match the
+settings exits 2 at once, naming each setting (see :mod:`stream.learn.compatibility` and
+``--on-checkpoint-mismatch``). A dead-letter topic that is missing and cannot be created,
+or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit status 1.
+With ``--changelog``, a worker fenced by another one with its transactional.id (same group
+and ``--instance-id``) logs it and exits 0: restarting it would fence the other in turn;
+any other changelog failure (its transaction aborted, a restore that cannot finish) exits
+1.
 """
 
 from __future__ import annotations
