@@ -43,10 +43,11 @@ _AUTHENTICATION_ERRORS = (
 # so a connection lost by accident does not stop a command.
 _CLOSED_TRIES = 3
 _CLOSED_PAUSE_S = 1.0
-# wait_for_access: pauses between rounds grow to the cap; one connection attempt is kept
-# short so a SIGTERM is answered within about that long.
+# wait_for_access: pauses between rounds grow to the cap; an attempt gets the access
+# check's own time (a TLS login far away is slow), abandoned at once on a stop.
 _WAIT_PAUSE_S = (0.25, 0.5, 1.0, 2.0)
-_WAIT_TRY_S = 2.0
+_WAIT_TRY_S = 15.0
+_STOP_CHECK_S = 0.1
 START_WAIT_S = 30.0
 """How long :func:`wait_for_access` waits by default: about what the clients' own
 bootstrap waited before, so an orchestrator's restarts come no faster than they did."""
@@ -86,9 +87,10 @@ async def wait_for_access(
     deadline = time.monotonic() + wait_s
     for attempt in itertools.count():
         for host, port in addresses:
-            if stopping():
+            answered = await _try_unless_stopped(kafka, host, port, stopping)
+            if answered is None:
                 return False
-            if await _try_server(kafka, host, port, _WAIT_TRY_S):
+            if answered:
                 return True
         left = deadline - time.monotonic()
         if left <= 0:
@@ -100,14 +102,29 @@ async def wait_for_access(
                 kafka.bootstrap_servers,
                 wait_s,
             )
-        for _ in range(max(1, int(pause / 0.1))):
+        for _ in range(max(1, int(pause / _STOP_CHECK_S))):
             if stopping():
                 return False
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(_STOP_CHECK_S)
     raise BrokersUnreachable(
         f"no Kafka broker answered at {kafka.bootstrap_servers} within {wait_s:.0f} s "
         "(is the address right, and the broker up?)"
     )
+
+
+async def _try_unless_stopped(
+    kafka: KafkaSettings, host: str, port: int, stopping: Callable[[], bool]
+) -> bool | None:
+    """:func:`_try_server`, abandoned (None) as soon as ``stopping()`` turns true."""
+    attempt = asyncio.ensure_future(_try_server(kafka, host, port, _WAIT_TRY_S))
+    while not attempt.done():
+        if stopping():
+            attempt.cancel()
+            with suppress(asyncio.CancelledError):
+                await attempt
+            return None
+        await asyncio.wait({attempt}, timeout=_STOP_CHECK_S)
+    return attempt.result()
 
 
 def check_access_blocking(kafka: KafkaSettings, timeout_s: float = 15.0) -> None:
