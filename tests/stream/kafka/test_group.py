@@ -10,6 +10,8 @@ holder, and of two that joined at once one stays.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 import uuid
 from dataclasses import replace
@@ -246,3 +248,25 @@ def wait_for_members(
             return members
         time.sleep(0.2)
     raise AssertionError(f"group {group} never had {count} members")
+
+
+@pytest.mark.integration
+def test_a_stop_ends_the_wait_for_a_member_to_leave(
+    kafka_broker: LocalKafkaBroker, topic_factory: TopicFactory
+) -> None:
+    topic = topic_factory("group-stop", partitions=1)
+    kafka = KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers, session_timeout_ms=6000)
+    group = f"stop-{uuid.uuid4().hex[:8]}"
+    holder = GroupLease(kafka, group)
+    try:
+        assert holder.acquire(topic, lambda: False)
+        wait_for_members(kafka, group, 1, holder)
+        start = time.monotonic()
+        stopping = functools.partial(lambda at: time.monotonic() >= at, start + 1.0)
+        waiting = group_module.refuse_a_shared_group(
+            replace(kafka, group_id=group), "worker", stopping
+        )
+        assert asyncio.run(waiting) is False  # not refused: stopped while it waited
+        assert time.monotonic() - start < 1.0 + 2 * group_module._RECHECK_S
+    finally:
+        holder.close()
