@@ -119,7 +119,6 @@ class InteractionProducer:
         found = metadata.topics.get(self.topic)
         error = None if found is None else found.error
         if error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-            self._producer.flush(0)
             raise ConfigError(
                 f"topic {self.topic!r} does not exist at {where}, and the broker does not "
                 "create topics on demand: create it first"
