@@ -27,6 +27,11 @@ class StoreError(StreamGNNError):
     """The graph store cannot be opened or is not a streamgnn store."""
 
 
+class StoreWriteError(StoreError):
+    """A write to the graph store failed (a full or failing disk): nothing of that batch is
+    in the store, so a restart once the disk is fixed resumes after what it holds."""
+
+
 class DeadLetterError(StreamGNNError):
     """A rejected record could not be written to the dead-letter topic (ingestion stops)."""
 

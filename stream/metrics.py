@@ -127,6 +127,12 @@ class PipelineMetrics:
             registry=r,
         )
         self.train_loss = Gauge("streamgnn_train_loss", "Loss of the latest step", registry=r)
+        self.checkpoint_failures = Counter(
+            "streamgnn_checkpoint_failures",
+            "Checkpoints the disk refused (full, failing, gone); training went on and the "
+            "next was tried one checkpoint interval later",
+            registry=r,
+        )
         self.train_backlog = Gauge(
             "streamgnn_train_backlog_events",
             "Applied events waiting for the trainer (coalesced)",

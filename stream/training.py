@@ -334,7 +334,15 @@ class TrainingLoop:
         elif self.failure is None:
             self.checkpoint()
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> bool:
+        """Write a checkpoint; True when it was written.
+
+        A write the disk refuses (full, failing, gone) is logged and counted
+        (``streamgnn_checkpoint_failures_total``) and training goes on: the previous
+        checkpoint and the store stay consistent (a restart trains again on the store's
+        events after that checkpoint's offsets, read back from the topic), and the next
+        one is tried ``checkpoint_interval_s`` later.
+        """
         topic = self.source_topic
         offsets = {f"{topic}:{p}": offset for p, offset in sorted(self.trained_through.items())}
         payload = {
@@ -343,9 +351,21 @@ class TrainingLoop:
             "watermark": self._trained_watermark,
             "settings": recorded_settings(self._settings),
         }
-        path = self.checkpoints.save(payload)
         self._last_checkpoint = time.monotonic()
+        try:
+            path = self.checkpoints.save(payload)
+        except OSError as exc:
+            self._metrics.checkpoint_failures.inc()
+            log.error(
+                "checkpoint of model version %d not written (%s); training goes on from the "
+                "previous checkpoint's state on disk, the next try in %.0f s",
+                self.trainer.model_version,
+                exc,
+                self._settings.worker.checkpoint_interval_s,
+            )
+            return False
         log.info("checkpoint %s (model version %d)", path.name, self.trainer.model_version)
+        return True
 
     # -- the thread ---------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from stream.errors import (
     GroupShared,
     PublishError,
     StoreError,
+    StoreWriteError,
 )
 from stream.ingest import IngestTotals, IngestWorker
 from stream.kafka.access import wait_for_access
@@ -186,6 +187,9 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         totals = asyncio.run(_serve(settings, metrics))
+    except StoreWriteError as exc:  # a full or failing disk: a restart once it is fixed
+        log.error("%s", exc)
+        return 1
     except (CheckpointMismatchError, StoreError, GroupShared) as exc:  # with a way out
         log.error("%s", exc)
         return 2

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
 from stream.behaviours import SOCIAL_EVENT_TYPES, Behaviour, behaviours_option
-from stream.errors import StoreError
+from stream.errors import StoreError, StoreWriteError
 from stream.events import Interaction
 from stream.state import keys as k
 from stream.state.batch import BatchUpdate
@@ -55,6 +56,8 @@ BLOOM_BITS_PER_KEY = 10  # RocksDB's usual choice: ~1 % false positives, ~1.25 b
 # event at 1.1M edges (7.7 to 4.4 at 275k) over 40 calls of 5,000 events, the process's CPU
 # with the background flushes included no higher (28.6 against 29.6 µs an event).
 WRITE_BUFFER_BYTES = 16 << 20
+
+log = logging.getLogger("streamgnn.store")
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ class DecayedGraphStore:
             raise StoreError(f"cannot open graph store at {path}: {exc}") from exc
         self._write_options = WriteOptions()
         self._write_options.sync = sync_writes
+        self._path = path
+        self._write_failed = False
         try:
             self._check_format(behaviours, read_only)
         except StoreError:
@@ -216,7 +221,7 @@ class DecayedGraphStore:
             batch.put(_META_FORMAT, FORMAT)
             batch.put(_META_BEHAVIOURS, wanted)
             batch.put(_META_COUNTS, k.COUNTS_VALUE.pack(0, 0, 0))
-            self._db.write(batch, self._write_options)
+            self._write(batch)
             return
         if fmt != FORMAT:
             raise StoreError(f"store format {fmt!r} is not {FORMAT!r}")
@@ -229,8 +234,30 @@ class DecayedGraphStore:
                 "store (changing half-lives or weights changes what every stored weight means)"
             )
 
+    def _write(self, batch: WriteBatch) -> None:
+        """Write ``batch`` atomically. A failed write (a full or failing disk) raises
+        :class:`StoreWriteError`: RocksDB appends the batch to its log before it applies
+        any of it, so none of it is in the store, and the store refuses every later write."""
+        try:
+            self._db.write(batch, self._write_options)
+        except Exception as exc:  # rocksdict raises plain Exception("IO error: ...")
+            self._write_failed = True
+            raise StoreWriteError(
+                f"cannot write to the graph store at {self._path}: {exc}; the batch "
+                "was not written: free the space or fix the disk, then restart (the worker "
+                "resumes after the last event the store holds)"
+            ) from exc
+
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        except Exception as exc:  # closing flushes the memtables: the disk again
+            if self._write_failed:  # already raised, with the cause: do not mask it
+                log.warning("graph store closed after a failed write: %s", exc)
+                return
+            raise StoreWriteError(
+                f"cannot close the graph store at {self._path}: {exc}"
+            ) from exc
 
     def __enter__(self) -> DecayedGraphStore:
         return self
@@ -303,7 +330,7 @@ class DecayedGraphStore:
                 k.POSITION_VALUE.pack(part.next_offset, watermark),
             )
         update.put(_META_COUNTS, k.COUNTS_VALUE.pack(nodes, edges, pruned_total + pruned))
-        self._db.write(update.to_write_batch(), self._write_options)
+        self._write(update.to_write_batch())
         self._changes.extend(update.changes())
         pruned += self.prune(topic, [b.partition for b in batches])
         applied = sum(len(k) for k in kept)
@@ -418,7 +445,7 @@ class DecayedGraphStore:
         c = self.counts()
         counts = (c.nodes + dnodes, c.edges + dedges, c.pruned_total + dpruned)
         update.put(_META_COUNTS, k.COUNTS_VALUE.pack(*counts))
-        self._db.write(update.to_write_batch(), self._write_options)
+        self._write(update.to_write_batch())
 
     def edge_expiry(self, suffix: bytes, value: bytes) -> int:
         """When a stored edge record decays below epsilon (its pruning-index time)."""
