@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamgnn.ingest")
 
 WATERMARK_TIMEOUT_S = 2.0
+# How often both clients ask for the topic's metadata (librdkafka's default: 5 minutes).
+# Partitions added to the topic are consumed, and their lag reported, within this.
+METADATA_REFRESH_MS = 30_000
 PREFETCH_KBYTES = 16_384
 CLOSE_TIMEOUT_S = 3.0
 COMMITTED_TIMEOUT_S = 30.0
@@ -189,6 +192,7 @@ class RecordSource:
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
             "session.timeout.ms": k.session_timeout_ms,
             "heartbeat.interval.ms": max(100, k.session_timeout_ms // 4),
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
             "logger": log,
         }
         if k.instance_id:
@@ -200,6 +204,7 @@ class RecordSource:
                 {
                     "group.id": f"{k.group_id}.watermarks",  # never joins: queries only
                     "client.id": "streamgnn-ingest-offsets",
+                    "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
                     "logger": log,
                 },
             )
@@ -291,13 +296,25 @@ class RecordSource:
             log.info("informational offset commit skipped: %s", exc)
 
     def offsets(self, partition: int) -> tuple[int, int]:
-        """``(earliest, end)`` offsets of a partition, asked of the broker now (any thread)."""
+        """``(earliest, end)`` offsets of a partition, asked of the broker now (any thread).
+
+        A partition added to the topic since this client last read its metadata is unknown
+        to it (the consumer may know it first): the metadata is read again, once."""
         with self._offsets_lock:
             if self._offsets is None:
                 raise RuntimeError("the record source is closed")
-            low, high = self._offsets.get_watermark_offsets(
-                TopicPartition(self._topic, partition), timeout=WATERMARK_TIMEOUT_S, cached=False
-            )
+            where = TopicPartition(self._topic, partition)
+            try:
+                low, high = self._offsets.get_watermark_offsets(
+                    where, timeout=WATERMARK_TIMEOUT_S, cached=False
+                )
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION:
+                    raise
+                self._offsets.list_topics(self._topic, timeout=WATERMARK_TIMEOUT_S)
+                low, high = self._offsets.get_watermark_offsets(
+                    where, timeout=WATERMARK_TIMEOUT_S, cached=False
+                )
         return int(low), int(high)
 
     # -- rebalancing (runs inside poll) ----------------------------------------------

@@ -1,0 +1,77 @@
+"""Partitions added to the interactions topic under a running worker are consumed, and
+their lag reported, within the clients' metadata refresh
+(:data:`stream.ingest.source.METADATA_REFRESH_MS`), not librdkafka's default five minutes.
+
+Before, a worker took up the new partitions only at its next five-minute metadata refresh,
+and its lag gauge stopped for every partition: the client asking for watermarks did not
+know the new ones and each refresh failed on the first of them."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import NewPartitions
+
+from stream.kafka.clients import kafka_admin
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.settings import KafkaSettings
+from tests.harness.faults import CrashReport, count_applications, event
+from tests.harness.progress import StoreCompletion
+from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
+
+pytestmark = pytest.mark.integration
+
+PER_PARTITION = 1_000
+# The refresh, a rebalance (the group's session timeout at most) and the catch-up, with
+# room; well under librdkafka's five minutes.
+TAKEN_UP_S = 90
+
+
+def _produce(bootstrap: str, topic: str, partition: int, seqs: range) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    for seq in seqs:
+        key, value = event(seq)
+        producer.send(topic, key=key, value=value, partition=partition)
+    producer.flush()
+    producer.close()
+
+
+def _lag_reported(metrics_address: str, partition: int) -> bool:
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=2.0) as response:
+        text = response.read().decode()
+    return f'streamgnn_consumer_lag{{partition="{partition}"}} 0.0' in text.splitlines()
+
+
+def test_a_partition_added_under_the_worker_is_consumed_and_its_lag_reported(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"grown-{tmp_path.name[-40:]}"
+    kafka_broker.create_topics({topic: 1, f"{topic}.dlq": 1})
+    _produce(bootstrap, topic, 0, range(PER_PARTITION))
+    store = tmp_path / "graph"
+    env = worker_env(bootstrap, topic, f"g-{topic}", store, 250)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        wait_for(StoreCompletion(store, topic, PER_PARTITION), 120, "partition 0")
+        admin = kafka_admin(KafkaSettings(bootstrap), client_id="test-grow")
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=2)})
+        finally:
+            admin.close()
+        _produce(bootstrap, topic, 1, range(PER_PARTITION, 2 * PER_PARTITION))
+        wait_for(StoreCompletion(store, topic, 2 * PER_PARTITION), TAKEN_UP_S, "partition 1")
+        address = env["STREAMGNN_METRICS_ADDRESS"]
+        wait_for(lambda: _lag_reported(address, 1), TAKEN_UP_S, "partition 1's lag gauge")
+        assert _lag_reported(address, 0)
+        assert worker.terminate(60) == 0
+    finally:
+        if worker.exit_status() is None:
+            worker.kill()
+    report = CrashReport("grown", sent=2 * PER_PARTITION)
+    count_applications(store, topic, report)
+    assert (report.lost, report.duplicated, report.applied) == (0, 0, 2 * PER_PARTITION)
