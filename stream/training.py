@@ -356,12 +356,17 @@ class TrainingLoop:
             path = self.checkpoints.save(payload)
         except OSError as exc:
             self._metrics.checkpoint_failures.inc()
+            then = (
+                "a restart starts from the previous one and trains again on the events after it"
+                if self._stopping.is_set()
+                else "training goes on; the next try in "
+                f"{self._settings.worker.checkpoint_interval_s:.0f} s"
+            )
             log.error(
-                "checkpoint of model version %d not written (%s); training goes on from the "
-                "previous checkpoint's state on disk, the next try in %.0f s",
+                "checkpoint of model version %d not written (%s): %s",
                 self.trainer.model_version,
                 exc,
-                self._settings.worker.checkpoint_interval_s,
+                then,
             )
             return False
         log.info("checkpoint %s (model version %d)", path.name, self.trainer.model_version)
