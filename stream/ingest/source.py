@@ -39,17 +39,19 @@ from confluent_kafka import (
 
 from stream.errors import ConfigError, GroupShared
 from stream.events import record_clock
-from stream.kafka.clients import confluent_consumer, fetch_available
+from stream.kafka.clients import confluent_admin, confluent_consumer, fetch_available
 from stream.kafka.group import (
     INGEST_CLIENT_ID,
     TRAINING_CLIENT_ID,
     Role,
     leaving_for,
 )
+from stream.kafka.topics import topic_incarnation
 from stream.settings import KafkaSettings
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger("streamgnn.ingest")
 
@@ -60,6 +62,7 @@ METADATA_REFRESH_MS = 30_000
 PREFETCH_KBYTES = 16_384
 CLOSE_TIMEOUT_S = 3.0
 COMMITTED_TIMEOUT_S = 30.0
+INCARNATION_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +138,12 @@ class RecordSource:
         position: the store's next offset of a partition (where an assignment starts).
         on_assigned: called with the partitions owned after each assignment.
         on_revoked: called with partitions given up (before they go).
-        on_skipped: called as ``(partition, first_kept_offset, skipped)`` when the stored
-            offset fell out of retention and the partition resumes at its earliest offset.
+        on_skipped: called as ``(partition, resume_offset, skipped)`` when the stored offset
+            is outside the log: fallen out of retention (the partition resumes at its
+            earliest offset) or past its end, the log truncated (at its end; 0 skipped).
+        on_incarnation: called with the topic's id (:func:`stream.kafka.topics.topic_incarnation`)
+            on each assignment and before a position outside the log is moved; returns
+            True when that moved the stored positions (the topic was created again).
         on_assigning: called with each newly assigned partition's committed group offset
             (None when none) before it is positioned: the changelog's cache check and
             restore (:mod:`stream.ingest.changelog`). With it, the group offsets are the
@@ -156,8 +163,11 @@ class RecordSource:
         on_skipped: Callable[[int, int, int], None],
         on_assigning: Callable[[dict[int, int | None]], None] | None = None,
         training: bool = False,
+        on_incarnation: Callable[[str], bool] | None = None,
     ) -> None:
         self._kafka = kafka
+        self._on_incarnation = on_incarnation
+        self._admin: AdminClient | None = None
         self._training = training
         self._on_assigning = on_assigning
         self._topic = kafka.interactions_topic
@@ -208,6 +218,10 @@ class RecordSource:
                     "logger": log,
                 },
             )
+            if self._on_incarnation is not None:
+                self._admin = confluent_admin(
+                    k, {"client.id": "streamgnn-ingest-admin", "logger": log}
+                )
         except KafkaException as exc:
             raise ConfigError(f"cannot configure the Kafka consumer: {exc}") from exc
         self._consumer.subscribe(
@@ -321,6 +335,8 @@ class RecordSource:
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._refuse_a_shared_group(consumer)
+        if partitions:  # a topic deleted and created again is assigned afresh: asked here
+            self._check_incarnation()
         if self._on_assigning is not None and partitions:
             committed = consumer.committed(
                 [TopicPartition(tp.topic, tp.partition) for tp in partitions],
@@ -374,12 +390,32 @@ class RecordSource:
         # Connection trouble and the like: librdkafka recovers by itself.
         log.warning("Kafka consumer: %s", error.str())
 
+    def _check_incarnation(self) -> bool:
+        """Hand the topic's id to ``on_incarnation``; True when the stored positions moved.
+        An id that cannot be read is logged and the check skipped (it runs again on the
+        next assignment and the next position outside the log)."""
+        if self._on_incarnation is None or self._admin is None:
+            return False
+        try:
+            incarnation = topic_incarnation(self._admin, self._topic, INCARNATION_TIMEOUT_S)
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("the id of topic %s could not be read: %s", self._topic, exc)
+            return False
+        return incarnation is not None and self._on_incarnation(incarnation)
+
     def _offset_reset(self, partition: int, requested: int | None) -> None:
-        """The position is outside the log: resume at its earliest offset, counting the gap."""
+        """The position is outside the log. A topic created again is read from its
+        beginning; otherwise resume at its earliest offset, counting the gap, or, past its
+        end, at its end; either way the new position is stored, so it holds."""
+        if self._check_incarnation():
+            self._place(None, 0)
+            return
         low, high = self.offsets(partition)
-        wanted = (
-            requested if requested is not None and requested >= 0 else self._position(partition)
-        )
+        stored = self._position(partition)
+        if stored is not None and low <= stored <= high and stored != requested:
+            self._place(None, 0)  # the error is about a position left since: the stored holds
+            return
+        wanted = requested if requested is not None and requested >= 0 else stored
         if wanted is not None and wanted < low:
             skipped = low - wanted
             log.warning(
@@ -394,22 +430,27 @@ class RecordSource:
             )
             self._on_skipped(partition, low, skipped)
             resume = low
-        else:  # beyond the end: the log was truncated or the topic recreated
+        else:  # beyond the end, in the same topic: the log was truncated
             log.warning(
-                "partition %s[%d]: offset %s is beyond the log end %d (truncated or recreated "
-                "topic); resuming at the end",
+                "partition %s[%d]: offset %s is beyond the log end %d (the log was truncated); "
+                "resuming at the end",
                 self._topic,
                 partition,
                 wanted,
                 high,
             )
+            self._on_skipped(partition, high, 0)
             resume = high
+        self._place(partition, resume)
+
+    def _place(self, partition: int | None, offset: int) -> None:
+        """Position every owned partition at its stored offset, ``partition`` at ``offset``."""
         consumer = self._require()
         positions = []
         for p in sorted(self._assigned):
             stored = self._position(p)
-            offset = resume if p == partition else (OFFSET_BEGINNING if stored is None else stored)
-            positions.append(TopicPartition(self._topic, p, offset))
+            at = offset if p == partition else (OFFSET_BEGINNING if stored is None else stored)
+            positions.append(TopicPartition(self._topic, p, at))
         consumer.assign(positions)  # re-reading other partitions is harmless: the
         if self._paused:  # ingest loop skips offsets below the store's
             consumer.pause(positions)

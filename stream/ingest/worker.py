@@ -121,6 +121,8 @@ class IngestWorker:
             on_skipped=self._skipped,
             on_assigning=self._assigning if self._changelog is not None else None,
             training=on_applied is not None,  # a trainer learns what it applies
+            # with a changelog the group's offsets are the truth, checked on assignment
+            on_incarnation=self._incarnation if self._changelog is None else None,
         )
         self._dlq = DeadLetterWriter(settings.kafka, self._metrics)
         self._interrupted = threading.Event()
@@ -313,6 +315,20 @@ class IngestWorker:
             )
             if records is not None and self._on_restored is not None:
                 self._on_restored(records)
+
+    def _incarnation(self, incarnation: str) -> bool:
+        """Record the topic's id with the store's offsets; True when a topic created again
+        under its name moved them all back to its beginning."""
+        moved = self._store.begin_incarnation(self._topic, incarnation)
+        if moved:
+            log.warning(
+                "topic %s was deleted and created again (its id is now %s): partitions %s "
+                "are read from its beginning, not from the offsets the store held of the old one",
+                self._topic,
+                incarnation,
+                ",".join(map(str, moved)),
+            )
+        return bool(moved)
 
     def _skipped(self, partition: int, first_kept: int, skipped: int) -> None:
         """Record the jump in the store, so the gap is counted once, whatever restarts."""

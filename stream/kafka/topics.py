@@ -1,5 +1,5 @@
 """Topic creation shared by the local broker and the embedding publisher; a topic's
-configuration read right after a worker created it."""
+configuration read right after a worker created it; a topic's incarnation (Kafka's id)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
     ConfigResource,
     ResourceType,
@@ -53,3 +53,14 @@ def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str,
             if not unknown or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # a broker without topic ids (before Kafka 2.8)
+
+
+def topic_incarnation(admin: AdminClient, topic: str, timeout_s: float) -> str | None:
+    """Kafka's id of ``topic`` (None from a broker that keeps none): a topic deleted and
+    created again under the same name has another, and its offsets start again at 0."""
+    future = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout_s)[topic]
+    incarnation = str(future.result(timeout_s).topic_id)
+    return None if incarnation == NO_TOPIC_ID else incarnation

@@ -255,9 +255,7 @@ class DecayedGraphStore:
             if self._write_failed:  # already raised, with the cause: do not mask it
                 log.warning("graph store closed after a failed write: %s", exc)
                 return
-            raise StoreWriteError(
-                f"cannot close the graph store at {self._path}: {exc}"
-            ) from exc
+            raise StoreWriteError(f"cannot close the graph store at {self._path}: {exc}") from exc
 
     def __enter__(self) -> DecayedGraphStore:
         return self
@@ -282,6 +280,32 @@ class DecayedGraphStore:
             next_offset, watermark = k.POSITION_VALUE.unpack(value)
             out[k.split_offset_key(key)] = (int(next_offset), int(watermark))
         return out
+
+    def incarnation(self, topic: str) -> str | None:
+        """The incarnation (Kafka's topic id) of ``topic`` its stored offsets belong to."""
+        raw = self._db.get(k.INCARNATION + topic.encode("utf-8"))
+        return None if raw is None else raw.decode()
+
+    def begin_incarnation(self, topic: str, incarnation: str) -> list[int]:
+        """Record that ``topic``'s stored offsets belong to its incarnation ``incarnation``.
+
+        When they belonged to another (the topic was deleted and created again under its
+        name, and its offsets started again at 0), every one of them goes back to 0 in the
+        same write, its partition's watermark kept; returns the partitions so moved.
+        """
+        recorded = self.incarnation(topic)
+        if recorded == incarnation:
+            return []
+        batch = WriteBatch(raw_mode=True)
+        moved = []
+        if recorded is not None:
+            for (stored, partition), (_, watermark) in sorted(self.positions().items()):
+                if stored == topic:
+                    batch.put(k.offset_key(topic, partition), k.POSITION_VALUE.pack(0, watermark))
+                    moved.append(partition)
+        batch.put(k.INCARNATION + topic.encode("utf-8"), incarnation.encode())
+        self._write(batch)
+        return moved
 
     def watermark(self) -> int | None:
         """Stream time: the newest event time applied in any partition."""
@@ -493,9 +517,13 @@ class DecayedGraphStore:
         return int(k.DEGREE_VALUE.unpack(raw)[0]) if raw else 0
 
     def digest(self) -> str:
-        """SHA-256 over every key and value: equal digests mean identical stores."""
+        """SHA-256 over every key and value: equal digests mean identical stores. Topic ids
+        are left out: which incarnation of a topic the offsets were read from is not what
+        the store holds (a worker with ``--changelog`` records none)."""
         h = hashlib.sha256()
         for key, value in self.scan(b""):
+            if key.startswith(k.INCARNATION):
+                continue
             h.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
         return h.hexdigest()
 

@@ -38,6 +38,7 @@ DEDUP = b"D"
 DEDUP_EXPIRY = b"Y"
 OFFSET = b"O"
 META = b"M"
+INCARNATION = META + b"incarnation\x00"  # + topic: the topic id its stored offsets belong to
 LOGGED = frozenset((EDGE, DEDUP, OFFSET))  # what the changelog carries; the rest is derived
 
 EDGE_VALUE = struct.Struct("<dqI")

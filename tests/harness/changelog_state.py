@@ -96,8 +96,9 @@ def logged_state(path: Path, topic: str, partitions: int) -> PartitionState:
 
 
 def whole_store(path: Path) -> dict[bytes, bytes]:
-    """Every key and value, derived ones included, but the pruned-edges counter."""
-    raw = _raw(path)
+    """Every key and value, derived ones included, but the pruned-edges counter and the
+    topic ids (a worker with the changelog records none)."""
+    raw = {key: v for key, v in _raw(path).items() if not key.startswith(k.INCARNATION)}
     counts = raw.pop(k.META + b"counts")
     nodes, edges, _ = k.COUNTS_VALUE.unpack(counts)
     raw[b"nodes-and-edges"] = k.COUNTS_VALUE.pack(nodes, edges, 0)

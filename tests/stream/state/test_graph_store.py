@@ -149,6 +149,22 @@ def test_offsets_and_watermark_are_stored_with_the_batch(tmp_path: Path) -> None
         assert store.position("t", 0) is None
 
 
+def test_a_new_incarnation_of_a_topic_moves_its_offsets_back_to_0_only(tmp_path: Path) -> None:
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS) as store:
+        store.apply("t", [PartitionBatch(3, 17, [Interaction("u", "i", "click", 99)])])
+        store.apply("t", [PartitionBatch(5, 4, [Interaction("v", "i", "click", 42)])])
+        store.apply("other", [PartitionBatch(0, 9, [Interaction("w", "i", "click", 7)])])
+        before = store.positions()
+        assert store.begin_incarnation("t", "id-1") == []  # the first id: nothing to move
+        assert store.begin_incarnation("t", "id-1") == []
+        assert (store.incarnation("t"), store.positions()) == ("id-1", before)
+        assert store.begin_incarnation("t", "id-2") == [3, 5]
+        assert store.incarnation("t") == "id-2" and store.incarnation("other") is None
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS) as store:  # durable
+        assert store.positions() == {("t", 3): (0, 99), ("t", 5): (0, 42), ("other", 0): (9, 7)}
+        assert store.incarnation("t") == "id-2"
+
+
 def test_duplicate_event_ids_apply_once_within_window(tmp_path: Path) -> None:
     with DecayedGraphStore(tmp_path / "g", BEHAVIOURS, dedup_window_ms=1_000) as store:
         dup = Interaction("u", "i", "click", 10, 1.0, "e1")

@@ -1,0 +1,133 @@
+"""The interactions topic deleted and created again under a running worker, and a log that
+ends before the store's offsets (truncated).
+
+By hand on 2026-12-06, before: after the topic was created again the worker logged "beyond
+the log end" twice a second for ever and read nothing (each partition's reset re-placed the
+others at their stored offsets, out of the new log again), its lag gauges said 0; had it
+resumed, every event below the old offsets would have been skipped as applied. Now the
+store keeps the topic's id (Kafka's topic id) with its offsets: a new id moves them back to
+0, and a log that ends before them (same id) resumes at its end, stored, once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from stream.behaviours import DEFAULT_BEHAVIOURS
+from stream.kafka.clients import kafka_admin
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.settings import KafkaSettings
+from stream.state.graph_store import DecayedGraphStore, PartitionBatch
+from tests.harness.faults import CrashReport, count_applications, event, produce
+from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
+
+pytestmark = pytest.mark.integration
+
+FIRST, SECOND = 1_000, 600  # the second life of the topic ends below the first's offsets
+
+
+def _edges(store_path: Path) -> int:
+    with DecayedGraphStore(store_path, DEFAULT_BEHAVIOURS, read_only=True) as store:
+        return store.counts().edges
+
+
+def _produce_from(bootstrap: str, topic: str, start: int, count: int) -> None:
+    """Events ``start .. start + count - 1`` of the scenario stream (each its own edge)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    for seq in range(start, start + count):
+        key, value = event(seq)
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _recreate(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = kafka_admin(KafkaSettings(bootstrap), client_id="test-recreate")
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + 60
+        while topic in admin.list_topics():
+            assert time.monotonic() < deadline, f"{topic} still listed a minute after deletion"
+            time.sleep(0.2)
+        while True:  # the broker may still be removing the old one's logs
+            try:
+                admin.create_topics([NewTopic(topic, partitions, 1)])
+                break
+            except TopicAlreadyExistsError:  # while the broker completes the deletion
+                assert time.monotonic() < deadline, f"{topic} could not be created again"
+                time.sleep(0.2)
+    finally:
+        admin.close()
+
+
+def test_a_topic_created_again_is_read_from_its_beginning(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"again-{time.time_ns() % 10**12}"
+    kafka_broker.create_topics({topic: 2, f"{topic}.dlq": 1})
+    produce(bootstrap, topic, FIRST)
+    store = tmp_path / "graph"
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess(worker_env(bootstrap, topic, f"g-{topic}", store, 250), log)
+    worker.start()
+    try:
+        wait_for(lambda: store.is_dir() and _edges(store) >= FIRST, 120, "the first life")
+        _recreate(bootstrap, topic, 2)
+        _produce_from(bootstrap, topic, FIRST, SECOND)
+        wait_for(lambda: _edges(store) >= FIRST + SECOND, 90, f"the second life ({log})")
+        assert worker.terminate(60) == 0
+    finally:
+        if worker.exit_status() is None:
+            worker.kill()
+    report = CrashReport("recreated", sent=FIRST + SECOND)
+    count_applications(store, topic, report)
+    assert (report.lost, report.duplicated, report.applied) == (0, 0, FIRST + SECOND)
+    assert sum(report.positions.values()) == SECOND  # offsets of the second life
+    text = log.read_text()
+    assert text.count("was deleted and created again") == 1
+    assert "beyond the log end" not in text
+
+
+def test_a_log_that_ends_before_the_stored_offset_resumes_at_its_end_once(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = f"truncated-{time.time_ns() % 10**12}"
+    kafka_broker.create_topics({topic: 1, f"{topic}.dlq": 1})
+    produce(bootstrap, topic, FIRST)
+    store = tmp_path / "graph"
+    env = worker_env(bootstrap, topic, f"g-{topic}", store, 250)
+    first = WorkerProcess(env, tmp_path / "first.log")
+    first.start()
+    try:
+        wait_for(lambda: store.is_dir() and _edges(store) >= FIRST, 120, "the stream")
+        assert first.terminate(60) == 0
+    finally:
+        if first.exit_status() is None:
+            first.kill()
+    # As if the log had held 4,000 more records that a truncation took away.
+    with DecayedGraphStore(store, DEFAULT_BEHAVIOURS) as graph:
+        graph.apply(topic, [PartitionBatch(0, FIRST + 4_000, ())])
+    log = tmp_path / "second.log"
+    second = WorkerProcess(env, log)
+    second.start()
+    try:
+        wait_for(second.consuming, 120, f"the restart ({log})")
+        _produce_from(bootstrap, topic, FIRST, SECOND)
+        wait_for(lambda: _edges(store) >= FIRST + SECOND, 90, f"the records after ({log})")
+        assert second.terminate(60) == 0
+    finally:
+        if second.exit_status() is None:
+            second.kill()
+    report = CrashReport("truncated", sent=FIRST + SECOND)
+    count_applications(store, topic, report)
+    assert (report.lost, report.duplicated) == (0, 0)
+    assert report.positions == {0: FIRST + SECOND}
+    assert log.read_text().count("beyond the log end") == 1
