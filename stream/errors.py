@@ -62,6 +62,11 @@ class KafkaAccessError(StreamGNNError):
     """A Kafka broker refused this client: a failed login or TLS handshake (never retried)."""
 
 
+class CheckpointDirInUse(ConfigError):
+    """Another process holds the checkpoint directory: two trainers would load and
+    overwrite each other's checkpoints."""
+
+
 class CheckpointError(StreamGNNError):
     """A checkpoint file is torn, foreign or unreadable; the message says which and why."""
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from stream.errors import (
     BrokersUnreachable,
     ChangelogError,
+    CheckpointDirInUse,
     ConfigError,
     GroupShared,
     PublishError,
@@ -268,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         totals = run_trainer(settings, stop, metrics)
-    except (CheckpointMismatchError, GroupShared) as exc:
+    except (CheckpointMismatchError, CheckpointDirInUse, GroupShared) as exc:
         log.error("%s", exc)
         return 2
     except (ChangelogError, BrokersUnreachable, PublishError) as exc:

@@ -37,6 +37,7 @@ from stream.errors import (
     BrokersUnreachable,
     ChangelogError,
     ChangelogFenced,
+    CheckpointDirInUse,
     ConfigError,
     DeadLetterError,
     GroupShared,
@@ -190,8 +191,8 @@ def serve(settings: Settings) -> int:
     except StoreWriteError as exc:  # a full or failing disk: a restart once it is fixed
         log.error("%s", exc)
         return 1
-    except (CheckpointMismatchError, StoreError, GroupShared) as exc:  # with a way out
-        log.error("%s", exc)
+    except (CheckpointMismatchError, CheckpointDirInUse, StoreError, GroupShared) as exc:
+        log.error("%s", exc)  # each with a way out, in its message
         return 2
     except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1
         log.error("%s", exc)

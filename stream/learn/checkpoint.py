@@ -21,6 +21,11 @@ falls back to the next older one. :meth:`CheckpointStore.set_aside` moves every 
 into a ``discarded-<UTC time>`` folder inside the directory (a rename on the same file
 system, so nothing is copied or deleted), for a model the settings no longer fit.
 
+One process writes a directory: :meth:`CheckpointStore.hold` takes an exclusive ``flock``
+on its ``LOCK`` file (the kernel drops it when the process ends, however it ends), so a
+second worker given the same ``--checkpoint-dir`` is refused instead of loading the first
+one's model and writing its own checkpoints among the first one's.
+
 >>> import tempfile, torch
 >>> store = CheckpointStore(Path(tempfile.mkdtemp()), keep=2)
 >>> _ = store.save({"model_version": 1, "weights": torch.ones(2)})
@@ -30,6 +35,7 @@ system, so nothing is copied or deleted), for a model the settings no longer fit
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
@@ -44,7 +50,7 @@ from typing import Any
 
 import torch
 
-from stream.errors import CheckpointError, ConfigError
+from stream.errors import CheckpointDirInUse, CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,10 @@ _NAME = re.compile(r"^ckpt-(\d{12})\.sgckpt$")
 _TEMP_PREFIX = ".tmp-ckpt-"
 
 Payload = dict[str, Any]
+LOCK_NAME = "LOCK"
+# Directories this process holds -> the descriptor its lock is on. Per process, not per
+# store object: the lock keeps other processes out, and objects of one process may share.
+_HELD: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,32 @@ class CheckpointStore:
         self.refusals: list[Refusal] = []
         self.loaded: Path | None = None  # the file load_latest returned last
         self.directory.mkdir(parents=True, exist_ok=True)
+
+    def hold(self) -> None:
+        """Hold the directory for this process until :meth:`release` or its end.
+
+        Raises:
+            CheckpointDirInUse: another process holds it.
+        """
+        key = self.directory.resolve()
+        if key in _HELD:
+            return
+        fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointDirInUse(
+                f"checkpoint directory {self.directory} is held by another process: each "
+                "training worker needs a --checkpoint-dir (STREAMGNN_CHECKPOINT_DIR) of its own"
+            ) from None
+        _HELD[key] = fd
+
+    def release(self) -> None:
+        """Let the directory go (the process's hold on it, if any)."""
+        fd = _HELD.pop(self.directory.resolve(), None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
 
     @property
     def refused(self) -> int:

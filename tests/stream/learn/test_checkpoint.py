@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from stream.errors import CheckpointError, ConfigError
+from stream.errors import CheckpointDirInUse, CheckpointError, ConfigError
 from stream.learn.checkpoint import (
     _HEADER,
     FORMAT_VERSION,
@@ -18,6 +21,7 @@ from stream.learn.checkpoint import (
     CheckpointStore,
     load_checkpoint,
 )
+from tests.harness import importable_env
 from tests.harness.checkpoint_faults import run_checkpoint_kill_scenario
 
 
@@ -163,3 +167,46 @@ def test_sigkill_during_save_always_leaves_a_complete_checkpoint(tmp_path: Path)
     assert report.details["refused"] == 0  # a torn write never reaches a checkpoint name
     assert report.details["most_files"] <= 3 + 1  # a kill between rename and pruning
     assert report.details["torn_left"] > 0, "no kill landed mid-write; the test proved nothing"
+
+
+HOLDER = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from stream.learn.checkpoint import CheckpointStore\n"
+    "CheckpointStore(Path(sys.argv[1])).hold()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def test_a_directory_another_process_holds_is_refused_until_that_process_ends(
+    tmp_path: Path,
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        env=importable_env(dict(os.environ)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointDirInUse, match=str(tmp_path)):
+            CheckpointStore(tmp_path).hold()
+    finally:
+        holder.kill()  # a SIGKILL: the kernel drops the lock with the process
+        holder.wait()
+    store = CheckpointStore(tmp_path)
+    store.hold()
+    CheckpointStore(tmp_path).hold()  # this process holds it already: objects may share
+    store.release()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        env=importable_env(dict(os.environ)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:  # released: another process may take it
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    finally:
+        holder.kill()
+        holder.wait()
