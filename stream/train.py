@@ -154,6 +154,20 @@ def run_trainer(
     if ranks is not None:
         settings = rank_settings(settings, ranks)
     training = ChangelogTraining(settings, metrics, stop, ranks)
+    try:
+        return _train(settings, stop, metrics, training, ranks)
+    finally:  # however it ended: an in-process run must not keep the directory
+        training.checkpoints.release()
+
+
+def _train(
+    settings: Settings,
+    stop: threading.Event,
+    metrics: PipelineMetrics,
+    training: ChangelogTraining,
+    ranks: Ranks | None,
+) -> TrainTotals:
+    training.checkpoints.hold()  # one process a directory: not another's model
     training.resume()  # before any client: a mismatch fails fast
     if not asyncio.run(wait_for_access(settings.kafka, stop.is_set)):
         return TrainTotals()

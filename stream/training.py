@@ -204,14 +204,12 @@ class TrainingLoop:
         from the store, and note what the store holds beyond the checkpoint's offsets.
 
         Raises:
-            CheckpointDirInUse: another process holds the checkpoint directory.
             CheckpointMismatchError: the checkpoint was written under other meaning
                 settings (:mod:`stream.learn.compatibility`) and ``on_checkpoint_mismatch``
                 is ``fail``; with ``discard`` the checkpoints are moved aside instead.
         """
         if self._store is None:
             raise RuntimeError("TrainingLoop.resume needs the worker's store")
-        self.checkpoints.hold()  # before loading: another process's model is not ours
         payload = self._load_checkpoint()
         topic = self.source_topic
         if payload is not None:
@@ -335,7 +333,6 @@ class TrainingLoop:
             )
         elif self.failure is None:
             self.checkpoint()
-        self.checkpoints.release()
 
     def checkpoint(self) -> bool:
         """Write a checkpoint; True when it was written.

@@ -80,6 +80,7 @@ async def run_worker(
         sync_writes=settings.store.sync_writes,
         log_changes=settings.store.changelog,
     )
+    training: TrainingLoop | None = None
     try:
         if not settings.worker.train:
             if not await _may_join(settings, stop):
@@ -91,6 +92,7 @@ async def run_worker(
         training = TrainingLoop(
             settings, store, metrics, on_failure=lambda exc: loop.call_soon_threadsafe(stop.set)
         )
+        training.checkpoints.hold()  # one process a directory: not another's model
         await asyncio.to_thread(training.resume)  # before any client: a mismatch fails fast
         if not await _may_join(settings, stop):
             return IngestTotals()
@@ -118,6 +120,8 @@ async def run_worker(
         finally:
             publisher.close()
     finally:
+        if training is not None:  # however it ended: an in-process run must not keep it
+            training.checkpoints.release()
         store.close()
 
 
