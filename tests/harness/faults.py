@@ -95,17 +95,24 @@ def event_seq(user_id: str, item_id: str) -> int:
     return u + _PRIMES[0] * k
 
 
-def produce(bootstrap: str, topic: str, count: int, rate: float | None = None) -> None:
-    """The first ``count`` events of the stream into ``topic``, at ``rate`` events/s
-    (None: as fast as the producer goes)."""
+def produce(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    rate: float | None = None,
+    first: int = 0,
+    partition: int | None = None,
+) -> None:
+    """``count`` events of the stream from event ``first`` on into ``topic`` (into
+    ``partition``; None: by key), at ``rate`` events/s (None: as fast as the producer goes)."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
     start = time.monotonic()
-    for seq in range(count):
-        ahead = 0.0 if rate is None else seq / rate - (time.monotonic() - start)
+    for n, seq in enumerate(range(first, first + count)):
+        ahead = 0.0 if rate is None else n / rate - (time.monotonic() - start)
         if ahead > 0.01:
             time.sleep(ahead)
         key, value = event(seq)
-        producer.send(topic, key=key, value=value)
+        producer.send(topic, key=key, value=value, partition=partition)
     producer.flush()
     producer.close()
 

@@ -12,13 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 from kafka.admin import NewPartitions
 
 from stream.kafka.clients import kafka_admin
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import KafkaSettings
-from tests.harness.faults import CrashReport, count_applications, event
+from tests.harness.faults import CrashReport, count_applications, produce
 from tests.harness.progress import StoreCompletion
 from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
 
@@ -28,15 +27,6 @@ PER_PARTITION = 1_000
 # The refresh, a rebalance (the group's session timeout at most) and the catch-up, with
 # room; well under librdkafka's five minutes.
 TAKEN_UP_S = 90
-
-
-def _produce(bootstrap: str, topic: str, partition: int, seqs: range) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
-    for seq in seqs:
-        key, value = event(seq)
-        producer.send(topic, key=key, value=value, partition=partition)
-    producer.flush()
-    producer.close()
 
 
 def _lag_reported(metrics_address: str, partition: int) -> bool:
@@ -51,7 +41,7 @@ def test_a_partition_added_under_the_worker_is_consumed_and_its_lag_reported(
     bootstrap = kafka_broker.bootstrap_servers
     topic = f"grown-{tmp_path.name[-40:]}"
     kafka_broker.create_topics({topic: 1, f"{topic}.dlq": 1})
-    _produce(bootstrap, topic, 0, range(PER_PARTITION))
+    produce(bootstrap, topic, PER_PARTITION, partition=0)
     store = tmp_path / "graph"
     env = worker_env(bootstrap, topic, f"g-{topic}", store, 250)
     worker = WorkerProcess(env, tmp_path / "worker.log")
@@ -63,7 +53,7 @@ def test_a_partition_added_under_the_worker_is_consumed_and_its_lag_reported(
             admin.create_partitions({topic: NewPartitions(total_count=2)})
         finally:
             admin.close()
-        _produce(bootstrap, topic, 1, range(PER_PARTITION, 2 * PER_PARTITION))
+        produce(bootstrap, topic, PER_PARTITION, first=PER_PARTITION, partition=1)
         wait_for(StoreCompletion(store, topic, 2 * PER_PARTITION), TAKEN_UP_S, "partition 1")
         address = env["STREAMGNN_METRICS_ADDRESS"]
         wait_for(lambda: _lag_reported(address, 1), TAKEN_UP_S, "partition 1's lag gauge")

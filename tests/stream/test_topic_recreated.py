@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -24,7 +23,7 @@ from stream.kafka.clients import kafka_admin
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
-from tests.harness.faults import CrashReport, count_applications, event, produce
+from tests.harness.faults import CrashReport, count_applications, produce
 from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -35,16 +34,6 @@ FIRST, SECOND = 1_000, 600  # the second life of the topic ends below the first'
 def _edges(store_path: Path) -> int:
     with DecayedGraphStore(store_path, DEFAULT_BEHAVIOURS, read_only=True) as store:
         return store.counts().edges
-
-
-def _produce_from(bootstrap: str, topic: str, start: int, count: int) -> None:
-    """Events ``start .. start + count - 1`` of the scenario stream (each its own edge)."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
-    for seq in range(start, start + count):
-        key, value = event(seq)
-        producer.send(topic, key=key, value=value)
-    producer.flush()
-    producer.close()
 
 
 def _recreate(bootstrap: str, topic: str, partitions: int) -> None:
@@ -80,7 +69,7 @@ def test_a_topic_created_again_is_read_from_its_beginning(
     try:
         wait_for(lambda: store.is_dir() and _edges(store) >= FIRST, 120, "the first life")
         _recreate(bootstrap, topic, 2)
-        _produce_from(bootstrap, topic, FIRST, SECOND)
+        produce(bootstrap, topic, SECOND, first=FIRST)
         wait_for(lambda: _edges(store) >= FIRST + SECOND, 90, f"the second life ({log})")
         assert worker.terminate(60) == 0
     finally:
@@ -120,7 +109,7 @@ def test_a_log_that_ends_before_the_stored_offset_resumes_at_its_end_once(
     second.start()
     try:
         wait_for(second.consuming, 120, f"the restart ({log})")
-        _produce_from(bootstrap, topic, FIRST, SECOND)
+        produce(bootstrap, topic, SECOND, first=FIRST)
         wait_for(lambda: _edges(store) >= FIRST + SECOND, 90, f"the records after ({log})")
         assert second.terminate(60) == 0
     finally:
