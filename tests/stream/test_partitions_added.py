@@ -17,7 +17,7 @@ from kafka.admin import NewPartitions
 from stream.kafka.clients import kafka_admin
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import KafkaSettings
-from tests.harness.faults import CrashReport, count_applications, produce
+from tests.harness.faults import CrashReport, count_applications, prepare_topic, produce
 from tests.harness.progress import StoreCompletion
 from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
 
@@ -39,9 +39,7 @@ def test_a_partition_added_under_the_worker_is_consumed_and_its_lag_reported(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topic = f"grown-{tmp_path.name[-40:]}"
-    kafka_broker.create_topics({topic: 1, f"{topic}.dlq": 1})
-    produce(bootstrap, topic, PER_PARTITION, partition=0)
+    topic = prepare_topic(kafka_broker, PER_PARTITION, partitions=1)
     store = tmp_path / "graph"
     env = worker_env(bootstrap, topic, f"g-{topic}", store, 250)
     worker = WorkerProcess(env, tmp_path / "worker.log")

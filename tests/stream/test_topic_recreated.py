@@ -24,7 +24,7 @@ from stream.kafka.clients import kafka_admin
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
-from tests.harness.faults import CrashReport, count_applications, produce
+from tests.harness.faults import CrashReport, count_applications, prepare_topic, produce
 from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -64,9 +64,7 @@ def test_a_topic_created_again_is_read_from_its_beginning(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topic = f"again-{time.time_ns() % 10**12}"
-    kafka_broker.create_topics({topic: 2, f"{topic}.dlq": 1})
-    produce(bootstrap, topic, FIRST)
+    topic = prepare_topic(kafka_broker, FIRST, partitions=2)
     store = tmp_path / "graph"
     log = tmp_path / "worker.log"
     worker = WorkerProcess(worker_env(bootstrap, topic, f"g-{topic}", store, 250), log)
@@ -93,9 +91,7 @@ def test_a_log_that_ends_before_the_stored_offset_resumes_at_its_end_once(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topic = f"truncated-{time.time_ns() % 10**12}"
-    kafka_broker.create_topics({topic: 1, f"{topic}.dlq": 1})
-    produce(bootstrap, topic, FIRST)
+    topic = prepare_topic(kafka_broker, FIRST, partitions=1)
     store = tmp_path / "graph"
     env = worker_env(bootstrap, topic, f"g-{topic}", store, 250)
     first = WorkerProcess(env, tmp_path / "first.log")
