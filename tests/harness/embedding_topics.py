@@ -1,4 +1,5 @@
-"""Test helpers for the embedding topics: unique settings, and reading a topic to its end."""
+"""Test helpers for the embedding topics: unique settings, reading a topic to its end, and a
+topic deleted (or deleted and created again) under a worker."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
-from stream.kafka.clients import kafka_consumer
+from stream.kafka.clients import kafka_admin, kafka_consumer
 from stream.settings import KafkaSettings, PublishSettings
 
 
@@ -59,6 +62,27 @@ def end_offsets(bootstrap_servers: str | KafkaSettings, topic: str) -> dict[int,
         return {tp.partition: end for tp, end in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
+
+
+def delete_topic(bootstrap: str, topic: str, create_again: NewTopic | None = None) -> None:
+    """Delete ``topic`` and wait until the broker no longer lists it; then, with
+    ``create_again``, create that topic (same name: a new topic id, an empty log)."""
+    admin = kafka_admin(KafkaSettings(bootstrap), client_id="test-delete-topic")
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + 60
+        while topic in admin.list_topics():
+            assert time.monotonic() < deadline, f"{topic} still listed a minute after deletion"
+            time.sleep(0.2)
+        while create_again is not None:  # the broker may still be removing the old logs
+            try:
+                admin.create_topics([create_again])
+                return
+            except TopicAlreadyExistsError:
+                assert time.monotonic() < deadline, f"{topic} could not be created again"
+                time.sleep(0.2)
+    finally:
+        admin.close()
 
 
 def _kafka(bootstrap_servers: str | KafkaSettings) -> KafkaSettings:

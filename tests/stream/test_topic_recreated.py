@@ -11,19 +11,16 @@ store keeps the topic's id (Kafka's topic id) with its offsets: a new id moves t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 
 from stream.behaviours import DEFAULT_BEHAVIOURS
 from stream.errors import StoreError
-from stream.kafka.clients import kafka_admin
 from stream.local_broker.broker import LocalKafkaBroker
-from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
+from tests.harness.embedding_topics import delete_topic
 from tests.harness.faults import CrashReport, count_applications, prepare_topic, produce
 from tests.harness.worker_process import WorkerProcess, wait_for, worker_env
 
@@ -41,25 +38,6 @@ def _edges(store_path: Path) -> int:
         return 0
 
 
-def _recreate(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = kafka_admin(KafkaSettings(bootstrap), client_id="test-recreate")
-    try:
-        admin.delete_topics([topic])
-        deadline = time.monotonic() + 60
-        while topic in admin.list_topics():
-            assert time.monotonic() < deadline, f"{topic} still listed a minute after deletion"
-            time.sleep(0.2)
-        while True:  # the broker may still be removing the old one's logs
-            try:
-                admin.create_topics([NewTopic(topic, partitions, 1)])
-                break
-            except TopicAlreadyExistsError:  # while the broker completes the deletion
-                assert time.monotonic() < deadline, f"{topic} could not be created again"
-                time.sleep(0.2)
-    finally:
-        admin.close()
-
-
 def test_a_topic_created_again_is_read_from_its_beginning(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
@@ -71,7 +49,7 @@ def test_a_topic_created_again_is_read_from_its_beginning(
     worker.start()
     try:
         wait_for(lambda: _edges(store) >= FIRST, 120, "the first life")
-        _recreate(bootstrap, topic, 2)
+        delete_topic(bootstrap, topic, create_again=NewTopic(topic, 2, 1))
         produce(bootstrap, topic, SECOND, first=FIRST)
         wait_for(lambda: _edges(store) >= FIRST + SECOND, 90, f"the second life ({log})")
         assert worker.terminate(60) == 0
