@@ -79,6 +79,10 @@ class PublishError(StreamGNNError):
     """Embedding records could not be published (not acked, or the topics are unusable)."""
 
 
+class EmbeddingTopicGone(PublishError):
+    """An embedding topic the publisher writes to no longer exists (deleted under it)."""
+
+
 class PublishInterrupted(PublishError):
     """A publish gave up because the process is stopping; nothing it sent counts as acked."""
 

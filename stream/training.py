@@ -28,6 +28,12 @@ ingestion, as a slow step would).
 On :meth:`TrainingLoop.stop` a publish still unacked after ``STOP_GRACE_S`` (brokers
 refusing or away) is interrupted, in the catch-up too, so the worker ends within seconds
 of SIGTERM; then no checkpoint is written (the previous one and the store stay consistent).
+
+An embedding topic deleted under the worker is created again (compacted, as at start), and
+a topic that is not the one the vectors were published to (Kafka's topic id: deleted and
+created again by anyone, also while the worker was down; checked every checkpoint interval
+and on start against the checkpoint's) is given every vector reported so far again, at the
+current model version: a consumer that reads it from the beginning finds every live id.
 """
 
 from __future__ import annotations
@@ -37,14 +43,14 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 
 from stream.allocator import pretouch_heap, worker_heap
 from stream.catch_up import UntrainedEvents
-from stream.errors import PublishError, PublishInterrupted, StreamGNNError
+from stream.errors import EmbeddingTopicGone, PublishError, PublishInterrupted, StreamGNNError
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
 from stream.learn.checkpoint import CheckpointStore, Payload
@@ -60,12 +66,14 @@ from stream.learn.trainer import IncrementalTrainer
 from stream.learner import Handed, Learner
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
+from stream.publish.schema import NodeKind
 from stream.settings import Settings
 from stream.state.graph_store import DecayedGraphStore
 
 log = logging.getLogger("streamgnn.training")
 
 PUBLISH_RETRY_SECONDS = 1.0
+REPUBLISH_CHUNK = 20_000  # records per publish when a topic gets every vector again
 # On stop, how long the last publish may wait for acks before it is interrupted: the
 # worker must end within 10 s of SIGTERM whatever the brokers do.
 STOP_GRACE_S = 2.0
@@ -184,6 +192,10 @@ class TrainingLoop:
         self._trained_watermark: int | None = None
         self._store_watermark: int | None = None
         self._publisher: EmbeddingPublisher | None = None
+        # the embedding topics' ids the checkpoint's reported vectors were published to
+        self._published_to: dict[str, str | None] = {}
+        self._republish: set[NodeKind] = set()  # kinds whose topic lost the vectors published
+        self._topics_checked = time.monotonic()
         self.failure: BaseException | None = None
         self._abandoned = False  # a publish was interrupted by stop(): no final checkpoint
         self._stopping = threading.Event()
@@ -253,6 +265,8 @@ class TrainingLoop:
         Without :meth:`start`: the caller trains (:meth:`train_now`, ranks in lockstep)."""
         self._publisher = publisher
         self.trainer.model_version = max(self.trainer.model_version, publisher.min_version - 1)
+        recorded = self._published_to
+        self._lost(k for k, now in publisher.topic_ids.items() if recorded.get(k, now) != now)
 
     def train_now(self, pending: PendingEvents) -> None:
         """Train on ``pending`` and publish, in the caller's thread (no backlog)."""
@@ -271,6 +285,7 @@ class TrainingLoop:
         if not found:
             try:
                 self.trainer.load_state_dict(payload["trainer"])
+                self._published_to = dict(payload.get("embedding_topics") or {})
                 return payload
             except (StreamGNNError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                 detail = f"does not load into the model the settings build: {exc}"
@@ -350,6 +365,7 @@ class TrainingLoop:
             "offsets": offsets,
             "watermark": self._trained_watermark,
             "settings": recorded_settings(self._settings),
+            "embedding_topics": {} if self._publisher is None else self._publisher.topic_ids,
         }
         self._last_checkpoint = time.monotonic()
         try:
@@ -384,12 +400,13 @@ class TrainingLoop:
                 return
             while True:
                 pending = self.backlog.take(timeout_s=0.05)
-                if pending is None:
-                    if self._stopping.is_set():
-                        return
-                    continue
-                self._train(pending, in_graph=self.applied_in_graph)
-                self._checkpoint_when_due()
+                if pending is not None:
+                    self._train(pending, in_graph=self.applied_in_graph)
+                    self._checkpoint_when_due()
+                elif self._stopping.is_set():
+                    return
+                self._check_topics_when_due()
+                self._republish_lost()
         except PublishInterrupted:
             self._abandoned = True
         except BaseException as exc:
@@ -449,9 +466,11 @@ class TrainingLoop:
             while True:
                 self._publish_steps(learner)
                 pending = self.backlog.take(timeout_s=0.05)
+                self._check_topics_when_due()
                 if pending is None:
                     if self._stopping.is_set() and learner.idle():
                         return
+                    self._republish_lost()
                     continue
                 self._metrics.train_backlog.set(len(self.backlog))
                 learner.hand(self._reflect(pending, self.applied_in_graph, learner))
@@ -530,20 +549,67 @@ class TrainingLoop:
                 "item", report.changed_items, vectors["item"], report.changed_item_event_ms
             ),
         ]
+        self._send(batches, report.model_version, append_times_ms)
+        self._republish_lost()
+
+    def _send(self, batches: list[NodeVectors], version: int, append_times_ms: list[int]) -> None:
+        """Publish until acked; an embedding topic found deleted is created again first."""
         if self._publisher is None:
             raise RuntimeError("TrainingLoop.start was not called")
         while True:
             try:
                 self._publisher.publish(
-                    batches, model_version=report.model_version, append_times_ms=append_times_ms
+                    batches, model_version=version, append_times_ms=append_times_ms
                 )
                 return
+            except EmbeddingTopicGone as exc:
+                log.warning("%s: creating it again", exc)
+                self._check_topics()
+                time.sleep(PUBLISH_RETRY_SECONDS)  # the producer learns of it meanwhile
             except PublishError as exc:
                 # A version regression is a bug, not an outage; an interruption is a stop.
                 if isinstance(exc, ValueError | PublishInterrupted):
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
                 time.sleep(PUBLISH_RETRY_SECONDS)  # an interrupt() meanwhile ends the retries
+
+    def _check_topics_when_due(self) -> None:
+        if time.monotonic() - self._topics_checked >= self._settings.worker.checkpoint_interval_s:
+            self._check_topics()
+
+    def _check_topics(self) -> None:
+        """Note the embedding topics that are not the ones published to (their ids); a
+        missing one is created again."""
+        self._topics_checked = time.monotonic()
+        if self._publisher is None:
+            return
+        try:
+            self._lost(self._publisher.replaced_topics())
+        except PublishError as exc:  # brokers away: the next check, or the next publish
+            log.warning("embedding topics not checked: %s", exc)
+
+    def _lost(self, kinds: Iterable[NodeKind]) -> None:
+        for kind in sorted(set(kinds) - self._republish):
+            log.warning(
+                "embedding topic of %s vectors is not the one they were published to (deleted "
+                "and created again): every %s vector reported so far is published again",
+                kind,
+                kind,
+            )
+            self._republish.add(kind)
+
+    def _republish_lost(self) -> None:
+        """Give a topic that lost them every vector reported so far, at the current version
+        (or the publisher's floor, just after a restart: the next step publishes there too)."""
+        while self._republish and self._publisher is not None:
+            kind = self._republish.pop()
+            ids, vectors, times = self.trainer.reported_again(kind)
+            version = max(self.trainer.model_version, self._publisher.min_version)
+            for start in range(0, len(ids), REPUBLISH_CHUNK):
+                end = start + REPUBLISH_CHUNK
+                batch = NodeVectors(kind, ids[start:end], vectors[start:end], times[start:end])
+                self._send([batch], version, [])
+            log.info("%d %s vectors published again at model version %d", len(ids), kind, version)
 
 
 # The GIL switch interval by the trainer's device when the setting is 0 (seconds): on CUDA

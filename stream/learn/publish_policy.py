@@ -93,6 +93,18 @@ class PublishPolicy:
         self._distance[kind][rows.to(self.device)] = math.nan
         self._event_ms[kind][rows] = 0
 
+    def reported_rows(self, kind: str, live: int) -> Tensor:
+        """The rows among the first ``live`` reported so far (sorted, on the CPU)."""
+        return self._published[kind][:live].nonzero().flatten().cpu()
+
+    def mark_reported(self, kind: str, rows: Tensor, vectors: Tensor) -> None:
+        """``vectors`` of ``rows`` were given downstream again (a topic that lost them)."""
+        at = rows.to(self.device)
+        reported = self._reported[kind]
+        reported.index_copy_(0, at, vectors.to(reported.device, reported.dtype))
+        self._pending[kind][at] = False
+        self._distance[kind][at] = 0.0
+
     def note_event_times(self, kind: str, rows: Tensor, times: Tensor) -> None:
         """Raise each row's newest own event time (refused ids, row -1, are skipped)."""
         known = rows >= 0

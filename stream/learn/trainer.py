@@ -648,6 +648,21 @@ class IncrementalTrainer:
             out[known] = self._rows_vectors(kind, rows[known])
             return out
 
+    def reported_again(self, kind: str) -> tuple[list[str], Tensor, list[int]]:
+        """Every id of ``kind`` whose vector was reported (this rank's, in a job), with its
+        vector as of the last learn and its newest own event time; marked reported with
+        that vector. For an embedding topic that lost what was published (deleted and
+        created again): the ids never reported are on their way already."""
+        with self._lock:
+            rows = self.publish.reported_rows(kind, self.registry.live(kind))
+            ids = self.registry.ids(kind, rows)
+            if self.ranks is not None:
+                owned = self.ranks.owned(ids)
+                rows, ids = rows[owned], [ids[k] for k in owned]
+            vectors = self._rows_vectors(kind, rows)
+            self.publish.mark_reported(kind, rows, vectors)
+            return ids, vectors, self.publish.event_times(kind, rows)
+
     def _rows_vectors(self, kind: str, rows: Tensor) -> Tensor:
         """:meth:`vectors` of live rows (float32, on the CPU)."""
         table = self._current()[kind]

@@ -21,7 +21,8 @@ loop share for far longer per record (bench/freshness.py showed it). The asyncio
 calls it from its trainer thread: the trainer already runs off the event loop because a
 step would block it, a blocking call makes "returns only after every ack" obvious, and
 the same object works in tests and tools without an event loop. Admin calls and the
-ledger's topic scan stay on kafka-python.
+ledger's topic scan stay on kafka-python, but for the topics' ids (Kafka's topic id, which
+tells a topic deleted and created again from the one published to), read by librdkafka's.
 """
 
 from __future__ import annotations
@@ -36,24 +37,33 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
+from confluent_kafka import KafkaError as ClientError
 from confluent_kafka import KafkaException
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from stream.errors import (
+    EmbeddingTopicGone,
     PublishError,
     PublishInterrupted,
     SchemaError,
     VersionRegressionError,
 )
-from stream.kafka.clients import confluent_producer, kafka_admin
-from stream.kafka.topics import create_missing_topics
+from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
+from stream.kafka.topics import create_missing_topics, topic_incarnation
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
 from stream.publish.schema import Encoding, NodeKind, encode_records
 from stream.settings import KafkaSettings, PublishSettings
 
 log = logging.getLogger(__name__)
+
+# librdkafka's codes for a topic that does not exist: queued for one its metadata does not
+# know, and a delivery to one deleted since
+_NO_TOPIC = frozenset(
+    {ClientError._UNKNOWN_TOPIC, ClientError._UNKNOWN_PARTITION, ClientError.UNKNOWN_TOPIC_OR_PART}
+)
+TOPIC_ID_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,7 @@ class EmbeddingPublisher:
         clock: Callable[[], float] = time.time,
         create_topics: bool = True,
     ) -> None:
+        self._kafka = kafka
         self._settings = settings if settings is not None else PublishSettings()
         self._metrics = metrics if metrics is not None else PipelineMetrics()
         self._clock = clock
@@ -168,6 +179,13 @@ class EmbeddingPublisher:
         }
         if create_topics:
             ensure_embedding_topics(kafka, self._settings)
+        try:
+            self._admin = confluent_admin(
+                kafka, {"client.id": "streamgnn-publisher-admin", "logger": log}
+            )
+        except KafkaException as exc:
+            raise PublishError(f"cannot configure the admin client: {exc}") from exc
+        self._topic_ids = self._read_topic_ids(created=create_topics)
         self._ledger = VersionLedger(self._settings.ledger_path)
         if self._ledger.reserved is None:
             found = scan_max_model_version(kafka, list(self._topics.values()))
@@ -211,6 +229,47 @@ class EmbeddingPublisher:
         return self._min_version
 
     @property
+    def topic_ids(self) -> dict[NodeKind, str | None]:
+        """Kafka's id of each kind's embedding topic as last read (None: the broker keeps
+        none): the topic the vectors published so far are on."""
+        return dict(self._topic_ids)
+
+    def replaced_topics(self) -> list[NodeKind]:
+        """The kinds whose embedding topic is not the one published to so far: deleted and
+        created again (by anyone; a missing one is created here, compacted as at start), so
+        it holds none of the vectors published before. Reads the topics' ids again.
+
+        Raises:
+            PublishError: the ids could not be read, or a missing topic not created.
+        """
+        try:
+            now = self._read_topic_ids()
+        except EmbeddingTopicGone:
+            ensure_embedding_topics(self._kafka, self._settings)
+            now = self._read_topic_ids(created=True)
+        before, self._topic_ids = self._topic_ids, now
+        return [kind for kind, was in before.items() if was != now[kind]]
+
+    def _read_topic_ids(self, created: bool = False) -> dict[NodeKind, str | None]:
+        """Each kind's topic id; ``created``: the topics were just created, and a broker
+        may not know them yet for a moment (asked again for up to ``TOPIC_ID_TIMEOUT_S``)."""
+        deadline = time.monotonic() + (TOPIC_ID_TIMEOUT_S if created else 0.0)
+        while True:
+            try:
+                return {
+                    kind: topic_incarnation(self._admin, topic, TOPIC_ID_TIMEOUT_S)
+                    for kind, topic in self._topics.items()
+                }
+            except KafkaException as exc:
+                if not (exc.args and exc.args[0].code() in _NO_TOPIC):
+                    raise PublishError(f"cannot read the embedding topics' ids: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise EmbeddingTopicGone(f"an embedding topic does not exist: {exc}") from exc
+                time.sleep(0.2)
+            except TimeoutError as exc:
+                raise PublishError(f"cannot read the embedding topics' ids: {exc}") from exc
+
+    @property
     def encoding(self) -> Encoding:
         return self._settings.vector_encoding  # type: ignore[return-value]  # validated
 
@@ -230,6 +289,8 @@ class EmbeddingPublisher:
         Raises:
             VersionRegressionError: ``model_version < min_version``; nothing is sent.
             SchemaError: a row does not fit the wire schema; nothing is sent.
+            EmbeddingTopicGone: a topic does not exist (deleted under the publisher): see
+                :meth:`replaced_topics`, then publish again.
             PublishError: a record was not acked; publish again (same version is fine).
         """
         self._check_interrupt()
@@ -262,6 +323,9 @@ class EmbeddingPublisher:
                 f"{self._settings.flush_timeout_s} s"
             )
         if failures:
+            gone = [f for f in failures if getattr(f, "code", lambda: None)() in _NO_TOPIC]
+            if gone:
+                raise EmbeddingTopicGone(f"an embedding topic does not exist: {gone[0]!r}")
             raise PublishError(
                 f"{len(failures)} of {len(staged.records)} embedding records were not acked: "
                 f"{failures[0]!r}"
@@ -288,6 +352,8 @@ class EmbeddingPublisher:
                 self._check_interrupt()
                 self._producer.poll(0.1)
             except KafkaException as exc:
+                if exc.args and exc.args[0].code() in _NO_TOPIC:
+                    raise EmbeddingTopicGone(f"embedding topic {topic!r} does not exist") from exc
                 raise PublishError(f"embedding record not queued: {exc}") from exc
 
     def _flush(self, timeout_s: float) -> int:

@@ -335,7 +335,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt(
         "worker",
         "checkpoint_interval_s",
-        "seconds between checkpoints (one is also written on SIGTERM)",
+        "seconds between checkpoints (one is also written on SIGTERM) and between checks "
+        "that the embedding topics are the ones published to",
     ),
     _opt("worker", "checkpoints_kept", "complete checkpoints kept (older ones deleted)"),
     _opt(

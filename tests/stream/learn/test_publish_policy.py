@@ -92,3 +92,27 @@ def test_a_resumed_policy_compares_its_pending_rows_again() -> None:
     chosen = resumed.select("user", moved, candidates=torch.tensor([1]))
     assert chosen.tolist() == [1]  # row 0 compared again: 0.6, behind row 1's 2.0
     assert resumed._pending["user"].tolist() == [True, False, False]
+
+
+def test_rows_given_again_are_the_reported_ones_and_count_as_reported_then() -> None:
+    """What a topic that lost its vectors is given again: the rows reported so far (not
+    those still waiting for a first report, nor rows past ``live``); once given, a row
+    pending by its old report is not, and its next move is measured from what was given."""
+    policy = PublishPolicy(DIM, torch.device("cpu"), 0.5, 2)
+    policy.grow("user", 6)
+    vectors = torch.zeros(6, DIM)
+    policy.select("user", vectors)  # rows 0 and 1 (never reported: the cap's lowest)
+    vectors[0, 0] = 1.0  # past the threshold, left pending by a cap of 0 drift reports
+    policy.max_drift = 1
+    policy.select("user", vectors, candidates=torch.tensor([0]))  # row 2: never reported first
+    assert policy._pending["user"][0]
+    assert policy.reported_rows("user", live=6).tolist() == [0, 1, 2]
+    assert policy.reported_rows("user", live=2).tolist() == [0, 1]
+    rows = policy.reported_rows("user", live=6)
+    policy.mark_reported("user", rows, vectors[rows])
+    assert not policy._pending["user"][0]
+    vectors[0, 0] = 1.3  # 0.3 from what was given: not due
+    vectors[1, 0] = 0.7  # 0.7 from what was given: due
+    policy.max_drift = 0
+    chosen = policy.select("user", vectors, candidates=torch.tensor([0, 1]))
+    assert 0 not in chosen.tolist() and 1 in chosen.tolist()

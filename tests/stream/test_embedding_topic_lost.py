@@ -1,0 +1,147 @@
+"""An embedding topic deleted under a training worker, deleted and created again by someone
+else, or deleted while the worker was down: it exists again and holds a vector for every id
+published before, stamped with that id's newest event, its versions never going back.
+
+By hand on 2026-12-06, before: with the user topic deleted under a training worker, the
+worker logged "publish not acked (... Unknown topic); retrying" every second for ever and
+published nothing more; a worker restarted after its topic was deleted created the topic
+and put on it only the vectors that moved later, so a consumer reading the new topic from
+its beginning found none of the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka.admin import NewTopic
+
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.publish.schema import EmbeddingRecord, decode_record
+from tests.harness.embedding_topics import delete_topic, end_offsets, read_topic
+from tests.harness.faults import BASE_TS, prepare_topic, produce
+from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 2_000  # the scenario stream: users u0..u996, items i0..i1008, each on every id's
+# newest event; more of either than the 500 a step republishes for drift alone
+
+
+def newest_event_ms(kind: str, count: int) -> dict[str, int]:
+    """Each id's newest event time among the stream's first ``count`` events."""
+    newest: dict[str, int] = {}
+    for seq in range(count):
+        user, item = (f"u{seq % 997}", f"i{seq % 1009}")
+        newest[user if kind == "user" else item] = BASE_TS + seq
+    return newest
+
+
+def latest(bootstrap: str, topic: str) -> dict[str, EmbeddingRecord]:
+    """Each id's last record on ``topic`` (none while it does not exist)."""
+    try:
+        if not end_offsets(bootstrap, topic):
+            return {}
+        return {
+            r.id: r for r in map(decode_record, (raw.value for raw in read_topic(bootstrap, topic)))
+        }
+    except TypeError:  # not created again yet: no partitions to read
+        return {}
+
+
+def holds(bootstrap: str, topic: str, ids: set[str]) -> Callable[[], bool]:
+    return lambda: ids <= latest(bootstrap, topic).keys()
+
+
+def start(env: dict[str, str], log: Path) -> WorkerProcess:
+    worker = WorkerProcess(env, log)
+    worker.start()
+    return worker
+
+
+def stop(worker: WorkerProcess) -> None:
+    try:
+        assert worker.terminate(60) == 0
+    finally:
+        if worker.exit_status() is None:
+            worker.kill()
+
+
+def test_a_topic_lost_under_a_running_worker_gets_every_vector_again(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = prepare_topic(kafka_broker, EVENTS, partitions=2)
+    env = worker_env(bootstrap, topic, f"g-{topic}", tmp_path / "graph", 500)
+    env |= training_env(tmp_path, topic) | {"STREAMGNN_CHECKPOINT_INTERVAL_S": "1"}
+    users, items = env["STREAMGNN_USER_EMBEDDINGS_TOPIC"], env["STREAMGNN_ITEM_EMBEDDINGS_TOPIC"]
+    log = tmp_path / "worker.log"
+    worker = start(env, log)
+    try:
+        user_ids, item_ids = (
+            set(newest_event_ms("user", EVENTS)),
+            set(newest_event_ms("item", EVENTS)),
+        )
+        wait_for(holds(bootstrap, users, user_ids), 180, f"every user vector ({log})")
+        wait_for(holds(bootstrap, items, item_ids), 60, f"every item vector ({log})")
+        before = {**latest(bootstrap, users), **latest(bootstrap, items)}
+
+        # Deleted: the next publish finds it gone and creates it again.
+        delete_topic(bootstrap, users)
+        produce(bootstrap, topic, 1, first=EVENTS)
+        wait_for(holds(bootstrap, users, user_ids), 90, f"the user topic refilled ({log})")
+        # Deleted and created again by someone else, no event after: the check of the
+        # topics' ids (every checkpoint interval, idle or not) finds it.
+        delete_topic(
+            bootstrap,
+            items,
+            create_again=NewTopic(items, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+        )
+        wait_for(holds(bootstrap, items, item_ids), 90, f"the item topic refilled ({log})")
+        stop(worker)
+    finally:
+        if worker.exit_status() is None:
+            worker.kill()
+
+    for kind, name in (("user", users), ("item", items)):
+        records = latest(bootstrap, name)
+        newest = newest_event_ms(kind, EVENTS + 1)
+        assert {i: records[i].event_time_ms for i in newest} == newest
+        assert all(records[i].model_version >= before[i].model_version for i in newest)
+    text = log.read_text()
+    assert text.count("published again at model version") == 2
+    assert "Traceback" not in text
+
+
+def test_a_topic_deleted_while_the_worker_was_down_gets_every_vector_at_start(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = prepare_topic(kafka_broker, EVENTS, partitions=2)
+    env = worker_env(bootstrap, topic, f"g-{topic}", tmp_path / "graph", 500)
+    env |= training_env(tmp_path, topic)
+    users = env["STREAMGNN_USER_EMBEDDINGS_TOPIC"]
+    user_ids = set(newest_event_ms("user", EVENTS))
+    first = start(env, tmp_path / "first.log")
+    try:
+        wait_for(holds(bootstrap, users, user_ids), 180, "every user vector")
+        before = latest(bootstrap, users)
+    finally:
+        stop(first)
+
+    delete_topic(bootstrap, users)
+    log = tmp_path / "second.log"
+    restart_ms = time.time_ns() // 1_000_000
+    second = start(env, log)
+    try:  # no event sent: only the check at start can fill it
+        wait_for(holds(bootstrap, users, user_ids), 120, f"the user topic refilled ({log})")
+    finally:
+        stop(second)
+    records = latest(bootstrap, users)
+    assert {i: r.event_time_ms for i, r in records.items()} == newest_event_ms("user", EVENTS)
+    assert all(r.publish_time_ms >= restart_ms for r in records.values())
+    assert min(r.model_version for r in records.values()) > max(
+        r.model_version for r in before.values()
+    )
