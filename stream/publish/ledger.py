@@ -9,6 +9,9 @@ published. The rule that guarantees it:
    always >= every version that can be on the topics.
 2. A restarted publisher starts with ``min_version = reserved + 1``: whatever the crash
    left half-published at ``reserved`` stays below everything published from now on.
+3. The file never goes down: a reservation reads it again under a lock on its folder and
+   keeps the higher version (two processes given one ledger path cannot lower each
+   other's floor).
 
 One fsync per new model version (not per record) is the whole cost. If the ledger file
 is gone (a fresh disk), :func:`scan_max_model_version` reads both topics once from the
@@ -18,11 +21,13 @@ record, so the maximum survives compaction.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from kafka import TopicPartition
@@ -61,13 +66,23 @@ class VersionLedger:
         return self._reserved
 
     def reserve(self, version: int) -> None:
-        """Durably raise the reserved version to ``version`` (a no-op if not higher)."""
+        """Durably raise the reserved version to ``version`` (a no-op if not higher).
+
+        The file never goes down, also when another process reserves in it (two workers
+        started with one ledger path: each would otherwise overwrite the other's higher
+        version, and a restart would take a floor below what it had published): it is read
+        again under a lock on its folder, and the higher version stays.
+        """
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise ValueError(f"version must be an integer >= 0, got {version!r}")
         if self._reserved is not None and version <= self._reserved:
             return
-        self._write(version)
-        self._reserved = version
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self._path.parent):
+            on_disk = self._read()
+            if on_disk is None or version > on_disk:
+                self._write(version)
+            self._reserved = version if on_disk is None else max(version, on_disk)
 
     def _read(self) -> int | None:
         try:
@@ -91,7 +106,6 @@ class VersionLedger:
 
     def _write(self, version: int) -> None:
         folder = self._path.parent
-        folder.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"format": _FORMAT, "reserved_model_version": version}) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=folder)
         try:
@@ -108,6 +122,17 @@ class VersionLedger:
             os.fsync(dir_fd)  # the rename itself survives a power loss
         finally:
             os.close(dir_fd)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` (the ledger file itself is replaced by a rename)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 def scan_max_model_version(

@@ -24,6 +24,21 @@ def test_reserved_version_only_rises_and_survives_reopening(tmp_path: Path) -> N
     assert [p.name for p in path.parent.iterdir()] == ["versions.json"]  # no temp files left
 
 
+def test_two_ledgers_on_one_file_never_take_it_down(tmp_path: Path) -> None:
+    """Two workers started with one ledger path: neither lowers the other's reservation (a
+    restart of the first would take a floor below what it had published)."""
+    path = tmp_path / "versions.json"
+    first, second = VersionLedger(path), VersionLedger(path)
+    first.reserve(10)
+    second.reserve(5)
+    assert VersionLedger(path).reserved == 10
+    assert second.reserved == 10  # the file covers its versions up to 10 already
+    second.reserve(12)
+    first.reserve(11)
+    assert VersionLedger(path).reserved == 12
+    assert [p.name for p in tmp_path.iterdir()] == ["versions.json"]
+
+
 @pytest.mark.parametrize("content", ["", "{", '{"format": "x", "reserved_model_version": 1}', "[]"])
 def test_a_foreign_or_torn_ledger_is_refused(tmp_path: Path, content: str) -> None:
     path = tmp_path / "versions.json"
