@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from stream.errors import ConfigError, KafkaAccessError, StreamGNNError
@@ -21,6 +22,14 @@ COMMANDS: tuple[str, ...] = (
     "stream.evaluation.command",
     "stream.produce.command",
 )
+
+
+def service_logging() -> None:
+    """Timestamped INFO lines for the long-running commands (worker, train); kafka-python's
+    own connection chatter (some twenty INFO lines for each admin client's life) only from
+    WARNING."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:

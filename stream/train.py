@@ -38,6 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from stream.cli import service_logging
 from stream.errors import (
     BrokersUnreachable,
     ChangelogError,
@@ -270,7 +271,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def main(args: argparse.Namespace) -> int:
     faulthandler.enable()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    service_logging()
     metrics = PipelineMetrics()
     try:
         settings = settings_from_args(args)

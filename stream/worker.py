@@ -33,6 +33,7 @@ import signal
 import sys
 from collections.abc import Callable
 
+from stream.cli import service_logging
 from stream.errors import (
     BrokersUnreachable,
     ChangelogError,
@@ -183,7 +184,7 @@ def serve(settings: Settings) -> int:
     # A crash in native code (a client library, torch) leaves every thread's Python stack
     # on stderr, the worker's log, instead of a bare exit status.
     faulthandler.enable()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    service_logging()
     metrics = PipelineMetrics()
     try:
         serve_metrics(metrics, settings.metrics_address)
