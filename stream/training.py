@@ -271,6 +271,8 @@ class TrainingLoop:
     def train_now(self, pending: PendingEvents) -> None:
         """Train on ``pending`` and publish, in the caller's thread (no backlog)."""
         self._train(pending, in_graph=self.applied_in_graph)
+        self._check_topics_when_due()
+        self._republish_lost()
 
     def catch_up_now(self) -> bool:
         """The start's catch-up (:attr:`untrained`) in the caller's thread."""
