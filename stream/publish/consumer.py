@@ -21,6 +21,7 @@ items of dimension 64. An approximate index is not built in.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from stream.errors import ConfigError, SchemaError
 from stream.kafka.clients import kafka_consumer
 from stream.publish.schema import EmbeddingRecord, NodeKind, decode_record
 from stream.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 Outcome = Literal["applied", "stale", "deleted", "invalid", "ignored"]
 
@@ -218,6 +221,7 @@ class EmbeddingTable:
             group_id=None,
             enable_auto_commit=False,
             client_id="streamgnn-embedding-table",
+            auto_offset_reset="earliest",  # a position the log no longer holds: see poll
         )
         try:
             self._partitions = [
@@ -239,9 +243,25 @@ class EmbeddingTable:
         return self.users.stats + self.items.stats
 
     def poll(self, timeout_ms: int = 500) -> list[TableUpdate]:
-        """Fetch what is there (waiting up to ``timeout_ms``); return the changes applied."""
+        """Fetch what is there (waiting up to ``timeout_ms``); return the changes applied.
+
+        A partition whose log became shorter than what the table had read (the topic
+        deleted and created again, which the trainer then gives every vector again; the
+        client takes it for a truncation and moves to the new log's end) is read again
+        from its beginning; versions keep an older record from replacing a newer one.
+        """
+        before = {tp: self._consumer.position(tp) for tp in self._partitions}
+        fetched = self._consumer.poll(timeout_ms=timeout_ms)
+        shortened = [tp for tp, was in before.items() if self._consumer.position(tp) < was]
+        if shortened:
+            log.warning(
+                "embedding topic partitions %s end before what was read: reading them again "
+                "from their beginning (deleted and created again?)",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in shortened),
+            )
+            self._consumer.seek_to_beginning(*shortened)
         updates: list[TableUpdate] = []
-        for tp, records in self._consumer.poll(timeout_ms=timeout_ms).items():
+        for tp, records in fetched.items():
             fold = self._folds[tp.topic]
             for record in records:
                 outcome = fold.apply(record.key, record.value)

@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kafka import KafkaProducer
+from kafka.admin import NewTopic
 
 from stream.cli import main
 from stream.local_broker.broker import LocalKafkaBroker
+from stream.publish.consumer import EmbeddingTable
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import EmbeddingRecord, encode_record
 from stream.settings import KafkaSettings, PublishSettings
-from tests.harness.embedding_topics import unique_settings
+from tests.harness.embedding_topics import delete_topic, unique_settings
+from tests.harness.worker_process import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +120,47 @@ def test_a_missing_topic_is_a_clear_error(
     code = main([*args, "--user-embeddings-topic", "no-such-topic-x", "--max-seconds", "1"])
     assert code == 2
     assert "no-such-topic-x" in capsys.readouterr().err
+
+
+def test_a_table_following_a_topic_created_again_reads_it_from_its_beginning(
+    kafka_broker: LocalKafkaBroker,
+    published: tuple[PublishSettings, np.ndarray, np.ndarray],
+) -> None:
+    """The new log is shorter than the table's position: the table reads it from offset 0
+    (the client alone moves to the new log's end, missing what the new topic was given)."""
+    settings, users, _ = published
+    bootstrap = kafka_broker.bootstrap_servers
+    with EmbeddingTable(
+        KafkaSettings(bootstrap), settings.user_topic, settings.item_topic
+    ) as table:
+
+        def held(node_id: str) -> EmbeddingRecord:
+            record = table.users.get(node_id)
+            assert record is not None, node_id
+            return record
+
+        table.catch_up()
+        assert {u: held(u).model_version for u in table.users} == {f"u{i}": 2 for i in range(5)}
+        compacted = {"cleanup.policy": "compact"}
+        delete_topic(
+            bootstrap,
+            settings.user_topic,
+            create_again=NewTopic(settings.user_topic, 1, 1, topic_configs=compacted),
+        )
+        given = {f"u{i}": EmbeddingRecord("user", f"u{i}", 3, users[i] * 2, 11, 11) for i in (0, 1)}
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        for record in given.values():
+            producer.send(settings.user_topic, key=record.key, value=encode_record(record))
+        producer.flush()
+        producer.close()
+
+        def caught_up() -> bool:
+            table.poll(timeout_ms=200)
+            return all(held(u).model_version == 3 for u in given)
+
+        wait_for(caught_up, 60, "the new topic's records in the table")
+        for node_id, record in given.items():
+            assert np.array_equal(held(node_id).vector, record.vector)
+        assert {u: held(u).model_version for u in table.users} == {
+            f"u{i}": 3 if i < 2 else 2 for i in range(5)
+        }  # the others kept as they were
