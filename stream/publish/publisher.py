@@ -243,12 +243,18 @@ class EmbeddingPublisher:
             PublishError: the ids could not be read, or a missing topic not created.
         """
         try:
-            now = self._read_topic_ids()
+            now, created = self._read_topic_ids(), False
         except EmbeddingTopicGone:
             ensure_embedding_topics(self._kafka, self._settings)
-            now = self._read_topic_ids(created=True)
+            now, created = self._read_topic_ids(created=True), True
         before, self._topic_ids = self._topic_ids, now
-        return [kind for kind, was in before.items() if was != now[kind]]
+        replaced = [kind for kind, was in before.items() if was != now[kind]]
+        if replaced and not created:  # created by someone else: as start would check it
+            try:
+                ensure_embedding_topics(self._kafka, self._settings)
+            except PublishError as exc:
+                log.error("%s: published to all the same; a restart refuses it", exc)
+        return replaced
 
     def _read_topic_ids(self, created: bool = False) -> dict[NodeKind, str | None]:
         """Each kind's topic id; ``created``: the topics were just created, and a broker
