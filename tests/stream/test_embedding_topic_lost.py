@@ -55,6 +55,16 @@ def holds(bootstrap: str, topic: str, ids: set[str]) -> Callable[[], bool]:
     return lambda: ids <= latest(bootstrap, topic).keys()
 
 
+def training_worker(
+    broker: LocalKafkaBroker, workdir: Path, **extra: str
+) -> tuple[str, dict[str, str]]:
+    """A topic holding the first ``EVENTS`` events of the scenario stream, and the
+    environment of a training worker reading it."""
+    topic = prepare_topic(broker, EVENTS, partitions=2)
+    env = worker_env(broker.bootstrap_servers, topic, f"g-{topic}", workdir / "graph", 500)
+    return topic, env | training_env(workdir, topic) | extra
+
+
 def start(env: dict[str, str], log: Path) -> WorkerProcess:
     worker = WorkerProcess(env, log)
     worker.start()
@@ -73,9 +83,7 @@ def test_a_topic_lost_under_a_running_worker_gets_every_vector_again(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topic = prepare_topic(kafka_broker, EVENTS, partitions=2)
-    env = worker_env(bootstrap, topic, f"g-{topic}", tmp_path / "graph", 500)
-    env |= training_env(tmp_path, topic) | {"STREAMGNN_CHECKPOINT_INTERVAL_S": "1"}
+    topic, env = training_worker(kafka_broker, tmp_path, STREAMGNN_CHECKPOINT_INTERVAL_S="1")
     users, items = env["STREAMGNN_USER_EMBEDDINGS_TOPIC"], env["STREAMGNN_ITEM_EMBEDDINGS_TOPIC"]
     log = tmp_path / "worker.log"
     worker = start(env, log)
@@ -119,9 +127,7 @@ def test_a_topic_deleted_while_the_worker_was_down_gets_every_vector_at_start(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
-    topic = prepare_topic(kafka_broker, EVENTS, partitions=2)
-    env = worker_env(bootstrap, topic, f"g-{topic}", tmp_path / "graph", 500)
-    env |= training_env(tmp_path, topic)
+    _, env = training_worker(kafka_broker, tmp_path)
     users = env["STREAMGNN_USER_EMBEDDINGS_TOPIC"]
     user_ids = set(newest_event_ms("user", EVENTS))
     first = start(env, tmp_path / "first.log")
