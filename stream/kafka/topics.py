@@ -61,6 +61,17 @@ NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # a broker without topic ids (before Kaf
 def topic_incarnation(admin: AdminClient, topic: str, timeout_s: float) -> str | None:
     """Kafka's id of ``topic`` (None from a broker that keeps none): a topic deleted and
     created again under the same name has another, and its offsets start again at 0."""
-    future = admin.describe_topics(TopicCollection([topic]), request_timeout=timeout_s)[topic]
-    incarnation = str(future.result(timeout_s).topic_id)
-    return None if incarnation == NO_TOPIC_ID else incarnation
+    return topic_incarnations(admin, [topic], timeout_s)[topic]
+
+
+def topic_incarnations(
+    admin: AdminClient, topics: list[str], timeout_s: float
+) -> dict[str, str | None]:
+    """:func:`topic_incarnation` of each of ``topics``, asked in one request."""
+    futures = admin.describe_topics(TopicCollection(topics), request_timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    ids = {
+        topic: str(future.result(max(deadline - time.monotonic(), 0.0)).topic_id)
+        for topic, future in futures.items()
+    }
+    return {topic: None if found == NO_TOPIC_ID else found for topic, found in ids.items()}

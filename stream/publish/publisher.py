@@ -50,7 +50,7 @@ from stream.errors import (
     VersionRegressionError,
 )
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
-from stream.kafka.topics import create_missing_topics, topic_incarnation
+from stream.kafka.topics import create_missing_topics, topic_incarnations
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
 from stream.publish.schema import Encoding, NodeKind, encode_records
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 _NO_TOPIC = frozenset(
     {ClientError._UNKNOWN_TOPIC, ClientError._UNKNOWN_PARTITION, ClientError.UNKNOWN_TOPIC_OR_PART}
 )
-TOPIC_ID_TIMEOUT_S = 10.0
+TOPIC_ID_TIMEOUT_S = 5.0  # a check blocks the trainer thread (and a SIGTERM) this long at most
 
 
 @dataclass(frozen=True)
@@ -262,10 +262,9 @@ class EmbeddingPublisher:
         deadline = time.monotonic() + (TOPIC_ID_TIMEOUT_S if created else 0.0)
         while True:
             try:
-                return {
-                    kind: topic_incarnation(self._admin, topic, TOPIC_ID_TIMEOUT_S)
-                    for kind, topic in self._topics.items()
-                }
+                topics = list(dict.fromkeys(self._topics.values()))
+                ids = topic_incarnations(self._admin, topics, TOPIC_ID_TIMEOUT_S)
+                return {kind: ids[topic] for kind, topic in self._topics.items()}
             except KafkaException as exc:
                 if not (exc.args and exc.args[0].code() in _NO_TOPIC):
                     raise PublishError(f"cannot read the embedding topics' ids: {exc}") from exc
@@ -273,7 +272,8 @@ class EmbeddingPublisher:
                     raise EmbeddingTopicGone(f"an embedding topic does not exist: {exc}") from exc
                 time.sleep(0.2)
             except TimeoutError as exc:
-                raise PublishError(f"cannot read the embedding topics' ids: {exc}") from exc
+                wait = f"no answer in {TOPIC_ID_TIMEOUT_S:.0f} s"
+                raise PublishError(f"cannot read the embedding topics' ids: {wait}") from exc
 
     @property
     def encoding(self) -> Encoding:
