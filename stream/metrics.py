@@ -157,6 +157,13 @@ class PipelineMetrics:
         self.vectors_published = Counter(
             "streamgnn_vectors_published", "Embedding records published", ["kind"], registry=r
         )
+        self.embedding_topics_lost = Counter(
+            "streamgnn_embedding_topics_lost",
+            "Embedding topics found deleted, or not the topic published to (another Kafka "
+            "topic id); each was given every vector reported so far again",
+            ["kind"],
+            registry=r,
+        )
         self.model_version = Gauge(
             "streamgnn_model_version", "Version of the model last published", registry=r
         )
@@ -178,7 +185,12 @@ class PipelineMetrics:
         for reason in IGNORED_REASONS:
             self.events_ignored.labels(reason=reason)
         for kind in ("user", "item"):
-            for counter in (self.ids_evicted, self.ids_refused, self.vectors_published):
+            for counter in (
+                self.ids_evicted,
+                self.ids_refused,
+                self.vectors_published,
+                self.embedding_topics_lost,
+            ):
                 counter.labels(kind=kind)
             self.ids_live.labels(kind=kind)
 

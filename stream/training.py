@@ -599,6 +599,7 @@ class TrainingLoop:
                 kind,
             )
             self._republish.add(kind)
+            self._metrics.embedding_topics_lost.labels(kind=kind).inc()
 
     def _republish_lost(self) -> None:
         """Give a topic that lost them every vector reported so far, at the current version

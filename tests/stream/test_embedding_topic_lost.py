@@ -22,6 +22,7 @@ from stream.local_broker.broker import LocalKafkaBroker
 from stream.publish.schema import EmbeddingRecord, decode_record
 from tests.harness.embedding_topics import delete_topic, end_offsets, read_topic
 from tests.harness.faults import BASE_TS, prepare_topic, produce
+from tests.harness.progress import metric_value
 from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -108,6 +109,9 @@ def test_a_topic_lost_under_a_running_worker_gets_every_vector_again(
             create_again=NewTopic(items, 1, 1, topic_configs={"cleanup.policy": "compact"}),
         )
         wait_for(holds(bootstrap, items, item_ids), 90, f"the item topic refilled ({log})")
+        lost = metric_value(
+            env["STREAMGNN_METRICS_ADDRESS"], "streamgnn_embedding_topics_lost_total"
+        )
         stop(worker)
     finally:
         if worker.exit_status() is None:
@@ -118,6 +122,7 @@ def test_a_topic_lost_under_a_running_worker_gets_every_vector_again(
         newest = newest_event_ms(kind, EVENTS + 1)
         assert {i: records[i].event_time_ms for i in newest} == newest
         assert all(records[i].model_version >= before[i].model_version for i in newest)
+    assert lost == 2  # one user topic, one item topic
     text = log.read_text()
     assert text.count("published again at model version") == 2
     assert "Traceback" not in text
