@@ -27,8 +27,9 @@ from tests.harness.worker_process import WorkerProcess, training_env, wait_for, 
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 2_000  # the scenario stream: users u0..u996, items i0..i1008, each on every id's
-# newest event; more of either than the 500 a step republishes for drift alone
+# the scenario stream's first events: users u0..u996 and items i0..i1008, more of either
+# than the 500 rows a step reports for drift alone (which could refill a topic by chance)
+EVENTS = 2_000
 
 
 def newest_event_ms(kind: str, count: int) -> dict[str, int]:
