@@ -11,6 +11,7 @@ its beginning found none of the others.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from kafka.admin import NewTopic
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.publish.schema import EmbeddingRecord, decode_record
 from tests.harness.embedding_topics import delete_topic, end_offsets, read_topic
-from tests.harness.faults import BASE_TS, prepare_topic, produce
+from tests.harness.faults import event, prepare_topic, produce
 from tests.harness.progress import metric_value
 from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
 
@@ -33,12 +34,10 @@ EVENTS = 2_000
 
 
 def newest_event_ms(kind: str, count: int) -> dict[str, int]:
-    """Each id's newest event time among the stream's first ``count`` events."""
-    newest: dict[str, int] = {}
-    for seq in range(count):
-        user, item = (f"u{seq % 997}", f"i{seq % 1009}")
-        newest[user if kind == "user" else item] = BASE_TS + seq
-    return newest
+    """Each id's newest event time among the stream's first ``count`` events (their times
+    rise with their number)."""
+    bodies = (json.loads(event(seq)[1]) for seq in range(count))
+    return {body[f"{kind}_id"]: body["ts"] for body in bodies}
 
 
 def latest(bootstrap: str, topic: str) -> dict[str, EmbeddingRecord]:
