@@ -8,7 +8,8 @@ every compression codec, good events between them; a multi-megabyte record in so
 batches, shrunk into its letter or refused by the broker). ``--sigterms`` of the batches
 SIGTERM the worker at a random moment 0-1.5 s after sending (mid-batch) and start it
 again. Then the scenarios of tests/harness/hostile_scenarios.py: SIGTERM while stuck on
-a dead letter, a DLQ that stays unwritable, SIGTERM with the brokers cut away (without and
+a dead letter (the DLQ deleted and blocked from creation), a DLQ that stays unwritable, the
+DLQ deleted under the worker (created again), SIGTERM with the brokers cut away (without and
 with ``--changelog``; with it, the worker is started again once the network is back and
 what its store then holds is counted).
 
@@ -38,6 +39,7 @@ from stream.local_broker.broker import LocalKafkaBroker
 from tests.harness.hostile import CLEAN_EXITS, HostileRun
 from tests.harness.hostile_scenarios import (
     brokers_away,
+    dlq_deleted,
     random_batch,
     stuck_on_dead_letter,
     unwritable_dlq,
@@ -84,6 +86,7 @@ def main() -> None:
         scenarios = [
             stuck_on_dead_letter(broker, Path(tmp) / "stuck"),
             unwritable_dlq(broker, Path(tmp) / "unwritable"),
+            dlq_deleted(broker, Path(tmp) / "deleted"),
         ]
     for changelog in (False, True):  # the changelog's transaction is stuck too with it on
         with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +124,9 @@ def main() -> None:
         "anything) exits by the signal's default action (-15), counted clean. A record is a "
         "silent drop when it was neither applied, nor counted as a duplicate or ignored, nor "
         "dead-lettered; doubles are edges applied twice or records with two letters. "
-        "Scenario seconds: SIGTERM to exit, or for dlq-unwritable first send to the exit.",
+        "Scenario seconds: SIGTERM to exit; for dlq-unwritable the first send to the exit; "
+        "for dlq-deleted the send to the batch stored (its letter acked on the DLQ created "
+        "again).",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -85,6 +85,12 @@ class PipelineMetrics:
             "(ingestion is held up, and stops after the dlq timeout), else 0",
             registry=r,
         )
+        self.dlq_topic_lost = Counter(
+            "streamgnn_dlq_topic_lost",
+            "Times the dead-letter topic was found deleted under the worker and created again "
+            "(the letters it held are gone with it)",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "streamgnn_consumer_lag",
             "Records between the store position and the partition end",

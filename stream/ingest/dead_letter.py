@@ -12,6 +12,12 @@ record would stop ingestion:
   their original sizes go in ``dlq.{key,value,headers}.bytes``. If the broker still
   refuses one as too large (its limit changed, or framing ran over) it is composed again
   at half the size, down to the ``dlq.*`` headers alone.
+* A DLQ deleted under the worker is created again the same way, its letters in flight
+  sent again (what it held before is gone with it: one WARNING line, and
+  ``streamgnn_dlq_topic_lost_total``), rather than stopping ingestion for an act that
+  leaves it nothing to wait for. librdkafka learns of a deletion at its next metadata
+  refresh (20-30 s here), so letters held up :data:`SLOW_S` make the writer ask the broker
+  itself. One that cannot be created again leaves the letters waiting, as below.
 * librdkafka retries a letter (outages, leader moves) for ``dlq_timeout_s``, and not a
   moment longer: a letter still unwritable then raises :class:`DeadLetterError` and the
   worker stops ingesting (exit non-zero, nothing of the batch applied) rather than loop.
@@ -39,7 +45,7 @@ from stream.errors import DeadLetterError
 from stream.events import Rejection
 from stream.ingest.source import CLOSE_TIMEOUT_S, SourceRecord, close_within
 from stream.kafka.clients import confluent_admin, confluent_producer
-from stream.kafka.topics import topic_configs
+from stream.kafka.topics import NO_TOPIC, topic_configs
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
@@ -59,6 +65,7 @@ ADMIN_TIMEOUT_S = 30.0
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 WAIT_SLICE_S = 0.1
 SLOW_S = 5.0  # letters unacked this long set streamgnn_dlq_unwritable (until acked)
+CHECK_TIMEOUT_S = 2.0  # held-up letters: how long to ask whether the DLQ still exists
 
 
 class DeadLetterInterrupted(Exception):
@@ -165,13 +172,17 @@ class DeadLetterWriter:
         self._kafka = kafka
         self._metrics = metrics
         self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
+        self._creation_failed = False
         self.limit = 0  # the DLQ's max.message.bytes, read on start
 
     def start(self) -> None:
         """Check (create if missing) the DLQ and read its size limit; blocking."""
         k = self._kafka
-        admin = confluent_admin(k, {"logger": log})
-        self.limit = _ensure_topic(admin, k.dlq_topic)
+        self._admin = confluent_admin(k, {"logger": log})
+        self.limit, created = _ensure_topic(self._admin, k.dlq_topic)
+        if created:
+            log.warning("dead-letter topic %r did not exist: created it", k.dlq_topic)
         self._producer = confluent_producer(
             k,
             {
@@ -190,7 +201,7 @@ class DeadLetterWriter:
         log.info("dead-letter topic %s accepts records up to %d bytes", k.dlq_topic, self.limit)
 
     def close(self) -> None:
-        producer, self._producer = self._producer, None
+        producer, self._producer, self._admin = self._producer, None, None
         if producer is not None:
             producer.purge()
             close_within({"dead-letter producer": producer.close}, CLOSE_TIMEOUT_S)
@@ -206,6 +217,7 @@ class DeadLetterWriter:
             DeadLetterInterrupted: ``interrupted`` was set before every ack came back.
         """
         self._require()
+        self._creation_failed = False  # warned once per batch of letters
         deadline = time.monotonic() + self._kafka.dlq_timeout_s + 5.0
         budgets = [self.limit] * len(letters)
         pending = list(range(len(letters)))
@@ -222,10 +234,13 @@ class DeadLetterWriter:
                     self._metrics.dead_letters_shrunk.inc()
                 self._send(letter, i, outcomes, interrupted, deadline, record)
             self._wait(len(pending), outcomes, interrupted, deadline, letters[pending[0]][0])
-            retry = []
+            retry, gone = [], []
             for i in pending:
                 error = outcomes[i]
                 if error is None:
+                    continue
+                if error.code() in NO_TOPIC:
+                    gone.append(i)
                     continue
                 if error.code() in TOO_LARGE and sizes[i] // 2 > 0:
                     log.warning(
@@ -239,8 +254,52 @@ class DeadLetterWriter:
                     retry.append(i)
                     continue
                 self._fail(letters[i][0], error.str())
-            pending = retry
+            if gone:
+                self._create_again(len(gone), interrupted, deadline, letters[gone[0]][0])
+                for i in gone:
+                    budgets[i] = min(budgets[i], self.limit)
+            pending = sorted(retry + gone)
         self._metrics.dlq_unwritable.set(0)
+
+    def _deleted(self) -> bool:
+        """Whether the broker answers that the DLQ does not exist (False when it does not
+        answer within :data:`CHECK_TIMEOUT_S`: the letters wait on, as for any outage)."""
+        try:
+            metadata = self._require_admin().list_topics(
+                self._kafka.dlq_topic, timeout=CHECK_TIMEOUT_S
+            )
+        except KafkaException:
+            return False
+        found = metadata.topics.get(self._kafka.dlq_topic)
+        return found is None or (found.error is not None and found.error.code() in NO_TOPIC)
+
+    def _create_again(
+        self, letters: int, interrupted: threading.Event, deadline: float, first: SourceRecord
+    ) -> None:
+        """The DLQ does not exist (deleted under the writer): create it again as :meth:`start`
+        does, then give the producer a moment to learn of it before the letters go again.
+        One that cannot be created (no CreateTopics right, a name that now collides) leaves
+        the letters waiting, as an outage does: the dlq timeout still bounds the wait."""
+        try:
+            self.limit, created = _ensure_topic(self._require_admin(), self._kafka.dlq_topic)
+        except DeadLetterError as exc:
+            if not self._creation_failed:
+                log.warning("%s; its letters wait for it up to the dlq timeout", exc)
+            self._creation_failed = True
+            interrupted.wait(min(SLOW_S, max(deadline - time.monotonic(), 0.0)))
+            self._check(interrupted, deadline, first)
+            return
+        if created:
+            self._metrics.dlq_topic_lost.inc()
+            log.warning(
+                "dead-letter topic %r was deleted under the worker: created it again with the "
+                "broker's defaults; its %d letter(s) in flight go to the new one (the letters "
+                "it held are gone with it)",
+                self._kafka.dlq_topic,
+                letters,
+            )
+        interrupted.wait(WAIT_SLICE_S)
+        self._check(interrupted, deadline, first)
 
     def _send(
         self,
@@ -289,6 +348,11 @@ class DeadLetterWriter:
             producer.flush(WAIT_SLICE_S)
             if time.monotonic() > slow_after:  # held up: visible while it lasts, alertable
                 self._metrics.dlq_unwritable.set(1)
+                # librdkafka learns of a deleted topic at a metadata refresh, tens of
+                # seconds later: ask the broker now (the letters then go by its retries)
+                if self._deleted():
+                    self._create_again(expected - len(outcomes), interrupted, deadline, first)
+                slow_after = time.monotonic() + SLOW_S
 
     def _check(self, interrupted: threading.Event, deadline: float, record: SourceRecord) -> None:
         if interrupted.is_set():
@@ -312,24 +376,30 @@ class DeadLetterWriter:
             raise RuntimeError("the dead-letter writer is not started")
         return self._producer
 
+    def _require_admin(self) -> AdminClient:
+        if self._admin is None:
+            raise RuntimeError("the dead-letter writer is not started")
+        return self._admin
 
-def _ensure_topic(admin: AdminClient, topic: str) -> int:
-    """Create ``topic`` with the broker's defaults if missing; return its max.message.bytes."""
+
+def _ensure_topic(admin: AdminClient, topic: str) -> tuple[int, bool]:
+    """Create ``topic`` with the broker's defaults if missing; return its max.message.bytes
+    and whether this call created it."""
     try:
-        exists = topic in admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
-        if not exists:
+        created = False
+        if topic not in admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics:
             future = admin.create_topics([NewTopic(topic)], request_timeout=ADMIN_TIMEOUT_S)[topic]
             try:
                 future.result(ADMIN_TIMEOUT_S)
-                log.warning("dead-letter topic %r did not exist: created it", topic)
+                created = True
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         configs = topic_configs(admin, topic, ADMIN_TIMEOUT_S)
-        return int(configs["max.message.bytes"].value)
+        return int(configs["max.message.bytes"].value), created
     except KafkaException as exc:
         raise DeadLetterError(
             f"dead-letter topic {topic!r} does not exist and cannot be created, or cannot be "
-            f"described: {exc.args[0].str() if exc.args else exc}. Create it (or grant the "
-            "worker CreateTopics and DescribeConfigs on it) and start again."
+            f"described: {exc.args[0].str() if exc.args else exc}. Create it, or grant the "
+            "worker CreateTopics and DescribeConfigs on it"
         ) from exc

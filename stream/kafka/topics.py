@@ -55,6 +55,12 @@ def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str,
             time.sleep(0.2)
 
 
+# librdkafka's codes for a topic that does not exist: a record queued for one its metadata
+# does not know, and a delivery to one deleted since
+NO_TOPIC = frozenset(
+    {KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART}
+)
+
 NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # a broker without topic ids (before Kafka 2.8)
 
 

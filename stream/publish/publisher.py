@@ -37,7 +37,6 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-from confluent_kafka import KafkaError as ClientError
 from confluent_kafka import KafkaException
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
@@ -50,7 +49,7 @@ from stream.errors import (
     VersionRegressionError,
 )
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
-from stream.kafka.topics import create_missing_topics, topic_incarnations
+from stream.kafka.topics import NO_TOPIC, create_missing_topics, topic_incarnations
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
 from stream.publish.schema import Encoding, NodeKind, encode_records
@@ -58,11 +57,6 @@ from stream.settings import KafkaSettings, PublishSettings
 
 log = logging.getLogger(__name__)
 
-# librdkafka's codes for a topic that does not exist: queued for one its metadata does not
-# know, and a delivery to one deleted since
-_NO_TOPIC = frozenset(
-    {ClientError._UNKNOWN_TOPIC, ClientError._UNKNOWN_PARTITION, ClientError.UNKNOWN_TOPIC_OR_PART}
-)
 TOPIC_ID_TIMEOUT_S = 5.0  # a check blocks the trainer thread (and a SIGTERM) this long at most
 
 
@@ -266,7 +260,7 @@ class EmbeddingPublisher:
                 ids = topic_incarnations(self._admin, topics, TOPIC_ID_TIMEOUT_S)
                 return {kind: ids[topic] for kind, topic in self._topics.items()}
             except KafkaException as exc:
-                if not (exc.args and exc.args[0].code() in _NO_TOPIC):
+                if not (exc.args and exc.args[0].code() in NO_TOPIC):
                     raise PublishError(f"cannot read the embedding topics' ids: {exc}") from exc
                 if time.monotonic() >= deadline:
                     raise EmbeddingTopicGone(f"an embedding topic does not exist: {exc}") from exc
@@ -329,7 +323,7 @@ class EmbeddingPublisher:
                 f"{self._settings.flush_timeout_s} s"
             )
         if failures:
-            gone = [f for f in failures if getattr(f, "code", lambda: None)() in _NO_TOPIC]
+            gone = [f for f in failures if getattr(f, "code", lambda: None)() in NO_TOPIC]
             if gone:
                 raise EmbeddingTopicGone(f"an embedding topic does not exist: {gone[0]!r}")
             raise PublishError(
@@ -358,7 +352,7 @@ class EmbeddingPublisher:
                 self._check_interrupt()
                 self._producer.poll(0.1)
             except KafkaException as exc:
-                if exc.args and exc.args[0].code() in _NO_TOPIC:
+                if exc.args and exc.args[0].code() in NO_TOPIC:
                     raise EmbeddingTopicGone(f"embedding topic {topic!r} does not exist") from exc
                 raise PublishError(f"embedding record not queued: {exc}") from exc
 

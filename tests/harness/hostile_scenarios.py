@@ -2,10 +2,13 @@
 tests/stream/test_worker_sigterm.py (which asserts on them) and bench/hostile.py (which
 records them), like :mod:`tests.harness.faults` is for crashes.
 
-- :func:`stuck_on_dead_letter`: the DLQ is deleted under a running worker (topic
-  auto-creation is off), so a rejected record's letter is retried until the dlq timeout;
+- :func:`stuck_on_dead_letter`: the DLQ is deleted under a running worker and cannot be
+  created again (a topic whose name collides with it takes its place; topic
+  auto-creation is off), so a rejected record's letter waits until the dlq timeout;
   SIGTERM meanwhile.
 - :func:`unwritable_dlq`: the same with a short dlq timeout: the worker must stop itself.
+- :func:`dlq_deleted`: the DLQ is deleted under a running worker, and nothing stops its
+  creation: the worker creates it again and the letters in flight go to it.
 - :func:`brokers_away`: the network to the brokers is cut while a training worker
   consumes, trains and publishes; SIGTERM meanwhile. With ``changelog``, the worker writes
   its store's changelog in transactions, one of which the cut leaves waiting; the network
@@ -21,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported
 
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import owns_partitions, scrape_metrics
@@ -69,11 +73,24 @@ def _dlq_gauge(run: HostileRun) -> float | None:
     return scrape_metrics(run.metrics_address).get("streamgnn_dlq_unwritable")
 
 
-def delete_dlq_under(run: HostileRun) -> None:
-    """Once the worker runs (its start-up DLQ check passed), delete its DLQ."""
+def dlq_gone_for_good(run: HostileRun) -> None:
+    """Once the worker runs (its start-up DLQ check passed), delete its DLQ and create a
+    topic whose name collides with it (Kafka tells ``.`` from ``_`` in no topic name), so
+    the worker can neither write a letter nor create the DLQ again."""
     wait_for(lambda: owns_partitions(run.metrics_address), 90, "the worker to join")
     admin = AdminClient({"bootstrap.servers": run.bootstrap})
     admin.delete_topics([run.dlq])[run.dlq].result(30)
+    blocker = run.dlq.replace(".", "_")
+    assert blocker != run.dlq
+    deadline = time.monotonic() + 30
+    while True:  # the deletion may still be settling
+        try:
+            admin.create_topics([NewTopic(blocker, 1, 1)])[blocker].result(30)
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def stuck_on_dead_letter(broker: LocalKafkaBroker, workdir: Path) -> ScenarioReport:
@@ -81,7 +98,7 @@ def stuck_on_dead_letter(broker: LocalKafkaBroker, workdir: Path) -> ScenarioRep
     run = HostileRun(broker, workdir, partitions=1)
     run.start()
     try:
-        delete_dlq_under(run)
+        dlq_gone_for_good(run)
         records = good_records(GOOD, bad_at=GOOD // 2)
         send_records(run.bootstrap, run.topic, records)
         time.sleep(5)
@@ -114,7 +131,7 @@ def unwritable_dlq(broker: LocalKafkaBroker, workdir: Path, timeout_s: int = 3) 
     run = HostileRun(broker, workdir, partitions=1, env=env)
     run.start()
     try:
-        delete_dlq_under(run)
+        dlq_gone_for_good(run)
         start = time.monotonic()
         send_records(run.bootstrap, run.topic, good_records(GOOD, bad_at=3))
         wait_for(lambda: run.worker.exit_status() is not None, 90, "the worker to stop")
@@ -129,6 +146,43 @@ def unwritable_dlq(broker: LocalKafkaBroker, workdir: Path, timeout_s: int = 3) 
         "checkpoints": len(list((workdir / "checkpoints-unwritable").glob("*"))),
     }
     return ScenarioReport("dlq-unwritable", run.worker.exit_status(), elapsed, details)
+
+
+def dlq_deleted(broker: LocalKafkaBroker, workdir: Path) -> ScenarioReport:
+    """Delete the DLQ under an ingest worker, then send a batch holding a bad record: the
+    seconds from the send until the store holds the batch (its letter acked)."""
+    run = HostileRun(broker, workdir, partitions=1)
+    run.start()
+    try:
+        wait_for(lambda: owns_partitions(run.metrics_address), 90, "the worker to join")
+        admin = AdminClient({"bootstrap.servers": run.bootstrap})
+        admin.delete_topics([run.dlq])[run.dlq].result(30)
+        records = good_records(GOOD, bad_at=GOOD // 2)
+        start = time.monotonic()
+        stored = run.wait(send_records(run.bootstrap, run.topic, records))
+        elapsed = time.monotonic() - start if stored else None
+        lost = scrape_metrics(run.metrics_address).get("streamgnn_dlq_topic_lost_total")
+        alive = run.worker.exit_status() is None
+    finally:
+        run.close()
+    details: dict[str, object] = {
+        "alive": alive,
+        "records": len(records),
+        "stored": sum(run.positions().values()),
+        "letters_on_the_new_dlq": letters_on(run.bootstrap, run.dlq),
+        "dlq_topic_lost_total": lost,
+    }
+    return ScenarioReport("dlq-deleted", run.exit_codes[-1], elapsed, details)
+
+
+def letters_on(bootstrap: str, topic: str) -> int:
+    """Records ``topic`` holds (its one partition's high minus low watermark)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{topic}"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+        return int(high - low)
+    finally:
+        consumer.close()
 
 
 def brokers_away(workdir: Path, changelog: bool = False) -> ScenarioReport:
