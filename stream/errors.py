@@ -44,6 +44,10 @@ class ChangelogFenced(ChangelogError):
     """Another worker took this worker's transactional.id: this one must stop."""
 
 
+class ChangelogTopicLost(ChangelogError):
+    """The changelog topic was deleted (or replaced) under the worker."""
+
+
 class BrokerError(StreamGNNError, RuntimeError):
     """The local Kafka node (or the jars it runs from) could not be provided."""
 

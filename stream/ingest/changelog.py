@@ -26,6 +26,13 @@ another worker moved the partition on, the store was wiped -- ``p``'s state is d
 from the store and restored from the changelog, read_committed, up to its end; the
 restored position must then equal the committed offset.
 
+A changelog that lacks the state of a partition the group committed offsets for (deleted,
+or a group that ran without it before) is written again from the store, or the start
+refused (:mod:`stream.ingest.changelog_repair`). One deleted under a running worker fails
+its transaction: a commit to retry, or one that failed, reads the topic's id again, so a
+retry never lands a batch on a topic created again without the rest of the state
+(:class:`ChangelogTopicLost`).
+
 Transactions: ``transactional.id`` is ``<group>.<instance id>.ingest``, stable across
 restarts (so ``--instance-id`` is required): ``init_transactions`` on start aborts what a
 killed predecessor left open (read_committed readers never wait for its timeout) and
@@ -52,35 +59,26 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
 
-from stream.errors import ChangelogError, ChangelogFenced
+from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
-from stream.kafka.topics import topic_configs
+from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.partition_state import drop_partition, restore_partition
 
 if TYPE_CHECKING:
-    from confluent_kafka import Producer
+    from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger("streamgnn.changelog")
 
 ADMIN_TIMEOUT_S = 15.0
-# Errors of a group whose coordinator is moving or loading (a fresh broker's first group):
-# asked again until ADMIN_TIMEOUT_S.
-_COORDINATOR_MOVING = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError._WAIT_COORD,
-        KafkaError._TIMED_OUT,
-    }
-)
 TXN_TIMEOUT_S = 30.0
+SLOW_FLUSH_S = 5.0  # a batch's records unacked this long: is the topic still there?
 STOP_CHECK_S = 0.5  # how often a transaction's wait looks for a stop
 RESTORE_STALL_S = 60.0  # no record and no end of partition for this long: give up
+GROUP_LEFT_GRACE_S = 3.0  # beyond the session timeout: the coordinator's own check interval
 _FENCING = {
     KafkaError._FENCED,
     KafkaError.PRODUCER_FENCED,
@@ -108,22 +106,22 @@ class Changelog:
     def __init__(self, kafka: KafkaSettings, metrics: PipelineMetrics) -> None:
         if not kafka.instance_id:
             raise ChangelogError("the changelog needs --instance-id (its transactional.id)")
-        self._kafka = kafka
+        self.kafka = kafka
         self._metrics = metrics
         self.topic = changelog_topic(kafka.interactions_topic, kafka.group_id)
         self.transactional_id = f"{kafka.group_id}.{kafka.instance_id}.ingest"
         self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
+        self._incarnation: str | None = None  # the topic's Kafka id when started
 
     def start(self) -> None:
-        """Create (or check) the topic, then take the transactional id (blocking)."""
-        admin = confluent_admin(self._kafka, {"logger": log})
-        # Checked before the topic is created: a start that fails the check (or dies in
-        # it) must leave no topic behind, or the next start would skip it.
-        _ensure_topic(
-            admin, self.topic, self._kafka.interactions_topic, self._refuse_earlier_offsets
-        )
+        """Create (or check) the topic, then take the transactional id (blocking). Then
+        :func:`stream.ingest.changelog_repair.write_missing_state` checks what it holds."""
+        admin = self._admin = confluent_admin(self.kafka, {"logger": log})
+        _ensure_topic(admin, self.topic, self.kafka.interactions_topic)
+        self._incarnation = topic_incarnation(admin, self.topic, ADMIN_TIMEOUT_S)
         self._producer = confluent_producer(
-            self._kafka,
+            self.kafka,
             {
                 "client.id": "streamgnn-changelog",
                 "transactional.id": self.transactional_id,
@@ -136,40 +134,6 @@ class Changelog:
         except KafkaException as exc:
             raise _failure(exc, self.transactional_id, "could not take") from exc
         log.info("changelog %s, transactional.id %s", self.topic, self.transactional_id)
-
-    def _refuse_earlier_offsets(self) -> None:
-        """A changelog created now cannot hold what the group applied before it."""
-        k = self._kafka
-        consumer = confluent_consumer(k, {"group.id": k.group_id, "logger": log})  # never joins
-        try:
-            partitions = (
-                consumer.list_topics(k.interactions_topic, ADMIN_TIMEOUT_S)
-                .topics[k.interactions_topic]
-                .partitions
-            )
-            asked = [TopicPartition(k.interactions_topic, p) for p in sorted(partitions)]
-            deadline = time.monotonic() + ADMIN_TIMEOUT_S
-            while True:
-                try:
-                    committed = consumer.committed(asked, timeout=ADMIN_TIMEOUT_S)
-                    break
-                except KafkaException as exc:  # a new group's coordinator is still loading
-                    if exc.args[0].code() not in _COORDINATOR_MOVING:
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise ChangelogError(
-                            f"group {k.group_id!r}: committed offsets unreadable for "
-                            f"{ADMIN_TIMEOUT_S:.0f} s: {exc.args[0].str()}"
-                        ) from exc
-                    time.sleep(0.2)
-        finally:
-            consumer.close()
-        if any(tp.offset >= 0 for tp in committed):
-            raise ChangelogError(
-                f"group {k.group_id!r} already committed offsets on {k.interactions_topic!r} "
-                f"before its changelog {self.topic!r} existed: the changelog would lack that "
-                "state. Turn --changelog on with a new group (the topic is replayed)."
-            )
 
     def close(self) -> None:
         self._producer = None  # nothing is pending between transactions; GC closes it
@@ -210,7 +174,7 @@ class Changelog:
     def _transaction(self, changes: Sequence[Change], offsets: dict[int, int], group: Any) -> None:
         producer = self._require()
         positions = [
-            TopicPartition(self._kafka.interactions_topic, p, o) for p, o in sorted(offsets.items())
+            TopicPartition(self.kafka.interactions_topic, p, o) for p, o in sorted(offsets.items())
         ]
         try:
             producer.begin_transaction()
@@ -221,11 +185,17 @@ class Changelog:
                         break
                     except BufferError:  # the local queue is full: let it drain
                         producer.poll(0.05)
+            if producer.flush(SLOW_FLUSH_S) > 0:  # records with nowhere to go?
+                self._check_topic()
             if positions:
                 producer.send_offsets_to_transaction(positions, group, TXN_TIMEOUT_S)
-            _commit(producer)
-        except KafkaException as exc:
-            failure = _failure(exc, self.transactional_id, "aborted a transaction of")
+            _commit(producer, self._check_topic)
+        except (KafkaException, ChangelogTopicLost) as exc:
+            failure = (
+                exc
+                if isinstance(exc, ChangelogTopicLost)
+                else _failure(exc, self.transactional_id, "aborted a transaction of")
+            )
             if not isinstance(failure, ChangelogFenced):
                 try:
                     producer.abort_transaction(TXN_TIMEOUT_S)
@@ -235,19 +205,7 @@ class Changelog:
 
     def read_partition(self, partition: int) -> dict[bytes, bytes]:
         """Partition ``p`` folded by key (read_committed, beginning to end): live records."""
-        consumer = confluent_consumer(
-            self._kafka,
-            {
-                "group.id": f"{self._kafka.group_id}.changelog-restore",  # assigns, never joins
-                "client.id": "streamgnn-changelog-restore",
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                # The end is known only from an empty fetch there: do not wait 500 ms for it.
-                "fetch.wait.max.ms": 20,
-                "enable.auto.commit": False,
-                "logger": log,
-            },
-        )
+        consumer = self.reader("streamgnn-changelog-restore")
         folded: dict[bytes, bytes] = {}
         counter = self._metrics.restore_records.labels(partition=str(partition))
         try:
@@ -284,6 +242,47 @@ class Changelog:
                 counter.inc(read)
         finally:
             consumer.close()
+
+    def _check_topic(self) -> None:
+        """Raise :class:`ChangelogTopicLost` if the changelog was deleted, or replaced,
+        since :meth:`start` (a broker that does not answer is left to the caller)."""
+        try:
+            now = topic_incarnation(self._require_admin(), self.topic, ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() in NO_TOPIC:
+                now = "none: deleted"
+            else:
+                return
+        except TimeoutError:
+            return
+        if now != self._incarnation:
+            raise ChangelogTopicLost(
+                f"changelog {self.topic!r} was deleted under the worker (topic id "
+                f"{self._incarnation}, now {now}): the batch is not committed. The next "
+                "start writes the state it lacks again from this store (see --changelog in "
+                "the README)"
+            )
+
+    def _require_admin(self) -> AdminClient:
+        if self._admin is None:
+            raise RuntimeError("the changelog is not started")
+        return self._admin
+
+    def reader(self, client_id: str) -> Consumer:
+        """A read_committed consumer of the changelog that assigns, never joins."""
+        return confluent_consumer(
+            self.kafka,
+            {
+                "group.id": f"{self.kafka.group_id}.changelog-restore",
+                "client.id": client_id,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                # The end is known only from an empty fetch there: do not wait 500 ms for it.
+                "fetch.wait.max.ms": 20,
+                "enable.auto.commit": False,
+                "logger": log,
+            },
+        )
 
     def _require(self) -> Producer:
         if self._producer is None:
@@ -336,15 +335,19 @@ def validate_or_restore(
     return records
 
 
-def _commit(producer: Producer) -> None:
-    """Commit, retrying what librdkafka says is retriable."""
+def _commit(producer: Producer, check_topic: Callable[[], None]) -> None:
+    """Commit, retrying what librdkafka says is retriable, unless the topic is no longer
+    the one this worker started on (a retry would land the batch's records on a topic
+    created again without the rest of the state)."""
     while True:
         try:
             producer.commit_transaction(TXN_TIMEOUT_S)
             return
         except KafkaException as exc:
             if not exc.args[0].retriable():
+                check_topic()  # the likeliest cause of records that never found a partition
                 raise
+            check_topic()
             log.warning("changelog commit retried: %s", exc.args[0].str())
 
 
@@ -358,18 +361,14 @@ def _failure(exc: KafkaException, transactional_id: str, what: str) -> Changelog
     return ChangelogError(f"changelog: {what} transactional.id {transactional_id!r}: {error.str()}")
 
 
-def _ensure_topic(
-    admin: AdminClient, topic: str, source: str, before_create: Callable[[], None]
-) -> None:
-    """Create the compacted changelog with the source's partition count (calling
-    ``before_create`` first), or check it."""
+def _ensure_topic(admin: AdminClient, topic: str, source: str) -> None:
+    """Create the compacted changelog with the source's partition count, or check it."""
     try:
         topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
         if source not in topics:
             raise ChangelogError(f"topic {source!r} does not exist: no changelog for it")
         partitions = topics[source].partitions
         if topic not in topics:
-            before_create()
             replicas = len(next(iter(partitions.values())).replicas)
             new = NewTopic(topic, len(partitions), replicas, config={"cleanup.policy": "compact"})
             try:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from stream.events import EventValidator, Interaction, Rejection
 from stream.ingest.changelog import Changelog, ChangelogInterrupted, validate_or_restore
+from stream.ingest.changelog_repair import write_missing_state
 from stream.ingest.dead_letter import DeadLetterInterrupted, DeadLetterWriter
 from stream.ingest.source import RecordSource, SourceRecord
 from stream.metrics import PipelineMetrics
@@ -138,6 +139,7 @@ class IngestWorker:
         await asyncio.to_thread(self._dlq.start)
         if self._changelog is not None:  # before joining: fences and aborts a predecessor's
             await asyncio.to_thread(self._changelog.start)
+            await asyncio.to_thread(write_missing_state, self._changelog, self._store)
         await asyncio.to_thread(self._source.start)
 
     async def stop(self) -> None:

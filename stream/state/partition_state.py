@@ -1,5 +1,6 @@
-"""A source partition's state as a whole: dropped from the store, or loaded back from its
-folded changelog with every derived key rebuilt (:mod:`stream.ingest.changelog`).
+"""A source partition's state as a whole: dropped from the store, read out as its folded
+changelog would hold it, or loaded back from that with every derived key rebuilt
+(:mod:`stream.ingest.changelog`).
 
 A partition owns its edges (each written from its user's partition), its duplicate filter
 and its position; node degrees are shared (items), so dropping a partition's edges lowers
@@ -32,6 +33,23 @@ def drop_partition(store: DecayedGraphStore, topic: str, partition: int) -> int:
     update.delete(k.offset_key(topic, partition))
     store.commit(update, dnodes, -edges)
     return edges
+
+
+def partition_records(store: DecayedGraphStore, topic: str, partition: int) -> dict[bytes, bytes]:
+    """``partition``'s logged state as its folded changelog holds it (live key -> value):
+    what :func:`restore_partition` loads back, so a changelog can be written again from it."""
+    read = store.stage()
+    records: dict[bytes, bytes] = {}
+    for key, _ in store.scan(k.partition_prefix(k.EXPIRY, partition)):  # one per live edge
+        edge = k.EDGE + key[13:]
+        value = read.get(edge)
+        if value is not None:
+            records[edge] = value
+    records.update(store.scan(k.partition_prefix(k.DEDUP, partition)))
+    position = read.get(k.offset_key(topic, partition))
+    if position is not None:
+        records[k.offset_key(topic, partition)] = position
+    return records
 
 
 def restore_partition(

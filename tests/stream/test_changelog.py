@@ -4,6 +4,7 @@ never see an aborted transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,15 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from stream.behaviours import Behaviour
-from stream.errors import ChangelogError, ChangelogFenced
+from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost
+from stream.ingest import IngestWorker
 from stream.ingest.changelog import Changelog, changelog_topic
+from stream.ingest.changelog_repair import write_missing_state
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.settings import EventSettings, KafkaSettings, Settings, StoreSettings
+from stream.state.graph_store import DecayedGraphStore
 from tests.harness import importable_env
 from tests.harness.changelog_state import (
     end_offsets,
@@ -239,7 +243,7 @@ def test_sigkilled_worker_with_the_changelog_ends_as_an_uninterrupted_run(
     assert crashed.digest == reference.digest
 
 
-def test_the_changelog_is_refused_for_a_group_that_committed_offsets_before_it(
+def test_a_changelog_lacking_the_groups_state_is_refused_when_no_store_holds_it(
     kafka_broker: LocalKafkaBroker, topic_factory
 ) -> None:
     source = topic_factory("changelog-late", partitions=2)
@@ -253,11 +257,97 @@ def test_the_changelog_is_refused_for_a_group_that_committed_offsets_before_it(
         group_id=group,
         instance_id="w1",
     )
-    for _ in range(2):  # refused again: the first refusal left no topic that skips the check
-        with pytest.raises(ChangelogError, match="new group"):
-            Changelog(kafka, PipelineMetrics()).start()
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-    assert changelog_topic(source, group) not in admin.list_topics(timeout=10).topics
+    for _ in range(2):  # refused again: the topic the first start created holds nothing
+        changelog = Changelog(kafka, PipelineMetrics())
+        changelog.start()
+        with pytest.raises(ChangelogError, match=r"partitions 1 \(committed 7\).*new group"):
+            write_missing_state(changelog, None)
+
+
+def test_a_deleted_changelog_is_written_again_from_the_store_that_holds_it(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-deleted", partitions=PARTITIONS)
+    bootstrap = kafka_broker.bootstrap_servers
+    group = f"g-{source}"
+    assert not any(s.refused for s in send_records(bootstrap, source, _decaying_stream(3_000)))
+    ends = end_offsets(bootstrap, source, PARTITIONS)
+    first = _settings(kafka_broker, tmp_path / "first", source, group, events=DECAYING)
+    ingest_to_end(first, ends)
+    topic = changelog_topic(source, group)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([topic])[topic].result(30)
+    deadline = time.monotonic() + 30
+    while topic in admin.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, "the changelog was not deleted"
+        time.sleep(0.2)
+    # partition 0's last batch stored, its transaction never committed (the commit that
+    # found the topic gone)
+    _commit(bootstrap, group, TopicPartition(source, 0, ends[0] - 100))
+    ingest_to_end(first, ends)  # its start writes the changelog again
+    folded, _, _ = fold_changelog(bootstrap, topic, PARTITIONS)
+    assert folded == logged_state(first.store.path, source, PARTITIONS)
+    assert all(folded[p] for p in range(PARTITIONS))
+    assert _committed(bootstrap, group, source) == ends  # moved to the store's positions
+    second = _settings(kafka_broker, tmp_path / "second", source, group, events=DECAYING)
+    worker = ingest_to_end(second, ends)  # an empty store restores from what was written
+    assert worker.totals.consumed == 0
+    assert whole_store(second.store.path) == whole_store(first.store.path)
+
+
+def test_a_changelog_deleted_under_the_worker_stops_it_saying_so(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-lost", partitions=1)
+    kafka_broker.create_topics({f"{source}.dlq": 1})
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = _settings(kafka_broker, tmp_path / "store", source, f"g-{source}")
+    topic = changelog_topic(source, f"g-{source}")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    async def go() -> float:
+        with DecayedGraphStore(
+            settings.store.path, settings.events.behaviours, log_changes=True
+        ) as store:
+            worker = IngestWorker(settings, store)
+            await worker.start()
+            try:
+                _send(bootstrap, source, range(100))
+                while (store.position(source, 0) or (0, 0))[0] < 100:
+                    await worker.step(timeout_ms=200)
+                admin.delete_topics([topic])[topic].result(30)
+                _send(bootstrap, source, range(100, 200))
+                start = time.monotonic()
+                with pytest.raises(ChangelogTopicLost, match="deleted under the worker"):
+                    while time.monotonic() - start < 60:
+                        await worker.step(timeout_ms=200)
+                return time.monotonic() - start
+            finally:
+                await worker.stop()
+
+    assert asyncio.run(go()) < 30  # found by its id, before the commit's own timeout
+
+
+def _commit(bootstrap: str, group: str, position: TopicPartition) -> None:
+    """Commit from outside the group, once the worker's static membership has expired."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            consumer.commit(offsets=[position], asynchronous=False)
+            break
+        except KafkaException:
+            assert time.monotonic() < deadline, "the group kept its member for 30 s"
+            time.sleep(0.5)
+    consumer.close()
+
+
+def _committed(bootstrap: str, group: str, source: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    asked = [TopicPartition(source, p) for p in range(PARTITIONS)]
+    found = {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=10)}
+    consumer.close()
+    return found
 
 
 def test_offsets_lost_to_retention_are_skipped_once_through_the_changelog(
