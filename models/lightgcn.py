@@ -46,6 +46,7 @@ with no random state outside ``state_dict``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,12 @@ from models.base import BipartiteGraph, Encoder, PartialSums, grown_size
 from models.errors import ModelConfigError
 from models.id_tables import KIND_CODE, seeded_rows
 from models.neighbourhood import Neighbourhood
+
+# The adjacency is a CSR tensor by design; torch says once a process, on stderr, that CSR
+# support is "beta", which every worker start printed.
+warnings.filterwarnings(
+    "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
+)
 
 
 class LightGCNEncoder(Encoder):
