@@ -95,6 +95,7 @@ class ChangelogTraining(TrainingLoop):
         self.applied_in_graph = True
         self.cold = True  # no checkpoint: train on the whole folded graph first
         self._fold_only: dict[int, int] = {}  # records below these offsets: trained on before
+        self._trained_topic_id: str | None = None  # the changelog's id in the checkpoint
 
     def resume(self) -> None:
         """Load the newest checkpoint that fits the settings (the graph is folded after)."""
@@ -103,11 +104,44 @@ class ChangelogTraining(TrainingLoop):
             self.cold = False
             self.trained_through = checkpoint_offsets(payload, self.source_topic)
             self._fold_only = dict(self.trained_through)
+            self._trained_topic_id = payload.get("source_topic_id")
             log.info(
                 "checkpoint loaded: model version %d, trained through changelog offsets %s",
                 self.trainer.model_version,
                 self.trained_through,
             )
+
+    def follow(self, topic_id: str | None) -> None:
+        """The changelog is the one with Kafka id ``topic_id``: when the checkpoint's was
+        another (the topic deleted and created again, its offsets from 0), none of its
+        offsets mean anything here, and every record is trained on."""
+        self.source_topic_id = topic_id
+        trained = self._trained_topic_id
+        if trained is not None and topic_id is not None and trained != topic_id:
+            log.warning(
+                "changelog %s is not the one the checkpoint trained on (topic id %s, now %s: "
+                "deleted and created again): training on every record of it",
+                self.source_topic,
+                trained,
+                topic_id,
+            )
+            self._fold_only, self.trained_through = {}, {}
+
+    def log_began_again(self, partition: int, topic_id: str | None) -> None:
+        """``partition`` of the changelog reads from a new log (the topic was deleted and
+        created again): none of its records was trained on, whatever its offsets."""
+        log.warning(
+            "changelog %s[%d] began again (the topic deleted and created again, id now %s): "
+            "training on every record of it",
+            self.source_topic,
+            partition,
+            topic_id,
+        )
+        self.source_topic_id = topic_id
+        self._fold_only.pop(partition, None)
+        # The trainer thread may still set the old log's offset from a step in flight;
+        # the partition's next trained batch sets the new log's.
+        self.trained_through[partition] = 0
 
     def fold_records(self, records: Sequence[ChangelogRecord]) -> tuple[Folded, dict[int, int]]:
         """Fold ``records`` (log order) into the graph: those below the checkpoint's offsets
@@ -184,6 +218,7 @@ def _train(
         if not follower.start(stop):
             return totals
         log.info("trainer following %s", follower.topic)
+        training.follow(follower.topic_id)
         if not training.cold:
             training.start(publisher)
         if not _follow(metrics, training, follower, publisher, stop, totals):
@@ -220,6 +255,8 @@ def _follow(
             time.sleep(0.05)
             continue
         records = follower.poll(MAX_POLL_RECORDS, POLL_S)
+        for partition in follower.take_begun_again():
+            training.log_began_again(partition, follower.topic_id)
         folded, positions = training.fold_records(records)
         if started and folded.interactions:
             batch = AppliedBatch(folded.interactions, [], positions, folded.partitions)

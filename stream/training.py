@@ -170,6 +170,8 @@ class TrainingLoop:
         self._ranks = ranks  # the torchrun job the trainer is a rank of (stream.train_ranks)
         # The topic whose offsets trained_through and the checkpoint hold.
         self.source_topic = settings.kafka.interactions_topic
+        # Kafka's id of source_topic when the subclass follows its incarnations (None: not)
+        self.source_topic_id: str | None = None
         # Whether the events handed to on_applied are in the trainer's graph already
         # (folded from the changelog by streamgnn train) rather than to be merged.
         self.applied_in_graph = False
@@ -368,6 +370,7 @@ class TrainingLoop:
             "watermark": self._trained_watermark,
             "settings": recorded_settings(self._settings),
             "embedding_topics": {} if self._publisher is None else self._publisher.topic_ids,
+            "source_topic_id": self.source_topic_id,
         }
         self._last_checkpoint = time.monotonic()
         try:

@@ -17,18 +17,20 @@ import threading
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from stream.errors import ChangelogError
 from stream.ingest.changelog import changelog_topic
-from stream.kafka.clients import confluent_consumer, fetch_available
+from stream.kafka.clients import confluent_admin, confluent_consumer, fetch_available
 from stream.kafka.group import GroupLease
+from stream.kafka.topics import topic_incarnation
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
 log = logging.getLogger("streamgnn.changelog")
 
 TOPIC_WAIT_LOG_S = 30.0  # how often the wait for the topic says so
+TOPIC_ID_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,15 @@ class ChangelogFollower:
                 # for most of it after a batch's commit (split freshness p50 1.08 s; 0.28 s).
                 "fetch.wait.max.ms": 20,
                 "enable.auto.commit": False,
+                # A position past the log's end (the topic deleted and created again):
+                # the new log from its beginning, not its end (librdkafka's default)
+                "auto.offset.reset": "earliest",
                 "logger": log,
             },
         )
+        self._admin = confluent_admin(kafka, {"logger": log})
+        self.topic_id: str | None = None  # Kafka's id of the topic followed
+        self._begun_again: set[int] = set()
         self.partitions: list[int] = []
         self.positions: dict[int, int] = {}  # partition -> next offset after what was read
         self._ended: set[int] = set()  # partitions whose end was reached at least once
@@ -83,6 +91,7 @@ class ChangelogFollower:
         if not self._lease.acquire(self.topic, stop.is_set):
             return False
         self.partitions = sorted(found.partitions)
+        self.topic_id = topic_incarnation(self._admin, self.topic, timeout_s)
         self._consumer.assign(
             [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions]
         )
@@ -114,9 +123,22 @@ class ChangelogFollower:
             if key is None:
                 raise ChangelogError(f"{self.topic}[{partition}] holds a keyless record")
             offset = int(message.offset() or 0)
+            if offset < self.positions.get(partition, 0):  # a new log: the topic made again
+                self._begun_again.add(partition)
             records.append(ChangelogRecord(partition, offset, key, message.value()))
             self.positions[partition] = offset + 1
         return records
+
+    def take_begun_again(self) -> list[int]:
+        """The partitions whose log began again (offsets back to the beginning) since the
+        last call, the topic's id read again: the topic was deleted and created again."""
+        begun, self._begun_again = sorted(self._begun_again), set()
+        if begun:
+            try:
+                self.topic_id = topic_incarnation(self._admin, self.topic, TOPIC_ID_TIMEOUT_S)
+            except (KafkaException, TimeoutError) as exc:
+                log.warning("changelog %s: topic id not read again: %s", self.topic, exc)
+        return begun
 
     def export_lag(self) -> None:
         """Set the lag gauge: records between what was read and each partition's end (the

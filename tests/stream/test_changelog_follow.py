@@ -1,0 +1,95 @@
+"""``streamgnn train``'s changelog reader and a changelog deleted and created again (the
+ingest worker writes it again from its store): the reader reads the new log from its
+beginning and says which partitions began again, and the trainer then trains on every
+record of it, while it runs or when it starts from a checkpoint of the old one. Before,
+the reader jumped to the new log's end (librdkafka's default reset) and a trainer that
+resumed took the old log's offsets as trained through."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from kafka.admin import NewTopic
+
+from stream.ingest.changelog import changelog_topic
+from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
+from stream.local_broker.broker import LocalKafkaBroker
+from stream.metrics import PipelineMetrics
+from stream.settings import KafkaSettings, Settings
+from stream.train import ChangelogTraining
+from tests.harness.embedding_topics import delete_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _write(bootstrap: str, topic: str, keys: range) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for n in keys:
+        producer.produce(topic, key=b"k%d" % n, value=b"v%d" % n, partition=0)
+    assert producer.flush(30) == 0
+
+
+def _read(follower: ChangelogFollower, count: int) -> list[ChangelogRecord]:
+    records: list[ChangelogRecord] = []
+    deadline = time.monotonic() + 60
+    while len(records) < count:
+        assert time.monotonic() < deadline, f"read {len(records)} of {count} records in 60 s"
+        records += follower.poll(1_000, 0.2)
+    return records
+
+
+def test_a_changelog_created_again_is_read_from_its_beginning_and_said_so(
+    kafka_broker: LocalKafkaBroker, topic_factory
+) -> None:
+    source = topic_factory("follow-again")
+    group = f"g-{source}"
+    topic = changelog_topic(source, group)
+    kafka_broker.create_topics({topic: 1}, {"cleanup.policy": "compact"})
+    bootstrap = kafka_broker.bootstrap_servers
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, interactions_topic=source, group_id=group)
+    _write(bootstrap, topic, range(6))
+    follower = ChangelogFollower(kafka, PipelineMetrics())
+    try:
+        assert follower.start(threading.Event())
+        first_id = follower.topic_id
+        assert [r.offset for r in _read(follower, 6)] == list(range(6))
+        assert follower.take_begun_again() == []
+        compacted = NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})
+        delete_topic(bootstrap, topic, create_again=compacted)
+        _write(bootstrap, topic, range(100, 102))  # a shorter log than what was read
+        again = _read(follower, 2)
+        assert [(r.offset, r.key) for r in again] == [(0, b"k100"), (1, b"k101")]
+        assert follower.take_begun_again() == [0]
+        assert follower.topic_id not in (None, first_id)
+        assert follower.take_begun_again() == []  # said once
+    finally:
+        follower.close()
+
+
+def test_a_trainer_resumed_on_a_changelog_created_again_trains_on_all_of_it(
+    tmp_path: Path,
+) -> None:
+    settings = Settings()
+    settings = replace(settings, worker=replace(settings.worker, checkpoint_dir=tmp_path))
+    training = ChangelogTraining(settings, PipelineMetrics(), threading.Event())
+
+    def resumed(trained_on: str | None) -> ChangelogTraining:
+        training._trained_topic_id = trained_on
+        training.trained_through = {0: 2}
+        training._fold_only = {0: 2}
+        return training
+
+    resumed("same").follow("same")
+    assert training.trained_through == {0: 2} and training._fold_only == {0: 2}
+    resumed("old").follow("new")
+    assert training.trained_through == {} and training._fold_only == {}
+    assert training.source_topic_id == "new"  # what the next checkpoint records
+    resumed(None).follow("new")  # a checkpoint from before the id was kept
+    assert training._fold_only == {0: 2}
+    resumed("old").log_began_again(0, "new")
+    assert training._fold_only == {} and training.trained_through == {0: 0}
