@@ -319,6 +319,19 @@ def validate_or_restore(
     restore_partition(store, topic, partition, records)
     position = store.position(topic, partition)
     restored = None if position is None else position[0]
+    if restored != committed and committed is None:
+        group = changelog.kafka.group_id
+        raise ChangelogError(
+            f"partition {topic}[{partition}]: the changelog holds group {group!r}'s state "
+            f"through offset {restored}, but the group has no committed offset for it: Kafka "
+            "drops a topic's offsets when the topic is deleted, and expires them after "
+            "offsets.retention.minutes with no member in the group. If the topic is the "
+            f"same one, commit offset {restored} for the group (kafka-consumer-groups.sh "
+            f"--group {group} --topic {topic}:{partition} --reset-offsets --to-offset "
+            f"{restored} --execute) and start again; if it was created again, the changelog's "
+            "offsets mean nothing for it: a new group starts over (the new topic replayed "
+            "into an empty graph)"
+        )
     if restored != committed:
         raise ChangelogError(
             f"partition {topic}[{partition}]: the changelog restores position {restored}, the "

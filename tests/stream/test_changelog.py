@@ -328,6 +328,33 @@ def test_a_changelog_deleted_under_the_worker_stops_it_saying_so(
     assert asyncio.run(go()) < 30  # found by its id, before the commit's own timeout
 
 
+def test_a_group_whose_offsets_are_gone_is_told_which_offset_to_commit_and_then_resumes(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-expired", partitions=1)
+    kafka_broker.create_topics({f"{source}.dlq": 1})
+    bootstrap = kafka_broker.bootstrap_servers
+    group = f"g-{source}"
+    _send(bootstrap, source, range(50))
+    settings = _settings(kafka_broker, tmp_path / "store", source, group)
+    ingest_to_end(settings, {0: 50})
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 30
+    while True:  # as offsets.retention.minutes would: once the worker's membership expired
+        try:
+            admin.delete_consumer_groups([group])[group].result(10)
+            break
+        except KafkaException:
+            assert time.monotonic() < deadline, "the group kept its member for 30 s"
+            time.sleep(0.5)
+    _send(bootstrap, source, range(50, 60))
+    with pytest.raises(ChangelogError, match=r"no committed offset.*--to-offset 50 --execute"):
+        ingest_to_end(settings, {0: 60})
+    _commit(bootstrap, group, TopicPartition(source, 0, 50))  # as the message says
+    worker = ingest_to_end(settings, {0: 60})
+    assert worker.totals.consumed == 10  # resumed where the changelog's state ends
+
+
 def _commit(bootstrap: str, group: str, position: TopicPartition) -> None:
     """Commit from outside the group, once the worker's static membership has expired."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
