@@ -78,7 +78,6 @@ TXN_TIMEOUT_S = 30.0
 SLOW_FLUSH_S = 5.0  # a batch's records unacked this long: is the topic still there?
 STOP_CHECK_S = 0.5  # how often a transaction's wait looks for a stop
 RESTORE_STALL_S = 60.0  # no record and no end of partition for this long: give up
-GROUP_LEFT_GRACE_S = 3.0  # beyond the session timeout: the coordinator's own check interval
 _FENCING = {
     KafkaError._FENCED,
     KafkaError.PRODUCER_FENCED,

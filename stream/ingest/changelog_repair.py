@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from stream.errors import ChangelogError
 from stream.ingest.changelog import ADMIN_TIMEOUT_S, RESTORE_STALL_S, Changelog
 from stream.kafka.clients import confluent_consumer
-from stream.kafka.group import Member, conflicts, group_members
+from stream.kafka.group import LEFT_GRACE_S, Member, conflicts, group_members
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.partition_state import partition_records
@@ -41,7 +41,6 @@ _COORDINATOR_MOVING = frozenset(
         KafkaError._TIMED_OUT,
     }
 )
-GROUP_LEFT_GRACE_S = 3.0  # beyond the session timeout: the coordinator's own check interval
 
 
 def write_missing_state(changelog: Changelog, store: DecayedGraphStore | None) -> None:
@@ -97,7 +96,7 @@ def write_missing_state(changelog: Changelog, store: DecayedGraphStore | None) -
 def _wait_for_an_empty_group(k: KafkaSettings) -> None:
     """Wait out this worker's previous run, a static member the coordinator keeps for
     a session timeout after it died."""
-    deadline = time.monotonic() + k.session_timeout_ms / 1000 + GROUP_LEFT_GRACE_S
+    deadline = time.monotonic() + k.session_timeout_ms / 1000 + LEFT_GRACE_S
     while members := group_members(k):
         if time.monotonic() >= deadline:
             raise ChangelogError(

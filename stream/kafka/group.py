@@ -50,7 +50,7 @@ Role = Literal["worker", "ingest", "train"]
 
 _DESCRIBE_TIMEOUT_S = 10.0
 _RECHECK_S = 1.0
-_LEFT_GRACE_S = 3.0  # beyond the session timeout: the coordinator's own check interval
+LEFT_GRACE_S = 3.0  # beyond the session timeout: the coordinator's own check interval
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ async def refuse_a_shared_group(
     previous run left behind goes by then). True to go on; False when ``stopping()``
     turned true meanwhile. A group the coordinator cannot describe is not refused (the
     check on assignment still runs)."""
-    deadline = time.monotonic() + kafka.session_timeout_ms / 1000 + _LEFT_GRACE_S
+    deadline = time.monotonic() + kafka.session_timeout_ms / 1000 + LEFT_GRACE_S
     said = False
     while not stopping():
         try:
