@@ -65,7 +65,9 @@ ADMIN_TIMEOUT_S = 30.0
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 WAIT_SLICE_S = 0.1
 SLOW_S = 5.0  # letters unacked this long set streamgnn_dlq_unwritable (until acked)
-CHECK_TIMEOUT_S = 2.0  # held-up letters: how long to ask whether the DLQ still exists
+# Held-up letters: how long to wait for the broker to say whether the DLQ still exists (a
+# stop asked meanwhile waits for the answer).
+CHECK_TIMEOUT_S = 1.0
 
 
 class DeadLetterInterrupted(Exception):
