@@ -298,11 +298,9 @@ def test_a_deleted_changelog_is_written_again_from_the_store_that_holds_it(
 def test_a_changelog_deleted_under_the_worker_stops_it_saying_so(
     kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
 ) -> None:
-    source = topic_factory("changelog-lost", partitions=1)
-    kafka_broker.create_topics({f"{source}.dlq": 1})
+    source, settings = _one_partition(kafka_broker, topic_factory, tmp_path, "changelog-lost")
     bootstrap = kafka_broker.bootstrap_servers
-    settings = _settings(kafka_broker, tmp_path / "store", source, f"g-{source}")
-    topic = changelog_topic(source, f"g-{source}")
+    topic = changelog_topic(source, settings.kafka.group_id)
     admin = AdminClient({"bootstrap.servers": bootstrap})
 
     async def go() -> float:
@@ -331,12 +329,9 @@ def test_a_changelog_deleted_under_the_worker_stops_it_saying_so(
 def test_a_group_whose_offsets_are_gone_is_told_which_offset_to_commit_and_then_resumes(
     kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
 ) -> None:
-    source = topic_factory("changelog-expired", partitions=1)
-    kafka_broker.create_topics({f"{source}.dlq": 1})
-    bootstrap = kafka_broker.bootstrap_servers
-    group = f"g-{source}"
+    source, settings = _one_partition(kafka_broker, topic_factory, tmp_path, "changelog-gone")
+    bootstrap, group = kafka_broker.bootstrap_servers, settings.kafka.group_id
     _send(bootstrap, source, range(50))
-    settings = _settings(kafka_broker, tmp_path / "store", source, group)
     ingest_to_end(settings, {0: 50})
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + 30
@@ -353,6 +348,15 @@ def test_a_group_whose_offsets_are_gone_is_told_which_offset_to_commit_and_then_
     _commit(bootstrap, group, TopicPartition(source, 0, 50))  # as the message says
     worker = ingest_to_end(settings, {0: 60})
     assert worker.totals.consumed == 10  # resumed where the changelog's state ends
+
+
+def _one_partition(
+    broker: LocalKafkaBroker, topic_factory, tmp_path: Path, name: str
+) -> tuple[str, Settings]:
+    """A one-partition source with its DLQ, and a changelog worker's settings for it."""
+    source = topic_factory(name, partitions=1)
+    broker.create_topics({f"{source}.dlq": 1})
+    return source, _settings(broker, tmp_path / "store", source, f"g-{source}")
 
 
 def _commit(bootstrap: str, group: str, position: TopicPartition) -> None:
