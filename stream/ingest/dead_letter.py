@@ -45,7 +45,7 @@ from stream.errors import DeadLetterError
 from stream.events import Rejection
 from stream.ingest.source import CLOSE_TIMEOUT_S, SourceRecord, close_within
 from stream.kafka.clients import confluent_admin, confluent_producer
-from stream.kafka.topics import NO_TOPIC, topic_configs
+from stream.kafka.topics import NO_TOPIC, topic_absent, topic_configs
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
@@ -266,14 +266,7 @@ class DeadLetterWriter:
     def _deleted(self) -> bool:
         """Whether the broker answers that the DLQ does not exist (False when it does not
         answer within :data:`CHECK_TIMEOUT_S`: the letters wait on, as for any outage)."""
-        try:
-            metadata = self._require_admin().list_topics(
-                self._kafka.dlq_topic, timeout=CHECK_TIMEOUT_S
-            )
-        except KafkaException:
-            return False
-        found = metadata.topics.get(self._kafka.dlq_topic)
-        return found is None or (found.error is not None and found.error.code() in NO_TOPIC)
+        return topic_absent(self._require_admin(), self._kafka.dlq_topic, CHECK_TIMEOUT_S)
 
     def _create_again(
         self, letters: int, interrupted: threading.Event, deadline: float, first: SourceRecord

@@ -1,5 +1,6 @@
 """Topic creation shared by the local broker and the embedding publisher; a topic's
-configuration read right after a worker created it; a topic's incarnation (Kafka's id)."""
+configuration read right after a worker created it; whether the broker says a topic does
+not exist; a topic's incarnation (Kafka's id)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,19 @@ def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str,
 NO_TOPIC = frozenset(
     {KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART}
 )
+
+
+def topic_absent(client: Any, topic: str, timeout_s: float) -> bool:
+    """Whether the broker answers that ``topic`` does not exist (a librdkafka producer's or
+    admin client's metadata request); False when it exists or no answer came in time."""
+    try:
+        metadata = client.list_topics(topic, timeout=timeout_s)
+    except KafkaException:
+        return False
+    found = metadata.topics.get(topic)
+    error = None if found is None else found.error
+    return error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
 
 NO_TOPIC_ID = "AAAAAAAAAAAAAAAAAAAAAA"  # a broker without topic ids (before Kafka 2.8)
 

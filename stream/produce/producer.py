@@ -40,6 +40,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from stream.errors import ConfigError, StreamGNNError
 from stream.kafka.clients import confluent_producer
+from stream.kafka.topics import topic_absent
 from stream.progress import progress_bar
 from stream.settings import KafkaSettings
 
@@ -112,13 +113,7 @@ class InteractionProducer:
         (and will not create it): librdkafka would queue the first seconds of events and
         then fail every send. A broker that does not answer is left to the delivery
         timeout, as before."""
-        try:
-            metadata = self._producer.list_topics(self.topic, timeout=_TOPIC_CHECK_S)
-        except KafkaException:
-            return
-        found = metadata.topics.get(self.topic)
-        error = None if found is None else found.error
-        if error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+        if topic_absent(self._producer, self.topic, _TOPIC_CHECK_S):
             raise ConfigError(
                 f"topic {self.topic!r} does not exist at {where}, and the broker does not "
                 "create topics on demand: create it first"
