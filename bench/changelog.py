@@ -71,7 +71,7 @@ def _restore(settings: Settings) -> list[dict[str, object]]:
     with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
         for partition in range(PARTITIONS):
             start = time.perf_counter()
-            folded = changelog.read_partition(partition)
+            folded = changelog.read_partitions([partition])[partition]
             read_s = time.perf_counter() - start
             restore_partition(store, TOPIC, partition, folded)
             total_s = time.perf_counter() - start

@@ -12,7 +12,7 @@ events/s with 1 and 2 gloo ranks, restore seconds of a 1M-edge partition.
   the slowest rank's seconds inside ``learn``, for the default step scope and ``local``;
 - restore: one worker ingests ``--restore-edges`` distinct edges into a 1-partition topic
   with ``--changelog``; then the partition is restored from the changelog into an empty
-  store (:meth:`Changelog.read_partition` + :func:`restore_partition`, the path a worker
+  store (:meth:`Changelog.read_partitions` + :func:`restore_partition`, the path a worker
   takes on assignment), timed.
 
 Every figure shares this 2-core machine with the broker (and, for ingest, the producer
@@ -99,7 +99,7 @@ def restore_seconds(broker: LocalKafkaBroker, edges: int) -> dict[str, Any]:
             DecayedGraphStore(Path(tmp) / "store", DEFAULT_BEHAVIOURS) as store,
         ):
             start = time.perf_counter()
-            folded = changelog.read_partition(0)
+            folded = changelog.read_partitions([0])[0]
             read_s = time.perf_counter() - start
             restore_partition(store, topic, 0, folded)
             total_s = time.perf_counter() - start

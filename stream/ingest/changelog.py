@@ -19,12 +19,15 @@ are the truth and the local RocksDB store is a cache. The store is written first
 the transaction committed; the trainer hears of a batch only after the commit.
 
 Cache rule, on every assignment of ``p`` (:func:`validate_or_restore`): the store's
-position for ``p`` equals the group's committed offset (both absent counts) -> the cache
-is valid (applying is deterministic given the offsets, so equal positions mean equal
-state). Otherwise -- a crash between the store write and the commit left the store ahead,
-another worker moved the partition on, the store was wiped -- ``p``'s state is dropped
+position for ``p`` equals the group's committed offset -> the cache is valid (applying
+is deterministic given the offsets, so equal positions mean equal state). Otherwise -- a
+crash between the store write and the commit left the store ahead, another worker moved
+the partition on, the store was wiped, the group has no offset -- ``p``'s state is dropped
 from the store and restored from the changelog, read_committed, up to its end; the
-restored position must then equal the committed offset.
+restored position must then equal the committed offset. Without one, the changelog's
+record of the source topic's id (``S``, written with each partition's first transaction of
+a run) decides: the same topic (its offsets expired) resumes at the restored position, a
+topic created again under the name (Kafka dropped its offsets) at 0, the graph kept.
 
 A changelog that lacks the state of a partition the group committed offsets for (deleted,
 or a group that ran without it before) is written again from the store, or the start
@@ -64,6 +67,7 @@ from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_
 from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
+from stream.state import keys as k
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.partition_state import drop_partition, restore_partition
 
@@ -112,6 +116,8 @@ class Changelog:
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
         self._incarnation: str | None = None  # the topic's Kafka id when started
+        self.source_id: str | None = None  # the interactions topic's Kafka id
+        self._stamped: set[int] = set()  # partitions whose source id this run wrote
 
     def start(self) -> None:
         """Create (or check) the topic, then take the transactional id (blocking). Then
@@ -119,6 +125,7 @@ class Changelog:
         admin = self._admin = confluent_admin(self.kafka, {"logger": log})
         _ensure_topic(admin, self.topic, self.kafka.interactions_topic)
         self._incarnation = topic_incarnation(admin, self.topic, ADMIN_TIMEOUT_S)
+        self.follow_source(topic_incarnation(admin, self.kafka.interactions_topic, ADMIN_TIMEOUT_S))
         self._producer = confluent_producer(
             self.kafka,
             {
@@ -136,6 +143,26 @@ class Changelog:
 
     def close(self) -> None:
         self._producer = None  # nothing is pending between transactions; GC closes it
+
+    def follow_source(self, topic_id: str | None) -> None:
+        """The interactions topic's Kafka id now (None: the broker keeps none). Each
+        partition's next transaction records it (``S``) with the partition's offsets."""
+        if topic_id != self.source_id:
+            self.source_id, self._stamped = topic_id, set()
+
+    def stamp(self, partitions: Sequence[int]) -> None:
+        """Record the source's id for ``partitions`` now, in a transaction of its own: for
+        those whose state the changelog holds and that may see no batch before the topic
+        is created again (an assignment's partitions with committed offsets)."""
+        if self._stamps(partitions):
+            self._transaction([], {}, None, partitions)
+
+    def _stamps(self, partitions: Sequence[int]) -> list[Change]:
+        if self.source_id is None:
+            return []
+        value = self.source_id.encode()
+        topic = self.kafka.interactions_topic
+        return [(p, k.source_key(topic, p), value) for p in partitions if p not in self._stamped]
 
     def commit(
         self,
@@ -170,14 +197,23 @@ class Changelog:
         if failures:
             raise failures[0]
 
-    def _transaction(self, changes: Sequence[Change], offsets: dict[int, int], group: Any) -> None:
+    def _transaction(
+        self,
+        changes: Sequence[Change],
+        offsets: dict[int, int],
+        group: Any,
+        stamped: Sequence[int] = (),
+    ) -> None:
+        """One transaction: ``changes``, the source's id for each partition of ``offsets``
+        and ``stamped`` that this run has not recorded yet, and ``offsets``."""
         producer = self._require()
         positions = [
             TopicPartition(self.kafka.interactions_topic, p, o) for p, o in sorted(offsets.items())
         ]
+        stamps = self._stamps(sorted({*offsets, *stamped}))
         try:
             producer.begin_transaction()
-            for partition, key, value in changes:
+            for partition, key, value in [*changes, *stamps]:
                 while True:
                     try:
                         producer.produce(self.topic, value=value, key=key, partition=partition)
@@ -189,6 +225,7 @@ class Changelog:
             if positions:
                 producer.send_offsets_to_transaction(positions, group, TXN_TIMEOUT_S)
             _commit(producer, self._check_topic)
+            self._stamped.update(p for p, _, _ in stamps)
         except (KafkaException, ChangelogTopicLost) as exc:
             failure = (
                 exc
@@ -202,29 +239,35 @@ class Changelog:
                     log.error("changelog transaction not aborted: %s", abort_exc)
             raise failure from exc
 
-    def read_partition(self, partition: int) -> dict[bytes, bytes]:
-        """Partition ``p`` folded by key (read_committed, beginning to end): live records."""
+    def read_partitions(self, partitions: Sequence[int]) -> dict[int, dict[bytes, bytes]]:
+        """Each of ``partitions`` folded by key (read_committed, beginning to end): its live
+        records. One reader for all (an empty partition costs its end-of-partition event)."""
+        folded: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
+        if not partitions:
+            return folded
         consumer = self.reader("streamgnn-changelog-restore")
-        folded: dict[bytes, bytes] = {}
-        counter = self._metrics.restore_records.labels(partition=str(partition))
+        reading = set(partitions)
         try:
-            consumer.assign([TopicPartition(self.topic, partition, OFFSET_BEGINNING)])
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
             last_progress = time.monotonic()
-            while True:
+            while reading:
                 messages = consumer.consume(10_000, 0.1)  # returns at the count or timeout
                 if messages:
                     last_progress = time.monotonic()
                 elif time.monotonic() - last_progress > RESTORE_STALL_S:
                     raise ChangelogError(
-                        f"restoring {self.topic}[{partition}]: no record for "
+                        f"restoring {self.topic}{sorted(reading)}: no record for "
                         f"{RESTORE_STALL_S:.0f} s before its end"
                     )
-                read = 0
+                read = dict.fromkeys(reading, 0)
                 for message in messages:
-                    error = message.error()
+                    p, error = int(message.partition() or 0), message.error()
+                    if p not in reading:
+                        continue
                     if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                        counter.inc(read)
-                        return folded
+                        reading.discard(p)
+                        consumer.pause([TopicPartition(self.topic, p)])
+                        continue
                     if error is not None:
                         if error.fatal():
                             raise ChangelogError(f"restoring {self.topic}: {error.str()}")
@@ -232,15 +275,17 @@ class Changelog:
                         continue
                     key, value = message.key(), message.value()
                     if key is None:
-                        raise ChangelogError(f"{self.topic}[{partition}] holds a keyless record")
+                        raise ChangelogError(f"{self.topic}[{p}] holds a keyless record")
                     if value is None:
-                        folded.pop(key, None)
+                        folded[p].pop(key, None)
                     else:
-                        folded[key] = value
-                    read += 1
-                counter.inc(read)
+                        folded[p][key] = value
+                    read[p] += 1
+                for p, count in read.items():
+                    self._metrics.restore_records.labels(partition=str(p)).inc(count)
         finally:
             consumer.close()
+        return folded
 
     def _check_topic(self) -> None:
         """Raise :class:`ChangelogTopicLost` if the changelog was deleted, or replaced,
@@ -293,37 +338,82 @@ def validate_or_restore(
     store: DecayedGraphStore,
     changelog: Changelog,
     topic: str,
-    partition: int,
-    committed: int | None,
-) -> dict[bytes, bytes] | None:
-    """Keep ``partition``'s cached state if the store's position is the committed one;
-    otherwise drop it and restore it from the changelog (the module's cache rule); returns
-    the records restored (None: the cache was kept)."""
-    position = store.position(topic, partition)
-    stored = None if position is None else position[0]
-    if stored == committed:
-        log.info("partition %s[%d]: store position %s is committed", topic, partition, stored)
-        return None
+    committed: dict[int, int | None],
+) -> dict[int, dict[bytes, bytes]]:
+    """Keep each partition's cached state if the store's position is its committed offset
+    (``committed``: partition -> offset, None when the group has none); otherwise drop it
+    and restore it from the changelog (the module's cache rule); returns the records
+    restored by partition (those whose cache was kept are not in it).
+
+    Without a committed offset the changelog is read even for an empty store: state it holds
+    for the same topic incarnation (the group's offsets expired) resumes at its position;
+    state of an incarnation deleted since (Kafka dropped its offsets with it) is kept as the
+    graph, its position moved to the new topic's beginning (:func:`_resume_without_offsets`).
+    """
+    stale = []
+    for partition, offset in sorted(committed.items()):
+        position = store.position(topic, partition)
+        stored = None if position is None else position[0]
+        if offset is not None and stored == offset:
+            log.info("partition %s[%d]: store position %s is committed", topic, partition, stored)
+            continue
+        log.info(
+            "partition %s[%d]: store at %s, group committed %s: restoring from %s",
+            topic,
+            partition,
+            stored,
+            offset,
+            changelog.topic,
+        )
+        stale.append(partition)
     started = time.monotonic()
-    log.info(
-        "partition %s[%d]: store at %s, group committed %s: restoring from %s",
-        topic,
-        partition,
-        stored,
-        committed,
-        changelog.topic,
-    )
-    dropped = drop_partition(store, topic, partition)
-    records = changelog.read_partition(partition)
-    restore_partition(store, topic, partition, records)
-    position = store.position(topic, partition)
-    restored = None if position is None else position[0]
-    if restored != committed and committed is None:
-        group = changelog.kafka.group_id
+    restored_records = changelog.read_partitions(stale)
+    for partition, records in restored_records.items():
+        dropped = drop_partition(store, topic, partition)
+        source_id = records.get(k.source_key(topic, partition))
+        restore_partition(store, topic, partition, records)
+        position = store.position(topic, partition)
+        restored = None if position is None else position[0]
+        if committed[partition] is None and restored is not None:
+            _resume_without_offsets(store, changelog, partition, restored, source_id)
+        elif restored != committed[partition]:
+            raise ChangelogError(
+                f"partition {topic}[{partition}]: the changelog restores position {restored}, "
+                f"the group committed {committed[partition]}; were offsets committed outside "
+                "the changelog?"
+            )
+        log.info(
+            "partition %s[%d]: restored %d live records (%d cached edges dropped) in %.2f s",
+            topic,
+            partition,
+            len(records),
+            dropped,
+            time.monotonic() - started,
+        )
+    return restored_records
+
+
+def _resume_without_offsets(
+    store: DecayedGraphStore,
+    changelog: Changelog,
+    partition: int,
+    restored: int,
+    source_id: bytes | None,
+) -> None:
+    """The changelog holds ``partition``'s state through offset ``restored`` but the group
+    committed none. Its topic id (``source_id``) tells why: the same topic's offsets expired
+    (resume at ``restored``), or the topic was deleted and created again (its offsets start
+    again at 0: the store's position goes there, the graph is kept). The next transaction
+    commits the offset and the id. A changelog written before ids were kept is refused."""
+    topic, group = changelog.kafka.interactions_topic, changelog.kafka.group_id
+    now = changelog.source_id
+    if source_id is None or now is None:
         raise ChangelogError(
             f"partition {topic}[{partition}]: the changelog holds group {group!r}'s state "
-            f"through offset {restored}, but the group has no committed offset for it: Kafka "
-            "drops a topic's offsets when the topic is deleted, and expires them after "
+            f"through offset {restored}, but the group has no committed offset for it, and "
+            "the changelog does not say which incarnation of the topic it read (it was "
+            "written before it did, or the broker keeps no topic ids): Kafka drops a topic's "
+            "offsets when the topic is deleted, and expires them after "
             "offsets.retention.minutes with no member in the group. If the topic is the "
             f"same one, commit offset {restored} for the group (kafka-consumer-groups.sh "
             f"--group {group} --topic {topic}:{partition} --reset-offsets --to-offset "
@@ -331,20 +421,30 @@ def validate_or_restore(
             "offsets mean nothing for it: a new group starts over (the new topic replayed "
             "into an empty graph)"
         )
-    if restored != committed:
-        raise ChangelogError(
-            f"partition {topic}[{partition}]: the changelog restores position {restored}, the "
-            f"group committed {committed}; were offsets committed outside the changelog?"
+    was = source_id.decode(errors="replace")
+    if was == now:
+        log.warning(
+            "partition %s[%d]: group %s has no committed offset (expired after "
+            "offsets.retention.minutes, or deleted); the changelog's state is of this same "
+            "topic (id %s): resuming at its position %d",
+            topic,
+            partition,
+            group,
+            now,
+            restored,
         )
-    log.info(
-        "partition %s[%d]: restored %d live records (%d cached edges dropped) in %.2f s",
+        return
+    store.rewind(topic, partition)
+    log.warning(
+        "partition %s[%d]: the changelog's state is of topic id %s, the topic is now %s (deleted "
+        "and created again): its graph is kept, its reading starts again at offset 0, not at "
+        "the old topic's %d",
         topic,
         partition,
-        len(records),
-        dropped,
-        time.monotonic() - started,
+        was,
+        now,
+        restored,
     )
-    return records
 
 
 def _commit(producer: Producer, check_topic: Callable[[], None]) -> None:

@@ -122,8 +122,7 @@ class IngestWorker:
             on_skipped=self._skipped,
             on_assigning=self._assigning if self._changelog is not None else None,
             training=on_applied is not None,  # a trainer learns what it applies
-            # with a changelog the group's offsets are the truth, checked on assignment
-            on_incarnation=self._incarnation if self._changelog is None else None,
+            on_incarnation=self._incarnation,
         )
         self._dlq = DeadLetterWriter(settings.kafka, self._metrics)
         self._interrupted = threading.Event()
@@ -311,16 +310,20 @@ class IngestWorker:
     def _assigning(self, committed: dict[int, int | None]) -> None:
         if self._changelog is None:
             return
-        for partition, offset in sorted(committed.items()):
-            records = validate_or_restore(
-                self._store, self._changelog, self._topic, partition, offset
-            )
-            if records is not None and self._on_restored is not None:
+        restored = validate_or_restore(self._store, self._changelog, self._topic, committed)
+        for records in restored.values():
+            if self._on_restored is not None:
                 self._on_restored(records)
+        # Their state is in the changelog (the start's repair saw to it): say of which topic.
+        self._changelog.stamp([p for p, offset in sorted(committed.items()) if offset is not None])
 
     def _incarnation(self, incarnation: str) -> bool:
-        """Record the topic's id with the store's offsets; True when a topic created again
-        under its name moved them all back to its beginning."""
+        """Record the topic's id with the store's offsets (and the changelog's next
+        transactions); True when a topic created again under its name moved them all back
+        to its beginning. With the changelog, a partition whose offsets were not committed
+        since is moved there again on its next assignment (its changelog names the old id)."""
+        if self._changelog is not None:
+            self._changelog.follow_source(incarnation)
         moved = self._store.begin_incarnation(self._topic, incarnation)
         if moved:
             log.warning(

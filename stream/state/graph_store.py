@@ -307,6 +307,15 @@ class DecayedGraphStore:
         self._write(batch)
         return moved
 
+    def rewind(self, topic: str, partition: int) -> None:
+        """Move ``partition``'s position back to offset 0, its watermark kept: its topic was
+        created again (the changelog's :func:`stream.ingest.changelog.validate_or_restore`)."""
+        position = self.position(topic, partition)
+        watermark = -1 if position is None else position[1]
+        batch = WriteBatch(raw_mode=True)
+        batch.put(k.offset_key(topic, partition), k.POSITION_VALUE.pack(0, watermark))
+        self._write(batch)
+
     def watermark(self) -> int | None:
         """Stream time: the newest event time applied in any partition."""
         marks = [wm for _, wm in self.positions().values() if wm >= 0]

@@ -15,10 +15,15 @@ tag    key                                                      value
 ``Y``  partition · event time · event id  (its expiry index)    empty
 ``O``  topic · NUL · partition  (source position)               ``<qq`` next offset, watermark
 ``M``  name  (store metadata and counters)                      varies
+``S``  topic · NUL · partition  (changelog only)                 the topic's Kafka id
 =====  =======================================================  ===========================
 
 The changelog (:mod:`stream.ingest.changelog`) logs the ``F``, ``D`` and ``O`` records
-(:data:`LOGGED`) under these same keys; every other record is derived from them.
+(:data:`LOGGED`) under these same keys; every other record is derived from them. It also
+carries, per partition, ``S``: the id of the topic incarnation its position belongs to
+(Kafka drops a deleted topic's group offsets, so only this tells a topic created again
+from offsets that expired). The store keeps one such id per topic instead
+(:data:`INCARNATION`).
 
 >>> k = edge_suffix(node_key(USER, "u1"), 3, node_key(ITEM, "i9"))
 >>> split_edge_suffix(k)
@@ -39,7 +44,8 @@ DEDUP_EXPIRY = b"Y"
 OFFSET = b"O"
 META = b"M"
 INCARNATION = META + b"incarnation\x00"  # + topic: the topic id its stored offsets belong to
-LOGGED = frozenset((EDGE, DEDUP, OFFSET))  # what the changelog carries; the rest is derived
+SOURCE = b"S"
+LOGGED = frozenset((EDGE, DEDUP, OFFSET))  # the store's records the changelog carries
 
 EDGE_VALUE = struct.Struct("<dqI")
 DEGREE_VALUE = struct.Struct("<I")
@@ -116,6 +122,10 @@ def time_in_index_key(key: bytes) -> int:
 
 def offset_key(topic: str, partition: int) -> bytes:
     return OFFSET + topic.encode("utf-8") + b"\x00" + _U32.pack(partition)
+
+
+def source_key(topic: str, partition: int) -> bytes:
+    return SOURCE + topic.encode("utf-8") + b"\x00" + _U32.pack(partition)
 
 
 def split_offset_key(key: bytes) -> tuple[str, int]:

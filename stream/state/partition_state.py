@@ -59,19 +59,21 @@ def restore_partition(
 
     Written in chunks with the position last: a crash midway leaves no position, so the
     next assignment drops and restores again. A record the partition cannot own (another
-    partition's, or not a logged kind) is refused before anything is written.
+    partition's, or not a logged kind) is refused before anything is written. The source
+    topic's id (``S``) is the changelog's own: not loaded (the store keeps one per topic).
     """
     position_key = k.offset_key(topic, partition)
+    singles = (position_key, k.source_key(topic, partition))  # one each: position, source id
     for key, value in records.items():
         tag = key[:1]
         mine = (
             (tag == k.EDGE and k.EDGE_VALUE.unpack(value)[2] == partition)
             or (tag == k.DEDUP and k.partition_of(key) == partition)
-            or key == position_key
+            or key in singles
         )
         if not mine:
             raise StoreError(f"changelog of partition {partition} holds a foreign {key!r}")
-    items = [(key, value) for key, value in records.items() if key != position_key]
+    items = [(key, value) for key, value in records.items() if key not in singles]
     for start in range(0, len(items), CHUNK):
         update = store.stage()
         edges = dnodes = 0

@@ -34,9 +34,11 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 
 def fold_changelog(
-    bootstrap: str, topic: str, partitions: int, committed: bool = True
+    bootstrap: str, topic: str, partitions: int, committed: bool = True, sources: bool = False
 ) -> tuple[PartitionState, int, int]:
-    """Each partition folded by key; also the records and the tombstones read."""
+    """Each partition folded by key; also the records and the tombstones read. The source
+    topic's id (``S``, which the store keeps per topic, not per partition) only with
+    ``sources``: otherwise a partition's state compares with :func:`logged_state`."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         isolation_level="read_committed" if committed else "read_uncommitted",
@@ -50,6 +52,8 @@ def fold_changelog(
     records = tombstones = 0
     for message in consumer:
         records += 1
+        if message.key[:1] == k.SOURCE and not sources:
+            continue
         if message.value is None:
             tombstones += 1
             state[message.partition].pop(message.key, None)

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from kafka.admin import NewTopic
 
 from stream.behaviours import Behaviour
 from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost
@@ -24,6 +25,7 @@ from stream.ingest.changelog_repair import write_missing_state
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.settings import EventSettings, KafkaSettings, Settings, StoreSettings
+from stream.state import keys as k
 from stream.state.graph_store import DecayedGraphStore
 from tests.harness import importable_env
 from tests.harness.changelog_state import (
@@ -33,6 +35,7 @@ from tests.harness.changelog_state import (
     logged_state,
     whole_store,
 )
+from tests.harness.embedding_topics import delete_topic
 from tests.harness.faults import (
     CrashReport,
     count_applications,
@@ -192,7 +195,7 @@ def test_a_read_committed_reader_never_sees_a_killed_transaction(
     successor.start()
     committed, _, _ = fold_changelog(bootstrap, topic, 1)
     assert committed == {0: {}}
-    assert successor.read_partition(0) == {}
+    assert successor.read_partitions([0]) == {0: {}}
     del successor
 
 
@@ -326,28 +329,153 @@ def test_a_changelog_deleted_under_the_worker_stops_it_saying_so(
     assert asyncio.run(go()) < 30  # found by its id, before the commit's own timeout
 
 
-def test_a_group_whose_offsets_are_gone_is_told_which_offset_to_commit_and_then_resumes(
+def test_a_group_whose_offsets_expired_resumes_where_the_changelog_of_the_same_topic_ends(
     kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
 ) -> None:
     source, settings = _one_partition(kafka_broker, topic_factory, tmp_path, "changelog-gone")
     bootstrap, group = kafka_broker.bootstrap_servers, settings.kafka.group_id
     _send(bootstrap, source, range(50))
     ingest_to_end(settings, {0: 50})
+    _delete_group(bootstrap, group)  # as offsets.retention.minutes would
+    _send(bootstrap, source, range(50, 60))
+    worker = ingest_to_end(settings, {0: 60})
+    assert worker.totals.consumed == 10  # resumed where the changelog's state ends
+    assert _committed(bootstrap, group, source)[0] == 60
+    # Without the topic's id in the changelog (written before it kept one) it cannot tell
+    # expired offsets from a topic created again: refused, naming the offset to commit.
+    _tombstone(bootstrap, changelog_topic(source, group), k.source_key(source, 0))
+    _delete_group(bootstrap, group)
+    _send(bootstrap, source, range(60, 65))
+    with pytest.raises(ChangelogError, match=r"no committed offset.*--to-offset 60 --execute"):
+        ingest_to_end(settings, {0: 65})
+    _commit(bootstrap, group, TopicPartition(source, 0, 60))  # as the message says
+    assert ingest_to_end(settings, {0: 65}).totals.consumed == 5
+    # An idle partition is told its topic's id on assignment, not only by its next batch.
+    _tombstone(bootstrap, changelog_topic(source, group), k.source_key(source, 0))
+    _assign_once(settings)
+    ids, _, _ = fold_changelog(bootstrap, changelog_topic(source, group), 1, sources=True)
+    assert ids[0][k.source_key(source, 0)] == _topic_id(bootstrap, source)
+
+
+def _assign_once(settings: Settings) -> None:
+    """Run a worker until it owns a partition, then stop it."""
+
+    async def go() -> None:
+        metrics = PipelineMetrics()
+        with DecayedGraphStore(
+            settings.store.path, settings.events.behaviours, log_changes=True
+        ) as store:
+            worker = IngestWorker(settings, store, metrics)
+            await worker.start()
+            try:
+                deadline = time.monotonic() + 30
+                while metrics.assigned_partitions._value.get() == 0:
+                    assert time.monotonic() < deadline, "no partition assigned in 30 s"
+                    await worker.step(timeout_ms=200)
+            finally:
+                await worker.stop()
+
+    asyncio.run(go())
+
+
+def test_a_topic_created_again_while_no_worker_ran_is_read_from_its_beginning_into_the_graph(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    """Kafka drops a deleted topic's group offsets: the changelog's topic id tells this from
+    offsets that expired. The graph is kept, the new topic read whole, once."""
+    source = topic_factory("changelog-recreated", partitions=2)
+    kafka_broker.create_topics({f"{source}.dlq": 1})
+    bootstrap, group = kafka_broker.bootstrap_servers, f"g-{source}"
+    first = _settings(kafka_broker, tmp_path / "first", source, group)
+    _send(bootstrap, source, range(40))
+    ingest_to_end(first, end_offsets(bootstrap, source, 2))
+    old_edges = _edge_keys(logged_state(first.store.path, source, 2))
+    delete_topic(bootstrap, source, create_again=NewTopic(source, 2, 1))
+    new_id = _topic_id(bootstrap, source)
+    _send(bootstrap, source, range(1_000, 1_100))  # more than the old topic held
+    ends = end_offsets(bootstrap, source, 2)
+    worker = ingest_to_end(first, ends)
+    assert worker.totals.consumed == 100  # every record of the new topic, from its start
+    stored = logged_state(first.store.path, source, 2)
+    assert old_edges < _edge_keys(stored)  # the graph kept what the old topic built
+    with DecayedGraphStore(first.store.path, first.events.behaviours) as store:
+        assert {p: store.position(source, p)[0] for p in range(2)} == ends  # type: ignore[index]
+    topic = changelog_topic(source, group)
+    folded, _, _ = fold_changelog(bootstrap, topic, 2)
+    assert folded == stored
+    ids, _, _ = fold_changelog(bootstrap, topic, 2, sources=True)
+    assert {p: ids[p][k.source_key(source, p)] for p in range(2)} == {0: new_id, 1: new_id}
+    assert _committed(bootstrap, group, source, 2) == ends
+    # A worker with an empty store in the group restores the same state, applying nothing.
+    second = _settings(kafka_broker, tmp_path / "second", source, group)
+    assert ingest_to_end(second, ends).totals.consumed == 0
+    assert whole_store(second.store.path) == whole_store(first.store.path)
+
+
+def test_a_topic_created_again_under_the_worker_is_read_from_its_beginning(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source = topic_factory("changelog-recreated-live", partitions=2)
+    kafka_broker.create_topics({f"{source}.dlq": 1})
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = _settings(kafka_broker, tmp_path / "store", source, f"g-{source}")
+
+    async def go() -> IngestWorker:
+        with DecayedGraphStore(
+            settings.store.path, settings.events.behaviours, log_changes=True
+        ) as store:
+            worker = IngestWorker(settings, store)
+            await worker.start()
+            try:
+                _send(bootstrap, source, range(60))
+                while sum(p for p, _ in store.positions().values()) < 60:
+                    await worker.step(timeout_ms=200)
+                delete_topic(bootstrap, source, create_again=NewTopic(source, 2, 1))
+                _send(bootstrap, source, range(1_000, 1_040))  # before the worker notices
+                deadline = time.monotonic() + 60
+                while worker.totals.consumed < 100:
+                    assert time.monotonic() < deadline, f"{worker.totals} after a minute"
+                    await worker.step(timeout_ms=200)
+            finally:
+                await worker.stop()
+            return worker
+
+    assert asyncio.run(go()).totals.consumed == 100  # nothing of the new topic skipped
+    ends = end_offsets(bootstrap, source, 2)
+    assert sum(ends.values()) == 40
+    restarted = ingest_to_end(settings, ends)  # the changelog and offsets agree: nothing again
+    assert restarted.totals.consumed == 0
+    folded, _, _ = fold_changelog(bootstrap, changelog_topic(source, f"g-{source}"), 2)
+    assert folded == logged_state(settings.store.path, source, 2)
+
+
+def _delete_group(bootstrap: str, group: str) -> None:
+    """Delete the group's offsets, once the worker's static membership has expired."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + 30
-    while True:  # as offsets.retention.minutes would: once the worker's membership expired
+    while True:
         try:
             admin.delete_consumer_groups([group])[group].result(10)
-            break
+            return
         except KafkaException:
             assert time.monotonic() < deadline, "the group kept its member for 30 s"
             time.sleep(0.5)
-    _send(bootstrap, source, range(50, 60))
-    with pytest.raises(ChangelogError, match=r"no committed offset.*--to-offset 50 --execute"):
-        ingest_to_end(settings, {0: 60})
-    _commit(bootstrap, group, TopicPartition(source, 0, 50))  # as the message says
-    worker = ingest_to_end(settings, {0: 60})
-    assert worker.totals.consumed == 10  # resumed where the changelog's state ends
+
+
+def _tombstone(bootstrap: str, topic: str, key: bytes) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, key=key, value=None, partition=0)
+    assert producer.flush(10) == 0
+
+
+def _topic_id(bootstrap: str, topic: str) -> bytes:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    found = admin.describe_topics(TopicCollection([topic]))[topic].result(10)
+    return str(found.topic_id).encode()
+
+
+def _edge_keys(state: dict[int, dict[bytes, bytes]]) -> set[bytes]:
+    return {key for records in state.values() for key in records if key[:1] == k.EDGE}
 
 
 def _one_partition(
@@ -373,9 +501,11 @@ def _commit(bootstrap: str, group: str, position: TopicPartition) -> None:
     consumer.close()
 
 
-def _committed(bootstrap: str, group: str, source: str) -> dict[int, int]:
+def _committed(
+    bootstrap: str, group: str, source: str, partitions: int = PARTITIONS
+) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    asked = [TopicPartition(source, p) for p in range(PARTITIONS)]
+    asked = [TopicPartition(source, p) for p in range(partitions)]
     found = {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=10)}
     consumer.close()
     return found

@@ -165,6 +165,18 @@ def test_a_new_incarnation_of_a_topic_moves_its_offsets_back_to_0_only(tmp_path:
         assert store.incarnation("t") == "id-2"
 
 
+def test_a_rewound_partition_reads_from_0_keeping_its_watermark_and_edges(tmp_path: Path) -> None:
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS) as store:
+        store.apply("t", [PartitionBatch(3, 17, [Interaction("u", "i", "click", 99)])])
+        store.apply("t", [PartitionBatch(5, 4, [Interaction("v", "i", "click", 42)])])
+        edges = store.counts().edges
+        store.rewind("t", 3)
+        store.rewind("t", 8)  # never read: no watermark yet
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS) as store:  # durable
+        assert store.positions() == {("t", 3): (0, 99), ("t", 5): (4, 42), ("t", 8): (0, -1)}
+        assert store.counts().edges == edges
+
+
 def test_duplicate_event_ids_apply_once_within_window(tmp_path: Path) -> None:
     with DecayedGraphStore(tmp_path / "g", BEHAVIOURS, dedup_window_ms=1_000) as store:
         dup = Interaction("u", "i", "click", 10, 1.0, "e1")
