@@ -259,9 +259,14 @@ class IngestWorker:
             t.ignored[reason] = t.ignored.get(reason, 0) + count
             m.events_ignored.labels(reason=reason).inc(count)
         m.edges_pruned.inc(result.pruned)
+        self._export_graph_size()
+
+    def _export_graph_size(self) -> None:
+        """The graph's size gauges: after each batch, and after each assignment (a restart
+        with nothing to read, or a restore, must not leave them at 0)."""
         counts = self._store.counts()
-        m.graph_nodes.set(counts.nodes)
-        m.graph_edges.set(counts.edges)
+        self._metrics.graph_nodes.set(counts.nodes)
+        self._metrics.graph_edges.set(counts.edges)
 
     def _watch_lag(self, done: threading.Event) -> None:
         while not done.is_set():
@@ -297,6 +302,7 @@ class IngestWorker:
 
     def _assigned(self, partitions: frozenset[int]) -> None:
         self._metrics.assigned_partitions.set(len(partitions))
+        self._export_graph_size()
         for partition in partitions:  # a restore counter per owned partition, 0 until one
             self._metrics.restore_records.labels(partition=str(partition))
 
