@@ -5,11 +5,13 @@ never see an aborted transaction."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -307,24 +309,17 @@ def test_a_changelog_deleted_under_the_worker_stops_it_saying_so(
     admin = AdminClient({"bootstrap.servers": bootstrap})
 
     async def go() -> float:
-        with DecayedGraphStore(
-            settings.store.path, settings.events.behaviours, log_changes=True
-        ) as store:
-            worker = IngestWorker(settings, store)
-            await worker.start()
-            try:
-                _send(bootstrap, source, range(100))
-                while (store.position(source, 0) or (0, 0))[0] < 100:
+        async with _running(settings) as (worker, store):
+            _send(bootstrap, source, range(100))
+            while (store.position(source, 0) or (0, 0))[0] < 100:
+                await worker.step(timeout_ms=200)
+            admin.delete_topics([topic])[topic].result(30)
+            _send(bootstrap, source, range(100, 200))
+            start = time.monotonic()
+            with pytest.raises(ChangelogTopicLost, match="deleted under the worker"):
+                while time.monotonic() - start < 60:
                     await worker.step(timeout_ms=200)
-                admin.delete_topics([topic])[topic].result(30)
-                _send(bootstrap, source, range(100, 200))
-                start = time.monotonic()
-                with pytest.raises(ChangelogTopicLost, match="deleted under the worker"):
-                    while time.monotonic() - start < 60:
-                        await worker.step(timeout_ms=200)
-                return time.monotonic() - start
-            finally:
-                await worker.stop()
+            return time.monotonic() - start
 
     assert asyncio.run(go()) < 30  # found by its id, before the commit's own timeout
 
@@ -362,20 +357,29 @@ def _assign_once(settings: Settings) -> None:
 
     async def go() -> None:
         metrics = PipelineMetrics()
-        with DecayedGraphStore(
-            settings.store.path, settings.events.behaviours, log_changes=True
-        ) as store:
-            worker = IngestWorker(settings, store, metrics)
-            await worker.start()
-            try:
-                deadline = time.monotonic() + 30
-                while metrics.assigned_partitions._value.get() == 0:
-                    assert time.monotonic() < deadline, "no partition assigned in 30 s"
-                    await worker.step(timeout_ms=200)
-            finally:
-                await worker.stop()
+        async with _running(settings, metrics) as (worker, _):
+            deadline = time.monotonic() + 30
+            while metrics.assigned_partitions._value.get() == 0:
+                assert time.monotonic() < deadline, "no partition assigned in 30 s"
+                await worker.step(timeout_ms=200)
 
     asyncio.run(go())
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    settings: Settings, metrics: PipelineMetrics | None = None
+) -> AsyncIterator[tuple[IngestWorker, DecayedGraphStore]]:
+    """An in-process changelog worker on its store, started; stopped on the way out."""
+    with DecayedGraphStore(
+        settings.store.path, settings.events.behaviours, log_changes=True
+    ) as store:
+        worker = IngestWorker(settings, store, metrics)
+        await worker.start()
+        try:
+            yield worker, store
+        finally:
+            await worker.stop()
 
 
 def test_a_topic_created_again_while_no_worker_ran_is_read_from_its_beginning_into_the_graph(
@@ -421,24 +425,17 @@ def test_a_topic_created_again_under_the_worker_is_read_from_its_beginning(
     settings = _settings(kafka_broker, tmp_path / "store", source, f"g-{source}")
 
     async def go() -> IngestWorker:
-        with DecayedGraphStore(
-            settings.store.path, settings.events.behaviours, log_changes=True
-        ) as store:
-            worker = IngestWorker(settings, store)
-            await worker.start()
-            try:
-                _send(bootstrap, source, range(60))
-                while sum(p for p, _ in store.positions().values()) < 60:
-                    await worker.step(timeout_ms=200)
-                delete_topic(bootstrap, source, create_again=NewTopic(source, 2, 1))
-                _send(bootstrap, source, range(1_000, 1_040))  # before the worker notices
-                deadline = time.monotonic() + 60
-                while worker.totals.consumed < 100:
-                    assert time.monotonic() < deadline, f"{worker.totals} after a minute"
-                    await worker.step(timeout_ms=200)
-            finally:
-                await worker.stop()
-            return worker
+        async with _running(settings) as (worker, store):
+            _send(bootstrap, source, range(60))
+            while sum(p for p, _ in store.positions().values()) < 60:
+                await worker.step(timeout_ms=200)
+            delete_topic(bootstrap, source, create_again=NewTopic(source, 2, 1))
+            _send(bootstrap, source, range(1_000, 1_040))  # before the worker notices
+            deadline = time.monotonic() + 60
+            while worker.totals.consumed < 100:
+                assert time.monotonic() < deadline, f"{worker.totals} after a minute"
+                await worker.step(timeout_ms=200)
+        return worker
 
     assert asyncio.run(go()).totals.consumed == 100  # nothing of the new topic skipped
     ends = end_offsets(bootstrap, source, 2)
