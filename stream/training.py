@@ -50,7 +50,13 @@ import torch
 
 from stream.allocator import pretouch_heap, worker_heap
 from stream.catch_up import UntrainedEvents
-from stream.errors import EmbeddingTopicGone, PublishError, PublishInterrupted, StreamGNNError
+from stream.errors import (
+    EmbeddingTopicGone,
+    KafkaAccessError,
+    PublishError,
+    PublishInterrupted,
+    StreamGNNError,
+)
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
 from stream.learn.checkpoint import CheckpointStore, Payload
@@ -415,7 +421,10 @@ class TrainingLoop:
         except PublishInterrupted:
             self._abandoned = True
         except BaseException as exc:
-            log.exception("trainer thread failed")
+            if isinstance(exc, KafkaAccessError):  # said once, by the command: no traceback
+                log.error("trainer thread stopped: %s", exc)
+            else:
+                log.exception("trainer thread failed")
             self.failure = exc
             self._on_failure(exc)
 

@@ -141,7 +141,8 @@ async def _ingest(
     which needs no more input) side by side, so their bounded waits on brokers that are
     away add up to the longer one, not the sum."""
     try:
-        await ingest.start()
+        if not await ingest.start(stop):
+            return
         log.info("worker consuming %s", ingest.topic)
         await ingest.run(stop)
     finally:

@@ -62,7 +62,8 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
 
-from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost
+from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, StreamGNNError
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
 from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation
 from stream.metrics import PipelineMetrics
@@ -82,12 +83,7 @@ TXN_TIMEOUT_S = 30.0
 SLOW_FLUSH_S = 5.0  # a batch's records unacked this long: is the topic still there?
 STOP_CHECK_S = 0.5  # how often a transaction's wait looks for a stop
 RESTORE_STALL_S = 60.0  # no record and no end of partition for this long: give up
-_FENCING = {
-    KafkaError._FENCED,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError.INVALID_PRODUCER_EPOCH,
-    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-}
+_FENCING = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 Change = tuple[int, bytes, bytes | None]
 
@@ -119,11 +115,12 @@ class Changelog:
         self.source_id: str | None = None  # the interactions topic's Kafka id
         self._stamped: set[int] = set()  # partitions whose source id this run wrote
 
-    def start(self) -> None:
-        """Create (or check) the topic, then take the transactional id (blocking). Then
+    def start(self, interrupted: threading.Event | None = None) -> None:
+        """Create (or check) the topic, then take the transactional id (blocking; with
+        ``interrupted`` as :meth:`commit`). Then
         :func:`stream.ingest.changelog_repair.write_missing_state` checks what it holds."""
         admin = self._admin = confluent_admin(self.kafka, {"logger": log})
-        _ensure_topic(admin, self.topic, self.kafka.interactions_topic)
+        _ensure_topic(admin, self.topic, self.kafka)
         self._incarnation = topic_incarnation(admin, self.topic, ADMIN_TIMEOUT_S)
         self.follow_source(topic_incarnation(admin, self.kafka.interactions_topic, ADMIN_TIMEOUT_S))
         self._producer = confluent_producer(
@@ -136,9 +133,9 @@ class Changelog:
             },
         )
         try:
-            self._producer.init_transactions(TXN_TIMEOUT_S)
+            self._abandonable(lambda: self._require().init_transactions(TXN_TIMEOUT_S), interrupted)
         except KafkaException as exc:
-            raise _failure(exc, self.transactional_id, "could not take") from exc
+            raise _failure(exc, self.kafka, self.transactional_id, "could not take") from exc
         log.info("changelog %s, transactional.id %s", self.topic, self.transactional_id)
 
     def close(self) -> None:
@@ -176,14 +173,20 @@ class Changelog:
         ``interrupted``, it runs in a daemon thread of its own, and once ``interrupted`` is
         set while it still waits, :class:`ChangelogInterrupted` is raised and the thread
         left behind (it can never hold up the exit); the producer is not used again."""
+        self._abandonable(lambda: self._transaction(changes, offsets, group), interrupted)
+
+    def _abandonable(self, call: Callable[[], None], interrupted: threading.Event | None) -> None:
+        """``call`` (a wait on the brokers with the producer), here without ``interrupted``;
+        with it, in a daemon thread left behind once ``interrupted`` is set while it still
+        waits: :class:`ChangelogInterrupted`, and the producer is not used again."""
         if interrupted is None:
-            self._transaction(changes, offsets, group)
+            call()
             return
         failures: list[BaseException] = []
 
         def run() -> None:
             try:
-                self._transaction(changes, offsets, group)
+                call()
             except BaseException as exc:  # handed to the caller's thread
                 failures.append(exc)
 
@@ -230,7 +233,7 @@ class Changelog:
             failure = (
                 exc
                 if isinstance(exc, ChangelogTopicLost)
-                else _failure(exc, self.transactional_id, "aborted a transaction of")
+                else _failure(exc, self.kafka, self.transactional_id, "aborted a transaction of")
             )
             if not isinstance(failure, ChangelogFenced):
                 try:
@@ -269,6 +272,10 @@ class Changelog:
                         consumer.pause([TopicPartition(self.topic, p)])
                         continue
                     if error is not None:
+                        what = f"read {self.topic!r}"
+                        refused = not_authorized(error, self.kafka, what, groups=False)
+                        if refused is not None:
+                            raise refused
                         if error.fatal():
                             raise ChangelogError(f"restoring {self.topic}: {error.str()}")
                         log.warning("changelog restore: %s", error.str())
@@ -463,8 +470,14 @@ def _commit(producer: Producer, check_topic: Callable[[], None]) -> None:
             log.warning("changelog commit retried: %s", exc.args[0].str())
 
 
-def _failure(exc: KafkaException, transactional_id: str, what: str) -> ChangelogError:
+def _failure(
+    exc: KafkaException, kafka: KafkaSettings, transactional_id: str, what: str
+) -> StreamGNNError:
     error: KafkaError = exc.args[0]
+    what = f"write the changelog with transactional.id {transactional_id!r}"
+    refused = not_authorized(error, kafka, what)
+    if refused is not None:
+        return refused
     if error.code() in _FENCING:
         return ChangelogFenced(
             f"fenced: another worker took transactional.id {transactional_id!r} (same group "
@@ -473,11 +486,17 @@ def _failure(exc: KafkaException, transactional_id: str, what: str) -> Changelog
     return ChangelogError(f"changelog: {what} transactional.id {transactional_id!r}: {error.str()}")
 
 
-def _ensure_topic(admin: AdminClient, topic: str, source: str) -> None:
+def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> None:
     """Create the compacted changelog with the source's partition count, or check it."""
+    source = kafka.interactions_topic
     try:
         topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
-        if source not in topics:
+        if source not in topics:  # or not visible to this principal: ask it by name
+            named = admin.list_topics(source, timeout=ADMIN_TIMEOUT_S).topics.get(source)
+            if named is not None:
+                refused = not_authorized(named.error, kafka, f"read {source!r}")
+                if refused is not None:
+                    raise refused
             raise ChangelogError(f"topic {source!r} does not exist: no changelog for it")
         partitions = topics[source].partitions
         if topic not in topics:

@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from stream.errors import ChangelogError
 from stream.ingest.changelog import changelog_topic
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, fetch_available
 from stream.kafka.group import GroupLease
 from stream.kafka.topics import topic_incarnation
@@ -48,6 +49,7 @@ class ChangelogFollower:
 
     def __init__(self, kafka: KafkaSettings, metrics: PipelineMetrics) -> None:
         self.topic = changelog_topic(kafka.interactions_topic, kafka.group_id)
+        self._kafka = kafka
         self._metrics = metrics
         self._consumer = confluent_consumer(
             kafka,
@@ -83,6 +85,10 @@ class ChangelogFollower:
             found = topics.get(self.topic)
             if found is not None and found.error is None and found.partitions:
                 break
+            if found is not None:  # one this principal may not see is never found
+                refused = not_authorized(found.error, self._kafka, f"read {self.topic!r}")
+                if refused is not None:
+                    raise refused
             if stop.wait(0.5):
                 return False
             if time.monotonic() - waited > TOPIC_WAIT_LOG_S:
@@ -115,6 +121,9 @@ class ChangelogFollower:
                 self._ended.add(partition)
                 continue
             if error is not None:
+                refused = not_authorized(error, self._kafka, f"read {self.topic!r}", groups=False)
+                if refused is not None:
+                    raise refused
                 if error.fatal():
                     raise ChangelogError(f"following {self.topic}: {error.str()}")
                 log.warning("changelog follow: %s", error.str())

@@ -11,6 +11,7 @@ is refused, naming it and the ways out.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from stream.errors import ChangelogError
-from stream.ingest.changelog import ADMIN_TIMEOUT_S, RESTORE_STALL_S, Changelog
+from stream.ingest.changelog import (
+    ADMIN_TIMEOUT_S,
+    RESTORE_STALL_S,
+    Changelog,
+    ChangelogInterrupted,
+)
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_consumer
 from stream.kafka.group import LEFT_GRACE_S, Member, conflicts, group_members
 from stream.settings import KafkaSettings
@@ -43,13 +50,19 @@ _COORDINATOR_MOVING = frozenset(
 )
 
 
-def write_missing_state(changelog: Changelog, store: DecayedGraphStore | None) -> None:
+def write_missing_state(
+    changelog: Changelog,
+    store: DecayedGraphStore | None,
+    interrupted: threading.Event | None = None,
+) -> None:
     """Write again each partition of the changelog that lacks its state, from ``store``,
     in one transaction per partition with the group's offset moved to the store's
     position: where the store holds it at or past the committed offset (its state there
     is the state at that offset: applying is deterministic) and no other worker is in the
     group (moving an offset waits out this worker's previous run too). Raise
-    :class:`ChangelogError` naming any other such partition and the ways out."""
+    :class:`ChangelogError` naming any other such partition and the ways out. Once
+    ``interrupted`` is set, a wait (for the group, or a transaction) raises
+    :class:`~stream.ingest.changelog.ChangelogInterrupted`: the next start repairs again."""
     k = changelog.kafka
     consumer = confluent_consumer(k, {"group.id": k.group_id, "logger": log})  # never joins
     try:
@@ -72,12 +85,12 @@ def write_missing_state(changelog: Changelog, store: DecayedGraphStore | None) -
         assert store is not None  # held is empty without one
         moved = {p: at for p, at in held.items() if at > committed[p]}
         if moved:  # the coordinator takes offsets from outside the group only when empty
-            _wait_for_an_empty_group(k)
+            _wait_for_an_empty_group(k, interrupted or threading.Event())
         group = consumer.consumer_group_metadata()
         for p, position in sorted(held.items()):
             records = partition_records(store, k.interactions_topic, p)
             changes = [(p, key, v) for key, v in records.items()]
-            changelog.commit(changes, {p: position} if p in moved else {}, group)
+            changelog.commit(changes, {p: position} if p in moved else {}, group, interrupted)
             log.warning(
                 "changelog %s[%d] held no state for group %s's offset %d on %s: wrote it "
                 "again from the store (%d records, position %d)",
@@ -93,7 +106,7 @@ def write_missing_state(changelog: Changelog, store: DecayedGraphStore | None) -
         consumer.close()
 
 
-def _wait_for_an_empty_group(k: KafkaSettings) -> None:
+def _wait_for_an_empty_group(k: KafkaSettings, interrupted: threading.Event) -> None:
     """Wait out this worker's previous run, a static member the coordinator keeps for
     a session timeout after it died."""
     deadline = time.monotonic() + k.session_timeout_ms / 1000 + LEFT_GRACE_S
@@ -103,7 +116,8 @@ def _wait_for_an_empty_group(k: KafkaSettings) -> None:
                 f"group {k.group_id!r} still has members ({', '.join(map(str, members))}) "
                 "after a session timeout: its changelog cannot be written again now"
             )
-        time.sleep(1.0)
+        if interrupted.wait(1.0):
+            raise ChangelogInterrupted(f"waiting for group {k.group_id!r} to empty")
 
 
 def _committed(k: KafkaSettings, consumer: Consumer) -> dict[int, int]:
@@ -120,6 +134,9 @@ def _committed(k: KafkaSettings, consumer: Consumer) -> dict[int, int]:
             found = consumer.committed(asked, timeout=ADMIN_TIMEOUT_S)
             return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
         except KafkaException as exc:  # a new group's coordinator is still loading
+            refused = not_authorized(exc.args[0], k, f"read group {k.group_id!r}'s offsets")
+            if refused is not None:
+                raise refused from None
             if exc.args[0].code() not in _COORDINATOR_MOVING:
                 raise
             if time.monotonic() >= deadline:
@@ -150,6 +167,10 @@ def _without_state(changelog: Changelog, partitions: Sequence[int]) -> list[int]
                 )
             for message in messages:
                 p, error = message.partition(), message.error()
+                what = f"read {changelog.topic!r}"
+                refused = not_authorized(error, changelog.kafka, what, groups=False)
+                if refused is not None:
+                    raise refused
                 if p not in undecided or (error is not None and not _is_eof(error)):
                     continue
                 undecided.discard(p)

@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, NoReturn
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
 
-from stream.errors import DeadLetterError
+from stream.errors import DeadLetterError, KafkaAccessError
 from stream.events import Rejection
 from stream.ingest.source import CLOSE_TIMEOUT_S, SourceRecord, close_within
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_producer
 from stream.kafka.topics import NO_TOPIC, topic_absent, topic_configs
 from stream.metrics import PipelineMetrics
@@ -255,7 +256,8 @@ class DeadLetterWriter:
                     budgets[i] = sizes[i] // 2
                     retry.append(i)
                     continue
-                self._fail(letters[i][0], error.str())
+                what = f"write dead letters to {self._kafka.dlq_topic!r}"
+                self._fail(letters[i][0], error.str(), not_authorized(error, self._kafka, what))
             if gone:
                 self._create_again(len(gone), interrupted, deadline, letters[gone[0]][0])
                 for i in gone:
@@ -356,10 +358,15 @@ class DeadLetterWriter:
         if time.monotonic() > deadline:
             self._fail(record, f"no ack within {self._kafka.dlq_timeout_s} s")
 
-    def _fail(self, record: SourceRecord, why: str) -> NoReturn:
+    def _fail(
+        self, record: SourceRecord, why: str, refused: KafkaAccessError | None = None
+    ) -> NoReturn:
+        """Stop ingesting: ``refused`` (a missing ACL) if given, else :class:`DeadLetterError`."""
         self._metrics.dlq_unwritable.set(1)
         if self._producer is not None:
             self._producer.purge()
+        if refused is not None:
+            raise refused
         raise DeadLetterError(
             f"cannot write the dead letter of {self._kafka.interactions_topic}"
             f"[{record.partition}]@{record.offset} to {self._kafka.dlq_topic!r}: {why}. "

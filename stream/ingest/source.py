@@ -39,6 +39,7 @@ from confluent_kafka import (
 
 from stream.errors import ConfigError, GroupShared
 from stream.events import record_clock
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, fetch_available
 from stream.kafka.group import (
     INGEST_CLIENT_ID,
@@ -387,6 +388,11 @@ class RecordSource:
             return
         if error.fatal():
             raise KafkaException(error)
+        refused = not_authorized(
+            error, self._kafka, f"consume {self._topic!r} in group {self._kafka.group_id!r}"
+        )
+        if refused is not None:
+            raise refused
         # Connection trouble and the like: librdkafka recovers by itself.
         log.warning("Kafka consumer: %s", error.str())
 

@@ -133,13 +133,26 @@ class IngestWorker:
     def topic(self) -> str:
         return self._topic
 
-    async def start(self) -> None:
-        """Check the DLQ (the worker refuses to start without one) and join the group."""
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        """Check the DLQ (the worker refuses to start without one) and join the group;
+        False when ``stop`` was set while the changelog's start waited on the brokers or
+        the group (nothing joined; the next start takes it up again)."""
         await asyncio.to_thread(self._dlq.start)
         if self._changelog is not None:  # before joining: fences and aborts a predecessor's
-            await asyncio.to_thread(self._changelog.start)
-            await asyncio.to_thread(write_missing_state, self._changelog, self._store)
+            relay = asyncio.create_task(_set_when(stop, self._interrupted)) if stop else None
+            try:
+                await asyncio.to_thread(self._changelog.start, self._interrupted)
+                await asyncio.to_thread(
+                    write_missing_state, self._changelog, self._store, self._interrupted
+                )
+            except ChangelogInterrupted as exc:
+                log.warning("stopped while starting the changelog: %s", exc)
+                return False
+            finally:
+                if relay is not None:
+                    relay.cancel()
         await asyncio.to_thread(self._source.start)
+        return True
 
     async def stop(self) -> None:
         """Leave the group (the store already holds every position) and close the clients,
@@ -349,6 +362,11 @@ class IngestWorker:
             self._changelog.commit(result.changes, {partition: first_kept}, metadata)
         self.totals.offsets_skipped += skipped
         self._metrics.offsets_skipped.inc(skipped)
+
+
+async def _set_when(stop: asyncio.Event, interrupted: threading.Event) -> None:
+    await stop.wait()
+    interrupted.set()
 
 
 def _applied(batches: Sequence[PartitionBatch], result: ApplyResult) -> AppliedBatch:

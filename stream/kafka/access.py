@@ -26,6 +26,7 @@ from collections.abc import Callable
 from contextlib import suppress
 
 from aiokafka import errors as aiokafka_errors
+from confluent_kafka import KafkaError
 
 from stream.errors import BrokersUnreachable, ConfigError, KafkaAccessError
 from stream.kafka.clients import aiokafka_connection
@@ -51,6 +52,40 @@ _STOP_CHECK_S = 0.1
 START_WAIT_S = 30.0
 """How long :func:`wait_for_access` waits by default: about what the clients' own
 bootstrap waited before, so an orchestrator's restarts come no faster than they did."""
+
+
+# librdkafka's refusals of an operation the principal holds no ACL for: the clients report
+# them as errors and go on (a consumer fetches nothing, a producer retries), so a worker
+# without a right would stall for ever; they end the command instead.
+NOT_AUTHORIZED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+
+
+def not_authorized(
+    error: object, kafka: KafkaSettings, what: str, groups: bool = True
+) -> KafkaAccessError | None:
+    """A :class:`KafkaAccessError` saying who may not do ``what`` when ``error`` (a
+    librdkafka ``KafkaError``) is an authorization refusal; None for any other error.
+    ``groups=False`` for a consumer that only assigns: librdkafka still looks up its
+    group's coordinator, and a refusal there costs it nothing."""
+    code = getattr(error, "code", None)
+    if code is None or code() not in NOT_AUTHORIZED:
+        return None
+    if not groups and code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return None
+    user = kafka.security.sasl_username
+    who = f"user {user!r}" if user else "this client's principal"
+    reason = getattr(error, "str", lambda: str(error))()
+    return KafkaAccessError(
+        f"{who} is not authorized to {what} ({reason}): grant the ACLs the README lists "
+        'under "Access control"'
+    )
 
 
 class _Closed(Exception):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from confluent_kafka import KafkaException, TopicPartition
 
 from stream.errors import GroupShared
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer
 from stream.settings import KafkaSettings
 
@@ -109,6 +110,10 @@ async def refuse_a_shared_group(
         try:
             members = await asyncio.to_thread(group_members, kafka)
         except (KafkaException, TimeoutError) as exc:
+            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            refused = not_authorized(error, kafka, f"use group {kafka.group_id!r}")
+            if refused is not None:  # READ implies DESCRIBE: joining would fail as well
+                raise refused from None
             log.warning("could not describe group %s (%r); joining it", kafka.group_id, exc)
             return True
         found = conflicts(members, role != "ingest", kafka.instance_id)

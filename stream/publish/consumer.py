@@ -310,5 +310,8 @@ class EmbeddingTable:
     def _existing_partitions(self, topic: str) -> set[int]:
         partitions = self._consumer.partitions_for_topic(topic)
         if not partitions:
-            raise ConfigError(f"embedding topic {topic!r} does not exist")
+            raise ConfigError(
+                f"embedding topic {topic!r} does not exist, or this principal may not describe "
+                'it (see "Access control" in the README)'
+            )
         return set(partitions)

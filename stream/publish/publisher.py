@@ -48,6 +48,7 @@ from stream.errors import (
     SchemaError,
     VersionRegressionError,
 )
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
 from stream.kafka.topics import NO_TOPIC, create_missing_topics, topic_incarnations
 from stream.metrics import PipelineMetrics
@@ -323,6 +324,10 @@ class EmbeddingPublisher:
                 f"{self._settings.flush_timeout_s} s"
             )
         if failures:
+            for failure in failures:  # a refusal is never retried: the command ends
+                refused = not_authorized(failure, self._kafka, "write the embedding topics")
+                if refused is not None:
+                    raise refused
             gone = [f for f in failures if getattr(f, "code", lambda: None)() in NO_TOPIC]
             if gone:
                 raise EmbeddingTopicGone(f"an embedding topic does not exist: {gone[0]!r}")

@@ -19,6 +19,7 @@ from stream.settings import KafkaSettings, Secret, SecuritySettings
 from tests.harness.tls import TlsFiles, make_pki
 
 USERNAME = "streamgnn-app"
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,17 @@ class SecuredCluster:
 
 
 def start_secured_broker(
-    directory: Path, client_auth: str = "none", client_key_password: str | None = None
+    directory: Path,
+    client_auth: str = "none",
+    client_key_password: str | None = None,
+    authorizer: bool = False,
 ) -> SecuredCluster:
     """Start a node in ``directory`` with a SASL_SSL listener and one SCRAM user.
 
     The caller stops ``cluster.broker``. ``client_auth="required"`` makes it mTLS too.
+    ``authorizer``: ACLs are enforced (KRaft's ``StandardAuthorizer``); the PLAINTEXT
+    listener's anonymous principal (the controller, set-up and checks) is a super user,
+    the SCRAM user may do only what ACLs grant it.
     """
     tls = make_pki(directory / "pki", client_key_password=client_key_password)
     password = secrets.token_urlsafe(18)
@@ -92,6 +99,9 @@ def start_secured_broker(
         client_auth=client_auth,
         scram_users={USERNAME: password},
     )
-    broker = LocalKafkaBroker(directory / "kafka", secured=listener)
+    acls = {"authorizer.class.name": STANDARD_AUTHORIZER, "super.users": "User:ANONYMOUS"}
+    broker = LocalKafkaBroker(
+        directory / "kafka", secured=listener, extra_properties=acls if authorizer else None
+    )
     broker.start()
     return SecuredCluster(broker, tls, USERNAME, password)

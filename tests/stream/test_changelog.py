@@ -446,6 +446,55 @@ def test_a_topic_created_again_under_the_worker_is_read_from_its_beginning(
     assert folded == logged_state(settings.store.path, source, 2)
 
 
+def test_a_stop_while_the_start_waits_for_its_group_ends_the_start(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    source, settings = _one_partition(kafka_broker, topic_factory, tmp_path, "changelog-stop")
+    bootstrap, group = kafka_broker.bootstrap_servers, settings.kafka.group_id
+    _send(bootstrap, source, range(50))
+    ingest_to_end(settings, {0: 50})
+    delete_topic(bootstrap, changelog_topic(source, group))
+    # Behind the store: writing the changelog again moves the offset, which waits for an
+    # empty group, and this worker's previous run (its static id) is still in it.
+    _commit(bootstrap, group, TopicPartition(source, 0, 40))
+    previous = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "group.instance.id": settings.kafka.instance_id,
+            "session.timeout.ms": settings.kafka.session_timeout_ms,
+            "enable.auto.commit": False,
+        }
+    )
+    previous.subscribe([source])
+    deadline = time.monotonic() + 30
+    while not previous.assignment():
+        assert time.monotonic() < deadline, "the stand-in previous run never joined"
+        previous.poll(0.2)
+
+    async def go() -> tuple[bool, float]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(3.0, stop.set)
+        with DecayedGraphStore(
+            settings.store.path, settings.events.behaviours, log_changes=True
+        ) as store:
+            worker = IngestWorker(settings, store)
+            began = time.monotonic()
+            try:
+                return await worker.start(stop), time.monotonic() - began
+            finally:
+                await worker.stop()
+
+    try:
+        started, took = asyncio.run(go())
+    finally:
+        previous.close()
+    # The wait would last a session timeout and 3 s (9 s) before it gave up.
+    assert not started and took < 5.0
+    ingest_to_end(settings, {0: 50})  # the next start writes the changelog again
+    assert _committed(bootstrap, group, source, 1) == {0: 50}
+
+
 def _delete_group(bootstrap: str, group: str) -> None:
     """Delete the group's offsets, once the worker's static membership has expired."""
     admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -1,0 +1,233 @@
+"""A worker on a node that enforces ACLs (KRaft's StandardAuthorizer), with the rights the
+README's "Access control (ACLs)" table lists, read from the README itself: with all of them
+a ``--changelog`` worker ingests and publishes over SASL_SSL; without one of them it exits
+2 within seconds, naming what it may not do, where librdkafka would report the refusal and
+go on (the worker idle, or retrying, for ever)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from stream.errors import BrokerError
+from stream.local_broker.broker import free_ports
+from stream.metrics import scrape_metrics, serves_metrics, total
+from tests.harness import importable_env
+from tests.harness.faults import produce
+from tests.harness.secured_cluster import SecuredCluster, start_secured_broker
+
+pytestmark = pytest.mark.integration
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+EVENTS = 60
+_WAIT_S = 120  # a bound on a hang, not a performance figure
+
+
+def documented_acls() -> list[tuple[str, str, str, list[str]]]:
+    """(resource type, name template, pattern, operations) of each row of the README's
+    ACL table."""
+    section = README.read_text().split("### Access control (ACLs)", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0] in ("Topic", "Group", "TransactionalId"):
+            operations = [op.strip() for op in cells[3].split(",")]
+            rows.append((cells[0], cells[1].strip("`"), cells[2], operations))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def acl_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCluster]:
+    directory = tmp_path_factory.mktemp("acl-kafka")
+    try:
+        cluster = start_secured_broker(directory, authorizer=True)
+    except BrokerError as exc:
+        pytest.fail(f"the Kafka node with an authorizer did not start: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.broker.stop()
+
+
+def test_the_readme_lists_each_resource_a_changelog_worker_uses() -> None:
+    names = {name for _, name, _, _ in documented_acls()}
+    assert names == {
+        "{interactions}",
+        "{group}",
+        "{dlq}",
+        "{user_embeddings}",
+        "{item_embeddings}",
+        "{changelog}",
+        "{group}.{instance_id}.ingest",
+    }
+
+
+@pytest.mark.parametrize(
+    ("missing", "changelog", "refusal"),
+    [
+        (None, True, None),
+        (("{interactions}", "READ"), True, r"not authorized to read 'interactions-\w+'"),
+        (  # the consumer's own refusal, which librdkafka reports and goes on
+            ("{interactions}", "READ"),
+            False,
+            r"not authorized to consume 'interactions-\w+' in group 'g-\w+'",
+        ),
+        (("{group}", "READ"), True, r"not authorized to use group 'g-\w+' \(.*Group author"),
+        (("{user_embeddings}", "WRITE"), True, r"not authorized to write the embedding topics"),
+        (
+            ("{group}.{instance_id}.ingest", "WRITE"),
+            True,
+            r"not authorized to write the changelog with transactional.id 'g-\w+.w1.ingest'",
+        ),
+    ],
+    ids=[
+        "all",
+        "no-topic-read",
+        "no-topic-read-without-changelog",
+        "no-group",
+        "no-embedding-write",
+        "no-transactional-id",
+    ],
+)
+def test_a_worker_runs_with_the_documented_acls_and_stops_saying_which_one_is_missing(
+    acl_cluster: SecuredCluster,
+    tmp_path: Path,
+    missing: tuple[str, str] | None,
+    changelog: bool,
+    refusal: str | None,
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    names = {
+        "interactions": f"interactions-{tag}",
+        "group": f"g-{tag}",
+        "dlq": f"dlq-{tag}",
+        "user_embeddings": f"users-{tag}",
+        "item_embeddings": f"items-{tag}",
+        "instance_id": "w1",
+    }
+    names["changelog"] = f"{names['interactions']}-{names['group']}-graph-changelog"
+    # Every topic made beforehand (PLAINTEXT: the node's super user), so no CREATE is needed.
+    acl_cluster.broker.create_topics({names["interactions"]: 2, names["dlq"]: 1})
+    acl_cluster.broker.create_topics(
+        {names[kind]: 1 for kind in ("user_embeddings", "item_embeddings")},
+        configs={"cleanup.policy": "compact"},
+    )
+    acl_cluster.broker.create_topics({names["changelog"]: 2}, configs={"cleanup.policy": "compact"})
+    granted = [
+        (kind, name, pattern, [op for op in ops if (name, op) != missing])
+        for kind, name, pattern, ops in documented_acls()
+    ]
+    _grant(acl_cluster, acl_cluster.username, granted, names)
+    produce(acl_cluster.broker.bootstrap_servers, names["interactions"], EVENTS)
+
+    metrics = f"127.0.0.1:{free_ports(1)[0]}"
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"],
+            env=_worker_env(acl_cluster, names, tmp_path, metrics, changelog),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        if refusal is None:
+            _wait_until_published(worker, metrics, log)
+            worker.send_signal(signal.SIGTERM)
+        status = worker.wait(timeout=_WAIT_S)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = log.read_text(errors="replace")
+    if refusal is None:
+        assert status == 0, text[-3000:]
+    else:
+        assert status == 2, text[-3000:]
+        assert re.search(f"user '{acl_cluster.username}' is {refusal}", text), text[-3000:]
+    assert acl_cluster.password not in text
+
+
+def _grant(
+    cluster: SecuredCluster,
+    user: str,
+    rows: list[tuple[str, str, str, list[str]]],
+    names: dict[str, str],
+) -> None:
+    kinds = {
+        "Topic": ResourceType.TOPIC,
+        "Group": ResourceType.GROUP,
+        "TransactionalId": ResourceType.TRANSACTIONAL_ID,
+    }
+    patterns = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
+    bindings = [
+        AclBinding(
+            kinds[kind],
+            template.format(**names),
+            patterns[pattern],
+            f"User:{user}",
+            "*",
+            AclOperation[operation],
+            AclPermissionType.ALLOW,
+        )
+        for kind, template, pattern, operations in rows
+        for operation in operations
+    ]
+    assert bindings
+    admin = AdminClient({"bootstrap.servers": cluster.broker.bootstrap_servers})
+    for future in admin.create_acls(bindings).values():
+        future.result(30)
+
+
+def _worker_env(
+    cluster: SecuredCluster, names: dict[str, str], tmp_path: Path, metrics: str, changelog: bool
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMGNN_")}
+    env.update(cluster.env())
+    env.update(
+        {
+            "STREAMGNN_INTERACTIONS_TOPIC": names["interactions"],
+            "STREAMGNN_GROUP_ID": names["group"],
+            "STREAMGNN_DLQ_TOPIC": names["dlq"],
+            "STREAMGNN_USER_EMBEDDINGS_TOPIC": names["user_embeddings"],
+            "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": names["item_embeddings"],
+            "STREAMGNN_CHANGELOG": str(changelog).lower(),
+            "STREAMGNN_INSTANCE_ID": names["instance_id"],
+            "STREAMGNN_STORE_PATH": str(tmp_path / "graph"),
+            "STREAMGNN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+            "STREAMGNN_VERSION_LEDGER": str(tmp_path / "ledger" / "versions.json"),
+            "STREAMGNN_METRICS_ADDRESS": metrics,
+            "STREAMGNN_DIM": "8",
+            "STREAMGNN_DEVICE": "cpu",
+        }
+    )
+    return importable_env(env)
+
+
+def _wait_until_published(worker: subprocess.Popen[bytes], metrics: str, log: Path) -> None:
+    deadline = time.monotonic() + _WAIT_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            pytest.fail(f"the worker exited {worker.returncode}:\n{log.read_text()[-3000:]}")
+        if serves_metrics(metrics):
+            samples = scrape_metrics(metrics)
+            applied = total(samples, "streamgnn_events_applied_total")
+            if applied >= EVENTS and total(samples, "streamgnn_freshness_seconds_count") > 0:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"the worker did not ingest and publish:\n{log.read_text()[-3000:]}")
