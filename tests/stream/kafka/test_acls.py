@@ -6,14 +6,11 @@ go on (the worker idle, or retrying, for ever)."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,9 +26,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from stream.errors import BrokerError
 from stream.local_broker.broker import free_ports
 from stream.metrics import scrape_metrics, serves_metrics, total
-from tests.harness import importable_env
 from tests.harness.faults import produce
 from tests.harness.secured_cluster import SecuredCluster, start_secured_broker
+from tests.harness.worker_process import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -138,27 +135,24 @@ def test_a_worker_runs_with_the_documented_acls_and_stops_saying_which_one_is_mi
     produce(acl_cluster.broker.bootstrap_servers, names["interactions"], EVENTS)
 
     metrics = f"127.0.0.1:{free_ports(1)[0]}"
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
-            env=_worker_env(acl_cluster, names, tmp_path, metrics, changelog),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    worker = WorkerProcess(
+        acl_cluster.env() | _worker_twins(names, tmp_path, metrics, changelog),
+        tmp_path / "worker.log",
+        command=[sys.executable, "-m", "stream.cli", "worker"],
+    )
+    worker.start()
     try:
         if refusal is None:
-            _wait_until_published(worker, metrics, log)
-            worker.send_signal(signal.SIGTERM)
-        status = worker.wait(timeout=_WAIT_S)
+            wait_for(partial(_published, worker, metrics), _WAIT_S, "events ingested, published")
+            assert worker.terminate() == 0
+        else:
+            wait_for(lambda: worker.exit_status() is not None, _WAIT_S, "the worker to stop")
+            assert worker.exit_status() == 2
     finally:
-        if worker.poll() is None:
+        if worker.exit_status() is None:
             worker.kill()
-    text = log.read_text(errors="replace")
-    if refusal is None:
-        assert status == 0, text[-3000:]
-    else:
-        assert status == 2, text[-3000:]
+    text = (tmp_path / "worker.log").read_text(errors="replace")
+    if refusal is not None:
         assert re.search(f"user '{acl_cluster.username}' is {refusal}", text), text[-3000:]
     assert acl_cluster.password not in text
 
@@ -194,40 +188,32 @@ def _grant(
         future.result(30)
 
 
-def _worker_env(
-    cluster: SecuredCluster, names: dict[str, str], tmp_path: Path, metrics: str, changelog: bool
+def _worker_twins(
+    names: dict[str, str], tmp_path: Path, metrics: str, changelog: bool
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMGNN_")}
-    env.update(cluster.env())
-    env.update(
-        {
-            "STREAMGNN_INTERACTIONS_TOPIC": names["interactions"],
-            "STREAMGNN_GROUP_ID": names["group"],
-            "STREAMGNN_DLQ_TOPIC": names["dlq"],
-            "STREAMGNN_USER_EMBEDDINGS_TOPIC": names["user_embeddings"],
-            "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": names["item_embeddings"],
-            "STREAMGNN_CHANGELOG": str(changelog).lower(),
-            "STREAMGNN_INSTANCE_ID": names["instance_id"],
-            "STREAMGNN_STORE_PATH": str(tmp_path / "graph"),
-            "STREAMGNN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-            "STREAMGNN_VERSION_LEDGER": str(tmp_path / "ledger" / "versions.json"),
-            "STREAMGNN_METRICS_ADDRESS": metrics,
-            "STREAMGNN_DIM": "8",
-            "STREAMGNN_DEVICE": "cpu",
-        }
-    )
-    return importable_env(env)
+    return {
+        "STREAMGNN_INTERACTIONS_TOPIC": names["interactions"],
+        "STREAMGNN_GROUP_ID": names["group"],
+        "STREAMGNN_DLQ_TOPIC": names["dlq"],
+        "STREAMGNN_USER_EMBEDDINGS_TOPIC": names["user_embeddings"],
+        "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": names["item_embeddings"],
+        "STREAMGNN_CHANGELOG": str(changelog).lower(),
+        "STREAMGNN_INSTANCE_ID": names["instance_id"],
+        "STREAMGNN_STORE_PATH": str(tmp_path / "graph"),
+        "STREAMGNN_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "STREAMGNN_VERSION_LEDGER": str(tmp_path / "ledger" / "versions.json"),
+        "STREAMGNN_METRICS_ADDRESS": metrics,
+        "STREAMGNN_DIM": "8",
+        "STREAMGNN_DEVICE": "cpu",
+    }
 
 
-def _wait_until_published(worker: subprocess.Popen[bytes], metrics: str, log: Path) -> None:
-    deadline = time.monotonic() + _WAIT_S
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            pytest.fail(f"the worker exited {worker.returncode}:\n{log.read_text()[-3000:]}")
-        if serves_metrics(metrics):
-            samples = scrape_metrics(metrics)
-            applied = total(samples, "streamgnn_events_applied_total")
-            if applied >= EVENTS and total(samples, "streamgnn_freshness_seconds_count") > 0:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"the worker did not ingest and publish:\n{log.read_text()[-3000:]}")
+def _published(worker: WorkerProcess, metrics: str) -> bool:
+    """Every event applied and vectors published (raises if the worker exited)."""
+    if worker.exit_status() is not None:
+        raise AssertionError(f"the worker exited {worker.exit_status()}")
+    if not serves_metrics(metrics):
+        return False
+    samples = scrape_metrics(metrics)
+    applied = total(samples, "streamgnn_events_applied_total")
+    return applied >= EVENTS and total(samples, "streamgnn_freshness_seconds_count") > 0
