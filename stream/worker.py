@@ -20,7 +20,9 @@ or that refuses a letter for ``--dlq-timeout-s``, stops the worker with exit sta
 With ``--changelog``, a worker fenced by another one with its transactional.id (same group
 and ``--instance-id``) logs it and exits 0: restarting it would fence the other in turn;
 any other changelog failure (its transaction aborted, a restore that cannot finish) exits
-1.
+1. A right the brokers' ACLs do not grant (a topic, the group, the transactional id) exits 2
+in one line naming it (:func:`stream.kafka.access.not_authorized`): the clients would
+report it and go on for ever.
 """
 
 from __future__ import annotations
