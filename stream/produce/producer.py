@@ -27,6 +27,7 @@ is met again, so the achieved rate does not drift below the target.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from stream.errors import ConfigError, StreamGNNError
+from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_producer
 from stream.kafka.topics import topic_absent
 from stream.progress import progress_bar
@@ -92,6 +94,7 @@ class InteractionProducer:
         if linger_ms < 0:
             raise ConfigError(f"linger_ms must be >= 0, got {linger_ms!r}")
         self.topic = topic
+        self._kafka = kafka
         self.failed = 0
         self._first_error: KafkaError | None = None
         options: dict[str, Any] = {
@@ -127,6 +130,11 @@ class InteractionProducer:
             except BufferError:  # the local queue is full: let acknowledgements drain it
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
             except KafkaException as exc:  # e.g. the topic was deleted meanwhile
+                if exc.args[0].code() == KafkaError._FATAL:
+                    self.flush(0)  # raises with the fatal error itself, not "Fatal error"
+                refused = not_authorized(exc.args[0], self._kafka, f"write to {self.topic!r}")
+                if refused is not None:
+                    raise refused from None
                 raise StreamGNNError(
                     f"cannot send to {self.topic!r}: {exc.args[0].str()}"
                 ) from None
@@ -134,7 +142,20 @@ class InteractionProducer:
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every event sent so far is acknowledged (or failed)."""
-        left = self._producer.flush() if timeout_s is None else self._producer.flush(timeout_s)
+        try:
+            left = self._producer.flush() if timeout_s is None else self._producer.flush(timeout_s)
+        except (KafkaException, SystemError) as exc:  # fatal: nothing more can be sent
+            # confluent-kafka raises a fatal error while it runs a delivery callback as a
+            # SystemError caused by the KafkaException
+            fatal = exc if isinstance(exc, KafkaException) else exc.__cause__
+            if not isinstance(fatal, KafkaException):
+                raise
+            self._first_error = fatal.args[0]  # the cause; the purged records followed it
+            left = 0
+            self.failed = self.failed or 1
+        refused = not_authorized(self._first_error, self._kafka, f"write to {self.topic!r}")
+        if refused is not None:
+            raise refused
         if self.failed or left:
             raise StreamGNNError(
                 f"{self.failed + left} events to {self.topic!r} were not acknowledged "
@@ -142,8 +163,10 @@ class InteractionProducer:
             )
 
     def close(self) -> None:
-        """Give what is still queued a moment to go; :meth:`flush` is what waits for it."""
-        self._producer.flush(_CLOSE_WAIT_S)
+        """Give what is still queued a moment to go; :meth:`flush` is what waits for it
+        (and says why a producer that failed for good sent nothing more)."""
+        with contextlib.suppress(KafkaException, SystemError):  # as in flush
+            self._producer.flush(_CLOSE_WAIT_S)
 
     def __enter__(self) -> InteractionProducer:
         return self

@@ -217,3 +217,21 @@ def _published(worker: WorkerProcess, metrics: str) -> bool:
     samples = scrape_metrics(metrics)
     applied = total(samples, "streamgnn_events_applied_total")
     return applied >= EVENTS and total(samples, "streamgnn_freshness_seconds_count") > 0
+
+
+def test_produce_without_write_on_its_topic_ends_in_one_line(
+    acl_cluster: SecuredCluster, tmp_path: Path
+) -> None:
+    topic = f"interactions-{uuid.uuid4().hex[:10]}"
+    acl_cluster.broker.create_topics({topic: 1})
+    _grant(acl_cluster, acl_cluster.username, [("Topic", topic, "literal", ["READ"])], {})
+    log = tmp_path / "produce.log"
+    command = [sys.executable, "-m", "stream.cli", "produce", "--count", "20", "--rate", "0"]
+    produce_twins = {"STREAMGNN_INTERACTIONS_TOPIC": topic, "STREAMGNN_PRODUCE_NO_PROGRESS": "true"}
+    producer = WorkerProcess(acl_cluster.env() | produce_twins, log, command=command)
+    producer.start()
+    wait_for(lambda: producer.exit_status() is not None, _WAIT_S, "produce to stop")
+    text = log.read_text(errors="replace")
+    assert producer.exit_status() == 2, text[-3000:]
+    assert f"user '{acl_cluster.username}' is not authorized to write to '{topic}'" in text
+    assert "Traceback" not in text
