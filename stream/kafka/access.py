@@ -79,9 +79,14 @@ def not_authorized(
         return None
     if not groups and code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
         return None
+    return refusal(kafka, what, getattr(error, "str", lambda: str(error))())
+
+
+def refusal(kafka: KafkaSettings, what: str, reason: str) -> KafkaAccessError:
+    """The error that ends a command whose principal may not do ``what`` (``reason``: what
+    the client said, in any library's words)."""
     user = kafka.security.sasl_username
     who = f"user {user!r}" if user else "this client's principal"
-    reason = getattr(error, "str", lambda: str(error))()
     return KafkaAccessError(
         f"{who} is not authorized to {what} ({reason}): grant the ACLs the README lists "
         'under "Access control"'

@@ -30,8 +30,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from kafka import TopicPartition
+from kafka.errors import TopicAuthorizationFailedError
 
 from stream.errors import ConfigError, SchemaError
+from stream.kafka.access import refusal
 from stream.kafka.clients import kafka_consumer
 from stream.publish.schema import EmbeddingRecord, NodeKind, decode_record
 from stream.settings import KafkaSettings
@@ -213,6 +215,7 @@ class EmbeddingTable:
         *,
         from_beginning: bool = True,
     ) -> None:
+        self._kafka = kafka
         self.users = LatestVectors("user")
         self.items = LatestVectors("item")
         self._folds: dict[str, LatestVectors] = {user_topic: self.users, item_topic: self.items}
@@ -251,7 +254,10 @@ class EmbeddingTable:
         from its beginning; versions keep an older record from replacing a newer one.
         """
         before = {tp: self._consumer.position(tp) for tp in self._partitions}
-        fetched = self._consumer.poll(timeout_ms=timeout_ms)
+        try:
+            fetched = self._consumer.poll(timeout_ms=timeout_ms)
+        except TopicAuthorizationFailedError as exc:  # never retried: the command ends
+            raise refusal(self._kafka, "read the embedding topics", str(exc)) from None
         shortened = [tp for tp, was in before.items() if self._consumer.position(tp) < was]
         if shortened:
             log.warning(

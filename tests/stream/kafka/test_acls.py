@@ -235,3 +235,23 @@ def test_produce_without_write_on_its_topic_ends_in_one_line(
     assert producer.exit_status() == 2, text[-3000:]
     assert f"user '{acl_cluster.username}' is not authorized to write to '{topic}'" in text
     assert "Traceback" not in text
+
+
+def test_consume_without_read_on_the_embedding_topics_ends_in_one_line(
+    acl_cluster: SecuredCluster, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    users, items = f"users-{tag}", f"items-{tag}"
+    acl_cluster.broker.create_topics({users: 1, items: 1})
+    may_describe = [("Topic", name, "literal", ["DESCRIBE"]) for name in (users, items)]
+    _grant(acl_cluster, acl_cluster.username, may_describe, {})
+    log = tmp_path / "consume.log"
+    twins = {"STREAMGNN_USER_EMBEDDINGS_TOPIC": users, "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": items}
+    command = [sys.executable, "-m", "stream.cli", "consume", "--from-beginning"]
+    consumer = WorkerProcess(acl_cluster.env() | twins, log, command=command)
+    consumer.start()
+    wait_for(lambda: consumer.exit_status() is not None, _WAIT_S, "consume to stop")
+    text = log.read_text(errors="replace")
+    assert consumer.exit_status() == 2, text[-3000:]
+    assert f"user '{acl_cluster.username}' is not authorized to read the embedding topics" in text
+    assert "Traceback" not in text
