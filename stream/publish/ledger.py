@@ -31,8 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kafka import TopicPartition
+from kafka.errors import TopicAuthorizationFailedError
 
 from stream.errors import PublishError
+from stream.kafka.access import refusal
 from stream.kafka.clients import kafka_consumer
 from stream.settings import KafkaSettings
 
@@ -166,7 +168,12 @@ def scan_max_model_version(
                 raise PublishError(
                     f"could not read {list(topics)} to their end within {timeout_s}s"
                 )
-            for records in consumer.poll(timeout_ms=500).values():
+            try:
+                fetched = consumer.poll(timeout_ms=500)
+            except TopicAuthorizationFailedError as exc:  # never retried: the command ends
+                what = "read the embedding topics (their highest model version)"
+                raise refusal(kafka, what, str(exc)) from None
+            for records in fetched.values():
                 for record in records:
                     version = _model_version(record.value)
                     if version is not None and (best is None or version > best):

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclOperation,
@@ -88,6 +89,7 @@ def test_the_readme_lists_each_resource_a_changelog_worker_uses() -> None:
         ),
         (("{group}", "READ"), True, r"not authorized to use group 'g-\w+' \(.*Group author"),
         (("{user_embeddings}", "WRITE"), True, r"not authorized to write the embedding topics"),
+        (("{user_embeddings}", "READ"), True, r"not authorized to read the embedding topics"),
         (
             ("{group}.{instance_id}.ingest", "WRITE"),
             True,
@@ -100,6 +102,7 @@ def test_the_readme_lists_each_resource_a_changelog_worker_uses() -> None:
         "no-topic-read-without-changelog",
         "no-group",
         "no-embedding-write",
+        "no-embedding-read",
         "no-transactional-id",
     ],
 )
@@ -133,6 +136,10 @@ def test_a_worker_runs_with_the_documented_acls_and_stops_saying_which_one_is_mi
     ]
     _grant(acl_cluster, acl_cluster.username, granted, names)
     produce(acl_cluster.broker.bootstrap_servers, names["interactions"], EVENTS)
+    # Something on a vector topic: the worker's start reads them for the highest version.
+    stray = Producer({"bootstrap.servers": acl_cluster.broker.bootstrap_servers})
+    stray.produce(names["user_embeddings"], key=b"u0", value=b"not a vector")
+    assert stray.flush(30) == 0
 
     metrics = f"127.0.0.1:{free_ports(1)[0]}"
     worker = WorkerProcess(
