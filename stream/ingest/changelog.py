@@ -151,8 +151,14 @@ class Changelog:
         """Record the source's id for ``partitions`` now, in a transaction of its own: for
         those whose state the changelog holds and that may see no batch before the topic
         is created again (an assignment's partitions with committed offsets)."""
-        if self._stamps(partitions):
+        if not self._stamps(partitions):
+            return
+        try:
             self._transaction([], {}, None, partitions)
+        except (ChangelogFenced, ChangelogTopicLost):
+            raise
+        except ChangelogError as exc:  # aborted; each partition's next batch records it
+            log.warning("changelog: the source topic's id not recorded now (%s)", exc)
 
     def _stamps(self, partitions: Sequence[int]) -> list[Change]:
         if self.source_id is None:
