@@ -161,6 +161,8 @@ class ChangelogTraining(TrainingLoop):
     def bootstrap_on(self, positions: dict[int, int]) -> None:
         """Train first on the whole graph folded through ``positions``, in the thread."""
         self.untrained = {p: (0, offset) for p, offset in positions.items()}
+        if not self.untrained:  # the changelog held nothing yet: its batches come as they land
+            log.info("cold start done: the changelog held nothing to train on yet")
 
     def _catch_up(self) -> bool:
         size = self._settings.worker.max_backlog_events
