@@ -65,7 +65,7 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-e
 from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, StreamGNNError
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
-from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation
+from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation, topic_incarnations
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 from stream.state import keys as k
@@ -121,8 +121,10 @@ class Changelog:
         :func:`stream.ingest.changelog_repair.write_missing_state` checks what it holds."""
         admin = self._admin = confluent_admin(self.kafka, {"logger": log})
         _ensure_topic(admin, self.topic, self.kafka)
-        self._incarnation = topic_incarnation(admin, self.topic, ADMIN_TIMEOUT_S)
-        self.follow_source(topic_incarnation(admin, self.kafka.interactions_topic, ADMIN_TIMEOUT_S))
+        source = self.kafka.interactions_topic
+        ids = topic_incarnations(admin, [self.topic, source], ADMIN_TIMEOUT_S)  # one request
+        self._incarnation = ids[self.topic]
+        self.follow_source(ids[source])
         self._producer = confluent_producer(
             self.kafka,
             {
