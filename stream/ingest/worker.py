@@ -139,7 +139,7 @@ class IngestWorker:
         the group (nothing joined; the next start takes it up again)."""
         await asyncio.to_thread(self._dlq.start)
         if self._changelog is not None:  # before joining: fences and aborts a predecessor's
-            relay = asyncio.create_task(_set_when(stop, self._interrupted)) if stop else None
+            relay = asyncio.create_task(self._relay(stop, 0.0)) if stop else None
             try:
                 await asyncio.to_thread(self._changelog.start, self._interrupted)
                 await asyncio.to_thread(
@@ -165,7 +165,7 @@ class IngestWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until ``stop`` is set; the lag gauge is kept true meanwhile."""
-        relay = asyncio.create_task(self._relay(stop))
+        relay = asyncio.create_task(self._relay(stop, STOP_GRACE_S))
         # Its own daemon thread, not the loop's executor: a lag query hanging on a broker
         # that is away must never hold up the exit.
         done = threading.Event()
@@ -299,12 +299,13 @@ class IngestWorker:
                 if partition in self._source.assigned:
                     self._metrics.consumer_lag.labels(partition=str(partition)).set(lag)
 
-    async def _relay(self, stop: asyncio.Event) -> None:
+    async def _relay(self, stop: asyncio.Event, grace_s: float) -> None:
+        """Set ``_interrupted`` ``grace_s`` after ``stop``. While running: letters being acked
+        normally arrive within milliseconds, and the batch then lands whole (a batch cut
+        after some of its letters were acked would write those again on restart); only a
+        stalled wait is cut. While starting nothing is in flight: no grace."""
         await stop.wait()
-        # Letters being acked normally arrive within milliseconds, and the batch then
-        # lands whole (a batch cut after some of its letters were acked would write those
-        # again on restart); only a stalled wait is cut.
-        await asyncio.sleep(STOP_GRACE_S)
+        await asyncio.sleep(grace_s)
         self._interrupted.set()
 
     # -- callbacks of the record source (inside poll) ------------------------------------
@@ -362,11 +363,6 @@ class IngestWorker:
             self._changelog.commit(result.changes, {partition: first_kept}, metadata)
         self.totals.offsets_skipped += skipped
         self._metrics.offsets_skipped.inc(skipped)
-
-
-async def _set_when(stop: asyncio.Event, interrupted: threading.Event) -> None:
-    await stop.wait()
-    interrupted.set()
 
 
 def _applied(batches: Sequence[PartitionBatch], result: ApplyResult) -> AppliedBatch:
