@@ -232,16 +232,13 @@ def test_produce_without_write_on_its_topic_ends_in_one_line(
     topic = f"interactions-{uuid.uuid4().hex[:10]}"
     acl_cluster.broker.create_topics({topic: 1})
     _grant(acl_cluster, acl_cluster.username, [("Topic", topic, "literal", ["READ"])], {})
-    log = tmp_path / "produce.log"
-    command = [sys.executable, "-m", "stream.cli", "produce", "--count", "20", "--rate", "0"]
-    produce_twins = {"STREAMGNN_INTERACTIONS_TOPIC": topic, "STREAMGNN_PRODUCE_NO_PROGRESS": "true"}
-    producer = WorkerProcess(acl_cluster.env() | produce_twins, log, command=command)
-    producer.start()
-    wait_for(lambda: producer.exit_status() is not None, _WAIT_S, "produce to stop")
-    text = log.read_text(errors="replace")
-    assert producer.exit_status() == 2, text[-3000:]
+    text = _refused_command(
+        acl_cluster,
+        ["produce", "--count", "20", "--rate", "0"],
+        {"STREAMGNN_INTERACTIONS_TOPIC": topic, "STREAMGNN_PRODUCE_NO_PROGRESS": "true"},
+        tmp_path / "produce.log",
+    )
     assert f"user '{acl_cluster.username}' is not authorized to write to '{topic}'" in text
-    assert "Traceback" not in text
 
 
 def test_consume_without_read_on_the_embedding_topics_ends_in_one_line(
@@ -252,13 +249,26 @@ def test_consume_without_read_on_the_embedding_topics_ends_in_one_line(
     acl_cluster.broker.create_topics({users: 1, items: 1})
     may_describe = [("Topic", name, "literal", ["DESCRIBE"]) for name in (users, items)]
     _grant(acl_cluster, acl_cluster.username, may_describe, {})
-    log = tmp_path / "consume.log"
-    twins = {"STREAMGNN_USER_EMBEDDINGS_TOPIC": users, "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": items}
-    command = [sys.executable, "-m", "stream.cli", "consume", "--from-beginning"]
-    consumer = WorkerProcess(acl_cluster.env() | twins, log, command=command)
-    consumer.start()
-    wait_for(lambda: consumer.exit_status() is not None, _WAIT_S, "consume to stop")
-    text = log.read_text(errors="replace")
-    assert consumer.exit_status() == 2, text[-3000:]
+    text = _refused_command(
+        acl_cluster,
+        ["consume", "--from-beginning"],
+        {"STREAMGNN_USER_EMBEDDINGS_TOPIC": users, "STREAMGNN_ITEM_EMBEDDINGS_TOPIC": items},
+        tmp_path / "consume.log",
+    )
     assert f"user '{acl_cluster.username}' is not authorized to read the embedding topics" in text
+
+
+def _refused_command(
+    cluster: SecuredCluster, args: list[str], twins: dict[str, str], log: Path
+) -> str:
+    """Run ``streamgnn ARGS`` logged in as the cluster's user; it must end by itself with
+    exit 2 and no traceback. Returns its output."""
+    command = WorkerProcess(
+        cluster.env() | twins, log, command=[sys.executable, "-m", "stream.cli", *args]
+    )
+    command.start()
+    wait_for(lambda: command.exit_status() is not None, _WAIT_S, f"{args[0]} to stop")
+    text = log.read_text(errors="replace")
+    assert command.exit_status() == 2, text[-3000:]
     assert "Traceback" not in text
+    return text
