@@ -120,8 +120,12 @@ class PipelineMetrics:
             "Interactions partitions this worker owns now (0 until it joined its group)",
             registry=r,
         )
-        self.graph_nodes = Gauge("streamgnn_graph_nodes", "Live nodes in the graph", registry=r)
-        self.graph_edges = Gauge("streamgnn_graph_edges", "Live edges in the graph", registry=r)
+        self.graph_nodes = Gauge(
+            "streamgnn_graph_nodes", "Live nodes in this worker's graph store", registry=r
+        )
+        self.graph_edges = Gauge(
+            "streamgnn_graph_edges", "Live edges of the partitions this worker owns", registry=r
+        )
         self.edges_pruned = Counter(
             "streamgnn_edges_pruned", "Edges pruned below epsilon", registry=r
         )

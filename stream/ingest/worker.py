@@ -276,10 +276,13 @@ class IngestWorker:
 
     def _export_graph_size(self) -> None:
         """The graph's size gauges: after each batch, and after each assignment (a restart
-        with nothing to read, or a restore, must not leave them at 0)."""
-        counts = self._store.counts()
-        self._metrics.graph_nodes.set(counts.nodes)
-        self._metrics.graph_edges.set(counts.edges)
+        with nothing to read, or a restore, must not leave them at 0). Edges are those of
+        the partitions assigned now, so the sum over workers is the graph's; the store
+        also keeps the partitions a worker gave away (a cache for their return). Not on a
+        revocation: the group's eager protocol assigns right after one, and a worker that
+        stops keeps telling its last graph."""
+        self._metrics.graph_nodes.set(self._store.counts().nodes)
+        self._metrics.graph_edges.set(self._store.partition_edges(self._source.assigned))
 
     def _watch_lag(self, done: threading.Event) -> None:
         while not done.is_set():

@@ -12,6 +12,11 @@ gets were 11 % of the time, py-spy ``--gil``; README, Benchmarks, "GIL share").
 With ``log_changes`` it also remembers, for the changelog (:mod:`stream.ingest.changelog`),
 which logged keys (:data:`stream.state.keys.LOGGED`) changed and in which source
 partition (:attr:`BatchUpdate.partition`, set by the store before each partition's work).
+
+Each partition's live edge count (:func:`stream.state.keys.partition_edges_key`) moves with
+the edge records the batch writes: an edge record names its partition, so comparing each
+written one with what the store held gives every count's change, whichever path wrote it
+(an event, pruning, a partition dropped or restored), in the same atomic write.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ class BatchUpdate:
     def __init__(self, db: Rdict, log_changes: bool = False) -> None:
         self._db = db
         self._pending: dict[bytes, bytes | None] = {}
-        self._read: dict[bytes, bytes | None] = {}  # the store's values, as prefetched
+        self._read: dict[bytes, bytes | None] = {}  # the store's values, as read
         self._log_changes = log_changes
         self._logged: dict[bytes, int] = {}  # logged key -> the partition that changed it
+        self._edges_before: dict[bytes, bytes | None] = {}  # edge key -> the store's value
         self.partition = 0
 
     @property
@@ -53,16 +59,22 @@ class BatchUpdate:
         if key in self._read:
             return self._read[key]
         value: bytes | None = self._db.get(key)
+        self._read[key] = value  # the batch is the store's one writer until it is written
         return value
 
     def put(self, key: bytes, value: bytes) -> None:
+        self._written(key)
         self._pending[key] = value
-        if self._log_changes and key[:1] in k.LOGGED:
-            self._logged[key] = self.partition
 
     def delete(self, key: bytes) -> None:
+        self._written(key)
         self._pending[key] = None
-        if self._log_changes and key[:1] in k.LOGGED:
+
+    def _written(self, key: bytes) -> None:
+        tag = key[:1]
+        if tag == k.EDGE and key not in self._edges_before:
+            self._edges_before[key] = self._read[key] if key in self._read else self._db.get(key)
+        if self._log_changes and tag in k.LOGGED:
             self._logged[key] = self.partition
 
     def changes(self) -> list[tuple[int, bytes, bytes | None]]:
@@ -120,7 +132,28 @@ class BatchUpdate:
         self.put(key, value)
         self.put(k.dedup_expiry_key(partition, ts, key[5:]), b"")
 
+    def edge_counts(self) -> dict[int, int]:
+        """Each partition's change in live edges, were the batch written now."""
+        change: dict[int, int] = {}
+        for key, before in self._edges_before.items():
+            after = self._pending[key]
+            was = None if before is None else k.EDGE_VALUE.unpack(before)[2]
+            now = None if after is None else k.EDGE_VALUE.unpack(after)[2]
+            if was != now:
+                if was is not None:
+                    change[was] = change.get(was, 0) - 1
+                if now is not None:
+                    change[now] = change.get(now, 0) + 1
+        return change
+
     def to_write_batch(self) -> WriteBatch:
+        """The pending writes, with the partitions' edge counts they move."""
+        for partition, change in self.edge_counts().items():
+            key = k.partition_edges_key(partition)
+            raw = self._db.get(key)
+            count = (k.COUNT_VALUE.unpack(raw)[0] if raw else 0) + change
+            # none for none: a store holds the same keys whichever way it got its edges
+            self._pending[key] = k.COUNT_VALUE.pack(count) if count else None
         batch = WriteBatch(raw_mode=True)
         for key, value in self._pending.items():
             if value is None:

@@ -32,9 +32,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
@@ -49,6 +50,8 @@ FORMAT = b"streamgnn-graph-v1"
 _META_FORMAT = k.META + b"format"
 _META_BEHAVIOURS = k.META + b"behaviours"
 _META_COUNTS = k.META + b"counts"
+# present once every partition's edge count is kept (stores made before counted them once)
+_META_PARTITION_EDGES = k.META + b"partition_edges_kept"
 BLOOM_BITS_PER_KEY = 10  # RocksDB's usual choice: ~1 % false positives, ~1.25 bytes a key
 # Each memtable's size (RocksDB's default: 64 MiB). A batch's write inserts every key into
 # the memtable's skiplist holding the GIL (rocksdict does not release it), and a smaller
@@ -221,10 +224,13 @@ class DecayedGraphStore:
             batch.put(_META_FORMAT, FORMAT)
             batch.put(_META_BEHAVIOURS, wanted)
             batch.put(_META_COUNTS, k.COUNTS_VALUE.pack(0, 0, 0))
+            batch.put(_META_PARTITION_EDGES, b"")
             self._write(batch)
             return
         if fmt != FORMAT:
             raise StoreError(f"store format {fmt!r} is not {FORMAT!r}")
+        if not read_only and self._db.get(_META_PARTITION_EDGES) is None:
+            self._count_partition_edges()
         stored = self._db.get(_META_BEHAVIOURS)
         if stored != wanted:
             raise StoreError(
@@ -233,6 +239,20 @@ class DecayedGraphStore:
                 "(STREAMGNN_BEHAVIOURS) set to the store's, or replay the topic into a fresh "
                 "store (changing half-lives or weights changes what every stored weight means)"
             )
+
+    def _count_partition_edges(self) -> None:
+        """Count each partition's edges once, for a store made before they were kept: one
+        pruning-index key per live edge, under its partition."""
+        counts: dict[int, int] = {}
+        for key, _ in self.scan(k.EXPIRY):
+            partition = k.partition_of(key)
+            counts[partition] = counts.get(partition, 0) + 1
+        batch = WriteBatch(raw_mode=True)
+        for partition, count in counts.items():
+            batch.put(k.partition_edges_key(partition), k.COUNT_VALUE.pack(count))
+        batch.put(_META_PARTITION_EDGES, b"")
+        self._write(batch)
+        log.info("graph store %s: counted the edges of %d partitions", self._path, len(counts))
 
     def _write(self, batch: WriteBatch) -> None:
         """Write ``batch`` atomically. A failed write (a full or failing disk) raises
@@ -492,6 +512,14 @@ class DecayedGraphStore:
         raw = self._db.get(_META_COUNTS)
         nodes, edges, pruned = k.COUNTS_VALUE.unpack(raw) if raw else (0, 0, 0)
         return GraphCounts(int(nodes), int(edges), int(pruned))
+
+    def partition_edges(self, partitions: Iterable[int]) -> int:
+        """Live edges these source partitions own (each edge is its user's partition's):
+        what a worker holds for the partitions assigned to it, unlike :meth:`counts`,
+        which also counts the partitions it cached and gave away."""
+        keys: list[Any] = [k.partition_edges_key(p) for p in partitions]
+        raws: list[bytes | None] = (self._db.get(keys) or []) if keys else []
+        return sum(k.COUNT_VALUE.unpack(raw)[0] for raw in raws if raw is not None)
 
     def edges(self) -> Iterator[Edge]:
         """Every edge, in key order."""

@@ -15,6 +15,7 @@ tag    key                                                      value
 ``Y``  partition · event time · event id  (its expiry index)    empty
 ``O``  topic · NUL · partition  (source position)               ``<qq`` next offset, watermark
 ``M``  name  (store metadata and counters)                      varies
+``M``  ``partition_edges`` · NUL · partition                    ``<q`` the partition's edges
 ``S``  topic · NUL · partition  (changelog only)                 the topic's Kafka id
 =====  =======================================================  ===========================
 
@@ -44,6 +45,7 @@ DEDUP_EXPIRY = b"Y"
 OFFSET = b"O"
 META = b"M"
 INCARNATION = META + b"incarnation\x00"  # + topic: the topic id its stored offsets belong to
+PARTITION_EDGES = META + b"partition_edges\x00"  # + partition: its live edges (see graph_store)
 SOURCE = b"S"
 LOGGED = frozenset((EDGE, DEDUP, OFFSET))  # the store's records the changelog carries
 
@@ -52,6 +54,7 @@ DEGREE_VALUE = struct.Struct("<I")
 TIME_VALUE = struct.Struct("<q")
 POSITION_VALUE = struct.Struct("<qq")
 COUNTS_VALUE = struct.Struct("<qqq")
+COUNT_VALUE = struct.Struct("<q")
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -104,6 +107,10 @@ def expiry_key(partition: int, expires_at: int, suffix: bytes) -> bytes:
 def partition_of(key: bytes) -> int:
     """The partition right after the tag of an X, D or Y key."""
     return int(_U32.unpack_from(key, 1)[0])
+
+
+def partition_edges_key(partition: int) -> bytes:
+    return PARTITION_EDGES + _U32.pack(partition)
 
 
 def dedup_key(partition: int, event_id: bytes) -> bytes:

@@ -91,3 +91,75 @@ def test_a_worker_drops_the_lag_gauge_of_a_partition_another_worker_took(
                 await asyncio.gather(a.stop(), b.stop())
 
     asyncio.run(go())
+
+
+def _edges(metrics: PipelineMetrics) -> float:
+    return metrics.graph_edges._value.get()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_worker_counts_the_edges_of_the_partitions_it_owns_not_those_it_gave_up(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
+) -> None:
+    """Its store keeps the partition it gave up (a cache for its return), but the edges gauge
+    drops it, so the sum over the group's workers is the graph's edges (it used to count
+    both partitions in the first worker, and that one again in the second)."""
+    source = topic_factory("edges", partitions=2)
+    kafka_broker.create_topics({f"{source}.dlq": 1})
+    produce(kafka_broker.bootstrap_servers, source, 1_000)
+
+    def settings(name: str) -> Settings:
+        return Settings(
+            kafka=KafkaSettings(
+                bootstrap_servers=kafka_broker.bootstrap_servers,
+                interactions_topic=source,
+                dlq_topic=f"{source}.dlq",
+                group_id=f"g-{source}",
+                max_batch_records=50,
+                session_timeout_ms=6_000,
+            ),
+            store=StoreSettings(path=tmp_path / name),
+        )
+
+    first, second = PipelineMetrics(), PipelineMetrics()
+
+    async def go() -> None:
+        a_settings, b_settings = settings("a"), settings("b")
+        with (
+            DecayedGraphStore(a_settings.store.path, a_settings.events.behaviours) as a_store,
+            DecayedGraphStore(b_settings.store.path, b_settings.events.behaviours) as b_store,
+        ):
+            a = IngestWorker(a_settings, a_store, first)
+            b = IngestWorker(b_settings, b_store, second)
+            stop = asyncio.Event()
+            await a.start()
+            runs = [asyncio.create_task(a.run(stop))]
+            try:
+                await _until(lambda: a._source.assigned == {0, 1}, 60, "both partitions")
+                ends = {p: a._source.offsets(p)[1] for p in (0, 1)}
+
+                def read(store: DecayedGraphStore) -> dict[int, int]:
+                    return {p: (store.position(source, p) or (0,))[0] for p in ends}
+
+                await _until(lambda: read(a_store) == ends, 60, "the first worker's reading")
+                total = a_store.counts().edges
+                assert total > 0 and _edges(first) == total
+                await b.start()
+                runs.append(asyncio.create_task(b.run(stop)))
+                await _until(
+                    lambda: _assigned(first) == 1 and _assigned(second) == 1, 60, "the rebalance"
+                )
+                (given_up,) = set(ends) - a._source.assigned
+                await _until(
+                    lambda: read(b_store)[given_up] == ends[given_up], 60, "the second's reading"
+                )
+                assert a_store.counts().edges == total  # the cache is kept
+                kept = a_store.partition_edges(a._source.assigned)
+                assert 0 < kept < total and _edges(first) == kept
+                await _until(lambda: _edges(second) == total - kept, 10, "the second's gauge")
+                assert b_store.counts().edges == total - kept
+            finally:
+                stop.set()
+                await asyncio.gather(*runs, return_exceptions=True)
+                await asyncio.gather(a.stop(), b.stop())
+
+    asyncio.run(go())
