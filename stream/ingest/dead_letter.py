@@ -183,7 +183,7 @@ class DeadLetterWriter:
         """Check (create if missing) the DLQ and read its size limit; blocking."""
         k = self._kafka
         self._admin = confluent_admin(k, {"logger": log})
-        self.limit, created = _ensure_topic(self._admin, k.dlq_topic)
+        self.limit, created = _ensure_topic(self._admin, k)
         if created:
             log.warning("dead-letter topic %r did not exist: created it", k.dlq_topic)
         self._producer = confluent_producer(
@@ -278,7 +278,7 @@ class DeadLetterWriter:
         One that cannot be created (no CreateTopics right, a name that now collides) leaves
         the letters waiting, as an outage does: the dlq timeout still bounds the wait."""
         try:
-            self.limit, created = _ensure_topic(self._require_admin(), self._kafka.dlq_topic)
+            self.limit, created = _ensure_topic(self._require_admin(), self._kafka)
         except DeadLetterError as exc:
             if not self._creation_failed:
                 log.warning("%s; its letters wait for it up to the dlq timeout", exc)
@@ -384,9 +384,11 @@ class DeadLetterWriter:
         return self._admin
 
 
-def _ensure_topic(admin: AdminClient, topic: str) -> tuple[int, bool]:
-    """Create ``topic`` with the broker's defaults if missing; return its max.message.bytes
-    and whether this call created it."""
+def _ensure_topic(admin: AdminClient, kafka: KafkaSettings) -> tuple[int, bool]:
+    """Create the DLQ with the broker's defaults if missing; return its max.message.bytes
+    and whether this call created it. A refusal for want of an ACL ends the command
+    (:func:`stream.kafka.access.not_authorized`)."""
+    topic = kafka.dlq_topic
     try:
         created = False
         if topic not in admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics:
@@ -400,6 +402,12 @@ def _ensure_topic(admin: AdminClient, topic: str) -> tuple[int, bool]:
         configs = topic_configs(admin, topic, ADMIN_TIMEOUT_S)
         return int(configs["max.message.bytes"].value), created
     except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        refused = not_authorized(
+            error, kafka, f"describe or create the dead-letter topic {topic!r}"
+        )
+        if refused is not None:
+            raise refused from exc
         raise DeadLetterError(
             f"dead-letter topic {topic!r} does not exist and cannot be created, or cannot be "
             f"described: {exc.args[0].str() if exc.args else exc}. Create it, or grant the "

@@ -13,7 +13,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ConfigResource,
     ResourceType,
 )
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError as KafkaPythonError
+from kafka.errors import TopicAlreadyExistsError, for_code
 
 if TYPE_CHECKING:  # built by stream.kafka.clients only
     from confluent_kafka.admin import AdminClient
@@ -22,10 +23,11 @@ if TYPE_CHECKING:  # built by stream.kafka.clients only
 
 def create_missing_topics(
     admin: KafkaAdminClient, request: Mapping[str, Mapping[str, object]], timeout_ms: int
-) -> dict[str, object]:
+) -> dict[str, KafkaPythonError]:
     """Create the topics in ``request`` (name -> create-topic fields) that do not exist yet.
 
-    Returns the failures by topic name; when there are none, waits until every partition
+    Returns the failures by topic name (kafka-python's error for each code, with the
+    broker's message); when there are none, waits until every partition
     of every topic has a leader. Topics that already exist are left as they are, and no
     creation is asked for them: a principal without the CREATE right is refused one even
     for a topic that exists (Kafka checks the right first), where topics are made by the
@@ -33,11 +35,11 @@ def create_missing_topics(
     """
     existing = set(admin.list_topics())
     missing = {name: fields for name, fields in request.items() if name not in existing}
-    failed: dict[str, object] = {}
+    failed: dict[str, KafkaPythonError] = {}
     if missing:
         response = admin.create_topics(missing, raise_errors=False)
         failed = {
-            topic["name"]: topic["error_message"] or topic["error_code"]
+            topic["name"]: for_code(topic["error_code"])(topic["error_message"] or "")
             for topic in response["topics"]
             if topic["error_code"] not in (0, TopicAlreadyExistsError.errno)
         }

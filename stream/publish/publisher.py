@@ -38,8 +38,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 from confluent_kafka import KafkaException
-from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError
+from kafka.errors import ClusterAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
 from stream.errors import (
     EmbeddingTopicGone,
@@ -48,9 +47,9 @@ from stream.errors import (
     SchemaError,
     VersionRegressionError,
 )
-from stream.kafka.access import not_authorized
+from stream.kafka.access import not_authorized, refusal
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
-from stream.kafka.topics import NO_TOPIC, create_missing_topics, topic_incarnations
+from stream.kafka.topics import NO_TOPIC, create_missing_topics, topic_configs, topic_incarnations
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
 from stream.publish.schema import Encoding, NodeKind, encode_records
@@ -89,6 +88,10 @@ class PublishResult:
     acked_time_ms: int = 0
 
 
+# kafka-python's refusals of a creation for want of an ACL: the command ends
+_REFUSED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+
 def ensure_embedding_topics(
     kafka: KafkaSettings, settings: PublishSettings, timeout_s: float = 30.0
 ) -> None:
@@ -112,31 +115,42 @@ def ensure_embedding_topics(
         raise PublishError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from exc
     try:
         failed = create_missing_topics(admin, request, timeout_ms=int(timeout_s * 1000))
+        refused = [error for error in failed.values() if isinstance(error, _REFUSED)]
+        if refused:  # a topic it may not describe is one it does not see, so asks to create
+            raise refusal(
+                kafka, f"describe or create the embedding topics {topics}", str(refused[0])
+            )
         if failed:
             raise PublishError(f"could not create embedding topics: {failed}")
-        resources = [
-            ConfigResource(ConfigResourceType.TOPIC, name, {"cleanup.policy": None})
-            for name in topics
-        ]
-        described = admin.describe_configs(resources, config_filter="all")
-        for name in topics:
-            policy = _config_value(described, name, "cleanup.policy")
-            if policy is None or "compact" not in policy.split(","):
-                raise PublishError(
-                    f"topic {name!r} has cleanup.policy={policy!r}; embedding topics must be "
-                    "compacted (cleanup.policy=compact)"
-                )
     except KafkaError as exc:
         raise PublishError(f"cannot set up embedding topics {topics}: {exc}") from exc
     finally:
         admin.close()
+    for name in topics:
+        _require_compacted(kafka, name, timeout_s)
 
 
-def _config_value(described: Mapping[str, Any], topic: str, key: str) -> str | None:
-    # {"topic": {name: {key: {"value": ..., ...}}}}
-    entry = described.get("topic", {}).get(topic, {}).get(key)
-    value = entry.get("value") if isinstance(entry, Mapping) else None
-    return None if value is None else str(value)
+def _require_compacted(kafka: KafkaSettings, topic: str, timeout_s: float) -> None:
+    """Refuse an embedding topic that is not compacted (an update would not replace the
+    vector it updates), read with librdkafka: kafka-python drops a describe's refusal and
+    answers with no configuration."""
+    admin = confluent_admin(kafka, {"client.id": "streamgnn-publisher-admin", "logger": log})
+    try:
+        entry = topic_configs(admin, topic, timeout_s).get("cleanup.policy")
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        what = f"describe the configuration of the embedding topic {topic!r}"
+        refused = not_authorized(error, kafka, what)
+        if refused is not None:
+            raise refused from exc
+        reason = exc if error is None else error.str()
+        raise PublishError(f"cannot describe embedding topic {topic!r}: {reason}") from exc
+    policy = None if entry is None else entry.value
+    if policy is None or "compact" not in policy.split(","):
+        raise PublishError(
+            f"topic {topic!r} has cleanup.policy={policy!r}; embedding topics must be "
+            "compacted (cleanup.policy=compact)"
+        )
 
 
 class EmbeddingPublisher:

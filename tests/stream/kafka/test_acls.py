@@ -95,6 +95,12 @@ def test_the_readme_lists_each_resource_a_changelog_worker_uses() -> None:
             True,
             r"not authorized to write the changelog with transactional.id 'g-\w+.w1.ingest'",
         ),
+        (("{dlq}", "DESCRIBE_CONFIGS"), True, r"not authorized to describe .*'dlq-\w+'"),
+        (
+            ("{user_embeddings}", "DESCRIBE_CONFIGS"),
+            True,
+            r"not authorized to describe .*'users-\w+'",
+        ),
     ],
     ids=[
         "all",
@@ -104,6 +110,8 @@ def test_the_readme_lists_each_resource_a_changelog_worker_uses() -> None:
         "no-embedding-write",
         "no-embedding-read",
         "no-transactional-id",
+        "no-dlq-describe-configs",
+        "no-embedding-describe-configs",
     ],
 )
 def test_a_worker_runs_with_the_documented_acls_and_stops_saying_which_one_is_missing(
