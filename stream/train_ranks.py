@@ -15,6 +15,7 @@ crash) and check that they hold the same settings and parameters.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -70,6 +71,7 @@ def run_ranked(
     records_folded = trained = 0
     try:
         ready = follower.start(stop) if follower is not None else True
+        training.follow(ranks.broadcast_text(follower.topic_id if follower is not None else None))
         training.attach(publisher)
         training.warm_heap()  # this thread trains (train_now)
         version = torch.tensor([training.trainer.model_version], dtype=torch.long)
@@ -80,13 +82,20 @@ def run_ranked(
         while True:
             polled: list[Record] = []
             caught_up = due = False
+            began: list[int] = []
             if follower is not None and ready and not stop.is_set():
                 polled = [(r.partition, r.offset, r.key, r.value) for r in follower.poll(*poll)]
+                began = follower.take_begun_again()
                 follower.export_lag()
                 caught_up, due = follower.caught_up, training.checkpoint_due()
-            flags = torch.tensor([stop.is_set() or not ready, caught_up, due], dtype=torch.long)
+            stopping = stop.is_set() or not ready
+            flags = torch.tensor([stopping, caught_up, due, bool(began)], dtype=torch.long)
             dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=ranks.group)
             shared = ranks.broadcast_records(polled if ranks.rank == 0 else None)
+            if flags[3]:  # the changelog made again: every rank's training hears it
+                began_again(
+                    ranks, training, began, follower.topic_id if follower is not None else None
+                )
             records = [ChangelogRecord(*record) for record in shared]
             folded, positions = training.fold_records(records)
             if started and folded.interactions:
@@ -113,3 +122,17 @@ def run_ranked(
         if follower is not None:
             follower.close()
         publisher.close()
+
+
+def began_again(
+    ranks: Ranks, training: ChangelogTraining, partitions: list[int], topic_id: str | None
+) -> None:
+    """Rank 0's changelog ``partitions`` that began again (the topic deleted and created
+    again, its id now ``topic_id``; the other ranks pass anything) told to every rank's
+    ``training`` (:meth:`ChangelogTraining.log_began_again`), as the one-process trainer
+    tells its own: none of their records was trained on, whatever their offsets."""
+    text = ranks.broadcast_text(json.dumps({"partitions": partitions, "topic_id": topic_id}))
+    assert text is not None  # rank 0 sent one
+    told = json.loads(text)
+    for partition in told["partitions"]:
+        training.log_began_again(int(partition), told["topic_id"])

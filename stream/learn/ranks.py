@@ -171,6 +171,13 @@ class Ranks:
             out.append((partition, offset, key, value))
         return out
 
+    def broadcast_text(self, text: str | None) -> str | None:
+        """Rank 0's ``text`` on every rank (rank 0 passes it, the others anything), as
+        one record's value through :meth:`broadcast_records`."""
+        mine = [(0, 0, b"", None if text is None else text.encode("utf-8"))]
+        (record,) = self.broadcast_records(mine if self.rank == 0 else None)
+        return None if record[3] is None else record[3].decode("utf-8")
+
     def merge_moved(self, local: LocalStep) -> None:
         """Let a learn call's local step know the rows every rank's steps moved (the
         union: the rows to re-embed are the same on every rank)."""

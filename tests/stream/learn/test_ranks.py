@@ -4,11 +4,18 @@ after every step, each key published by one rank, one version sequence per key."
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from pathlib import Path
+from threading import Event
 from typing import Any
 
 import pytest
 
 from stream.learn.ranks import Ranks
+from stream.metrics import PipelineMetrics
+from stream.settings import Settings
+from stream.train import ChangelogTraining
+from stream.train_ranks import began_again
 from tests.harness.rank_job import run_job, train_stream
 
 # Full-step cap off, several steps per call, small chunks: calls whose last chunk holds a
@@ -126,3 +133,43 @@ def _hex(field: object) -> object:
 def _broadcast(ranks: Ranks) -> list[list[list[object]]]:
     batches = [RECORDS, []] if ranks.rank == 0 else [None, None]
     return [[list(map(_hex, r)) for r in ranks.broadcast_records(b)] for b in batches]
+
+
+def test_every_rank_gets_rank_0s_text() -> None:
+    received = run_job(2, _texts, [])
+    assert received[0] == received[1] == ["changelog id é", None, ""]
+
+
+def _texts(ranks: Ranks) -> list[str | None]:
+    sent = ["changelog id é", None, ""] if ranks.rank == 0 else ["other", "other", None]
+    return [ranks.broadcast_text(text) for text in sent]
+
+
+def test_every_ranks_training_hears_that_rank_0s_changelog_began_again(tmp_path: Path) -> None:
+    """Under torchrun only rank 0 follows the changelog: when it is made again, every rank
+    must train on all of its new log (it kept the old log's offsets before, so records
+    below them were folded and never trained on)."""
+    received = run_job(2, _began_again, [str(tmp_path)])
+    assert (
+        received[0]
+        == received[1]
+        == {
+            "source_topic_id": "id-2",
+            "trained_through": {"0": 0, "1": 7},
+            "fold_only": {"1": 7},
+        }
+    )
+
+
+def _began_again(ranks: Ranks, folder: str) -> dict[str, Any]:
+    settings = Settings()
+    worker = replace(settings.worker, checkpoint_dir=Path(folder) / f"rank-{ranks.rank}")
+    training = ChangelogTraining(replace(settings, worker=worker), PipelineMetrics(), Event())
+    training.trained_through, training._fold_only = {0: 5, 1: 7}, {0: 5, 1: 7}
+    told = ([0], "id-2") if ranks.rank == 0 else ([], None)
+    began_again(ranks, training, *told)
+    return {
+        "source_topic_id": training.source_topic_id,
+        "trained_through": {str(p): o for p, o in training.trained_through.items()},
+        "fold_only": {str(p): o for p, o in training._fold_only.items()},
+    }
