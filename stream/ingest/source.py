@@ -346,6 +346,9 @@ class RecordSource:
             self._on_assigning(
                 {tp.partition: tp.offset if tp.offset >= 0 else None for tp in committed}
             )
+        if self._on_assigning is None:  # the changelog restores a lost store instead
+            for partition, offset in self._lost_positions(consumer, partitions).items():
+                self._store_lost(partition, offset)
         placed = []
         for tp in sorted(partitions, key=lambda t: t.partition):
             stored = self._position(tp.partition)
@@ -367,6 +370,45 @@ class RecordSource:
         # A crash between a store write and its commit left the commit behind.
         self.commit({tp.partition: tp.offset for tp in placed if tp.offset >= 0})
         self._on_assigned(self._assigned)
+
+    def _lost_positions(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> dict[int, int]:
+        """The group's committed offsets of the partitions this store holds nothing of:
+        state read before into a store that is not this one."""
+        blank = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in partitions
+            if self._position(tp.partition) is None
+        ]
+        if not blank:
+            return {}
+        try:
+            committed = consumer.committed(blank, timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as exc:  # only a warning is at stake: the assignment goes on
+            log.warning("the group's committed offsets not read: %s", exc)
+            return {}
+        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+
+    def _store_lost(self, partition: int, committed: int) -> None:
+        """The group read ``partition`` up to ``committed`` into a store that is not this
+        one (this one lost, deleted or replaced; or, without ``--changelog``, another
+        worker's): this store is rebuilt from the log's start, and what retention removed
+        before it is missing from the graph, counted as skipped (alerted) once."""
+        low, _ = self.offsets(partition)
+        log.warning(
+            "partition %s[%d]: this store holds nothing of it, but group %r committed offset "
+            "%d: the store that read it was lost or replaced (or, without --changelog, is "
+            "another worker's); rebuilding from the log start %d%s",
+            self._topic,
+            partition,
+            self._kafka.group_id,
+            committed,
+            low,
+            f": offsets 0..{low - 1} are out of retention, the graph lacks them" if low else "",
+        )
+        if low > 0:
+            self._on_skipped(partition, low, low)
 
     def _refuse_a_shared_group(self, consumer: Consumer) -> None:
         """Raise :class:`GroupShared` when this member must leave (two joined at once)."""

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
 from confluent_kafka import TopicPartition as RdTopicPartition
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from kafka import KafkaConsumer
@@ -441,3 +443,49 @@ def test_a_duplicate_event_is_handed_to_the_trainer_once(
     assert metrics.registry.get_sample_value("streamgnn_events_duplicate_total") == 49
     for batch in handed:
         assert len(batch.append_times_ms) == len(batch.partitions) == len(batch.interactions)
+
+
+def test_a_store_lost_under_its_group_is_rebuilt_from_the_log_start_counting_the_gap(
+    kafka_broker: LocalKafkaBroker,
+    topic_factory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store deleted (a cleanup, a new volume) while its group's offsets stay: the
+    worker reads the log again from its start, says so, and counts what retention removed
+    meanwhile as skipped (alerted), once; it used to rebuild a partial graph in silence."""
+    source, dlq = topic_factory("lost-store"), topic_factory("dlq")
+    settings = _settings(kafka_broker, tmp_path, source, dlq)
+    bootstrap = kafka_broker.bootstrap_servers
+    send_records(bootstrap, source, [_good(n) for n in range(10)])
+    _run(settings, lambda w: w.totals.consumed >= 10)
+    group = Consumer({"bootstrap.servers": bootstrap, "group.id": settings.kafka.group_id})
+    try:  # the worker's informational commit is asynchronous: seen by the broker first
+        deadline = time.monotonic() + 30
+        while group.committed([RdTopicPartition(source, 0)], timeout=10)[0].offset != 10:
+            assert time.monotonic() < deadline, "the group never committed offset 10"
+            time.sleep(0.2)
+    finally:
+        group.close()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([RdTopicPartition(source, 0, 4)]).values():
+        future.result(30)  # offsets 0..3 out of retention
+    shutil.rmtree(settings.store.path)
+
+    metrics = PipelineMetrics()
+    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
+        worker = _run(settings, lambda w: w.totals.consumed >= 6, metrics)
+    assert worker.totals.offsets_skipped == 4
+    assert metrics.registry.get_sample_value("streamgnn_offsets_skipped_total") == 4
+    assert worker.totals.applied == 6
+    said = [r.getMessage() for r in caplog.records if "holds nothing of it" in r.getMessage()]
+    assert len(said) == 1 and "committed offset 10" in said[0]
+    assert "offsets 0..3 are out of retention" in said[0]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
+        again = _run(settings, lambda w: False, timeout_s=5)
+    assert again.totals.offsets_skipped == 0  # the jump is in the store: counted once
+    assert not [r for r in caplog.records if "holds nothing of it" in r.getMessage()]
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        assert store.counts().edges == 6
