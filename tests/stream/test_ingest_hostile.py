@@ -362,6 +362,24 @@ async def _wait_for(condition: Callable[[], bool], timeout_s: float = 45.0) -> N
         await asyncio.sleep(0.2)
 
 
+def _delete_before(bootstrap: str, topic: str, offset: int) -> None:
+    """Partition 0's records below ``offset`` gone, as retention removes them."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([RdTopicPartition(topic, 0, offset)]).values():
+        future.result(30)
+
+
+def _run_warned(
+    settings: Settings, caplog: pytest.LogCaptureFixture, consumed: int
+) -> tuple[IngestWorker, float | None]:
+    """A worker run until it consumed ``consumed`` records, its WARNINGs captured; with its
+    ``streamgnn_offsets_skipped_total``."""
+    metrics = PipelineMetrics()
+    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
+        worker = _run(settings, lambda w: w.totals.consumed >= consumed, metrics)
+    return worker, metrics.registry.get_sample_value("streamgnn_offsets_skipped_total")
+
+
 def test_offsets_lost_to_retention_are_counted_once_and_warned(
     kafka_broker: LocalKafkaBroker,
     topic_factory,
@@ -374,15 +392,9 @@ def test_offsets_lost_to_retention_are_counted_once_and_warned(
     send_records(bootstrap, source, [_good(n) for n in range(4)])
     _run(settings, lambda w: w.totals.consumed >= 4)
     send_records(bootstrap, source, [_good(n) for n in range(4, 10)])
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_records([RdTopicPartition(source, 0, 7)]).values():
-        future.result(30)  # offsets 4, 5 and 6 are gone before the worker read them
-
-    metrics = PipelineMetrics()
-    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
-        worker = _run(settings, lambda w: w.totals.consumed >= 3, metrics)
-    assert worker.totals.offsets_skipped == 3
-    assert metrics.registry.get_sample_value("streamgnn_offsets_skipped_total") == 3
+    _delete_before(bootstrap, source, 7)  # offsets 4, 5 and 6 are gone before the worker read them
+    worker, skipped = _run_warned(settings, caplog, 3)
+    assert worker.totals.offsets_skipped == skipped == 3
     assert worker.totals.applied == 3
     assert any("fell out of retention" in r.getMessage() for r in caplog.records)
 
@@ -467,16 +479,10 @@ def test_a_store_lost_under_its_group_is_rebuilt_from_the_log_start_counting_the
             time.sleep(0.2)
     finally:
         group.close()
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_records([RdTopicPartition(source, 0, 4)]).values():
-        future.result(30)  # offsets 0..3 out of retention
+    _delete_before(bootstrap, source, 4)  # offsets 0..3 out of retention
     shutil.rmtree(settings.store.path)
-
-    metrics = PipelineMetrics()
-    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
-        worker = _run(settings, lambda w: w.totals.consumed >= 6, metrics)
-    assert worker.totals.offsets_skipped == 4
-    assert metrics.registry.get_sample_value("streamgnn_offsets_skipped_total") == 4
+    worker, skipped = _run_warned(settings, caplog, 6)
+    assert worker.totals.offsets_skipped == skipped == 4
     assert worker.totals.applied == 6
     said = [r.getMessage() for r in caplog.records if "holds nothing of it" in r.getMessage()]
     assert len(said) == 1 and "committed offset 10" in said[0]

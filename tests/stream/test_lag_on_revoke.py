@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,30 @@ def _assigned(metrics: PipelineMetrics) -> float:
     return metrics.assigned_partitions._value.get()  # type: ignore[attr-defined, no-any-return]
 
 
+@contextmanager
+def _two_stores(
+    broker: LocalKafkaBroker, source: str, folder: Path
+) -> Iterator[list[tuple[Settings, DecayedGraphStore]]]:
+    """Two workers' settings (one group on ``source``) and their open stores."""
+    with ExitStack() as stack:
+        pairs = []
+        for name in ("a", "b"):
+            settings = Settings(
+                kafka=KafkaSettings(
+                    bootstrap_servers=broker.bootstrap_servers,
+                    interactions_topic=source,
+                    dlq_topic=f"{source}.dlq",
+                    group_id=f"g-{source}",
+                    max_batch_records=50,
+                    session_timeout_ms=6_000,
+                ),
+                store=StoreSettings(path=folder / name),
+            )
+            store = DecayedGraphStore(settings.store.path, settings.events.behaviours)
+            pairs.append((settings, stack.enter_context(store)))
+        yield pairs
+
+
 async def _until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -48,26 +74,12 @@ def test_a_worker_drops_the_lag_gauge_of_a_partition_another_worker_took(
     kafka_broker.create_topics({f"{source}.dlq": 1})
     produce(kafka_broker.bootstrap_servers, source, 2_000)
 
-    def settings(name: str) -> Settings:
-        return Settings(
-            kafka=KafkaSettings(
-                bootstrap_servers=kafka_broker.bootstrap_servers,
-                interactions_topic=source,
-                dlq_topic=f"{source}.dlq",
-                group_id=f"g-{source}",
-                max_batch_records=50,
-                session_timeout_ms=6_000,
-            ),
-            store=StoreSettings(path=tmp_path / name),
-        )
-
     first, second = PipelineMetrics(), PipelineMetrics()
 
     async def go() -> None:
-        a_settings, b_settings = settings("a"), settings("b")
-        with (
-            DecayedGraphStore(a_settings.store.path, a_settings.events.behaviours) as a_store,
-            DecayedGraphStore(b_settings.store.path, b_settings.events.behaviours) as b_store,
+        with _two_stores(kafka_broker, source, tmp_path) as (
+            (a_settings, a_store),
+            (b_settings, b_store),
         ):
             a = IngestWorker(a_settings, a_store, first, has_room=lambda: False)  # holds lag
             b = IngestWorker(b_settings, b_store, second, has_room=lambda: False)
@@ -107,26 +119,12 @@ def test_a_worker_counts_the_edges_of_the_partitions_it_owns_not_those_it_gave_u
     kafka_broker.create_topics({f"{source}.dlq": 1})
     produce(kafka_broker.bootstrap_servers, source, 1_000)
 
-    def settings(name: str) -> Settings:
-        return Settings(
-            kafka=KafkaSettings(
-                bootstrap_servers=kafka_broker.bootstrap_servers,
-                interactions_topic=source,
-                dlq_topic=f"{source}.dlq",
-                group_id=f"g-{source}",
-                max_batch_records=50,
-                session_timeout_ms=6_000,
-            ),
-            store=StoreSettings(path=tmp_path / name),
-        )
-
     first, second = PipelineMetrics(), PipelineMetrics()
 
     async def go() -> None:
-        a_settings, b_settings = settings("a"), settings("b")
-        with (
-            DecayedGraphStore(a_settings.store.path, a_settings.events.behaviours) as a_store,
-            DecayedGraphStore(b_settings.store.path, b_settings.events.behaviours) as b_store,
+        with _two_stores(kafka_broker, source, tmp_path) as (
+            (a_settings, a_store),
+            (b_settings, b_store),
         ):
             a = IngestWorker(a_settings, a_store, first)
             b = IngestWorker(b_settings, b_store, second)
