@@ -276,10 +276,11 @@ class DeadLetterWriter:
         """The DLQ does not exist (deleted under the writer): create it again as :meth:`start`
         does, then give the producer a moment to learn of it before the letters go again.
         One that cannot be created (no CreateTopics right, a name that now collides) leaves
-        the letters waiting, as an outage does: the dlq timeout still bounds the wait."""
+        the letters waiting, as an outage does: the dlq timeout still bounds the wait (the
+        operator may make it again meanwhile; only at start does a missing right end it)."""
         try:
             self.limit, created = _ensure_topic(self._require_admin(), self._kafka)
-        except DeadLetterError as exc:
+        except (DeadLetterError, KafkaAccessError) as exc:
             if not self._creation_failed:
                 log.warning("%s; its letters wait for it up to the dlq timeout", exc)
             self._creation_failed = True

@@ -395,7 +395,11 @@ class RecordSource:
         one (this one lost, deleted or replaced; or, without ``--changelog``, another
         worker's): this store is rebuilt from the log's start, and what retention removed
         before it is missing from the graph, counted as skipped (alerted) once."""
-        low, _ = self.offsets(partition)
+        try:
+            low, _ = self.offsets(partition)
+        except KafkaException as exc:  # the assignment goes on; the gap goes uncounted
+            low = 0
+            log.warning("partition %s[%d]: log start not read: %s", self._topic, partition, exc)
         log.warning(
             "partition %s[%d]: this store holds nothing of it, but group %r committed offset "
             "%d: the store that read it was lost or replaced (or, without --changelog, is "
