@@ -27,6 +27,7 @@ from contextlib import suppress
 
 from aiokafka import errors as aiokafka_errors
 from confluent_kafka import KafkaError
+from kafka import errors as kafka_errors
 
 from stream.errors import BrokersUnreachable, ConfigError, KafkaAccessError
 from stream.kafka.clients import aiokafka_connection
@@ -64,6 +65,13 @@ NOT_AUTHORIZED = frozenset(
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
         KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     }
+)
+
+
+# kafka-python's errors for the same refusals (it raises or returns them per request)
+NOT_AUTHORIZED_ERRORS = (
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
 )
 
 

@@ -33,12 +33,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import numpy.typing as npt
 from confluent_kafka import KafkaException
-from kafka.errors import ClusterAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
+from kafka.errors import KafkaError
 
 from stream.errors import (
     EmbeddingTopicGone,
@@ -47,13 +47,16 @@ from stream.errors import (
     SchemaError,
     VersionRegressionError,
 )
-from stream.kafka.access import not_authorized, refusal
+from stream.kafka.access import NOT_AUTHORIZED_ERRORS, not_authorized, refusal
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
 from stream.kafka.topics import NO_TOPIC, create_missing_topics, topic_configs, topic_incarnations
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
 from stream.publish.schema import Encoding, NodeKind, encode_records
 from stream.settings import KafkaSettings, PublishSettings
+
+if TYPE_CHECKING:  # built by stream.kafka.clients only
+    from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +91,6 @@ class PublishResult:
     acked_time_ms: int = 0
 
 
-# kafka-python's refusals of a creation for want of an ACL: the command ends
-_REFUSED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
-
-
 def ensure_embedding_topics(
     kafka: KafkaSettings, settings: PublishSettings, timeout_s: float = 30.0
 ) -> None:
@@ -115,7 +114,7 @@ def ensure_embedding_topics(
         raise PublishError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc}") from exc
     try:
         failed = create_missing_topics(admin, request, timeout_ms=int(timeout_s * 1000))
-        refused = [error for error in failed.values() if isinstance(error, _REFUSED)]
+        refused = [error for error in failed.values() if isinstance(error, NOT_AUTHORIZED_ERRORS)]
         if refused:  # a topic it may not describe is one it does not see, so asks to create
             raise refusal(
                 kafka, f"describe or create the embedding topics {topics}", str(refused[0])
@@ -126,15 +125,17 @@ def ensure_embedding_topics(
         raise PublishError(f"cannot set up embedding topics {topics}: {exc}") from exc
     finally:
         admin.close()
+    described = confluent_admin(kafka, {"client.id": "streamgnn-publisher-admin", "logger": log})
     for name in topics:
-        _require_compacted(kafka, name, timeout_s)
+        _require_compacted(described, kafka, name, timeout_s)
 
 
-def _require_compacted(kafka: KafkaSettings, topic: str, timeout_s: float) -> None:
+def _require_compacted(
+    admin: AdminClient, kafka: KafkaSettings, topic: str, timeout_s: float
+) -> None:
     """Refuse an embedding topic that is not compacted (an update would not replace the
     vector it updates), read with librdkafka: kafka-python drops a describe's refusal and
     answers with no configuration."""
-    admin = confluent_admin(kafka, {"client.id": "streamgnn-publisher-admin", "logger": log})
     try:
         entry = topic_configs(admin, topic, timeout_s).get("cleanup.policy")
     except KafkaException as exc:
