@@ -38,7 +38,6 @@ class BatchUpdate:
         self._read: dict[bytes, bytes | None] = {}  # the store's values, as read
         self._log_changes = log_changes
         self._logged: dict[bytes, int] = {}  # logged key -> the partition that changed it
-        self._edges_before: dict[bytes, bytes | None] = {}  # edge key -> the store's value
         self.partition = 0
 
     @property
@@ -72,8 +71,8 @@ class BatchUpdate:
 
     def _written(self, key: bytes) -> None:
         tag = key[:1]
-        if tag == k.EDGE and key not in self._edges_before:
-            self._edges_before[key] = self._read[key] if key in self._read else self._db.get(key)
+        if tag == k.EDGE and key not in self._read:  # its store value: edge_counts' before
+            self._read[key] = self._db.get(key)
         if self._log_changes and tag in k.LOGGED:
             self._logged[key] = self.partition
 
@@ -135,8 +134,10 @@ class BatchUpdate:
     def edge_counts(self) -> dict[int, int]:
         """Each partition's change in live edges, were the batch written now."""
         change: dict[int, int] = {}
-        for key, before in self._edges_before.items():
-            after = self._pending[key]
+        for key, after in self._pending.items():
+            if key[:1] != k.EDGE:
+                continue
+            before = self._read[key]  # every edge key written was read first (_written)
             was = None if before is None else k.EDGE_VALUE.unpack(before)[2]
             now = None if after is None else k.EDGE_VALUE.unpack(after)[2]
             if was != now:
