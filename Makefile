@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-seed-spread bench-step-cost bench-heap-growth bench-store-apply bench-id-memory bench-gil-share bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale gpu-check clean
+.PHONY: help test lint demo bench-ingest bench-freshness bench-freshness-split bench-soak bench-soak-steady bench-soak-closed bench-encoding bench-retrain bench-seed-spread bench-step-cost bench-heap-growth bench-store-apply bench-id-memory bench-gil-share bench-gil-switch bench-faults bench-changelog bench-hostile bench-engines bench-scale bench-rebalance gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-engines: $(STAMP) $(ENGINES)/quix/bin/python $(ENGINES)/faust/bin/python #
 
 bench-scale: $(STAMP) ## ingest events/s with 1 and 2 processes, trainer events/s with 1 and 2 gloo ranks, restore seconds of a 1M-edge partition; writes bench/results/scale.json
 	$(PY) -m bench.scale
+
+bench-rebalance: $(STAMP) ## how long a reading worker stops while a second joins and leaves, with and without --changelog; writes bench/results/rebalance.json
+	$(PY) -m bench.rebalance
 
 # No venv on a bare GPU machine: its python3 (torch, PyG, numpy there), plus the wheels that
 # bench/gpu_wheels.sh put in .whl/ (carry it), which the script installs itself, offline.

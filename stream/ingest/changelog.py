@@ -84,6 +84,14 @@ SLOW_FLUSH_S = 5.0  # a batch's records unacked this long: is the topic still th
 STOP_CHECK_S = 0.5  # how often a transaction's wait looks for a stop
 RESTORE_STALL_S = 60.0  # no record and no end of partition for this long: give up
 _FENCING = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+# The offsets' group generation moved on under the transaction (see _through_rebalances).
+_REBALANCED = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+}
+REBALANCE_WAIT_S = 60.0  # a rebalance that has not settled by then is not one
+REBALANCE_RETRY_S = 0.1
 
 Change = tuple[int, bytes, bytes | None]
 
@@ -91,6 +99,10 @@ Change = tuple[int, bytes, bytes | None]
 class ChangelogInterrupted(Exception):
     """A stop was asked while a transaction waited on the brokers; it is left open (the
     next start aborts it and restores the partitions the store wrote ahead)."""
+
+
+class _Rebalanced(Exception):
+    """A transaction aborted because the group's generation moved on under it."""
 
 
 def changelog_topic(interactions_topic: str, group_id: str) -> str:
@@ -173,15 +185,40 @@ class Changelog:
         self,
         changes: Sequence[Change],
         offsets: dict[int, int],
-        group: Any,
+        group: Callable[[], Any],
         interrupted: threading.Event | None = None,
     ) -> None:
         """One transaction: the changed records and the consumer group's next offsets
-        (``group``: the consumer's group metadata, unused without offsets). With
+        (``group``: gives the consumer's group metadata, unused without offsets). With
         ``interrupted``, it runs in a daemon thread of its own, and once ``interrupted`` is
         set while it still waits, :class:`ChangelogInterrupted` is raised and the thread
         left behind (it can never hold up the exit); the producer is not used again."""
-        self._abandonable(lambda: self._transaction(changes, offsets, group), interrupted)
+        self._abandonable(lambda: self._through_rebalances(changes, offsets, group), interrupted)
+
+    def _through_rebalances(
+        self, changes: Sequence[Change], offsets: dict[int, int], group: Callable[[], Any]
+    ) -> None:
+        """The transaction, written again while a rebalance moves the group's generation
+        under it. The consumer rejoins by itself (incremental rebalancing: only a
+        partition's revocation waits for the ingest loop), so the generation a batch's
+        offsets were sent under can be gone by the commit; the broker then refuses the
+        offsets and the transaction is aborted. Every partition of the batch is still this
+        worker's (a revocation waits for the loop's next poll), so the same records and
+        offsets under the new generation are the same transaction."""
+        deadline = time.monotonic() + REBALANCE_WAIT_S
+        while True:
+            try:
+                self._transaction(changes, offsets, group())
+                return
+            except _Rebalanced as exc:
+                if time.monotonic() > deadline:
+                    raise ChangelogError(
+                        f"changelog: the group's generation kept moving for "
+                        f"{REBALANCE_WAIT_S:.0f} s under transactional.id "
+                        f"{self.transactional_id!r}: {exc}"
+                    ) from exc
+                log.info("changelog transaction aborted by a rebalance (%s); written again", exc)
+                time.sleep(REBALANCE_RETRY_S)
 
     def _abandonable(self, call: Callable[[], None], interrupted: threading.Event | None) -> None:
         """``call`` (a wait on the brokers with the producer), here without ``interrupted``;
@@ -248,6 +285,9 @@ class Changelog:
                     producer.abort_transaction(TXN_TIMEOUT_S)
                 except KafkaException as abort_exc:
                     log.error("changelog transaction not aborted: %s", abort_exc)
+                else:
+                    if isinstance(exc, KafkaException) and exc.args[0].code() in _REBALANCED:
+                        raise _Rebalanced(exc.args[0].str()) from exc
             raise failure from exc
 
     def read_partitions(self, partitions: Sequence[int]) -> dict[int, dict[bytes, bytes]]:

@@ -86,11 +86,11 @@ def write_missing_state(
         moved = {p: at for p, at in held.items() if at > committed[p]}
         if moved:  # the coordinator takes offsets from outside the group only when empty
             _wait_for_an_empty_group(k, interrupted or threading.Event())
-        group = consumer.consumer_group_metadata()
         for p, position in sorted(held.items()):
             records = partition_records(store, k.interactions_topic, p)
             changes = [(p, key, v) for key, v in records.items()]
-            changelog.commit(changes, {p: position} if p in moved else {}, group, interrupted)
+            offsets = {p: position} if p in moved else {}
+            changelog.commit(changes, offsets, consumer.consumer_group_metadata, interrupted)
             log.warning(
                 "changelog %s[%d] held no state for group %s's offset %d on %s: wrote it "
                 "again from the store (%d records, position %d)",

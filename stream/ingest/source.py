@@ -17,6 +17,16 @@ the store's offsets (the beginning when the store has none); the group commit is
 informational. Rebalance callbacks run inside :meth:`RecordSource.poll`, which the
 ingest loop calls between batches only, so a revocation never lands in the middle of a
 batch.
+
+Rebalancing is incremental (``cooperative-sticky``, KIP-429): when a worker joins or
+leaves, only the partitions that change owner are revoked and assigned; the others keep
+their fetch positions and prefetched records and are read on through the rebalance. The
+eager protocol (librdkafka's default, ``range,roundrobin``) revoked every partition of
+every member on each join and leave, and none read again until all had rejoined: one
+member slow to rejoin stopped the whole group (bench/rebalance.py measures both). A group
+cannot mix the two: a member of a build before this one (eager) in the group refuses this
+one's join (``INCONSISTENT_GROUP_PROTOCOL``); past a session timeout (the build before,
+just stopped, may still be listed) that stops the worker with one line.
 """
 
 from __future__ import annotations
@@ -57,6 +67,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamgnn.ingest")
 
 WATERMARK_TIMEOUT_S = 2.0
+# Only the partitions that move are revoked on a join or leave (see the module docstring).
+ASSIGNMENT_STRATEGY = "cooperative-sticky"
+# Beyond the session timeout, how long an eager member in the group is waited out.
+PROTOCOL_GRACE_S = 5.0
 # How often both clients ask for the topic's metadata (librdkafka's default: 5 minutes).
 # Partitions added to the topic are consumed, and their lag reported, within this.
 METADATA_REFRESH_MS = 30_000
@@ -177,6 +191,7 @@ class RecordSource:
         self._on_revoked = on_revoked
         self._on_skipped = on_skipped
         self._assigned: frozenset[int] = frozenset()
+        self._refused_since: float | None = None  # the group refused our protocol then
         self._paused = False
         self._consumer: Consumer | None = None
         self._offsets: Consumer | None = None  # watermark queries only, from any thread
@@ -201,6 +216,7 @@ class RecordSource:
             # memory stays bounded, and what the worker has not read waits in Kafka as lag.
             "queued.min.messages": 2 * k.max_batch_records,
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "partition.assignment.strategy": ASSIGNMENT_STRATEGY,
             "session.timeout.ms": k.session_timeout_ms,
             "heartbeat.interval.ms": max(100, k.session_timeout_ms // 4),
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
@@ -335,6 +351,7 @@ class RecordSource:
     # -- rebalancing (runs inside poll) ----------------------------------------------
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refused_since = None
         self._refuse_a_shared_group(consumer)
         if partitions:  # a topic deleted and created again is assigned afresh: asked here
             self._check_incarnation()
@@ -363,8 +380,8 @@ class RecordSource:
                 tp.partition,
                 "the beginning" if stored is None else stored,
             )
-        consumer.assign(placed)
-        self._assigned = frozenset(tp.partition for tp in placed)
+        consumer.incremental_assign(placed)
+        self._assigned = self._assigned | {tp.partition for tp in placed}
         if self._paused:  # backpressure holds for partitions that arrive meanwhile
             consumer.pause(placed)
         # A crash between a store write and its commit left the commit behind.
@@ -425,6 +442,8 @@ class RecordSource:
         gone = frozenset(tp.partition for tp in partitions)
         self._assigned = self._assigned - gone  # first: the lag task must not see them again
         self._on_revoked(gone)
+        if partitions:
+            consumer.incremental_unassign(partitions)
 
     # -- errors -------------------------------------------------------------------------
 
@@ -434,6 +453,9 @@ class RecordSource:
             return
         if error.fatal():
             raise KafkaException(error)
+        if error.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+            self._eager_members()
+            return
         refused = not_authorized(
             error, self._kafka, f"consume {self._topic!r} in group {self._kafka.group_id!r}"
         )
@@ -441,6 +463,32 @@ class RecordSource:
             raise refused
         # Connection trouble and the like: librdkafka recovers by itself.
         log.warning("Kafka consumer: %s", error.str())
+
+    def _eager_members(self) -> None:
+        """The group refused this member's join: members in it rebalance eagerly. One
+        that has just stopped (a static member stays until its session times out: the
+        build before this one, restarted) is waited out; one still there stops the
+        worker."""
+        now = time.monotonic()
+        if self._refused_since is None:
+            self._refused_since = now
+            log.warning(
+                "group %r refuses this member: members in it rebalance eagerly; waiting up "
+                "to %.0f s for them to leave",
+                self._kafka.group_id,
+                self._protocol_wait_s(),
+            )
+        if now - self._refused_since < self._protocol_wait_s():
+            return
+        raise ConfigError(
+            f"group {self._kafka.group_id!r} has members that rebalance eagerly (a streamgnn "
+            f"build before incremental rebalancing, or another application under this group "
+            f"id); this worker rebalances incrementally ({ASSIGNMENT_STRATEGY}) and the two "
+            f"cannot share a group: stop those members, or give this worker another --group-id"
+        )
+
+    def _protocol_wait_s(self) -> float:
+        return self._kafka.session_timeout_ms / 1000 + PROTOCOL_GRACE_S
 
     def _check_incarnation(self) -> bool:
         """Hand the topic's id to ``on_incarnation``; True when the stored positions moved.
@@ -496,15 +544,19 @@ class RecordSource:
         self._place(partition, resume)
 
     def _place(self, partition: int | None, offset: int) -> None:
-        """Position every owned partition at its stored offset, ``partition`` at ``offset``."""
+        """Position every owned partition at its stored offset, ``partition`` at ``offset``.
+
+        By assigning them again, not by a seek: librdkafka refuses to seek a partition
+        whose fetch stopped on an offset outside the log (``_STATE``)."""
         consumer = self._require()
         positions = []
         for p in sorted(self._assigned):
             stored = self._position(p)
             at = offset if p == partition else (OFFSET_BEGINNING if stored is None else stored)
             positions.append(TopicPartition(self._topic, p, at))
-        consumer.assign(positions)  # re-reading other partitions is harmless: the
-        if self._paused:  # ingest loop skips offsets below the store's
+        consumer.incremental_unassign(self._partitions(self._assigned))
+        consumer.incremental_assign(positions)  # re-reading other partitions is harmless:
+        if self._paused:  # the ingest loop skips offsets below the store's
             consumer.pause(positions)
 
     def _partitions(self, partitions: frozenset[int]) -> list[TopicPartition]:

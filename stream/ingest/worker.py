@@ -229,10 +229,13 @@ class IngestWorker:
         result = await asyncio.to_thread(self._store.apply, self._topic, batches)
         positions = {b.partition: b.next_offset for b in batches}
         if self._changelog is not None:
-            metadata = self._source.group_metadata()
             try:
                 await asyncio.to_thread(
-                    self._changelog.commit, result.changes, positions, metadata, self._interrupted
+                    self._changelog.commit,
+                    result.changes,
+                    positions,
+                    self._source.group_metadata,
+                    self._interrupted,
                 )
             except ChangelogInterrupted as exc:
                 log.warning(
@@ -362,8 +365,9 @@ class IngestWorker:
         """Record the jump in the store, so the gap is counted once, whatever restarts."""
         result = self._store.apply(self._topic, [PartitionBatch(partition, first_kept, ())])
         if self._changelog is not None:
-            metadata = self._source.group_metadata()
-            self._changelog.commit(result.changes, {partition: first_kept}, metadata)
+            self._changelog.commit(
+                result.changes, {partition: first_kept}, self._source.group_metadata
+            )
         self.totals.offsets_skipped += skipped
         self._metrics.offsets_skipped.inc(skipped)
 

@@ -215,8 +215,8 @@ def test_a_fenced_changelog_writer_stops_with_a_clear_error(
     old.start()
     new.start()  # takes the id: the old one is a zombie now
     with pytest.raises(ChangelogFenced, match="instance-id"):
-        old.commit([(0, b"k", b"v")], {}, None)
-    new.commit([(0, b"k", b"v")], {}, None)
+        old.commit([(0, b"k", b"v")], {}, lambda: None)
+    new.commit([(0, b"k", b"v")], {}, lambda: None)
     assert fold_changelog(kafka.bootstrap_servers, new.topic, 1)[0] == {0: {b"k": b"v"}}
 
 
