@@ -62,6 +62,11 @@ class GroupShared(StreamGNNError):
     worker must be alone in its group; see :mod:`stream.kafka.group`)."""
 
 
+class GroupLeft(StreamGNNError):
+    """The consumer is no longer the group member its batch was read as (its session
+    expired and it joined again): the batch's partitions may be another worker's now."""
+
+
 class KafkaAccessError(StreamGNNError):
     """A Kafka broker refused this client: a failed login or TLS handshake (never retried)."""
 

@@ -43,6 +43,7 @@ from stream.errors import (
     CheckpointDirInUse,
     ConfigError,
     DeadLetterError,
+    GroupLeft,
     GroupShared,
     PublishError,
     StoreError,
@@ -211,7 +212,7 @@ def serve(settings: Settings) -> int:
     except ChangelogFenced as exc:  # a restart would fence the other worker in turn: exit 0
         log.error("%s", exc)
         return 0
-    except ChangelogError as exc:  # the next start restores what the store wrote ahead
+    except (ChangelogError, GroupLeft) as exc:  # the next start restores what the store wrote ahead
         log.error("%s", exc)
         return 1
     log.info("stopped: %s", totals)

@@ -85,11 +85,8 @@ STOP_CHECK_S = 0.5  # how often a transaction's wait looks for a stop
 RESTORE_STALL_S = 60.0  # no record and no end of partition for this long: give up
 _FENCING = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 # The offsets' group generation moved on under the transaction (see _through_rebalances).
-_REBALANCED = {
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError.REBALANCE_IN_PROGRESS,
-}
+# Not UNKNOWN_MEMBER_ID: a member the group no longer knows may have lost the partitions.
+_REBALANCED = {KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS}
 REBALANCE_WAIT_S = 60.0  # a rebalance that has not settled by then is not one
 REBALANCE_RETRY_S = 0.1
 
@@ -203,7 +200,8 @@ class Changelog:
         partition's revocation waits for the ingest loop), so the generation a batch's
         offsets were sent under can be gone by the commit; the broker then refuses the
         offsets and the transaction is aborted. Every partition of the batch is still this
-        worker's (a revocation waits for the loop's next poll), so the same records and
+        worker's while it is the same member (a revocation waits for the loop's next poll;
+        ``group`` raises once the consumer is another member), so the same records and
         offsets under the new generation are the same transaction."""
         deadline = time.monotonic() + REBALANCE_WAIT_S
         while True:

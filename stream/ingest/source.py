@@ -47,7 +47,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from stream.errors import ConfigError, GroupShared
+from stream.errors import ConfigError, GroupLeft, GroupShared
 from stream.events import record_clock
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, fetch_available
@@ -312,9 +312,26 @@ class RecordSource:
             if partition in self._assigned and records:
                 consumer.seek(TopicPartition(self._topic, partition, records[0].offset))
 
-    def group_metadata(self) -> object:
-        """The consumer's group metadata, for a transaction's offsets."""
-        return self._require().consumer_group_metadata()
+    def member_id(self) -> str:
+        """The consumer's member id in its group now ("" before it first joined)."""
+        return self._require().memberid() or ""
+
+    def group_metadata(self, member_id: str | None = None) -> object:
+        """The consumer's group metadata, for a transaction's offsets; with ``member_id``,
+        only while the consumer is still that member: one whose session expired and that
+        joined again has lost the partitions it read a batch of (a revocation waits for
+        :meth:`poll`, a loss does not), and may not commit their offsets
+        (:class:`GroupLeft`)."""
+        consumer = self._require()
+        if member_id is not None and consumer.memberid() != member_id:
+            raise GroupLeft(
+                f"the consumer left group {self._kafka.group_id!r} and joined again while a "
+                f"batch read as member {member_id!r} was being committed (its session "
+                "expired: a stall longer than the session timeout); the batch's partitions "
+                "may be another worker's now, so it is not committed: stopping, the next "
+                "start restores them from the changelog"
+            )
+        return consumer.consumer_group_metadata()
 
     def commit(self, positions: dict[int, int]) -> None:
         """Informational group commit (lag tools read it); failures are only logged."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
@@ -199,6 +200,7 @@ class IngestWorker:
         return await self._process(fetched)
 
     async def _process(self, fetched: dict[int, list[SourceRecord]]) -> int:
+        member = self._source.member_id()  # the member these records were read as
         batches: list[PartitionBatch] = []
         letters: list[tuple[SourceRecord, Rejection]] = []
         consumed = 0
@@ -234,7 +236,7 @@ class IngestWorker:
                     self._changelog.commit,
                     result.changes,
                     positions,
-                    self._source.group_metadata,
+                    functools.partial(self._source.group_metadata, member),
                     self._interrupted,
                 )
             except ChangelogInterrupted as exc:

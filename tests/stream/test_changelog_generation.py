@@ -4,11 +4,13 @@ With incremental rebalancing the consumer rejoins by itself, so the group metada
 batch's offsets were sent with can be a generation old by the commit: the broker refuses
 the offsets and the transaction is aborted. It is written again under the new generation
 (the batch's records once in the changelog, its offsets committed); a generation that
-never settles ends in a :class:`ChangelogError`, not a loop.
+never settles ends in a :class:`ChangelogError`, not a loop; a batch read as a member the
+consumer no longer is (its session expired) is never committed.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,9 +19,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from stream.errors import ChangelogError
+from stream.errors import ChangelogError, GroupLeft
 from stream.ingest import changelog as changelog_module
 from stream.ingest.changelog import Changelog
+from stream.ingest.source import RecordSource
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
@@ -119,3 +122,41 @@ def test_a_generation_that_never_settles_ends_in_a_changelog_error(
         log.commit([(owned, b"edge", b"v1")], {owned: 7}, lambda: before)
     state, _, _ = fold_changelog(kafka.bootstrap_servers, log.topic, PARTITIONS)
     assert b"edge" not in state[owned]
+
+
+def test_a_batch_read_as_a_member_the_consumer_no_longer_is_never_committed(
+    kafka_broker: LocalKafkaBroker, topic_factory: TopicFactory
+) -> None:
+    """A session that expired and a join again under a new member id: the partitions the
+    batch was read from may be another worker's, so its transaction is not written."""
+    source = topic_factory("generation-left", partitions=PARTITIONS)
+    kafka = KafkaSettings(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        interactions_topic=source,
+        group_id=f"left-{uuid.uuid4().hex[:8]}",
+        instance_id="w1",
+        session_timeout_ms=6_000,
+    )
+    owned: list[frozenset[int]] = []
+    records = RecordSource(kafka, lambda _p: None, owned.append, lambda _g: None, lambda *_: None)
+    records.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not records.assigned:
+            assert time.monotonic() < deadline, "never assigned"
+            records.poll(0.1, 10)
+        member = records.member_id()
+        assert member
+        log = Changelog(kafka, PipelineMetrics())
+        log.start()
+        log.commit([(0, b"kept", b"v")], {0: 3}, functools.partial(records.group_metadata, member))
+        with pytest.raises(GroupLeft, match="joined again"):
+            log.commit(
+                [(1, b"lost", b"v")],
+                {1: 5},
+                functools.partial(records.group_metadata, "the-member-it-was"),
+            )
+        state, _, _ = fold_changelog(kafka.bootstrap_servers, log.topic, PARTITIONS)
+        assert b"kept" in state[0] and b"lost" not in state[1]
+    finally:
+        records.close()
