@@ -98,7 +98,8 @@ def run(
     broker: LocalKafkaBroker, args: argparse.Namespace, changelog: bool, paused: bool
 ) -> dict[str, Any]:
     """One scenario: ``paused`` False, A alone, B joins and leaves; True, A and B from the
-    start, C joins while B is stopped (SIGSTOP) for ``--pause-s``."""
+    start, C joins while B is stopped (SIGSTOP) from C's start to ``--pause-s`` after C
+    subscribed."""
     name = f"{'changelog' if changelog else 'store'}-{'paused' if paused else 'join-leave'}"
     topic = group = f"rebalance-{name}"
     broker.create_topics({topic: args.partitions, f"{topic}.dlq": 1})
