@@ -54,12 +54,6 @@ _RECHECK_S = 1.0
 LEFT_GRACE_S = 3.0  # beyond the session timeout: the coordinator's own check interval
 
 
-def lingering_s(kafka: KafkaSettings) -> float:
-    """How long a static member that stopped may still be listed in its group (the
-    coordinator keeps it a session timeout): a worker's previous run, waited out."""
-    return kafka.session_timeout_ms / 1000 + LEFT_GRACE_S
-
-
 @dataclass(frozen=True)
 class Member:
     """One member of a consumer group, as the coordinator describes it."""
@@ -110,7 +104,7 @@ async def refuse_a_shared_group(
     previous run left behind goes by then). True to go on; False when ``stopping()``
     turned true meanwhile. A group the coordinator cannot describe is not refused (the
     check on assignment still runs)."""
-    deadline = time.monotonic() + lingering_s(kafka)
+    deadline = time.monotonic() + kafka.session_timeout_ms / 1000 + LEFT_GRACE_S
     said = False
     while not stopping():
         try:
