@@ -27,7 +27,7 @@ from stream.ingest.changelog import (
 )
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_consumer
-from stream.kafka.group import LEFT_GRACE_S, Member, conflicts, group_members
+from stream.kafka.group import Member, conflicts, group_members, lingering_s
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.partition_state import partition_records
@@ -109,7 +109,7 @@ def write_missing_state(
 def _wait_for_an_empty_group(k: KafkaSettings, interrupted: threading.Event) -> None:
     """Wait out this worker's previous run, a static member the coordinator keeps for
     a session timeout after it died."""
-    deadline = time.monotonic() + k.session_timeout_ms / 1000 + LEFT_GRACE_S
+    deadline = time.monotonic() + lingering_s(k)
     while members := group_members(k):
         if time.monotonic() >= deadline:
             raise ChangelogError(

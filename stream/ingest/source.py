@@ -56,6 +56,7 @@ from stream.kafka.group import (
     TRAINING_CLIENT_ID,
     Role,
     leaving_for,
+    lingering_s,
 )
 from stream.kafka.topics import topic_incarnation
 from stream.settings import KafkaSettings
@@ -69,8 +70,6 @@ log = logging.getLogger("streamgnn.ingest")
 WATERMARK_TIMEOUT_S = 2.0
 # Only the partitions that move are revoked on a join or leave (see the module docstring).
 ASSIGNMENT_STRATEGY = "cooperative-sticky"
-# Beyond the session timeout, how long an eager member in the group is waited out.
-PROTOCOL_GRACE_S = 5.0
 # How often both clients ask for the topic's metadata (librdkafka's default: 5 minutes).
 # Partitions added to the topic are consumed, and their lag reported, within this.
 METADATA_REFRESH_MS = 30_000
@@ -493,9 +492,9 @@ class RecordSource:
                 "group %r refuses this member: members in it rebalance eagerly; waiting up "
                 "to %.0f s for them to leave",
                 self._kafka.group_id,
-                self._protocol_wait_s(),
+                lingering_s(self._kafka),
             )
-        if now - self._refused_since < self._protocol_wait_s():
+        if now - self._refused_since < lingering_s(self._kafka):
             return
         raise ConfigError(
             f"group {self._kafka.group_id!r} has members that rebalance eagerly (a streamgnn "
@@ -503,9 +502,6 @@ class RecordSource:
             f"id); this worker rebalances incrementally ({ASSIGNMENT_STRATEGY}) and the two "
             f"cannot share a group: stop those members, or give this worker another --group-id"
         )
-
-    def _protocol_wait_s(self) -> float:
-        return self._kafka.session_timeout_ms / 1000 + PROTOCOL_GRACE_S
 
     def _check_incarnation(self) -> bool:
         """Hand the topic's id to ``on_incarnation``; True when the stored positions moved.

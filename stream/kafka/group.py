@@ -54,6 +54,12 @@ _RECHECK_S = 1.0
 LEFT_GRACE_S = 3.0  # beyond the session timeout: the coordinator's own check interval
 
 
+def lingering_s(kafka: KafkaSettings) -> float:
+    """How long a static member that stopped may still be listed in its group (the
+    coordinator keeps it a session timeout): a worker's previous run, waited out."""
+    return kafka.session_timeout_ms / 1000 + LEFT_GRACE_S
+
+
 @dataclass(frozen=True)
 class Member:
     """One member of a consumer group, as the coordinator describes it."""
@@ -104,7 +110,7 @@ async def refuse_a_shared_group(
     previous run left behind goes by then). True to go on; False when ``stopping()``
     turned true meanwhile. A group the coordinator cannot describe is not refused (the
     check on assignment still runs)."""
-    deadline = time.monotonic() + kafka.session_timeout_ms / 1000 + LEFT_GRACE_S
+    deadline = time.monotonic() + lingering_s(kafka)
     said = False
     while not stopping():
         try:
