@@ -44,7 +44,7 @@ Parts, in this order, each in its own time budget (the whole stays under ``--bud
    above, not an eighth load): the same split load with
    ``STREAMGNN_REFLECT_BEFORE_STEP=true`` (the trainer publishes each batch's users before
    the step, which runs in its learner thread). On this 2-core CPU the thread that absorbs
-   and publishes was the bound at 10,000 events/s (README, "Reflect before the step"); a
+   and publishes was the bound at 10,000 events/s (docs/worker.md, "Reflect before the step"); a
    machine with cores to spare is where it can show what it does:
    ``python -m bench.gpu_check --parts freshness_reflect --out bench/results/gpu-reflect.json``.
 

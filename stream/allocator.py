@@ -9,7 +9,7 @@ With mmap off (``M_MMAP_MAX`` 0) and the heap's free top trimmed only past 256 M
 (``M_TRIM_THRESHOLD``) they come from freed heap blocks instead. Measured with the worker's
 one torch thread on bench.step_cost's graphs (learn calls of 1,100 events, medians of 7):
 0.40 -> 0.33 s at 210k edges, 2.53 -> 1.56 s at 1M; RSS +130 / +330 MB, what the heap
-keeps of the largest step's temporaries (README "The worker").
+keeps of the largest step's temporaries (docs/worker.md).
 
 A step gathers and scatters rows scattered over tables of hundreds of MB to GB (embeddings,
 the optimiser's moments, the mirror's slot arrays): with 4 KiB pages nearly every row is a

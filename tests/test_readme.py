@@ -1,19 +1,31 @@
-"""The README names only paths that exist (STYLE.md: docs no test runs rot)."""
+"""The README and the pages under docs/ name only paths that exist (STYLE.md: docs no test
+runs rot)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-PATH = re.compile(r"`((?:stream|models|bench|deploy|schema|tests|\.ci)/[^`\s,]*)`")
+PATH = re.compile(r"`((?:stream|models|bench|deploy|schema|tests|docs|\.ci)/[^`\s,]*)`")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def test_every_path_the_readme_names_exists() -> None:
-    named = set(PATH.findall((ROOT / "README.md").read_text()))
-    assert named, "the README names no repository paths: did the pattern break?"
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_path_a_page_names_exists(page: Path) -> None:
+    named = set(PATH.findall(page.read_text()))
+    assert named, f"{page.name} names no repository paths: did the pattern break?"
     missing = sorted(p for p in named if "<" not in p and not (ROOT / p).exists())  # <x>: a pattern
-    assert not missing, f"README names paths that do not exist: {missing}"
+    assert not missing, f"{page.name} names paths that do not exist: {missing}"
+
+
+def test_the_readme_names_every_page_under_docs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    pages = sorted(p.relative_to(ROOT).as_posix() for p in PAGES[1:])
+    assert pages, "docs/ holds no pages"
+    assert not [p for p in pages if f"`{p}`" not in readme]
 
 
 def _layout_rows() -> list[str]:

@@ -356,8 +356,7 @@ class Changelog:
             raise ChangelogTopicLost(
                 f"changelog {self.topic!r} was deleted under the worker (topic id "
                 f"{self._incarnation}, now {now}): the batch is not committed. The next "
-                "start writes the state it lacks again from this store (see --changelog in "
-                "the README)"
+                "start writes the state it lacks again from this store (see docs/changelog.md)"
             )
 
     def _require_admin(self) -> AdminClient:

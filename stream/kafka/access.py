@@ -96,8 +96,8 @@ def refusal(kafka: KafkaSettings, what: str, reason: str) -> KafkaAccessError:
     user = kafka.security.sasl_username
     who = f"user {user!r}" if user else "this client's principal"
     return KafkaAccessError(
-        f"{who} is not authorized to {what} ({reason}): grant the ACLs the README lists "
-        'under "Access control"'
+        f"{who} is not authorized to {what} ({reason}): grant the ACLs "
+        'docs/security.md lists under "Access control"'
     )
 
 

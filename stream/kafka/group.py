@@ -167,7 +167,7 @@ def shared_message(group: str, role: Role, other: Member) -> str:
     why = {
         "worker": "a training worker trains one model on all of the group's partitions and "
         "must be alone in it. Scale out with `streamgnn ingest` workers and one `streamgnn "
-        "train` (README, Scaling out), or give this worker its own --group-id",
+        "train` (docs/scaling.md), or give this worker its own --group-id",
         "ingest": "an ingest worker cannot share a group with a training worker, which must "
         "be alone in it; give one of them its own --group-id",
         "train": "one `streamgnn train` follows an ingest group's changelog (two would "

@@ -12,7 +12,7 @@ positives) come as often as their items are interacted with: ``Q`` ∝ the item'
 weighted degree (Yi et al., https://doi.org/10.1145/3298689.3346996), and a column of the
 row's own item is masked (no false negative). On the ML-100K warm-up the correction took
 the in-batch softmax's Recall@20 from 0.075 to 0.117, still short of 64 uniform negatives
-per positive (0.170; README, "Negatives from the batch").
+per positive (0.170; docs/evaluation.md, "Negatives from the batch").
 """
 
 from __future__ import annotations

@@ -318,6 +318,6 @@ class EmbeddingTable:
         if not partitions:
             raise ConfigError(
                 f"embedding topic {topic!r} does not exist, or this principal may not describe "
-                'it (see "Access control" in the README)'
+                'it (see docs/security.md, "Access control")'
             )
         return set(partitions)

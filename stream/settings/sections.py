@@ -175,7 +175,7 @@ class WorkerSettings:
     # thread running Python only after this interval, so a short one speeds the trainer
     # (a GPU learn call beside a busy thread: 13.7x its time alone at 5 ms, 2.75x at 1 ms;
     # bench/results/gil_switch.json, gpu.json) and slows ingest, which on a small CPU is
-    # the bound (the 2-core runs at 1 ms applied fewer events/s: README, "GIL switch").
+    # the bound (the 2-core runs at 1 ms applied fewer events/s: docs/benchmarks.md, "GIL switch").
     gil_switch_interval_ms: float = 0.0
     # Large tensors from freed heap blocks, not fresh mmap'd pages (stream/allocator.py:
     # learn calls 17-38 % faster at 210k-1M edges, RSS 130-330 MB higher). Process-wide.
@@ -191,7 +191,7 @@ class WorkerSettings:
     # Publish the users of each taken batch's events at once, re-embedded from their own
     # edges (stream/learn/reflect.py), while a learner thread takes the steps behind
     # (stream/learn/behind.py): an event need not wait for a step. Off: on this 2-core
-    # machine p99 fell at 2,000 events/s and rose at 10,000 (README, "Reflect before the
+    # machine p99 fell at 2,000 events/s and rose at 10,000 (docs/worker.md, "Reflect before the
     # step").
     reflect_before_step: bool = False
     checkpoint_dir: Path = Path("var/checkpoints")

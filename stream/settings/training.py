@@ -30,7 +30,7 @@ MAX_USERS, MAX_ITEMS = 1 << 23, 1 << 32
 # (stream.settings.load) to the options not given as a flag or an environment twin; an
 # encoder not listed (lightgcn) takes the field defaults below. Chosen for each encoder on
 # the first half of ML-100K by time (its own warm-up and 10 chunks scored), never on the
-# scored half (bench/results/eval-ml100k-encoders-validation.json, README "Other encoders").
+# scored half (bench/results/eval-ml100k-encoders-validation.json, docs/evaluation.md).
 ENCODER_DEFAULTS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "sage": MappingProxyType({"lr": 0.01, "temperature": 0.3}),
@@ -100,9 +100,9 @@ class TrainerSettings:
     # is inside the full step's 95 % interval on ML-100K validation
     # (bench/results/eval-ml100k-validation-local-bounded.json vs -full.json), but with 64
     # uniform negatives per positive it measured dearer than the full step up to 1M edges
-    # (bench/results/step_cost.json, README "A learn step"). The cheap candidate chosen on
+    # (bench/results/step_cost.json, docs/worker.md, "A learn step"). The cheap candidate chosen on
     # the warm-ups (local, 64 shared negatives, a 2,048-row sweep) lost to the best baseline
-    # on ML-100K's scored chunks (README "A cheaper default step, tried").
+    # on ML-100K's scored chunks (docs/worker.md, "A cheaper default step, tried").
     step_scope: str = "full"
     # Edges per node and hop at most in a local step's neighbourhood (0: all, exact). Also
     # bounds the re-embedding: with fanout > 0 a local step re-embeds and publishes only
@@ -115,7 +115,7 @@ class TrainerSettings:
     # layers from those neighbours' last embedding (historical embeddings, GNNAutoScale;
     # models.base.Encoder.forward_historical) instead of sampling ``layers`` hops: a step
     # and a re-embedding cost the seeds' edges (~fanout each), not their trees
-    # (~fanout^layers). Off by default: see README "A cheaper default step, tried".
+    # (~fanout^layers). Off by default: see docs/worker.md, "A cheaper default step, tried".
     layer_history: bool = False
     # A bounded local step also re-embeds this many rows of each kind per learn call, round
     # robin over the live rows, so a cached vector is at most live / sweep_rows calls old

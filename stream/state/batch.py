@@ -7,7 +7,7 @@ in one atomic batch.
 A batch's reads go to RocksDB in one list get first (:meth:`BatchUpdate.prefetch`):
 rocksdict releases the GIL for a list get and holds it for each single one, and the
 worker's ingest and training threads share one interpreter (at 10,000 events/s the single
-gets were 11 % of the time, py-spy ``--gil``; README, Benchmarks, "GIL share").
+gets were 11 % of the time, py-spy ``--gil``; docs/benchmarks.md, "GIL share").
 
 With ``log_changes`` it also remembers, for the changelog (:mod:`stream.ingest.changelog`),
 which logged keys (:data:`stream.state.keys.LOGGED`) changed and in which source

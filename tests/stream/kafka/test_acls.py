@@ -1,5 +1,5 @@
 """A worker on a node that enforces ACLs (KRaft's StandardAuthorizer), with the rights the
-README's "Access control (ACLs)" table lists, read from the README itself: with all of them
+docs/security.md's "Access control (ACLs)" table lists, read from that page itself: with all of them
 a ``--changelog`` worker ingests and publishes over SASL_SSL; without one of them it exits
 2 within seconds, naming what it may not do, where librdkafka would report the refusal and
 go on (the worker idle, or retrying, for ever)."""
@@ -33,15 +33,15 @@ from tests.harness.worker_process import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+ACL_PAGE = Path(__file__).resolve().parents[3] / "docs" / "security.md"
 EVENTS = 60
 _WAIT_S = 120  # a bound on a hang, not a performance figure
 
 
 def documented_acls() -> list[tuple[str, str, str, list[str]]]:
-    """(resource type, name template, pattern, operations) of each row of the README's
+    """(resource type, name template, pattern, operations) of each row of docs/security.md's
     ACL table."""
-    section = README.read_text().split("### Access control (ACLs)", 1)[1].split("\n## ", 1)[0]
+    section = ACL_PAGE.read_text().split("## Access control (ACLs)", 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
