@@ -50,11 +50,12 @@ from confluent_kafka import (
 from stream.errors import ConfigError, GroupLeft, GroupShared
 from stream.events import record_clock
 from stream.kafka.access import not_authorized
-from stream.kafka.clients import confluent_admin, confluent_consumer, fetch_available
+from stream.kafka.clients import confluent_consumer, fetch_available
 from stream.kafka.group import (
     INGEST_CLIENT_ID,
     TRAINING_CLIENT_ID,
     Role,
+    group_admin,
     leaving_for,
     lingering_s,
 )
@@ -234,10 +235,8 @@ class RecordSource:
                     "logger": log,
                 },
             )
-            if self._on_incarnation is not None:
-                self._admin = confluent_admin(
-                    k, {"client.id": "streamgnn-ingest-admin", "logger": log}
-                )
+            # the topic's id and the group checks of every assignment
+            self._admin = group_admin(k)
         except KafkaException as exc:
             raise ConfigError(f"cannot configure the Kafka consumer: {exc}") from exc
         self._consumer.subscribe(
@@ -450,7 +449,8 @@ class RecordSource:
     def _refuse_a_shared_group(self, consumer: Consumer) -> None:
         """Raise :class:`GroupShared` when this member must leave (two joined at once)."""
         role: Role = "worker" if self._training else "ingest"
-        why = leaving_for(self._kafka, role, consumer.memberid() or "")
+        assert self._admin is not None  # made before the subscription
+        why = leaving_for(self._kafka, role, consumer.memberid() or "", self._admin)
         if why is not None:
             raise GroupShared(why)
 

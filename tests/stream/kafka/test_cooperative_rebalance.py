@@ -15,6 +15,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
+import stream.kafka.group as group_module
 from stream.errors import ConfigError
 from stream.ingest.source import RecordSource
 from stream.local_broker.broker import LocalKafkaBroker
@@ -93,6 +94,42 @@ def test_a_join_and_a_leave_move_only_the_partitions_that_change_owner(
         _poll_until([first], lambda: first.source.assigned == everything, 60, "a owning all again")
         assert first.gave_up() == everything - kept  # the leave revoked nothing of it
         assert all(first.owned), first.owned
+    finally:
+        first.source.close()
+        if second is not None:
+            second.source.close()
+
+
+def test_every_assignment_checks_the_group_through_the_client_made_at_the_start(
+    kafka_broker: LocalKafkaBroker, topic_factory: TopicFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each assignment asks the coordinator who is in the group (two training workers that
+    joined at once find each other there), through the admin client the source made at
+    its start: a client made and dropped inside the callback held up the deliveries of
+    the partitions the member kept, ~1 s at most joins (by hand, 2026-12-07)."""
+    topic = topic_factory("coop-check", partitions=PARTITIONS)
+    group = f"check-{uuid.uuid4().hex[:8]}"
+    everything = frozenset(range(PARTITIONS))
+    first = Member(_kafka(kafka_broker, topic, group, "a"))
+    second = None
+    try:
+        _poll_until([first], lambda: first.source.assigned == everything, 60, "a owning all")
+        second = Member(_kafka(kafka_broker, topic, group, "b"))  # its clients made here
+        made: list[str] = []
+        checks: list[str] = []
+        make, describe = group_module.confluent_admin, group_module.group_members
+        monkeypatch.setattr(
+            group_module, "confluent_admin", lambda k, c: made.append(k.group_id) or make(k, c)
+        )
+        monkeypatch.setattr(
+            group_module,
+            "group_members",
+            lambda k, *rest: checks.append(k.instance_id or "") or describe(k, *rest),
+        )
+        both = [first, second]
+        _poll_until(both, lambda: bool(second and second.source.assigned), 60, "b sharing")
+        assert {"a", "b"} <= set(checks)  # both members' assignments were checked
+        assert made == []
     finally:
         first.source.close()
         if second is not None:
