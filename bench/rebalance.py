@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import http.client
 import itertools
 import json
 import os
@@ -81,7 +82,7 @@ def scrape(address: str, trace: Trace, began: float, done: threading.Event) -> N
     while not done.is_set():
         try:
             samples = scrape_metrics(address)
-        except OSError:
+        except (OSError, http.client.HTTPException):  # a worker stopping mid-answer
             samples = None
         if samples is not None:
             trace.rows.append(
@@ -105,6 +106,8 @@ def run(
     broker.create_topics({topic: args.partitions, f"{topic}.dlq": 1})
     events = int(args.rate * args.duration_s)
     logs = args.logs
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rebalance-") as tmp:
         workers, traces, addresses = [], [], []
         for n in range(3 if paused else 2):
