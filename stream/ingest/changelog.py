@@ -53,16 +53,18 @@ brokers away one stop still waited 58 s).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
 
 from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, StreamGNNError
+from stream.ingest.source import CLOSE_TIMEOUT_S, close_within
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
 from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation, topic_incarnations
@@ -119,6 +121,7 @@ class Changelog:
         self.topic = changelog_topic(kafka.interactions_topic, kafka.group_id)
         self.transactional_id = f"{kafka.group_id}.{kafka.instance_id}.ingest"
         self._producer: Producer | None = None
+        self._reader: Consumer | None = None  # made by the first read (see reading)
         self._admin: AdminClient | None = None
         self._incarnation: str | None = None  # the topic's Kafka id when started
         self.source_id: str | None = None  # the interactions topic's Kafka id
@@ -150,7 +153,12 @@ class Changelog:
         log.info("changelog %s, transactional.id %s", self.topic, self.transactional_id)
 
     def close(self) -> None:
-        self._producer = None  # nothing is pending between transactions; GC closes it
+        """Drop the producer (nothing is pending between transactions; GC closes it) and
+        close the reader, within :data:`CLOSE_TIMEOUT_S` (a broker away is not waited out)."""
+        self._producer = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            close_within({"changelog reader": reader.close}, CLOSE_TIMEOUT_S)
 
     def follow_source(self, topic_id: str | None) -> None:
         """The interactions topic's Kafka id now (None: the broker keeps none). Each
@@ -294,10 +302,8 @@ class Changelog:
         folded: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
         if not partitions:
             return folded
-        consumer = self.reader("streamgnn-changelog-restore")
         reading = set(partitions)
-        try:
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+        with self.reading(partitions) as consumer:
             last_progress = time.monotonic()
             while reading:
                 messages = consumer.consume(10_000, 0.1)  # returns at the count or timeout
@@ -336,8 +342,6 @@ class Changelog:
                     read[p] += 1
                 for p, count in read.items():
                     self._metrics.restore_records.labels(partition=str(p)).inc(count)
-        finally:
-            consumer.close()
         return folded
 
     def _check_topic(self) -> None:
@@ -364,13 +368,30 @@ class Changelog:
             raise RuntimeError("the changelog is not started")
         return self._admin
 
-    def reader(self, client_id: str) -> Consumer:
-        """A read_committed consumer of the changelog that assigns, never joins."""
+    @contextlib.contextmanager
+    def reading(self, partitions: Sequence[int]) -> Iterator[Consumer]:
+        """The changelog's read_committed reader (it assigns, never joins), assigned
+        ``partitions`` from their beginning for the block. One reader for the changelog's
+        life: a new client took ~0.5 s to its first end of partition, a kept one ~0.05 s
+        (scratch, local broker), and restores run inside the rebalance callback, where the
+        consumer reads nothing else. A partition the block paused is resumed before it is
+        unassigned: librdkafka keeps the pause for its next assignment."""
+        if self._reader is None:
+            self._reader = self._new_reader()
+        reader = self._reader
+        reader.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+        try:
+            yield reader
+        finally:
+            reader.resume([TopicPartition(self.topic, p) for p in partitions])
+            reader.unassign()
+
+    def _new_reader(self) -> Consumer:
         return confluent_consumer(
             self.kafka,
             {
                 "group.id": f"{self.kafka.group_id}.changelog-restore",
-                "client.id": client_id,
+                "client.id": "streamgnn-changelog-reader",
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 # The end is known only from an empty fetch there: do not wait 500 ms for it.

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream.errors import ChangelogError
 from stream.ingest.changelog import (
@@ -152,10 +152,8 @@ def _without_state(changelog: Changelog, partitions: Sequence[int]) -> list[int]
     with state always holds its position record: compaction keeps the newest)."""
     if not partitions:
         return []
-    consumer = changelog.reader("streamgnn-changelog-check")
     undecided, empty = set(partitions), []
-    try:
-        consumer.assign([TopicPartition(changelog.topic, p, OFFSET_BEGINNING) for p in partitions])
+    with changelog.reading(partitions) as consumer:
         last_progress = time.monotonic()
         while undecided:
             messages = consumer.consume(len(partitions), 0.1)
@@ -177,8 +175,6 @@ def _without_state(changelog: Changelog, partitions: Sequence[int]) -> list[int]
                 consumer.pause([TopicPartition(changelog.topic, p)])
                 if error is not None:
                     empty.append(p)
-    finally:
-        consumer.close()
     return sorted(empty)
 
 

@@ -158,11 +158,10 @@ class IngestWorker:
     async def stop(self) -> None:
         """Leave the group (the store already holds every position) and close the clients,
         side by side: each close is bounded, and with the brokers away they all wait."""
-        await asyncio.gather(
-            asyncio.to_thread(self._source.close), asyncio.to_thread(self._dlq.close)
-        )
+        closes = [self._source.close, self._dlq.close]
         if self._changelog is not None:
-            self._changelog.close()
+            closes.append(self._changelog.close)
+        await asyncio.gather(*(asyncio.to_thread(close) for close in closes))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Step until ``stop`` is set; the lag gauge is kept true meanwhile."""

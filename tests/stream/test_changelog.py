@@ -119,6 +119,16 @@ def test_the_changelog_folds_to_the_stores_partition_state(
     assert read > sum(len(state) for state in folded.values())
     assert all(stored[p] for p in range(PARTITIONS))
     assert folded == stored
+    with_sources, _, _ = fold_changelog(
+        bootstrap, changelog_topic(source, f"g-{source}"), PARTITIONS, sources=True
+    )
+    changelog = Changelog(settings.kafka, PipelineMetrics())
+    changelog.start()
+    try:  # its one reader, twice: what the first read paused at the end is read again
+        assert changelog.read_partitions(list(range(PARTITIONS))) == with_sources
+        assert changelog.read_partitions(list(range(PARTITIONS))) == with_sources
+    finally:
+        changelog.close()
 
 
 def test_an_empty_store_restores_from_the_changelog_and_applies_each_event_once(
