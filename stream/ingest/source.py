@@ -320,8 +320,7 @@ class RecordSource:
         joined again has lost the partitions it read a batch of (a revocation waits for
         :meth:`poll`, a loss does not), and may not commit their offsets
         (:class:`GroupLeft`)."""
-        consumer = self._require()
-        if member_id is not None and consumer.memberid() != member_id:
+        if member_id is not None and self.member_id() != member_id:
             raise GroupLeft(
                 f"the consumer left group {self._kafka.group_id!r} and joined again while a "
                 f"batch read as member {member_id!r} was being committed (its session "
@@ -329,7 +328,7 @@ class RecordSource:
                 "may be another worker's now, so it is not committed: stopping, the next "
                 "start restores them from the changelog"
             )
-        return consumer.consumer_group_metadata()
+        return self._require().consumer_group_metadata()
 
     def commit(self, positions: dict[int, int]) -> None:
         """Informational group commit (lag tools read it); failures are only logged."""
