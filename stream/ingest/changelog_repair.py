@@ -27,7 +27,7 @@ from stream.ingest.changelog import (
 )
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_consumer
-from stream.kafka.group import Member, conflicts, group_members, lingering_s
+from stream.kafka.group import Member, conflicts, group_admin, group_members, lingering_s
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.partition_state import partition_records
@@ -110,7 +110,8 @@ def _wait_for_an_empty_group(k: KafkaSettings, interrupted: threading.Event) -> 
     """Wait out this worker's previous run, a static member the coordinator keeps for
     a session timeout after it died."""
     deadline = time.monotonic() + lingering_s(k)
-    while members := group_members(k):
+    admin = group_admin(k)  # one client for every check of the wait
+    while members := group_members(k, admin):
         if time.monotonic() >= deadline:
             raise ChangelogError(
                 f"group {k.group_id!r} still has members ({', '.join(map(str, members))}) "

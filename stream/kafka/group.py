@@ -120,9 +120,12 @@ async def refuse_a_shared_group(
     check on assignment still runs)."""
     deadline = time.monotonic() + lingering_s(kafka)
     said = False
+    admin: AdminClient | None = None  # one client for every check of the wait
     while not stopping():
         try:
-            members = await asyncio.to_thread(group_members, kafka)
+            if admin is None:
+                admin = group_admin(kafka)
+            members = await asyncio.to_thread(group_members, kafka, admin)
         except (KafkaException, TimeoutError) as exc:
             error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
             refused = not_authorized(error, kafka, f"use group {kafka.group_id!r}")
