@@ -57,7 +57,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
@@ -75,7 +75,7 @@ from stream.state.graph_store import DecayedGraphStore
 from stream.state.partition_state import drop_partition, restore_partition
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer, Message, Producer
     from confluent_kafka.admin import AdminClient
 
 log = logging.getLogger("streamgnn.changelog")
@@ -300,49 +300,75 @@ class Changelog:
         """Each of ``partitions`` folded by key (read_committed, beginning to end): its live
         records. One reader for all (an empty partition costs its end-of-partition event)."""
         folded: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
-        if not partitions:
-            return folded
+        # closed here, not when collected: a keyless record's error must not leave the
+        # reader assigned until its traceback goes
+        with contextlib.closing(self.to_ends(partitions, "restoring")) as batches:
+            for batch in batches:
+                self._fold(batch, folded)
+        return folded
+
+    def _fold(
+        self, batch: list[tuple[int, Message | None]], folded: dict[int, dict[bytes, bytes]]
+    ) -> None:
+        read = dict.fromkeys(folded, 0)
+        for p, message in batch:
+            if message is None:
+                continue
+            key, value = message.key(), message.value()
+            if key is None:
+                raise ChangelogError(f"{self.topic}[{p}] holds a keyless record")
+            if value is None:
+                folded[p].pop(key, None)
+            else:
+                folded[p][key] = value
+            read[p] += 1
+        for p, count in read.items():
+            self._metrics.restore_records.labels(partition=str(p)).inc(count)
+
+    def to_ends(
+        self, partitions: Sequence[int], doing: str, first_only: bool = False
+    ) -> Generator[list[tuple[int, Message | None]], None, None]:
+        """``partitions``' committed records from their beginning, a fetched batch at a
+        time, each as ``(partition, record)``, and ``(partition, None)`` where a partition
+        ends. ``first_only``: a partition is read no further after its first record (a
+        question of whether it holds any). ``doing`` names the read in errors.
+
+        A refused read or a fatal error raises; another error is logged and the read goes
+        on; no record and no end for :data:`RESTORE_STALL_S` raises ChangelogError."""
         reading = set(partitions)
+        if not reading:
+            return
+        count = len(reading) if first_only else 10_000
+        reads = f"read {self.topic!r}"
         with self.reading(partitions) as consumer:
             last_progress = time.monotonic()
             while reading:
-                messages = consumer.consume(10_000, 0.1)  # returns at the count or timeout
+                messages = consumer.consume(count, 0.1)  # returns at the count or timeout
                 if messages:
                     last_progress = time.monotonic()
                 elif time.monotonic() - last_progress > RESTORE_STALL_S:
                     raise ChangelogError(
-                        f"restoring {self.topic}{sorted(reading)}: no record for "
-                        f"{RESTORE_STALL_S:.0f} s before its end"
+                        f"{doing} {self.topic}{sorted(reading)}: no record and no end of "
+                        f"partition for {RESTORE_STALL_S:.0f} s"
                     )
-                read = dict.fromkeys(reading, 0)
+                batch: list[tuple[int, Message | None]] = []
                 for message in messages:
                     p, error = int(message.partition() or 0), message.error()
                     if p not in reading:
                         continue
-                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                        reading.discard(p)
-                        consumer.pause([TopicPartition(self.topic, p)])
-                        continue
-                    if error is not None:
-                        what = f"read {self.topic!r}"
-                        refused = not_authorized(error, self.kafka, what, groups=False)
+                    if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                        refused = not_authorized(error, self.kafka, reads, groups=False)
                         if refused is not None:
                             raise refused
                         if error.fatal():
-                            raise ChangelogError(f"restoring {self.topic}: {error.str()}")
-                        log.warning("changelog restore: %s", error.str())
+                            raise ChangelogError(f"{doing} {self.topic}: {error.str()}")
+                        log.warning("changelog %s: %s", doing, error.str())
                         continue
-                    key, value = message.key(), message.value()
-                    if key is None:
-                        raise ChangelogError(f"{self.topic}[{p}] holds a keyless record")
-                    if value is None:
-                        folded[p].pop(key, None)
-                    else:
-                        folded[p][key] = value
-                    read[p] += 1
-                for p, count in read.items():
-                    self._metrics.restore_records.labels(partition=str(p)).inc(count)
-        return folded
+                    batch.append((p, None if error is not None else message))
+                    if error is not None or first_only:
+                        reading.discard(p)
+                        consumer.pause([TopicPartition(self.topic, p)])
+                yield batch
 
     def _check_topic(self) -> None:
         """Raise :class:`ChangelogTopicLost` if the changelog was deleted, or replaced,

@@ -21,7 +21,6 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from stream.errors import ChangelogError
 from stream.ingest.changelog import (
     ADMIN_TIMEOUT_S,
-    RESTORE_STALL_S,
     Changelog,
     ChangelogInterrupted,
 )
@@ -151,36 +150,8 @@ def _committed(k: KafkaSettings, consumer: Consumer) -> dict[int, int]:
 def _without_state(changelog: Changelog, partitions: Sequence[int]) -> list[int]:
     """Those of ``partitions`` whose changelog holds no committed record (a partition
     with state always holds its position record: compaction keeps the newest)."""
-    if not partitions:
-        return []
-    undecided, empty = set(partitions), []
-    with changelog.reading(partitions) as consumer:
-        last_progress = time.monotonic()
-        while undecided:
-            messages = consumer.consume(len(partitions), 0.1)
-            if messages:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > RESTORE_STALL_S:
-                raise ChangelogError(
-                    f"checking {changelog.topic}: no answer for {RESTORE_STALL_S:.0f} s"
-                )
-            for message in messages:
-                p, error = message.partition(), message.error()
-                what = f"read {changelog.topic!r}"
-                refused = not_authorized(error, changelog.kafka, what, groups=False)
-                if refused is not None:
-                    raise refused
-                if p not in undecided or (error is not None and not _is_eof(error)):
-                    continue
-                undecided.discard(p)
-                consumer.pause([TopicPartition(changelog.topic, p)])
-                if error is not None:
-                    empty.append(p)
-    return sorted(empty)
-
-
-def _is_eof(error: KafkaError) -> bool:
-    return bool(error.code() == KafkaError._PARTITION_EOF)
+    reads = changelog.to_ends(partitions, "checking", first_only=True)
+    return sorted(p for batch in reads for p, record in batch if record is None)
 
 
 def _missing_state_message(
