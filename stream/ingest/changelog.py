@@ -303,17 +303,14 @@ class Changelog:
         # closed here, not when collected: a keyless record's error must not leave the
         # reader assigned until its traceback goes
         with contextlib.closing(self.to_ends(partitions, "restoring")) as batches:
-            for batch in batches:
-                self._fold(batch, folded)
+            for records, _ in batches:
+                self._fold(records, folded)
         return folded
 
-    def _fold(
-        self, batch: list[tuple[int, Message | None]], folded: dict[int, dict[bytes, bytes]]
-    ) -> None:
+    def _fold(self, records: list[Message], folded: dict[int, dict[bytes, bytes]]) -> None:
         read = dict.fromkeys(folded, 0)
-        for p, message in batch:
-            if message is None:
-                continue
+        for message in records:
+            p = int(message.partition() or 0)
             key, value = message.key(), message.value()
             if key is None:
                 raise ChangelogError(f"{self.topic}[{p}] holds a keyless record")
@@ -327,11 +324,11 @@ class Changelog:
 
     def to_ends(
         self, partitions: Sequence[int], doing: str, first_only: bool = False
-    ) -> Generator[list[tuple[int, Message | None]], None, None]:
+    ) -> Generator[tuple[list[Message], list[int]], None, None]:
         """``partitions``' committed records from their beginning, a fetched batch at a
-        time, each as ``(partition, record)``, and ``(partition, None)`` where a partition
-        ends. ``first_only``: a partition is read no further after its first record (a
-        question of whether it holds any). ``doing`` names the read in errors.
+        time: ``(records, ended)``, the batch's records in order and the partitions whose
+        end it reached. ``first_only``: a partition is read no further after its first
+        record (a question of whether it holds any). ``doing`` names the read in errors.
 
         A refused read or a fatal error raises; another error is logged and the read goes
         on; no record and no end for :data:`RESTORE_STALL_S` raises ChangelogError."""
@@ -351,12 +348,19 @@ class Changelog:
                         f"{doing} {self.topic}{sorted(reading)}: no record and no end of "
                         f"partition for {RESTORE_STALL_S:.0f} s"
                     )
-                batch: list[tuple[int, Message | None]] = []
+                records: list[Message] = []
+                ended: list[int] = []
                 for message in messages:
                     p, error = int(message.partition() or 0), message.error()
                     if p not in reading:
                         continue
-                    if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    if error is None:
+                        records.append(message)
+                        if not first_only:
+                            continue
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        ended.append(p)
+                    else:
                         refused = not_authorized(error, self.kafka, reads, groups=False)
                         if refused is not None:
                             raise refused
@@ -364,11 +368,10 @@ class Changelog:
                             raise ChangelogError(f"{doing} {self.topic}: {error.str()}")
                         log.warning("changelog %s: %s", doing, error.str())
                         continue
-                    batch.append((p, None if error is not None else message))
-                    if error is not None or first_only:
-                        reading.discard(p)
-                        consumer.pause([TopicPartition(self.topic, p)])
-                yield batch
+                    # its end, or its first record where that is all that is asked
+                    reading.discard(p)
+                    consumer.pause([TopicPartition(self.topic, p)])
+                yield records, ended
 
     def _check_topic(self) -> None:
         """Raise :class:`ChangelogTopicLost` if the changelog was deleted, or replaced,

@@ -151,7 +151,7 @@ def _without_state(changelog: Changelog, partitions: Sequence[int]) -> list[int]
     """Those of ``partitions`` whose changelog holds no committed record (a partition
     with state always holds its position record: compaction keeps the newest)."""
     reads = changelog.to_ends(partitions, "checking", first_only=True)
-    return sorted(p for batch in reads for p, record in batch if record is None)
+    return sorted(p for _, ended in reads for p in ended)
 
 
 def _missing_state_message(

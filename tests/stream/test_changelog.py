@@ -128,12 +128,10 @@ def test_the_changelog_folds_to_the_stores_partition_state(
         assert changelog.read_partitions(list(range(PARTITIONS))) == with_sources
         assert changelog.read_partitions(list(range(PARTITIONS))) == with_sources
         # whether a partition holds state is one record each, never its end
-        firsts = [
-            (p, record is None)
-            for batch in changelog.to_ends(list(range(PARTITIONS)), "checking", first_only=True)
-            for p, record in batch
-        ]
-        assert sorted(firsts) == [(p, False) for p in range(PARTITIONS)]
+        reads = list(changelog.to_ends(list(range(PARTITIONS)), "checking", first_only=True))
+        firsts = sorted(record.partition() for records, _ in reads for record in records)
+        assert firsts == list(range(PARTITIONS))
+        assert not [p for _, ended in reads for p in ended]
     finally:
         changelog.close()
 
@@ -216,8 +214,9 @@ def test_a_read_committed_reader_never_sees_a_killed_transaction(
     assert committed == {0: {}}
     assert successor.read_partitions([0]) == {0: {}}
     # the 50 records in the log are not state: the first read is the partition's end
-    reads = successor.to_ends([0], "checking", first_only=True)
-    assert [read for batch in reads for read in batch] == [(0, None)]
+    reads = list(successor.to_ends([0], "checking", first_only=True))
+    assert [r for records, _ in reads for r in records] == []
+    assert [p for _, ended in reads for p in ended] == [0]
     del successor
 
 
