@@ -188,13 +188,9 @@ class IngestWorker:
             else:
                 self._source.pause()  # keep polling: the group membership stays alive
                 timeout_s = PAUSED_POLL_S
-        try:
-            fetched = await asyncio.to_thread(
-                self._source.poll, timeout_s, self._settings.kafka.max_batch_records
-            )
-        except ChangelogInterrupted as exc:  # a restore in the rebalance callback
-            log.warning("stopping: a restore was cut short, the next start restores (%s)", exc)
-            return 0
+        fetched = await asyncio.to_thread(
+            self._source.poll, timeout_s, self._settings.kafka.max_batch_records
+        )
         if not fetched:
             return 0
         if self._source.paused:  # fetched before the pause took hold: read them later
@@ -341,9 +337,7 @@ class IngestWorker:
     def _assigning(self, committed: dict[int, int | None]) -> None:
         if self._changelog is None:
             return
-        restored = validate_or_restore(
-            self._store, self._changelog, self._topic, committed, self._interrupted
-        )
+        restored = validate_or_restore(self._store, self._changelog, self._topic, committed)
         for records in restored.values():
             if self._on_restored is not None:
                 self._on_restored(records)

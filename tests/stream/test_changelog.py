@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from kafka.admin import NewTopic
 from stream.behaviours import Behaviour
 from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost
 from stream.ingest import IngestWorker
-from stream.ingest.changelog import Changelog, ChangelogInterrupted, changelog_topic
+from stream.ingest.changelog import Changelog, changelog_topic
 from stream.ingest.changelog_repair import write_missing_state
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
@@ -47,7 +46,6 @@ from tests.harness.faults import (
     produce,
     run_crash_scenario,
 )
-from tests.harness.proxy import proxied_broker
 from tests.harness.raw_records import RawRecord, send_records
 from tests.harness.training_faults import run_training_crash_scenario
 
@@ -220,34 +218,6 @@ def test_a_read_committed_reader_never_sees_a_killed_transaction(
     assert [r for records, _ in reads for r in records] == []
     assert [p for _, ended in reads for p in ended] == [0]
     del successor
-
-
-def test_a_stop_cuts_short_a_restore_waiting_on_brokers_that_are_away(tmp_path: Path) -> None:
-    """A restore runs inside the rebalance callback: with the brokers away it would wait
-    RESTORE_STALL_S (60 s) before failing, and a SIGTERM with it (found by hand)."""
-    with proxied_broker(tmp_path / "kafka") as (broker, proxy):
-        source = "restore-away"
-        broker.create_topics({source: 1})
-        kafka = KafkaSettings(
-            bootstrap_servers=proxy.address,
-            interactions_topic=source,
-            group_id=f"g-{source}",
-            instance_id="w1",
-        )
-        changelog = Changelog(kafka, PipelineMetrics())
-        changelog.start()
-        try:
-            assert changelog.read_partitions([0]) == {0: {}}  # its reader, connected
-            proxy.cut()
-            stopping = threading.Event()
-            threading.Timer(1.0, stopping.set).start()
-            began = time.monotonic()
-            with pytest.raises(ChangelogInterrupted, match=r"restoring .*\[0\]"):
-                changelog.read_partitions([0], stopping)
-            assert time.monotonic() - began < 5.0
-        finally:
-            proxy.restore()
-            changelog.close()
 
 
 def test_a_fenced_changelog_writer_stops_with_a_clear_error(
