@@ -57,6 +57,11 @@ class BrokersUnreachable(StreamGNNError):
     find them up)."""
 
 
+class RebalanceError(StreamGNNError):
+    """A Kafka client call failed inside a rebalance callback (partitions could not be
+    taken or given up); exit 1: a restart joins the group again."""
+
+
 class GroupShared(StreamGNNError):
     """This worker may not share its consumer group with a member already in it (a training
     worker must be alone in its group; see :mod:`stream.kafka.group`)."""

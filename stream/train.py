@@ -46,6 +46,7 @@ from stream.errors import (
     ConfigError,
     GroupShared,
     PublishError,
+    RebalanceError,
 )
 from stream.ingest import AppliedBatch
 from stream.ingest.changelog import changelog_topic
@@ -326,7 +327,7 @@ def main(args: argparse.Namespace) -> int:
     except (CheckpointMismatchError, CheckpointDirInUse, GroupShared) as exc:
         log.error("%s", exc)
         return 2
-    except (ChangelogError, BrokersUnreachable, PublishError) as exc:
+    except (ChangelogError, BrokersUnreachable, PublishError, RebalanceError) as exc:
         log.error("%s", exc)
         return 1
     log.info("stopped: %s", totals)

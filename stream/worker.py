@@ -46,6 +46,7 @@ from stream.errors import (
     GroupLeft,
     GroupShared,
     PublishError,
+    RebalanceError,
     StoreError,
     StoreWriteError,
 )
@@ -206,7 +207,7 @@ def serve(settings: Settings) -> int:
     except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1
         log.error("%s", exc)
         return 1
-    except (BrokersUnreachable, PublishError) as exc:  # a restart may find them up: exit 1
+    except (BrokersUnreachable, PublishError, RebalanceError) as exc:  # a restart may do: exit 1
         log.error("%s", exc)
         return 1
     except ChangelogFenced as exc:  # a restart would fence the other worker in turn: exit 0

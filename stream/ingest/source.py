@@ -50,7 +50,7 @@ from confluent_kafka import (
 from stream.errors import ConfigError, GroupLeft, GroupShared
 from stream.events import record_clock
 from stream.kafka.access import not_authorized
-from stream.kafka.clients import confluent_consumer, fetch_available
+from stream.kafka.clients import confluent_consumer, fetch_available, rebalance_callback
 from stream.kafka.group import (
     INGEST_CLIENT_ID,
     TRAINING_CLIENT_ID,
@@ -167,6 +167,9 @@ class RecordSource:
             and each assignment checks that no member it may not share the group with is
             in it (:func:`stream.kafka.group.must_leave`), raising
             :class:`~stream.errors.GroupShared` from :meth:`poll` if one is.
+
+    A Kafka client error in an assignment or revocation (its committed offsets not read,
+    say) raises :class:`~stream.errors.RebalanceError` from :meth:`poll`.
     """
 
     def __init__(
@@ -365,18 +368,20 @@ class RecordSource:
     # -- rebalancing (runs inside poll) ----------------------------------------------
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with rebalance_callback(f"taking {self._topic}{_numbers(partitions)}"):
+            self._take(consumer, partitions)
+
+    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with rebalance_callback(f"giving up {self._topic}{_numbers(partitions)}"):
+            self._give_up(consumer, partitions)
+
+    def _take(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._refused_since = None
         self._refuse_a_shared_group(consumer)
         if partitions:  # a topic deleted and created again is assigned afresh: asked here
             self._check_incarnation()
         if self._on_assigning is not None and partitions:
-            committed = consumer.committed(
-                [TopicPartition(tp.topic, tp.partition) for tp in partitions],
-                timeout=COMMITTED_TIMEOUT_S,
-            )
-            self._on_assigning(
-                {tp.partition: tp.offset if tp.offset >= 0 else None for tp in committed}
-            )
+            self._on_assigning(self._committed(consumer, partitions))
         if self._on_assigning is None:  # the changelog restores a lost store instead
             for partition, offset in self._lost_positions(consumer, partitions).items():
                 self._store_lost(partition, offset)
@@ -401,6 +406,19 @@ class RecordSource:
         # A crash between a store write and its commit left the commit behind.
         self.commit({tp.partition: tp.offset for tp in placed if tp.offset >= 0})
         self._on_assigned(self._assigned)
+
+    def _committed(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> dict[int, int | None]:
+        """The group's committed offset of each of ``partitions`` (None: none committed),
+        which the store's state is checked against before a record is read; one not read
+        (the coordinator away for :data:`COMMITTED_TIMEOUT_S`, a partition's error) raises."""
+        asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        committed = consumer.committed(asked, timeout=COMMITTED_TIMEOUT_S)
+        for tp in committed:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+        return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in committed}
 
     def _lost_positions(
         self, consumer: Consumer, partitions: list[TopicPartition]
@@ -453,7 +471,7 @@ class RecordSource:
         if why is not None:
             raise GroupShared(why)
 
-    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _give_up(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         gone = frozenset(tp.partition for tp in partitions)
         self._assigned = self._assigned - gone  # first: the lag task must not see them again
         self._on_revoked(gone)
@@ -578,6 +596,10 @@ class RecordSource:
         if self._consumer is None:
             raise RuntimeError("the record source is not started")
         return self._consumer
+
+
+def _numbers(partitions: list[TopicPartition]) -> list[int]:
+    return sorted(tp.partition for tp in partitions)
 
 
 def close_within(closers: dict[str, Callable[[], object]], timeout_s: float) -> None:

@@ -12,13 +12,16 @@ so no call site can forget them; call sites add only what is specific to their j
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.conn import AIOKafkaConnection, create_conn
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer
 
+from stream.errors import RebalanceError
 from stream.kafka.security import aiokafka_options, confluent_options, kafka_python_options
 from stream.settings import KafkaSettings
 
@@ -83,3 +86,16 @@ def fetch_available(
     if messages and max_records > 1:
         messages.extend(consumer.consume(max_records - 1, linger_s))
     return messages
+
+
+@contextlib.contextmanager
+def rebalance_callback(doing: str) -> Iterator[None]:
+    """Around a rebalance callback's body: a Kafka client error raised in it leaves as
+    :class:`~stream.errors.RebalanceError`. confluent-kafka (2.16) hands a client call's
+    KafkaException that escapes a callback to ``poll``'s caller as a bare KafkaError, no
+    BaseException: nothing can catch it, and a ``poll`` in an executor thread ends that
+    thread and leaves its future, and the worker awaiting it, waiting for ever."""
+    try:
+        yield
+    except KafkaException as exc:
+        raise RebalanceError(f"{doing}: {exc.args[0].str()}") from exc

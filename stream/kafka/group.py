@@ -31,7 +31,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from stream.errors import GroupShared
 from stream.kafka.access import not_authorized
-from stream.kafka.clients import confluent_admin, confluent_consumer
+from stream.kafka.clients import confluent_admin, confluent_consumer, rebalance_callback
 from stream.settings import KafkaSettings
 
 if TYPE_CHECKING:  # built by stream.kafka.clients only
@@ -241,8 +241,9 @@ class GroupLease:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._admin is not None  # made before the subscription
-        other = leaving_for(self._kafka, "train", consumer.memberid() or "", self._admin)
-        if other is not None:
-            raise GroupShared(other)
-        consumer.assign(partitions)
-        consumer.pause(partitions)  # a lease, not a reader
+        with rebalance_callback(f"holding the lease of group {self._kafka.group_id}"):
+            other = leaving_for(self._kafka, "train", consumer.memberid() or "", self._admin)
+            if other is not None:
+                raise GroupShared(other)
+            consumer.assign(partitions)
+            consumer.pause(partitions)  # a lease, not a reader

@@ -20,8 +20,9 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from kafka.admin import NewTopic
 
 from stream.behaviours import Behaviour
-from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost
+from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, RebalanceError
 from stream.ingest import IngestWorker
+from stream.ingest import source as source_module
 from stream.ingest.changelog import Changelog, changelog_topic
 from stream.ingest.changelog_repair import write_missing_state
 from stream.local_broker.broker import LocalKafkaBroker
@@ -341,6 +342,28 @@ def test_a_changelog_deleted_under_the_worker_stops_it_saying_so(
             return time.monotonic() - start
 
     assert asyncio.run(go()) < 30  # found by its id, before the commit's own timeout
+
+
+def test_committed_offsets_not_read_in_an_assignment_stop_the_worker_saying_so(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The assignment callback reads the group's committed offsets to check the store's
+    state against; a coordinator that does not answer in time (here: no time given) raises
+    a RebalanceError from the step (exit 1). The client's own error, raised through the
+    callback, reached the step as a bare KafkaError, no exception: the thread polling died
+    and the step never returned."""
+    source, settings = _one_partition(kafka_broker, topic_factory, tmp_path, "changelog-asked")
+    _send(kafka_broker.bootstrap_servers, source, range(10))
+    monkeypatch.setattr(source_module, "COMMITTED_TIMEOUT_S", 0.0)
+
+    async def go() -> None:
+        async with _running(settings) as (worker, store):
+            with pytest.raises(RebalanceError, match=rf"taking {source}\[0\]: .*committed"):
+                for _ in range(150):
+                    await asyncio.wait_for(worker.step(timeout_ms=200), 30)
+            assert store.position(source, 0) is None  # nothing read before the check
+
+    asyncio.run(go())
 
 
 def test_a_group_whose_offsets_expired_resumes_where_the_changelog_of_the_same_topic_ends(
