@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.conn import AIOKafkaConnection, create_conn
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer
 
@@ -98,4 +98,7 @@ def rebalance_callback(doing: str) -> Iterator[None]:
     try:
         yield
     except KafkaException as exc:
-        raise RebalanceError(f"{doing}: {exc.args[0].str()}") from exc
+        error = exc.args[0] if exc.args else None
+        raise RebalanceError(
+            f"{doing}: {error.str() if isinstance(error, KafkaError) else exc}"
+        ) from exc

@@ -9,6 +9,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from stream.errors import GroupShared, RebalanceError
+from stream.kafka.clients import rebalance_callback
+
 STREAM = Path(__file__).resolve().parents[3] / "stream"
 CLIENTS = {
     "aiokafka": {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaClient"},
@@ -62,3 +68,21 @@ def test_the_check_sees_a_client_import(tmp_path: Path) -> None:
         "from confluent_kafka import Producer\nimport kafka\n"
     )
     assert client_imports(bad) == {"Producer", "kafka"}
+
+
+def test_a_kafka_error_leaves_a_rebalance_callback_as_an_error_python_can_catch() -> None:
+    """What a client call raises inside a callback would reach ``poll``'s caller as a bare
+    KafkaError (see rebalance_callback); it leaves as a RebalanceError naming what was being
+    done and the client's reason, whatever the exception carries; other errors pass as they
+    are."""
+    timed_out = KafkaException(KafkaError(KafkaError._TIMED_OUT, "committed offsets"))
+    for raised, reason in (
+        (timed_out, "committed offsets"),
+        (KafkaException("refused"), "refused"),
+    ):
+        expected = pytest.raises(RebalanceError, match=f"^taking t\\[0\\]: .*{reason}")
+        with expected as caught, rebalance_callback("taking t[0]"):
+            raise raised
+        assert caught.value.__cause__ is raised
+    with pytest.raises(GroupShared), rebalance_callback("taking t[0]"):
+        raise GroupShared("not alone")
