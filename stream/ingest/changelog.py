@@ -296,13 +296,16 @@ class Changelog:
                         raise _Rebalanced(exc.args[0].str()) from exc
             raise failure from exc
 
-    def read_partitions(self, partitions: Sequence[int]) -> dict[int, dict[bytes, bytes]]:
+    def read_partitions(
+        self, partitions: Sequence[int], interrupted: threading.Event | None = None
+    ) -> dict[int, dict[bytes, bytes]]:
         """Each of ``partitions`` folded by key (read_committed, beginning to end): its live
-        records. One reader for all (an empty partition costs its end-of-partition event)."""
+        records. One reader for all (an empty partition costs its end-of-partition event).
+        ``interrupted``: as :meth:`to_ends`."""
         folded: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
         # closed here, not when collected: a keyless record's error must not leave the
         # reader assigned until its traceback goes
-        with contextlib.closing(self.to_ends(partitions, "restoring")) as batches:
+        with contextlib.closing(self.to_ends(partitions, "restoring", interrupted)) as batches:
             for records, _ in batches:
                 self._fold(records, folded)
         return folded
@@ -323,7 +326,11 @@ class Changelog:
             self._metrics.restore_records.labels(partition=str(p)).inc(count)
 
     def to_ends(
-        self, partitions: Sequence[int], doing: str, first_only: bool = False
+        self,
+        partitions: Sequence[int],
+        doing: str,
+        interrupted: threading.Event | None = None,
+        first_only: bool = False,
     ) -> Generator[tuple[list[Message], list[int]], None, None]:
         """``partitions``' committed records from their beginning, a fetched batch at a
         time: ``(records, ended)``, the batch's records in order and the partitions whose
@@ -331,7 +338,9 @@ class Changelog:
         record (a question of whether it holds any). ``doing`` names the read in errors.
 
         A refused read or a fatal error raises; another error is logged and the read goes
-        on; no record and no end for :data:`RESTORE_STALL_S` raises ChangelogError."""
+        on; no record and no end for :data:`RESTORE_STALL_S` raises ChangelogError.
+        ``interrupted`` set (a stop; the read may wait on brokers that are away, inside a
+        rebalance callback) raises :class:`ChangelogInterrupted` within a fetch's wait."""
         reading = set(partitions)
         if not reading:
             return
@@ -340,6 +349,8 @@ class Changelog:
         with self.reading(partitions) as consumer:
             last_progress = time.monotonic()
             while reading:
+                if interrupted is not None and interrupted.is_set():
+                    raise ChangelogInterrupted(f"{doing} {self.topic}{sorted(reading)}")
                 messages = consumer.consume(count, 0.1)  # returns at the count or timeout
                 if messages:
                     last_progress = time.monotonic()
@@ -441,6 +452,7 @@ def validate_or_restore(
     changelog: Changelog,
     topic: str,
     committed: dict[int, int | None],
+    interrupted: threading.Event | None = None,
 ) -> dict[int, dict[bytes, bytes]]:
     """Keep each partition's cached state if the store's position is its committed offset
     (``committed``: partition -> offset, None when the group has none); otherwise drop it
@@ -451,6 +463,8 @@ def validate_or_restore(
     for the same topic incarnation (the group's offsets expired) resumes at its position;
     state of an incarnation deleted since (Kafka dropped its offsets with it) is kept as the
     graph, its position moved to the new topic's beginning (:func:`_resume_without_offsets`).
+    ``interrupted`` set during the read raises :class:`ChangelogInterrupted`, the store
+    not yet changed.
     """
     stale = []
     for partition, offset in sorted(committed.items()):
@@ -469,7 +483,7 @@ def validate_or_restore(
         )
         stale.append(partition)
     started = time.monotonic()
-    restored_records = changelog.read_partitions(stale)
+    restored_records = changelog.read_partitions(stale, interrupted)  # the store unchanged
     for partition, records in restored_records.items():
         dropped = drop_partition(store, topic, partition)
         source_id = records.get(k.source_key(topic, partition))

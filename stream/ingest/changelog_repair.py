@@ -66,7 +66,7 @@ def write_missing_state(
     consumer = confluent_consumer(k, {"group.id": k.group_id, "logger": log})  # never joins
     try:
         committed = _committed(k, consumer)
-        missing = _without_state(changelog, sorted(committed))
+        missing = _without_state(changelog, sorted(committed), interrupted)
         if not missing:
             return
         others = conflicts(group_members(k), True, k.instance_id)
@@ -147,10 +147,12 @@ def _committed(k: KafkaSettings, consumer: Consumer) -> dict[int, int]:
             time.sleep(0.2)
 
 
-def _without_state(changelog: Changelog, partitions: Sequence[int]) -> list[int]:
+def _without_state(
+    changelog: Changelog, partitions: Sequence[int], interrupted: threading.Event | None
+) -> list[int]:
     """Those of ``partitions`` whose changelog holds no committed record (a partition
     with state always holds its position record: compaction keeps the newest)."""
-    reads = changelog.to_ends(partitions, "checking", first_only=True)
+    reads = changelog.to_ends(partitions, "checking", interrupted, first_only=True)
     return sorted(p for _, ended in reads for p in ended)
 
 

@@ -35,7 +35,7 @@ import logging
 import operator
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -161,8 +161,10 @@ class RecordSource:
             True when that moved the stored positions (the topic was created again).
         on_assigning: called with each newly assigned partition's committed group offset
             (None when none) before it is positioned: the changelog's cache check and
-            restore (:mod:`stream.ingest.changelog`). With it, the group offsets are the
-            truth and only transactions commit them: no informational commits.
+            restore (:mod:`stream.ingest.changelog`); returns the partitions to hold back
+            (a restore a stop cut short), assigned paused and never read. With it, the
+            group offsets are the truth and only transactions commit them: no
+            informational commits.
         training: whether this consumer is a training worker's; its ``client.id`` says so,
             and each assignment checks that no member it may not share the group with is
             in it (:func:`stream.kafka.group.must_leave`), raising
@@ -179,7 +181,7 @@ class RecordSource:
         on_assigned: Callable[[frozenset[int]], None],
         on_revoked: Callable[[frozenset[int]], None],
         on_skipped: Callable[[int, int, int], None],
-        on_assigning: Callable[[dict[int, int | None]], None] | None = None,
+        on_assigning: Callable[[dict[int, int | None]], Collection[int]] | None = None,
         training: bool = False,
         on_incarnation: Callable[[str], bool] | None = None,
     ) -> None:
@@ -380,8 +382,9 @@ class RecordSource:
         self._refuse_a_shared_group(consumer)
         if partitions:  # a topic deleted and created again is assigned afresh: asked here
             self._check_incarnation()
+        held: Collection[int] = ()
         if self._on_assigning is not None and partitions:
-            self._on_assigning(self._committed(consumer, partitions))
+            held = self._on_assigning(self._committed(consumer, partitions))
         if self._on_assigning is None:  # the changelog restores a lost store instead
             for partition, offset in self._lost_positions(consumer, partitions).items():
                 self._store_lost(partition, offset)
@@ -399,10 +402,12 @@ class RecordSource:
                 tp.partition,
                 "the beginning" if stored is None else stored,
             )
-        consumer.incremental_assign(placed)
-        self._assigned = self._assigned | {tp.partition for tp in placed}
-        if self._paused:  # backpressure holds for partitions that arrive meanwhile
-            consumer.pause(placed)
+        consumer.incremental_assign(placed)  # held back too: an assignment is answered whole
+        self._assigned = self._assigned | {
+            tp.partition for tp in placed if tp.partition not in held
+        }
+        if self._paused or held:  # backpressure holds for partitions arriving meanwhile
+            consumer.pause([tp for tp in placed if self._paused or tp.partition in held])
         # A crash between a store write and its commit left the commit behind.
         self.commit({tp.partition: tp.offset for tp in placed if tp.offset >= 0})
         self._on_assigned(self._assigned)

@@ -334,15 +334,25 @@ class IngestWorker:
                     self._metrics.consumer_lag.remove(str(partition))
         self._metrics.assigned_partitions.set(len(self._source.assigned))
 
-    def _assigning(self, committed: dict[int, int | None]) -> None:
+    def _assigning(self, committed: dict[int, int | None]) -> frozenset[int]:
+        """Check or restore the assigned partitions' state; returns those to hold back
+        (none, or all of them when a stop cut their restore short: the store unchanged,
+        the next start restores them)."""
         if self._changelog is None:
-            return
-        restored = validate_or_restore(self._store, self._changelog, self._topic, committed)
+            return frozenset()
+        try:
+            restored = validate_or_restore(
+                self._store, self._changelog, self._topic, committed, self._interrupted
+            )
+        except ChangelogInterrupted as exc:
+            log.warning("stopping: a restore was cut short, its partitions are not read (%s)", exc)
+            return frozenset(committed)
         for records in restored.values():
             if self._on_restored is not None:
                 self._on_restored(records)
         # Their state is in the changelog (the start's repair saw to it): say of which topic.
         self._changelog.stamp([p for p, offset in sorted(committed.items()) if offset is not None])
+        return frozenset()
 
     def _incarnation(self, incarnation: str) -> bool:
         """Record the topic's id with the store's offsets (and the changelog's next

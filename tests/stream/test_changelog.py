@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +25,7 @@ from stream.behaviours import Behaviour
 from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, RebalanceError
 from stream.ingest import IngestWorker
 from stream.ingest import source as source_module
-from stream.ingest.changelog import Changelog, changelog_topic
+from stream.ingest.changelog import Changelog, ChangelogInterrupted, changelog_topic
 from stream.ingest.changelog_repair import write_missing_state
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
@@ -47,6 +49,7 @@ from tests.harness.faults import (
     produce,
     run_crash_scenario,
 )
+from tests.harness.proxy import proxied_broker
 from tests.harness.raw_records import RawRecord, send_records
 from tests.harness.training_faults import run_training_crash_scenario
 
@@ -219,6 +222,64 @@ def test_a_read_committed_reader_never_sees_a_killed_transaction(
     assert [r for records, _ in reads for r in records] == []
     assert [p for _, ended in reads for p in ended] == [0]
     del successor
+
+
+def test_a_stop_cuts_short_a_restore_waiting_on_brokers_that_are_away(tmp_path: Path) -> None:
+    """A restore runs inside the rebalance callback: with the brokers away it would wait
+    RESTORE_STALL_S (60 s) before failing, and a SIGTERM with it (found by hand)."""
+    with proxied_broker(tmp_path / "kafka") as (broker, proxy):
+        source = "restore-away"
+        broker.create_topics({source: 1})
+        kafka = KafkaSettings(
+            bootstrap_servers=proxy.address,
+            interactions_topic=source,
+            group_id=f"g-{source}",
+            instance_id="w1",
+        )
+        changelog = Changelog(kafka, PipelineMetrics())
+        changelog.start()
+        try:
+            assert changelog.read_partitions([0]) == {0: {}}  # its reader, connected
+            proxy.cut()
+            stopping = threading.Event()
+            threading.Timer(1.0, stopping.set).start()
+            began = time.monotonic()
+            with pytest.raises(ChangelogInterrupted, match=r"restoring .*\[0\]"):
+                changelog.read_partitions([0], stopping)
+            assert time.monotonic() - began < 5.0
+        finally:
+            proxy.restore()
+            changelog.close()
+
+
+def test_partitions_whose_restore_a_stop_cut_short_are_held_back_unread(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop that cuts a restore short (its event set, as 2 s after a SIGTERM) leaves the
+    partition assigned but paused: nothing of it is read into the store, which the next
+    start restores whole."""
+    source, first = _one_partition(kafka_broker, topic_factory, tmp_path, "changelog-cut")
+    _send(kafka_broker.bootstrap_servers, source, range(50))
+    ingest_to_end(first, {0: 50})
+    empty = _settings(kafka_broker, tmp_path / "empty", source, first.kafka.group_id)
+
+    async def go() -> None:
+        async with _running(empty) as (worker, store):
+            worker._interrupted.set()  # what the stop's relay sets: the restore's stop
+            deadline = time.monotonic() + 60
+            while "a restore was cut short" not in caplog.text:
+                assert time.monotonic() < deadline, "no assignment in 60 s"
+                assert await worker.step(timeout_ms=200) == 0
+            for _ in range(10):
+                assert await worker.step(timeout_ms=200) == 0
+            assert worker.totals.consumed == 0
+            assert store.position(source, 0) is None
+
+    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
+        asyncio.run(go())
+    again = ingest_to_end(empty, {0: 50})
+    assert again.totals.consumed == 0  # restored from the changelog, not read again
+    assert whole_store(empty.store.path) == whole_store(first.store.path)
 
 
 def test_a_fenced_changelog_writer_stops_with_a_clear_error(
