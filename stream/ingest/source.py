@@ -406,8 +406,10 @@ class RecordSource:
         self._assigned = self._assigned | {
             tp.partition for tp in placed if tp.partition not in held
         }
-        if self._paused or held:  # backpressure holds for partitions arriving meanwhile
-            consumer.pause([tp for tp in placed if self._paused or tp.partition in held])
+        # backpressure holds for partitions arriving meanwhile; held ones are never read
+        paused = [tp for tp in placed if self._paused or tp.partition in held]
+        if paused:
+            consumer.pause(paused)
         # A crash between a store write and its commit left the commit behind.
         self.commit({tp.partition: tp.offset for tp in placed if tp.offset >= 0})
         self._on_assigned(self._assigned)
