@@ -27,6 +27,11 @@ class StoreError(StreamGNNError):
     """The graph store cannot be opened or is not a streamgnn store."""
 
 
+class StoreReadError(StoreError):
+    """A read of the graph store failed (a damaged table file, a failing disk): a restart
+    meets it again, so the message says how to rebuild the store."""
+
+
 class StoreWriteError(StoreError):
     """A write to the graph store failed (a full or failing disk): nothing of that batch is
     in the store, so a restart once the disk is fixed resumes after what it holds."""

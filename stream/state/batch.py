@@ -22,17 +22,17 @@ written one with what the store held gives every count's change, whichever path 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from rocksdict import Rdict, WriteBatch
+from rocksdict import WriteBatch
 
 from stream.state import keys as k
+from stream.state.rocks import Rocks
 
 
 class BatchUpdate:
     """Pending writes over the live store: reads see them, one WriteBatch commits them."""
 
-    def __init__(self, db: Rdict, log_changes: bool = False) -> None:
+    def __init__(self, db: Rocks, log_changes: bool = False) -> None:
         self._db = db
         self._pending: dict[bytes, bytes | None] = {}
         self._read: dict[bytes, bytes | None] = {}  # the store's values, as read
@@ -47,17 +47,15 @@ class BatchUpdate:
     def prefetch(self, keys: Iterable[bytes]) -> None:
         """Read the store's values of ``keys`` in one call, for :meth:`get` (a pending
         write of a key still wins over its prefetched value)."""
-        wanted: list[Any] = [key for key in dict.fromkeys(keys) if key not in self._read]
-        if wanted:
-            values: list[bytes | None] = self._db.get(wanted) or []  # a list in, a list out
-            self._read.update(zip(wanted, values, strict=True))
+        wanted = [key for key in dict.fromkeys(keys) if key not in self._read]
+        self._read.update(zip(wanted, self._db.get_many(wanted), strict=True))
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._pending:
             return self._pending[key]
         if key in self._read:
             return self._read[key]
-        value: bytes | None = self._db.get(key)
+        value = self._db.get(key)
         self._read[key] = value  # the batch is the store's one writer until it is written
         return value
 

@@ -35,7 +35,6 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rocksdict import AccessType, BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
 
@@ -45,6 +44,7 @@ from stream.events import Interaction
 from stream.state import keys as k
 from stream.state.batch import BatchUpdate
 from stream.state.decay import DecayedWeight, expiry_time, is_dead, merge, weight_at
+from stream.state.rocks import Rocks
 
 FORMAT = b"streamgnn-graph-v1"
 _META_FORMAT = k.META + b"format"
@@ -197,7 +197,7 @@ class DecayedGraphStore:
         access = AccessType.read_only() if read_only else AccessType.read_write()
         try:
             path.mkdir(parents=True, exist_ok=True)
-            self._db = Rdict(str(path), options, access_type=access)
+            self._db = Rocks(Rdict(str(path), options, access_type=access), path)
         except Exception as exc:  # rocksdict raises plain Exception (lock held, corrupt)
             raise StoreError(f"cannot open graph store at {path}: {exc}") from exc
         self._write_options = WriteOptions()
@@ -517,8 +517,8 @@ class DecayedGraphStore:
         """Live edges these source partitions own (each edge is its user's partition's):
         what a worker holds for the partitions assigned to it, unlike :meth:`counts`,
         which also counts the partitions it cached and gave away."""
-        keys: list[Any] = [k.partition_edges_key(p) for p in partitions]
-        raws: list[bytes | None] = (self._db.get(keys) or []) if keys else []
+        keys = [k.partition_edges_key(p) for p in partitions]
+        raws = self._db.get_many(keys)
         return sum(k.COUNT_VALUE.unpack(raw)[0] for raw in raws if raw is not None)
 
     def edges(self) -> Iterator[Edge]:
@@ -576,11 +576,4 @@ class DecayedGraphStore:
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Raw ``(key, value)`` records under ``prefix``, in key order."""
-        it = self._db.iter()
-        it.seek(prefix)
-        while it.valid():
-            key = it.key()
-            if not key.startswith(prefix):
-                return
-            yield key, it.value()
-            it.next()
+        yield from self._db.scan(prefix)

@@ -6,10 +6,12 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.behaviours import Behaviour
+from stream.errors import StoreReadError
 from stream.events import Interaction
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 
@@ -242,3 +244,29 @@ def test_a_store_written_without_filters_opens_with_them_and_reads_the_same(
         store.apply("t", [PartitionBatch(0, 30, first)])
         store.apply("t", [PartitionBatch(0, 60, then)])
         assert _weights(store, 3_000) == mixed
+
+
+def _damage_edge_blocks(store_dir: Path) -> None:
+    """Flip a byte every 512 through the first fifth of each table file: its first data
+    blocks, which hold the edge records (keys sort dedup, edges, meta, nodes, ...; the
+    index, filters and footer come last), so the store still opens."""
+    for table in store_dir.glob("*.sst"):
+        data = bytearray(table.read_bytes())
+        for at in range(0, len(data) // 5, 512):
+            data[at] ^= 0xFF
+        table.write_bytes(bytes(data))
+
+
+def test_a_damaged_table_file_fails_each_read_naming_the_way_out(tmp_path: Path) -> None:
+    evs = [Interaction(f"u{n % 50}", f"i{n}", "click", 1_000 + n) for n in range(3_000)]
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS) as store:
+        store.apply("t", [PartitionBatch(0, len(evs), evs)])
+        store._db.flush()
+        assert sum(1 for _ in store.edges()) == len(evs)
+    _damage_edge_blocks(tmp_path / "g")
+    with DecayedGraphStore(tmp_path / "g", BEHAVIOURS) as store:
+        # an iterator stopped by the damage used to end as if at the last edge
+        with pytest.raises(StoreReadError, match=r"graph store at .*g: Corruption"):
+            sum(1 for _ in store.edges())
+        with pytest.raises(StoreReadError, match="moving its directory aside"):
+            store.apply("t", [PartitionBatch(0, 2 * len(evs), evs)])  # reads those edges
