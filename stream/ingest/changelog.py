@@ -487,7 +487,7 @@ def validate_or_restore(
     for partition, records in restored_records.items():
         dropped = drop_partition(store, topic, partition)
         source_id = records.get(k.source_key(topic, partition))
-        restore_partition(store, topic, partition, records)
+        restore_partition(store, topic, partition, records, changelog.topic)
         position = store.position(topic, partition)
         restored = None if position is None else position[0]
         if committed[partition] is None and restored is not None:

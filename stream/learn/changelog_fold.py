@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 Change = tuple[bytes, bytes | None]  # a changelog record: store key, value (None: tombstone)
 _Edge = tuple[str, str, int]  # (user id, item id, relation code)
+# a tombstone's key is checked as an edge record's, with a well-formed stand-in value
+_TOMBSTONE_PARTS = k.EDGE_VALUE.pack(0.0, 0, 0)
 
 log = logging.getLogger("streamgnn.training")
 
@@ -53,17 +56,33 @@ def fold_changes(trainer: IncrementalTrainer, changes: Sequence[Change], topic: 
     interactions topic whose positions are read. Call under the trainer's lock."""
     edges: dict[_Edge, tuple[float, int, int] | None] = {}
     marks: dict[int, int] = {}
+    relations = len(trainer.mirror.relation_names)
+    skipped: list[bytes] = []
     for key, value in changes:
         tag = key[:1]
         if tag == k.EDGE:
-            (src_kind, user), relation, (dst_kind, item) = k.split_edge_suffix(key[1:])
-            if src_kind == k.USER and dst_kind == k.ITEM:
-                edges[(user, item, relation)] = None if value is None else _edge(value)
+            record = k.edge_record(key, value or _TOMBSTONE_PARTS, relations)
+            if record is None:
+                skipped.append(key)
+            elif record.src[0] == k.USER and record.dst[0] == k.ITEM:
+                state = None if value is None else (record.w_ref, record.t_ref, record.partition)
+                edges[(record.src[1], record.dst[1], record.relation)] = state
         elif tag == k.OFFSET and value is not None:
-            source, partition = k.split_offset_key(key)
-            watermark = int(k.POSITION_VALUE.unpack(value)[1])
+            try:
+                source, partition = k.split_offset_key(key)
+                watermark = int(k.POSITION_VALUE.unpack(value)[1])
+            except (struct.error, ValueError):  # short, or a topic name that is not UTF-8
+                skipped.append(key)
+                continue
             if source == topic and watermark >= 0:
                 marks[partition] = max(watermark, marks.get(partition, watermark))
+    if skipped:
+        # not the store's (its worker wrote none of them), so not the trainer's graph
+        log.warning(
+            "skipped %d changelog records no streamgnn worker writes (the first's key: %r)",
+            len(skipped),
+            skipped[0][:80],
+        )
     t = trainer
     upserts = [(edge, state) for edge, state in edges.items() if state is not None]
     states: dict[tuple[int, int, int], tuple[float, int] | None] = {}
@@ -96,11 +115,6 @@ def fold_changes(trainer: IncrementalTrainer, changes: Sequence[Change], topic: 
     for partition, watermark in marks.items():
         t.mirror.advance(watermark, [partition])
     return folded
-
-
-def _edge(value: bytes) -> tuple[float, int, int]:
-    w_ref, t_ref, partition = k.EDGE_VALUE.unpack(value)
-    return float(w_ref), int(t_ref), int(partition)
 
 
 def log_graph(trainer: IncrementalTrainer, max_edges: int = DIGEST_MAX_EDGES) -> tuple[int, str]:

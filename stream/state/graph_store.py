@@ -500,6 +500,11 @@ class DecayedGraphStore:
         update.put(_META_COUNTS, k.COUNTS_VALUE.pack(*counts))
         self._write(update.to_write_batch())
 
+    @property
+    def relation_count(self) -> int:
+        """Relations (behaviours) the store's edges may have: codes ``0 .. count - 1``."""
+        return len(self._relation_names)
+
     def edge_expiry(self, suffix: bytes, value: bytes) -> int:
         """When a stored edge record decays below epsilon (its pruning-index time)."""
         w_ref, t_ref, _ = k.EDGE_VALUE.unpack(value)

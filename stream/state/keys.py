@@ -31,7 +31,9 @@ from offsets that expired). The store keeps one such id per topic instead
 ((b'u', 'u1'), 3, (b'i', 'i9'))
 """
 
+import math
 import struct
+from typing import NamedTuple
 
 USER = b"u"
 ITEM = b"i"
@@ -138,3 +140,48 @@ def source_key(topic: str, partition: int) -> bytes:
 def split_offset_key(key: bytes) -> tuple[str, int]:
     topic, _, part = key[1:].partition(b"\x00")
     return topic.decode("utf-8"), int(_U32.unpack(part)[0])
+
+
+# Record times are epoch milliseconds below this (the events' own rule: from 1e14 on, a
+# time is micro- or nanoseconds and the event is dead-lettered); a larger one would decay
+# to a weight past any float.
+TIME_LIMIT_MS = 100_000_000_000_000
+
+
+class EdgeRecord(NamedTuple):
+    """An ``F`` record's parts."""
+
+    src: tuple[bytes, str]
+    relation: int
+    dst: tuple[bytes, str]
+    w_ref: float
+    t_ref: int
+    partition: int
+
+
+def edge_record(key: bytes, value: bytes, relations: int) -> EdgeRecord | None:
+    """The parts of an ``F`` record as a worker writes it (a relation below ``relations``,
+    a finite non-negative weight, a time of an event); None for any other bytes: read from
+    the changelog, which anyone with the right may write to, a record must neither stop its
+    reader with a bare traceback nor reach a graph with a weight that turns vectors NaN.
+
+    >>> key = EDGE + edge_suffix(node_key(USER, "u1"), 0, node_key(ITEM, "i9"))
+    >>> edge_record(key, EDGE_VALUE.pack(2.0, 1_000, 3), relations=1).partition
+    3
+    >>> edge_record(key, EDGE_VALUE.pack(float("nan"), 1_000, 3), relations=1) is None
+    True
+    """
+    try:
+        src, relation, dst = split_edge_suffix(key[1:])
+        w_ref, t_ref, partition = EDGE_VALUE.unpack(value)
+    except (struct.error, IndexError, ValueError):  # short, or an id that is not UTF-8
+        return None
+    if not (
+        key[:1] == EDGE
+        and relation < relations
+        and math.isfinite(w_ref)
+        and w_ref >= 0
+        and 0 <= t_ref < TIME_LIMIT_MS
+    ):
+        return None
+    return EdgeRecord(src, relation, dst, float(w_ref), int(t_ref), int(partition))

@@ -9,6 +9,7 @@ them and restoring raises them again.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 
 from stream.errors import StoreError
@@ -53,26 +54,31 @@ def partition_records(store: DecayedGraphStore, topic: str, partition: int) -> d
 
 
 def restore_partition(
-    store: DecayedGraphStore, topic: str, partition: int, records: Mapping[bytes, bytes]
+    store: DecayedGraphStore,
+    topic: str,
+    partition: int,
+    records: Mapping[bytes, bytes],
+    changelog: str = "the changelog",
 ) -> None:
-    """Load a dropped partition's folded changelog (live key -> value).
+    """Load a dropped partition's folded changelog (live key -> value), read from the
+    topic ``changelog`` (named in the error a record it refuses raises).
 
     Written in chunks with the position last: a crash midway leaves no position, so the
-    next assignment drops and restores again. A record the partition cannot own (another
-    partition's, or not a logged kind) is refused before anything is written. The source
+    next assignment drops and restores again. A record the partition's worker would not have
+    written (another partition's, not a logged kind, or malformed: :func:`_own_record`) is
+    refused before anything is written. The source
     topic's id (``S``) is the changelog's own: not loaded (the store keeps one per topic).
     """
     position_key = k.offset_key(topic, partition)
     singles = (position_key, k.source_key(topic, partition))  # one each: position, source id
     for key, value in records.items():
-        tag = key[:1]
-        mine = (
-            (tag == k.EDGE and k.EDGE_VALUE.unpack(value)[2] == partition)
-            or (tag == k.DEDUP and k.partition_of(key) == partition)
-            or key in singles
-        )
-        if not mine:
-            raise StoreError(f"changelog of partition {partition} holds a foreign {key!r}")
+        if not _own_record(store, partition, key, value, singles):
+            raise StoreError(
+                f"{changelog}[{partition}] holds a record no streamgnn worker writes there "
+                f"(key {key[:80]!r}, a {len(value)}-byte value): a tombstone for that key "
+                "(the key with no value) sent to that partition drops it from the next "
+                "restore"
+            )
     items = [(key, value) for key, value in records.items() if key not in singles]
     for start in range(0, len(items), CHUNK):
         update = store.stage()
@@ -88,3 +94,27 @@ def restore_partition(
         update = store.stage()
         update.put(position_key, records[position_key])
         store.commit(update)
+
+
+def _own_record(
+    store: DecayedGraphStore,
+    partition: int,
+    key: bytes,
+    value: bytes,
+    singles: tuple[bytes, bytes],
+) -> bool:
+    """Whether a changelog record is one ``partition``'s worker writes, well formed
+    (:func:`stream.state.keys.edge_record` for an edge)."""
+    tag = key[:1]
+    if tag == k.EDGE:
+        edge = k.edge_record(key, value, store.relation_count)
+        return edge is not None and edge.partition == partition
+    try:
+        if tag == k.DEDUP:
+            k.TIME_VALUE.unpack(value)
+            return len(key) > 5 and k.partition_of(key) == partition
+        if key == singles[0]:
+            k.POSITION_VALUE.unpack(value)
+    except struct.error:  # a short key or value
+        return False
+    return key in singles

@@ -115,3 +115,26 @@ def test_a_fold_hands_back_each_edge_it_set_once_at_its_newest_event() -> None:
     assert trainer.mirror.watermarks == {1: T0 + 9}
     trainer.fold([(edge, None)], TOPIC)
     assert graph_digest(trainer)[0] == 0
+
+
+def test_records_no_worker_writes_are_skipped_saying_so_and_the_rest_folded(caplog) -> None:
+    trainer = IncrementalTrainer(TrainerSettings(dim=8, device="cpu"), BEHAVIOURS, EPSILON)
+    edge = k.EDGE + k.edge_suffix(k.node_key(k.USER, "u1"), 0, k.node_key(k.ITEM, "i1"))
+    other = k.EDGE + k.edge_suffix(k.node_key(k.USER, "u2"), 0, k.node_key(k.ITEM, "i2"))
+    unknown_relation = k.EDGE + k.edge_suffix(k.node_key(k.USER, "u3"), 9, k.node_key(k.ITEM, "i3"))
+    changes: list[tuple[bytes, bytes | None]] = [
+        (edge, k.EDGE_VALUE.pack(1.0, T0, 1)),
+        (other, k.EDGE_VALUE.pack(float("nan"), T0, 1)),  # would turn every vector NaN
+        (other, k.EDGE_VALUE.pack(float("inf"), T0, 1)),
+        (other, b"1234567"),  # a value cut short
+        (unknown_relation, k.EDGE_VALUE.pack(1.0, T0, 1)),
+        (edge[:7], None),  # a tombstone whose key is cut short
+        (k.offset_key(TOPIC, 1), b"\x00"),
+        (k.offset_key(TOPIC, 1), k.POSITION_VALUE.pack(4, T0 + 9)),
+    ]
+    with caplog.at_level("WARNING", logger="streamgnn.training"):
+        folded = trainer.fold(changes, TOPIC)
+    assert folded.interactions == [Interaction("u1", "i1", "click", T0)]
+    assert graph_digest(trainer) == (1, edge_digest([("u1", "i1", 0, 1.0, T0)]))
+    assert trainer.mirror.watermarks == {1: T0 + 9}
+    assert "skipped 6 changelog records no streamgnn worker writes" in caplog.text

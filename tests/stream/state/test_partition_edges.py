@@ -7,11 +7,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rocksdict import AccessType, Options, Rdict
 
 from stream.behaviours import Behaviour
+from stream.errors import StoreError
 from stream.events import Interaction
 from stream.state import keys as k
 from stream.state.graph_store import DecayedGraphStore, PartitionBatch
@@ -100,3 +102,44 @@ def test_a_store_made_before_the_counts_counts_them_once_when_opened(tmp_path: P
 
 def _click(user: str, item: str) -> Interaction:
     return Interaction(user, item, "click", 1_000)
+
+
+def _edge_value(w_ref: float, t_ref: int, partition: int) -> bytes:
+    return k.EDGE_VALUE.pack(w_ref, t_ref, partition)
+
+
+# one record of a partition's folded changelog spoilt, as anyone may write to its topic (an
+# edge key: F, the user's node key (kind, u16 length, id), the relation byte, the item's)
+SPOILT = {
+    "value cut short": lambda key, value: (key, value[:7]),
+    "NaN weight": lambda key, value: (key, _edge_value(float("nan"), 1_000, 0)),
+    "infinite weight": lambda key, value: (key, _edge_value(float("inf"), 1_000, 0)),
+    "negative weight": lambda key, value: (key, _edge_value(-1.0, 1_000, 0)),
+    "time past any event's": lambda key, value: (key, _edge_value(1.0, 2**62, 0)),
+    "another partition's edge": lambda key, value: (key, _edge_value(1.0, 1_000, 1)),
+    "relation the store has not": lambda key, value: (key[:6] + b"\x07" + key[7:], value),
+    "id not UTF-8": lambda key, value: (key[:4] + b"\xff" + key[5:], value),
+    "key cut short": lambda key, value: (key[:6], value),
+}
+
+
+@pytest.mark.parametrize("spoil", sorted(SPOILT))
+def test_a_changelog_record_no_worker_writes_is_refused_before_any_is_loaded(
+    tmp_path: Path, spoil: str
+) -> None:
+    events = [Interaction(f"u{n}", f"i{n % 3}", "click", 1_000 + n) for n in range(5)]
+    store = DecayedGraphStore(tmp_path / "g", BEHAVIOURS)
+    store.apply("t", [PartitionBatch(0, len(events), events)])
+    records = partition_records(store, "t", 0)
+    edge = next(key for key in records if key.startswith(k.EDGE + k.USER + b"\x00\x02u1"))
+    spoilt = dict(records)
+    del spoilt[edge]
+    key, value = SPOILT[spoil](edge, records[edge])
+    spoilt[key] = value
+    drop_partition(store, "t", 0)
+    with pytest.raises(StoreError, match="a record no streamgnn worker writes there"):
+        restore_partition(store, "t", 0, spoilt)
+    assert store.counts().edges == 0 and store.position("t", 0) is None  # nothing loaded
+    restore_partition(store, "t", 0, records)  # the records as the worker wrote them
+    assert store.partition_edges([0]) == len(events)
+    store.close()
