@@ -87,6 +87,7 @@ async def run_worker(
     )
     training: TrainingLoop | None = None
     try:
+        _refuse_another_topics_store(store, settings.kafka.interactions_topic)
         if not settings.worker.train:
             if not await _may_join(settings, stop):
                 return IngestTotals()
@@ -128,6 +129,20 @@ async def run_worker(
         if training is not None:  # however it ended: an in-process run must not keep it
             training.checkpoints.release()
         store.close()
+
+
+def _refuse_another_topics_store(store: DecayedGraphStore, topic: str) -> None:
+    """A store holds one interactions topic's graph: opened for another topic (a volume
+    kept when the topic setting changed), its edges would be trained on with the new
+    topic's, for ever (by hand on 2026-12-07: 347,356 edges of one topic under 3,000
+    events of another, no word said)."""
+    held = sorted({source for source, _ in store.positions()} - {topic})
+    if held:
+        raise StoreError(
+            f"the graph store at {store.path} holds the graph of topic {', '.join(held)}, "
+            f"not of {topic!r} (--interactions-topic): a store is one topic's; give "
+            "--store-path an empty directory or that topic's store, or move this one aside"
+        )
 
 
 async def _may_join(settings: Settings, stop: asyncio.Event) -> bool:

@@ -501,6 +501,11 @@ class DecayedGraphStore:
         self._write(update.to_write_batch())
 
     @property
+    def path(self) -> Path:
+        """The store's RocksDB directory."""
+        return self._path
+
+    @property
     def relation_count(self) -> int:
         """Relations (behaviours) the store's edges may have: codes ``0 .. count - 1``."""
         return len(self._relation_names)

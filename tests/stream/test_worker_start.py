@@ -19,9 +19,11 @@ import pytest
 
 from stream import worker
 from stream.errors import BrokersUnreachable
+from stream.events import Interaction
 from stream.kafka import access
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
 from stream.settings import KafkaSettings, load_settings
+from stream.state.graph_store import DecayedGraphStore, PartitionBatch
 from tests.harness.hostile import SIGTERM_LIMIT_S
 from tests.harness.proxy import TcpProxy
 from tests.harness.worker_process import WorkerProcess, training_env, wait_for, worker_env
@@ -113,3 +115,27 @@ def test_no_broker_in_the_wait_exits_1_in_one_line(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.name for r in errors] == ["streamgnn.worker"]
     assert address in errors[0].getMessage() and errors[0].exc_info is None
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_store_of_another_topic_is_refused_before_any_broker_exit_2(
+    tmp_path: Path, train: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store holds one topic's graph: kept when the topic setting changed, its edges
+    would be trained on with the new topic's, for ever."""
+    address = f"127.0.0.1:{free_ports(1)[0]}"  # nothing answers: the check comes first
+    env = _env(tmp_path, address, topic="clicks") | {"STREAMGNN_TRAIN": str(train).lower()}
+    settings = load_settings({}, env)
+    events = [Interaction(f"u{n}", f"i{n}", "click", 1_700_000_000_000 + n) for n in range(20)]
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        store.apply("views", [PartitionBatch(0, len(events), events)])
+    start = time.monotonic()
+    with caplog.at_level(logging.INFO):
+        assert worker.serve(settings) == 2
+    assert time.monotonic() - start < 10.0  # no wait for a broker
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "holds the graph of topic views, not of 'clicks'" in errors[0]
+    assert WAITING not in caplog.text
+    with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
+        assert store.counts().edges == len(events)  # refused, not changed
