@@ -61,7 +61,7 @@ def fold_changes(trainer: IncrementalTrainer, changes: Sequence[Change], topic: 
     for key, value in changes:
         tag = key[:1]
         if tag == k.EDGE:
-            record = k.edge_record(key, value or _TOMBSTONE_PARTS, relations)
+            record = k.edge_record(key, _TOMBSTONE_PARTS if value is None else value, relations)
             if record is None:
                 skipped.append(key)
             elif record.src[0] == k.USER and record.dst[0] == k.ITEM:

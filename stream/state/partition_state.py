@@ -64,10 +64,10 @@ def restore_partition(
     topic ``changelog`` (named in the error a record it refuses raises).
 
     Written in chunks with the position last: a crash midway leaves no position, so the
-    next assignment drops and restores again. A record the partition's worker would not have
-    written (another partition's, not a logged kind, or malformed: :func:`_own_record`) is
-    refused before anything is written. The source
-    topic's id (``S``) is the changelog's own: not loaded (the store keeps one per topic).
+    next assignment drops and restores again. A record the partition's worker would not
+    have written (another partition's, not a logged kind, or malformed: :func:`_own_record`)
+    is refused before anything is written. The source topic's id (``S``) is the changelog's
+    own: not loaded (the store keeps one per topic).
     """
     position_key = k.offset_key(topic, partition)
     singles = (position_key, k.source_key(topic, partition))  # one each: position, source id

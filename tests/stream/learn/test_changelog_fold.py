@@ -127,6 +127,7 @@ def test_records_no_worker_writes_are_skipped_saying_so_and_the_rest_folded(capl
         (other, k.EDGE_VALUE.pack(float("nan"), T0, 1)),  # would turn every vector NaN
         (other, k.EDGE_VALUE.pack(float("inf"), T0, 1)),
         (other, b"1234567"),  # a value cut short
+        (other, b""),  # empty, which is not a tombstone (None)
         (unknown_relation, k.EDGE_VALUE.pack(1.0, T0, 1)),
         (edge[:7], None),  # a tombstone whose key is cut short
         (k.offset_key(TOPIC, 1), b"\x00"),
@@ -137,4 +138,4 @@ def test_records_no_worker_writes_are_skipped_saying_so_and_the_rest_folded(capl
     assert folded.interactions == [Interaction("u1", "i1", "click", T0)]
     assert graph_digest(trainer) == (1, edge_digest([("u1", "i1", 0, 1.0, T0)]))
     assert trainer.mirror.watermarks == {1: T0 + 9}
-    assert "skipped 6 changelog records no streamgnn worker writes" in caplog.text
+    assert "skipped 7 changelog records no streamgnn worker writes" in caplog.text
