@@ -15,9 +15,6 @@ or could not load, under another value. Every checkpoint records these
 - the encoder's revision (:attr:`models.base.Encoder.revision`, not a setting): this
   build's forward of ``--encoder`` may compute other vectors from the same parameters
   than the build that wrote the checkpoint did (a checkpoint without one: revision 1).
-- ``--interactions-topic``: a checkpoint that trained through offsets of other topics
-  only holds another stream's ids and vectors (a checkpoint directory kept when the topic
-  setting changed); resumed, they would stay in the registry and be trained on again.
 - ``--behaviours``: relation ``r`` is the ``r``-th behaviour by name (relation-typed
   encoders hold parameters per relation), and beta and half-life weigh the edges every
   encoder propagates over. The store refuses a change too; this catches a fresh store
@@ -132,15 +129,6 @@ def conflicts(payload: Mapping[str, Any], settings: Settings) -> list[Conflict]:
                 _named("training.encoder"),
                 f"checkpoint {current['training.encoder']} revision {revision}, this build "
                 f"computes revision {current[REVISION]} (other vectors from the same parameters)",
-            )
-        )
-    topic = settings.kafka.interactions_topic
-    trained_on = sorted({str(key).rpartition(":")[0] for key in payload.get("offsets") or {}})
-    if trained_on and topic not in trained_on:  # another topic's ids, vectors and offsets
-        found.append(
-            Conflict(
-                _named("kafka.interactions_topic"),
-                f"checkpoint trained on topic {', '.join(trained_on)}, settings {topic}",
             )
         )
     for key, kind in CAPACITY.items():

@@ -225,20 +225,3 @@ def test_the_policy_is_fail_or_discard_from_flag_or_twin(tmp_path: Path) -> None
     assert settings(tmp_path).worker.on_checkpoint_mismatch == "fail"
     with pytest.raises(ConfigError, match="on_checkpoint_mismatch"):
         settings(tmp_path, STREAMGNN_ON_CHECKPOINT_MISMATCH="delete")
-
-
-def test_a_checkpoint_of_another_topic_is_refused_naming_both(tmp_path: Path) -> None:
-    """A checkpoint directory kept when the topic setting changed: another stream's ids."""
-    views = settings(tmp_path, STREAMGNN_INTERACTIONS_TOPIC="views")
-    path = write_checkpoint(views)
-    payload = load_checkpoint(path)
-    payload["offsets"] = {"views:0": len(EVENTS)}  # trained through the views topic
-    path.unlink()
-    CheckpointStore(views.worker.checkpoint_dir).save(payload)
-    assert resumed(views).trained_through == {0: len(EVENTS)}  # its own topic: fits
-    clicks = settings(tmp_path, STREAMGNN_INTERACTIONS_TOPIC="clicks")
-    with pytest.raises(CheckpointMismatchError) as raised:
-        resumed(clicks)
-    (conflict,) = raised.value.conflicts
-    assert conflict.setting.startswith("--interactions-topic")
-    assert conflict.detail == "checkpoint trained on topic views, settings clicks"
