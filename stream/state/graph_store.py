@@ -219,7 +219,7 @@ class DecayedGraphStore:
         fmt = self._db.get(_META_FORMAT)
         if fmt is None:
             if read_only or any(True for _ in self.scan(b"")):
-                raise StoreError(f"{self._db.path()} is not a streamgnn graph store")
+                raise StoreError(f"{self._path} is not a streamgnn graph store")
             batch = WriteBatch(raw_mode=True)
             batch.put(_META_FORMAT, FORMAT)
             batch.put(_META_BEHAVIOURS, wanted)
@@ -234,7 +234,7 @@ class DecayedGraphStore:
         stored = self._db.get(_META_BEHAVIOURS)
         if stored != wanted:
             raise StoreError(
-                f"store {self._db.path()} was built with behaviours {_as_option(stored)}, "
+                f"store {self._path} was built with behaviours {_as_option(stored)}, "
                 f"the configuration says {_as_option(wanted)}: start with --behaviours "
                 "(STREAMGNN_BEHAVIOURS) set to the store's, or replay the topic into a fresh "
                 "store (changing half-lives or weights changes what every stored weight means)"

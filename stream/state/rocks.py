@@ -78,9 +78,6 @@ class Rocks:
     def close(self) -> None:
         self._db.close()
 
-    def path(self) -> str:
-        return str(self._db.path())
-
     def _read_error(self, exc: Exception) -> StoreReadError:
         return StoreReadError(
             f"cannot read the graph store at {self._path}: {exc}. A damaged store is "
