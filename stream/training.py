@@ -59,6 +59,7 @@ from stream.errors import (
 )
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
+from stream.ingest.changelog import stream_topics
 from stream.learn.checkpoint import CheckpointStore, Payload
 from stream.learn.compatibility import (
     CheckpointMismatchError,
@@ -291,7 +292,8 @@ class TrainingLoop:
         payload = self.checkpoints.load_latest()
         if payload is None:
             return None
-        found = conflicts(payload, self._settings)
+        k = self._settings.kafka
+        found = conflicts(payload, self._settings, stream_topics(k.interactions_topic, k.group_id))
         if not found:
             try:
                 self.trainer.load_state_dict(payload["trainer"])

@@ -110,6 +110,13 @@ def changelog_topic(interactions_topic: str, group_id: str) -> str:
     return f"{interactions_topic}-{group_id}-graph-changelog"
 
 
+def stream_topics(interactions_topic: str, group_id: str) -> tuple[str, str]:
+    """The topics a checkpoint's offsets may name for this stream: the interactions topic
+    (a worker that ingests trains through it) and its changelog (``streamgnn train``); the
+    two may take turns on one checkpoint directory."""
+    return interactions_topic, changelog_topic(interactions_topic, group_id)
+
+
 class Changelog:
     """The transactional writer and the restore reader of one worker's changelog."""
 

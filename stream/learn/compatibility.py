@@ -15,6 +15,10 @@ or could not load, under another value. Every checkpoint records these
 - the encoder's revision (:attr:`models.base.Encoder.revision`, not a setting): this
   build's forward of ``--encoder`` may compute other vectors from the same parameters
   than the build that wrote the checkpoint did (a checkpoint without one: revision 1).
+- the stream (``--interactions-topic``, and the ``--group-id`` changelog of it that
+  ``streamgnn train`` reads): a checkpoint that trained through offsets of other topics
+  only holds another stream's ids and vectors (a checkpoint directory kept when the topic
+  setting changed); resumed, they would stay in the registry and be trained on again.
 - ``--behaviours``: relation ``r`` is the ``r``-th behaviour by name (relation-typed
   encoders hold parameters per relation), and beta and half-life weigh the edges every
   encoder propagates over. The store refuses a change too; this catches a fresh store
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -104,8 +108,12 @@ def recorded_settings(settings: Settings) -> dict[str, str | int]:
     return record
 
 
-def conflicts(payload: Mapping[str, Any], settings: Settings) -> list[Conflict]:
-    """Every way the checkpoint ``payload`` does not fit ``settings`` (empty: it fits)."""
+def conflicts(
+    payload: Mapping[str, Any], settings: Settings, stream: Collection[str]
+) -> list[Conflict]:
+    """Every way the checkpoint ``payload`` does not fit ``settings`` (empty: it fits).
+    ``stream``: the topics whose offsets are the settings' stream
+    (:func:`stream.ingest.changelog.stream_topics`)."""
     current = recorded_settings(settings)
     recorded = payload.get("settings")
     if not isinstance(recorded, Mapping):
@@ -129,6 +137,15 @@ def conflicts(payload: Mapping[str, Any], settings: Settings) -> list[Conflict]:
                 _named("training.encoder"),
                 f"checkpoint {current['training.encoder']} revision {revision}, this build "
                 f"computes revision {current[REVISION]} (other vectors from the same parameters)",
+            )
+        )
+    trained_on = sorted({str(key).rpartition(":")[0] for key in payload.get("offsets") or {}})
+    if trained_on and not set(trained_on) & set(stream):  # another stream's ids and vectors
+        found.append(
+            Conflict(
+                _named("kafka.interactions_topic"),
+                f"checkpoint trained on topic {', '.join(trained_on)}, settings "
+                f"{' or '.join(stream)}",
             )
         )
     for key, kind in CAPACITY.items():

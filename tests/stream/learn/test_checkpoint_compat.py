@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from models.lightgcn import LightGCNEncoder
 from models.sage import PinSAGEEncoder
 from stream.errors import ConfigError
 from stream.events import Interaction
+from stream.ingest.changelog import changelog_topic, stream_topics
 from stream.learn.checkpoint import CheckpointStore, load_checkpoint
 from stream.learn.compatibility import (
     MEANING,
@@ -25,6 +27,7 @@ from stream.learn.compatibility import (
 from stream.metrics import PipelineMetrics
 from stream.settings import OPTIONS, Settings, load_settings
 from stream.state.graph_store import DecayedGraphStore
+from stream.train import ChangelogTraining
 from stream.training import TrainingLoop
 
 USERS = 5
@@ -85,7 +88,7 @@ def write_checkpoint(s: Settings, legacy: bool = False, unrevised: bool = False)
 def test_a_checkpoint_fits_the_settings_it_was_written_under(tmp_path: Path) -> None:
     base = settings(tmp_path)
     path = write_checkpoint(base)
-    assert conflicts(load_checkpoint(path), base) == []
+    assert conflicts(load_checkpoint(path), base, stream(base)) == []
     assert resumed(base).trainer.model_version == load_checkpoint(path)["trainer"]["model_version"]
 
 
@@ -109,7 +112,7 @@ def test_a_changed_meaning_setting_stops_the_start_naming_it_and_both_values(
     recorded = load_checkpoint(path)["settings"][key]
     assert conflict.setting == f"{option.flag} ({option.env})"
     assert f"checkpoint {recorded}, settings {recorded_settings(changed)[key]}" in conflict.detail
-    assert str(conflicts(load_checkpoint(path), changed)[0]) == str(conflict)
+    assert str(conflicts(load_checkpoint(path), changed, stream(changed))[0]) == str(conflict)
     message = str(raised.value)
     assert option.flag in message and str(path) in message
     assert "--on-checkpoint-mismatch discard" in message
@@ -131,7 +134,7 @@ def test_a_checkpoint_of_another_encoder_revision_is_refused_naming_both(
     # lightgcn's forward did not change: its checkpoints from before revisions still fit ...
     base = settings(tmp_path / "lightgcn")
     path = write_checkpoint(base, unrevised=True)
-    assert conflicts(load_checkpoint(path), base) == []
+    assert conflicts(load_checkpoint(path), base, stream(base)) == []
     # ... until a build's lightgcn computes other vectors
     monkeypatch.setattr(LightGCNEncoder, "revision", LightGCNEncoder.revision + 1)
     with pytest.raises(CheckpointMismatchError, match="lightgcn revision 1, this build"):
@@ -225,3 +228,49 @@ def test_the_policy_is_fail_or_discard_from_flag_or_twin(tmp_path: Path) -> None
     assert settings(tmp_path).worker.on_checkpoint_mismatch == "fail"
     with pytest.raises(ConfigError, match="on_checkpoint_mismatch"):
         settings(tmp_path, STREAMGNN_ON_CHECKPOINT_MISMATCH="delete")
+
+
+def stream(s: Settings) -> tuple[str, str]:
+    return stream_topics(s.kafka.interactions_topic, s.kafka.group_id)
+
+
+def with_offsets(s: Settings, offsets: dict[str, int]) -> None:
+    """Rewrite the newest checkpoint of ``s`` as if it had trained through ``offsets``."""
+    store = CheckpointStore(s.worker.checkpoint_dir)
+    path = store.paths()[-1]
+    payload = load_checkpoint(path)
+    payload["offsets"] = offsets
+    path.unlink()
+    store.save(payload)
+
+
+def test_a_checkpoint_of_another_topic_is_refused_naming_both(tmp_path: Path) -> None:
+    """A checkpoint directory kept when the topic setting changed: another stream's ids."""
+    views = settings(tmp_path, STREAMGNN_INTERACTIONS_TOPIC="views")
+    write_checkpoint(views)
+    with_offsets(views, {"views:0": len(EVENTS)})
+    assert resumed(views).trained_through == {0: len(EVENTS)}  # its own topic: fits
+    clicks = settings(tmp_path, STREAMGNN_INTERACTIONS_TOPIC="clicks")
+    with pytest.raises(CheckpointMismatchError) as raised:
+        resumed(clicks)
+    (conflict,) = raised.value.conflicts
+    assert conflict.setting == "--interactions-topic (STREAMGNN_INTERACTIONS_TOPIC)"
+    changelog = changelog_topic("clicks", clicks.kafka.group_id)
+    assert conflict.detail == f"checkpoint trained on topic views, settings clicks or {changelog}"
+
+
+def test_the_worker_and_streamgnn_train_take_turns_on_one_checkpoint(tmp_path: Path) -> None:
+    """Offsets of the stream's changelog (streamgnn train's) fit a worker that ingests the
+    stream, and the other way round: the same ids; neither's offsets are the other's."""
+    s = settings(tmp_path, STREAMGNN_INTERACTIONS_TOPIC="views")
+    write_checkpoint(s)
+    with_offsets(s, {f"{changelog_topic('views', s.kafka.group_id)}:0": 7})
+    loop = resumed(s)
+    assert loop.trainer.model_version > 0 and loop.trained_through == {}
+    trainer = ChangelogTraining(s, PipelineMetrics(), threading.Event())
+    with_offsets(s, {"views:0": 7})
+    trainer.resume()
+    assert not trainer.cold and trainer.trained_through == {}
+    with_offsets(s, {f"{changelog_topic('views', 'other-group')}:0": 7})
+    with pytest.raises(CheckpointMismatchError, match="checkpoint trained on topic views-other"):
+        resumed(s)  # another group's changelog: another application with its own state
