@@ -49,7 +49,6 @@ from stream.errors import (
     RebalanceError,
 )
 from stream.ingest import AppliedBatch
-from stream.ingest.changelog import changelog_topic
 from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
 from stream.kafka.access import wait_for_access
 from stream.learn.changelog_fold import Folded, log_graph
@@ -58,7 +57,7 @@ from stream.learn.device import resolve_device
 from stream.learn.ranks import Ranks
 from stream.metrics import PipelineMetrics, serve_metrics
 from stream.publish.publisher import EmbeddingPublisher
-from stream.settings import Settings, add_options, select, settings_from_args
+from stream.settings import Settings, add_options, changelog_topic, select, settings_from_args
 from stream.train_ranks import rank_metrics_address, rank_settings, run_ranked
 from stream.training import PendingEvents, TrainingLoop, checkpoint_offsets
 

@@ -59,7 +59,6 @@ from stream.errors import (
 )
 from stream.events import Interaction
 from stream.ingest import AppliedBatch
-from stream.ingest.changelog import stream_topics
 from stream.learn.checkpoint import CheckpointStore, Payload
 from stream.learn.compatibility import (
     CheckpointMismatchError,
@@ -74,7 +73,7 @@ from stream.learner import Handed, Learner
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import NodeKind
-from stream.settings import Settings
+from stream.settings import Settings, stream_topics
 from stream.state.graph_store import DecayedGraphStore
 
 log = logging.getLogger("streamgnn.training")

@@ -69,7 +69,7 @@ from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
 from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation, topic_incarnations
 from stream.metrics import PipelineMetrics
-from stream.settings import KafkaSettings
+from stream.settings import KafkaSettings, changelog_topic
 from stream.state import keys as k
 from stream.state.graph_store import DecayedGraphStore
 from stream.state.partition_state import drop_partition, restore_partition
@@ -102,19 +102,6 @@ class ChangelogInterrupted(Exception):
 
 class _Rebalanced(Exception):
     """A transaction aborted because the group's generation moved on under it."""
-
-
-def changelog_topic(interactions_topic: str, group_id: str) -> str:
-    """One changelog per source topic and consumer group: another group is another
-    application with a state of its own."""
-    return f"{interactions_topic}-{group_id}-graph-changelog"
-
-
-def stream_topics(interactions_topic: str, group_id: str) -> tuple[str, str]:
-    """The topics a checkpoint's offsets may name for this stream: the interactions topic
-    (a worker that ingests trains through it) and its changelog (``streamgnn train``); the
-    two may take turns on one checkpoint directory."""
-    return interactions_topic, changelog_topic(interactions_topic, group_id)
 
 
 class Changelog:

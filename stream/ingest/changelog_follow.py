@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from stream.errors import ChangelogError
-from stream.ingest.changelog import changelog_topic
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, fetch_available
 from stream.kafka.group import GroupLease
 from stream.kafka.topics import topic_incarnation
 from stream.metrics import PipelineMetrics
-from stream.settings import KafkaSettings
+from stream.settings import KafkaSettings, changelog_topic
 
 log = logging.getLogger("streamgnn.changelog")
 

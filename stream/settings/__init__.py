@@ -25,6 +25,8 @@ from stream.settings.sections import (
     Settings,
     StoreSettings,
     WorkerSettings,
+    changelog_topic,
+    stream_topics,
 )
 from stream.settings.security import SecuritySettings
 from stream.settings.training import TrainerSettings
@@ -47,7 +49,9 @@ __all__ = [
     "TrainerSettings",
     "WorkerSettings",
     "add_options",
+    "changelog_topic",
     "load_settings",
     "select",
     "settings_from_args",
+    "stream_topics",
 ]

@@ -108,8 +108,6 @@ class KafkaSettings:
         for name in ("bootstrap_servers", "interactions_topic", "dlq_topic", "group_id"):
             if not getattr(self, name):
                 raise ConfigError(f"kafka {name} must not be empty")
-        if self.interactions_topic == self.dlq_topic:
-            raise ConfigError(f"dlq_topic must differ from interactions_topic ({self.dlq_topic!r})")
         _positive("max_batch_records", self.max_batch_records)
         if not (math.isfinite(self.batch_linger_ms) and 0 <= self.batch_linger_ms <= 1_000):
             raise ConfigError(f"batch_linger_ms must be 0..1000, got {self.batch_linger_ms!r}")
@@ -139,8 +137,6 @@ class PublishSettings:
     def __post_init__(self) -> None:
         if not self.user_topic or not self.item_topic:
             raise ConfigError("embedding topic names must not be empty")
-        if self.user_topic == self.item_topic:
-            raise ConfigError(f"user and item embedding topics must differ ({self.user_topic!r})")
         if self.vector_encoding not in ENCODINGS:
             raise ConfigError(
                 f"vector_encoding must be one of {ENCODINGS}, got {self.vector_encoding!r}"
@@ -253,11 +249,47 @@ class Settings:
     metrics_address: str = "127.0.0.1:9464"
 
     def __post_init__(self) -> None:
+        _one_kind_a_topic(self.kafka, self.publish)
         if self.store.changelog and not self.kafka.instance_id:
             raise ConfigError(
                 "the changelog needs an instance id (--instance-id): it is the stable part "
                 "of the worker's transactional.id"
             )
+
+
+def changelog_topic(interactions_topic: str, group_id: str) -> str:
+    """One changelog per source topic and consumer group: another group is another
+    application with a state of its own."""
+    return f"{interactions_topic}-{group_id}-graph-changelog"
+
+
+def stream_topics(interactions_topic: str, group_id: str) -> tuple[str, str]:
+    """The topics a checkpoint's offsets may name for this stream: the interactions topic
+    (a worker that ingests trains through it) and its changelog (``streamgnn train``); the
+    two may take turns on one checkpoint directory."""
+    return interactions_topic, changelog_topic(interactions_topic, group_id)
+
+
+def _one_kind_a_topic(kafka: KafkaSettings, publish: PublishSettings) -> None:
+    """Each topic holds one kind of record: events, dead letters, user or item vectors, or
+    the changelog's state. Shared, each reader meets the other kind's records (a worker
+    that dead-letters into its input loops; a DLQ that is a vector topic is compacted)."""
+    changelog = changelog_topic(kafka.interactions_topic, kafka.group_id)
+    named = {
+        "--interactions-topic": kafka.interactions_topic,
+        "--dlq-topic": kafka.dlq_topic,
+        "--user-embeddings-topic": publish.user_topic,
+        "--item-embeddings-topic": publish.item_topic,
+        "the changelog (of --interactions-topic and --group-id)": changelog,
+    }
+    seen: dict[str, str] = {}
+    for setting, topic in named.items():
+        if topic in seen:
+            raise ConfigError(
+                f"{seen[topic]} and {setting} are both topic {topic!r}: each topic holds one "
+                "kind of record"
+            )
+        seen[topic] = setting
 
 
 def _positive(name: str, value: int) -> None:

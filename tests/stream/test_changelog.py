@@ -25,11 +25,17 @@ from stream.behaviours import Behaviour
 from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, RebalanceError
 from stream.ingest import IngestWorker
 from stream.ingest import source as source_module
-from stream.ingest.changelog import Changelog, ChangelogInterrupted, changelog_topic
+from stream.ingest.changelog import Changelog, ChangelogInterrupted
 from stream.ingest.changelog_repair import write_missing_state
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
-from stream.settings import EventSettings, KafkaSettings, Settings, StoreSettings
+from stream.settings import (
+    EventSettings,
+    KafkaSettings,
+    Settings,
+    StoreSettings,
+    changelog_topic,
+)
 from stream.state import keys as k
 from stream.state.graph_store import DecayedGraphStore
 from tests.harness import importable_env

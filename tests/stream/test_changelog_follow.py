@@ -16,11 +16,10 @@ import pytest
 from confluent_kafka import Producer
 from kafka.admin import NewTopic
 
-from stream.ingest.changelog import changelog_topic
 from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
-from stream.settings import KafkaSettings, Settings
+from stream.settings import KafkaSettings, Settings, changelog_topic
 from stream.train import ChangelogTraining
 from tests.harness.embedding_topics import delete_topic
 

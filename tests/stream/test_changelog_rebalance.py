@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from stream.behaviours import DEFAULT_BEHAVIOURS
-from stream.ingest.changelog import changelog_topic
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import owns_partitions
-from stream.settings import KafkaSettings, Settings, StoreSettings
+from stream.settings import KafkaSettings, Settings, StoreSettings, changelog_topic
 from stream.state import keys as k
 from tests.harness.changelog_state import end_offsets, fold_changelog, ingest_to_end, logged_state
 from tests.harness.progress import GroupProgress

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stream.ingest.changelog import changelog_topic
 from stream.learn.changelog_fold import edge_digest
 from stream.learn.checkpoint import CheckpointStore
 from stream.local_broker.broker import LocalKafkaBroker
+from stream.settings import changelog_topic
 from tests.harness.changelog_state import changelog_edges, fold_changelog
 from tests.harness.faults import prepare_topic
 from tests.harness.progress import MetricsProgress

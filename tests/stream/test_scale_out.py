@@ -19,10 +19,9 @@ import pytest
 from kafka import KafkaProducer
 
 from stream.behaviours import DEFAULT_BEHAVIOURS
-from stream.ingest.changelog import changelog_topic
 from stream.learn.changelog_fold import edge_digest
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
-from stream.settings import KafkaSettings, Settings, StoreSettings
+from stream.settings import KafkaSettings, Settings, StoreSettings, changelog_topic
 from tests.harness.changelog_state import (
     changelog_edges,
     end_offsets,

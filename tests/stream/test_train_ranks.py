@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from stream.ingest.changelog import changelog_topic
 from stream.local_broker.broker import LocalKafkaBroker, free_ports
+from stream.settings import changelog_topic
 from tests.harness.changelog_state import fold_changelog
 from tests.harness.embedding_log import read_published
 from tests.harness.faults import event, produce

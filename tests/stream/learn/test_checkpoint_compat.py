@@ -15,7 +15,6 @@ from models.lightgcn import LightGCNEncoder
 from models.sage import PinSAGEEncoder
 from stream.errors import ConfigError
 from stream.events import Interaction
-from stream.ingest.changelog import changelog_topic, stream_topics
 from stream.learn.checkpoint import CheckpointStore, load_checkpoint
 from stream.learn.compatibility import (
     MEANING,
@@ -25,7 +24,7 @@ from stream.learn.compatibility import (
     recorded_settings,
 )
 from stream.metrics import PipelineMetrics
-from stream.settings import OPTIONS, Settings, load_settings
+from stream.settings import OPTIONS, Settings, changelog_topic, load_settings, stream_topics
 from stream.state.graph_store import DecayedGraphStore
 from stream.train import ChangelogTraining
 from stream.training import TrainingLoop

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import itertools
 import typing
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from stream.errors import ConfigError
 from stream.evaluation.catalogue import MethodOptions, build_methods
 from stream.evaluation.command import recipe
 from stream.evaluation.methods import IncrementalModel
-from stream.settings import OPTIONS, Settings, load_settings, settings_from_args
+from stream.settings import OPTIONS, Settings, changelog_topic, load_settings, settings_from_args
 
 STREAM = Path(__file__).resolve().parents[3] / "stream"
 
@@ -148,3 +149,28 @@ def test_the_changelog_needs_an_instance_id() -> None:
         load_settings({"store.changelog": "true"}, {})
     on = load_settings({"store.changelog": "true", "kafka.instance_id": "w1"}, {})
     assert on.store.changelog and not load_settings({}, {}).store.changelog
+
+
+TOPICS = {
+    "kafka.interactions_topic": "--interactions-topic",
+    "kafka.dlq_topic": "--dlq-topic",
+    "publish.user_topic": "--user-embeddings-topic",
+    "publish.item_topic": "--item-embeddings-topic",
+}
+
+
+@pytest.mark.parametrize(("first", "second"), itertools.combinations(sorted(TOPICS), 2))
+def test_each_topic_holds_one_kind_of_record(first: str, second: str) -> None:
+    """Any two topic settings naming one topic are refused, naming both (by hand, a worker
+    whose DLQ was its item topic ran on without a word, the DLQ created compacted)."""
+    with pytest.raises(ConfigError, match="both topic 'shared'") as raised:
+        load_settings({first: "shared", second: "shared"}, {})
+    assert TOPICS[first] in str(raised.value) and TOPICS[second] in str(raised.value)
+
+
+def test_an_embedding_topic_may_not_be_the_changelog() -> None:
+    changelog = changelog_topic("views", "g1")
+    values = {"kafka.interactions_topic": "views", "kafka.group_id": "g1"}
+    with pytest.raises(ConfigError, match="--user-embeddings-topic and the changelog"):
+        load_settings({**values, "publish.user_topic": changelog}, {})
+    assert load_settings({**values, "publish.user_topic": "views-g2-graph-changelog"}, {})
