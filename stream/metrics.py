@@ -74,6 +74,13 @@ class PipelineMetrics:
             "retention (the partition resumed at its earliest offset)",
             registry=r,
         )
+        self.records_ahead_of_clock = Counter(
+            "streamgnn_records_ahead_of_clock",
+            "Records whose Kafka timestamp ran more than --max-future-skew-ms ahead of this "
+            "worker's clock: its clock is slow or their producers' are fast; their events are "
+            "checked against this worker's clock (dead-lettered as ts_in_future if ahead)",
+            registry=r,
+        )
         self.dead_letters_shrunk = Counter(
             "streamgnn_dead_letters_shrunk",
             "Dead letters whose key, headers or value were cut to fit the DLQ's size limit",

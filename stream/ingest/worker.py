@@ -35,6 +35,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +49,8 @@ from stream.settings import Settings
 from stream.state.graph_store import ApplyResult, DecayedGraphStore, PartitionBatch
 
 log = logging.getLogger("streamgnn.ingest")
+
+CLOCK_WARNING_EVERY_S = 60.0  # records ahead of this worker's clock: one WARNING this often
 
 LAG_INTERVAL_S = 1.0
 STOP_GRACE_S = 2.0  # how long a stop waits for dead letters in flight before cutting them
@@ -128,6 +131,7 @@ class IngestWorker:
         self._dlq = DeadLetterWriter(settings.kafka, self._metrics)
         self._interrupted = threading.Event()
         self._gauges = threading.Lock()  # lag gauges: the lag task vs revocations
+        self._clock_warned: float | None = None  # monotonic time of the last such WARNING
         self.totals = IngestTotals()
 
     @property
@@ -219,6 +223,7 @@ class IngestWorker:
                     good.append(parsed)
             if records[-1].offset >= start:
                 batches.append(PartitionBatch(partition, records[-1].offset + 1, good))
+        self._check_clock(fetched)
         try:  # acked before the source offsets count as done
             await asyncio.to_thread(self._dlq.write, letters, self._interrupted)
         except DeadLetterInterrupted:
@@ -257,6 +262,37 @@ class IngestWorker:
         return self._validator.parse(record.key, record.value, record.clock_ms)
 
     # -- counts and gauges --------------------------------------------------------------
+
+    def _check_clock(self, fetched: dict[int, list[SourceRecord]]) -> None:
+        """Count, and say at most once a minute, records whose Kafka timestamp runs past the
+        skew ahead of this worker's clock. Either clock may be wrong: a record cannot vouch
+        for a time later than the worker's own (:func:`stream.events.record_clock`), so
+        while this worker's clock is slow every event is dead-lettered as ts_in_future."""
+        skew = self._settings.events.max_future_skew_ms
+        ahead = [
+            r.timestamp_ms - r.received_ms
+            for records in fetched.values()
+            for r in records
+            if r.timestamp_ms is not None and r.timestamp_ms - r.received_ms > skew
+        ]
+        if not ahead:
+            return
+        self._metrics.records_ahead_of_clock.inc(len(ahead))
+        now = time.monotonic()
+        if self._clock_warned is not None and now - self._clock_warned < CLOCK_WARNING_EVERY_S:
+            return
+        self._clock_warned = now
+        log.warning(
+            "%d of %d records read carry a Kafka timestamp up to %.0f s ahead of this "
+            "worker's clock, past --max-future-skew-ms (%d ms): this worker's clock is slow "
+            "(check its time sync) or their producers' clocks are fast; their events are "
+            "checked against this worker's clock, so those ahead of it are dead-lettered "
+            "as ts_in_future (streamgnn_records_ahead_of_clock_total)",
+            len(ahead),
+            sum(map(len, fetched.values())),
+            max(ahead) / 1000,
+            skew,
+        )
 
     def _count_rejections(self, letters: Sequence[tuple[SourceRecord, Rejection]]) -> None:
         for _, rejection in letters:

@@ -39,9 +39,12 @@ NOW = int(time.time() * 1000)
 T0 = NOW - 3_600_000  # an hour ago: in the past whatever the clocks say
 
 
+def _body(n: int, user: str = "u", **extra: object) -> dict[str, object]:
+    return {"user_id": user, "item_id": f"i{n}", "event_type": "click", "ts": T0 + n, **extra}
+
+
 def _good(n: int, user: str = "u", **extra: object) -> RawRecord:
-    body = {"user_id": user, "item_id": f"i{n}", "event_type": "click", "ts": T0 + n, **extra}
-    return RawRecord(user.encode(), json.dumps(body).encode())
+    return RawRecord(user.encode(), json.dumps(_body(n, user, **extra)).encode())
 
 
 def _settings(broker: LocalKafkaBroker, tmp_path: Path, source: str, dlq: str) -> Settings:
@@ -436,6 +439,37 @@ def test_event_time_attacks_are_dead_lettered_and_move_no_watermark(
         assert position[1] == T0 + 22  # 'ahead' moved it only to its record's clock
         assert store.counts().edges == len(base) + 2
         assert store.counts().pruned_total == 0
+
+
+def test_records_stamped_past_the_skew_ahead_of_the_workers_clock_are_counted_and_said(
+    kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose clock is an hour slow (by hand: all 2,000 events of a fresh topic
+    dead-lettered as ts_in_future with not a word in its log) sees what records whose
+    producer's clock is an hour fast show: events and Kafka timestamps an hour ahead."""
+    source, dlq = topic_factory("clock"), topic_factory("dlq")
+    hour_on = int(time.time() * 1000) + 3_600_000
+    ahead = [
+        RawRecord(
+            b"u", json.dumps({**_body(n), "ts": hour_on + n}).encode(), timestamp_ms=hour_on + n
+        )
+        for n in range(450)  # three batches of at most 200
+    ]
+    now = [_good(n) for n in range(450, 460)]  # stamped by the producer's (right) clock
+    send_records(kafka_broker.bootstrap_servers, source, [*ahead, *now])
+    metrics = PipelineMetrics()
+    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
+        worker = _run(
+            _settings(kafka_broker, tmp_path, source, dlq),
+            lambda w: w.totals.consumed >= len(ahead) + len(now),
+            metrics,
+        )
+    assert worker.totals.rejected == {"ts_in_future": len(ahead)}
+    assert worker.totals.applied == len(now)
+    assert metrics.records_ahead_of_clock._value.get() == len(ahead)
+    said = [r.getMessage() for r in caplog.records if "ahead of this worker's clock" in r.message]
+    assert len(said) == 1, said  # once a minute, not once a batch
+    assert "this worker's clock is slow" in said[0] and "ts_in_future" in said[0]
 
 
 def test_a_duplicate_event_is_handed_to_the_trainer_once(
