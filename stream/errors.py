@@ -102,6 +102,11 @@ class EmbeddingTopicGone(PublishError):
     """An embedding topic the publisher writes to no longer exists (deleted under it)."""
 
 
+class EmbeddingRecordTooLarge(PublishError):
+    """A vector record is larger than its embedding topic accepts (``max.message.bytes``):
+    never retried, it would be refused again; the command ends naming both sizes."""
+
+
 class PublishInterrupted(PublishError):
     """A publish gave up because the process is stopping; nothing it sent counts as acked."""
 

@@ -51,6 +51,7 @@ import torch
 from stream.allocator import pretouch_heap, worker_heap
 from stream.catch_up import UntrainedEvents
 from stream.errors import (
+    EmbeddingRecordTooLarge,
     EmbeddingTopicGone,
     KafkaAccessError,
     PublishError,
@@ -422,7 +423,8 @@ class TrainingLoop:
         except PublishInterrupted:
             self._abandoned = True
         except BaseException as exc:
-            if isinstance(exc, KafkaAccessError):  # said once, by the command: no traceback
+            said = KafkaAccessError | EmbeddingRecordTooLarge  # by the command: no traceback
+            if isinstance(exc, said):
                 log.error("trainer thread stopped: %s", exc)
             else:
                 log.exception("trainer thread failed")
@@ -583,7 +585,7 @@ class TrainingLoop:
                 time.sleep(PUBLISH_RETRY_SECONDS)  # the producer learns of it meanwhile
             except PublishError as exc:
                 # A version regression is a bug, not an outage; an interruption is a stop.
-                if isinstance(exc, ValueError | PublishInterrupted):
+                if isinstance(exc, ValueError | PublishInterrupted | EmbeddingRecordTooLarge):
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
                 time.sleep(PUBLISH_RETRY_SECONDS)  # an interrupt() meanwhile ends the retries

@@ -46,7 +46,13 @@ from stream.events import Rejection
 from stream.ingest.source import CLOSE_TIMEOUT_S, SourceRecord, close_within
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_producer
-from stream.kafka.topics import NO_TOPIC, topic_absent, topic_configs
+from stream.kafka.topics import (
+    NO_TOPIC,
+    RECORD_OVERHEAD,
+    TOO_LARGE,
+    topic_absent,
+    topic_configs,
+)
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings
 
@@ -58,12 +64,8 @@ log = logging.getLogger("streamgnn.ingest")
 
 Header = tuple[str, bytes | None]
 
-# Bytes a record costs beyond its key, value and headers: the batch header (61) and the
-# record's own varints and attributes; and per header, the varint lengths of key and value.
-RECORD_OVERHEAD = 61 + 40
-HEADER_OVERHEAD = 10
+HEADER_OVERHEAD = 10  # a header's cost beyond its key and value: their varint lengths
 ADMIN_TIMEOUT_S = 30.0
-TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 WAIT_SLICE_S = 0.1
 SLOW_S = 5.0  # letters unacked this long set streamgnn_dlq_unwritable (until acked)
 # Held-up letters: how long to wait for the broker to say whether the DLQ still exists (a

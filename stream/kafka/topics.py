@@ -65,6 +65,13 @@ def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str,
             time.sleep(0.2)
 
 
+# Bytes a record costs beyond its key, value and headers: the batch header (61) and the
+# record's own varints and attributes. The broker compares a whole batch with the topic's
+# max.message.bytes, so a record alone in its batch fits when it is this much smaller.
+RECORD_OVERHEAD = 61 + 40
+# librdkafka's codes for a batch or record the broker refused as too large
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
 # librdkafka's codes for a topic that does not exist: a record queued for one its metadata
 # does not know, and a delivery to one deleted since
 NO_TOPIC = frozenset(

@@ -41,6 +41,7 @@ from confluent_kafka import KafkaException
 from kafka.errors import KafkaError
 
 from stream.errors import (
+    EmbeddingRecordTooLarge,
     EmbeddingTopicGone,
     PublishError,
     PublishInterrupted,
@@ -49,7 +50,14 @@ from stream.errors import (
 )
 from stream.kafka.access import NOT_AUTHORIZED_ERRORS, not_authorized, refusal
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
-from stream.kafka.topics import NO_TOPIC, create_missing_topics, topic_configs, topic_incarnations
+from stream.kafka.topics import (
+    NO_TOPIC,
+    RECORD_OVERHEAD,
+    TOO_LARGE,
+    create_missing_topics,
+    topic_configs,
+    topic_incarnations,
+)
 from stream.metrics import PipelineMetrics
 from stream.publish.ledger import VersionLedger, scan_max_model_version
 from stream.publish.schema import Encoding, NodeKind, encode_records
@@ -93,8 +101,9 @@ class PublishResult:
 
 def ensure_embedding_topics(
     kafka: KafkaSettings, settings: PublishSettings, timeout_s: float = 30.0
-) -> None:
-    """Create the user and item topics as compacted if missing; refuse non-compacted ones."""
+) -> dict[str, int]:
+    """Create the user and item topics as compacted if missing; refuse non-compacted ones.
+    Returns each topic's ``max.message.bytes``."""
     topics = (settings.user_topic, settings.item_topic)
     request = {
         name: {
@@ -126,18 +135,15 @@ def ensure_embedding_topics(
     finally:
         admin.close()
     described = confluent_admin(kafka, {"client.id": "streamgnn-publisher-admin", "logger": log})
-    for name in topics:
-        _require_compacted(described, kafka, name, timeout_s)
+    return {name: _checked_limit(described, kafka, name, timeout_s) for name in topics}
 
 
-def _require_compacted(
-    admin: AdminClient, kafka: KafkaSettings, topic: str, timeout_s: float
-) -> None:
+def _checked_limit(admin: AdminClient, kafka: KafkaSettings, topic: str, timeout_s: float) -> int:
     """Refuse an embedding topic that is not compacted (an update would not replace the
-    vector it updates), read with librdkafka: kafka-python drops a describe's refusal and
-    answers with no configuration."""
+    vector it updates); return its ``max.message.bytes``. Read with librdkafka:
+    kafka-python drops a describe's refusal and answers with no configuration."""
     try:
-        entry = topic_configs(admin, topic, timeout_s).get("cleanup.policy")
+        configs = topic_configs(admin, topic, timeout_s)
     except KafkaException as exc:
         error = exc.args[0] if exc.args else None
         what = f"describe the configuration of the embedding topic {topic!r}"
@@ -146,12 +152,14 @@ def _require_compacted(
             raise refused from exc
         reason = exc if error is None else error.str()
         raise PublishError(f"cannot describe embedding topic {topic!r}: {reason}") from exc
+    entry = configs.get("cleanup.policy")
     policy = None if entry is None else entry.value
     if policy is None or "compact" not in policy.split(","):
         raise PublishError(
             f"topic {topic!r} has cleanup.policy={policy!r}; embedding topics must be "
             "compacted (cleanup.policy=compact)"
         )
+    return int(configs["max.message.bytes"].value)
 
 
 class EmbeddingPublisher:
@@ -187,8 +195,10 @@ class EmbeddingPublisher:
             "user": self._settings.user_topic,
             "item": self._settings.item_topic,
         }
+        # each kind's topic's max.message.bytes (None: not read, the topics not checked)
+        self._limits: dict[NodeKind, int | None] = dict.fromkeys(self._topics)
         if create_topics:
-            ensure_embedding_topics(kafka, self._settings)
+            self._note_limits(ensure_embedding_topics(kafka, self._settings))
         try:
             self._admin = confluent_admin(
                 kafka, {"client.id": "streamgnn-publisher-admin", "logger": log}
@@ -220,6 +230,11 @@ class EmbeddingPublisher:
                     "enable.idempotence": True,
                     "linger.ms": 5,
                     "message.max.bytes": 8 * 1024 * 1024,
+                    # A batch never exceeds what the smaller topic accepts (librdkafka does
+                    # not split a batch the broker refuses as too large).
+                    "batch.size": min(
+                        [1_000_000, *(limit for limit in self._limits.values() if limit)]
+                    ),
                     "queue.buffering.max.messages": 1_000_000,
                     # Delivery reports for failures only: an acked record needs no Python
                     # call (under the GIL the ingest threads share) for each of the
@@ -255,13 +270,13 @@ class EmbeddingPublisher:
         try:
             now, created = self._read_topic_ids(), False
         except EmbeddingTopicGone:
-            ensure_embedding_topics(self._kafka, self._settings)
+            self._note_limits(ensure_embedding_topics(self._kafka, self._settings))
             now, created = self._read_topic_ids(created=True), True
         before, self._topic_ids = self._topic_ids, now
         replaced = [kind for kind, was in before.items() if was != now[kind]]
         if replaced and not created:  # created by someone else: as start would check it
             try:
-                ensure_embedding_topics(self._kafka, self._settings)
+                self._note_limits(ensure_embedding_topics(self._kafka, self._settings))
             except PublishError as exc:
                 log.error("%s: published to all the same; a restart refuses it", exc)
         return replaced
@@ -320,6 +335,7 @@ class EmbeddingPublisher:
         appended = np.asarray(append_times_ms, dtype=np.int64).reshape(-1)
         publish_time_ms = int(self._clock() * 1000)
         staged = self._stage(batches, model_version, publish_time_ms)
+        self._require_fits(staged)
         # Reserve before the first send: the ledger is always >= what the topics hold.
         self._ledger.reserve(model_version)
         self._min_version = model_version
@@ -343,7 +359,15 @@ class EmbeddingPublisher:
                 refused = not_authorized(failure, self._kafka, "write the embedding topics")
                 if refused is not None:
                     raise refused
-            gone = [f for f in failures if getattr(f, "code", lambda: None)() in NO_TOPIC]
+            codes = [getattr(f, "code", lambda: None)() for f in failures]
+            too_large = sum(code in TOO_LARGE for code in codes)
+            if too_large:  # a topic's limit lowered under it: the start reads it again
+                raise EmbeddingRecordTooLarge(
+                    f"an embedding topic refused {too_large} records as larger than its "
+                    "max.message.bytes (lowered since the start?): a restart reads the "
+                    "topics' limits again"
+                )
+            gone = [f for f, code in zip(failures, codes, strict=True) if code in NO_TOPIC]
             if gone:
                 raise EmbeddingTopicGone(f"an embedding topic does not exist: {gone[0]!r}")
             raise PublishError(
@@ -353,6 +377,23 @@ class EmbeddingPublisher:
         acked_time_ms = int(self._clock() * 1000)
         self._record_metrics(staged, model_version, appended, acked_time_ms)
         return PublishResult(model_version, dict(staged.counts), publish_time_ms, acked_time_ms)
+
+    def _require_fits(self, staged: _Staged) -> None:
+        """Refuse, before anything is sent, a record its topic would refuse as too large."""
+        for kind, key, value in staged.records:
+            limit = self._limits[kind]
+            size = len(key) + len(value) + RECORD_OVERHEAD
+            if limit is not None and size > limit:
+                raise EmbeddingRecordTooLarge(
+                    f"the {kind} vector of {key.decode()!r} takes {size} bytes as a record, "
+                    f"and embedding topic {self._topics[kind]!r} accepts {limit} "
+                    "(max.message.bytes): raise the topic's max.message.bytes, or publish "
+                    "--vector-encoding f32le-base64 (about a third of the JSON's size)"
+                )
+
+    def _note_limits(self, limits: Mapping[str, int]) -> None:
+        for kind, topic in self._topics.items():
+            self._limits[kind] = limits[topic]
 
     def _produce(
         self,

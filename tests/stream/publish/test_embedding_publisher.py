@@ -10,11 +10,17 @@ import torch
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from stream.errors import PublishError, SchemaError, VersionRegressionError
+from stream.errors import (
+    EmbeddingRecordTooLarge,
+    PublishError,
+    SchemaError,
+    VersionRegressionError,
+)
+from stream.kafka.topics import RECORD_OVERHEAD
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
-from stream.publish.schema import decode_record
+from stream.publish.schema import decode_record, encode_records
 from stream.settings import KafkaSettings
 from tests.harness.embedding_topics import end_offsets, read_topic, unique_settings
 
@@ -189,15 +195,14 @@ def test_records_the_broker_refuses_fail_the_publish_and_the_rest_still_arrive(
     kafka_broker: LocalKafkaBroker, tmp_path: Path
 ) -> None:
     """Only failed deliveries are reported back (successes cost no Python call each): a
-    record the broker refuses, here one over the user topic's ``max.message.bytes``, still
-    fails the publish; its small neighbours on the other topic are acked and readable."""
+    record the broker refuses, here one over the user topic's ``max.message.bytes``
+    lowered after the start, still fails the publish, for good (never retried: the
+    start reads the limits again); its small neighbours on the other topic are acked."""
     bootstrap = kafka_broker.bootstrap_servers
     settings = unique_settings(tmp_path)
-    compacted = {"cleanup.policy": "compact"}
-    kafka_broker.create_topics({settings.user_topic: 1}, {**compacted, "max.message.bytes": "600"})
-    kafka_broker.create_topics({settings.item_topic: 1}, compacted)
-    refused = pytest.raises(PublishError, match=r"1 of 3 embedding records were not acked")
+    refused = pytest.raises(EmbeddingRecordTooLarge, match=r"refused 1 records as larger")
     with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher, refused:
+        _set_limit(bootstrap, settings.user_topic, 600)
         publisher.publish(
             [
                 NodeVectors("user", ["big"], _vectors(1, 64, 0), 0),  # ~1.2 KB of JSON
@@ -210,3 +215,55 @@ def test_records_the_broker_refuses_fail_the_publish_and_the_rest_still_arrive(
         b"b",
     ]
     assert sum(end_offsets(bootstrap, settings.user_topic).values()) == 0
+
+
+def test_a_vector_larger_than_its_topic_accepts_is_refused_before_any_is_sent(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    """By hand, a worker whose embedding topics accepted 300 bytes retried every second
+    for ever; the limit read at the start refuses the publish, naming both sizes."""
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path)
+    compacted = {"cleanup.policy": "compact"}
+    kafka_broker.create_topics({settings.user_topic: 1}, {**compacted, "max.message.bytes": "600"})
+    kafka_broker.create_topics({settings.item_topic: 1}, compacted)
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings, clock=lambda: NOW_S) as publisher:
+        vectors = _vectors(2, 64, 0)
+        values = encode_records("user", ["a", "big"], 0, vectors, [0, 0], int(NOW_S * 1000))
+        with pytest.raises(EmbeddingRecordTooLarge) as raised:
+            publisher.publish([NodeVectors("user", ["a", "big"], vectors, 0)], model_version=0)
+        first = len(values[0]) + 1 + RECORD_OVERHEAD  # the first too large: "a"'s
+        assert f"of 'a' takes {first} bytes as a record" in str(raised.value)
+        assert "accepts 600 (max.message.bytes)" in str(raised.value)
+        assert publisher.min_version == 0  # nothing reserved
+        publisher.publish([NodeVectors("item", ["a"], _vectors(1, 64, 0), 0)], model_version=0)
+    assert sum(end_offsets(bootstrap, settings.user_topic).values()) == 0
+    assert sum(end_offsets(bootstrap, settings.item_topic).values()) == 1
+
+
+def test_batches_fit_topics_that_accept_less_than_a_batch(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    """Each record fits a 16 KiB topic, a step's batch of them does not: librdkafka does
+    not split a batch the broker refuses (by hand at 64 KiB: every publish refused)."""
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path)
+    limit = {"cleanup.policy": "compact", "max.message.bytes": "16384"}
+    kafka_broker.create_topics({settings.user_topic: 1, settings.item_topic: 1}, limit)
+    ids = [f"u{n}" for n in range(300)]  # ~1.2 KB of JSON each
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
+        publisher.publish([NodeVectors("user", ids, _vectors(300, 64, 0), 0)], model_version=0)
+    assert sorted(r.key.decode() for r in read_topic(bootstrap, settings.user_topic)) == sorted(ids)
+
+
+def _set_limit(bootstrap: str, topic: str, max_message_bytes: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC,
+            topic,
+            {"cleanup.policy": "compact", "max.message.bytes": str(max_message_bytes)},
+        )
+        admin.alter_configs([resource])
+    finally:
+        admin.close()
