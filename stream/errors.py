@@ -102,9 +102,13 @@ class EmbeddingTopicGone(PublishError):
     """An embedding topic the publisher writes to no longer exists (deleted under it)."""
 
 
-class EmbeddingRecordTooLarge(PublishError):
-    """A vector record is larger than its embedding topic accepts (``max.message.bytes``):
-    never retried, it would be refused again; the command ends naming both sizes."""
+class EmbeddingRecordsRefused(PublishError):
+    """The brokers refused embedding records for good (invalid, against a topic's rules):
+    never retried, they would be refused again; the command ends saying why."""
+
+
+class EmbeddingRecordTooLarge(EmbeddingRecordsRefused):
+    """A vector record is larger than its embedding topic accepts (``max.message.bytes``)."""
 
 
 class PublishInterrupted(PublishError):

@@ -71,6 +71,18 @@ def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str,
 RECORD_OVERHEAD = 61 + 40
 # librdkafka's codes for a batch or record the broker refused as too large
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+# ... and for a record the broker will refuse again however often it is sent: against the
+# topic's rules (its timestamp bounds, a create policy), or a request it does not support
+INVALID_RECORDS = frozenset(
+    {
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError.INVALID_REQUIRED_ACKS,
+        KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+        KafkaError.UNSUPPORTED_COMPRESSION_TYPE,
+    }
+)
 
 # librdkafka's codes for a topic that does not exist: a record queued for one its metadata
 # does not know, and a delivery to one deleted since

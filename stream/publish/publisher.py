@@ -41,6 +41,7 @@ from confluent_kafka import KafkaException
 from kafka.errors import KafkaError
 
 from stream.errors import (
+    EmbeddingRecordsRefused,
     EmbeddingRecordTooLarge,
     EmbeddingTopicGone,
     PublishError,
@@ -51,6 +52,7 @@ from stream.errors import (
 from stream.kafka.access import NOT_AUTHORIZED_ERRORS, not_authorized, refusal
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
 from stream.kafka.topics import (
+    INVALID_RECORDS,
     NO_TOPIC,
     RECORD_OVERHEAD,
     TOO_LARGE,
@@ -355,28 +357,43 @@ class EmbeddingPublisher:
                 f"{self._settings.flush_timeout_s} s"
             )
         if failures:
-            for failure in failures:  # a refusal is never retried: the command ends
-                refused = not_authorized(failure, self._kafka, "write the embedding topics")
-                if refused is not None:
-                    raise refused
-            codes = [getattr(f, "code", lambda: None)() for f in failures]
-            too_large = sum(code in TOO_LARGE for code in codes)
-            if too_large:  # a topic's limit lowered under it: the start reads it again
-                raise EmbeddingRecordTooLarge(
-                    f"an embedding topic refused {too_large} records as larger than its "
-                    "max.message.bytes (lowered since the start?): a restart reads the "
-                    "topics' limits again"
-                )
-            gone = [f for f, code in zip(failures, codes, strict=True) if code in NO_TOPIC]
-            if gone:
-                raise EmbeddingTopicGone(f"an embedding topic does not exist: {gone[0]!r}")
-            raise PublishError(
-                f"{len(failures)} of {len(staged.records)} embedding records were not acked: "
-                f"{failures[0]!r}"
-            )
+            raise self._failure(failures, len(staged.records))
         acked_time_ms = int(self._clock() * 1000)
         self._record_metrics(staged, model_version, appended, acked_time_ms)
         return PublishResult(model_version, dict(staged.counts), publish_time_ms, acked_time_ms)
+
+    def _failure(self, failures: Sequence[object], sent: int) -> Exception:
+        """What a publish of ``sent`` records ends with, given its delivery ``failures``:
+        a refusal, or records the brokers will refuse again, end the command (never
+        retried); a topic gone is created again; anything else is retried."""
+        for failure in failures:
+            refused = not_authorized(failure, self._kafka, "write the embedding topics")
+            if refused is not None:
+                return refused
+        by_code: dict[object, list[object]] = {}
+        for failure in failures:
+            by_code.setdefault(getattr(failure, "code", lambda: None)(), []).append(failure)
+        too_large = sum(len(by_code.get(code, ())) for code in TOO_LARGE)
+        if too_large:  # a topic's limit lowered under it: the start reads it again
+            return EmbeddingRecordTooLarge(
+                f"an embedding topic refused {too_large} records as larger than its "
+                "max.message.bytes (lowered since the start?): a restart reads the topics' "
+                "limits again"
+            )
+        invalid = [f for code in INVALID_RECORDS for f in by_code.get(code, ())]
+        if invalid:
+            return EmbeddingRecordsRefused(
+                f"the brokers refused {len(invalid)} of {sent} embedding records for good: "
+                f"{invalid[0]!r}. A record's timestamp is this worker's clock: an embedding "
+                "topic's message.timestamp.before.max.ms or after.max.ms refuses records "
+                "when this clock is that far from the broker's"
+            )
+        gone = [f for code in NO_TOPIC for f in by_code.get(code, ())]
+        if gone:
+            return EmbeddingTopicGone(f"an embedding topic does not exist: {gone[0]!r}")
+        return PublishError(
+            f"{len(failures)} of {sent} embedding records were not acked: {failures[0]!r}"
+        )
 
     def _require_fits(self, staged: _Staged) -> None:
         """Refuse, before anything is sent, a record its topic would refuse as too large."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from stream.errors import (
+    EmbeddingRecordsRefused,
     EmbeddingRecordTooLarge,
     PublishError,
     SchemaError,
@@ -254,6 +256,26 @@ def test_batches_fit_topics_that_accept_less_than_a_batch(
     with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:
         publisher.publish([NodeVectors("user", ids, _vectors(300, 64, 0), 0)], model_version=0)
     assert sorted(r.key.decode() for r in read_topic(bootstrap, settings.user_topic)) == sorted(ids)
+
+
+def test_records_the_broker_refuses_for_good_end_the_publish_saying_why(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path
+) -> None:
+    """A record's timestamp is the publisher's clock; topics that bound timestamps refuse
+    records from a clock an hour fast (by hand: INVALID_RECORD retried every second for
+    ever). Not retried: the same records would be refused again."""
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = unique_settings(tmp_path)
+    bounded = {"cleanup.policy": "compact", "message.timestamp.after.max.ms": "600000"}
+    kafka_broker.create_topics({settings.user_topic: 1, settings.item_topic: 1}, bounded)
+    refused = pytest.raises(EmbeddingRecordsRefused, match="refused 2 of 2 embedding records")
+    vectors = [NodeVectors("user", ["a", "b"], _vectors(2, 8, 0), 0)]
+    fast = EmbeddingPublisher(KafkaSettings(bootstrap), settings, clock=lambda: time.time() + 3600)
+    with fast as publisher, refused:
+        publisher.publish(vectors, model_version=0)
+    with EmbeddingPublisher(KafkaSettings(bootstrap), settings) as publisher:  # in time
+        publisher.publish(vectors, model_version=1)
+    assert sum(end_offsets(bootstrap, settings.user_topic).values()) == 2
 
 
 def _set_limit(bootstrap: str, topic: str, max_message_bytes: int) -> None:
