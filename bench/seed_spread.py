@@ -1,4 +1,5 @@
-"""How far the default ``incremental`` figures move with nothing but the trainer's seed.
+"""How far the default ``incremental`` figures (or ``retrain``'s, ``--method``) move with
+nothing but the trainer's seed.
 
 ``streamgnn eval`` reports 95 % bootstrap intervals over queries: how much a figure
 would move with other users asked. A learnt method also moves with its seed (initial
@@ -14,6 +15,8 @@ baseline's figure on each metric.
     .venv/bin/python -m bench.seed_spread --datasets ml-100k --seeds 3
     .venv/bin/python -m bench.seed_spread --datasets ml-100k --seeds 3 --encoder sage \
         --lr 0.01 --out bench/results/seed_spread-sage.json
+    .venv/bin/python -m bench.seed_spread --datasets retailrocket --seeds 3 \
+        --method retrain --out bench/results/seed_spread-retrain.json
 
 Writes bench/results/seed_spread.json (``--out``): per data set the baselines' figures,
 each seed's, and per metric the mean, sample standard deviation, min, max and
@@ -53,6 +56,7 @@ DATASETS = {
     "retailrocket": DataSettings(SHARED / "retailrocket" / "sampled_events.csv", "retailrocket"),
 }
 RESULTS = ROOT / "bench" / "results" / "seed_spread.json"
+LEARNT = ("incremental", "retrain")  # the methods whose figures a training seed moves
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -82,11 +86,14 @@ def run_methods(
 
 
 def dataset_spread(
-    events: Sequence[Interaction], seeds: Sequence[int], settings: Settings
+    events: Sequence[Interaction],
+    seeds: Sequence[int],
+    settings: Settings,
+    method: str = "incremental",
 ) -> dict[str, Any]:
-    """The baselines once, ``incremental`` under each seed, and the spread per metric."""
+    """The baselines once, ``method`` under each seed, and the spread per metric."""
     baselines = run_methods(events, BASELINES, settings, settings.training.seed)
-    runs = {seed: run_methods(events, ["incremental"], settings, seed)["incremental"]
+    runs = {seed: run_methods(events, [method], settings, seed)[method]
             for seed in seeds}  # fmt: skip
     summary = {}
     for metric in METRICS:
@@ -97,8 +104,8 @@ def dataset_spread(
     return {
         "queries": baselines[BASELINES[0]]["queries"],
         "baselines": baselines,
-        "incremental_by_seed": {str(seed): runs[seed] for seed in seeds},
-        "incremental_spread": summary,
+        f"{method}_by_seed": {str(seed): runs[seed] for seed in seeds},
+        f"{method}_spread": summary,
     }
 
 
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lr", type=float, help="the trainer's learning rate (default: the worker's)"
     )
+    parser.add_argument("--method", default="incremental", choices=LEARNT, help="the method seeded")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -124,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         data = DATASETS[name]
         assert data.path is not None
         events = read_interactions(data.path, data_format(data)).interactions
-        results[name] = dataset_spread(events, seeds, settings)
-        print(name, json.dumps(results[name]["incremental_spread"]), flush=True)
+        results[name] = dataset_spread(events, seeds, settings, args.method)
+        print(name, json.dumps(results[name][f"{args.method}_spread"]), flush=True)
     report = {
-        "benchmark": "the default incremental method's figures under several training seeds",
+        "benchmark": f"the default {args.method} method's figures under several training seeds",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.seed_spread", *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {

@@ -72,3 +72,16 @@ def test_a_seed_run_again_gives_the_same_figures() -> None:
     events, settings = _stream(), _settings()
     first = run_methods(events, ["incremental"], settings, 1)
     assert run_methods(events, ["incremental"], settings, 1) == first
+
+
+def test_the_retrain_ceiling_is_spread_the_same_way() -> None:
+    """``--method retrain``: each seed a refit from scratch, scored on the same queries."""
+    events, settings = _stream(), _settings()
+    report = dataset_spread(events, [0, 1], settings, "retrain")
+    runs = report["retrain_by_seed"]
+    assert set(runs) == {"0", "1"} and "incremental_by_seed" not in report
+    assert {figs["queries"] for figs in runs.values()} == {report["queries"]}
+    for metric in METRICS:
+        values = [runs[seed][metric] for seed in ("0", "1")]
+        assert report["retrain_spread"][metric]["mean"] == pytest.approx(statistics.fmean(values))
+    assert runs["0"] == run_methods(events, ["retrain"], settings, 0)["retrain"]
