@@ -67,6 +67,7 @@ from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, S
 from stream.ingest.source import CLOSE_TIMEOUT_S, close_within
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
+from stream.kafka.failure import kafka_error
 from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation, topic_incarnations
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings, changelog_topic
@@ -286,8 +287,9 @@ class Changelog:
                 except KafkaException as abort_exc:
                     log.error("changelog transaction not aborted: %s", abort_exc)
                 else:
-                    if isinstance(exc, KafkaException) and exc.args[0].code() in _REBALANCED:
-                        raise _Rebalanced(exc.args[0].str()) from exc
+                    error = kafka_error(exc)
+                    if isinstance(exc, KafkaException) and error.code() in _REBALANCED:
+                        raise _Rebalanced(error.str()) from exc
             raise failure from exc
 
     def read_partitions(
@@ -384,7 +386,7 @@ class Changelog:
         try:
             now = topic_incarnation(self._require_admin(), self.topic, ADMIN_TIMEOUT_S)
         except KafkaException as exc:
-            if exc.args and exc.args[0].code() in NO_TOPIC:
+            if kafka_error(exc).code() in NO_TOPIC:
                 now = "none: deleted"
             else:
                 return
@@ -566,17 +568,18 @@ def _commit(producer: Producer, check_topic: Callable[[], None]) -> None:
             producer.commit_transaction(TXN_TIMEOUT_S)
             return
         except KafkaException as exc:
-            if not exc.args[0].retriable():
+            error = kafka_error(exc)
+            if not error.retriable():
                 check_topic()  # the likeliest cause of records that never found a partition
                 raise
             check_topic()
-            log.warning("changelog commit retried: %s", exc.args[0].str())
+            log.warning("changelog commit retried: %s", error.str())
 
 
 def _failure(
     exc: KafkaException, kafka: KafkaSettings, transactional_id: str, what: str
 ) -> StreamGNNError:
-    error: KafkaError = exc.args[0]
+    error = kafka_error(exc)
     what = f"write the changelog with transactional.id {transactional_id!r}"
     refused = not_authorized(error, kafka, what)
     if refused is not None:
@@ -611,7 +614,7 @@ def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> None:
                 )
                 log.info("created changelog topic %s (%d partitions)", topic, len(partitions))
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                if kafka_error(exc).code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise  # else another worker of the group made it first
             deadline = time.monotonic() + ADMIN_TIMEOUT_S
             while topic not in topics and time.monotonic() < deadline:  # metadata catching up

@@ -26,6 +26,7 @@ from stream.ingest.changelog import (
 )
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_consumer
+from stream.kafka.failure import kafka_error
 from stream.kafka.group import Member, conflicts, group_admin, group_members, lingering_s
 from stream.settings import KafkaSettings
 from stream.state.graph_store import DecayedGraphStore
@@ -134,15 +135,16 @@ def _committed(k: KafkaSettings, consumer: Consumer) -> dict[int, int]:
             found = consumer.committed(asked, timeout=ADMIN_TIMEOUT_S)
             return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
         except KafkaException as exc:  # a new group's coordinator is still loading
-            refused = not_authorized(exc.args[0], k, f"read group {k.group_id!r}'s offsets")
+            error = kafka_error(exc)
+            refused = not_authorized(error, k, f"read group {k.group_id!r}'s offsets")
             if refused is not None:
                 raise refused from None
-            if exc.args[0].code() not in _COORDINATOR_MOVING:
+            if error.code() not in _COORDINATOR_MOVING:
                 raise
             if time.monotonic() >= deadline:
                 raise ChangelogError(
                     f"group {k.group_id!r}: committed offsets unreadable for "
-                    f"{ADMIN_TIMEOUT_S:.0f} s: {exc.args[0].str()}"
+                    f"{ADMIN_TIMEOUT_S:.0f} s: {error.str()}"
                 ) from exc
             time.sleep(0.2)
 

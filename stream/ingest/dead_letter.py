@@ -46,6 +46,7 @@ from stream.events import Rejection
 from stream.ingest.source import CLOSE_TIMEOUT_S, SourceRecord, close_within
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_producer
+from stream.kafka.failure import kafka_error
 from stream.kafka.topics import (
     NO_TOPIC,
     RECORD_OVERHEAD,
@@ -330,7 +331,7 @@ class DeadLetterWriter:
                 self._check(interrupted, deadline, record)
                 producer.poll(WAIT_SLICE_S)
             except KafkaException as exc:  # refused locally (e.g. too large): same as a nack
-                outcomes[index] = exc.args[0]
+                outcomes[index] = kafka_error(exc)
                 return
 
     def _wait(
@@ -400,12 +401,12 @@ def _ensure_topic(admin: AdminClient, kafka: KafkaSettings) -> tuple[int, bool]:
                 future.result(ADMIN_TIMEOUT_S)
                 created = True
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                if kafka_error(exc).code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         configs = topic_configs(admin, topic, ADMIN_TIMEOUT_S)
         return int(configs["max.message.bytes"].value), created
     except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
+        error = kafka_error(exc)
         refused = not_authorized(
             error, kafka, f"describe or create the dead-letter topic {topic!r}"
         )
@@ -413,6 +414,6 @@ def _ensure_topic(admin: AdminClient, kafka: KafkaSettings) -> tuple[int, bool]:
             raise refused from exc
         raise DeadLetterError(
             f"dead-letter topic {topic!r} does not exist and cannot be created, or cannot be "
-            f"described: {exc.args[0].str() if exc.args else exc}. Create it, or grant the "
+            f"described: {error.str()}. Create it, or grant the "
             "worker CreateTopics and DescribeConfigs on it"
         ) from exc

@@ -51,6 +51,7 @@ from stream.errors import ConfigError, GroupLeft, GroupShared
 from stream.events import record_clock
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_consumer, fetch_available, rebalance_callback
+from stream.kafka.failure import kafka_error
 from stream.kafka.group import (
     INGEST_CLIENT_ID,
     TRAINING_CLIENT_ID,
@@ -359,7 +360,7 @@ class RecordSource:
                     where, timeout=WATERMARK_TIMEOUT_S, cached=False
                 )
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION:
+                if kafka_error(exc).code() != KafkaError._UNKNOWN_PARTITION:
                     raise
                 self._offsets.list_topics(self._topic, timeout=WATERMARK_TIMEOUT_S)
                 low, high = self._offsets.get_watermark_offsets(

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.conn import AIOKafkaConnection, create_conn
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer
 
 from stream.errors import RebalanceError
+from stream.kafka.failure import kafka_error
 from stream.kafka.security import aiokafka_options, confluent_options, kafka_python_options
 from stream.settings import KafkaSettings
 
@@ -98,7 +99,4 @@ def rebalance_callback(doing: str) -> Iterator[None]:
     try:
         yield
     except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        raise RebalanceError(
-            f"{doing}: {error.str() if isinstance(error, KafkaError) else exc}"
-        ) from exc
+        raise RebalanceError(f"{doing}: {kafka_error(exc).str()}") from exc

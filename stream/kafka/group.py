@@ -32,6 +32,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from stream.errors import GroupShared
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, rebalance_callback
+from stream.kafka.failure import kafka_error
 from stream.settings import KafkaSettings
 
 if TYPE_CHECKING:  # built by stream.kafka.clients only
@@ -127,7 +128,7 @@ async def refuse_a_shared_group(
                 admin = group_admin(kafka)
             members = await asyncio.to_thread(group_members, kafka, admin)
         except (KafkaException, TimeoutError) as exc:
-            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            error = kafka_error(exc) if isinstance(exc, KafkaException) else None
             refused = not_authorized(error, kafka, f"use group {kafka.group_id!r}")
             if refused is not None:  # READ implies DESCRIBE: joining would fail as well
                 raise refused from None

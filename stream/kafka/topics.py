@@ -16,6 +16,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 from kafka.errors import KafkaError as KafkaPythonError
 from kafka.errors import TopicAlreadyExistsError, for_code
 
+from stream.kafka.failure import kafka_error
+
 if TYPE_CHECKING:  # built by stream.kafka.clients only
     from confluent_kafka.admin import AdminClient
     from kafka import KafkaAdminClient
@@ -59,7 +61,7 @@ def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str,
             configs: dict[str, Any] = admin.describe_configs([resource])[resource].result(timeout_s)
             return configs
         except KafkaException as exc:
-            unknown = exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            unknown = kafka_error(exc).code() == KafkaError.UNKNOWN_TOPIC_OR_PART
             if not unknown or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

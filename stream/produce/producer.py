@@ -42,6 +42,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from stream.errors import ConfigError, StreamGNNError
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_producer
+from stream.kafka.failure import kafka_error
 from stream.kafka.topics import topic_absent
 from stream.progress import progress_bar
 from stream.settings import KafkaSettings
@@ -130,14 +131,13 @@ class InteractionProducer:
             except BufferError:  # the local queue is full: let acknowledgements drain it
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
             except KafkaException as exc:  # e.g. the topic was deleted meanwhile
-                if exc.args[0].code() == KafkaError._FATAL:
+                error = kafka_error(exc)
+                if error.code() == KafkaError._FATAL:
                     self.flush(0)  # raises with the fatal error itself, not "Fatal error"
-                refused = not_authorized(exc.args[0], self._kafka, f"write to {self.topic!r}")
+                refused = not_authorized(error, self._kafka, f"write to {self.topic!r}")
                 if refused is not None:
                     raise refused from None
-                raise StreamGNNError(
-                    f"cannot send to {self.topic!r}: {exc.args[0].str()}"
-                ) from None
+                raise StreamGNNError(f"cannot send to {self.topic!r}: {error.str()}") from None
         self._producer.poll(0)  # serve delivery callbacks as they arrive
 
     def flush(self, timeout_s: float | None = None) -> None:

@@ -51,6 +51,7 @@ from stream.errors import (
 )
 from stream.kafka.access import NOT_AUTHORIZED_ERRORS, not_authorized, refusal
 from stream.kafka.clients import confluent_admin, confluent_producer, kafka_admin
+from stream.kafka.failure import kafka_error
 from stream.kafka.topics import (
     INVALID_RECORDS,
     NO_TOPIC,
@@ -147,13 +148,12 @@ def _checked_limit(admin: AdminClient, kafka: KafkaSettings, topic: str, timeout
     try:
         configs = topic_configs(admin, topic, timeout_s)
     except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
+        error = kafka_error(exc)
         what = f"describe the configuration of the embedding topic {topic!r}"
         refused = not_authorized(error, kafka, what)
         if refused is not None:
             raise refused from exc
-        reason = exc if error is None else error.str()
-        raise PublishError(f"cannot describe embedding topic {topic!r}: {reason}") from exc
+        raise PublishError(f"cannot describe embedding topic {topic!r}: {error.str()}") from exc
     entry = configs.get("cleanup.policy")
     policy = None if entry is None else entry.value
     if policy is None or "compact" not in policy.split(","):
@@ -293,7 +293,7 @@ class EmbeddingPublisher:
                 ids = topic_incarnations(self._admin, topics, TOPIC_ID_TIMEOUT_S)
                 return {kind: ids[topic] for kind, topic in self._topics.items()}
             except KafkaException as exc:
-                if not (exc.args and exc.args[0].code() in NO_TOPIC):
+                if kafka_error(exc).code() not in NO_TOPIC:
                     raise PublishError(f"cannot read the embedding topics' ids: {exc}") from exc
                 if time.monotonic() >= deadline:
                     raise EmbeddingTopicGone(f"an embedding topic does not exist: {exc}") from exc
@@ -430,7 +430,7 @@ class EmbeddingPublisher:
                 self._check_interrupt()
                 self._producer.poll(0.1)
             except KafkaException as exc:
-                if exc.args and exc.args[0].code() in NO_TOPIC:
+                if kafka_error(exc).code() in NO_TOPIC:
                     raise EmbeddingTopicGone(f"embedding topic {topic!r} does not exist") from exc
                 raise PublishError(f"embedding record not queued: {exc}") from exc
 
