@@ -168,7 +168,8 @@ class UntrainedEvents:
                     break
                 got += 1
                 next_offset[tp.partition] = chunk.positions[tp.partition] = record.offset + 1
-                clock = record_clock(record.timestamp, now_ms)
+                appended = record.timestamp_type == 1  # LogAppendTime: the broker's clock
+                clock = record_clock(record.timestamp, now_ms, appended)
                 event = self._validator.parse(record.key, record.value, clock)
                 if isinstance(event, Rejection) or not seen[tp.partition].first(event):
                     continue

@@ -94,17 +94,22 @@ class Interaction:
         return self.ts if self.clock_ms is None else min(self.ts, self.clock_ms)
 
 
-def record_clock(record_ts_ms: int | None, now_ms: int) -> int:
+def record_clock(record_ts_ms: int | None, now_ms: int, appended: bool = False) -> int:
     """The clock a record vouches for: its Kafka timestamp, unless that is missing, not
-    plausible (negative, or before :data:`SECONDS_BELOW_MS`) or later than the worker's
-    clock ``now_ms``; then the worker's clock.
+    plausible (negative, or before :data:`SECONDS_BELOW_MS`) or, set by its producer
+    (``CreateTime``), later than the worker's clock ``now_ms``; then the worker's clock.
+    A timestamp the broker set (``appended``: a ``LogAppendTime`` topic) is the broker's
+    clock, which no producer sets: it vouches for itself, also when this worker's clock
+    is behind it.
 
     >>> record_clock(1_700_000_000_000, 1_800_000_000_000), record_clock(-1, 1_800_000_000_000)
     (1700000000000, 1800000000000)
+    >>> record_clock(1_800_000_000_000, 1_700_000_000_000, appended=True)
+    1800000000000
     """
     if record_ts_ms is None or record_ts_ms < SECONDS_BELOW_MS:
         return now_ms
-    return min(record_ts_ms, now_ms)
+    return record_ts_ms if appended else min(record_ts_ms, now_ms)
 
 
 @dataclass(frozen=True, slots=True)

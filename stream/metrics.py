@@ -76,9 +76,10 @@ class PipelineMetrics:
         )
         self.records_ahead_of_clock = Counter(
             "streamgnn_records_ahead_of_clock",
-            "Records whose Kafka timestamp ran more than --max-future-skew-ms ahead of this "
-            "worker's clock: its clock is slow or their producers' are fast; their events are "
-            "checked against this worker's clock (dead-lettered as ts_in_future if ahead)",
+            "Records whose producer-set Kafka timestamp (CreateTime) ran more than "
+            "--max-future-skew-ms ahead of this worker's clock: its clock is slow or their "
+            "producers' are fast; their events are checked against this worker's clock "
+            "(dead-lettered as ts_in_future if ahead)",
             registry=r,
         )
         self.dead_letters_shrunk = Counter(

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_LOG_APPEND_TIME,
     KafkaError,
     KafkaException,
     Message,
@@ -93,11 +94,12 @@ class SourceRecord:
     timestamp_ms: int | None  # the Kafka record timestamp; None when the record has none
     received_ms: int  # the worker's clock when it was read
     undecodable: str | None = None  # what the client could not decode: dead-letter it
+    appended: bool = False  # timestamp_ms is the broker's (LogAppendTime), not the producer's
 
     @property
     def clock_ms(self) -> int:
         """The clock this record vouches for (:func:`stream.events.record_clock`)."""
-        return record_clock(self.timestamp_ms, self.received_ms)
+        return record_clock(self.timestamp_ms, self.received_ms, self.appended)
 
 
 # ``Message.headers()`` through a C-level call. For a header key that is not UTF-8,
@@ -134,6 +136,7 @@ def read_record(message: Message, received_ms: int) -> SourceRecord:
         timestamp_ms=stamp if has_time else None,
         received_ms=received_ms,
         undecodable=undecodable,
+        appended=has_time and kind == TIMESTAMP_LOG_APPEND_TIME,
     )
 
 

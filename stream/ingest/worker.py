@@ -264,16 +264,20 @@ class IngestWorker:
     # -- counts and gauges --------------------------------------------------------------
 
     def _check_clock(self, fetched: dict[int, list[SourceRecord]]) -> None:
-        """Count, and say at most once a minute, records whose Kafka timestamp runs past the
-        skew ahead of this worker's clock. Either clock may be wrong: a record cannot vouch
-        for a time later than the worker's own (:func:`stream.events.record_clock`), so
-        while this worker's clock is slow every event is dead-lettered as ts_in_future."""
+        """Count, and say at most once a minute, records whose producer-set Kafka timestamp
+        runs past the skew ahead of this worker's clock. Either clock may be wrong: such a
+        record cannot vouch for a time later than the worker's own
+        (:func:`stream.events.record_clock`), so while this worker's clock is slow every
+        event is dead-lettered as ts_in_future (a LogAppendTime topic's records vouch for
+        the broker's clock instead)."""
         skew = self._settings.events.max_future_skew_ms
         ahead = [
             r.timestamp_ms - r.received_ms
             for records in fetched.values()
             for r in records
-            if r.timestamp_ms is not None and r.timestamp_ms - r.received_ms > skew
+            if r.timestamp_ms is not None
+            and not r.appended
+            and r.timestamp_ms - r.received_ms > skew
         ]
         if not ahead:
             return

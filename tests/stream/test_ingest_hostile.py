@@ -472,6 +472,37 @@ def test_records_stamped_past_the_skew_ahead_of_the_workers_clock_are_counted_an
     assert "this worker's clock is slow" in said[0] and "ts_in_future" in said[0]
 
 
+def test_a_log_append_time_topic_vouches_for_the_brokers_clock_past_a_slow_worker(
+    kafka_broker: LocalKafkaBroker,
+    topic_factory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same fresh events to a CreateTime topic and a LogAppendTime one, read by a
+    worker whose clock is an hour slow: the producer-set timestamps cannot vouch past the
+    worker's clock (dead-lettered, counted), the broker-set ones can (applied)."""
+    created = topic_factory("create-time")
+    appended = topic_factory("append-time", configs={"message.timestamp.type": "LogAppendTime"})
+    now = int(time.time() * 1000)
+    events = [
+        RawRecord(b"u", json.dumps({**_body(n), "ts": now + n}).encode(), timestamp_ms=now + n)
+        for n in range(20)
+    ]
+    for source in (created, appended):
+        send_records(kafka_broker.bootstrap_servers, source, events)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # the worker's clock
+    outcomes = {}
+    for source in (created, appended):
+        metrics = PipelineMetrics()
+        settings = _settings(kafka_broker, tmp_path, source, topic_factory("dlq"))
+        worker = _run(settings, lambda w: w.totals.consumed >= len(events), metrics)
+        ahead = metrics.records_ahead_of_clock._value.get()
+        outcomes[source] = (worker.totals.applied, worker.totals.rejected, ahead)
+    assert outcomes[created] == (0, {"ts_in_future": len(events)}, len(events))
+    assert outcomes[appended] == (len(events), {}, 0)
+
+
 def test_a_duplicate_event_is_handed_to_the_trainer_once(
     kafka_broker: LocalKafkaBroker, topic_factory, tmp_path: Path
 ) -> None:

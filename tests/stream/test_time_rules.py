@@ -88,6 +88,10 @@ def test_the_record_clock_is_the_record_timestamp_unless_missing_implausible_or_
     assert record_clock(-5_000, now) == now  # negative CreateTime from a broken producer
     assert record_clock(1_700_000_000, now) == now  # a producer stamping seconds
     assert record_clock(now + 10**12, now) == now  # a record from the future
+    # the broker's clock (LogAppendTime) vouches for itself past a slow worker's clock ...
+    assert record_clock(now + 3_600_000, now, appended=True) == now + 3_600_000
+    # ... but a broker's missing or implausible timestamp does not
+    assert record_clock(-1, now, appended=True) == record_clock(1_700_000_000, now, True) == now
 
 
 @settings(max_examples=200, deadline=None)
