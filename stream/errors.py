@@ -102,13 +102,22 @@ class EmbeddingTopicGone(PublishError):
     """An embedding topic the publisher writes to no longer exists (deleted under it)."""
 
 
-class EmbeddingRecordsRefused(PublishError):
-    """The brokers refused embedding records for good (invalid, against a topic's rules):
-    never retried, they would be refused again; the command ends saying why."""
+class PublishStopped(PublishError):
+    """Publishing cannot go on in this process: never retried (a retry would meet the
+    same); the command ends saying why."""
+
+
+class EmbeddingRecordsRefused(PublishStopped):
+    """The brokers refused embedding records for good (invalid, against a topic's rules)."""
 
 
 class EmbeddingRecordTooLarge(EmbeddingRecordsRefused):
     """A vector record is larger than its embedding topic accepts (``max.message.bytes``)."""
+
+
+class VersionLedgerUnwritable(PublishStopped):
+    """The version ledger could not be written (its disk full or failing): no vector may be
+    published before its version is reserved there."""
 
 
 class PublishInterrupted(PublishError):

@@ -51,11 +51,11 @@ import torch
 from stream.allocator import pretouch_heap, worker_heap
 from stream.catch_up import UntrainedEvents
 from stream.errors import (
-    EmbeddingRecordsRefused,
     EmbeddingTopicGone,
     KafkaAccessError,
     PublishError,
     PublishInterrupted,
+    PublishStopped,
     StreamGNNError,
 )
 from stream.events import Interaction
@@ -423,7 +423,7 @@ class TrainingLoop:
         except PublishInterrupted:
             self._abandoned = True
         except BaseException as exc:
-            said = KafkaAccessError | EmbeddingRecordsRefused  # by the command: no traceback
+            said = KafkaAccessError | PublishStopped  # by the command: no traceback
             if isinstance(exc, said):
                 log.error("trainer thread stopped: %s", exc)
             else:
@@ -585,7 +585,7 @@ class TrainingLoop:
                 time.sleep(PUBLISH_RETRY_SECONDS)  # the producer learns of it meanwhile
             except PublishError as exc:
                 # A version regression is a bug, not an outage; an interruption is a stop.
-                if isinstance(exc, ValueError | PublishInterrupted | EmbeddingRecordsRefused):
+                if isinstance(exc, ValueError | PublishInterrupted | PublishStopped):
                     raise
                 log.warning("publish not acked (%s); retrying", exc)
                 time.sleep(PUBLISH_RETRY_SECONDS)  # an interrupt() meanwhile ends the retries

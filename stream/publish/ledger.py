@@ -33,7 +33,7 @@ from pathlib import Path
 from kafka import TopicPartition
 from kafka.errors import TopicAuthorizationFailedError
 
-from stream.errors import PublishError
+from stream.errors import PublishError, VersionLedgerUnwritable
 from stream.kafka.access import refusal
 from stream.kafka.clients import kafka_consumer
 from stream.settings import KafkaSettings
@@ -107,6 +107,17 @@ class VersionLedger:
         return int(version)
 
     def _write(self, version: int) -> None:
+        try:
+            self._replace(version)
+        except OSError as exc:
+            raise VersionLedgerUnwritable(
+                f"cannot write the version ledger {self._path}: {exc.strerror or exc}; no "
+                "vector is published before its version is reserved there. Free space on "
+                "its volume (a ledger that is missing is recovered from the embedding topics)"
+            ) from None
+
+    def _replace(self, version: int) -> None:
+        """The file replaced whole: temp file, fsync, rename, fsync of the folder."""
         folder = self._path.parent
         payload = json.dumps({"format": _FORMAT, "reserved_model_version": version}) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", dir=folder)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
-from stream.errors import PublishError
+from stream.errors import PublishError, VersionLedgerUnwritable
 from stream.publish.ledger import VersionLedger
 
 
@@ -51,3 +53,26 @@ def test_a_foreign_or_torn_ledger_is_refused(tmp_path: Path, content: str) -> No
 def test_reserve_refuses_non_versions(tmp_path: Path, version: object) -> None:
     with pytest.raises(ValueError):
         VersionLedger(tmp_path / "v.json").reserve(version)  # type: ignore[arg-type]
+
+
+def test_a_ledger_its_disk_refuses_stops_publishing_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By hand, a ledger on a full tmpfs ended the worker with two chained tracebacks; now
+    one error naming the file, the cause and the way out, no temp file left, the floor
+    where it was."""
+    path = tmp_path / "versions.json"
+    ledger = VersionLedger(path)
+    ledger.reserve(3)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(VersionLedgerUnwritable) as raised:
+        ledger.reserve(4)
+    assert str(raised.value).startswith(f"cannot write the version ledger {path}: No space left")
+    assert isinstance(raised.value, PublishError)  # the publish fails with it, unsent
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["versions.json"]
+    assert ledger.reserved == VersionLedger(path).reserved == 3
