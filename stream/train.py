@@ -42,7 +42,6 @@ from stream.cli import service_logging
 from stream.errors import (
     BrokersUnreachable,
     ChangelogError,
-    CheckpointDirInUse,
     ConfigError,
     GroupShared,
     PublishError,
@@ -323,7 +322,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         totals = run_trainer(settings, stop, metrics)
-    except (CheckpointMismatchError, CheckpointDirInUse, GroupShared) as exc:
+    except (CheckpointMismatchError, ConfigError, GroupShared) as exc:  # a directory in use too
         log.error("%s", exc)
         return 2
     except (ChangelogError, BrokersUnreachable, PublishError, RebalanceError) as exc:

@@ -40,7 +40,6 @@ from stream.errors import (
     BrokersUnreachable,
     ChangelogError,
     ChangelogFenced,
-    CheckpointDirInUse,
     ConfigError,
     DeadLetterError,
     GroupLeft,
@@ -216,8 +215,8 @@ def serve(settings: Settings) -> int:
     except StoreWriteError as exc:  # a full or failing disk: a restart once it is fixed
         log.error("%s", exc)
         return 1
-    except (CheckpointMismatchError, CheckpointDirInUse, StoreError, GroupShared) as exc:
-        log.error("%s", exc)  # each with a way out, in its message
+    except (CheckpointMismatchError, ConfigError, StoreError, GroupShared) as exc:
+        log.error("%s", exc)  # each with a way out, in its message (a directory in use too)
         return 2
     except DeadLetterError as exc:  # the DLQ is missing or refuses letters: say so, exit 1
         log.error("%s", exc)

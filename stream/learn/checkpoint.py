@@ -91,7 +91,10 @@ class CheckpointStore:
         self.keep = keep
         self.refusals: list[Refusal] = []
         self.loaded: Path | None = None  # the file load_latest returned last
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in its place, a parent it may not write
+            raise _unusable(self.directory, exc) from None
 
     def hold(self) -> None:
         """Hold the directory for this process until :meth:`release` or its end.
@@ -102,7 +105,10 @@ class CheckpointStore:
         key = self.directory.resolve()
         if key in _HELD:
             return
-        fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _unusable(self.directory, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -280,3 +286,11 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _unusable(directory: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot use checkpoint directory {directory}: {exc.strerror or exc}; give "
+        "--checkpoint-dir (STREAMGNN_CHECKPOINT_DIR) a directory this process may create "
+        "and write"
+    )

@@ -139,3 +139,21 @@ def test_a_store_of_another_topic_is_refused_before_any_broker_exit_2(
     assert WAITING not in caplog.text
     with DecayedGraphStore(settings.store.path, settings.events.behaviours) as store:
         assert store.counts().edges == len(events)  # refused, not changed
+
+
+def test_a_checkpoint_directory_it_cannot_make_ends_the_start_in_one_line_exit_2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """By hand, a --checkpoint-dir naming a file: a bare FileExistsError traceback."""
+    address = f"127.0.0.1:{free_ports(1)[0]}"  # nothing answers: the check comes first
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory")
+    env = _env(tmp_path, address) | {"STREAMGNN_CHECKPOINT_DIR": str(in_the_way)}
+    with caplog.at_level(logging.INFO):
+        assert worker.serve(load_settings({}, env)) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"cannot use checkpoint directory {in_the_way}: File exists; give --checkpoint-dir "
+        "(STREAMGNN_CHECKPOINT_DIR) a directory this process may create and write"
+    ]
+    assert WAITING not in caplog.text
