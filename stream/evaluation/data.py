@@ -271,9 +271,15 @@ def _records(path: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
     with handle:
         if len(sep) == 1:
             reader = csv.reader(handle, delimiter=sep)
-            for fields in reader:
-                if any(f.strip() for f in fields):
-                    yield reader.line_num, [f.strip() for f in fields]
+            try:
+                for fields in reader:
+                    if any(f.strip() for f in fields):
+                        yield reader.line_num, [f.strip() for f in fields]
+            except csv.Error as exc:  # a field past the csv module's limit, say
+                raise ConfigError(
+                    f"{path} line {reader.line_num}: {exc}; is it a {sep!r}-separated "
+                    "text file of interactions?"
+                ) from None
         else:
             for number, text in enumerate(handle, start=1):
                 if text.strip():
@@ -294,15 +300,15 @@ def _resolve_columns(fmt: TableFormat, header: list[str] | None, path: Path) -> 
             if header is None and fallback is not None:
                 return fallback
             raise ConfigError(
-                f"{path}: no {option} given and none of the columns {header} is one of "
-                f"{', '.join(candidates)}; pass --{option.replace('_', '-')}"
+                f"{path}: no {option} given and none of the columns {_shown(header)} is one "
+                f"of {', '.join(candidates)}; pass --{option.replace('_', '-')}"
             )
         if isinstance(given, str) and given.lower() in names:
             return names[given.lower()]
         if isinstance(given, int) or given.isdigit():
             return int(given)
         raise ConfigError(
-            f"{path}: {option} {given!r} is not a column ({header or 'no header'}) "
+            f"{path}: {option} {given!r} is not a column ({_shown(header) or 'no header'}) "
             "nor a 0-based index"
         )
 
@@ -312,6 +318,12 @@ def _resolve_columns(fmt: TableFormat, header: list[str] | None, path: Path) -> 
     weight = None if fmt.weight_col is None else find("weight_col", fmt.weight_col, (), None)
     event = None if fmt.event_col is None else find("event_col", fmt.event_col, (), None)
     return user, item, time, weight, event
+
+
+def _shown(header: list[str] | None) -> str:
+    """The header as a message shows it: a binary file's "header" can be megabytes."""
+    text = "" if header is None else repr(header)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(header or ())} columns)"
 
 
 def _number(text: str) -> float | None:

@@ -165,3 +165,16 @@ def test_a_csv_event_column_is_validated_against_the_behaviours(tmp_path: Path) 
     assert dict(loaded.bad_rows) == {"unknown_event_type": 1}
     with pytest.raises(ConfigError, match="not configured"):
         read_interactions(path, TableFormat(event_col="kind", event_map=(("click", "poke"),)))
+
+
+def test_a_file_no_reader_takes_is_refused_in_one_short_line(tmp_path: Path) -> None:
+    """By hand: a 5 MB field ended `streamgnn produce --data` with a csv traceback, and a
+    binary file's error printed its whole first "line" as the header."""
+    huge = _write(tmp_path, "user,item,ts\nu1,i1,1700000000000\nu2,i2," + "9" * 200_000 + "\n")
+    with pytest.raises(ConfigError, match=r"line 3: field larger than field limit"):
+        read_interactions(huge, TableFormat())
+    binary = tmp_path / "random.bin"
+    binary.write_bytes(bytes(range(128, 256)) * 300)  # no newline, no comma: one "column"
+    with pytest.raises(ConfigError, match=r"no user_col given") as raised:
+        read_interactions(binary, TableFormat())
+    assert len(str(raised.value)) < 600
