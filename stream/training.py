@@ -74,7 +74,7 @@ from stream.learner import Handed, Learner
 from stream.metrics import PipelineMetrics
 from stream.publish.publisher import EmbeddingPublisher, NodeVectors
 from stream.publish.schema import NodeKind
-from stream.settings import Settings, stream_topics
+from stream.settings import Settings
 from stream.state.graph_store import DecayedGraphStore
 
 log = logging.getLogger("streamgnn.training")
@@ -292,8 +292,7 @@ class TrainingLoop:
         payload = self.checkpoints.load_latest()
         if payload is None:
             return None
-        k = self._settings.kafka
-        found = conflicts(payload, self._settings, stream_topics(k.interactions_topic, k.group_id))
+        found = conflicts(payload, self._settings)
         if not found:
             try:
                 self.trainer.load_state_dict(payload["trainer"])

@@ -15,9 +15,10 @@ or could not load, under another value. Every checkpoint records these
 - the encoder's revision (:attr:`models.base.Encoder.revision`, not a setting): this
   build's forward of ``--encoder`` may compute other vectors from the same parameters
   than the build that wrote the checkpoint did (a checkpoint without one: revision 1).
-- the stream (``--interactions-topic``, and the ``--group-id`` changelog of it that
-  ``streamgnn train`` reads): a checkpoint that trained through offsets of other topics
-  only holds another stream's ids and vectors (a checkpoint directory kept when the topic
+- the stream (``--interactions-topic``, or a changelog of it, which ``streamgnn train``
+  reads; the worker and ``streamgnn train`` may take turns on one checkpoint directory):
+  a checkpoint that trained through offsets of other topics only holds another stream's
+  ids and vectors (a checkpoint directory kept when the topic
   setting changed); resumed, they would stay in the registry and be trained on again.
 - ``--behaviours``: relation ``r`` is the ``r``-th behaviour by name (relation-typed
   encoders hold parameters per relation), and beta and half-life weigh the edges every
@@ -43,14 +44,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from models.resolver import encoder_class
 from stream.errors import ConfigError
-from stream.settings import OPTIONS, Settings
+from stream.settings import OPTIONS, Settings, of_stream
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,8 @@ def recorded_settings(settings: Settings) -> dict[str, str | int]:
     return record
 
 
-def conflicts(
-    payload: Mapping[str, Any], settings: Settings, stream: Collection[str]
-) -> list[Conflict]:
-    """Every way the checkpoint ``payload`` does not fit ``settings`` (empty: it fits).
-    ``stream``: the topics whose offsets are the settings' stream
-    (:func:`stream.ingest.changelog.stream_topics`)."""
+def conflicts(payload: Mapping[str, Any], settings: Settings) -> list[Conflict]:
+    """Every way the checkpoint ``payload`` does not fit ``settings`` (empty: it fits)."""
     current = recorded_settings(settings)
     recorded = payload.get("settings")
     if not isinstance(recorded, Mapping):
@@ -139,13 +136,14 @@ def conflicts(
                 f"computes revision {current[REVISION]} (other vectors from the same parameters)",
             )
         )
+    topic = settings.kafka.interactions_topic
     trained_on = sorted({str(key).rpartition(":")[0] for key in payload.get("offsets") or {}})
-    if trained_on and not set(trained_on) & set(stream):  # another stream's ids and vectors
+    if trained_on and not any(of_stream(t, topic) for t in trained_on):  # another stream's
         found.append(
             Conflict(
                 _named("kafka.interactions_topic"),
-                f"checkpoint trained on topic {', '.join(trained_on)}, settings "
-                f"{' or '.join(stream)}",
+                f"checkpoint trained on topic {', '.join(trained_on)}, settings {topic} (or "
+                "a changelog of it)",
             )
         )
     for key, kind in CAPACITY.items():

@@ -26,7 +26,7 @@ from stream.settings.sections import (
     StoreSettings,
     WorkerSettings,
     changelog_topic,
-    stream_topics,
+    of_stream,
 )
 from stream.settings.security import SecuritySettings
 from stream.settings.training import TrainerSettings
@@ -51,7 +51,7 @@ __all__ = [
     "add_options",
     "changelog_topic",
     "load_settings",
+    "of_stream",
     "select",
     "settings_from_args",
-    "stream_topics",
 ]

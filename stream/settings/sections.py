@@ -257,17 +257,28 @@ class Settings:
             )
 
 
+_CHANGELOG = "-graph-changelog"  # a changelog topic's name ends so
+
+
 def changelog_topic(interactions_topic: str, group_id: str) -> str:
     """One changelog per source topic and consumer group: another group is another
     application with a state of its own."""
-    return f"{interactions_topic}-{group_id}-graph-changelog"
+    return f"{interactions_topic}-{group_id}{_CHANGELOG}"
 
 
-def stream_topics(interactions_topic: str, group_id: str) -> tuple[str, str]:
-    """The topics a checkpoint's offsets may name for this stream: the interactions topic
-    (a worker that ingests trains through it) and its changelog (``streamgnn train``); the
-    two may take turns on one checkpoint directory."""
-    return interactions_topic, changelog_topic(interactions_topic, group_id)
+def of_stream(topic: str, interactions_topic: str) -> bool:
+    """Whether ``topic`` carries the events of ``interactions_topic``: it is that topic, or
+    a changelog of it (any group's: each holds the same stream's edges).
+
+    >>> of_stream("views", "views"), of_stream(changelog_topic("views", "g2"), "views")
+    (True, True)
+    >>> of_stream("clicks", "views"), of_stream(changelog_topic("clicks", "g"), "views")
+    (False, False)
+    """
+    prefix = f"{interactions_topic}-"
+    group = topic.removeprefix(prefix).removesuffix(_CHANGELOG)
+    changelog = topic.startswith(prefix) and topic.endswith(_CHANGELOG) and group != ""
+    return topic == interactions_topic or changelog
 
 
 def _one_kind_a_topic(kafka: KafkaSettings, publish: PublishSettings) -> None:
