@@ -27,6 +27,7 @@ tells a topic deleted and created again from the one published to), read by libr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -396,11 +397,17 @@ class EmbeddingPublisher:
         )
 
     def _require_fits(self, staged: _Staged) -> None:
-        """Refuse, before anything is sent, a record its topic would refuse as too large."""
-        for kind, key, value in staged.records:
+        """Refuse, before anything is sent, a record its topic would refuse as too large
+        (each record looked at only when the kind's bound says one may be)."""
+        over = {
+            kind
+            for kind, bound in staged.bound.items()
+            if (limit := self._limits[kind]) is not None and bound + RECORD_OVERHEAD > limit
+        }
+        for kind, key, value in staged.records if over else ():
             limit = self._limits[kind]
             size = len(key) + len(value) + RECORD_OVERHEAD
-            if limit is not None and size > limit:
+            if kind in over and limit is not None and size > limit:
                 raise EmbeddingRecordTooLarge(
                     f"the {kind} vector of {key.decode()!r} takes {size} bytes as a record, "
                     f"and embedding topic {self._topics[kind]!r} accepts {limit} "
@@ -485,11 +492,11 @@ class EmbeddingPublisher:
             values = encode_records(
                 batch.kind, ids, model_version, matrix, times, publish_time_ms, self.encoding
             )
-            staged.records.extend(
-                (batch.kind, node_id.encode(), value)
-                for node_id, value in zip(ids, values, strict=True)
-            )
+            keys = [node_id.encode() for node_id in ids]
+            staged.records.extend(zip(itertools.repeat(batch.kind), keys, values, strict=False))
             if values:
+                bound = max(map(len, keys)) + max(map(len, values))  # no Python loop a record
+                staged.bound[batch.kind] = max(staged.bound.get(batch.kind, 0), bound)
                 staged.counts[batch.kind] = staged.counts.get(batch.kind, 0) + len(values)
                 newest = int(times.max())
                 if staged.newest_event_ms is None or newest > staged.newest_event_ms:
@@ -526,6 +533,8 @@ class _Staged:
     records: list[tuple[NodeKind, bytes, bytes]] = field(default_factory=list)
     counts: dict[NodeKind, int] = field(default_factory=dict)
     newest_event_ms: int | None = None
+    # per kind, the longest key plus the longest value: at least any record's key + value
+    bound: dict[NodeKind, int] = field(default_factory=dict)
 
 
 def _as_matrix(vectors: Any, rows: int) -> npt.NDArray[np.float32]:
