@@ -162,6 +162,16 @@ def _checked_limit(admin: AdminClient, kafka: KafkaSettings, topic: str, timeout
             f"topic {topic!r} has cleanup.policy={policy!r}; embedding topics must be "
             "compacted (cleanup.policy=compact)"
         )
+    if "delete" in policy.split(","):
+        retention = configs.get("retention.ms")
+        log.warning(
+            "embedding topic %r is cleanup.policy=%s: it also deletes records older than "
+            "retention.ms (%s), so the vector of an id idle that long disappears from it "
+            "(cleanup.policy=compact keeps every id's newest vector)",
+            topic,
+            policy,
+            None if retention is None else retention.value,
+        )
     return int(configs["max.message.bytes"].value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -191,6 +192,27 @@ def test_an_existing_topic_that_is_not_compacted_is_refused(
     kafka_broker.create_topics({settings.item_topic: 1}, {"cleanup.policy": "delete"})
     with pytest.raises(PublishError, match="compact"):
         EmbeddingPublisher(KafkaSettings(kafka_broker.bootstrap_servers), settings)
+
+
+def test_a_topic_that_also_deletes_by_age_is_published_to_with_a_warning(
+    kafka_broker: LocalKafkaBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """compact,delete drops an idle id's only vector after retention.ms: allowed (an
+    operator's choice), said once at the start."""
+    settings = unique_settings(tmp_path)
+    both = {"cleanup.policy": "compact,delete", "retention.ms": "3600000"}
+    kafka_broker.create_topics({settings.user_topic: 1}, both)
+    with (
+        caplog.at_level(logging.WARNING),
+        EmbeddingPublisher(KafkaSettings(kafka_broker.bootstrap_servers), settings),
+    ):
+        pass
+    said = [r.getMessage() for r in caplog.records if "deletes records older" in r.message]
+    assert said == [
+        f"embedding topic {settings.user_topic!r} is cleanup.policy=compact,delete: it also "
+        "deletes records older than retention.ms (3600000), so the vector of an id idle that "
+        "long disappears from it (cleanup.policy=compact keeps every id's newest vector)"
+    ]
 
 
 def test_records_the_broker_refuses_fail_the_publish_and_the_rest_still_arrive(
