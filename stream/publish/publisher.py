@@ -409,15 +409,16 @@ class EmbeddingPublisher:
     def _require_fits(self, staged: _Staged) -> None:
         """Refuse, before anything is sent, a record its topic would refuse as too large
         (each record looked at only when the kind's bound says one may be)."""
-        over = {
-            kind
+        over = {  # the kinds one of whose records may not fit, with their topic's limit
+            kind: limit
             for kind, bound in staged.bound.items()
             if (limit := self._limits[kind]) is not None and bound + RECORD_OVERHEAD > limit
         }
-        for kind, key, value in staged.records if over else ():
-            limit = self._limits[kind]
+        if not over:
+            return
+        for kind, key, value in staged.records:
             size = len(key) + len(value) + RECORD_OVERHEAD
-            if kind in over and limit is not None and size > limit:
+            if kind in over and size > (limit := over[kind]):
                 raise EmbeddingRecordTooLarge(
                     f"the {kind} vector of {key.decode()!r} takes {size} bytes as a record, "
                     f"and embedding topic {self._topics[kind]!r} accepts {limit} "
