@@ -57,11 +57,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # re-exported
+from confluent_kafka.admin import NewPartitions, NewTopic  # type: ignore[attr-defined]
 
 from stream.errors import ChangelogError, ChangelogFenced, ChangelogTopicLost, StreamGNNError
 from stream.ingest.source import CLOSE_TIMEOUT_S, close_within
@@ -121,13 +121,14 @@ class Changelog:
         self._incarnation: str | None = None  # the topic's Kafka id when started
         self.source_id: str | None = None  # the interactions topic's Kafka id
         self._stamped: set[int] = set()  # partitions whose source id this run wrote
+        self._partitions = 0  # the changelog's partition count, as last made sure of
 
     def start(self, interrupted: threading.Event | None = None) -> None:
         """Create (or check) the topic, then take the transactional id (blocking; with
         ``interrupted`` as :meth:`commit`). Then
         :func:`stream.ingest.changelog_repair.write_missing_state` checks what it holds."""
         admin = self._admin = confluent_admin(self.kafka, {"logger": log})
-        _ensure_topic(admin, self.topic, self.kafka)
+        self._partitions = _ensure_topic(admin, self.topic, self.kafka)
         source = self.kafka.interactions_topic
         ids = topic_incarnations(admin, [self.topic, source], ADMIN_TIMEOUT_S)  # one request
         self._incarnation = ids[self.topic]
@@ -154,6 +155,23 @@ class Changelog:
         reader, self._reader = self._reader, None
         if reader is not None:
             close_within({"changelog reader": reader.close}, CLOSE_TIMEOUT_S)
+
+    def cover(self, partitions: Collection[int]) -> None:
+        """Make sure the changelog has a partition for each of ``partitions``: ones added to
+        the interactions topic under the running worker have none yet (the source grew).
+        The changelog grows to the source's count, and the producer and the reader are told
+        (a transaction's record for a partition librdkafka does not know fails at once)."""
+        if not partitions or max(partitions) < self._partitions:
+            return
+        self._partitions = _ensure_topic(self._require_admin(), self.topic, self.kafka)
+        if max(partitions) >= self._partitions:  # the admin's metadata lags the consumer's
+            raise ChangelogError(
+                f"partition {self.kafka.interactions_topic}[{max(partitions)}] is assigned, "
+                f"but the topic shows {self._partitions} partitions to the changelog's admin"
+            )
+        for client in (self._producer, self._reader):
+            if client is not None:
+                _await_partitions(client, self.topic, self._partitions)
 
     def follow_source(self, topic_id: str | None) -> None:
         """The interactions topic's Kafka id now (None: the broker keeps none). Each
@@ -462,6 +480,7 @@ def validate_or_restore(
     ``interrupted`` set during the read raises :class:`ChangelogInterrupted`, the store
     not yet changed.
     """
+    changelog.cover(committed)
     stale = []
     for partition, offset in sorted(committed.items()):
         position = store.position(topic, partition)
@@ -592,8 +611,10 @@ def _failure(
     return ChangelogError(f"changelog: {what} transactional.id {transactional_id!r}: {error.str()}")
 
 
-def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> None:
-    """Create the compacted changelog with the source's partition count, or check it."""
+def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> int:
+    """Create the compacted changelog with the source's partition count, or check it;
+    returns its partition count. A source with more partitions than the changelog (some
+    added since it was made) grows it: the new partitions have no state to log yet."""
     source = kafka.interactions_topic
     try:
         topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
@@ -605,29 +626,64 @@ def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> None:
                     raise refused
             raise ChangelogError(f"topic {source!r} does not exist: no changelog for it")
         partitions = topics[source].partitions
+        count = len(partitions)
         if topic not in topics:
             replicas = len(next(iter(partitions.values())).replicas)
-            new = NewTopic(topic, len(partitions), replicas, config={"cleanup.policy": "compact"})
-            try:
-                admin.create_topics([new], request_timeout=ADMIN_TIMEOUT_S)[topic].result(
-                    ADMIN_TIMEOUT_S
-                )
-                log.info("created changelog topic %s (%d partitions)", topic, len(partitions))
-            except KafkaException as exc:
-                if kafka_error(exc).code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise  # else another worker of the group made it first
-            deadline = time.monotonic() + ADMIN_TIMEOUT_S
-            while topic not in topics and time.monotonic() < deadline:  # metadata catching up
-                time.sleep(0.1)
-                topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
-        if topic not in topics or len(topics[topic].partitions) != len(partitions):
-            found = len(topics[topic].partitions) if topic in topics else 0
+            new = NewTopic(topic, count, replicas, config={"cleanup.policy": "compact"})
+            _settle(admin.create_topics([new], request_timeout=ADMIN_TIMEOUT_S)[topic])
+            log.info("created changelog topic %s (%d partitions)", topic, count)
+        elif len(topics[topic].partitions) < count:
+            grown = NewPartitions(topic, count)
+            _settle(admin.create_partitions([grown], request_timeout=ADMIN_TIMEOUT_S)[topic])
+            log.info(
+                "changelog %s grown from %d to %d partitions, as %s was",
+                topic,
+                len(topics[topic].partitions),
+                count,
+                source,
+            )
+        found = _await_partitions(admin, topic, count)
+        if found > count:
             raise ChangelogError(
-                f"changelog {topic!r} has {found} partitions, {source!r} has {len(partitions)}"
+                f"changelog {topic!r} has {found} partitions, {source!r} has {count}: a "
+                "topic's partitions are never removed, so was the source deleted and created "
+                "again with fewer? A new --group-id starts a changelog of its own"
+            )
+        if found < count:
+            raise ChangelogError(
+                f"changelog {topic!r} shows {found} partitions {ADMIN_TIMEOUT_S:.0f} s after "
+                f"it was made or grown to {source!r}'s {count}"
             )
         configs = topic_configs(admin, topic, ADMIN_TIMEOUT_S)
         policy = configs["cleanup.policy"].value
         if "compact" not in str(policy).split(","):
             raise ChangelogError(f"changelog {topic!r} has cleanup.policy={policy!r}, not compact")
+        return count
     except KafkaException as exc:
         raise ChangelogError(f"changelog topic {topic!r} unusable: {exc}") from exc
+
+
+def _settle(future: Any) -> None:
+    """Wait for a topic's creation or growth; another worker of the group having done it
+    first is as good."""
+    try:
+        future.result(ADMIN_TIMEOUT_S)
+    except KafkaException as exc:
+        if kafka_error(exc).code() not in (
+            KafkaError.TOPIC_ALREADY_EXISTS,
+            KafkaError.INVALID_PARTITIONS,  # already this many (or more: checked after)
+        ):
+            raise
+
+
+def _await_partitions(client: Any, topic: str, count: int) -> int:
+    """The topic's partition count as ``client`` (an admin, producer or consumer) sees it,
+    once it sees ``count`` or more or :data:`ADMIN_TIMEOUT_S` passed (metadata catching up
+    with a topic just made or grown; the look refreshes the client's own metadata)."""
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while True:
+        found = client.list_topics(topic, timeout=ADMIN_TIMEOUT_S).topics.get(topic)
+        seen = 0 if found is None or found.error is not None else len(found.partitions)
+        if seen >= count or time.monotonic() >= deadline:
+            return seen
+        time.sleep(0.1)

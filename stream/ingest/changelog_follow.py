@@ -31,6 +31,9 @@ log = logging.getLogger("streamgnn.changelog")
 
 TOPIC_WAIT_LOG_S = 30.0  # how often the wait for the topic says so
 TOPIC_ID_TIMEOUT_S = 5.0
+# How often the follower looks for partitions added to the changelog (an ingest worker
+# grows it when partitions are added to the interactions topic).
+PARTITIONS_LOOK_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class ChangelogFollower:
         self.partitions: list[int] = []
         self.positions: dict[int, int] = {}  # partition -> next offset after what was read
         self._ended: set[int] = set()  # partitions whose end was reached at least once
+        self._partitions_seen = 0.0  # time.monotonic() of the last look at the count
         self._lease = GroupLease(kafka, f"{kafka.group_id}.trainer")  # one trainer a group
 
     def start(self, stop: threading.Event, timeout_s: float = 15.0) -> bool:
@@ -100,8 +104,32 @@ class ChangelogFollower:
         self._consumer.assign(
             [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self.partitions]
         )
+        self._partitions_seen = time.monotonic()
         log.info("following changelog %s (%d partitions)", self.topic, len(self.partitions))
         return True
+
+    def _follow_added_partitions(self) -> None:
+        """Every :data:`PARTITIONS_LOOK_S`, assign from their beginning the partitions
+        added to the changelog since (a broker that does not answer: the next look)."""
+        if time.monotonic() - self._partitions_seen < PARTITIONS_LOOK_S:
+            return
+        self._partitions_seen = time.monotonic()
+        try:
+            topics = self._consumer.list_topics(self.topic, TOPIC_ID_TIMEOUT_S).topics
+        except KafkaException as exc:
+            log.debug("changelog %s: partitions not looked at: %s", self.topic, exc)
+            return
+        found = topics.get(self.topic)
+        if found is None or found.error is not None:
+            return
+        added = sorted(set(found.partitions) - set(self.partitions))
+        if not added:
+            return
+        self._consumer.incremental_assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in added]
+        )
+        self.partitions = sorted([*self.partitions, *added])
+        log.info("following changelog %s: partitions %s added", self.topic, added)
 
     @property
     def caught_up(self) -> bool:
@@ -112,6 +140,7 @@ class ChangelogFollower:
         """Up to ``max_records`` records, in log order per partition (waits up to
         ``timeout_s`` for the first only: :func:`stream.kafka.clients.fetch_available`)."""
         self._lease.poll()  # raises GroupShared if a trainer that joined with this one stays
+        self._follow_added_partitions()
         records: list[ChangelogRecord] = []
         for message in fetch_available(self._consumer, max_records, timeout_s):
             error = message.error()

@@ -70,6 +70,7 @@ class Member:
     client_id: str
     host: str
     instance_id: str | None = None
+    assignment: frozenset[tuple[str, int]] = frozenset()  # (topic, partition) it owns
 
     @property
     def training(self) -> bool:
@@ -93,7 +94,14 @@ def group_members(
     future = admin.describe_consumer_groups([kafka.group_id], request_timeout=timeout_s)
     description = future[kafka.group_id].result(timeout=timeout_s)
     return [
-        Member(m.member_id, m.client_id, m.host, m.group_instance_id) for m in description.members
+        Member(
+            m.member_id,
+            m.client_id,
+            m.host,
+            m.group_instance_id,
+            frozenset((tp.topic, tp.partition) for tp in m.assignment.topic_partitions or ()),
+        )
+        for m in description.members
     ]
 
 
@@ -118,7 +126,9 @@ async def refuse_a_shared_group(
     share the group with, once it has stayed a session timeout (a member this worker's
     previous run left behind goes by then). True to go on; False when ``stopping()``
     turned true meanwhile. A group the coordinator cannot describe is not refused (the
-    check on assignment still runs)."""
+    check on assignment still runs). A worker (not ``train``) also waits, up to the same
+    session timeout, for its previous run to go when partitions were added to the topic
+    since that run was assigned (:func:`unowned_by_a_former_self`)."""
     deadline = time.monotonic() + lingering_s(kafka)
     said = False
     admin: AdminClient | None = None  # one client for every check of the wait
@@ -135,20 +145,62 @@ async def refuse_a_shared_group(
             log.warning("could not describe group %s (%r); joining it", kafka.group_id, exc)
             return True
         found = conflicts(members, role != "ingest", kafka.instance_id)
-        if not found:
+        unowned = (
+            []
+            if found or role == "train"
+            else await asyncio.to_thread(unowned_by_a_former_self, kafka, members, admin)
+        )
+        if not found and not unowned:
             return True
         if time.monotonic() >= deadline:
-            raise GroupShared(shared_message(kafka.group_id, role, found[0]))
-        if not said:
+            if found:
+                raise GroupShared(shared_message(kafka.group_id, role, found[0]))
             log.warning(
-                "group %s has %s; waiting up to %.0f s for it to leave",
+                "group %s still lists this worker's previous run; joining: partitions %s of "
+                "%s may stay unread until the group rebalances",
                 kafka.group_id,
-                found[0],
-                deadline - time.monotonic(),
+                unowned,
+                kafka.interactions_topic,
             )
+            return True
+        if not said:
+            left = deadline - time.monotonic()
+            if found:
+                why = f"has {found[0]}; waiting up to {left:.0f} s for it to leave"
+            else:  # joining now would be handed the previous run's assignment, as it was
+                why = (
+                    f"still lists this worker's previous run (instance {kafka.instance_id}), "
+                    f"and partitions {unowned} of {kafka.interactions_topic} were added since "
+                    "it was assigned; a static member that joins before its previous run "
+                    f"has gone keeps that run's assignment: waiting up to {left:.0f} s for it"
+                )
+            log.warning("group %s %s", kafka.group_id, why)
             said = True
         await asyncio.sleep(_RECHECK_S)
     return False
+
+
+def unowned_by_a_former_self(
+    kafka: KafkaSettings, members: Sequence[Member], admin: AdminClient
+) -> list[int]:
+    """The interactions topic's partitions no member of the group owns, when one member is
+    this worker's previous run (its static instance id, kept a session timeout after it
+    stopped); otherwise none. Partitions added while the worker was down: the coordinator
+    hands a static member that comes back in time its previous assignment, without a
+    rebalance, so they would stay unread until another member joins or leaves (by hand on
+    2026-12-08 with librdkafka 2.16: 90 s and counting). A topic that cannot be described
+    now: none (joining as before)."""
+    if not kafka.instance_id or all(m.instance_id != kafka.instance_id for m in members):
+        return []
+    topic = kafka.interactions_topic
+    try:
+        metadata = admin.list_topics(topic, timeout=_DESCRIBE_TIMEOUT_S).topics.get(topic)
+    except KafkaException:
+        return []
+    if metadata is None or metadata.error is not None:
+        return []
+    owned = {p for m in members for t, p in m.assignment if t == topic}
+    return sorted(set(metadata.partitions) - owned)
 
 
 def must_leave(

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from kafka.admin import NewTopic
+from kafka.admin import NewPartitions, NewTopic
 
+from stream.ingest import changelog_follow
 from stream.ingest.changelog_follow import ChangelogFollower, ChangelogRecord
+from stream.kafka.clients import kafka_admin
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings, Settings, changelog_topic
@@ -26,10 +28,10 @@ from tests.harness.embedding_topics import delete_topic
 pytestmark = pytest.mark.integration
 
 
-def _write(bootstrap: str, topic: str, keys: range) -> None:
+def _write(bootstrap: str, topic: str, keys: range, partition: int = 0) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     for n in keys:
-        producer.produce(topic, key=b"k%d" % n, value=b"v%d" % n, partition=0)
+        producer.produce(topic, key=b"k%d" % n, value=b"v%d" % n, partition=partition)
     assert producer.flush(30) == 0
 
 
@@ -66,6 +68,44 @@ def test_a_changelog_created_again_is_read_from_its_beginning_and_said_so(
         assert follower.take_begun_again() == [0]
         assert follower.topic_id not in (None, first_id)
         assert follower.take_begun_again() == []  # said once
+    finally:
+        follower.close()
+
+
+def test_partitions_added_to_the_changelog_are_followed_from_their_beginning(
+    kafka_broker: LocalKafkaBroker, topic_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ingest worker grows the changelog when its source grows; before, the trainer
+    followed only the partitions it found at its start, until it was restarted."""
+    monkeypatch.setattr(changelog_follow, "PARTITIONS_LOOK_S", 0.5)
+    source = topic_factory("follow-grown")
+    group = f"g-{source}"
+    topic = changelog_topic(source, group)
+    kafka_broker.create_topics({topic: 1}, {"cleanup.policy": "compact"})
+    bootstrap = kafka_broker.bootstrap_servers
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, interactions_topic=source, group_id=group)
+    _write(bootstrap, topic, range(3))
+    follower = ChangelogFollower(kafka, PipelineMetrics())
+    try:
+        assert follower.start(threading.Event())
+        assert len(_read(follower, 3)) == 3
+        admin = kafka_admin(kafka, client_id="test-grow")
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=3)})
+        finally:
+            admin.close()
+        _write(bootstrap, topic, range(10, 14), partition=2)
+        _write(bootstrap, topic, range(20, 22), partition=1)
+        added = _read(follower, 6)
+        assert sorted((r.partition, r.offset, r.key) for r in added) == [
+            *((1, n, b"k%d" % (20 + n)) for n in range(2)),
+            *((2, n, b"k%d" % (10 + n)) for n in range(4)),
+        ]
+        assert follower.partitions == [0, 1, 2]
+        deadline = time.monotonic() + 30
+        while not follower.caught_up:  # the new partitions' ends, too
+            assert time.monotonic() < deadline, "never caught up with the added partitions"
+            assert follower.poll(100, 0.2) == []
     finally:
         follower.close()
 
