@@ -68,7 +68,13 @@ from stream.ingest.source import CLOSE_TIMEOUT_S, close_within
 from stream.kafka.access import not_authorized
 from stream.kafka.clients import confluent_admin, confluent_consumer, confluent_producer
 from stream.kafka.failure import kafka_error
-from stream.kafka.topics import NO_TOPIC, topic_configs, topic_incarnation, topic_incarnations
+from stream.kafka.topics import (
+    NO_TOPIC,
+    cleanup_policies,
+    topic_configs,
+    topic_incarnation,
+    topic_incarnations,
+)
 from stream.metrics import PipelineMetrics
 from stream.settings import KafkaSettings, changelog_topic
 from stream.state import keys as k
@@ -655,8 +661,8 @@ def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> int:
                 f"it was made or grown to {source!r}'s {count}"
             )
         configs = topic_configs(admin, topic, ADMIN_TIMEOUT_S)
-        policy = configs["cleanup.policy"].value
-        if "compact" not in str(policy).split(","):
+        if "compact" not in cleanup_policies(configs):
+            policy = configs["cleanup.policy"].value
             raise ChangelogError(f"changelog {topic!r} has cleanup.policy={policy!r}, not compact")
         return count
     except KafkaException as exc:

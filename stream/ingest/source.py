@@ -61,7 +61,7 @@ from stream.kafka.group import (
     leaving_for,
     lingering_s,
 )
-from stream.kafka.topics import topic_incarnation
+from stream.kafka.topics import cleanup_policies, topic_configs, topic_incarnation
 from stream.settings import KafkaSettings
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ ASSIGNMENT_STRATEGY = "cooperative-sticky"
 METADATA_REFRESH_MS = 30_000
 PREFETCH_KBYTES = 16_384
 CLOSE_TIMEOUT_S = 3.0
+POLICY_TIMEOUT_S = 2.0  # the start's look at the topic's cleanup.policy
 COMMITTED_TIMEOUT_S = 30.0
 INCARNATION_TIMEOUT_S = 10.0
 
@@ -248,6 +249,7 @@ class RecordSource:
             self._admin = group_admin(k)
         except KafkaException as exc:
             raise ConfigError(f"cannot configure the Kafka consumer: {exc}") from exc
+        _say_if_compacted(self._admin, self._topic)
         self._consumer.subscribe(
             [self._topic],
             on_assign=self._assign,
@@ -626,3 +628,24 @@ def close_within(closers: dict[str, Callable[[], object]], timeout_s: float) -> 
         thread.join(max(deadline - time.monotonic(), 0))
         if thread.is_alive():
             log.warning("Kafka %s not closed within %.0f s; left behind", name, timeout_s)
+
+
+def _say_if_compacted(admin: AdminClient, topic: str) -> None:
+    """Warn once at start of an interactions topic that compacts: once compacted it keeps
+    only the latest event of each key (a user), so a graph rebuilt from it (a store lost
+    without ``--changelog``, a new group) lacks the rest, with no gap in the offsets to
+    count. A topic this principal may not describe, or not yet there, is not looked at."""
+    try:
+        configs = topic_configs(admin, topic, POLICY_TIMEOUT_S)
+    except (KafkaException, TimeoutError) as exc:
+        log.debug("cleanup.policy of %s not read: %r", topic, exc)
+        return
+    if "compact" in cleanup_policies(configs):
+        log.warning(
+            "interactions topic %s is cleanup.policy=%s: once compacted it keeps only each "
+            "user's latest event, so a graph rebuilt from it (a store lost without "
+            "--changelog, a new group) lacks the others; an interactions topic should be "
+            "cleanup.policy=delete",
+            topic,
+            configs["cleanup.policy"].value,
+        )

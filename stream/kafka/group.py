@@ -23,7 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -189,7 +189,7 @@ def unowned_by_a_former_self(
     hands a static member that comes back in time its previous assignment, without a
     rebalance, so they would stay unread until another member joins or leaves (by hand on
     2026-12-08 with librdkafka 2.16: 90 s and counting). A topic that cannot be described
-    now: none (joining as before)."""
+    now, or a group described with no assignment: none (joining as before)."""
     if not kafka.instance_id or all(m.instance_id != kafka.instance_id for m in members):
         return []
     topic = kafka.interactions_topic
@@ -199,8 +199,14 @@ def unowned_by_a_former_self(
         return []
     if metadata is None or metadata.error is not None:
         return []
+    return unowned(members, topic, metadata.partitions)
+
+
+def unowned(members: Sequence[Member], topic: str, partitions: Iterable[int]) -> list[int]:
+    """``partitions`` of ``topic`` that no member's assignment holds; none when no member
+    holds any (a group that is not stable is described without its assignments)."""
     owned = {p for m in members for t, p in m.assignment if t == topic}
-    return sorted(set(metadata.partitions) - owned)
+    return sorted(set(partitions) - owned) if owned else []
 
 
 def must_leave(

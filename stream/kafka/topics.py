@@ -67,6 +67,14 @@ def topic_configs(admin: AdminClient, topic: str, timeout_s: float) -> dict[str,
             time.sleep(0.2)
 
 
+def cleanup_policies(configs: dict[str, Any]) -> frozenset[str]:
+    """A topic's ``cleanup.policy`` (of :func:`topic_configs`) as its set of policies:
+    ``delete``, ``compact`` or both."""
+    entry = configs.get("cleanup.policy")
+    value = None if entry is None else entry.value
+    return frozenset() if value is None else frozenset(str(value).split(","))
+
+
 # Bytes a record costs beyond its key, value and headers: the batch header (61) and the
 # record's own varints and attributes. The broker compares a whole batch with the topic's
 # max.message.bytes, so a record alone in its batch fits when it is this much smaller.

@@ -58,6 +58,7 @@ from stream.kafka.topics import (
     NO_TOPIC,
     RECORD_OVERHEAD,
     TOO_LARGE,
+    cleanup_policies,
     create_missing_topics,
     topic_configs,
     topic_incarnations,
@@ -155,14 +156,14 @@ def _checked_limit(admin: AdminClient, kafka: KafkaSettings, topic: str, timeout
         if refused is not None:
             raise refused from exc
         raise PublishError(f"cannot describe embedding topic {topic!r}: {error.str()}") from exc
-    entry = configs.get("cleanup.policy")
-    policy = None if entry is None else entry.value
-    if policy is None or "compact" not in policy.split(","):
+    policies = cleanup_policies(configs)
+    policy = ",".join(sorted(policies)) or None
+    if "compact" not in policies:
         raise PublishError(
             f"topic {topic!r} has cleanup.policy={policy!r}; embedding topics must be "
             "compacted (cleanup.policy=compact)"
         )
-    if "delete" in policy.split(","):
+    if "delete" in policies:
         retention = configs.get("retention.ms")
         log.warning(
             "embedding topic %r is cleanup.policy=%s: it also deletes records older than "

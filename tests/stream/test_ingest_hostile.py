@@ -128,6 +128,34 @@ def test_a_record_the_client_cannot_decode_is_dead_lettered_and_the_stream_goes_
     assert headers["dlq.source.offset"] == str(sent[1].offset).encode()
 
 
+@pytest.mark.parametrize("policy", ["compact", "compact,delete", "delete"])
+def test_an_interactions_topic_that_compacts_is_read_with_one_warning(
+    kafka_broker: LocalKafkaBroker,
+    topic_factory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    policy: str,
+) -> None:
+    """Compaction keeps each user's latest event only: a rebuild from such a topic lacks
+    the rest, with no gap in the offsets to count. Said once at start; read all the same."""
+    source = topic_factory("compacted", configs={"cleanup.policy": policy})
+    dlq = topic_factory("dlq")
+    records = [_good(n, user=f"u{n % 2}") for n in range(4)]
+    send_records(kafka_broker.bootstrap_servers, source, records)
+    with caplog.at_level(logging.WARNING, logger="streamgnn.ingest"):
+        worker = _run(
+            _settings(kafka_broker, tmp_path, source, dlq),
+            lambda w: w.totals.consumed >= len(records),
+        )
+    assert worker.totals.applied == len(records)
+    said = [r.getMessage() for r in caplog.records if "cleanup.policy" in r.getMessage()]
+    if "compact" in policy:
+        (warning,) = said
+        assert source in warning and f"cleanup.policy={policy}" in warning
+    else:
+        assert said == []
+
+
 READ_IN_A_CHILD = """
 import sys, time
 from confluent_kafka import Consumer

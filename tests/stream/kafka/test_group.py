@@ -30,6 +30,7 @@ from stream.kafka.group import (
     conflicts,
     group_members,
     must_leave,
+    unowned,
 )
 from stream.local_broker.broker import LocalKafkaBroker
 from stream.settings import KafkaSettings
@@ -68,6 +69,15 @@ def test_of_each_conflicting_pair_exactly_one_leaves() -> None:
         assert sorted(leaves) == [False, True], (one, two)
     assert must_leave([INGEST_A, INGEST_B], False, "a", INGEST_A.member_id) is None
     assert must_leave([INGEST_A, INGEST_B], False, "b", INGEST_B.member_id) is None
+
+
+def test_partitions_no_member_holds_are_named_only_of_a_described_assignment() -> None:
+    holds = lambda *partitions: frozenset(("t", p) for p in partitions)  # noqa: E731
+    former = replace(INGEST_A, assignment=holds(0, 1) | {("other", 2)})
+    assert unowned([former], "t", range(3)) == [2]  # added since it was assigned
+    assert unowned([former, replace(INGEST_B, assignment=holds(2))], "t", range(3)) == []
+    assert unowned([former, INGEST_B], "t", range(4)) == [2, 3]
+    assert unowned([INGEST_A, INGEST_B], "t", range(3)) == []  # described mid-rebalance
 
 
 def _source(kafka: KafkaSettings, assigned: list[frozenset[int]]) -> RecordSource:
