@@ -117,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lr", type=float, help="the trainer's learning rate (default: the worker's)"
     )
+    parser.add_argument(
+        "--replay-ratio", type=float, help="the trainer's replay ratio (default: the worker's)"
+    )
     parser.add_argument("--method", default="incremental", choices=LEARNT, help="the method seeded")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    chosen = {k: v for k, v in (("encoder", args.encoder), ("lr", args.lr)) if v is not None}
+    given = (("encoder", args.encoder), ("lr", args.lr), ("replay_ratio", args.replay_ratio))
+    chosen = {k: v for k, v in given if v is not None}
     # as streamgnn eval loads them: an encoder's own defaults (ENCODER_DEFAULTS) apply to
     # what is not given; the environment plays no part
     settings = load_settings({f"training.{k}": str(v) for k, v in chosen.items()}, {})
