@@ -44,15 +44,23 @@ def _read(follower: ChangelogFollower, count: int) -> list[ChangelogRecord]:
     return records
 
 
+def _changelog(broker: LocalKafkaBroker, topic_factory, prefix: str) -> tuple[KafkaSettings, str]:
+    """An ingest group's settings and its one-partition changelog, made here."""
+    source = topic_factory(prefix)
+    group = f"g-{source}"
+    topic = changelog_topic(source, group)
+    broker.create_topics({topic: 1}, {"cleanup.policy": "compact"})
+    bootstrap = broker.bootstrap_servers
+    return KafkaSettings(
+        bootstrap_servers=bootstrap, interactions_topic=source, group_id=group
+    ), topic
+
+
 def test_a_changelog_created_again_is_read_from_its_beginning_and_said_so(
     kafka_broker: LocalKafkaBroker, topic_factory
 ) -> None:
-    source = topic_factory("follow-again")
-    group = f"g-{source}"
-    topic = changelog_topic(source, group)
-    kafka_broker.create_topics({topic: 1}, {"cleanup.policy": "compact"})
-    bootstrap = kafka_broker.bootstrap_servers
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, interactions_topic=source, group_id=group)
+    kafka, topic = _changelog(kafka_broker, topic_factory, "follow-again")
+    bootstrap = kafka.bootstrap_servers
     _write(bootstrap, topic, range(6))
     follower = ChangelogFollower(kafka, PipelineMetrics())
     try:
@@ -78,12 +86,8 @@ def test_partitions_added_to_the_changelog_are_followed_from_their_beginning(
     """An ingest worker grows the changelog when its source grows; before, the trainer
     followed only the partitions it found at its start, until it was restarted."""
     monkeypatch.setattr(changelog_follow, "PARTITIONS_LOOK_S", 0.5)
-    source = topic_factory("follow-grown")
-    group = f"g-{source}"
-    topic = changelog_topic(source, group)
-    kafka_broker.create_topics({topic: 1}, {"cleanup.policy": "compact"})
-    bootstrap = kafka_broker.bootstrap_servers
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, interactions_topic=source, group_id=group)
+    kafka, topic = _changelog(kafka_broker, topic_factory, "follow-grown")
+    bootstrap = kafka.bootstrap_servers
     _write(bootstrap, topic, range(3))
     follower = ChangelogFollower(kafka, PipelineMetrics())
     try:
