@@ -636,18 +636,18 @@ def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> int:
         if topic not in topics:
             replicas = len(next(iter(partitions.values())).replicas)
             new = NewTopic(topic, count, replicas, config={"cleanup.policy": "compact"})
-            _settle(admin.create_topics([new], request_timeout=ADMIN_TIMEOUT_S)[topic])
-            log.info("created changelog topic %s (%d partitions)", topic, count)
+            if _settle(admin.create_topics([new], request_timeout=ADMIN_TIMEOUT_S)[topic]):
+                log.info("created changelog topic %s (%d partitions)", topic, count)
         elif len(topics[topic].partitions) < count:
             grown = NewPartitions(topic, count)
-            _settle(admin.create_partitions([grown], request_timeout=ADMIN_TIMEOUT_S)[topic])
-            log.info(
-                "changelog %s grown from %d to %d partitions, as %s was",
-                topic,
-                len(topics[topic].partitions),
-                count,
-                source,
-            )
+            if _settle(admin.create_partitions([grown], request_timeout=ADMIN_TIMEOUT_S)[topic]):
+                log.info(
+                    "changelog %s grown from %d to %d partitions, as %s was",
+                    topic,
+                    len(topics[topic].partitions),
+                    count,
+                    source,
+                )
         found = _await_partitions(admin, topic, count)
         if found > count:
             raise ChangelogError(
@@ -669,17 +669,19 @@ def _ensure_topic(admin: AdminClient, topic: str, kafka: KafkaSettings) -> int:
         raise ChangelogError(f"changelog topic {topic!r} unusable: {exc}") from exc
 
 
-def _settle(future: Any) -> None:
-    """Wait for a topic's creation or growth; another worker of the group having done it
-    first is as good."""
+def _settle(future: Any) -> bool:
+    """Wait for a topic's creation or growth: True when this call made it, False when
+    another worker of the group had done it first (as good)."""
     try:
         future.result(ADMIN_TIMEOUT_S)
+        return True
     except KafkaException as exc:
         if kafka_error(exc).code() not in (
             KafkaError.TOPIC_ALREADY_EXISTS,
             KafkaError.INVALID_PARTITIONS,  # already this many (or more: checked after)
         ):
             raise
+        return False
 
 
 def _await_partitions(client: Any, topic: str, count: int) -> int:
