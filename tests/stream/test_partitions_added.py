@@ -113,6 +113,10 @@ def test_partitions_added_to_a_changelog_workers_topic_grow_its_changelog(
     run("grown-stopped", 3 * PER_PARTITION)
     shutil.rmtree(store)  # the store lost: everything comes back from the changelog
     run("restored", 3 * PER_PARTITION)
+    restored = (tmp_path / "restored.log").read_text()
+    for partition in range(3):  # from the changelog, not read again from the topic
+        assert f"partition {topic}[{partition}]: restored " in restored
+        assert f"partition {topic}[{partition}]: restored 0 live" not in restored
     changelog = changelog_topic(topic, f"g-{topic}")
     metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(changelog, timeout=10)
     assert len(metadata.topics[changelog].partitions) == 3
